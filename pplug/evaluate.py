@@ -1,0 +1,429 @@
+"""`pplug evaluate`: every method on the same examples with the same frozen LLM, side by side.
+
+    pplug evaluate --checkpoint checkpoints/bench --data lamp_data/synthetic --split dev --out eval/preds.json
+
+Checkpoints: each trainable method has its own trained weights (`python train.py --model.method X`
+writes `checkpoints/<run>/final/`). `--checkpoint` takes any mix of
+- `method=DIR` pairs (`pplug=checkpoints/a/final prompt-tuned=checkpoints/b/final`);
+- a `final/` folder or a run folder holding one: the method is read from the run's `config.yaml`
+  (written by train.py), else inferred (user embedding -> pplug, none -> prompt-tuned);
+- a folder of runs (`checkpoints/bench/<method>/final/`, as benchmarks/bench_real_lamp.py writes).
+`none` needs no checkpoint (the frozen LLM as is); `pplug+retrieval` falls back to the `pplug` weights
+with a top-1 retrieved item when it has no weights of its own (as the PPlug paper adds retrieval).
+The frozen LLM and sentence encoder are loaded once and shared by all methods. Outputs: LaMP-format
+predictions per method, a metrics JSON, and one table (`pplug.metrics.format_table`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .baselines import METHODS, get_method, resolve_k, retrieve
+
+CONFIG_NAME = "pplug_config.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# the `none` baseline: the frozen LLM with no prefix
+
+
+class FrozenBaseline:
+    """The `none` method: the frozen LLM on the raw prompt, with no trainable prefix.
+
+    Exposes the same `generate` / `choice_logprobs` as PPlugModel (with an empty prefix), so the same
+    decoding code serves every method.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    def generate(self, batch: Any, max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
+        return self.llm.generate(None, batch.prompts, max_new_tokens=max_new_tokens or 32, num_beams=num_beams)
+
+    def choice_logprobs(self, batch: Any, choices: list[str]):
+        return self.llm.choice_logprobs(None, batch.prompts, choices)
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+@dataclass
+class MethodRun:
+    """One method to evaluate: its weights (None for `none`) and prompt settings."""
+
+    method: str
+    checkpoint: Path | None = None
+    retrieval_k: int | None = None
+    retriever: str = "bm25"
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _final_dir(path: Path) -> Path | None:
+    """`path` if it is a saved model folder, `path/final` if that is one, else None."""
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / "final" / CONFIG_NAME).is_file():
+        return path / "final"
+    return None
+
+
+def run_config(final_dir: Path) -> dict:
+    """The `model` section of the train.py config saved beside a final/ folder ({} when absent)."""
+    import yaml
+
+    for cand in (final_dir.parent / "config.yaml", final_dir / "config.yaml"):
+        if cand.is_file():
+            try:
+                cfg = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError:
+                return {}
+            model = cfg.get("model") or {}
+            if isinstance(model, dict) and "init_args" in model:
+                model = model["init_args"] or {}
+            return model if isinstance(model, dict) else {}
+    return {}
+
+
+def _describe(final: Path, method: str | None = None) -> MethodRun:
+    cfg = run_config(final)
+    if method is None:
+        method = cfg.get("method")
+    if method is None:
+        pc = json.loads((final / CONFIG_NAME).read_text(encoding="utf-8"))
+        method = "pplug" if pc.get("use_user_embedding", True) else "prompt-tuned"
+    spec = get_method(method)
+    if not spec.trainable:
+        raise ValueError(f"{final}: method 'none' takes no checkpoint")
+    return MethodRun(spec.name, final, retrieval_k=cfg.get("retrieval_k"), retriever=cfg.get("retriever") or "bm25")
+
+
+def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
+    """`--checkpoint` values -> method -> MethodRun (see the module docstring for the accepted forms)."""
+    runs: dict[str, MethodRun] = {}
+
+    def add(run: MethodRun, origin: str) -> None:
+        if run.method in runs and runs[run.method].checkpoint != run.checkpoint:
+            raise ValueError(f"two checkpoints for method '{run.method}': {runs[run.method].checkpoint} and "
+                             f"{run.checkpoint} (from {origin}); pass method=DIR pairs")
+        runs[run.method] = run
+
+    for s in specs:
+        method, _, path_s = s.partition("=") if "=" in s and s.split("=", 1)[0] in METHODS else ("", "", s)
+        path = Path(path_s)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: checkpoint folder not found")
+        final = _final_dir(path)
+        if final is not None:
+            add(_describe(final, method or None), s)
+            continue
+        if method:
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME} here or in {path / 'final'}")
+        found = False
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            final = _final_dir(sub)
+            if final is None:
+                continue
+            name = sub.name if sub.name in METHODS else None
+            add(_describe(final, name), str(sub))
+            found = True
+        if not found:
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}, no final/ and no run folders with a final/ inside")
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def predict(model: Any, task: Any, examples: Sequence[Any], method: str, causal: bool, decodings: Sequence[str],
+            batch_size: int = 16, max_history: int | None = None, retrieval_k: int | None = None,
+            retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
+            personas: Sequence[str | None] | None = None, progress: bool = False) -> dict[str, dict[str, str]]:
+    """Decode `examples` with one method: decoding -> (id -> prediction).
+
+    The prompts come from `pplug.baselines.build_batch` (the code the training data module uses).
+    """
+    import torch
+
+    from .baselines import build_batch
+    from .train_module import decode
+
+    k = resolve_k(method, retrieval_k)
+    out: dict[str, dict[str, str]] = {d: {} for d in decodings}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(examples), desc=f"evaluate {method}", unit="ex", file=sys.stderr)
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            rows = list(examples[i : i + batch_size])
+            retrieved = None
+            if k:
+                retrieved = [retrieve(task, ex, k, retriever=retriever, encoder=encoder, max_history=max_history)
+                             for ex in rows]
+            batch = build_batch(task, rows, method, causal=causal, max_history=max_history, retrieved=retrieved,
+                                retrieval_k=k or None, with_targets=False,
+                                personas=personas[i : i + batch_size] if personas is not None else None)
+            preds = decode(model, task, batch, decoding=list(decodings), num_beams=num_beams,
+                           max_new_tokens=max_new_tokens)
+            for dec, p in preds.items():
+                out[dec].update(zip((ex.id for ex in rows), p))
+            if bar is not None:
+                bar.update(len(rows))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def floor_predictions(task: Any, examples: Sequence[Any], train_golds: Sequence[str] | None = None
+                      ) -> dict[str, dict[str, str]]:
+    """No-model floors: ratings -> always-5 and the user's mean profile rating; generation -> the first N words
+    of the input's content (N = median gold length in words over `train_golds`, else over profile titles)."""
+    kind = getattr(task.output_kind, "value", task.output_kind)
+    floors: dict[str, dict[str, str]] = {}
+    if kind == "rating":
+        floors["always-5"] = {ex.id: "5" for ex in examples}
+        mean = {}
+        for ex in examples:
+            scores = [float(it["score"]) for it in ex.profile if str(it.get("score", "")).strip()]
+            mean[ex.id] = f"{statistics.fmean(scores):.4f}" if scores else "5"
+        floors["user mean rating"] = mean
+    elif kind == "classification":
+        majority = {}
+        for ex in examples:
+            field = next((f for f in ("tag", "category") if f in task.profile_fields), None)
+            tags = [it[field] for it in ex.profile] if field else []
+            majority[ex.id] = max(set(tags), key=tags.count) if tags else task.labels[0]
+        floors["user majority label"] = majority
+    else:
+        lengths = [len(g.split()) for g in (train_golds or []) if g and g.strip()]
+        if not lengths:
+            lengths = [len(str(it.get("title", "")).split()) for ex in examples for it in ex.profile
+                       if str(it.get("title", "")).strip()]
+        n = max(1, int(round(statistics.median(lengths)))) if lengths else 8
+        floors[f"first {n} words"] = {ex.id: " ".join(task.query_text(ex.input).split()[:n]) for ex in examples}
+    return floors
+
+
+def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encoder_name: str | None = None,
+                embedding_cache: str | None = None):
+    """Load the frozen LLM and sentence encoder once, then every method's weights around them.
+
+    Returns:
+        (models: method -> model object, llm, history encoder, base config)
+    """
+    from .config import PPlugConfig
+    from .history import HistoryEncoder
+    from .llm import FrozenLLM
+    from .model import PPlugModel
+
+    configs = {m: PPlugConfig.from_json(r.checkpoint / CONFIG_NAME) for m, r in runs.items() if r.checkpoint}
+    bases = {c.base_model_name_or_path for c in configs.values()}
+    encs = {c.encoder_name_or_path for c in configs.values()}
+    if len(bases) > 1 or len(encs) > 1:
+        raise ValueError(f"checkpoints were trained on different frozen models (LLMs {sorted(bases)}, encoders "
+                         f"{sorted(encs)}); methods must share one to be compared")
+    base_cfg = next(iter(configs.values()), None)
+    base = base_model or (base_cfg.base_model_name_or_path if base_cfg else "default")
+    enc_name = encoder_name or (base_cfg.encoder_name_or_path if base_cfg else "default")
+    if base_cfg is None:
+        base_cfg = PPlugConfig(base_model_name_or_path=base, encoder_name_or_path=enc_name)
+    llm = FrozenLLM(base, dtype=base_cfg.torch_dtype, max_input_tokens=base_cfg.max_input_tokens,
+                    max_target_tokens=base_cfg.max_target_tokens)
+    encoder = HistoryEncoder(enc_name, cache_path=embedding_cache)
+    models: dict[str, Any] = {}
+    for m, r in runs.items():
+        if r.checkpoint is None:
+            models[m] = FrozenBaseline(llm)
+        else:
+            models[m] = PPlugModel.from_pretrained(r.checkpoint, llm=llm, history_encoder=encoder).eval()
+    return models, llm, encoder, base_cfg
+
+
+def evaluate(
+    checkpoints: Sequence[str],
+    data: str,
+    split: str = "dev",
+    methods: Sequence[str] | None = None,
+    max_examples: int | None = None,
+    decodings: Sequence[str] = ("argmax",),
+    out: str | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    base_model: str | None = None,
+    embedding_cache: str | None = None,
+    floors: bool = False,
+    num_beams: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Evaluate methods on one split and write predictions + metrics.
+
+    Args:
+        checkpoints: `--checkpoint` values (see module docstring); may be empty for `none` alone.
+        data: folder with the LaMP split files.
+        split: split name ("dev").
+        methods: methods to run (None: `none` + every method with weights, + pplug+retrieval when pplug has some).
+        max_examples: seeded random subset of the split.
+        decodings: "argmax" and/or "expected" (expected applies to ratings; other tasks ignore it).
+        out: predictions path; one method -> exactly this file, several -> `<stem>.<method>.json`; the metrics
+            go to `<stem>.metrics.json`. None: `<run>/eval/<split>_preds.json` of the first checkpoint, or
+            `eval/<split>_preds.json`.
+        batch_size: rows per forward pass.
+        seed: subsampling seed.
+        base_model: frozen LLM for `none` when no checkpoint names one.
+        embedding_cache: history-embedding cache file.
+        floors: also score the no-model floors (`floor_predictions`).
+        num_beams: beams for generation tasks.
+        progress: progress bars on stderr.
+
+    Returns:
+        {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...}}
+    """
+    from .data import load_split, write_outputs
+    from .io import atomic_write_json
+    from .metrics import format_table, score
+    from .train_module import DECODINGS, subsample
+
+    for d in decodings:
+        if d not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {d!r}")
+    runs = resolve_checkpoints(checkpoints)
+    if methods is None:
+        methods = ["none"] + [m for m in METHODS if m in runs]
+        if "pplug" in runs and "pplug+retrieval" not in runs:
+            methods.append("pplug+retrieval")
+    methods = [get_method(m).name for m in methods]
+    selected: dict[str, MethodRun] = {}
+    for m in methods:
+        if m == "none":
+            selected[m] = MethodRun("none")
+        elif m in runs:
+            selected[m] = runs[m]
+        elif m == "pplug+retrieval" and "pplug" in runs:
+            r = runs["pplug"]
+            selected[m] = MethodRun(m, r.checkpoint, retrieval_k=1, retriever=r.retriever,
+                                    note="pplug weights + top-1 retrieved item")
+        else:
+            raise ValueError(f"method '{m}' needs trained weights: train them with `python train.py --model.method "
+                             f"{m}` and pass --checkpoint {m}=checkpoints/<run>/final")
+    models, llm, encoder, base_cfg = load_models(selected, base_model=base_model, embedding_cache=embedding_cache)
+    loaded = load_split(data, split, None if not any(r.checkpoint for r in selected.values()) else base_cfg.task)
+    task = loaded.task
+    for m, r in selected.items():
+        if r.checkpoint is not None and models[m].config.task != task.name:
+            raise ValueError(f"{r.checkpoint}: trained for {models[m].config.task}, but {data} holds {task.name}")
+    examples = subsample(loaded.examples, max_examples, seed)
+    golds = {ex.id: ex.output for ex in examples if ex.output is not None}
+    kind = getattr(task.output_kind, "value", task.output_kind)
+    decs = list(decodings) if kind == "rating" else ["argmax"]
+    causal = not bool(getattr(llm, "is_seq2seq", False))
+
+    out_path = Path(out) if out else _default_out(selected, split)
+    stem = out_path.with_suffix("") if out_path.suffix == ".json" else out_path
+    many = len(selected) * len(decs) > 1
+    results: dict[str, dict[str, float]] = {}
+    files: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    all_preds: dict[str, dict[str, str]] = {}
+    for m, r in selected.items():
+        t0 = time.monotonic()
+        cfg = models[m].config if r.checkpoint is not None else base_cfg
+        max_hist = cfg.max_history
+        # the LLM is shared: apply this method's prompt budget (from_pretrained set the last loaded one's)
+        llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
+        preds = predict(models[m], task, examples, m, causal, decs, batch_size=batch_size, max_history=max_hist,
+                        retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
+                        progress=progress)
+        seconds[m] = round(time.monotonic() - t0, 2)
+        for dec, p in preds.items():
+            row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
+            all_preds[row] = p
+    if floors:
+        train_golds = None
+        try:
+            train_golds = list(load_split(data, "train", task).golds().values())
+        except (ValueError, FileNotFoundError):
+            pass
+        for name, p in floor_predictions(task, examples, train_golds).items():
+            all_preds[f"floor: {name}"] = p
+    for row, p in all_preds.items():
+        if golds and len(golds) == len(examples):
+            results[row] = score(task, p, golds)
+        if not row.startswith("floor:"):
+            path = Path(f"{stem}.{_slug(row)}.json") if many else stem.with_suffix(".json")
+            write_outputs(path, task.name, p)
+            files[row] = str(path)
+    report = {"task": task.name, "split": split, "data": str(data), "n": len(examples),
+              "decodings": decs, "metrics": results, "files": files, "seconds": seconds,
+              "checkpoints": {m: str(r.checkpoint) if r.checkpoint else None for m, r in selected.items()},
+              "notes": {m: r.note for m, r in selected.items() if r.note}}
+    metrics_path = Path(f"{stem}.metrics.json")
+    atomic_write_json(metrics_path, report)
+    report["metrics_file"] = str(metrics_path)
+    if results:
+        report["table"] = format_table(results, title=f"{task.name} {split} (n={len(examples)}, {data})")
+    return report
+
+
+def _slug(row: str) -> str:
+    return row.replace(" [", ".").replace("]", "").replace(" ", "_").replace(":", "")
+
+
+def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
+    for r in selected.values():
+        if r.checkpoint is not None:
+            return r.checkpoint.parent / "eval" / f"{split}_preds.json"
+    return Path("eval") / f"{split}_preds.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_parser(sub) -> None:
+    """Register `pplug evaluate`."""
+    p = sub.add_parser("evaluate", help="evaluate methods side by side on a LaMP split",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", nargs="*", default=[], metavar="[METHOD=]DIR",
+                   help="final/ or run folder(s), a folder of runs, or method=DIR pairs")
+    p.add_argument("--data", required=True, help="folder with {split}_questions.json / {split}_outputs.json")
+    p.add_argument("--split", default="dev")
+    p.add_argument("--out", default=None, help="predictions file (several methods: <stem>.<method>.json)")
+    p.add_argument("--method", nargs="+", default=None, choices=list(METHODS), help="methods (default: all available)")
+    p.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
+    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected"],
+                   help="ratings: argmax label or expected value over 1..5 (both: two rows per method)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-model", default=None, help="frozen LLM for `none` when no checkpoint names one")
+    p.add_argument("--embedding-cache", default=None, help="history-embedding cache file")
+    p.add_argument("--floors", action="store_true", help="also score the no-model floors")
+    p.add_argument("--num-beams", type=int, default=1)
+    p.set_defaults(handler=_run_cli)
+
+
+def _run_cli(args) -> int:
+    report = evaluate(args.checkpoint, args.data, split=args.split, methods=args.method,
+                      max_examples=args.max_examples, decodings=args.decoding, out=args.out,
+                      batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
+                      embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams)
+    if "table" in report:
+        print(report["table"])
+    for row, path in report["files"].items():
+        print(f"predictions ({row}): {path}")
+    print(f"metrics: {report['metrics_file']}")
+    return 0
+
+
+__all__ = ["FrozenBaseline", "MethodRun", "evaluate", "floor_predictions", "load_models", "predict",
+           "resolve_checkpoints", "run_config"]

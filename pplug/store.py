@@ -1,0 +1,512 @@
+"""UserStore: users, versioned personas, append-only interaction history and per-user memory, in SQLite.
+
+One embedded SQLite file holds everything a deployment keeps about its users:
+
+    users         user_id, created_at, task
+    personas      (user_id, version) -> persona document (JSON) + JSON diff from the previous version
+    interactions  append-only rows: id, user_id, created_at, task, item (a LaMP profile item as JSON)
+    memory        (interaction id, encoder) -> cached history embedding (float16 blob): the long-term memory
+
+The persona's long-term memory is a faiss index over a user's `memory` vectors, built on demand and kept
+per process (`recall`). Writes run in `BEGIN IMMEDIATE` transactions in WAL mode with `synchronous=FULL`:
+readers never block the one writer, a committed row survives a crash (even a SIGKILL mid-batch), and a
+transaction cut short leaves no trace. Interactions are append-only (triggers refuse UPDATE / DELETE).
+
+The file is `pplug_store.sqlite` in the current folder by default, or `$PPLUG_HOME/pplug_store.sqlite`
+when `PPLUG_HOME` is set; pass `path=` (CLI `--store`) to choose another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .persona import Persona, diff
+
+SCHEMA_VERSION = 1
+STORE_FILENAME = "pplug_store.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    user_id    TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    task       TEXT
+);
+CREATE TABLE IF NOT EXISTS personas (
+    user_id    TEXT NOT NULL REFERENCES users(user_id),
+    version    INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    message    TEXT NOT NULL DEFAULT '',
+    document   TEXT NOT NULL,
+    diff       TEXT NOT NULL,
+    PRIMARY KEY (user_id, version)
+);
+CREATE TABLE IF NOT EXISTS interactions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id    TEXT NOT NULL REFERENCES users(user_id),
+    created_at TEXT NOT NULL,
+    task       TEXT,
+    item       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS interactions_user ON interactions(user_id, id);
+CREATE TABLE IF NOT EXISTS memory (
+    interaction_id INTEGER NOT NULL REFERENCES interactions(id),
+    encoder        TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    vec            BLOB NOT NULL,
+    PRIMARY KEY (interaction_id, encoder)
+);
+CREATE INDEX IF NOT EXISTS memory_user ON memory(user_id, encoder);
+CREATE TRIGGER IF NOT EXISTS interactions_no_update BEFORE UPDATE ON interactions
+BEGIN SELECT RAISE(ABORT, 'interactions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS interactions_no_delete BEFORE DELETE ON interactions
+BEGIN SELECT RAISE(ABORT, 'interactions are append-only'); END;
+"""
+
+
+class StoreError(ValueError):
+    """A user-facing store error (one line)."""
+
+
+class UnknownUserError(StoreError, KeyError):
+    """The user id is not in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateUserError(StoreError):
+    """The user id already exists."""
+
+
+def default_store_path() -> Path:
+    """`$PPLUG_HOME/pplug_store.sqlite` if PPLUG_HOME is set, else `./pplug_store.sqlite`."""
+    home = os.environ.get("PPLUG_HOME")
+    return Path(home) / STORE_FILENAME if home else Path(STORE_FILENAME)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """One stored interaction (a LaMP profile item the user produced)."""
+
+    id: int
+    """Store-wide increasing id (the order of arrival)."""
+    user_id: str
+    created_at: str
+    """UTC ISO-8601 time it was stored."""
+    task: str | None
+    item: dict
+    """The profile item, e.g. {"id": "r7", "text": "...", "score": "4"}."""
+
+
+@dataclass(frozen=True)
+class PersonaChange:
+    """One entry of a user's persona change log."""
+
+    version: int
+    created_at: str
+    source: str
+    """Who made the change: "create", "derived", "proposer", "manual", ..."""
+    message: str
+    diff: list[dict]
+    """JSON diff from the previous version (RFC 6902-style ops with "old" values)."""
+
+
+class UserStore:
+    """SQLite-backed store of users, versioned personas, interactions and memory vectors.
+
+    Args:
+        path: SQLite file (created if missing); None -> `default_store_path()`.
+        timeout: seconds to wait for another writer before failing.
+        create: False -> a missing file is a FileNotFoundError (for read-only commands).
+
+    Safe to use from several processes at once (WAL: many readers, one writer at a time). One
+    connection per object; use it from one thread at a time or guard it (an internal lock does).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 30.0, create: bool = True):
+        self.path = Path(path) if path is not None else default_store_path()
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no user store here (create a user first, or pass --store)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.path}: could not switch SQLite to WAL mode (got {mode!r})")
+            # FULL: a commit is on disk when commit() returns, so even a power cut keeps it (WAL+NORMAL
+            # would only survive process crashes).
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            # executescript commits any open transaction first, so the script carries its own
+            self._conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            with self._write():
+                row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    self._conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path}: store schema version {row[0]} is newer than this pplug ({SCHEMA_VERSION})"
+                    )
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise StoreError(f"{self.path}: not a usable SQLite store ({e})") from None
+        self._indexes: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    # --- plumbing ---
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlocks)."""
+        with self._lock:
+            if self._conn.in_transaction:  # nested use joins the outer transaction
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> UserStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def integrity_check(self) -> str:
+        """SQLite's `PRAGMA integrity_check` result ("ok" when the file is sound)."""
+        return str(self._read("PRAGMA integrity_check")[0][0])
+
+    # --- users ---
+
+    def _require(self, user_id: str) -> None:
+        if not self._read("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
+            n = self._read("SELECT COUNT(*) FROM users")[0][0]
+            raise UnknownUserError(
+                f"unknown user {user_id!r} in store {self.path} ({n} users; create it with `pplug user create`)"
+            )
+
+    def has_user(self, user_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM users WHERE user_id = ?", (user_id,)))
+
+    def users(self) -> list[str]:
+        """All user ids, sorted."""
+        return [r[0] for r in self._read("SELECT user_id FROM users ORDER BY user_id")]
+
+    def user_task(self, user_id: str) -> str | None:
+        """The task given when the user was created (None if not given)."""
+        self._require(user_id)
+        return self._read("SELECT task FROM users WHERE user_id = ?", (user_id,))[0][0]
+
+    def create_user(
+        self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = ""
+    ) -> Persona:
+        """Add a user with persona version 1; returns the stored persona.
+
+        `identity.user_id` is set to `user_id` (a different value is an error) and `memory.long_term`
+        defaults to "pplug-store:<user_id>" (this store's memory index).
+
+        Raises:
+            DuplicateUserError: the user exists.
+        """
+        if not isinstance(user_id, str) or not user_id.strip() or user_id != user_id.strip():
+            raise StoreError(f"invalid user id {user_id!r}: a non-empty string without surrounding spaces")
+        if task is not None:
+            from .tasks import get_task
+
+            task = get_task(task).name
+        p = persona if isinstance(persona, Persona) else Persona.from_dict(persona or {}, source=f"persona of {user_id}")
+        p = p.copy()
+        if p.identity.user_id not in (None, user_id):
+            raise StoreError(f"persona of {user_id!r}: field 'identity.user_id' is {p.identity.user_id!r}, not {user_id!r}")
+        p.identity.user_id = user_id
+        if p.memory.long_term is None:
+            p.memory.long_term = f"pplug-store:{user_id}"
+        doc = p.to_dict()
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone():
+                raise DuplicateUserError(f"user {user_id!r} already exists in store {self.path}")
+            now = _now()
+            c.execute("INSERT INTO users VALUES (?, ?, ?)", (user_id, now, task))
+            c.execute(
+                "INSERT INTO personas VALUES (?, 1, ?, 'create', ?, ?, ?)",
+                (user_id, now, message, json.dumps(doc, sort_keys=True), json.dumps(diff({}, doc))),
+            )
+        return p
+
+    # --- personas ---
+
+    def persona(self, user_id: str, version: int | None = None) -> Persona:
+        """The user's persona (latest version, or the given one)."""
+        self._require(user_id)
+        if version is None:
+            rows = self._read(
+                "SELECT document FROM personas WHERE user_id = ? ORDER BY version DESC LIMIT 1", (user_id,)
+            )
+        else:
+            rows = self._read("SELECT document FROM personas WHERE user_id = ? AND version = ?", (user_id, version))
+            if not rows:
+                raise StoreError(f"user {user_id!r} has no persona version {version}")
+        return Persona.from_dict(json.loads(rows[0][0]), source=f"{self.path}: persona of {user_id}")
+
+    def persona_version(self, user_id: str) -> int:
+        """Latest persona version number (1 after create)."""
+        self._require(user_id)
+        return int(self._read("SELECT MAX(version) FROM personas WHERE user_id = ?", (user_id,))[0][0])
+
+    def update_persona(self, user_id: str, persona: Persona, source: str = "manual", message: str = "") -> int:
+        """Record `persona` as a new version (with its diff) unless nothing changed; returns the version."""
+        self._require(user_id)
+        new = persona.to_dict()
+        with self._write() as c:
+            version, doc = c.execute(
+                "SELECT version, document FROM personas WHERE user_id = ? ORDER BY version DESC LIMIT 1", (user_id,)
+            ).fetchone()
+            ops = diff(json.loads(doc), new)
+            if not ops:
+                return int(version)
+            c.execute(
+                "INSERT INTO personas VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, version + 1, _now(), source, message, json.dumps(new, sort_keys=True), json.dumps(ops)),
+            )
+            return int(version) + 1
+
+    def persona_log(self, user_id: str) -> list[PersonaChange]:
+        """All persona versions of the user, oldest first, each with its diff."""
+        self._require(user_id)
+        rows = self._read(
+            "SELECT version, created_at, source, message, diff FROM personas WHERE user_id = ? ORDER BY version",
+            (user_id,),
+        )
+        return [PersonaChange(int(v), t, s, m, json.loads(d)) for v, t, s, m, d in rows]
+
+    # --- interactions ---
+
+    def add_interactions(
+        self,
+        user_id: str,
+        items: Sequence[dict],
+        task: str | None = None,
+        embeddings: np.ndarray | Any | None = None,
+        encoder: str | None = None,
+    ) -> list[int]:
+        """Append items (one transaction) and, optionally, their memory embeddings; returns their ids.
+
+        Args:
+            user_id: an existing user.
+            items: LaMP profile items (JSON-serialisable dicts), oldest first.
+            task: task the items belong to (default: the user's task).
+            embeddings: (N, dim) vectors of the items' history texts, stored as long-term memory.
+            encoder: identity of the encoder that produced `embeddings` (required with them).
+        """
+        self._require(user_id)
+        if task is None:
+            task = self.user_task(user_id)
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise StoreError(f"interaction {i} of user {user_id!r}: expected a JSON object, got {type(item).__name__}")
+        vecs = None
+        if embeddings is not None:
+            if encoder is None:
+                raise StoreError("add_interactions: `encoder` (identity) is required with `embeddings`")
+            vecs = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, np.float32)
+            if vecs.ndim != 2 or len(vecs) != len(items):
+                raise StoreError(f"add_interactions: {len(items)} items but embeddings of shape {tuple(vecs.shape)}")
+        ids = []
+        with self._write() as c:
+            now = _now()
+            for item in items:
+                cur = c.execute(
+                    "INSERT INTO interactions (user_id, created_at, task, item) VALUES (?, ?, ?, ?)",
+                    (user_id, now, task, json.dumps(item, ensure_ascii=False, sort_keys=True)),
+                )
+                ids.append(int(cur.lastrowid))
+            if vecs is not None:
+                c.executemany(
+                    "INSERT OR REPLACE INTO memory VALUES (?, ?, ?, ?)",
+                    [(i, encoder, user_id, v.astype(np.float16).tobytes()) for i, v in zip(ids, vecs)],
+                )
+        return ids
+
+    def add_memory(self, user_id: str, ids: Sequence[int], embeddings: Any, encoder: str) -> None:
+        """Store memory vectors for existing interactions (e.g. with a second encoder)."""
+        vecs = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, np.float32)
+        with self._write() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO memory VALUES (?, ?, ?, ?)",
+                [(int(i), encoder, user_id, v.astype(np.float16).tobytes()) for i, v in zip(ids, vecs)],
+            )
+
+    def history(
+        self, user_id: str, task: str | None = None, after_id: int = 0, limit: int | None = None
+    ) -> list[Interaction]:
+        """The user's interactions, oldest first (only `task`'s if given; only ids > `after_id`).
+
+        `limit` keeps the most recent `limit` rows.
+        """
+        self._require(user_id)
+        sql = "SELECT id, user_id, created_at, task, item FROM interactions WHERE user_id = ? AND id > ?"
+        params: list[Any] = [user_id, after_id]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        if limit is not None:
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"
+            params.append(int(limit))
+        else:
+            sql += " ORDER BY id"
+        return [Interaction(i, u, t, k, json.loads(it)) for i, u, t, k, it in self._read(sql, params)]
+
+    def history_items(self, user_id: str, task: str | None = None, limit: int | None = None) -> list[dict]:
+        """Just the items of `history` (oldest first)."""
+        return [r.item for r in self.history(user_id, task=task, limit=limit)]
+
+    def count_interactions(self, user_id: str | None = None, after_id: int = 0, task: str | None = None) -> int:
+        """Number of interactions (of one user or all; only ids > `after_id`; only `task`'s if given)."""
+        sql, params = "SELECT COUNT(*) FROM interactions WHERE id > ?", [after_id]
+        if user_id is not None:
+            self._require(user_id)
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        return int(self._read(sql, params)[0][0])
+
+    def count_by_task(self, user_id: str) -> dict[str, int]:
+        """Interaction counts of one user per task."""
+        self._require(user_id)
+        rows = self._read("SELECT task, COUNT(*) FROM interactions WHERE user_id = ? GROUP BY task", (user_id,))
+        return {str(t): int(n) for t, n in rows}
+
+    def last_interaction_id(self) -> int:
+        """Highest interaction id in the store (0 when empty): a watermark for "new since"."""
+        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM interactions")[0][0])
+
+    def interactions_since(self, after_id: int, task: str | None = None) -> list[Interaction]:
+        """All users' interactions with id > `after_id`, in id order."""
+        sql = "SELECT id, user_id, created_at, task, item FROM interactions WHERE id > ?"
+        params: list[Any] = [after_id]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        return [Interaction(i, u, t, k, json.loads(it)) for i, u, t, k, it in self._read(sql + " ORDER BY id", params)]
+
+    # --- long-term memory (faiss) ---
+
+    def memory_vectors(self, user_id: str, encoder: str) -> tuple[list[int], np.ndarray]:
+        """(interaction ids, (N, dim) float32 vectors) stored for the user under `encoder`."""
+        self._require(user_id)
+        rows = self._read(
+            "SELECT interaction_id, vec FROM memory WHERE user_id = ? AND encoder = ? ORDER BY interaction_id",
+            (user_id, encoder),
+        )
+        if not rows:
+            return [], np.zeros((0, 0), np.float32)
+        return [int(r[0]) for r in rows], np.stack([np.frombuffer(r[1], np.float16).astype(np.float32) for r in rows])
+
+    def _index(self, user_id: str, encoder: str):
+        """The user's faiss index (cached per process; rebuilt when new memory rows arrived)."""
+        from .history import HistoryIndex
+
+        n = int(
+            self._read("SELECT COUNT(*) FROM memory WHERE user_id = ? AND encoder = ?", (user_id, encoder))[0][0]
+        )
+        cached = self._indexes.get((user_id, encoder))
+        if cached is not None and cached[0] == n:
+            return cached[1]
+        ids, vecs = self.memory_vectors(user_id, encoder)
+        index = None
+        if ids:
+            index = HistoryIndex(vecs.shape[1])
+            index.add(vecs, ids=ids)
+        self._indexes[(user_id, encoder)] = (n, index)
+        return index
+
+    def recall(self, user_id: str, query: str, k: int, encoder: Any) -> list[tuple[Interaction, float]]:
+        """Long-term memory: the user's `k` interactions most similar to `query`.
+
+        Interactions added without memory vectors for this encoder are embedded now (through the
+        encoder's cache) and their vectors stored, so the index always covers the whole history.
+
+        Args:
+            user_id: the user.
+            query: text to match (e.g. the current input's content).
+            k: how many to return.
+            encoder: a `pplug.history.HistoryEncoder` (its identity names the vectors).
+
+        Returns:
+            (interaction, cosine similarity) pairs, best first.
+        """
+        self._require(user_id)
+        self.backfill_memory(user_id, encoder)
+        index = self._index(user_id, encoder.identity)
+        if index is None or k <= 0:
+            return []
+        hits = index.search(encoder.encode([query])[0], k)
+        by_id = {r.id: r for r in self.history(user_id)}
+        return [(by_id[i], s) for i, s in hits if i in by_id]
+
+    def backfill_memory(self, user_id: str, encoder: Any) -> int:
+        """Embed and store memory vectors for interactions that lack them; returns how many."""
+        from .tasks import get_task
+
+        rows = self._read(
+            "SELECT i.id, i.task, i.item FROM interactions i LEFT JOIN memory m "
+            "ON m.interaction_id = i.id AND m.encoder = ? WHERE i.user_id = ? AND m.interaction_id IS NULL "
+            "ORDER BY i.id",
+            (encoder.identity, user_id),
+        )
+        if not rows:
+            return 0
+        texts = []
+        for _, task, item in rows:
+            item = json.loads(item)
+            texts.append(get_task(task).history_text(item) if task else json.dumps(item, sort_keys=True))
+        self.add_memory(user_id, [r[0] for r in rows], encoder.encode(texts), encoder.identity)
+        return len(rows)
+
+
+__all__ = [
+    "UserStore",
+    "Interaction",
+    "PersonaChange",
+    "StoreError",
+    "UnknownUserError",
+    "DuplicateUserError",
+    "default_store_path",
+    "STORE_FILENAME",
+]
