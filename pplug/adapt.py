@@ -577,7 +577,7 @@ def adapt(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(chunk)
+                total += float(loss.detach()) * len(chunk)
             losses.append(total / max(len(order), 1))
             say(f"epoch {epoch + 1}/{epochs}: train loss {losses[-1]:.4f}")
         model.eval()
@@ -626,7 +626,167 @@ def adapt(
         return AdaptResult(status, msg, name, report)
 
 
+# --- command line (`pplug user ...`, `pplug adapt ...`; parsers live in pplug/cli.py) ---------------
+
+
+def read_items(source: str) -> list[dict]:
+    """History items from a file or "-" (stdin): a JSON list, a JSON object with "profile", or JSONL."""
+    if source == "-":
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: history file not found") from None
+        name = str(path)
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise AdaptError(f"{name}: line {n}: not JSON ({e.msg}); expected a JSON list or JSON lines") from None
+    if isinstance(data, dict) and isinstance(data.get("profile"), list):
+        data = data["profile"]
+    elif isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise AdaptError(f"{name}: expected a JSON list of profile items, got {type(data).__name__}")
+    for i, it in enumerate(data):
+        if not isinstance(it, dict):
+            raise AdaptError(f"{name}: item {i}: expected a JSON object, got {type(it).__name__}")
+    return data
+
+
+def _short(v: Any, n: int = 60) -> str:
+    t = json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
+def format_diff(ops: list[dict], limit: int = 8) -> str:
+    """A JSON diff as one readable line: `~ /pattern/activity_count 3 -> 6; + /preference/mean_rating 3.7`."""
+    parts = []
+    for op in ops[:limit]:
+        if op["op"] == "add":
+            parts.append(f"+ {op['path']} {_short(op['value'])}")
+        elif op["op"] == "remove":
+            parts.append(f"- {op['path']}")
+        else:
+            parts.append(f"~ {op['path']} {_short(op['old'], 30)} -> {_short(op['value'], 30)}")
+    if len(ops) > limit:
+        parts.append(f"... ({len(ops) - limit} more)")
+    return "; ".join(parts) if parts else "(no change)"
+
+
+def cli_user(args) -> int:
+    """Handler of `pplug user <create|add-history|show|list|generate>`."""
+    from .persona import Persona, dump_persona, load_persona
+
+    action = args.user_command
+    if action == "create":
+        persona = load_persona(args.persona) if args.persona else Persona()
+        with UserStore(args.store) as store:
+            p = store.create_user(args.user, persona, task=args.task)
+            print(f"created user {args.user!r} in {store.path} (task {store.user_task(args.user) or '-'}), persona v1")
+            text = render(p)
+            if text:
+                print(f"persona: {text}")
+        return 0
+    with UserStore(args.store, create=False) as store:
+        if action == "list":
+            for u in store.users():
+                print(f"{u}\t{store.count_interactions(u)} interactions\tpersona v{store.persona_version(u)}")
+            return 0
+        if action == "add-history":
+            from .history import HistoryEncoder
+
+            items = read_items(args.file)
+            store.persona(args.user)  # unknown user -> error before loading the encoder
+            encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache)
+            res = add_history(store, args.user, items, encoder, task=args.task)
+            span = f" (ids {res.ids[0]}..{res.ids[-1]})" if res.ids else ""
+            print(f"added {len(res.ids)} interactions to {args.user!r}{span}; "
+                  f"{store.count_interactions(args.user)} in total; persona v{res.persona_version}")
+            if res.diff:
+                print(f"persona change: {format_diff(res.diff)}")
+            return 0
+        if action == "show":
+            print(f"# user {args.user} ({store.path})")
+            print(f"task: {store.user_task(args.user) or '-'}")
+            counts = store.count_by_task(args.user)
+            print("history: " + (", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "0") + " interactions")
+            print(f"# persona v{store.persona_version(args.user)}")
+            print(dump_persona(store.persona(args.user)).rstrip())
+            print("# persona change log")
+            for ch in store.persona_log(args.user):
+                note = f" ({ch.message})" if ch.message else ""
+                print(f"v{ch.version} {ch.created_at[:19]} {ch.source}{note}: {format_diff(ch.diff, limit=args.diff_ops)}")
+            return 0
+        if action == "generate":
+            return _cli_generate(args, store)
+    raise AdaptError(f"unknown user command {action!r}")
+
+
+def _cli_generate(args, store: UserStore) -> int:
+    from .model import PPlugModel
+    from .tasks import get_task
+    from .train_module import decode
+
+    store.persona(args.user)  # unknown user -> error before loading models
+    ckpt = resolve_checkpoint(args.checkpoint)
+    model = PPlugModel.from_pretrained(ckpt)
+    model.eval()
+    spec = get_task(model.config.task)
+    text = args.input
+    if not any(m in text for m in spec.query_markers):
+        text = spec.make_input(text)  # plain content: wrap it in the task's instruction
+    run = run_settings(ckpt, model.config)
+    batch = user_batch(
+        store, args.user, [text], spec, method=run["method"], causal=not model.llm.is_seq2seq,
+        max_history=model.config.max_history, persona_fields=args.persona_fields, use_persona=not args.no_persona,
+        retrieval_k=run["retrieval_k"], retriever=run["retriever"], encoder=model.history_encoder,
+    )
+    if args.show_prompt:
+        print(f"# checkpoint {ckpt}; {len(batch.histories[0])} history items; prompt:\n{batch.prompts[0]}\n# output")
+    out = decode(model, spec, batch, max_new_tokens=args.max_new_tokens)[0]
+    print(out)
+    return 0
+
+
+def cli_adapt(args) -> int:
+    """Handler of `pplug adapt` (and `pplug adapt --rollback`)."""
+    if args.rollback:
+        root = Path(args.checkpoint)
+        before = serving_version(root)
+        now = rollback(root)
+        print(f"rolled back {root}: serving {now} (was {before})")
+        return 0
+    with UserStore(args.store, create=False) as store:
+        res = adapt(
+            store, args.checkpoint, min_new=args.min_new, epochs=args.epochs, lr=args.lr, encoder_lr=args.encoder_lr,
+            batch_size=args.batch_size, val_fraction=args.val_fraction, metric=args.metric, seed=args.seed,
+            use_persona=not args.no_persona,
+        )
+    print(res.message)
+    if res.report is not None:
+        v = res.report["validation"]
+        print(json.dumps({"parent": v["parent"], "candidate": v["candidate"]}, sort_keys=True))
+    return 0
+
+
 __all__ = [
+    "cli_adapt",
+    "cli_user",
+    "format_diff",
+    "read_items",
     "AdaptBusyError",
     "AdaptError",
     "AdaptResult",

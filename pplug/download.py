@@ -25,8 +25,15 @@ from pplug.tasks import get_task
 
 BASE_URL = "https://ciir.cs.umass.edu/downloads/LaMP"
 SPLITS = ("train", "dev", "test")
-# The official files exist for these tasks; LaMP_2N is the older news variant, no longer served.
-DOWNLOADABLE = ("LaMP_1", "LaMP_2", "LaMP_3", "LaMP_4", "LaMP_5", "LaMP_6", "LaMP_7")
+# LaMP_2N is the older news release, no longer served. LaMP_6's served files hold only Avocado message
+# ids (the emails need an LDC licence) and must be rebuilt with LaMP's data/avocado script.
+DOWNLOADABLE = ("LaMP_1", "LaMP_2", "LaMP_3", "LaMP_4", "LaMP_5", "LaMP_7")
+_NOT_SERVED = {
+    "LaMP_2N": "the older news release of LaMP-2 is no longer served; LaMP_2 is the movie-tag release",
+    "LaMP_6": "the LaMP site serves only Avocado message ids for LaMP_6; build the files with "
+    "data/avocado/create_avocado_dataset.py of the LaMP repository (needs the LDC Avocado corpus) "
+    "and put them in lamp_data/LaMP_6/",
+}
 
 
 class DownloadError(RuntimeError):
@@ -37,7 +44,8 @@ def file_urls(task: str, split: str, time_based: bool = False, base_url: str = B
     """{file name: URL} of one split (questions, plus outputs except for test)."""
     name = get_task(task).name
     if name not in DOWNLOADABLE:
-        raise ValueError(f"{name} is not served by the LaMP site; downloadable: {', '.join(DOWNLOADABLE)}")
+        why = _NOT_SERVED.get(name, "not served by the LaMP site")
+        raise ValueError(f"{name}: {why}; downloadable: {', '.join(DOWNLOADABLE)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
     base = f"{base_url.rstrip('/')}/{'time/' if time_based else ''}{name}/{split}"

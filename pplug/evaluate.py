@@ -99,6 +99,7 @@ def _describe(final: Path, method: str | None = None) -> MethodRun:
         method = cfg.get("method")
     if method is None:
         pc = json.loads((final / CONFIG_NAME).read_text(encoding="utf-8"))
+        pc = pc.get("config", pc)
         method = "pplug" if pc.get("use_user_embedding", True) else "prompt-tuned"
     spec = get_method(method)
     if not spec.trainable:
@@ -227,7 +228,7 @@ def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encod
     from .llm import FrozenLLM
     from .model import PPlugModel
 
-    configs = {m: PPlugConfig.from_json(r.checkpoint / CONFIG_NAME) for m, r in runs.items() if r.checkpoint}
+    configs = {m: PPlugModel.load_checkpoint_config(r.checkpoint)[0] for m, r in runs.items() if r.checkpoint}
     bases = {c.base_model_name_or_path for c in configs.values()}
     encs = {c.encoder_name_or_path for c in configs.values()}
     if len(bases) > 1 or len(encs) > 1:
@@ -390,29 +391,8 @@ def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
 # CLI
 
 
-def add_parser(sub) -> None:
-    """Register `pplug evaluate`."""
-    p = sub.add_parser("evaluate", help="evaluate methods side by side on a LaMP split",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", nargs="*", default=[], metavar="[METHOD=]DIR",
-                   help="final/ or run folder(s), a folder of runs, or method=DIR pairs")
-    p.add_argument("--data", required=True, help="folder with {split}_questions.json / {split}_outputs.json")
-    p.add_argument("--split", default="dev")
-    p.add_argument("--out", default=None, help="predictions file (several methods: <stem>.<method>.json)")
-    p.add_argument("--method", nargs="+", default=None, choices=list(METHODS), help="methods (default: all available)")
-    p.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
-    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected"],
-                   help="ratings: argmax label or expected value over 1..5 (both: two rows per method)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--base-model", default=None, help="frozen LLM for `none` when no checkpoint names one")
-    p.add_argument("--embedding-cache", default=None, help="history-embedding cache file")
-    p.add_argument("--floors", action="store_true", help="also score the no-model floors")
-    p.add_argument("--num-beams", type=int, default=1)
-    p.set_defaults(handler=_run_cli)
-
-
-def _run_cli(args) -> int:
+def run_cli(args) -> int:
+    """Handler of `pplug evaluate` (the parser lives in pplug/cli.py)."""
     report = evaluate(args.checkpoint, args.data, split=args.split, methods=args.method,
                       max_examples=args.max_examples, decodings=args.decoding, out=args.out,
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
@@ -426,4 +406,4 @@ def _run_cli(args) -> int:
 
 
 __all__ = ["FrozenBaseline", "MethodRun", "evaluate", "floor_predictions", "load_models", "predict",
-           "resolve_checkpoints", "run_config"]
+           "resolve_checkpoints", "run_cli", "run_config"]

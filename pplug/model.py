@@ -5,7 +5,7 @@
     [prefix; Emb(prompt)] --FrozenLLM--> loss / generations / choice log-probs
 
 Only the UserEmbedder trains. `save_pretrained` writes exactly two files (peft style):
-`pplug_config.json` (config + base LLM / encoder identity, dims, pplug version) and `pplug.safetensors`
+`pplug_config.json` (the config fields, flat, + base LLM / encoder identity, dims, pplug version) and `pplug.safetensors`
 (trainable weights only). `from_pretrained` never unpickles and refuses a base LLM or encoder that does
 not match the one the weights were trained for.
 
@@ -219,7 +219,7 @@ class PPlugModel(nn.Module):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
-            doc = {"config": self.config.to_dict(), **self.checkpoint_metadata()}
+            doc = {**self.config.to_dict(), **self.checkpoint_metadata()}  # flat, like peft's adapter_config.json
             (tmp / CONFIG_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             save_file(self.trainable_state_dict(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             for f in (tmp / WEIGHTS_NAME, tmp / CONFIG_NAME):
@@ -247,13 +247,16 @@ class PPlugModel(nn.Module):
             raise CheckpointError(f"{path}: missing (not a pplug checkpoint folder)")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            config = PPlugConfig.from_dict(doc.pop("config"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
-        except (KeyError, TypeError, AttributeError):
-            raise CheckpointError(f"{path}: no 'config' object (not a pplug checkpoint)") from None
-        except ValueError as e:
+        if not isinstance(doc, dict) or "base_model_name_or_path" not in doc:
+            raise CheckpointError(f"{path}: not a pplug config (no 'base_model_name_or_path')")
+        fields = {f.name for f in dataclasses.fields(PPlugConfig)}
+        try:
+            config = PPlugConfig.from_dict({k: v for k, v in doc.items() if k in fields})
+        except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: invalid config: {e}") from None
+        doc = {k: v for k, v in doc.items() if k not in fields}
         if doc.get("format_version", 0) > FORMAT_VERSION:
             raise CheckpointError(f"{path}: format_version {doc['format_version']} is newer than this pplug "
                                   f"({__version__}) understands; upgrade pplug")

@@ -207,8 +207,11 @@ class PPlugLitModule(L.LightningModule):
             torch_dtype=torch_dtype,
         )
         encoder = _history_encoder(encoder_name_or_path, embedding_cache)
-        if init_from:
-            self.model = PPlugModel.from_pretrained(init_from, history_encoder=encoder)
+        if init_from:  # the saved config defines the weights; run-time limits come from these args
+            self.model = PPlugModel.from_pretrained(
+                init_from, history_encoder=encoder, temperature=temperature, max_history=max_history,
+                max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens,
+                max_encoder_tokens=max_encoder_tokens, torch_dtype=torch_dtype)
         else:
             self.model = PPlugModel.from_config(config, history_encoder=encoder)
         # .ckpt files hold only the trainable weights (see on_save_checkpoint), so loading must not be strict.
@@ -216,6 +219,7 @@ class PPlugLitModule(L.LightningModule):
         self._preds: dict[str, dict[str, str]] = {}
         self._golds: dict[str, str] = {}
         self._rng = random.Random(0)
+        self.last_metrics: dict = {}
 
     # --- helpers ---
 
@@ -229,6 +233,7 @@ class PPlugLitModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Tell the data module what only the model knows (causal vs seq2seq prompts, the encoder)."""
+        self._rng = random.Random(1000 + self.global_rank)  # distinct history-dropout draws per rank
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "connect"):
             dm.connect(causal=self.is_causal, encoder=self.model.history_encoder)
@@ -462,7 +467,7 @@ class LaMPDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "lamp_data/synthetic",
+        root: str = "lamp_data/synthetic/ratings",
         task: str | None = None,
         train_split: str = "train",
         val_split: str = "dev",
@@ -496,8 +501,9 @@ class LaMPDataModule(L.LightningDataModule):
         """Write the synthetic default data set on first use (rank 0 only)."""
         from .synth import ensure_default_data
 
-        if _is_default_synth(self.hparams.root) and not Path(self.hparams.root).exists():
-            ensure_default_data(self.hparams.root)
+        kind = _default_synth_kind(self.hparams.root)
+        if kind is not None:
+            ensure_default_data(Path(self.hparams.root).parent, kind=kind)
 
     def _load(self, split: str, n: int | None, seed_offset: int) -> list:
         from .data import LaMPDataError, load_outputs, load_split
@@ -556,8 +562,12 @@ class LaMPDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def _is_default_synth(root: str) -> bool:
-    return Path(root).as_posix().rstrip("/").endswith("lamp_data/synthetic")
+def _default_synth_kind(root: str) -> str | None:
+    """"ratings" for `.../lamp_data/synthetic/ratings` (a default synthetic set, generated on demand), else None."""
+    p = Path(root)
+    if p.parent.name == "synthetic" and p.parent.parent.name == "lamp_data" and p.name in ("ratings", "tags", "titles"):
+        return p.name
+    return None
 
 
 __all__ = ["Collator", "DECODINGS", "LaMPBatch", "LaMPDataModule", "PPlugLitModule", "clean_generation", "decode",

