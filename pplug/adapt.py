@@ -499,8 +499,8 @@ def adapt(
         parent_report = read_report(root, parent) or {}
         watermark = int(parent_report.get("watermark", 0))
         state = _read_state(root)
-        cfg = json.loads((parent_dir / "pplug_config.json").read_text(encoding="utf-8"))
-        spec = get_task(cfg.get("task", "LaMP_3"))
+        config, _ = PPlugModel.load_checkpoint_config(parent_dir)  # task and limits, without loading weights
+        spec = get_task(config.task)
         new = store.interactions_since(watermark, task=spec.name)
         last_seen = max([r.id for r in new], default=watermark)
         attempted = int(state.get("last_attempt_watermark", 0))
@@ -517,7 +517,7 @@ def adapt(
         for r in store.interactions_since(0, task=spec.name):
             prof = histories.setdefault(r.user_id, [])
             if r.id > watermark:
-                examples.append(item_example(spec, r.item, prof[-int(cfg.get("max_history", 512)) :], str(r.id), r.user_id))
+                examples.append(item_example(spec, r.item, prof[-config.max_history :], str(r.id), r.user_id))
             prof.append(r.item)
         n_val = max(1, int(round(len(examples) * val_fraction)))
         train_ex, val_ex = examples[:-n_val], examples[-n_val:]  # time-based: validate on the most recent
@@ -719,8 +719,9 @@ def cli_user(args) -> int:
                 print(f"persona change: {format_diff(res.diff)}")
             return 0
         if action == "show":
+            task = store.user_task(args.user)  # unknown user -> error before printing anything
             print(f"# user {args.user} ({store.path})")
-            print(f"task: {store.user_task(args.user) or '-'}")
+            print(f"task: {task or '-'}")
             counts = store.count_by_task(args.user)
             print("history: " + (", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "0") + " interactions")
             print(f"# persona v{store.persona_version(args.user)}")

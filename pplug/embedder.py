@@ -143,7 +143,9 @@ class UserEmbedder(nn.Module):
         if self.input_encoder is not None:
             if isinstance(queries, torch.Tensor):
                 raise TypeError("the trainable input encoder needs query texts, got a tensor")
-            features = self.input_encoder.tokenize(list(queries))
+            # sentence-transformers >= 5 renamed tokenize -> preprocess
+            prep = getattr(self.input_encoder, "preprocess", None) or self.input_encoder.tokenize
+            features = prep(list(queries))
             features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             emb = self.input_encoder(features)["sentence_embedding"]  # (B, d_enc), mean pooled
             return F.normalize(emb.float(), dim=-1)

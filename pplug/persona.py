@@ -529,7 +529,7 @@ _STOPWORDS = frozenset(
     her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor not
     now of off on once only or other our ours ourselves out over own same she should so some such than that the
     their theirs them themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself yourselves one two get got
+    what when where which while who whom why will with would every you your yours yourself yourselves one two get got
     like really even much many well way make made still back us new first last said says use used using based
     paper article review movie film book score title text abstract following http https www com""".split()
 )
@@ -542,12 +542,14 @@ def _words(text: str) -> list[str]:
 
 
 def top_topics(texts: list[str], n: int = 5) -> list[str]:
-    """The `n` most frequent non-stopword keywords (ties broken alphabetically, so deterministic)."""
+    """The `n` most frequent non-stopword keywords seen at least twice (ties broken alphabetically)."""
     counts: Counter[str] = Counter()
     for t in texts:
         counts.update(w.strip("'-") for w in _WORD.findall(t.lower()) if w.strip("'-") not in _STOPWORDS)
     counts.pop("", None)
-    return [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+    min_count = 2 if len(texts) > 1 else 1  # a word seen once says nothing about a user's topics
+    ranked = sorted(((w, c) for w, c in counts.items() if c >= min_count), key=lambda kv: (-kv[1], kv[0]))
+    return [w for w, _ in ranked[:n]]
 
 
 def _length_bucket(words: float) -> str:

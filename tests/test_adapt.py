@@ -180,11 +180,13 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
     res = _adapt(store, root, parts, min_new=8, metric="loss")
     assert res.status == "noop" and versions(root) == ["v0001"]  # idempotent: nothing new
 
-    # A candidate ruined by a huge learning rate is worse on validation: refused, v0001 keeps serving.
+    # A worse candidate is refused and v0001 keeps serving. (A tiny random LLM barely reacts to its
+    # soft prompt, so "worse" is forced by the validation function: parent first, then the candidate.)
     _fill(store, parts, n=10, start=12)
-    res = _adapt(store, root, parts, min_new=8, metric="loss", lr=50.0, encoder_lr=50.0, epochs=2)
+    figures = iter([{"loss": 1.0}, {"loss": 1.5}])
+    res = _adapt(store, root, parts, min_new=8, metric="loss", evaluate_fn=lambda model, examples: next(figures))
     assert res.status == "refused", res.message
-    assert res.report["validation"]["candidate"]["loss"] > res.report["validation"]["parent"]["loss"]
+    assert res.report["validation"] == {"parent": {"loss": 1.0}, "candidate": {"loss": 1.5}}
     assert res.report["parent"] == "v0001" and res.report["n_interactions"] == 10
     assert versions(root) == ["v0001"] and serving_version(root) == "v0001"
     state = json.loads((root / "adapt_state.json").read_text())
@@ -269,7 +271,7 @@ def test_cli_life_cycle(parts, tmp_path, root, monkeypatch, capsys, tiny_encoder
     enc = ["--encoder", str(tiny_encoder_dir)]
     assert main(["user", "add-history", "ana", str(hist), "--store", db, *enc]) == 0
     out = capsys.readouterr().out
-    assert "added 3 interactions" in out and "persona v2" in out and "/pattern/activity_count" in out
+    assert "added 3 interactions" in out and "persona v2" in out and "+ /pattern" in out
     assert main(["user", "show", "ana", "--store", db]) == 0
     out = capsys.readouterr().out
     assert "history: 3 LaMP_3 interactions" in out and "v2 " in out and "derived" in out and "name: Ana" in out
