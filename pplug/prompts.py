@@ -6,8 +6,8 @@ evaluated on exactly the text it was trained on. A prompt is, in order:
     [persona text]  [retrieved history items, LaMP style]  input  [answer cue]
 
 - Retrieved items are written with `task.retrieval_template` and joined LaMP style
-  (`'<item>, and <item>. <input>'`, as in the LaMP paper's per-profile prompts); each item is cut to
-  `max_item_words` words so one long item cannot eat the whole input budget.
+  (`'<item>, and <item>. <input>'`, as in the LaMP paper's per-profile prompts); each item's text
+  fields are cut to `max_item_words` words so one long item cannot eat the whole input budget.
 - The persona (a rendered text, see pplug.persona) goes first, on its own line.
 - Causal LMs get a short answer cue ("Score:", "Title:", ...) after the input, so the target is the
   natural continuation; seq2seq models read the input as is (their decoder starts the answer).
@@ -54,11 +54,13 @@ def _cut_words(text: str, max_words: int | None) -> str:
 def retrieved_text(task: Any, items: Sequence[dict], max_item_words: int | None = DEFAULT_MAX_ITEM_WORDS) -> str:
     """Retrieved history items written LaMP style: `'<item 1>, and <item 2>'` (empty string for no items).
 
-    Each item is formatted with `task.retrieval_text(item)` and then cut to `max_item_words` words.
+    Each text field of an item is cut to `max_item_words` words, then the item is formatted with
+    `task.retrieval_text` (so the template's own words and closing quotes survive).
     """
     parts = []
     for item in items:
-        parts.append(_cut_words(task.retrieval_text(item), max_item_words))
+        cut = {k: _cut_words(v, max_item_words) if isinstance(v, str) and k != "id" else v for k, v in item.items()}
+        parts.append(task.retrieval_text(cut))
     return ", and ".join(p for p in parts if p)
 
 

@@ -187,11 +187,34 @@ def test_history_dropout_keeps_order_and_drops_some(tiny_config, tmp_path):
         assert h == sorted(h, key=lambda s: int(s.split()[1]))
 
 
-@pytest.mark.slow
-def test_pplug_learns_user_signal_beyond_history_blind_ceiling(tiny_config, tmp_path):
-    """Users whose ratings are fully set by a personal bias (+-4): only the history tells 1 from 5.
+def _responsive_tiny_llm(tokenizer_dir: Path, out: Path) -> Path:
+    """A tiny Llama whose output a soft prompt can steer.
 
-    A short PPlug run with the tiny models must beat synth's history-blind ceiling on dev MAE.
+    The shared fixture's LLM has unit-variance embeddings tied to its output layer, so every position
+    predicts its own token with a huge margin and no prefix can move it; HF's default init (0.02) makes the
+    opposite problem (all logits ~0). A 0.3 init sits in between.
+    """
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, vocab_size=len(tok), max_position_embeddings=512,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True, initializer_range=0.3)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_pplug_learns_user_signal_beyond_history_blind_ceiling(tiny_causal_llm_dir, tmp_path):
+    """Users whose ratings are set by a personal bias (+-4): only the history tells a 1-user from a 5-user.
+
+    A short PPlug run (tiny LLM, the real all-MiniLM-L6-v2 history encoder: the tiny random encoder does not
+    separate "1 is the score for ..." from "5 is the score for ...") must beat synth's history-blind ceiling on
+    dev MAE by a wide margin.
     """
     from pplug.synth import make_synthetic
 
@@ -199,12 +222,16 @@ def test_pplug_learns_user_signal_beyond_history_blind_ceiling(tiny_config, tmp_
     report = make_synthetic(data, kind="ratings", n_users=40, biases=(-4, 4), noise=0.0, min_train=4, max_train=6,
                             min_history=6, max_history=10)
     ceiling = report["history_blind_ceiling"]["mae"]
-    result = _train_module().cli_main(_args(
-        tiny_config, data, tmp_path, "learn", tmp_path / "c.sqlite",
-        "--trainer.max_steps", "150", "--trainer.val_check_interval", "50",
-        "--data.batch_size", "8", "--data.max_val_examples", "80", "--data.max_test_examples", "null",
+    llm = _responsive_tiny_llm(tiny_causal_llm_dir, tmp_path / "llm")
+    result = _train_module().cli_main([
+        "--run", "learn", "--checkpoints_dir", str(tmp_path),
+        "--model.base_model_name_or_path", str(llm), "--model.encoder_name_or_path", "default",
+        "--model.embedding_cache", str(tmp_path / "c.sqlite"), "--model.max_input_tokens", "64",
         "--model.input_encoder", "frozen", "--model.lr", "0.01", "--model.warmup_ratio", "0.0",
+        "--data.root", str(data), "--data.batch_size", "8", "--data.eval_batch_size", "40",
+        "--data.max_val_examples", "40", "--trainer.max_steps", "200", "--trainer.val_check_interval", "100",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--compare_none", "false",
-    ))
+    ])
     mae = result["metrics"]["pplug (trained)"]["mae"]
-    assert mae < ceiling - 0.3, (mae, ceiling)
+    assert mae < ceiling - 0.5, (mae, ceiling)

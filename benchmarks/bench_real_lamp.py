@@ -1,0 +1,103 @@
+"""Every method on the shared real LaMP-format sets, same budget, same frozen LLM, one table per set.
+
+    python benchmarks/bench_real_lamp.py                                   # all three sets (long on CPU)
+    python benchmarks/bench_real_lamp.py --sets music_ratings --max-steps 100 --max-dev 150
+
+For each set (configs/real/<set>.yaml) it trains prompt-tuned, retrieval, pplug and pplug+retrieval with
+train.py (same steps, batch, subsample, input length; validation skipped so the budget goes to training:
+final/ holds the last weights), then evaluates them together with `none` and the no-model floors
+(always-5 and the user's mean rating for ratings; the first N words of the content for titles/subjects,
+N = median train gold length) on the same dev subsample via `pplug.evaluate.evaluate`. Prints one table
+per set and writes everything to --out (JSON). The real data lives in ../shared/data/real_lamp and is never
+copied into the repository; a missing set is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = ("music_ratings", "acl_titles", "enron_subjects")
+TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
+
+
+def train_method(set_name: str, method: str, args, ckpt_root: Path) -> float:
+    """Train one method with train.py in a fresh process; returns wall seconds."""
+    cmd = [
+        sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "real" / f"{set_name}.yaml"),
+        "--checkpoints_dir", str(ckpt_root), "--run", method.replace("+", "_"),
+        "--model.method", method, "--data.root", str(Path(args.root) / set_name),
+        "--trainer.max_steps", str(args.max_steps), "--trainer.limit_val_batches", "0",
+        "--data.batch_size", str(args.batch_size), "--data.max_train_examples", str(args.max_train),
+        "--model.max_input_tokens", str(args.max_input_tokens), "--test", "false", "--compare_none", "false",
+        "--trainer.enable_progress_bar", "false", "--seed_everything", str(args.seed),
+        *args.train_args,
+    ]
+    t0 = time.monotonic()
+    log = ckpt_root / f"train_{method.replace('+', '_')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if rc != 0:
+        raise RuntimeError(f"training {method} on {set_name} failed (rc {rc}); see {log}")
+    return time.monotonic() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "real_lamp"), help="real_lamp folder")
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    p.add_argument("--methods", nargs="+", default=list(TRAINABLE), choices=TRAINABLE)
+    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps per method")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-train", type=int, default=1600, help="seeded train subsample")
+    p.add_argument("--max-dev", type=int, default=150, help="seeded dev subsample (the same for every method)")
+    p.add_argument("--max-input-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_real"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_lamp.json"))
+    p.add_argument("--skip-train", action="store_true", help="evaluate existing checkpoints only")
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra train.py arguments (last)")
+    args = p.parse_args(argv)
+
+    from pplug.evaluate import evaluate
+
+    results: dict = {"settings": {k: v for k, v in vars(args).items() if k != "train_args"} | {
+        "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}
+    for set_name in args.sets:
+        data = Path(args.root) / set_name
+        if not (data / "dev_questions.json").is_file():
+            print(f"skip {set_name}: {data} not found (the shared real data is not on this machine)")
+            continue
+        ckpt_root = Path(args.checkpoints) / set_name
+        train_s = {}
+        if not args.skip_train:
+            for m in args.methods:
+                print(f"[{set_name}] training {m} ({args.max_steps} steps) ...", flush=True)
+                train_s[m] = round(train_method(set_name, m, args, ckpt_root), 1)
+                print(f"[{set_name}] {m}: {train_s[m]:.0f} s", flush=True)
+        t0 = time.monotonic()
+        report = evaluate([f"{m}={ckpt_root / m.replace('+', '_')}" for m in args.methods], str(data), "dev",
+                          methods=["none", *args.methods], max_examples=args.max_dev,
+                          decodings=("argmax", "expected"), out=str(ckpt_root / "eval" / "dev_preds.json"),
+                          floors=True, seed=args.seed, progress=False)
+        report["train_seconds"] = train_s
+        report["eval_seconds"] = round(time.monotonic() - t0, 1)
+        results["sets"][set_name] = report
+        print(report.get("table", ""))
+        print(f"train s: {train_s}  eval s: {report['eval_seconds']}", flush=True)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

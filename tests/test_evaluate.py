@@ -1,0 +1,187 @@
+"""`pplug evaluate`, prompts, BM25 retrieval, methods and no-model floors (tiny random models, offline)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from pplug.baselines import BM25, build_batch, get_method, method_config, retrieve
+from pplug.data import Example
+from pplug.prompts import compose_prompt
+from pplug.tasks import get_task
+
+T3 = get_task("LaMP_3")
+T5 = get_task("LaMP_5")
+
+
+def _ex(i: str, content: str, profile: list[dict], output: str | None = "4") -> Example:
+    return Example(id=i, input=T3.make_input(content), profile=profile, output=output)
+
+
+PROFILE = [
+    {"id": "a", "text": "the kettle broke after a week", "score": "1"},
+    {"id": "b", "text": "great headphones with deep bass", "score": "5"},
+    {"id": "c", "text": "the headphones are comfortable", "score": "4"},
+]
+
+
+def test_compose_prompt_layout():
+    p = compose_prompt(T3, "What is the score ... review: nice bass", PROFILE[1:2], persona="Loves music.")
+    assert p == ('Loves music.\n5 is the score for "great headphones with deep bass". '
+                 "What is the score ... review: nice bass\nScore:")
+    assert compose_prompt(T3, " x ", causal=False) == "x"  # seq2seq: no answer cue
+    assert compose_prompt(T5, "abstract", causal=True).endswith("\nTitle:")
+    long_item = {"id": "z", "text": " ".join(["w"] * 100), "score": "3"}
+    assert compose_prompt(T3, "in", [long_item], max_item_words=5, causal=False).startswith('3 is the score for "w w w w w ...". in')
+
+
+def test_bm25_ranks_matching_items_first_and_ties_by_recency():
+    bm = BM25([PROFILE[0]["text"], PROFILE[1]["text"], PROFILE[2]["text"]])
+    assert bm.top_k("headphones bass", 2) == [1, 2]
+    assert bm.top_k("unrelated words", 2) == [2, 1]  # all zero: most recent first
+    ex = _ex("1", "deep bass headphones", PROFILE)
+    assert [it["id"] for it in retrieve(T3, ex, 1)] == ["b"]
+    assert retrieve(T3, ex, 5, max_history=1) == [PROFILE[2]]
+
+
+def test_methods_configs_and_batches(tiny_config):
+    assert get_method("PPlug+Retrieval").retrieval_k == 1
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("lora")
+    assert method_config(tiny_config, "prompt-tuned").use_user_embedding is False
+    assert method_config(tiny_config, "pplug").use_user_embedding is True
+    with pytest.raises(ValueError, match="no trainable parts"):
+        method_config(tiny_config, "none")
+    exs = [_ex("1", "deep bass headphones", PROFILE), _ex("2", "a kettle", [])]
+    b = build_batch(T3, exs, "retrieval", retrieval_k=2)
+    assert b.prompts[0].count("is the score for") == 2 and b.prompts[1].count("is the score for") == 0
+    assert b.histories == [[], []] and b.targets == ["4", "4"]
+    b = build_batch(T3, exs, "pplug", max_history=2, with_targets=False)
+    assert b.histories[0] == [T3.history_text(it) for it in PROFILE[1:]] and b.targets is None
+    assert b.queries == ["deep bass headphones", "a kettle"]
+
+
+def test_floors():
+    from pplug.evaluate import floor_predictions
+
+    exs = [_ex("1", "x", PROFILE), _ex("2", "y", [])]
+    f = floor_predictions(T3, exs)
+    assert f["always-5"] == {"1": "5", "2": "5"}
+    assert float(f["user mean rating"]["1"]) == pytest.approx(10 / 3, abs=1e-3)
+    ex5 = Example(id="9", input=T5.make_input("one two three four five six"), profile=[], output="t")
+    f5 = floor_predictions(T5, [ex5], train_golds=["a b c", "a b c d", "a b"])
+    assert f5 == {"first 3 words": {"9": "one two three"}}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from pplug.synth import make_synthetic
+
+    out = tmp_path_factory.mktemp("synth_eval")
+    make_synthetic(out, kind="ratings", n_users=4, min_train=1, max_train=2, min_history=2, max_history=4)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_config, tmp_path_factory) -> Path:
+    """A folder of runs with one final/ per method, as benchmarks/bench_real_lamp.py lays them out."""
+    from pplug.history import HistoryEncoder
+    from pplug.model import PPlugModel
+
+    root = tmp_path_factory.mktemp("runs")
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
+    for method in ("pplug", "prompt-tuned"):
+        cfg = method_config(tiny_config, method)
+        PPlugModel.from_config(cfg, history_encoder=enc).save_pretrained(root / method / "final")
+    return root
+
+
+def test_resolve_checkpoint_forms(runs, tmp_path):
+    from pplug.evaluate import resolve_checkpoints
+
+    r = resolve_checkpoints([str(runs)])
+    assert set(r) == {"pplug", "prompt-tuned"}
+    assert r["pplug"].checkpoint == runs / "pplug" / "final"
+    r = resolve_checkpoints([f"retrieval={runs / 'prompt-tuned'}", str(runs / "pplug" / "final")])
+    assert set(r) == {"retrieval", "pplug"}
+    # a run folder with a config.yaml names its method
+    (runs / "prompt-tuned" / "config.yaml").write_text("model:\n  method: retrieval\n  retrieval_k: 3\n")
+    try:
+        r = resolve_checkpoints([str(runs / "prompt-tuned")])
+        assert set(r) == {"retrieval"} and r["retrieval"].retrieval_k == 3
+    finally:
+        (runs / "prompt-tuned" / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_checkpoints([str(tmp_path / "missing")])
+    with pytest.raises(FileNotFoundError, match="no pplug_config.json"):
+        resolve_checkpoints([str(tmp_path)])
+
+
+def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
+    from pplug.cli import main
+
+    out = tmp_path / "preds.json"
+    rc = main(["evaluate", "--checkpoint", str(runs), "--data", str(synth), "--split", "dev", "--out", str(out),
+               "--method", "none", "prompt-tuned", "pplug", "pplug+retrieval", "--max-examples", "5", "--floors",
+               "--embedding-cache", str(tmp_path / "c.sqlite")])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for row in ("none", "prompt-tuned", "pplug", "pplug+retrieval", "floor: always-5", "floor: user mean rating"):
+        assert f"| {row} |" in printed
+    report = json.loads((tmp_path / "preds.metrics.json").read_text())
+    assert report["notes"]["pplug+retrieval"].startswith("pplug weights")
+    ids = None
+    for row, path in report["files"].items():
+        doc = json.loads(Path(path).read_text())
+        assert doc["task"] == "LaMP_3"
+        got = sorted(g["id"] for g in doc["golds"])
+        assert ids is None or got == ids  # the same examples for every method
+        ids = got
+        assert all(g["output"] in {"1", "2", "3", "4", "5"} for g in doc["golds"])
+    assert len(ids) == 5
+    # the metrics file re-scores to the same numbers (`pplug score` code path)
+    from pplug.data import load_outputs, load_split
+    from pplug.metrics import score
+
+    golds = {ex.id: ex.output for ex in load_split(synth, "dev").examples if ex.id in set(ids)}
+    _, p = load_outputs(report["files"]["pplug"])
+    assert score("LaMP_3", p, golds) == pytest.approx(report["metrics"]["pplug"])
+
+
+def test_evaluate_none_alone_and_errors(tiny_config, synth, tmp_path, capsys):
+    from pplug.cli import main
+
+    out = tmp_path / "none.json"
+    assert main(["evaluate", "--data", str(synth), "--method", "none", "--base-model",
+                 tiny_config.base_model_name_or_path, "--out", str(out), "--max-examples", "3",
+                 "--decoding", "expected"]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["golds"]) == 3 and all(1.0 <= float(g["output"]) <= 5.0 for g in doc["golds"])
+    rc = main(["evaluate", "--data", str(synth), "--method", "pplug", "--base-model",
+               tiny_config.base_model_name_or_path])
+    assert rc == 2
+    assert "needs trained weights" in capsys.readouterr().err
+
+
+def test_evaluate_seq2seq_generation_task(tiny_config, tiny_seq2seq_llm_dir, tmp_path):
+    """A generation task on a seq2seq LLM: prompts without the cue, first line of greedy output kept."""
+    from pplug.data import write_split
+    from pplug.evaluate import evaluate
+
+    exs = [Example(id=str(i), input=T5.make_input(f"we propose method {i}"), output="A title",
+                   profile=[{"id": "p", "title": "Old title", "abstract": "old abstract"}]) for i in range(3)]
+    write_split(tmp_path / "d", "dev", "LaMP_5", exs)
+    report = evaluate([], str(tmp_path / "d"), methods=["none"], base_model=str(tiny_seq2seq_llm_dir),
+                      out=str(tmp_path / "p.json"), floors=True, progress=False)
+    assert set(report["metrics"]) == {"none", "floor: first 2 words"}
+    assert set(report["metrics"]["none"]) == {"rouge1", "rougeL"}
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert all("\n" not in g["output"] for g in doc["golds"])
+
+
+def test_dataclass_replace_keeps_other_fields(tiny_config):
+    cfg = method_config(dataclasses.replace(tiny_config, temperature=0.5), "pplug")
+    assert cfg.temperature == 0.5 and cfg.base_model_name_or_path == tiny_config.base_model_name_or_path
