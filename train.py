@@ -63,6 +63,10 @@ class PPlugCLI(LightningCLI):
         cfg = self.config
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         run_dir = Path(cfg["checkpoints_dir"]) / cfg["run"]
+        if trainer_cfg.get("strategy") == "ddp":
+            # the embedder's cold-start user vector is unused in steps where every row has history, and
+            # plain DDP errors on unused parameters: let DDP detect them (small cost, no code change for users)
+            kwargs["strategy"] = "ddp_find_unused_parameters_true"
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = TensorBoardLogger(save_dir=cfg["checkpoints_dir"], name=cfg["run"], version="")
         callbacks = list(trainer_cfg.get("callbacks") or [])
