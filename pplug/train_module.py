@@ -332,13 +332,14 @@ class PPlugLitModule(L.LightningModule):
                     self.log(f"{stage}/{name}{suffix}", float(value), prog_bar=(dec == main and
                              name == self.task_spec.main_metric), rank_zero_only=False)
         self.last_metrics = {stage: results}
+        # trainer.log_dir is a collective under DDP: resolve it on every rank, write on rank 0 only
+        out_dir = Path(self.hparams.predictions_dir) if self.hparams.predictions_dir else run_dir(self.trainer) / "predictions"
         if self.trainer.is_global_zero:
-            self._write_predictions(stage, preds)
+            self._write_predictions(out_dir, stage, preds)
 
-    def _write_predictions(self, stage: str, preds: dict[str, dict[str, str]]) -> None:
+    def _write_predictions(self, out_dir: Path, stage: str, preds: dict[str, dict[str, str]]) -> None:
         from .data import write_outputs
 
-        out_dir = Path(self.hparams.predictions_dir) if self.hparams.predictions_dir else run_dir(self.trainer) / "predictions"
         for dec, p in preds.items():
             suffix = "" if dec == self.hparams.decoding else f".{dec}"
             name = f"{stage}_step-{self.global_step:06d}{suffix}.json"
@@ -385,8 +386,8 @@ class PPlugLitModule(L.LightningModule):
         if best and Path(best).is_file():
             state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
             self.load_state_dict(state, strict=False)
+        out = run_dir(self.trainer) / "final"  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero:
-            out = run_dir(self.trainer) / "final"
             self.model.save_pretrained(out)
             self.final_dir = out
 
