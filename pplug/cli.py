@@ -12,7 +12,11 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pplug", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="pplug",
+        description="Personalize a frozen LLM with a PPlug user embedder: LaMP data, scoring, evaluation, "
+        "generation, users and adaptation.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _SUBCOMMANDS:
         add(sub)
