@@ -384,7 +384,7 @@ class PPlugLitModule(L.LightningModule):
         cb = getattr(self.trainer, "checkpoint_callback", None)
         best = getattr(cb, "best_model_path", "") if cb is not None else ""
         if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # never unpickle
             self.load_state_dict(state, strict=False)
         out = run_dir(self.trainer) / "final"  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero:
