@@ -266,6 +266,7 @@ def evaluate(
     floors: bool = False,
     num_beams: int = 1,
     progress: bool = True,
+    persona: bool = False,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -286,6 +287,8 @@ def evaluate(
         floors: also score the no-model floors (`floor_predictions`).
         num_beams: beams for generation tasks.
         progress: progress bars on stderr.
+        persona: write the persona derived from each user's history into every method's prompt (the AI
+            Persona ablation; pair it with checkpoints trained with `--data.persona true`).
 
     Returns:
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...}}
@@ -342,9 +345,14 @@ def evaluate(
         max_hist = cfg.max_history
         # the LLM is shared: apply this method's prompt budget (from_pretrained set the last loaded one's)
         llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
+        personas = None
+        if persona:
+            from .persona import history_persona_text
+
+            personas = [history_persona_text(ex.profile[-max_hist:], task) for ex in examples]
         preds = predict(models[m], task, examples, m, causal, decs, batch_size=batch_size, max_history=max_hist,
                         retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
-                        progress=progress)
+                        progress=progress, personas=personas)
         seconds[m] = round(time.monotonic() - t0, 2)
         for dec, p in preds.items():
             row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
@@ -396,7 +404,8 @@ def run_cli(args) -> int:
     report = evaluate(args.checkpoint, args.data, split=args.split, methods=args.method,
                       max_examples=args.max_examples, decodings=args.decoding, out=args.out,
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
-                      embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams)
+                      embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
+                      persona=args.persona)
     if "table" in report:
         print(report["table"])
     for row, path in report["files"].items():

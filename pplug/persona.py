@@ -677,3 +677,16 @@ __all__ = [
     "derive_from_history",
     "top_topics",
 ]
+
+
+def history_persona_text(profile: list[dict], task: Any, max_chars: int = 400) -> str:
+    """The persona a LaMP user's history alone tells (pattern, preference, short-term memory), rendered.
+
+    Used by the persona ablation of `train.py --data.persona true` and `pplug evaluate --persona`: LaMP users
+    come with no persona document, so the fields that history can tell are derived and written into the
+    prompt after the soft prompt ([I; P_u; persona text; x]). Cold-start users get an empty string.
+    """
+    if not profile:
+        return ""
+    persona = apply_updates(Persona(), derive_from_history(list(profile), task), source="<derived from history>")
+    return render(persona, max_chars=max_chars)

@@ -423,16 +423,24 @@ class Collator:
     """Examples -> LaMPBatch for one method (picklable, so DataLoader workers can use it)."""
 
     def __init__(self, task: Any, method: str, causal: bool, max_history: int | None,
-                 retrieved: dict[str, list[dict]] | None, retrieval_k: int | None, with_targets: bool) -> None:
+                 retrieved: dict[str, list[dict]] | None, retrieval_k: int | None, with_targets: bool,
+                 persona: bool = False) -> None:
         self.task, self.method, self.causal = task, method, causal
         self.max_history, self.retrieved, self.retrieval_k = max_history, retrieved, retrieval_k
-        self.with_targets = with_targets
+        self.with_targets, self.persona = with_targets, persona
 
     def __call__(self, examples: list) -> LaMPBatch:
         retrieved = [self.retrieved.get(ex.id, []) for ex in examples] if self.retrieved is not None else None
         with_targets = self.with_targets and all(ex.output is not None for ex in examples)
+        personas = None
+        if self.persona:
+            from .persona import history_persona_text
+
+            personas = [history_persona_text(ex.profile[-self.max_history:] if self.max_history else ex.profile,
+                                             self.task) for ex in examples]
         batch = build_batch(self.task, examples, self.method, causal=self.causal, max_history=self.max_history,
-                            retrieved=retrieved, retrieval_k=self.retrieval_k, with_targets=with_targets)
+                            retrieved=retrieved, retrieval_k=self.retrieval_k, with_targets=with_targets,
+                            personas=personas)
         return LaMPBatch(ids=[ex.id for ex in examples], golds=[ex.output for ex in examples], batch=batch)
 
 
@@ -464,6 +472,8 @@ class LaMPDataModule(L.LightningDataModule):
         retrieval_k: retrieved items per prompt (linked from `--model.retrieval_k`).
         retriever: "bm25" or "embedding" (linked from `--model.retriever`).
         max_history: most recent history items kept (linked from `--model.max_history`).
+        persona: write the persona derived from each user's history into the prompt after the soft prompt
+            (`pplug.persona.history_persona_text`; the AI Persona ablation). Evaluate with `--persona` too.
     """
 
     def __init__(
@@ -484,6 +494,7 @@ class LaMPDataModule(L.LightningDataModule):
         retrieval_k: int | None = None,
         retriever: str = "bm25",
         max_history: int = 512,
+        persona: bool = False,
     ) -> None:
         super().__init__()
         get_method(method)
@@ -548,7 +559,7 @@ class LaMPDataModule(L.LightningDataModule):
         if name not in self.splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         collate = Collator(self.task_spec, hp.method, self.causal, hp.max_history, self.retrieved_for(name),
-                           hp.retrieval_k, with_targets=True)
+                           hp.retrieval_k, with_targets=True, persona=hp.persona)
         bs = hp.batch_size if name == "train" else (hp.eval_batch_size or 2 * hp.batch_size)
         return DataLoader(_Examples(self.splits[name]), batch_size=bs, shuffle=shuffle, collate_fn=collate,
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)

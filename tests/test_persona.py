@@ -193,3 +193,23 @@ def test_diff_ops():
 
 def test_top_topics_deterministic_ties():
     assert top_topics(["zebra apple", "apple zebra mango"], n=3) == ["apple", "zebra"]  # mango: once
+
+
+def test_history_persona_text_feeds_the_training_prompts():
+    """The persona ablation: a LaMP user's derived persona lands in the prompt after the soft prompt."""
+    from pplug.data import Example
+    from pplug.persona import history_persona_text
+    from pplug.tasks import get_task
+    from pplug.train_module import Collator
+
+    task = get_task("LaMP_3")
+    harsh = [{"id": str(i), "text": f"Item {i} broke quickly.", "score": "1"} for i in range(6)]
+    text = history_persona_text(harsh, task)
+    assert "1: 100%" in text and len(text) <= 400
+    assert history_persona_text([], task) == ""  # cold start: no persona sentence
+
+    rows = [Example("a", task.make_input("Works fine."), harsh, "1"), Example("b", task.make_input("Works fine."), [], "5")]
+    with_persona = Collator(task, "pplug", True, 512, None, None, with_targets=True, persona=True)(rows).batch
+    without = Collator(task, "pplug", True, 512, None, None, with_targets=True)(rows).batch
+    assert text in with_persona.prompts[0] and text not in without.prompts[0]
+    assert with_persona.prompts[1] == without.prompts[1]  # nothing derived for a user with no history
