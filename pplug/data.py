@@ -138,6 +138,22 @@ def read_json(path: str | Path) -> Any:
         raise LaMPDataError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
+def _record_id(rec: Any, path: Any, position: str, seen: Any) -> tuple[str, str]:
+    """Check that a record is an object with a usable, unseen id; returns (id, "<file>: record <id>")."""
+    where = f"{path}: {position}"
+    if not isinstance(rec, dict):
+        raise LaMPDataError(f"{where}: must be an object, got {type(rec).__name__}")
+    if "id" not in rec:
+        raise LaMPDataError(f"{where}: field 'id': missing")
+    rid = _str_id(rec["id"])
+    if rid is None:
+        raise LaMPDataError(f"{where}: field 'id': must be a non-empty string or int, got {rec['id']!r}")
+    where = f"{path}: record {rid}"
+    if rid in seen:
+        raise LaMPDataError(f"{where}: field 'id': duplicate id")
+    return rid, where
+
+
 def _str_id(value: Any) -> str | None:
     """Ids may be str or int in LaMP files (bool is not an id)."""
     if isinstance(value, str) and value.strip():
@@ -170,17 +186,7 @@ def parse_questions(obj: Any, path: Path, task: TaskSpec) -> list[Example]:
     seen: set[str] = set()
     examples: list[Example] = []
     for i, rec in enumerate(obj):
-        where = f"{path}: record #{i}"
-        if not isinstance(rec, dict):
-            raise LaMPDataError(f"{where}: must be an object, got {type(rec).__name__}")
-        if "id" not in rec:
-            raise LaMPDataError(f"{where}: field 'id': missing")
-        qid = _str_id(rec["id"])
-        if qid is None:
-            raise LaMPDataError(f"{where}: field 'id': must be a non-empty string or int, got {rec['id']!r}")
-        where = f"{path}: record {qid}"
-        if qid in seen:
-            raise LaMPDataError(f"{where}: field 'id': duplicate id")
+        qid, where = _record_id(rec, path, f"record #{i}", seen)
         seen.add(qid)
         if "input" not in rec:
             raise LaMPDataError(f"{where}: field 'input': missing")
@@ -241,17 +247,7 @@ def parse_outputs(obj: Any, path: Path) -> tuple[str, dict[str, str]]:
         raise LaMPDataError(f"{path}: field 'golds': must be a list, got {type(golds).__name__}")
     out: dict[str, str] = {}
     for i, rec in enumerate(golds):
-        where = f"{path}: golds #{i}"
-        if not isinstance(rec, dict):
-            raise LaMPDataError(f"{where}: must be an object, got {type(rec).__name__}")
-        if "id" not in rec:
-            raise LaMPDataError(f"{where}: field 'id': missing")
-        oid = _str_id(rec["id"])
-        if oid is None:
-            raise LaMPDataError(f"{where}: field 'id': must be a non-empty string or int, got {rec['id']!r}")
-        where = f"{path}: record {oid}"
-        if oid in out:
-            raise LaMPDataError(f"{where}: field 'id': duplicate id")
+        oid, where = _record_id(rec, path, f"golds #{i}", out)
         if "output" not in rec:
             raise LaMPDataError(f"{where}: field 'output': missing")
         value = rec["output"]
