@@ -168,5 +168,12 @@ def _synth_reference(root: str) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    cli_main()
+    from pplug.data import LaMPDataError
+
+    try:
+        cli_main()
+    except LaMPDataError as e:  # bad or missing data files: one line, no traceback
+        print(f"train.py: error: {e} (official files: `pplug download <task>`, see lamp_data/README.md)",
+              file=sys.stderr)
+        sys.exit(2)
     sys.exit(0)
