@@ -347,9 +347,9 @@ def evaluate(
         llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
         personas = None
         if persona:
-            from .persona import history_persona_text
+            from .persona import history_personas
 
-            personas = [history_persona_text(ex.profile[-max_hist:], task) for ex in examples]
+            personas = history_personas(task, examples, max_hist)
         preds = predict(models[m], task, examples, m, causal, decs, batch_size=batch_size, max_history=max_hist,
                         retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
                         progress=progress, personas=personas)

@@ -690,3 +690,8 @@ def history_persona_text(profile: list[dict], task: Any, max_chars: int = 400) -
         return ""
     persona = apply_updates(Persona(), derive_from_history(list(profile), task), source="<derived from history>")
     return render(persona, max_chars=max_chars)
+
+
+def history_personas(task: Any, examples: list, max_history: int | None = None) -> list[str]:
+    """`history_persona_text` of each example's most recent `max_history` profile items (None: all)."""
+    return [history_persona_text(ex.profile[-max_history:] if max_history else ex.profile, task) for ex in examples]

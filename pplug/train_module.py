@@ -434,10 +434,9 @@ class Collator:
         with_targets = self.with_targets and all(ex.output is not None for ex in examples)
         personas = None
         if self.persona:
-            from .persona import history_persona_text
+            from .persona import history_personas
 
-            personas = [history_persona_text(ex.profile[-self.max_history:] if self.max_history else ex.profile,
-                                             self.task) for ex in examples]
+            personas = history_personas(self.task, examples, self.max_history)
         batch = build_batch(self.task, examples, self.method, causal=self.causal, max_history=self.max_history,
                             retrieved=retrieved, retrieval_k=self.retrieval_k, with_targets=with_targets,
                             personas=personas)
