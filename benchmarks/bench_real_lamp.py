@@ -2,6 +2,7 @@
 
     python benchmarks/bench_real_lamp.py                                   # all three sets (long on CPU)
     python benchmarks/bench_real_lamp.py --sets music_ratings --max-steps 100 --max-dev 150
+    python benchmarks/bench_real_lamp.py --sets music_ratings --lrs 1e-3 1e-2   # pick each method's lr
 
 For each set (configs/real/<set>.yaml) it trains prompt-tuned, retrieval, pplug and pplug+retrieval with
 train.py (same steps, batch, subsample, input length; validation skipped so the budget goes to training:
@@ -10,6 +11,13 @@ final/ holds the last weights), then evaluates them together with `none` and the
 N = median train gold length) on the same dev subsample via `pplug.evaluate.evaluate`. Prints one table
 per set and writes everything to --out (JSON). The real data lives in ../shared/data/real_lamp and is never
 copied into the repository; a missing set is skipped with a message.
+
+Learning rate: a soft prompt alone (prompt-tuned, retrieval) needs a larger step than PPlug's projector
+MLP at a 100-step budget, so one shared lr would favour one method. With `--lrs A B ...` every method is
+trained once per lr on the training split minus `--heldout` seeded questions, scored on those held-out
+training questions (never on dev), and the lr with the best held-out main metric is kept; dev is scored
+once, for the kept models. The selection table goes to --out too. The split is written under the
+checkpoints folder (git-ignored), never into the repository.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -27,12 +36,13 @@ SETS = ("music_ratings", "acl_titles", "enron_subjects")
 TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
 
 
-def train_method(set_name: str, method: str, args, ckpt_root: Path) -> float:
-    """Train one method with train.py in a fresh process; returns wall seconds."""
+def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, run: str,
+                 extra: tuple[str, ...] = ()) -> float:
+    """Train one method with train.py in a fresh process (run folder ckpt_root/run); returns wall seconds."""
     cmd = [
         sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "real" / f"{set_name}.yaml"),
-        "--checkpoints_dir", str(ckpt_root), "--run", method.replace("+", "_"),
-        "--model.method", method, "--data.root", str(Path(args.root) / set_name),
+        "--checkpoints_dir", str(ckpt_root), "--run", run,
+        "--model.method", method, "--data.root", str(data), *extra,
         "--trainer.max_steps", str(args.max_steps), "--trainer.limit_val_batches", "0",
         "--data.batch_size", str(args.batch_size), "--data.max_train_examples", str(args.max_train),
         "--model.max_input_tokens", str(args.max_input_tokens), "--test", "false", "--compare_none", "false",
@@ -40,13 +50,50 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path) -> float:
         *args.train_args,
     ]
     t0 = time.monotonic()
-    log = ckpt_root / f"train_{method.replace('+', '_')}.log"
+    log = ckpt_root / f"train_{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     if rc != 0:
         raise RuntimeError(f"training {method} on {set_name} failed (rc {rc}); see {log}")
     return time.monotonic() - t0
+
+
+def write_selection_split(data: Path, out: Path, n_heldout: int, seed: int) -> Path:
+    """`fit` = train minus `n_heldout` seeded questions, `heldout` = those questions (for picking the lr)."""
+    from pplug.data import load_split, write_split
+
+    if (out / "heldout_outputs.json").is_file() and (out / "fit_outputs.json").is_file():
+        return out
+    train = load_split(data, "train")
+    held = set(random.Random(seed).sample(range(len(train.examples)), min(n_heldout, len(train.examples) // 5)))
+    write_split(out, "fit", train.task.name, [ex for i, ex in enumerate(train.examples) if i not in held])
+    write_split(out, "heldout", train.task.name, [ex for i, ex in enumerate(train.examples) if i in held])
+    return out
+
+
+def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> tuple[str, dict]:
+    """Train `method` once per lr on the fit split; keep the best on the held-out split. Returns (run, table)."""
+    from pplug.evaluate import evaluate
+    from pplug.tasks import get_task
+
+    sel = write_selection_split(data, ckpt_root / "selection_data", args.heldout, args.seed)
+    table: dict = {}
+    best_run, best = "", None
+    for lr in args.lrs:
+        run = f"{method.replace('+', '_')}_lr{lr}"
+        seconds = train_method(set_name, method, args, ckpt_root, sel, run,
+                               ("--data.train_split", "fit", "--data.val_split", "heldout",
+                                "--data.test_split", "heldout", "--model.lr", lr))
+        report = evaluate([f"{method}={ckpt_root / run}"], str(sel), "heldout", methods=[method],
+                          out=str(ckpt_root / "selection" / f"{run}.json"), seed=args.seed, progress=False)
+        task = get_task(report["task"])
+        value = report["metrics"][method][task.main_metric]
+        table[lr] = {task.main_metric: value, "train_seconds": round(seconds, 1)}
+        print(f"[{set_name}] {method} lr {lr}: held-out {task.main_metric} {value:.4f}", flush=True)
+        if best is None or (value > best if task.higher_is_better else value < best):
+            best_run, best = run, value
+    return best_run, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_real"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_lamp.json"))
     p.add_argument("--skip-train", action="store_true", help="evaluate existing checkpoints only")
+    p.add_argument("--lrs", nargs="+", default=None,
+                   help="pick each method's lr among these on held-out training questions (default: the config's)")
+    p.add_argument("--heldout", type=int, default=150, help="held-out training questions for --lrs")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra train.py arguments (last)")
     args = p.parse_args(argv)
 
@@ -76,18 +126,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {set_name}: {data} not found (the shared real data is not on this machine)")
             continue
         ckpt_root = Path(args.checkpoints) / set_name
-        train_s = {}
-        if not args.skip_train:
+        train_s, runs, selection = {}, {m: m.replace("+", "_") for m in args.methods}, {}
+        if args.lrs:
+            for m in args.methods:
+                runs[m], selection[m] = select_lr(set_name, m, args, ckpt_root, data)
+                train_s[m] = sum(v["train_seconds"] for v in selection[m].values())
+        elif not args.skip_train:
             for m in args.methods:
                 print(f"[{set_name}] training {m} ({args.max_steps} steps) ...", flush=True)
-                train_s[m] = round(train_method(set_name, m, args, ckpt_root), 1)
+                train_s[m] = round(train_method(set_name, m, args, ckpt_root, data, runs[m]), 1)
                 print(f"[{set_name}] {m}: {train_s[m]:.0f} s", flush=True)
         t0 = time.monotonic()
-        report = evaluate([f"{m}={ckpt_root / m.replace('+', '_')}" for m in args.methods], str(data), "dev",
+        report = evaluate([f"{m}={ckpt_root / runs[m]}" for m in args.methods], str(data), "dev",
                           methods=["none", *args.methods], max_examples=args.max_dev,
-                          decodings=("argmax", "expected"), out=str(ckpt_root / "eval" / "dev_preds.json"),
+                          decodings=("argmax", "expected", "median"), out=str(ckpt_root / "eval" / "dev_preds.json"),
                           floors=True, seed=args.seed, progress=False)
         report["train_seconds"] = train_s
+        report["lr_selection"] = selection
         report["eval_seconds"] = round(time.monotonic() - t0, 1)
         results["sets"][set_name] = report
         print(report.get("table", ""))

@@ -17,7 +17,8 @@ def personalize(model, examples, method: str = "pplug", decoding: str = "argmax"
         examples: `pplug.data.Example` records (input + that user's profile, i.e. history items).
         method: how prompts are built ("pplug", "pplug+retrieval", "prompt-tuned", "retrieval"); use the
             method the checkpoint was trained with.
-        decoding: "argmax" (labels / ratings / greedy text) or "expected" (ratings: expected value over 1..5).
+        decoding: "argmax" (labels / ratings / greedy text); for ratings also "expected" (expected value over
+            1..5, best for RMSE) or "median" (median over 1..5, best for MAE).
         personas: optional persona text per example, written into the prompt after the soft prompt.
     """
     from .evaluate import predict

@@ -196,8 +196,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--method", default=None, help="prompt method (default: from the run's config.yaml, else "
                    "pplug / prompt-tuned from the checkpoint)")
     p.add_argument("--retrieval-k", type=int, default=None, help="retrieved items in the prompt (retrieval methods)")
-    p.add_argument("--decoding", default="argmax", choices=["argmax", "expected"],
-                   help="label tasks: most likely label, or expected rating (LaMP_3)")
+    p.add_argument("--decoding", default="argmax", choices=["argmax", "expected", "median"],
+                   help="label tasks: most likely label; ratings (LaMP_3) also: expected value (best for RMSE) or "
+                        "median (best for MAE) over 1..5")
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -281,8 +282,9 @@ def _add_evaluate(sub) -> None:
                    choices=["none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"],
                    help="methods to run (default: none + every method with weights + pplug+retrieval)")
     p.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
-    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected"],
-                   help="ratings: most likely label and/or expected value over 1..5 (rows 'method [expected]')")
+    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected", "median"],
+                   help="ratings: most likely label, expected value (best for RMSE) and/or median (best for MAE) "
+                        "over 1..5 (rows 'method [expected]', 'method [median]')")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="subsampling seed")
     p.add_argument("--base-model", default=None, help="frozen LLM for `none` when no checkpoint is given")

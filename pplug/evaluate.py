@@ -276,7 +276,7 @@ def evaluate(
         split: split name ("dev").
         methods: methods to run (None: `none` + every method with weights, + pplug+retrieval when pplug has some).
         max_examples: seeded random subset of the split.
-        decodings: "argmax" and/or "expected" (expected applies to ratings; other tasks ignore it).
+        decodings: "argmax", "expected" and/or "median" (the last two apply to ratings; other tasks ignore them).
         out: predictions path; one method -> exactly this file, several -> `<stem>.<method>.json`; the metrics
             go to `<stem>.metrics.json`. None: `<run>/eval/<split>_preds.json` of the first checkpoint, or
             `eval/<split>_preds.json`.

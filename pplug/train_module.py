@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .baselines import RETRIEVERS, build_batch, get_method, resolve_k, retrieve
 
-DECODINGS = ("argmax", "expected")
+DECODINGS = ("argmax", "expected", "median")
 
 
 @dataclass
@@ -55,8 +55,10 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
     """Predictions for a text batch, as LaMP output strings.
 
     Labels (classification) and ratings are decoded by scoring every label with `model.choice_logprobs`:
-    `argmax` takes the most likely label; `expected` (ratings only) returns the expected value of the
-    distribution over "1".."5" (a float string; the official LaMP_3 scorer parses floats). Generation
+    `argmax` takes the most likely label; for ratings, `expected` returns the expected value of the
+    distribution over "1".."5" (a float string; the official LaMP_3 scorer parses floats; it minimises the
+    expected squared error, so RMSE) and `median` its median, the smallest rating whose cumulative
+    probability reaches 1/2 (it minimises the expected absolute error, so MAE). Generation
     tasks decode greedily / with beams and keep the first non-empty line. Several decodings share one
     forward pass.
 
@@ -64,7 +66,7 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
         model: a PPlugModel (or anything with `choice_logprobs` and `generate`, e.g. the `none` baseline).
         task: the TaskSpec.
         batch: a PPlugBatch.
-        decoding: "argmax" or "expected", or a list of them (then a dict decoding -> predictions is returned).
+        decoding: "argmax", "expected" or "median", or a list of them (then a dict decoding -> predictions).
         num_beams: beams for generation tasks.
         max_new_tokens: generation budget (None: `task.max_new_tokens`).
     """
@@ -82,6 +84,11 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
                 values = torch.tensor([float(x) for x in task.labels], dtype=torch.float32)  # (C,)
                 probs = logp.softmax(dim=-1)  # (B, C)
                 out[d] = [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]
+            elif d == "median" and kind == "rating":
+                cdf = logp.softmax(dim=-1).cumsum(dim=-1)  # (B, C), labels in ascending order "1".."5"
+                # first label with cdf >= 1/2 (the tolerance keeps an exact 50/50 split from rounding past it)
+                idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
+                out[d] = [task.labels[i] for i in idx.tolist()]
             else:
                 out[d] = [task.labels[i] for i in logp.argmax(dim=-1).tolist()]
     else:
@@ -130,8 +137,8 @@ class PPlugLitModule(L.LightningModule):
         warmup_ratio: fraction of the optimizer steps with linear warmup; then linear decay to 0 (PPlug: 0.05).
         history_dropout: probability that a training row loses a random 1-50% of its history items (PPlug's
             augmentation made 10 such copies of every example; drawing per step is the same in expectation).
-        decoding: "argmax" or "expected" (ratings: expected value over 1..5, logged as `val/<metric>`);
-            for rating tasks the other decoding is logged too, as `val/<metric>_<decoding>`.
+        decoding: "argmax", "expected" or "median" (ratings: expected value / median over 1..5), logged as
+            `val/<metric>`; for rating tasks the other decodings are logged too, as `val/<metric>_<decoding>`.
         num_beams: beams for generation tasks at validation/test.
         max_new_tokens: generation budget (None: the task's).
         embedding_cache: SQLite file of the history-embedding cache (None: the shared pplug cache).
@@ -288,7 +295,7 @@ class PPlugLitModule(L.LightningModule):
         task = self.task_spec
         decodings = [self.hparams.decoding]
         if getattr(task.output_kind, "value", "") == "rating":
-            decodings = list(DECODINGS) if self.hparams.decoding == "argmax" else ["expected", "argmax"]
+            decodings = [self.hparams.decoding, *(d for d in DECODINGS if d != self.hparams.decoding)]
         preds = decode(self.model, task, batch.batch, decoding=decodings, num_beams=self.hparams.num_beams,
                        max_new_tokens=self.hparams.max_new_tokens)
         for dec, p in preds.items():

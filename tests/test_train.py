@@ -235,3 +235,27 @@ def test_pplug_learns_user_signal_beyond_history_blind_ceiling(tiny_causal_llm_d
     ])
     mae = result["metrics"]["pplug (trained)"]["mae"]
     assert mae < ceiling - 0.5, (mae, ceiling)
+
+
+class _FixedLogprobs:
+    """Stands in for a model: `choice_logprobs` returns fixed distributions over the labels."""
+
+    def __init__(self, probs: list[list[float]]) -> None:
+        self.logp = torch.tensor(probs).log()
+
+    def choice_logprobs(self, batch, labels):
+        return self.logp
+
+
+def test_rating_decodings_argmax_expected_median():
+    """argmax = mode, expected = mean, median = the first rating whose cumulative probability reaches 1/2."""
+    from pplug.tasks import get_task
+    from pplug.train_module import decode
+
+    probs = [[0.40, 0.05, 0.10, 0.05, 0.40],  # bimodal: mode is a tie (first wins), median is 3
+             [0.00, 0.00, 0.10, 0.35, 0.55],  # skewed high: median 5, mean 4.45
+             [0.50, 0.00, 0.00, 0.00, 0.50]]  # cdf reaches exactly 1/2 at "1"
+    out = decode(_FixedLogprobs(probs), get_task("LaMP_3"), batch=None, decoding=["argmax", "expected", "median"])
+    assert out["argmax"] == ["1", "5", "1"]
+    assert out["median"] == ["3", "5", "1"]
+    assert [round(float(x), 2) for x in out["expected"]] == [3.0, 4.45, 3.0]
