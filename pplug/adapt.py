@@ -236,6 +236,7 @@ def user_batch(
     retrieval_k: int | None = None,
     retriever: str = "bm25",
     encoder: Any = None,
+    budget: Any = None,
 ):
     """A `PPlugBatch` for one stored user: the store's history feeds the user embedding, the rendered
     persona goes in front of the prompt, and retrieval methods recall from the user's long-term memory.
@@ -253,6 +254,7 @@ def user_batch(
         retriever: "bm25" over the history, or "embedding": recall from the user's long-term memory
             (the store's faiss index; needs `encoder`).
         encoder: a HistoryEncoder (the model's), for embedding recall.
+        budget: the LLM's `PromptBudget` (recalled items are fitted to the prompt limit); None: no fitting.
     """
     from .baselines import build_batch, get_method, resolve_k
     from .data import Example
@@ -271,6 +273,7 @@ def user_batch(
     return build_batch(
         spec, examples, method, causal=causal, max_history=max_history, retrieved=retrieved, retrieval_k=k or None,
         retriever=retriever, encoder=encoder, personas=[persona_text] * len(examples), with_targets=False,
+        budget=budget,
     )
 
 
@@ -540,6 +543,7 @@ def adapt(
                 spec, chunk, run["method"], causal=causal, max_history=model.config.max_history,
                 retrieval_k=run["retrieval_k"], retriever=run["retriever"], encoder=model.history_encoder,
                 personas=[personas[e.user_id] for e in chunk], with_targets=with_targets,
+                budget=model.llm.prompt_budget(),
             )
 
         metric = metric or spec.main_metric
@@ -754,6 +758,7 @@ def _cli_generate(args, store: UserStore) -> int:
         store, args.user, [text], spec, method=run["method"], causal=not model.llm.is_seq2seq,
         max_history=model.config.max_history, persona_fields=args.persona_fields, use_persona=not args.no_persona,
         retrieval_k=run["retrieval_k"], retriever=run["retriever"], encoder=model.history_encoder,
+        budget=model.llm.prompt_budget(),
     )
     if args.show_prompt:
         print(f"# checkpoint {ckpt}; {len(batch.histories[0])} history items; prompt:\n{batch.prompts[0]}\n# output")

@@ -217,6 +217,7 @@ def build_batch(
     personas: Sequence[str | None] | None = None,
     with_targets: bool = True,
     max_item_words: int | None = DEFAULT_MAX_ITEM_WORDS,
+    budget: Any = None,
 ):
     """Examples -> a text-level `PPlugBatch` for `method` (prompts, queries, histories, targets).
 
@@ -232,6 +233,8 @@ def build_batch(
         personas: optional persona text per row.
         with_targets: include `example.output` as targets (training / loss); rows must all have outputs.
         max_item_words: words kept per retrieved item.
+        budget: the LLM's `PromptBudget` (`FrozenLLM.prompt_budget()`): retrieved items get only the tokens
+            the rest of the prompt leaves. None: no fitting.
     """
     from .model import PPlugBatch
 
@@ -246,7 +249,7 @@ def build_batch(
             )
         persona = personas[i] if personas is not None else None
         prompts.append(compose_prompt(task, ex.input, items, persona=persona, causal=causal,
-                                      max_item_words=max_item_words))
+                                      max_item_words=max_item_words, budget=budget))
         queries.append(task.query_text(ex.input))
         # Methods without a user embedding never look at the history: skip encoding it.
         hist = recent_history(ex.profile, max_history) if spec.use_user_embedding else []

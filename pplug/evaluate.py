@@ -159,6 +159,8 @@ def predict(model: Any, task: Any, examples: Sequence[Any], method: str, causal:
     from .train_module import decode
 
     k = resolve_k(method, retrieval_k)
+    llm = getattr(model, "llm", None)
+    budget = llm.prompt_budget() if hasattr(llm, "prompt_budget") else None
     out: dict[str, dict[str, str]] = {d: {} for d in decodings}
     bar = None
     if progress:
@@ -173,7 +175,7 @@ def predict(model: Any, task: Any, examples: Sequence[Any], method: str, causal:
                 retrieved = [retrieve(task, ex, k, retriever=retriever, encoder=encoder, max_history=max_history)
                              for ex in rows]
             batch = build_batch(task, rows, method, causal=causal, max_history=max_history, retrieved=retrieved,
-                                retrieval_k=k or None, with_targets=False,
+                                retrieval_k=k or None, with_targets=False, budget=budget,
                                 personas=personas[i : i + batch_size] if personas is not None else None)
             preds = decode(model, task, batch, decoding=list(decodings), num_beams=num_beams,
                            max_new_tokens=max_new_tokens)

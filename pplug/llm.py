@@ -147,6 +147,12 @@ class FrozenLLM(nn.Module):
             out.append(ids)
         return out
 
+    def prompt_budget(self):
+        """The `PromptBudget` that fits retrieved history items into this LLM's prompt limit."""
+        from .prompts import PromptBudget
+
+        return PromptBudget(self.tokenizer, self.max_input_tokens - int(self.is_seq2seq))
+
     def target_ids(self, targets: Sequence[str]) -> list[list[int]]:
         """Target token ids (truncated to `max_target_tokens - 1`) followed by EOS, so the model learns to stop."""
         return [ids[: self.max_target_tokens - 1] + [self.eos_id] for ids in self._tokenize(targets)]

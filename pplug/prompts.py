@@ -8,6 +8,10 @@ evaluated on exactly the text it was trained on. A prompt is, in order:
 - Retrieved items are written with `task.retrieval_template` and joined LaMP style
   (`'<item>, and <item>. <input>'`, as in the LaMP paper's per-profile prompts); each item's text
   fields are cut to `max_item_words` words so one long item cannot eat the whole input budget.
+- With a `PromptBudget` (the LLM's tokenizer and input limit), retrieved items get only the tokens the
+  rest of the prompt leaves (most relevant first, cut at the end), as LaMP fits the profile to the
+  input limit. Why: the LLM cuts an over-long prompt in the middle, and two retrieved emails or
+  abstracts used to push the task instruction and most of the input out of a 128-token prompt.
 - The persona (a rendered text, see pplug.persona) goes first, on its own line.
 - Causal LMs get a short answer cue ("Score:", "Title:", ...) after the input, so the target is the
   natural continuation; seq2seq models read the input as is (their decoder starts the answer).
@@ -16,6 +20,7 @@ evaluated on exactly the text it was trained on. A prompt is, in order:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # Answer cue per LaMP task for causal LMs (what the target continues); other tasks use the kind's default.
@@ -33,6 +38,28 @@ _CUES_BY_KIND = {"classification": "Answer:", "rating": "Score:", "generation": 
 
 DEFAULT_MAX_ITEM_WORDS = 48
 """Words kept per retrieved item (LaMP cuts items to fit its input budget; a word cap is tokenizer-free)."""
+
+MIN_CONTEXT_TOKENS = 16
+"""Retrieved text is dropped when fewer tokens than this are left for it (a fragment would only confuse)."""
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    """An LLM's prompt budget in tokens, used to fit retrieved items (`FrozenLLM.prompt_budget()` makes one)."""
+
+    tokenizer: Any
+    """The LLM's tokenizer (a Hugging Face tokenizer)."""
+    max_tokens: int
+    """Prompt tokens the LLM keeps (its `max_input_tokens`, less the EOS a seq2seq encoder input ends with)."""
+
+    def count(self, text: str) -> int:
+        """Tokens of `text` (no special tokens)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def head(self, text: str, n: int) -> str:
+        """The first `n` tokens of `text`, as text."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= n else self.tokenizer.decode(ids[:n]).rstrip()
 
 
 def answer_cue(task: Any) -> str:
@@ -71,6 +98,7 @@ def compose_prompt(
     persona: str | None = None,
     causal: bool = True,
     max_item_words: int | None = DEFAULT_MAX_ITEM_WORDS,
+    budget: PromptBudget | None = None,
 ) -> str:
     """Compose the final prompt text of one example.
 
@@ -81,13 +109,22 @@ def compose_prompt(
         persona: optional persona text (already rendered), put first on its own line.
         causal: True for decoder-only LLMs: append "\\n<cue>" so the target is the continuation.
         max_item_words: words kept per retrieved item (None keeps all).
+        budget: the LLM's token budget; retrieved text is cut to what the rest of the prompt leaves
+            (dropped below `MIN_CONTEXT_TOKENS`). None: no fitting (the LLM cuts the prompt's middle).
 
     Returns:
         The prompt string, e.g. for LaMP_3 with one retrieved item and a causal LM:
         `'5 is the score for "great album", and ... . What is the score ... review: ...\\nScore:'`.
     """
-    text = input.strip()
     context = retrieved_text(task, retrieved, max_item_words) if retrieved else ""
+    if context and budget is not None:
+        room = budget.max_tokens - budget.count(_join(task, input, "", persona, causal)) - budget.count(". ")
+        context = budget.head(context, room) if room >= MIN_CONTEXT_TOKENS else ""
+    return _join(task, input, context, persona, causal)
+
+
+def _join(task: Any, input: str, context: str, persona: str | None, causal: bool) -> str:
+    text = input.strip()
     if context:
         text = f"{context}. {text}"
     if persona and persona.strip():
@@ -97,4 +134,5 @@ def compose_prompt(
     return text
 
 
-__all__ = ["answer_cue", "compose_prompt", "retrieved_text", "DEFAULT_MAX_ITEM_WORDS"]
+__all__ = ["answer_cue", "compose_prompt", "retrieved_text", "DEFAULT_MAX_ITEM_WORDS", "MIN_CONTEXT_TOKENS",
+           "PromptBudget"]

@@ -243,7 +243,8 @@ class PPlugLitModule(L.LightningModule):
         self._rng = random.Random(1000 + self.global_rank)  # distinct history-dropout draws per rank
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "connect"):
-            dm.connect(causal=self.is_causal, encoder=self.model.history_encoder)
+            dm.connect(causal=self.is_causal, encoder=self.model.history_encoder,
+                       budget=self.model.llm.prompt_budget())
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Batches are text; the model tokenises and moves tensors itself."""
@@ -431,10 +432,10 @@ class Collator:
 
     def __init__(self, task: Any, method: str, causal: bool, max_history: int | None,
                  retrieved: dict[str, list[dict]] | None, retrieval_k: int | None, with_targets: bool,
-                 persona: bool = False) -> None:
+                 persona: bool = False, budget: Any = None) -> None:
         self.task, self.method, self.causal = task, method, causal
         self.max_history, self.retrieved, self.retrieval_k = max_history, retrieved, retrieval_k
-        self.with_targets, self.persona = with_targets, persona
+        self.with_targets, self.persona, self.budget = with_targets, persona, budget
 
     def __call__(self, examples: list) -> LaMPBatch:
         retrieved = [self.retrieved.get(ex.id, []) for ex in examples] if self.retrieved is not None else None
@@ -446,7 +447,7 @@ class Collator:
             personas = history_personas(self.task, examples, self.max_history)
         batch = build_batch(self.task, examples, self.method, causal=self.causal, max_history=self.max_history,
                             retrieved=retrieved, retrieval_k=self.retrieval_k, with_targets=with_targets,
-                            personas=personas)
+                            personas=personas, budget=self.budget)
         return LaMPBatch(ids=[ex.id for ex in examples], golds=[ex.output for ex in examples], batch=batch)
 
 
@@ -507,13 +508,15 @@ class LaMPDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.causal = True
         self.encoder = None
+        self.budget = None
         self.splits: dict[str, list] = {}
         self.task_spec = None
         self._retrieved: dict[str, dict[str, list[dict]]] = {}
 
-    def connect(self, causal: bool = True, encoder: Any = None) -> None:
-        """Settings only the model knows: causal LLM (answer cue) and the history encoder (embedding retrieval)."""
-        self.causal, self.encoder = causal, encoder
+    def connect(self, causal: bool = True, encoder: Any = None, budget: Any = None) -> None:
+        """Settings only the model knows: causal LLM (answer cue), the history encoder (embedding retrieval)
+        and the LLM's prompt budget (retrieved items are fitted to it)."""
+        self.causal, self.encoder, self.budget = causal, encoder, budget
 
     def prepare_data(self) -> None:
         """Write the synthetic default data set on first use (rank 0 only)."""
@@ -565,7 +568,7 @@ class LaMPDataModule(L.LightningDataModule):
         if name not in self.splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         collate = Collator(self.task_spec, hp.method, self.causal, hp.max_history, self.retrieved_for(name),
-                           hp.retrieval_k, with_targets=True, persona=hp.persona)
+                           hp.retrieval_k, with_targets=True, persona=hp.persona, budget=self.budget)
         bs = hp.batch_size if name == "train" else (hp.eval_batch_size or 2 * hp.batch_size)
         return DataLoader(_Examples(self.splits[name]), batch_size=bs, shuffle=shuffle, collate_fn=collate,
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)

@@ -38,6 +38,30 @@ def test_compose_prompt_layout():
     assert compose_prompt(T3, "in", [long_item], max_item_words=5, causal=False).startswith('3 is the score for "w w w w w ...". in')
 
 
+def test_retrieved_items_are_fitted_to_the_prompt_budget(tiny_causal_llm_dir, tiny_seq2seq_llm_dir):
+    """Retrieved text gets only the tokens the instruction + input leave; the input is never what gets cut."""
+    from pplug.llm import FrozenLLM
+    from pplug.prompts import MIN_CONTEXT_TOKENS, PromptBudget
+
+    llm = FrozenLLM(str(tiny_causal_llm_dir), max_input_tokens=77)
+    assert llm.prompt_budget().max_tokens == 77
+    assert FrozenLLM(str(tiny_seq2seq_llm_dir), max_input_tokens=77).prompt_budget().max_tokens == 76  # + EOS
+    tok = llm.tokenizer
+    inp = T3.make_input("the bass on this record is deep and warm, a fine album for long drives")
+    items = [{"id": str(i), "text": " ".join(["filler"] * 40) + f" item{i}", "score": "5"} for i in range(3)]
+    n_alone = len(tok(compose_prompt(T3, inp), add_special_tokens=False)["input_ids"])
+    for limit in (n_alone + 40, n_alone + 200):
+        p = compose_prompt(T3, inp, items, budget=PromptBudget(tok, limit))
+        assert p.endswith(compose_prompt(T3, inp))  # instruction, input and cue intact
+        assert p.startswith('5 is the score for "filler')  # the most relevant item comes first
+        assert len(tok(p, add_special_tokens=False)["input_ids"]) <= limit + 2  # +2: joins re-tokenise
+    assert "item2" not in compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + 40))
+    assert "item2" in compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + 5000))
+    # too little room left: no fragment of history at all
+    assert compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + MIN_CONTEXT_TOKENS - 2)) == (
+        compose_prompt(T3, inp))
+
+
 def test_bm25_ranks_matching_items_first_and_ties_by_recency():
     bm = BM25([PROFILE[0]["text"], PROFILE[1]["text"], PROFILE[2]["text"]])
     assert bm.top_k("headphones bass", 2) == [1, 2]
