@@ -113,12 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lrs", nargs="+", default=None,
                    help="pick each method's lr among these on held-out training questions (default: the config's)")
     p.add_argument("--heldout", type=int, default=150, help="held-out training questions for --lrs")
+    p.add_argument("--method-lr", nargs="+", default=[], metavar="METHOD=LR",
+                   help="a fixed lr per method (e.g. the ones --lrs picked on another set): prompt-tuned=1e-2 ...")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra train.py arguments (last)")
     args = p.parse_args(argv)
+    pairs = [x.split("=", 1) for x in args.method_lr]
+    method_lr = {kv[0]: kv[1] for kv in pairs if len(kv) == 2}
+    if len(method_lr) != len(pairs) or set(method_lr) - set(TRAINABLE) or not all(method_lr.values()):
+        p.error(f"--method-lr takes METHOD=LR with METHOD in {TRAINABLE}; got {args.method_lr}")
 
     from pplug.evaluate import evaluate
 
-    results: dict = {"settings": {k: v for k, v in vars(args).items() if k != "train_args"} | {
+    results: dict = {"settings": {k: v for k, v in vars(args).items() if k != "train_args"} | {"method_lr": method_lr,
         "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}
     for set_name in args.sets:
         data = Path(args.root) / set_name
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         elif not args.skip_train:
             for m in args.methods:
                 print(f"[{set_name}] training {m} ({args.max_steps} steps) ...", flush=True)
-                train_s[m] = round(train_method(set_name, m, args, ckpt_root, data, runs[m]), 1)
+                lr = ("--model.lr", method_lr[m]) if m in method_lr else ()
+                train_s[m] = round(train_method(set_name, m, args, ckpt_root, data, runs[m], lr), 1)
                 print(f"[{set_name}] {m}: {train_s[m]:.0f} s", flush=True)
         t0 = time.monotonic()
         report = evaluate([f"{m}={ckpt_root / runs[m]}" for m in args.methods], str(data), "dev",
@@ -150,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if not results["sets"]:
+        print("nothing was run: none of the sets was found")
+        return 1
     print(f"wrote {args.out}")
     return 0
 
