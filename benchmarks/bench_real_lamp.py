@@ -17,7 +17,8 @@ MLP at a 100-step budget, so one shared lr would favour one method. With `--lrs 
 trained once per lr on the training split minus `--heldout` seeded questions, scored on those held-out
 training questions (never on dev), and the lr with the best held-out main metric is kept; dev is scored
 once, for the kept models. The selection table goes to --out too. The split is written under the
-checkpoints folder (git-ignored), never into the repository.
+checkpoints folder (git-ignored), never into the repository. A rerun reuses the (method, lr) runs whose
+held-out scores exist, so an interrupted selection resumes; delete a run folder to retrain it.
 """
 
 from __future__ import annotations
@@ -82,11 +83,17 @@ def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> 
     best_run, best = "", None
     for lr in args.lrs:
         run = f"{method.replace('+', '_')}_lr{lr}"
-        seconds = train_method(set_name, method, args, ckpt_root, sel, run,
-                               ("--data.train_split", "fit", "--data.val_split", "heldout",
-                                "--data.test_split", "heldout", "--model.lr", lr))
-        report = evaluate([f"{method}={ckpt_root / run}"], str(sel), "heldout", methods=[method],
-                          out=str(ckpt_root / "selection" / f"{run}.json"), seed=args.seed, progress=False)
+        out = ckpt_root / "selection" / f"{run}.json"
+        done = out.with_suffix(".metrics.json")
+        if done.is_file() and (ckpt_root / run / "final").is_dir():  # an interrupted benchmark resumes here
+            report, seconds = json.loads(done.read_text()), 0.0
+            print(f"[{set_name}] {method} lr {lr}: reusing {ckpt_root / run}", flush=True)
+        else:
+            seconds = train_method(set_name, method, args, ckpt_root, sel, run,
+                                   ("--data.train_split", "fit", "--data.val_split", "heldout",
+                                    "--data.test_split", "heldout", "--model.lr", lr))
+            report = evaluate([f"{method}={ckpt_root / run}"], str(sel), "heldout", methods=[method],
+                              out=str(out), seed=args.seed, progress=False)
         task = get_task(report["task"])
         value = report["metrics"][method][task.main_metric]
         table[lr] = {task.main_metric: value, "train_seconds": round(seconds, 1)}

@@ -8,10 +8,13 @@ evaluated on exactly the text it was trained on. A prompt is, in order:
 - Retrieved items are written with `task.retrieval_template` and joined LaMP style
   (`'<item>, and <item>. <input>'`, as in the LaMP paper's per-profile prompts); each item's text
   fields are cut to `max_item_words` words so one long item cannot eat the whole input budget.
-- With a `PromptBudget` (the LLM's tokenizer and input limit), retrieved items get only the tokens the
-  rest of the prompt leaves (most relevant first, cut at the end), as LaMP fits the profile to the
-  input limit. Why: the LLM cuts an over-long prompt in the middle, and two retrieved emails or
-  abstracts used to push the task instruction and most of the input out of a 128-token prompt.
+- With a `PromptBudget` (the LLM's tokenizer and input limit), retrieved items get the tokens the rest
+  of the prompt leaves, but at least `min_context_share` of the limit (most relevant first, cut at the
+  end); the LLM then cuts the prompt's middle, i.e. the middle of the input, keeping the retrieved text,
+  the task instruction (the input's start) and the answer cue. Why both rules: without a cap, two
+  retrieved emails or abstracts pushed the instruction and most of the input out of a 128-token prompt;
+  with only the leftover, a 300-token review left no room at all and retrieval silently became no
+  retrieval.
 - The persona (a rendered text, see pplug.persona) goes first, on its own line.
 - Causal LMs get a short answer cue ("Score:", "Title:", ...) after the input, so the target is the
   natural continuation; seq2seq models read the input as is (their decoder starts the answer).
@@ -51,6 +54,10 @@ class PromptBudget:
     """The LLM's tokenizer (a Hugging Face tokenizer)."""
     max_tokens: int
     """Prompt tokens the LLM keeps (its `max_input_tokens`, less the EOS a seq2seq encoder input ends with)."""
+    min_context_share: float = 0.4
+    """Share of `max_tokens` retrieved text may always use, however long the input (the input's middle is
+    cut instead). 0.4 keeps the retrieved text and a ~35-token instruction inside the 3/4 of the limit that
+    `truncate_middle` keeps from the start."""
 
     def count(self, text: str) -> int:
         """Tokens of `text` (no special tokens)."""
@@ -109,8 +116,9 @@ def compose_prompt(
         persona: optional persona text (already rendered), put first on its own line.
         causal: True for decoder-only LLMs: append "\\n<cue>" so the target is the continuation.
         max_item_words: words kept per retrieved item (None keeps all).
-        budget: the LLM's token budget; retrieved text is cut to what the rest of the prompt leaves
-            (dropped below `MIN_CONTEXT_TOKENS`). None: no fitting (the LLM cuts the prompt's middle).
+        budget: the LLM's token budget; retrieved text is cut to what the rest of the prompt leaves, or to
+            `budget.min_context_share` of it if that is more (dropped below `MIN_CONTEXT_TOKENS`). None: no
+            fitting (the LLM cuts the prompt's middle).
 
     Returns:
         The prompt string, e.g. for LaMP_3 with one retrieved item and a causal LM:
@@ -118,7 +126,8 @@ def compose_prompt(
     """
     context = retrieved_text(task, retrieved, max_item_words) if retrieved else ""
     if context and budget is not None:
-        room = budget.max_tokens - budget.count(_join(task, input, "", persona, causal)) - budget.count(". ")
+        left = budget.max_tokens - budget.count(_join(task, input, "", persona, causal)) - budget.count(". ")
+        room = max(left, int(budget.min_context_share * budget.max_tokens))
         context = budget.head(context, room) if room >= MIN_CONTEXT_TOKENS else ""
     return _join(task, input, context, persona, causal)
 

@@ -39,27 +39,42 @@ def test_compose_prompt_layout():
 
 
 def test_retrieved_items_are_fitted_to_the_prompt_budget(tiny_causal_llm_dir, tiny_seq2seq_llm_dir):
-    """Retrieved text gets only the tokens the instruction + input leave; the input is never what gets cut."""
-    from pplug.llm import FrozenLLM
+    """Retrieved text gets what the instruction + input leave, or its guaranteed share of the limit; after the
+    LLM's middle cut the retrieved text, the instruction and the answer cue are all still there."""
+    from pplug.llm import FrozenLLM, truncate_middle
     from pplug.prompts import MIN_CONTEXT_TOKENS, PromptBudget
 
     llm = FrozenLLM(str(tiny_causal_llm_dir), max_input_tokens=77)
     assert llm.prompt_budget().max_tokens == 77
     assert FrozenLLM(str(tiny_seq2seq_llm_dir), max_input_tokens=77).prompt_budget().max_tokens == 76  # + EOS
     tok = llm.tokenizer
-    inp = T3.make_input("the bass on this record is deep and warm, a fine album for long drives")
+
+    def n_tokens(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
     items = [{"id": str(i), "text": " ".join(["filler"] * 40) + f" item{i}", "score": "5"} for i in range(3)]
-    n_alone = len(tok(compose_prompt(T3, inp), add_special_tokens=False)["input_ids"])
-    for limit in (n_alone + 40, n_alone + 200):
-        p = compose_prompt(T3, inp, items, budget=PromptBudget(tok, limit))
+    inp = T3.make_input("the bass on this record is deep and warm, a fine album for long drives")
+    n_alone = n_tokens(compose_prompt(T3, inp))
+    for limit in (n_alone + 40, n_alone + 200):  # room left over: history fills it, the input stays whole
+        p = compose_prompt(T3, inp, items, budget=PromptBudget(tok, limit, min_context_share=0.0))
         assert p.endswith(compose_prompt(T3, inp))  # instruction, input and cue intact
         assert p.startswith('5 is the score for "filler')  # the most relevant item comes first
-        assert len(tok(p, add_special_tokens=False)["input_ids"]) <= limit + 2  # +2: joins re-tokenise
-    assert "item2" not in compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + 40))
+        assert n_tokens(p) <= limit + 2  # +2: the joins re-tokenise
+    assert "item2" not in compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + 40, min_context_share=0))
     assert "item2" in compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + 5000))
-    # too little room left: no fragment of history at all
-    assert compose_prompt(T3, inp, items, budget=PromptBudget(tok, n_alone + MIN_CONTEXT_TOKENS - 2)) == (
-        compose_prompt(T3, inp))
+    # too little room left and no guaranteed share: no fragment of history at all
+    tight = PromptBudget(tok, n_alone + MIN_CONTEXT_TOKENS - 2, min_context_share=0.0)
+    assert compose_prompt(T3, inp, items, budget=tight) == compose_prompt(T3, inp)
+
+    # an input longer than the whole limit: history still gets its share, the LLM cuts the input's middle
+    long_inp = T3.make_input(" ".join(f"word{i}" for i in range(400)))
+    limit = 400
+    p = compose_prompt(T3, long_inp, items, budget=PromptBudget(tok, limit, min_context_share=0.4))
+    context = p[: p.index(". What is the score")]
+    assert int(0.4 * limit) - 2 <= n_tokens(context) <= int(0.4 * limit) + 2
+    kept = tok.decode(truncate_middle(tok(p, add_special_tokens=False)["input_ids"], limit))
+    assert kept.startswith('5 is the score for "filler') and "What is the score of the following review" in kept
+    assert kept.endswith("word399\nScore:") and "word200" not in kept
 
 
 def test_bm25_ranks_matching_items_first_and_ties_by_recency():
