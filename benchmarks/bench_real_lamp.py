@@ -60,6 +60,33 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
     return time.monotonic() - t0
 
 
+def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str, float]:
+    """Ratings only: Pearson r of each method's expected rating, and of the user's mean rating, with the gold.
+
+    Why: when most golds are 5, MAE rewards answering 5 whatever the review says; r tells whether a method
+    orders reviews at all (r = 0: it cannot tell a 2-star review from a 5-star one).
+    """
+    import statistics
+
+    from pplug.data import load_outputs, load_split
+    from pplug.evaluate import floor_predictions
+    from pplug.train_module import subsample
+
+    split = load_split(data, "dev")
+    if getattr(split.task.output_kind, "value", "") != "rating":
+        return {}
+    examples = subsample(split.examples, max_dev, seed)
+    ids = [ex.id for ex in examples]
+    golds = [float(ex.output) for ex in examples]
+    preds = {row: load_outputs(path)[1] for row, path in report["files"].items() if row.endswith("[expected]")}
+    preds["floor: user mean rating"] = floor_predictions(split.task, examples)["user mean rating"]
+    out = {}
+    for row, p in preds.items():
+        xs = [float(p[i]) for i in ids]
+        out[row] = round(statistics.correlation(xs, golds), 3) if len(set(xs)) > 1 else 0.0
+    return out
+
+
 def write_selection_split(data: Path, out: Path, n_heldout: int, seed: int) -> Path:
     """`fit` = train minus `n_heldout` seeded questions, `heldout` = those questions (for picking the lr)."""
     from pplug.data import load_split, write_split
@@ -158,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         report["train_seconds"] = train_s
         report["lr_selection"] = selection
         report["eval_seconds"] = round(time.monotonic() - t0, 1)
+        report["pearson_r_with_gold"] = rating_signal(report, data, args.max_dev, args.seed)
         results["sets"][set_name] = report
         print(report.get("table", ""))
+        if report["pearson_r_with_gold"]:
+            print("Pearson r with the gold rating:", json.dumps(report["pearson_r_with_gold"]))
         print(f"train s: {train_s}  eval s: {report['eval_seconds']}", flush=True)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
