@@ -74,15 +74,15 @@ def main(argv: list[str] | None = None) -> int:
             rows[label] = metrics
         print(f"[{args.set}] {name}: {train_s[name]:.0f} s; "
               f"{json.dumps({k: v for k, v in report['metrics'].items() if k.startswith('pplug')})}", flush=True)
-    table = format_table(rows, title=f"{args.set} dev (n={args.max_dev}), PPlug variants, lr {args.lr}, "
-                                     f"{args.max_steps} steps x batch {args.batch_size}")
-    print(table)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "train_args"},
-                               "variants": {k: list(VARIANTS[k]) for k in args.variants}, "metrics": rows,
-                               "train_seconds": train_s, "finished": time.strftime("%Y-%m-%d %H:%M")},
-                              indent=2, sort_keys=True) + "\n")
+        # written after every variant, so a stopped run keeps what it measured
+        out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "train_args"},
+                                   "variants": {k: list(VARIANTS[k]) for k in args.variants[: i + 1]},
+                                   "metrics": rows, "train_seconds": train_s,
+                                   "written": time.strftime("%Y-%m-%d %H:%M")}, indent=2, sort_keys=True) + "\n")
+    print(format_table(rows, title=f"{args.set} dev (n={args.max_dev}), PPlug variants, lr {args.lr}, "
+                                   f"{args.max_steps} steps x batch {args.batch_size}"))
     print(f"wrote {out}")
     return 0
 

@@ -112,8 +112,10 @@ def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> 
         run = f"{method.replace('+', '_')}_lr{lr}"
         out = ckpt_root / "selection" / f"{run}.json"
         done = out.with_suffix(".metrics.json")
+        timing = out.with_suffix(".train_seconds")
         if done.is_file() and (ckpt_root / run / "final").is_dir():  # an interrupted benchmark resumes here
-            report, seconds = json.loads(done.read_text()), 0.0
+            report = json.loads(done.read_text())
+            seconds = float(timing.read_text()) if timing.is_file() else None
             print(f"[{set_name}] {method} lr {lr}: reusing {ckpt_root / run}", flush=True)
         else:
             seconds = train_method(set_name, method, args, ckpt_root, sel, run,
@@ -121,9 +123,10 @@ def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> 
                                     "--data.test_split", "heldout", "--model.lr", lr))
             report = evaluate([f"{method}={ckpt_root / run}"], str(sel), "heldout", methods=[method],
                               out=str(out), seed=args.seed, progress=False)
+            timing.write_text(f"{seconds:.1f}\n")
         task = get_task(report["task"])
         value = report["metrics"][method][task.main_metric]
-        table[lr] = {task.main_metric: value, "train_seconds": round(seconds, 1)}
+        table[lr] = {task.main_metric: value, "train_seconds": round(seconds, 1) if seconds is not None else None}
         print(f"[{set_name}] {method} lr {lr}: held-out {task.main_metric} {value:.4f}", flush=True)
         if best is None or (value > best if task.higher_is_better else value < best):
             best_run, best = run, value
@@ -170,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.lrs:
             for m in args.methods:
                 runs[m], selection[m] = select_lr(set_name, m, args, ckpt_root, data)
-                train_s[m] = sum(v["train_seconds"] for v in selection[m].values())
+                times = [v["train_seconds"] for v in selection[m].values()]
+                train_s[m] = sum(times) if None not in times else None  # None: a reused run of unknown time
         elif not args.skip_train:
             for m in args.methods:
                 print(f"[{set_name}] training {m} ({args.max_steps} steps) ...", flush=True)
