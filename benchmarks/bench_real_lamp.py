@@ -122,7 +122,7 @@ def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> 
                                    ("--data.train_split", "fit", "--data.val_split", "heldout",
                                     "--data.test_split", "heldout", "--model.lr", lr))
             report = evaluate([f"{method}={ckpt_root / run}"], str(sel), "heldout", methods=[method],
-                              out=str(out), seed=args.seed, progress=False)
+                              out=str(out), seed=args.seed, progress=False, max_new_tokens=args.max_new_tokens)
             timing.write_text(f"{seconds:.1f}\n")
         task = get_task(report["task"])
         value = report["metrics"][method][task.main_metric]
@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, default=1600, help="seeded train subsample")
     p.add_argument("--max-dev", type=int, default=150, help="seeded dev subsample (the same for every method)")
     p.add_argument("--max-input-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget at evaluation (default: the task's, 128 for LaMP_4-7)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_real"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_lamp.json"))
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate([f"{m}={ckpt_root / runs[m]}" for m in args.methods], str(data), "dev",
                           methods=["none", *args.methods], max_examples=args.max_dev,
                           decodings=("argmax", "expected", "median"), out=str(ckpt_root / "eval" / "dev_preds.json"),
-                          floors=True, seed=args.seed, progress=False)
+                          floors=True, seed=args.seed, progress=False, max_new_tokens=args.max_new_tokens)
         report["train_seconds"] = train_s
         report["lr_selection"] = selection
         report["eval_seconds"] = round(time.monotonic() - t0, 1)

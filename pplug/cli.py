@@ -291,6 +291,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--embedding-cache", default=None, help="history-embedding cache file (default: shared cache)")
     p.add_argument("--floors", action="store_true", help="also score no-model floors (always-5, first words, ...)")
     p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget for generation tasks (default: the task's, 128 for LaMP_4-7)")
     p.add_argument("--persona", action="store_true",
                    help="write the persona derived from each user's history into the prompts (ablation)")
     p.set_defaults(handler=_run_evaluate)

@@ -269,6 +269,7 @@ def evaluate(
     num_beams: int = 1,
     progress: bool = True,
     persona: bool = False,
+    max_new_tokens: int | None = None,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -291,6 +292,7 @@ def evaluate(
         progress: progress bars on stderr.
         persona: write the persona derived from each user's history into every method's prompt (the AI
             Persona ablation; pair it with checkpoints trained with `--data.persona true`).
+        max_new_tokens: generation budget of generation tasks (None: the task's, e.g. 128 for LaMP_4-7).
 
     Returns:
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...}}
@@ -354,7 +356,7 @@ def evaluate(
             personas = history_personas(task, examples, max_hist)
         preds = predict(models[m], task, examples, m, causal, decs, batch_size=batch_size, max_history=max_hist,
                         retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
-                        progress=progress, personas=personas)
+                        max_new_tokens=max_new_tokens, progress=progress, personas=personas)
         seconds[m] = round(time.monotonic() - t0, 2)
         for dec, p in preds.items():
             row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
@@ -407,7 +409,7 @@ def run_cli(args) -> int:
                       max_examples=args.max_examples, decodings=args.decoding, out=args.out,
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
                       embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
-                      persona=args.persona)
+                      persona=args.persona, max_new_tokens=args.max_new_tokens)
     if "table" in report:
         print(report["table"])
     for row, path in report["files"].items():
