@@ -219,6 +219,13 @@ def test_evaluate_seq2seq_generation_task(tiny_config, tiny_seq2seq_llm_dir, tmp
     assert set(report["metrics"]["none"]) == {"rouge1", "rougeL"}
     doc = json.loads((tmp_path / "p.json").read_text())
     assert all("\n" not in g["output"] for g in doc["golds"])
+    # a generation budget cuts every output short: greedy, so each is a prefix of the task-budget output
+    evaluate([], str(tmp_path / "d"), methods=["none"], base_model=str(tiny_seq2seq_llm_dir),
+             out=str(tmp_path / "short.json"), progress=False, max_new_tokens=2)
+    short = {g["id"]: g["output"] for g in json.loads((tmp_path / "short.json").read_text())["golds"]}
+    full = {g["id"]: g["output"] for g in doc["golds"]}
+    assert all(full[i].startswith(short[i]) for i in full)
+    assert sum(map(len, short.values())) < sum(map(len, full.values()))
 
 
 def test_dataclass_replace_keeps_other_fields(tiny_config):
