@@ -61,6 +61,8 @@ def test_train_writes_run_folder(trained_run):
     assert list(run_dir.glob("events.out.tfevents.*")), "TensorBoard events under the run folder"
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert {"pplug (trained)", "none", "history-blind ceiling (synth, full dev)"} <= set(metrics)
+    # ratings: every decoding, for the trained model and the frozen LLM alike
+    assert {f"{m} [{d}]" for m in ("pplug (trained)", "none") for d in ("expected", "median")} <= set(metrics)
     assert set(metrics["pplug (trained)"]) == {"mae", "rmse"}
 
 
