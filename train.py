@@ -141,12 +141,10 @@ def _score_none(model: PPlugLitModule, dm: LaMPDataModule) -> dict[str, dict[str
     """The frozen LLM with no prefix on the test examples (same prompts, same decoding)."""
     from pplug.evaluate import FrozenBaseline, predict
     from pplug.metrics import score
-    from pplug.train_module import DECODINGS
+    from pplug.train_module import task_decodings
 
     examples = dm.splits["test"]
-    decodings = [model.hparams.decoding]
-    if getattr(model.task_spec.output_kind, "value", "") == "rating":
-        decodings = list(DECODINGS)
+    decodings = task_decodings(model.task_spec, model.hparams.decoding)
     preds = predict(FrozenBaseline(model.model.llm), model.task_spec, examples, "none", model.is_causal, decodings,
                     batch_size=dm.hparams.eval_batch_size or 2 * dm.hparams.batch_size)
     golds = {ex.id: ex.output for ex in examples}

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pplug.evaluate import evaluate
     from pplug.metrics import format_table
+    from pplug.train_module import DECODINGS
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         train_s[name] = round(train_method(args.set, "pplug", args, ckpt_root, data, name,
                                            ("--model.lr", args.lr, *VARIANTS[name])), 1)
         report = evaluate([f"pplug={ckpt_root / name}"], str(data), "dev", methods=["none", "pplug"] if i == 0
-                          else ["pplug"], max_examples=args.max_dev, decodings=("argmax", "expected", "median"),
+                          else ["pplug"], max_examples=args.max_dev, decodings=DECODINGS,
                           out=str(ckpt_root / "eval" / f"{name}.json"), floors=i == 0, seed=args.seed,
                           progress=False, persona=name == "persona")
         for row, metrics in report["metrics"].items():

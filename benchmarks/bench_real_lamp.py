@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--method-lr takes METHOD=LR with METHOD in {TRAINABLE}; got {args.method_lr}")
 
     from pplug.evaluate import evaluate
+    from pplug.train_module import DECODINGS
 
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k != "train_args"} | {"method_lr": method_lr,
         "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         report = evaluate([f"{m}={ckpt_root / runs[m]}" for m in args.methods], str(data), "dev",
                           methods=["none", *args.methods], max_examples=args.max_dev,
-                          decodings=("argmax", "expected", "median"), out=str(ckpt_root / "eval" / "dev_preds.json"),
+                          decodings=DECODINGS, out=str(ckpt_root / "eval" / "dev_preds.json"),
                           floors=True, seed=args.seed, progress=False, max_new_tokens=args.max_new_tokens)
         report["train_seconds"] = train_s
         report["lr_selection"] = selection

@@ -655,6 +655,24 @@ def _snippet(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[: n - 3].rstrip() + "..."
 
 
+def history_persona_text(profile: list[dict], task: Any, max_chars: int = 400) -> str:
+    """The persona a LaMP user's history alone tells (pattern, preference, short-term memory), rendered.
+
+    Used by the persona ablation of `train.py --data.persona true` and `pplug evaluate --persona`: LaMP users
+    come with no persona document, so the fields that history can tell are derived and written into the
+    prompt after the soft prompt ([I; P_u; persona text; x]). Cold-start users get an empty string.
+    """
+    if not profile:
+        return ""
+    persona = apply_updates(Persona(), derive_from_history(list(profile), task), source="<derived from history>")
+    return render(persona, max_chars=max_chars)
+
+
+def history_personas(task: Any, examples: list, max_history: int | None = None) -> list[str]:
+    """`history_persona_text` of each example's most recent `max_history` profile items (None: all)."""
+    return [history_persona_text(ex.profile[-max_history:] if max_history else ex.profile, task) for ex in examples]
+
+
 __all__ = [
     "Persona",
     "Identity",
@@ -676,22 +694,6 @@ __all__ = [
     "apply_updates",
     "derive_from_history",
     "top_topics",
+    "history_persona_text",
+    "history_personas",
 ]
-
-
-def history_persona_text(profile: list[dict], task: Any, max_chars: int = 400) -> str:
-    """The persona a LaMP user's history alone tells (pattern, preference, short-term memory), rendered.
-
-    Used by the persona ablation of `train.py --data.persona true` and `pplug evaluate --persona`: LaMP users
-    come with no persona document, so the fields that history can tell are derived and written into the
-    prompt after the soft prompt ([I; P_u; persona text; x]). Cold-start users get an empty string.
-    """
-    if not profile:
-        return ""
-    persona = apply_updates(Persona(), derive_from_history(list(profile), task), source="<derived from history>")
-    return render(persona, max_chars=max_chars)
-
-
-def history_personas(task: Any, examples: list, max_history: int | None = None) -> list[str]:
-    """`history_persona_text` of each example's most recent `max_history` profile items (None: all)."""
-    return [history_persona_text(ex.profile[-max_history:] if max_history else ex.profile, task) for ex in examples]

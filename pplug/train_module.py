@@ -33,6 +33,13 @@ from .baselines import RETRIEVERS, build_batch, get_method, resolve_k, retrieve
 DECODINGS = ("argmax", "expected", "median")
 
 
+def task_decodings(task: Any, main: str) -> list[str]:
+    """The decodings scored for `task`, `main` first: every one for ratings, only `main` otherwise."""
+    if getattr(task.output_kind, "value", task.output_kind) == "rating":
+        return [main, *(d for d in DECODINGS if d != main)]
+    return [main]
+
+
 @dataclass
 class LaMPBatch:
     """A collated batch: record ids, gold outputs (None where unknown) and the model's text batch."""
@@ -294,9 +301,7 @@ class PPlugLitModule(L.LightningModule):
     @torch.no_grad()
     def _collect(self, batch: LaMPBatch, stage: str) -> None:
         task = self.task_spec
-        decodings = [self.hparams.decoding]
-        if getattr(task.output_kind, "value", "") == "rating":
-            decodings = [self.hparams.decoding, *(d for d in DECODINGS if d != self.hparams.decoding)]
+        decodings = task_decodings(task, self.hparams.decoding)
         preds = decode(self.model, task, batch.batch, decoding=decodings, num_beams=self.hparams.num_beams,
                        max_new_tokens=self.hparams.max_new_tokens)
         for dec, p in preds.items():
@@ -592,4 +597,4 @@ def _default_synth_kind(root: str) -> str | None:
 
 
 __all__ = ["Collator", "DECODINGS", "LaMPBatch", "LaMPDataModule", "PPlugLitModule", "clean_generation", "decode",
-           "run_dir", "subsample"]
+           "run_dir", "subsample", "task_decodings"]
