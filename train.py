@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from pplug.train_module import LaMPDataModule, PPlugLitModule  # noqa: E402
+from pplug.train_module import LaMPDataModule, LogProgress, PPlugLitModule  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
@@ -57,7 +57,8 @@ class PPlugCLI(LightningCLI):
             parser.link_arguments(f"model.{field}", f"data.{field}", apply_on="parse")
 
     def instantiate_trainer(self, **kwargs):
-        """Add the run's TensorBoard logger and a ModelCheckpoint on the task's main val metric."""
+        """Add the run's TensorBoard logger, a ModelCheckpoint on the task's main val metric, and (without a
+        terminal) progress as log lines instead of a bar."""
         from pplug.tasks import get_task
 
         cfg = self.config
@@ -79,7 +80,11 @@ class PPlugCLI(LightningCLI):
                 monitor=f"val/{task.main_metric}", mode="max" if task.higher_is_better else "min",
                 save_top_k=1, save_last=True,
             ))
-            kwargs["callbacks"] = callbacks
+        if not sys.stderr.isatty() and trainer_cfg.get("enable_progress_bar") is not False:
+            # a bar redrawn with \r is one endless line in a log file: print `step N/M ... it/s` lines instead
+            kwargs["enable_progress_bar"] = False
+            callbacks.append(LogProgress(every_n_steps=max(1, int(trainer_cfg.get("log_every_n_steps") or 10))))
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
 
@@ -111,7 +116,7 @@ def cli_main(args: list[str] | None = None) -> dict:
     task = model.task_spec
     rows: dict[str, dict[str, float]] = {}
     for dec, metrics in stage_metrics.items():
-        rows[f"{model.method.name} (trained)" + ("" if dec == model.hparams.decoding else f" [{dec}]")] = metrics
+        rows[f"{model.method.name} (trained)" + ("" if dec == model.config.decoding else f" [{dec}]")] = metrics
     if trainer.is_global_zero:
         if cfg["compare_none"]:
             rows.update(_score_none(model, dm))
@@ -139,17 +144,15 @@ def _run_dir(trainer) -> Path:
 
 def _score_none(model: PPlugLitModule, dm: LaMPDataModule) -> dict[str, dict[str, float]]:
     """The frozen LLM with no prefix on the test examples (same prompts, same decoding)."""
-    from pplug.evaluate import FrozenBaseline, predict
+    from pplug.inference import FrozenBaseline, predict, task_decodings
     from pplug.metrics import score
-    from pplug.train_module import task_decodings
 
     examples = dm.splits["test"]
-    decodings = task_decodings(model.task_spec, model.hparams.decoding)
-    preds = predict(FrozenBaseline(model.model.llm), model.task_spec, examples, "none", model.is_causal, decodings,
-                    batch_size=dm.hparams.eval_batch_size or 2 * dm.hparams.batch_size)
+    main = model.config.decoding
+    preds = predict(FrozenBaseline(model.model.llm), model.task_spec, examples, "none",
+                    task_decodings(model.task_spec, main), batch_size=dm.hparams.eval_batch_size or 2 * dm.hparams.batch_size)
     golds = {ex.id: ex.output for ex in examples}
-    return {("none" if dec == model.hparams.decoding else f"none [{dec}]"): score(model.task_spec, p, golds)
-            for dec, p in preds.items()}
+    return {("none" if dec == main else f"none [{dec}]"): score(model.task_spec, p, golds) for dec, p in preds.items()}
 
 
 def _synth_reference(root: str) -> dict[str, dict[str, float]]:

@@ -3,32 +3,42 @@
 A trainable user embedder reads all of a user's history (each item embedded once by a frozen
 sentence encoder), weighs it against the current input, and projects it into soft-prompt vectors
 prepended, with a trainable instruction vector, to the input embeddings of a frozen LLM.
+
+    from pplug import PPlugModel, PPlugConfig, personalize
+    model = PPlugModel.from_pretrained("checkpoints/pplug-synthetic", device="auto")
+    outputs = personalize(model, examples)          # many users, one batch, the checkpoint's own method
+
+The public names are imported on first use (PEP 562), so `import pplug` and `pplug --help` stay fast
+and never import Lightning (only training does).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_PUBLIC = {
+    "PPlugConfig": "pplug.config",
+    "PPlugModel": "pplug.model",
+    "PPlugBatch": "pplug.model",
+    "personalize": "pplug.inference",
+}
 
-def personalize(model, examples, method: str = "pplug", decoding: str = "argmax", batch_size: int = 16,
-                personas=None, progress: bool = False) -> list[str]:
-    """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import PPlugConfig
+    from .inference import personalize
+    from .model import PPlugBatch, PPlugModel
 
-    Args:
-        model: a `pplug.model.PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>/final")`).
-        examples: `pplug.data.Example` records (input + that user's profile, i.e. history items).
-        method: how prompts are built ("pplug", "pplug+retrieval", "prompt-tuned", "retrieval"); use the
-            method the checkpoint was trained with.
-        decoding: "argmax" (labels / ratings / greedy text); for ratings also "expected" (expected value over
-            1..5, best for RMSE) or "median" (median over 1..5, best for MAE).
-        personas: optional persona text per example, written into the prompt after the soft prompt.
-    """
-    from .evaluate import predict
-    from .tasks import get_task
 
-    examples = list(examples)
-    ids = [ex.id for ex in examples]
-    if len(set(ids)) != len(ids):
-        raise ValueError("personalize: example ids must be unique")
-    preds = predict(model, get_task(model.config.task), examples, method, causal=not model.llm.is_seq2seq,
-                    decodings=[decoding], batch_size=batch_size, max_history=model.config.max_history,
-                    encoder=model.history_encoder, personas=personas, progress=progress)[decoding]
-    return [preds[i] for i in ids]
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        import importlib
+
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pplug' has no attribute {name!r}")
+
+
+__all__ = ["PPlugBatch", "PPlugConfig", "PPlugModel", "__version__", "personalize"]

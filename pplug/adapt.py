@@ -5,68 +5,40 @@ Fast adaptation (`add_history`), on every new interaction:
     derived persona fields (new persona version + JSON diff). The next request already sees the new
     history: PPlug reads all of it, so the user embedding -- and the output -- change with no training.
     Optionally, every `propose_every` interactions a pluggable proposer (e.g. an LLM, AI Persona's
-    scheme) suggests persona edits, recorded as another version with its diff.
+    scheme) suggests persona edits, recorded as another version with its diff. `user_batch` builds the
+    serving batch of a stored user (history, persona text, recalled items).
 
-Slow adaptation (`adapt`), from cron:
-
-    checkpoints/<run>/
-        final/                 the trained model (train.py) -- version "final"
-        v0001/  v0002/ ...     save_pretrained folders + adapt_report.json (figures, parent, watermark)
-        LATEST                 one line naming the serving version ("v0002"); replaced atomically
-        adapt_state.json       every attempt (promoted or refused) and rollbacks
-        .adapt.lock            held while a run is in progress
+Slow adaptation (`adapt`), from cron, on a run folder (layout: `pplug.checkpoints`):
 
     lock -> nothing new since the last attempt? no-op -> examples from interactions newer than the serving
-    version's watermark -> hold out the most recent slice -> score the serving model on it -> train its
-    copy on the rest -> score again -> not worse? save into .tmp-vNNNN, rename to vNNNN, replace LATEST.
+    version's watermark -> hold out the most recent slice -> score the serving model on it -> continue
+    training it through the training stack (`PPlugLitModule(init_from=serving version)` + a
+    `LaMPDataModule` over the examples in memory: the optimizer groups, warmup/decay schedule and history
+    dropout of train.py) -> score again -> not worse? save into .tmp-vNNNN, rename to vNNNN, replace LATEST.
 
-`LATEST` is a plain file, not a symlink, because it works the same on every OS and filesystem
-(Windows symlinks need privileges); it is written with `pplug.io.atomic_write_text`, i.e. os.replace.
 A run killed at any point leaves LATEST naming the last good version; leftover temp folders are removed
-by the next run. `rollback` points LATEST back at the serving version's parent.
+by the next run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import os
-import random
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json, atomic_write_text
-from .persona import OUTPUT_FIELD, Persona, PersonaError, apply_updates, derive_from_history, diff, render
+from .checkpoints import (REPORT_FILE, is_checkpoint, next_version, now, read_report, read_state, run_lock,
+                          serving_version, set_latest, write_state)
+from .io import atomic_write_json
+from .persona import Persona, PersonaError, apply_updates, derive_from_history, diff, render
 from .store import UserStore
-
-LATEST_FILE = "LATEST"
-STATE_FILE = "adapt_state.json"
-REPORT_FILE = "adapt_report.json"
-LOCK_FILE = ".adapt.lock"
-BASE_VERSION = "final"
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 GENERATE_PERSONA_CHARS = 400
 """Bound on the persona text put in front of prompts by `user_batch` (about 100 LLM tokens)."""
-
-# Field of a profile item that holds the content of the question it answers (the LaMP input's content).
-INPUT_FIELD: dict[str, str] = {
-    "LaMP_2": "description",
-    "LaMP_2N": "text",
-    "LaMP_3": "text",
-    "LaMP_4": "text",
-    "LaMP_5": "abstract",
-    "LaMP_6": "text",
-    "LaMP_7": "text",  # no paraphrase source is stored: the tweet is its own input (weak but consistent)
-}
 
 PersonaProposer = Callable[[Persona, list[dict], Any], dict | None]
 """(current persona, recent items, TaskSpec) -> partial persona dict of edits, or None for no change."""
@@ -74,14 +46,6 @@ PersonaProposer = Callable[[Persona, list[dict], Any], dict | None]
 
 class AdaptError(ValueError):
     """A one-line user-facing adaptation error."""
-
-
-class AdaptBusyError(AdaptError):
-    """Another adapt run holds the lock."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- fast adaptation -----------------------------------------------------------------------------
@@ -208,17 +172,17 @@ def item_example(task: Any, item: dict, profile: list[dict], example_id: str, us
     """
     from .data import Example
 
-    name = task.name
-    if name not in INPUT_FIELD or name not in OUTPUT_FIELD:
-        raise AdaptError(f"task {name}: history items carry no (input, output) pair, so it cannot be retrained from interactions")
-    missing = [f for f in (INPUT_FIELD[name], OUTPUT_FIELD[name]) if f not in item]
+    if not task.input_field or not task.output_field:
+        raise AdaptError(f"task {task.name}: history items carry no (input, output) pair, so it cannot be "
+                         "retrained from interactions")
+    missing = [f for f in (task.input_field, task.output_field) if f not in item]
     if missing:
-        raise AdaptError(f"interaction {example_id}: field '{missing[0]}': missing (needed to retrain {name})")
+        raise AdaptError(f"interaction {example_id}: field '{missing[0]}': missing (needed to retrain {task.name})")
     return Example(
         id=example_id,
-        input=task.make_input(str(item[INPUT_FIELD[name]])),
+        input=task.make_input(str(item[task.input_field])),
         profile=list(profile),
-        output=str(item[OUTPUT_FIELD[name]]),
+        output=str(item[task.output_field]),
         user_id=user_id,
     )
 
@@ -277,117 +241,6 @@ def user_batch(
     )
 
 
-# --- checkpoint versions -------------------------------------------------------------------------
-
-
-def _is_checkpoint(path: Path) -> bool:
-    return (path / "pplug_config.json").is_file()
-
-
-def versions(root: str | Path) -> list[str]:
-    """Version folders under `root` ("v0001", ...), oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted((p.name for p in root.iterdir() if _VERSION_RE.match(p.name) and p.is_dir()), key=lambda n: int(n[1:]))
-
-
-def serving_version(root: str | Path) -> str:
-    """Name of the version `root` serves: LATEST's content, else "final" (or "." when root is a checkpoint)."""
-    root = Path(root)
-    latest = root / LATEST_FILE
-    if latest.is_file():
-        name = latest.read_text(encoding="utf-8").strip()
-        if not _is_checkpoint(root / name):
-            raise AdaptError(f"{latest}: names {name!r}, which is not a checkpoint folder under {root}")
-        return name
-    if _is_checkpoint(root / BASE_VERSION):
-        return BASE_VERSION
-    if _is_checkpoint(root):
-        return "."
-    raise AdaptError(f"{root}: no checkpoint here (expected {LATEST_FILE}, {BASE_VERSION}/ or pplug_config.json)")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The folder to load for `path`: a checkpoint folder itself, or a run root's serving version."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint folder")
-    if _is_checkpoint(path) and not (path / LATEST_FILE).is_file():
-        return path
-    return path / serving_version(path)
-
-
-def read_report(root: str | Path, version: str) -> dict | None:
-    """The `adapt_report.json` of a version (None for the base, which was not made by `adapt`)."""
-    p = Path(root) / version / REPORT_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
-
-
-def _read_state(root: Path) -> dict:
-    p = root / STATE_FILE
-    if p.is_file():
-        return json.loads(p.read_text(encoding="utf-8"))
-    return {"attempts": [], "rollbacks": []}
-
-
-def _write_state(root: Path, state: dict) -> None:
-    atomic_write_json(root / STATE_FILE, state)
-
-
-@contextlib.contextmanager
-def run_lock(root: str | Path) -> Iterator[None]:
-    """Exclusive, non-blocking lock on `root/.adapt.lock`; a second holder gets AdaptBusyError at once.
-
-    POSIX: fcntl.flock; Windows: msvcrt.locking. The OS drops the lock when the process dies, so a
-    killed run never leaves a stale lock behind.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / LOCK_FILE
-    f = open(path, "a+")
-    try:
-        try:
-            try:
-                import fcntl
-
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except ImportError:  # pragma: no cover - Windows
-                import msvcrt
-
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise AdaptBusyError(f"another adapt run is in progress on {root} ({holder}); exiting") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} since {_now()}")
-        f.flush()
-        yield
-    finally:
-        f.close()  # closing releases the lock
-
-
-def rollback(root: str | Path) -> str:
-    """Point LATEST back at the serving version's parent; returns the version now served."""
-    root = Path(root)
-    with run_lock(root):
-        current = serving_version(root)
-        report = read_report(root, current)
-        if report is None or not report.get("parent"):
-            raise AdaptError(f"{root}: serving {current!r}, which has no parent version to roll back to")
-        parent = report["parent"]
-        if not _is_checkpoint(root / parent):
-            raise AdaptError(f"{root}: parent version {parent!r} of {current!r} is missing")
-        atomic_write_text(root / LATEST_FILE, parent + "\n")
-        state = _read_state(root)
-        state.setdefault("rollbacks", []).append({"at": _now(), "from": current, "to": parent})
-        _write_state(root, state)
-        return parent
-
-
 # --- slow adaptation -----------------------------------------------------------------------------
 
 
@@ -405,48 +258,16 @@ class AdaptResult:
     """The full report (validation figures, counts) when training ran."""
 
 
-def run_settings(ckpt_dir: str | Path, config: Any) -> dict[str, Any]:
-    """How a checkpoint's prompts were built: method, retrieval_k, retriever (from the run's train.py
-    config.yaml beside it when there is one, else inferred from the PPlug config)."""
-    from .evaluate import run_config
-
-    cfg = run_config(Path(ckpt_dir))
-    method = cfg.get("method") or ("pplug" if config.use_user_embedding else "prompt-tuned")
-    return {"method": method, "retrieval_k": cfg.get("retrieval_k"), "retriever": cfg.get("retriever") or "bm25"}
-
-
-def _evaluate(model, task, examples, make_batch, batch_size: int, metric: str) -> dict[str, float]:
-    import torch
-
-    from .train_module import decode
-
-    model.eval()
-    if metric == "loss":
-        total, n = 0.0, 0
-        with torch.no_grad():
-            for i in range(0, len(examples), batch_size):
-                chunk = examples[i : i + batch_size]
-                total += float(model(make_batch(chunk, True))) * len(chunk)
-                n += len(chunk)
-        return {"loss": total / max(n, 1)}
-    from .metrics import score
-
-    preds: dict[str, str] = {}
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        with torch.no_grad():  # the same decoding `pplug evaluate` and validation during training use
-            preds.update(zip((e.id for e in chunk), decode(model, task, make_batch(chunk, False))))
-    return score(task, preds, {e.id: e.output for e in examples})
-
-
 def adapt(
     store: UserStore,
     checkpoint_root: str | Path,
     min_new: int = 32,
     epochs: int = 2,
     lr: float = 1e-3,
-    encoder_lr: float = 1e-4,
+    encoder_lr: float | None = 1e-4,
     weight_decay: float = 1e-4,
+    warmup_ratio: float = 0.05,
+    history_dropout: float = 0.0,
     batch_size: int = 8,
     val_fraction: float = 0.2,
     metric: str | None = None,
@@ -454,8 +275,8 @@ def adapt(
     persona_fields: Sequence[str] | None = None,
     use_persona: bool = True,
     evaluate_fn: Callable[[Any, list[Any]], dict[str, float]] | None = None,
-    llm: Any = None,
-    history_encoder: Any = None,
+    embedding_cache: str | None = None,
+    device: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> AdaptResult:
     """Slow adaptation: retrain the serving checkpoint on new interactions, promote it if not worse.
@@ -464,29 +285,33 @@ def adapt(
         store: the user store (all users' interactions of the checkpoint's task are used).
         checkpoint_root: the run folder (`checkpoints/<run>/`) holding final/, vNNNN/ and LATEST.
         min_new: do nothing until at least this many interactions arrived since the serving version.
-        epochs, lr, encoder_lr, weight_decay, batch_size: the training loop: AdamW, `encoder_lr` for the
-            trainable input encoder (a pretrained transformer) and `lr` for the rest (as train.py).
+        epochs, lr, encoder_lr, weight_decay, warmup_ratio, history_dropout, batch_size: training, exactly as
+            train.py's `PPlugLitModule` does it (AdamW with `encoder_lr` for the trainable input encoder,
+            linear warmup then decay, PPlug's history dropout).
         val_fraction: share of the new interactions (the most recent ones) held out for validation.
         metric: the figure that decides promotion; default the task's main metric via
-            `pplug.metrics.score`; "loss" uses the validation LM loss.
-        seed: seeds the shuffling and torch.
+            `pplug.metrics.score` with the checkpoint's decoding; "loss" uses the validation LM loss.
+        seed: seeds shuffling, dropout draws and torch.
         persona_fields, use_persona: the persona text in the prompts (as `user generate` serves it).
         evaluate_fn: custom validation, (model, examples) -> {metric: value}; overrides `metric`'s scorer.
-        llm, history_encoder: reuse already-loaded parts (tests, long-running services).
+        embedding_cache: history-embedding cache file (None: the shared pplug cache).
+        device: "auto" (cuda, then mps, then cpu) or a device name, for training and validation.
         log: progress callback (default: print to stderr).
 
     Returns:
         AdaptResult ("noop" | "promoted" | "refused") with a one-line message and the report.
 
     Raises:
-        AdaptBusyError: another run holds the lock.
+        RunBusyError: another run holds the lock.
+        AdaptError: bad settings, or interactions that cannot become training examples.
     """
-    import torch
+    import lightning as L
 
-    from .baselines import build_batch
     from .metrics import METRIC_DIRECTIONS
     from .model import PPlugModel
+    from .runtime import resolve_device
     from .tasks import get_task
+    from .train_module import LaMPDataModule, LogProgress, PPlugLitModule
 
     say = log or (lambda m: print(f"pplug adapt: {m}", file=sys.stderr))
     root = Path(checkpoint_root)
@@ -499,9 +324,8 @@ def adapt(
             shutil.rmtree(tmp, ignore_errors=True)
         parent = serving_version(root)
         parent_dir = root / parent
-        parent_report = read_report(root, parent) or {}
-        watermark = int(parent_report.get("watermark", 0))
-        state = _read_state(root)
+        watermark = int((read_report(root, parent) or {}).get("watermark", 0))
+        state = read_state(root)
         config, _ = PPlugModel.load_checkpoint_config(parent_dir)  # task and limits, without loading weights
         spec = get_task(config.task)
         new = store.interactions_since(watermark, task=spec.name)
@@ -524,35 +348,29 @@ def adapt(
             prof.append(r.item)
         n_val = max(1, int(round(len(examples) * val_fraction)))
         train_ex, val_ex = examples[:-n_val], examples[-n_val:]  # time-based: validate on the most recent
-        personas: dict[str, str | None] = {}
+        persona_of: dict[str, str | None] = {}
         for e in examples:
-            if e.user_id not in personas:
-                personas[e.user_id] = (
-                    render(store.persona(e.user_id), persona_fields, max_chars=GENERATE_PERSONA_CHARS)
-                    if use_persona
-                    else None
-                )
+            if e.user_id not in persona_of:
+                persona_of[e.user_id] = (render(store.persona(e.user_id), persona_fields,
+                                                max_chars=GENERATE_PERSONA_CHARS) if use_persona else None)
+        persona_text = {e.id: persona_of[e.user_id] for e in examples}
 
         say(f"loading {parent_dir}")
-        model = PPlugModel.from_pretrained(parent_dir, llm=llm, history_encoder=history_encoder)
-        run = run_settings(parent_dir, model.config)
-        causal = not model.llm.is_seq2seq
-
-        def make_batch(chunk, with_targets: bool):
-            return build_batch(
-                spec, chunk, run["method"], causal=causal, max_history=model.config.max_history,
-                retrieval_k=run["retrieval_k"], retriever=run["retriever"], encoder=model.history_encoder,
-                personas=[personas[e.user_id] for e in chunk], with_targets=with_targets,
-                budget=model.llm.prompt_budget(),
-            )
-
+        L.seed_everything(seed, verbose=False)
+        lit = PPlugLitModule(init_from=str(parent_dir), lr=lr, encoder_lr=encoder_lr, weight_decay=weight_decay,
+                             warmup_ratio=warmup_ratio, history_dropout=history_dropout,
+                             embedding_cache=embedding_cache, write_final=False, **config.to_dict())
+        model = lit.model
+        dev = resolve_device(device)
+        model.to(dev)
         metric = metric or spec.main_metric
         higher = METRIC_DIRECTIONS.get(metric, True) if metric != "loss" else False
 
         def validate() -> dict[str, float]:
+            model.eval()
             if evaluate_fn is not None:
                 return dict(evaluate_fn(model, val_ex))
-            return _evaluate(model, spec, val_ex, make_batch, batch_size, metric)
+            return _validate(model, spec, val_ex, metric, batch_size, [persona_text[e.id] for e in val_ex])
 
         say(f"{len(examples)} new interactions from {len({e.user_id for e in examples})} users: "
             f"train {len(train_ex)}, validate {len(val_ex)} ({metric})")
@@ -560,40 +378,31 @@ def adapt(
         if metric not in before:
             raise AdaptError(f"validation returned {sorted(before)}, without the deciding metric {metric!r}")
 
-        torch.manual_seed(seed)
-        rng = random.Random(seed)
-        enc, rest = [], []
-        for pname, p in model.named_parameters():
-            if p.requires_grad:
-                (enc if "input_encoder" in pname else rest).append(p)
-        groups = [{"params": rest, "lr": lr}] + ([{"params": enc, "lr": encoder_lr}] if enc else [])
-        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-        losses = []
+        dm = LaMPDataModule.from_examples(spec, train_ex, val_ex, persona_text=persona_text, batch_size=batch_size,
+                                          method=config.method, retrieval_k=config.retrieval_k,
+                                          retriever=config.retriever, max_history=config.max_history, seed=seed)
+        tty = sys.stderr.isatty()
+        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu" if dev.type == "cpu" else "auto", devices=1,
+                            logger=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+                            enable_model_summary=False, enable_progress_bar=tty,
+                            callbacks=[] if tty else [LogProgress(every_n_steps=10)],
+                            default_root_dir=str(root / f".tmp-train-{os.getpid()}"))
         t0 = time.monotonic()
-        for epoch in range(epochs):
-            order = list(train_ex)
-            rng.shuffle(order)
-            model.train()
-            total = 0.0
-            for i in range(0, len(order), batch_size):
-                chunk = order[i : i + batch_size]
-                loss = model(make_batch(chunk, True))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(chunk)
-            losses.append(total / max(len(order), 1))
-            say(f"epoch {epoch + 1}/{epochs}: train loss {losses[-1]:.4f}")
-        model.eval()
+        try:
+            trainer.fit(lit, datamodule=dm)
+        finally:
+            shutil.rmtree(root / f".tmp-train-{os.getpid()}", ignore_errors=True)
+        losses = [float(v) for k, v in trainer.callback_metrics.items() if k == "train/loss_epoch"]
+        say(f"trained {epochs} epoch(s), {trainer.global_step} steps in {time.monotonic() - t0:.1f} s"
+            + (f"; last epoch train loss {losses[-1]:.4f}" if losses else ""))
         after = validate()
         a, b = float(after[metric]), float(before[metric])
         not_worse = (a >= b if higher else a <= b) and a == a  # NaN counts as worse
-        number = max([int(v[1:]) for v in versions(root)], default=0) + 1
-        name = f"v{number:04d}"
+        name = next_version(root)
         report = {
             "version": name,
             "parent": parent,
-            "created_at": _now(),
+            "created_at": now(),
             "task": spec.name,
             "metric": metric,
             "higher_is_better": higher,
@@ -605,9 +414,11 @@ def adapt(
             "n_users": len({e.user_id for e in examples}),
             "interaction_ids": [int(examples[0].id), int(examples[-1].id)],
             "watermark": last_seen,
-            "method": run["method"],
-            "train": {"epochs": epochs, "lr": lr, "encoder_lr": encoder_lr, "weight_decay": weight_decay, "batch_size": batch_size,
-                      "seed": seed, "loss": losses, "seconds": round(time.monotonic() - t0, 1)},
+            "method": config.method,
+            "train": {"epochs": epochs, "steps": int(trainer.global_step), "lr": lr, "encoder_lr": encoder_lr,
+                      "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "history_dropout": history_dropout,
+                      "batch_size": batch_size, "seed": seed, "loss": losses,
+                      "seconds": round(time.monotonic() - t0, 1)},
             "persona_in_prompt": bool(use_persona),
         }
         figures = f"{metric} {b:.4f} -> {a:.4f} on {len(val_ex)} held-out interactions"
@@ -616,7 +427,7 @@ def adapt(
             model.save_pretrained(tmp)
             atomic_write_json(tmp / REPORT_FILE, report)
             os.replace(tmp, root / name)  # the version appears complete or not at all
-            atomic_write_text(root / LATEST_FILE, name + "\n")
+            set_latest(root, name)
             status, msg = "promoted", f"promoted {name} (parent {parent}): {figures}"
         else:
             status, msg = "refused", f"refused candidate (parent {parent} stays): {figures}"
@@ -626,189 +437,37 @@ def adapt(
                                                                          "validation", "promoted", "watermark",
                                                                          "n_interactions")}
                                                 | {"version": report["version"] if not_worse else None})
-        _write_state(root, state)
+        write_state(root, state)
         return AdaptResult(status, msg, name, report)
 
 
-# --- command line (`pplug user ...`, `pplug adapt ...`; parsers live in pplug/cli.py) ---------------
+def _validate(model: Any, task: Any, examples: list, metric: str, batch_size: int,
+              personas: list[str | None]) -> dict[str, float]:
+    """The deciding figures on held-out interactions: the LM loss, or `pplug.metrics.score` of the predictions
+    `pplug.inference.predict` makes with the checkpoint's own method and decoding (what serving does)."""
+    import torch
+
+    from .baselines import build_batch
+    from .inference import predict
+    from .metrics import score
+
+    cfg = model.config
+    if metric == "loss":
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(examples), batch_size):
+                chunk = examples[i : i + batch_size]
+                batch = build_batch(task, chunk, cfg.method, causal=not model.llm.is_seq2seq,
+                                    max_history=cfg.max_history, retrieval_k=cfg.retrieval_k, retriever=cfg.retriever,
+                                    encoder=model.history_encoder, personas=personas[i : i + batch_size],
+                                    budget=model.llm.prompt_budget())
+                total += float(model(batch)) * len(chunk)
+        return {"loss": total / max(len(examples), 1)}
+    preds = predict(model, task, examples, cfg.method, [cfg.decoding], batch_size=batch_size,
+                    max_history=cfg.max_history, retrieval_k=cfg.retrieval_k, retriever=cfg.retriever,
+                    encoder=model.history_encoder, personas=personas)[cfg.decoding]
+    return score(task, preds, {e.id: e.output for e in examples})
 
 
-def read_items(source: str) -> list[dict]:
-    """History items from a file or "-" (stdin): a JSON list, a JSON object with "profile", or JSONL."""
-    if source == "-":
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: history file not found") from None
-        name = str(path)
-    text = text.strip()
-    if not text:
-        return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                data.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise AdaptError(f"{name}: line {n}: not JSON ({e.msg}); expected a JSON list or JSON lines") from None
-    if isinstance(data, dict) and isinstance(data.get("profile"), list):
-        data = data["profile"]
-    elif isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise AdaptError(f"{name}: expected a JSON list of profile items, got {type(data).__name__}")
-    for i, it in enumerate(data):
-        if not isinstance(it, dict):
-            raise AdaptError(f"{name}: item {i}: expected a JSON object, got {type(it).__name__}")
-    return data
-
-
-def _short(v: Any, n: int = 60) -> str:
-    t = json.dumps(v, ensure_ascii=False, sort_keys=True)
-    return t if len(t) <= n else t[: n - 3] + "..."
-
-
-def format_diff(ops: list[dict], limit: int = 8) -> str:
-    """A JSON diff as one readable line: `~ /pattern/activity_count 3 -> 6; + /preference/mean_rating 3.7`."""
-    parts = []
-    for op in ops[:limit]:
-        if op["op"] == "add":
-            parts.append(f"+ {op['path']} {_short(op['value'])}")
-        elif op["op"] == "remove":
-            parts.append(f"- {op['path']}")
-        else:
-            parts.append(f"~ {op['path']} {_short(op['old'], 30)} -> {_short(op['value'], 30)}")
-    if len(ops) > limit:
-        parts.append(f"... ({len(ops) - limit} more)")
-    return "; ".join(parts) if parts else "(no change)"
-
-
-def cli_user(args) -> int:
-    """Handler of `pplug user <create|add-history|show|list|generate>`."""
-    from .persona import Persona, dump_persona, load_persona
-
-    action = args.user_command
-    if action == "create":
-        persona = load_persona(args.persona) if args.persona else Persona()
-        with UserStore(args.store) as store:
-            p = store.create_user(args.user, persona, task=args.task)
-            print(f"created user {args.user!r} in {store.path} (task {store.user_task(args.user) or '-'}), persona v1")
-            text = render(p)
-            if text:
-                print(f"persona: {text}")
-        return 0
-    with UserStore(args.store, create=False) as store:
-        if action == "list":
-            for u in store.users():
-                print(f"{u}\t{store.count_interactions(u)} interactions\tpersona v{store.persona_version(u)}")
-            return 0
-        if action == "add-history":
-            from .history import HistoryEncoder
-
-            items = read_items(args.file)
-            store.persona(args.user)  # unknown user -> error before loading the encoder
-            encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache)
-            res = add_history(store, args.user, items, encoder, task=args.task)
-            span = f" (ids {res.ids[0]}..{res.ids[-1]})" if res.ids else ""
-            print(f"added {len(res.ids)} interactions to {args.user!r}{span}; "
-                  f"{store.count_interactions(args.user)} in total; persona v{res.persona_version}")
-            if res.diff:
-                print(f"persona change: {format_diff(res.diff)}")
-            return 0
-        if action == "show":
-            task = store.user_task(args.user)  # unknown user -> error before printing anything
-            print(f"# user {args.user} ({store.path})")
-            print(f"task: {task or '-'}")
-            counts = store.count_by_task(args.user)
-            print("history: " + (", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "0") + " interactions")
-            print(f"# persona v{store.persona_version(args.user)}")
-            print(dump_persona(store.persona(args.user)).rstrip())
-            print("# persona change log")
-            for ch in store.persona_log(args.user):
-                note = f" ({ch.message})" if ch.message else ""
-                print(f"v{ch.version} {ch.created_at[:19]} {ch.source}{note}: {format_diff(ch.diff, limit=args.diff_ops)}")
-            return 0
-        if action == "generate":
-            return _cli_generate(args, store)
-    raise AdaptError(f"unknown user command {action!r}")
-
-
-def _cli_generate(args, store: UserStore) -> int:
-    from .model import PPlugModel
-    from .tasks import get_task
-    from .train_module import decode
-
-    store.persona(args.user)  # unknown user -> error before loading models
-    ckpt = resolve_checkpoint(args.checkpoint)
-    model = PPlugModel.from_pretrained(ckpt)
-    model.eval()
-    spec = get_task(model.config.task)
-    text = args.input
-    if not any(m in text for m in spec.query_markers):
-        text = spec.make_input(text)  # plain content: wrap it in the task's instruction
-    run = run_settings(ckpt, model.config)
-    batch = user_batch(
-        store, args.user, [text], spec, method=run["method"], causal=not model.llm.is_seq2seq,
-        max_history=model.config.max_history, persona_fields=args.persona_fields, use_persona=not args.no_persona,
-        retrieval_k=run["retrieval_k"], retriever=run["retriever"], encoder=model.history_encoder,
-        budget=model.llm.prompt_budget(),
-    )
-    if args.show_prompt:
-        print(f"# checkpoint {ckpt}; {len(batch.histories[0])} history items; prompt:\n{batch.prompts[0]}\n# output")
-    out = decode(model, spec, batch, max_new_tokens=args.max_new_tokens)[0]
-    print(out)
-    return 0
-
-
-def cli_adapt(args) -> int:
-    """Handler of `pplug adapt` (and `pplug adapt --rollback`)."""
-    if args.rollback:
-        root = Path(args.checkpoint)
-        before = serving_version(root)
-        now = rollback(root)
-        print(f"rolled back {root}: serving {now} (was {before})")
-        return 0
-    with UserStore(args.store, create=False) as store:
-        res = adapt(
-            store, args.checkpoint, min_new=args.min_new, epochs=args.epochs, lr=args.lr, encoder_lr=args.encoder_lr,
-            batch_size=args.batch_size, val_fraction=args.val_fraction, metric=args.metric, seed=args.seed,
-            use_persona=not args.no_persona,
-        )
-    print(res.message)
-    if res.report is not None:
-        v = res.report["validation"]
-        print(json.dumps({"parent": v["parent"], "candidate": v["candidate"]}, sort_keys=True))
-    return 0
-
-
-__all__ = [
-    "cli_adapt",
-    "cli_user",
-    "format_diff",
-    "read_items",
-    "AdaptBusyError",
-    "AdaptError",
-    "AdaptResult",
-    "AddHistoryResult",
-    "INPUT_FIELD",
-    "PersonaProposer",
-    "add_history",
-    "adapt",
-    "item_example",
-    "llm_proposer",
-    "run_settings",
-    "read_report",
-    "resolve_checkpoint",
-    "rollback",
-    "run_lock",
-    "serving_version",
-    "user_batch",
-    "versions",
-]
+__all__ = ["AdaptError", "AdaptResult", "AddHistoryResult", "GENERATE_PERSONA_CHARS", "PersonaProposer", "adapt",
+           "add_history", "item_example", "llm_proposer", "user_batch"]

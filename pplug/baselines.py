@@ -88,7 +88,7 @@ def method_config(config: Any, method: str | MethodSpec) -> Any:
     spec = get_method(method)
     if not spec.trainable:
         raise ValueError(f"method '{spec.name}' has no trainable parts: use the frozen LLM directly")
-    return dataclasses.replace(config, use_user_embedding=spec.use_user_embedding, use_instruction=True)
+    return dataclasses.replace(config, method=spec.name, use_instruction=True)
 
 
 def resolve_k(method: str | MethodSpec, retrieval_k: int | None) -> int:

@@ -131,6 +131,7 @@ def _add_user(sub) -> None:
     q.add_argument("--task", default=None, help="task of the items (default: the user's)")
     q.add_argument("--encoder", default="default", help="history encoder (use the checkpoint's; default: default)")
     q.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
+    q.add_argument("--device", default="auto", help="where the encoder runs: auto (default), cuda, mps, cpu")
     store_arg(q)
     q = users.add_parser("show", help="persona, history count and persona change log")
     q.add_argument("user", help="user id")
@@ -145,15 +146,168 @@ def _add_user(sub) -> None:
     q.add_argument("--persona-fields", default=None, help="comma-separated persona fields to render (default: all)")
     q.add_argument("--no-persona", action="store_true", help="leave the persona text out of the prompt")
     q.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
+    q.add_argument("--decoding", default=None, choices=["argmax", "expected", "median"],
+                   help="ratings: argmax / expected / median (default: the checkpoint's)")
     q.add_argument("--show-prompt", action="store_true", help="print the prompt before the output")
+    device_args(q)
     store_arg(q)
     p.set_defaults(handler=_run_user)
 
 
-def _run_user(args) -> int:
-    from pplug.adapt import cli_user
+def device_args(p) -> None:
+    """--device / --dtype, the same on every command that runs a model."""
+    p.add_argument("--device", default="auto",
+                   help="where to run: auto (cuda, then mps, then cpu; default), cuda, cuda:1, mps, cpu")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="frozen LLM dtype (default: the checkpoint's; auto = bf16 where the device runs it fast)")
 
-    return cli_user(args)
+
+def _run_user(args) -> int:
+    from pplug.persona import Persona, dump_persona, load_persona, render
+    from pplug.store import UserStore
+
+    action = args.user_command
+    if action == "create":
+        persona = load_persona(args.persona) if args.persona else Persona()
+        with UserStore(args.store) as store:
+            p = store.create_user(args.user, persona, task=args.task)
+            print(f"created user {args.user!r} in {store.path} (task {store.user_task(args.user) or '-'}), persona v1")
+            text = render(p)
+            if text:
+                print(f"persona: {text}")
+        return 0
+    with UserStore(args.store, create=False) as store:
+        if action == "list":
+            for u in store.users():
+                print(f"{u}\t{store.count_interactions(u)} interactions\tpersona v{store.persona_version(u)}")
+            return 0
+        if action == "add-history":
+            from pplug.adapt import add_history
+            from pplug.history import HistoryEncoder
+
+            items = read_items(args.file)
+            store.persona(args.user)  # unknown user -> error before loading the encoder
+            encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache, device=args.device)
+            res = add_history(store, args.user, items, encoder, task=args.task)
+            span = f" (ids {res.ids[0]}..{res.ids[-1]})" if res.ids else ""
+            print(f"added {len(res.ids)} interactions to {args.user!r}{span}; "
+                  f"{store.count_interactions(args.user)} in total; persona v{res.persona_version}")
+            if res.diff:
+                print(f"persona change: {format_diff(res.diff)}")
+            return 0
+        if action == "show":
+            task = store.user_task(args.user)  # unknown user -> error before printing anything
+            print(f"# user {args.user} ({store.path})")
+            print(f"task: {task or '-'}")
+            counts = store.count_by_task(args.user)
+            print("history: " + (", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "0") + " interactions")
+            print(f"# persona v{store.persona_version(args.user)}")
+            print(dump_persona(store.persona(args.user)).rstrip())
+            print("# persona change log")
+            for ch in store.persona_log(args.user):
+                note = f" ({ch.message})" if ch.message else ""
+                print(f"v{ch.version} {ch.created_at[:19]} {ch.source}{note}: {format_diff(ch.diff, limit=args.diff_ops)}")
+            return 0
+        if action == "generate":
+            return _user_generate(args, store)
+    raise CLIError(f"unknown user command {action!r}")
+
+
+def _user_generate(args, store) -> int:
+    from pplug.adapt import user_batch
+    from pplug.checkpoints import resolve
+    from pplug.inference import decode
+    from pplug.model import PPlugModel
+    from pplug.tasks import get_task
+
+    store.persona(args.user)  # unknown user -> error before loading models
+    ckpt = resolve(args.checkpoint)
+    model = _load_model(ckpt, args)
+    cfg = model.config
+    spec = get_task(cfg.task)
+    text = args.input
+    if not any(m in text for m in spec.query_markers):
+        text = spec.make_input(text)  # plain content: wrap it in the task's instruction
+    batch = user_batch(
+        store, args.user, [text], spec, method=cfg.method, causal=not model.llm.is_seq2seq,
+        max_history=cfg.max_history, persona_fields=args.persona_fields, use_persona=not args.no_persona,
+        retrieval_k=cfg.retrieval_k, retriever=cfg.retriever, encoder=model.history_encoder,
+        budget=model.llm.prompt_budget(),
+    )
+    if args.show_prompt:
+        print(f"# checkpoint {ckpt}; {len(batch.histories[0])} history items; prompt:\n{batch.prompts[0]}\n# output")
+    print(decode(model, spec, batch, decoding=args.decoding or cfg.decoding, max_new_tokens=args.max_new_tokens)[0])
+    return 0
+
+
+def _load_model(ckpt, args, llm=None):
+    """The model of a resolved checkpoint folder on `--device`, with `--dtype` when given (one line on errors)."""
+    from pplug.model import PPlugModel
+
+    overrides = {"torch_dtype": args.dtype} if getattr(args, "dtype", None) else {}
+    return PPlugModel.from_pretrained(ckpt, llm=llm, device=args.device, **overrides).eval()
+
+
+def read_items(source: str) -> list[dict]:
+    """History items from a file or "-" (stdin): a JSON list, a JSON object with "profile", or JSONL."""
+    import json
+    from pathlib import Path
+
+    if source == "-":
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: history file not found") from None
+        name = str(path)
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise CLIError(f"{name}: line {n}: not JSON ({e.msg}); expected a JSON list or JSON lines") from None
+    if isinstance(data, dict) and isinstance(data.get("profile"), list):
+        data = data["profile"]
+    elif isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise CLIError(f"{name}: expected a JSON list of profile items, got {type(data).__name__}")
+    for i, it in enumerate(data):
+        if not isinstance(it, dict):
+            raise CLIError(f"{name}: item {i}: expected a JSON object, got {type(it).__name__}")
+    return data
+
+
+def _short(v, n: int = 60) -> str:
+    import json
+
+    t = json.dumps(v, ensure_ascii=False, sort_keys=True)
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
+def format_diff(ops: list[dict], limit: int = 8) -> str:
+    """A JSON diff as one readable line: `~ /pattern/activity_count 3 -> 6; + /preference/mean_rating 3.7`."""
+    parts = []
+    for op in ops[:limit]:
+        if op["op"] == "add":
+            parts.append(f"+ {op['path']} {_short(op['value'])}")
+        elif op["op"] == "remove":
+            parts.append(f"- {op['path']}")
+        else:
+            parts.append(f"~ {op['path']} {_short(op['old'], 30)} -> {_short(op['value'], 30)}")
+    if len(ops) > limit:
+        parts.append(f"... ({len(ops) - limit} more)")
+    return "; ".join(parts) if parts else "(no change)"
 
 
 def _add_adapt(sub) -> None:
@@ -164,19 +318,40 @@ def _add_adapt(sub) -> None:
     p.add_argument("--min-new", type=int, default=32, help="new interactions needed to retrain (default: 32)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the embedder's MLPs / instruction")
+    p.add_argument("--history-dropout", type=float, default=0.0, help="PPlug's history dropout (as train.py)")
     p.add_argument("--encoder-lr", type=float, default=1e-4, help="learning rate of the trainable input encoder")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--val-fraction", type=float, default=0.2, help="most recent share held out (default: 0.2)")
     p.add_argument("--metric", default=None, help="deciding figure (default: the task's main metric; or 'loss')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-persona", action="store_true", help="train without persona text in the prompts")
+    p.add_argument("--device", default="auto", help="where to train: auto (cuda, then mps, then cpu), cuda, cpu")
     p.set_defaults(handler=_run_adapt)
 
 
 def _run_adapt(args) -> int:
-    from pplug.adapt import cli_adapt
+    import json
 
-    return cli_adapt(args)
+    from pplug.adapt import adapt
+    from pplug.checkpoints import rollback, serving_version
+    from pplug.store import UserStore
+
+    if args.rollback:
+        before = serving_version(args.checkpoint)
+        now = rollback(args.checkpoint)
+        print(f"rolled back {args.checkpoint}: serving {now} (was {before})")
+        return 0
+    with UserStore(args.store, create=False) as store:
+        res = adapt(
+            store, args.checkpoint, min_new=args.min_new, epochs=args.epochs, lr=args.lr, encoder_lr=args.encoder_lr,
+            batch_size=args.batch_size, val_fraction=args.val_fraction, metric=args.metric, seed=args.seed,
+            use_persona=not args.no_persona, history_dropout=args.history_dropout, device=args.device,
+        )
+    print(res.message)
+    if res.report is not None:
+        v = res.report["validation"]
+        print(json.dumps({"parent": v["parent"], "candidate": v["candidate"]}, sort_keys=True))
+    return 0
 
 
 _SUBCOMMANDS += [_add_user, _add_adapt]
@@ -187,22 +362,21 @@ _SUBCOMMANDS += [_add_user, _add_adapt]
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="personalized outputs from a saved PPlug model (one input or a questions file)")
-    p.add_argument("--checkpoint", required=True, help="folder written by save_pretrained (or a run folder with final/)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint folder, or a run folder (serves its LATEST version, else final/)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="one LaMP-style input text (use with --history)")
     src.add_argument("--questions", help="LaMP questions file: many users decoded in batches")
     p.add_argument("--history", help="JSON file: the user's profile items (a list, or an object with 'profile')")
     p.add_argument("--out", help="write LaMP-format predictions here (default: print)")
-    p.add_argument("--method", default=None, help="prompt method (default: from the run's config.yaml, else "
-                   "pplug / prompt-tuned from the checkpoint)")
-    p.add_argument("--retrieval-k", type=int, default=None, help="retrieved items in the prompt (retrieval methods)")
-    p.add_argument("--decoding", default="argmax", choices=["argmax", "expected", "median"],
+    p.add_argument("--decoding", default=None, choices=["argmax", "expected", "median"],
                    help="label tasks: most likely label; ratings (LaMP_3) also: expected value (best for RMSE) or "
-                        "median (best for MAE) over 1..5")
+                        "median (best for MAE) over 1..5 (default: the checkpoint's)")
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: 16 CPU, 64 GPU)")
     p.add_argument("--base-model", default=None, help="override the base LLM path (must be the same model)")
+    device_args(p)
     p.set_defaults(handler=_run_generate)
 
 
@@ -210,19 +384,18 @@ def _run_generate(args) -> int:
     import json
     from pathlib import Path
 
+    from pplug.checkpoints import CheckpointError, resolve
     from pplug.data import LaMPDataError, parse_questions, read_json, write_outputs
-    from pplug.evaluate import predict, run_config
-    from pplug.model import CONFIG_NAME, CheckpointError, PPlugModel
+    from pplug.inference import personalize
+    from pplug.model import PPlugModel
     from pplug.tasks import get_task
 
-    ckpt = Path(args.checkpoint)
-    if not (ckpt / CONFIG_NAME).is_file() and (ckpt / "final" / CONFIG_NAME).is_file():
-        ckpt = ckpt / "final"
     if args.input is not None and not args.history:
         raise CLIError("--input needs --history FILE.json (use [] in the file for a user without history)")
     if args.history and args.questions:
         raise CLIError("--history goes with --input; a questions file carries each user's profile")
     try:
+        ckpt = resolve(args.checkpoint)
         config, _ = PPlugModel.load_checkpoint_config(ckpt)
         task = get_task(config.task)
         if args.questions:
@@ -239,19 +412,14 @@ def _run_generate(args) -> int:
         if args.base_model:
             from pplug.llm import FrozenLLM
 
-            llm = FrozenLLM(args.base_model, dtype=config.torch_dtype)
-        model = PPlugModel.from_pretrained(ckpt, llm=llm)
+            llm = FrozenLLM(args.base_model, dtype=args.dtype or config.torch_dtype, device=args.device)
+        model = _load_model(ckpt, args, llm=llm)
     except (LaMPDataError, CheckpointError) as e:
         raise CLIError(str(e)) from None
-    model.eval()
-    run = run_config(ckpt)
-    method = args.method or run.get("method") or ("pplug" if config.use_user_embedding else "prompt-tuned")
-    retrieval_k = args.retrieval_k if args.retrieval_k is not None else run.get("retrieval_k")
-    preds = predict(model, task, examples, method, causal=not model.llm.is_seq2seq, decodings=[args.decoding],
-                    batch_size=args.batch_size, max_history=config.max_history, retrieval_k=retrieval_k,
-                    retriever=run.get("retriever") or "bm25", encoder=model.history_encoder,
-                    num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                    progress=len(examples) > args.batch_size)[args.decoding]
+    outputs = personalize(model, examples, decoding=args.decoding, batch_size=args.batch_size,
+                          num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+                          progress=len(examples) > (args.batch_size or 16))
+    preds = {ex.id: out for ex, out in zip(examples, outputs)}
     if args.out:
         write_outputs(args.out, task.name, preds)
         print(f"wrote {len(preds)} predictions ({task.name}) to {args.out}")
@@ -285,16 +453,17 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected", "median"],
                    help="ratings: most likely label, expected value (best for RMSE) and/or median (best for MAE) "
                         "over 1..5 (rows 'method [expected]', 'method [median]')")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: 16 CPU, 64 GPU)")
     p.add_argument("--seed", type=int, default=0, help="subsampling seed")
     p.add_argument("--base-model", default=None, help="frozen LLM for `none` when no checkpoint is given")
     p.add_argument("--embedding-cache", default=None, help="history-embedding cache file (default: shared cache)")
     p.add_argument("--floors", action="store_true", help="also score no-model floors (always-5, first words, ...)")
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation budget for generation tasks (default: the task's, 128 for LaMP_4-7)")
+                   help="generation budget for generation tasks (default: the task's, e.g. 24 for subjects)")
     p.add_argument("--persona", action="store_true",
                    help="write the persona derived from each user's history into the prompts (ablation)")
+    device_args(p)
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -312,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:  # incl. CheckpointError
         print(f"pplug {args.command}: error: {e}", file=sys.stderr)
         return 2
 

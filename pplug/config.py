@@ -33,9 +33,6 @@ class Aggregation(str, Enum):
     """Plain mean over valid history items (ablation)."""
 
 
-_DTYPES = ("float32", "bfloat16", "float16")
-
-
 @dataclass
 class PPlugConfig:
     """Configuration of a PPlug model (frozen LLM + trainable user embedder)."""
@@ -49,11 +46,23 @@ class PPlugConfig:
     task: str = "LaMP_3"
     """LaMP task name the model is trained for (recorded in checkpoints; templates come from pplug.tasks)."""
 
+    method: str = "pplug"
+    """The method these weights implement: "pplug", "pplug+retrieval", "prompt-tuned" or "retrieval"
+    (`pplug.baselines.METHODS`); it decides the prompt text and whether a user embedding is prepended
+    (`use_user_embedding`: not for "prompt-tuned" / "retrieval", the controls that see no user embedding)."""
+
+    retrieval_k: int | None = None
+    """History items retrieved into the prompt by retrieval methods (None: the method's default, 2 / 1)."""
+
+    retriever: str = "bm25"
+    """How retrieval methods rank history items: "bm25" or "embedding" (the frozen sentence encoder)."""
+
+    decoding: str = "argmax"
+    """How outputs are decoded by default (`TaskSpec.decodings`): "argmax" (most likely label, greedy text);
+    ratings also "expected" (best for RMSE) or "median" (best for MAE). Saved, so a checkpoint serves as tuned."""
+
     num_user_tokens: int = 1
     """Number of soft-prompt vectors the user embedding is projected into (PPlug uses 1)."""
-
-    use_user_embedding: bool = True
-    """False gives the prompt-tuned control: only the instruction embedding is prepended."""
 
     use_instruction: bool = True
     """Prepend the trainable task instruction embedding (PPlug's I)."""
@@ -79,10 +88,27 @@ class PPlugConfig:
     max_encoder_tokens: int = 256
     """Token limit of the trainable input encoder (all-MiniLM-L6-v2 was trained with 256)."""
 
-    torch_dtype: str = "float32"
-    """Dtype of the frozen LLM: "float32", "bfloat16" or "float16". The embedder always trains in float32."""
+    torch_dtype: str = "auto"
+    """Dtype of the frozen LLM: "auto" (bf16 on GPUs that support it and on CPUs with native bf16, else float32;
+    see `pplug.runtime.resolve_dtype`), "float32", "bfloat16" or "float16". The embedder always runs in float32."""
 
     def __post_init__(self) -> None:
+        from .baselines import RETRIEVERS, get_method
+        from .runtime import DTYPE_CHOICES
+        from .tasks import get_task
+
+        task = get_task(self.task)  # unknown task -> ValueError listing the known ones
+        self.task = task.name
+        spec = get_method(self.method)  # unknown method -> ValueError listing the known ones
+        if not spec.trainable:
+            raise ValueError(f"method {spec.name!r} has no trainable parts, so no PPlugConfig")
+        self.method = spec.name
+        if self.retrieval_k is not None and (not isinstance(self.retrieval_k, int) or self.retrieval_k < 1):
+            raise ValueError(f"retrieval_k must be an integer >= 1 or None, got {self.retrieval_k!r}")
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(f"retriever must be one of {list(RETRIEVERS)}, got {self.retriever!r}")
+        if self.decoding not in task.decodings:
+            raise ValueError(f"decoding {self.decoding!r} does not apply to {task.name}; choose from {list(task.decodings)}")
         if not isinstance(self.num_user_tokens, int) or self.num_user_tokens < 1:
             raise ValueError(f"num_user_tokens must be an integer >= 1, got {self.num_user_tokens!r}")
         if self.input_encoder not in {e.value for e in InputEncoder}:
@@ -97,10 +123,18 @@ class PPlugConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.torch_dtype not in _DTYPES:
-            raise ValueError(f"torch_dtype must be one of {list(_DTYPES)}, got {self.torch_dtype!r}")
+        if self.torch_dtype not in DTYPE_CHOICES:
+            raise ValueError(f"torch_dtype must be one of {list(DTYPE_CHOICES)}, got {self.torch_dtype!r}")
         if not self.use_user_embedding and not self.use_instruction:
-            raise ValueError("use_user_embedding and use_instruction cannot both be False: nothing would be trained")
+            raise ValueError(f"method {self.method!r} has no user embedding, so use_instruction cannot be False: "
+                             "nothing would be trained")
+
+    @property
+    def use_user_embedding(self) -> bool:
+        """Whether the method prepends the PPlug user embedding (pplug, pplug+retrieval)."""
+        from .baselines import get_method
+
+        return get_method(self.method).use_user_embedding
 
     # --- serialisation ---
 
@@ -110,7 +144,14 @@ class PPlugConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PPlugConfig:
-        """Build from a dict; unknown keys raise ValueError (a typo should not be silently ignored)."""
+        """Build from a dict; unknown keys raise ValueError (a typo should not be silently ignored).
+
+        Dicts written before `method` existed carry `use_user_embedding` instead: False means prompt-tuned.
+        """
+        d = dict(d)
+        if "use_user_embedding" in d:
+            legacy = bool(d.pop("use_user_embedding"))
+            d.setdefault("method", "pplug" if legacy else "prompt-tuned")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -213,9 +213,7 @@ def parse_questions(obj: Any, path: Path, task: TaskSpec) -> list[Example]:
                 raise LaMPDataError(f"{where}: field 'profile[{j}].id': must be a string or int, got {item['id']!r}")
             for f in fields:
                 if f not in item:
-                    hint = ""
-                    if task.name == "LaMP_2" and "category" in item:
-                        hint = " (news items: use task LaMP_2N)"
+                    hint = _other_task_hint(task, item)
                     raise LaMPDataError(f"{where}: field 'profile[{j}].{f}': missing for task {task.name}{hint}")
                 if not _is_scalar_text(item[f]):
                     raise LaMPDataError(
@@ -280,6 +278,16 @@ def check_same_ids(expected: dict | set | list, got: dict | set | list, where: s
         parts.append(f"{len(extra)} unexpected id(s) (e.g. {', '.join(extra[:3])})")
     first = (missing or extra)[0]
     raise LaMPDataError(f"{where}: record {first}: field 'id': {what} ids do not match: {'; '.join(parts)}")
+
+
+def _other_task_hint(task: TaskSpec, item: dict) -> str:
+    """" (these items fit task X)" when another task's profile fields are all in `item` (e.g. news items
+    given to the movie task LaMP_2 fit LaMP_2N), else ""."""
+    from .tasks import TASKS
+
+    fits = [t for t in TASKS.values() if t.name != task.name and all(f in item for f in t.profile_fields)]
+    best = max(fits, key=lambda t: len(t.profile_fields), default=None)  # the most specific fit
+    return f" (these items fit task {best.name})" if best is not None else ""
 
 
 def load_split(root: str | Path, split: str, task: str | TaskSpec | None = None) -> LaMPSplit:

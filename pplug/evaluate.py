@@ -4,55 +4,29 @@
 
 Checkpoints: each trainable method has its own trained weights (`python train.py --model.method X`
 writes `checkpoints/<run>/final/`). `--checkpoint` takes any mix of
-- `method=DIR` pairs (`pplug=checkpoints/a/final prompt-tuned=checkpoints/b/final`);
-- a `final/` folder or a run folder holding one: the method is read from the run's `config.yaml`
-  (written by train.py), else inferred (user embedding -> pplug, none -> prompt-tuned);
+- `method=DIR` pairs (`pplug=checkpoints/a prompt-tuned=checkpoints/b/final`);
+- a checkpoint folder, or a run folder (its serving version: LATEST, else final/; `pplug.checkpoints.resolve`);
+  the method, retrieval_k and retriever are the folder's own (`pplug_config.json`);
 - a folder of runs (`checkpoints/bench/<method>/final/`, as benchmarks/bench_real_lamp.py writes).
 `none` needs no checkpoint (the frozen LLM as is); `pplug+retrieval` falls back to the `pplug` weights
 with a top-1 retrieved item when it has no weights of its own (as the PPlug paper adds retrieval).
-The frozen LLM and sentence encoder are loaded once and shared by all methods. Outputs: LaMP-format
-predictions per method, a metrics JSON, and one table (`pplug.metrics.format_table`).
+The frozen LLM and sentence encoder are loaded once and shared by all methods; decoding is
+`pplug.inference.predict`, the path that serves models. Outputs: LaMP-format predictions per method, a
+metrics JSON, and one table (`pplug.metrics.format_table`).
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .baselines import METHODS, get_method, resolve_k, retrieve
-
-CONFIG_NAME = "pplug_config.json"
-
-
-# --------------------------------------------------------------------------------------------------
-# the `none` baseline: the frozen LLM with no prefix
-
-
-class FrozenBaseline:
-    """The `none` method: the frozen LLM on the raw prompt, with no trainable prefix.
-
-    Exposes the same `generate` / `choice_logprobs` as PPlugModel (with an empty prefix), so the same
-    decoding code serves every method.
-    """
-
-    def __init__(self, llm: Any) -> None:
-        self.llm = llm
-
-    def generate(self, batch: Any, max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
-        return self.llm.generate(None, batch.prompts, max_new_tokens=max_new_tokens or 32, num_beams=num_beams)
-
-    def choice_logprobs(self, batch: Any, choices: list[str]):
-        return self.llm.choice_logprobs(None, batch.prompts, choices)
-
-
-# --------------------------------------------------------------------------------------------------
-# checkpoints
+from .baselines import METHODS, get_method
+from .checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
+from .inference import FrozenBaseline, check_decodings, predict, subsample
 
 
 @dataclass
@@ -64,47 +38,23 @@ class MethodRun:
     retrieval_k: int | None = None
     retriever: str = "bm25"
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
 
-def _final_dir(path: Path) -> Path | None:
-    """`path` if it is a saved model folder, `path/final` if that is one, else None."""
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if (path / "final" / CONFIG_NAME).is_file():
-        return path / "final"
-    return None
+def _is_run(path: Path) -> bool:
+    """A checkpoint folder, or a run folder with a serving version."""
+    return is_checkpoint(path) or is_checkpoint(path / BASE_VERSION) or (path / LATEST_FILE).is_file()
 
 
-def run_config(final_dir: Path) -> dict:
-    """The `model` section of the train.py config saved beside a final/ folder ({} when absent)."""
-    import yaml
+def _describe(path: Path, method: str | None = None) -> MethodRun:
+    """The MethodRun of a checkpoint or run folder: its serving folder and its own saved settings."""
+    from .model import PPlugModel
 
-    for cand in (final_dir.parent / "config.yaml", final_dir / "config.yaml"):
-        if cand.is_file():
-            try:
-                cfg = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError:
-                return {}
-            model = cfg.get("model") or {}
-            if isinstance(model, dict) and "init_args" in model:
-                model = model["init_args"] or {}
-            return model if isinstance(model, dict) else {}
-    return {}
-
-
-def _describe(final: Path, method: str | None = None) -> MethodRun:
-    cfg = run_config(final)
-    if method is None:
-        method = cfg.get("method")
-    if method is None:
-        pc = json.loads((final / CONFIG_NAME).read_text(encoding="utf-8"))
-        pc = pc.get("config", pc)
-        method = "pplug" if pc.get("use_user_embedding", True) else "prompt-tuned"
-    spec = get_method(method)
+    folder = resolve(path)
+    config, _ = PPlugModel.load_checkpoint_config(folder)
+    spec = get_method(method or config.method)
     if not spec.trainable:
-        raise ValueError(f"{final}: method 'none' takes no checkpoint")
-    return MethodRun(spec.name, final, retrieval_k=cfg.get("retrieval_k"), retriever=cfg.get("retriever") or "bm25")
+        raise ValueError(f"{folder}: method 'none' takes no checkpoint")
+    return MethodRun(spec.name, folder, retrieval_k=config.retrieval_k, retriever=config.retriever)
 
 
 def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
@@ -122,22 +72,14 @@ def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
         path = Path(path_s)
         if not path.exists():
             raise FileNotFoundError(f"{path}: checkpoint folder not found")
-        final = _final_dir(path)
-        if final is not None:
-            add(_describe(final, method or None), s)
+        if _is_run(path) or method:
+            add(_describe(path, method or None), s)
             continue
-        if method:
-            raise FileNotFoundError(f"{path}: no {CONFIG_NAME} here or in {path / 'final'}")
-        found = False
-        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-            final = _final_dir(sub)
-            if final is None:
-                continue
-            name = sub.name if sub.name in METHODS else None
-            add(_describe(final, name), str(sub))
-            found = True
-        if not found:
-            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}, no final/ and no run folders with a final/ inside")
+        subs = [sub for sub in sorted(p for p in path.iterdir() if p.is_dir()) if _is_run(sub)]
+        if not subs:
+            raise FileNotFoundError(f"{path}: no pplug_config.json, no final/ and no run folders with a final/ inside")
+        for sub in subs:
+            add(_describe(sub, sub.name if sub.name in METHODS else None), str(sub))
     return runs
 
 
@@ -145,67 +87,23 @@ def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
 # evaluation
 
 
-def predict(model: Any, task: Any, examples: Sequence[Any], method: str, causal: bool, decodings: Sequence[str],
-            batch_size: int = 16, max_history: int | None = None, retrieval_k: int | None = None,
-            retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
-            personas: Sequence[str | None] | None = None, progress: bool = False) -> dict[str, dict[str, str]]:
-    """Decode `examples` with one method: decoding -> (id -> prediction).
-
-    The prompts come from `pplug.baselines.build_batch` (the code the training data module uses).
-    """
-    import torch
-
-    from .baselines import build_batch
-    from .train_module import decode
-
-    k = resolve_k(method, retrieval_k)
-    llm = getattr(model, "llm", None)
-    budget = llm.prompt_budget() if hasattr(llm, "prompt_budget") else None
-    out: dict[str, dict[str, str]] = {d: {} for d in decodings}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(examples), desc=f"evaluate {method}", unit="ex", file=sys.stderr)
-    with torch.no_grad():
-        for i in range(0, len(examples), batch_size):
-            rows = list(examples[i : i + batch_size])
-            retrieved = None
-            if k:
-                retrieved = [retrieve(task, ex, k, retriever=retriever, encoder=encoder, max_history=max_history)
-                             for ex in rows]
-            batch = build_batch(task, rows, method, causal=causal, max_history=max_history, retrieved=retrieved,
-                                retrieval_k=k or None, with_targets=False, budget=budget,
-                                personas=personas[i : i + batch_size] if personas is not None else None)
-            preds = decode(model, task, batch, decoding=list(decodings), num_beams=num_beams,
-                           max_new_tokens=max_new_tokens)
-            for dec, p in preds.items():
-                out[dec].update(zip((ex.id for ex in rows), p))
-            if bar is not None:
-                bar.update(len(rows))
-    if bar is not None:
-        bar.close()
-    return out
-
-
 def floor_predictions(task: Any, examples: Sequence[Any], train_golds: Sequence[str] | None = None
                       ) -> dict[str, dict[str, str]]:
     """No-model floors: ratings -> always-5 and the user's mean profile rating; generation -> the first N words
     of the input's content (N = median gold length in words over `train_golds`, else over profile titles)."""
-    kind = getattr(task.output_kind, "value", task.output_kind)
     floors: dict[str, dict[str, str]] = {}
-    if kind == "rating":
+    if task.is_rating:
         floors["always-5"] = {ex.id: "5" for ex in examples}
         mean = {}
         for ex in examples:
             scores = [float(it["score"]) for it in ex.profile if str(it.get("score", "")).strip()]
             mean[ex.id] = f"{statistics.fmean(scores):.4f}" if scores else "5"
         floors["user mean rating"] = mean
-    elif kind == "classification":
+    elif task.is_classification:
         majority = {}
         for ex in examples:
-            field = next((f for f in ("tag", "category") if f in task.profile_fields), None)
-            tags = [it[field] for it in ex.profile] if field else []
+            field = task.output_field
+            tags = [it[field] for it in ex.profile if field in it] if field else []
             majority[ex.id] = max(set(tags), key=tags.count) if tags else task.labels[0]
         floors["user majority label"] = majority
     else:
@@ -219,8 +117,15 @@ def floor_predictions(task: Any, examples: Sequence[Any], train_golds: Sequence[
 
 
 def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encoder_name: str | None = None,
-                embedding_cache: str | None = None):
+                embedding_cache: str | None = None, device: str = "auto", dtype: str | None = None):
     """Load the frozen LLM and sentence encoder once, then every method's weights around them.
+
+    Args:
+        runs: method -> MethodRun.
+        base_model / encoder_name: frozen models when no checkpoint names them (`none` alone).
+        embedding_cache: history-embedding cache file.
+        device: "auto" (cuda, then mps, then cpu) or a device name.
+        dtype: the frozen LLM's dtype (None: the checkpoints' `torch_dtype`, "auto" for new ones).
 
     Returns:
         (models: method -> model object, llm, history encoder, base config)
@@ -241,9 +146,9 @@ def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encod
     enc_name = encoder_name or (base_cfg.encoder_name_or_path if base_cfg else "default")
     if base_cfg is None:
         base_cfg = PPlugConfig(base_model_name_or_path=base, encoder_name_or_path=enc_name)
-    llm = FrozenLLM(base, dtype=base_cfg.torch_dtype, max_input_tokens=base_cfg.max_input_tokens,
-                    max_target_tokens=base_cfg.max_target_tokens)
-    encoder = HistoryEncoder(enc_name, cache_path=embedding_cache)
+    llm = FrozenLLM(base, dtype=dtype or base_cfg.torch_dtype, device=device,
+                    max_input_tokens=base_cfg.max_input_tokens, max_target_tokens=base_cfg.max_target_tokens)
+    encoder = HistoryEncoder(enc_name, cache_path=embedding_cache, device=llm.device)
     models: dict[str, Any] = {}
     for m, r in runs.items():
         if r.checkpoint is None:
@@ -261,7 +166,7 @@ def evaluate(
     max_examples: int | None = None,
     decodings: Sequence[str] = ("argmax",),
     out: str | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     seed: int = 0,
     base_model: str | None = None,
     embedding_cache: str | None = None,
@@ -270,6 +175,8 @@ def evaluate(
     progress: bool = True,
     persona: bool = False,
     max_new_tokens: int | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -283,7 +190,7 @@ def evaluate(
         out: predictions path; one method -> exactly this file, several -> `<stem>.<method>.json`; the metrics
             go to `<stem>.metrics.json`. None: `<run>/eval/<split>_preds.json` of the first checkpoint, or
             `eval/<split>_preds.json`.
-        batch_size: rows per forward pass.
+        batch_size: rows per forward pass (None: 16 on CPU, 64 on a GPU).
         seed: subsampling seed.
         base_model: frozen LLM for `none` when no checkpoint names one.
         embedding_cache: history-embedding cache file.
@@ -292,7 +199,9 @@ def evaluate(
         progress: progress bars on stderr.
         persona: write the persona derived from each user's history into every method's prompt (the AI
             Persona ablation; pair it with checkpoints trained with `--data.persona true`).
-        max_new_tokens: generation budget of generation tasks (None: the task's, e.g. 128 for LaMP_4-7).
+        max_new_tokens: generation budget of generation tasks (None: the task's, `TaskSpec.max_new_tokens`).
+        device: "auto" (cuda, then mps, then cpu) or a device name.
+        dtype: the frozen LLM's dtype (None: the checkpoints' own; "auto" decides for the device).
 
     Returns:
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...}}
@@ -300,11 +209,8 @@ def evaluate(
     from .data import load_split, write_outputs
     from .io import atomic_write_json
     from .metrics import format_table, score
-    from .train_module import DECODINGS, subsample
 
-    for d in decodings:
-        if d not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {d!r}")
+    check_decodings(decodings)
     runs = resolve_checkpoints(checkpoints)
     if methods is None:
         methods = ["none"] + [m for m in METHODS if m in runs]
@@ -323,8 +229,9 @@ def evaluate(
                                     note="pplug weights + top-1 retrieved item")
         else:
             raise ValueError(f"method '{m}' needs trained weights: train them with `python train.py --model.method "
-                             f"{m}` and pass --checkpoint {m}=checkpoints/<run>/final")
-    models, llm, encoder, base_cfg = load_models(selected, base_model=base_model, embedding_cache=embedding_cache)
+                             f"{m}` and pass --checkpoint {m}=checkpoints/<run>")
+    models, llm, encoder, base_cfg = load_models(selected, base_model=base_model, embedding_cache=embedding_cache,
+                                                 device=device, dtype=dtype)
     loaded = load_split(data, split, None if not any(r.checkpoint for r in selected.values()) else base_cfg.task)
     task = loaded.task
     for m, r in selected.items():
@@ -332,9 +239,7 @@ def evaluate(
             raise ValueError(f"{r.checkpoint}: trained for {models[m].config.task}, but {data} holds {task.name}")
     examples = subsample(loaded.examples, max_examples, seed)
     golds = {ex.id: ex.output for ex in examples if ex.output is not None}
-    kind = getattr(task.output_kind, "value", task.output_kind)
-    decs = list(decodings) if kind == "rating" else ["argmax"]
-    causal = not bool(getattr(llm, "is_seq2seq", False))
+    decs = [d for d in decodings if d in task.decodings] or [task.decodings[0]]
 
     out_path = Path(out) if out else _default_out(selected, split)
     stem = out_path.with_suffix("") if out_path.suffix == ".json" else out_path
@@ -354,7 +259,7 @@ def evaluate(
             from .persona import history_personas
 
             personas = history_personas(task, examples, max_hist)
-        preds = predict(models[m], task, examples, m, causal, decs, batch_size=batch_size, max_history=max_hist,
+        preds = predict(models[m], task, examples, m, decs, batch_size=batch_size, max_history=max_hist,
                         retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
                         max_new_tokens=max_new_tokens, progress=progress, personas=personas)
         seconds[m] = round(time.monotonic() - t0, 2)
@@ -409,7 +314,8 @@ def run_cli(args) -> int:
                       max_examples=args.max_examples, decodings=args.decoding, out=args.out,
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
                       embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
-                      persona=args.persona, max_new_tokens=args.max_new_tokens)
+                      persona=args.persona, max_new_tokens=args.max_new_tokens, device=args.device,
+                      dtype=args.dtype)
     if "table" in report:
         print(report["table"])
     for row, path in report["files"].items():
@@ -418,5 +324,4 @@ def run_cli(args) -> int:
     return 0
 
 
-__all__ = ["FrozenBaseline", "MethodRun", "evaluate", "floor_predictions", "load_models", "predict",
-           "resolve_checkpoints", "run_cli", "run_config"]
+__all__ = ["MethodRun", "evaluate", "floor_predictions", "load_models", "resolve_checkpoints", "run_cli"]

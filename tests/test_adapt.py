@@ -8,22 +8,19 @@ import json
 import pytest
 import torch
 
-from pplug.adapt import (
+from pplug.adapt import AdaptError, adapt, add_history, item_example, user_batch
+from pplug.checkpoints import (
     LATEST_FILE,
     REPORT_FILE,
-    AdaptBusyError,
-    AdaptError,
-    adapt,
-    add_history,
-    item_example,
-    read_items,
-    resolve_checkpoint,
+    CheckpointError,
+    RunBusyError,
+    resolve,
     rollback,
     run_lock,
     serving_version,
-    user_batch,
     versions,
 )
+from pplug.cli import read_items
 from pplug.store import UserStore
 from pplug.tasks import get_task
 
@@ -69,9 +66,8 @@ def store(tmp_path):
 
 
 def _adapt(store, root, parts, **kw):
-    model, encoder, _ = parts
     kw.setdefault("log", lambda m: None)
-    return adapt(store, root, llm=model.llm, history_encoder=encoder, **kw)
+    return adapt(store, root, embedding_cache=parts[1].cache.path, device="cpu", **kw)
 
 
 # --- fast adaptation ---
@@ -175,7 +171,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
     assert report["parent"] == "final" and report["n_interactions"] == 12
     assert report["n_train"] + report["n_val"] == 12 and report["watermark"] == 12
     assert report["validation"]["candidate"]["loss"] < report["validation"]["parent"]["loss"]
-    assert resolve_checkpoint(root) == root / "v0001"
+    assert resolve(root) == root / "v0001"
 
     res = _adapt(store, root, parts, min_new=8, metric="loss")
     assert res.status == "noop" and versions(root) == ["v0001"]  # idempotent: nothing new
@@ -206,7 +202,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
         assert rollback(root) == "v0001"
     assert rollback(root) == "final"
     assert serving_version(root) == "final"
-    with pytest.raises(AdaptError, match="no parent version"):
+    with pytest.raises(CheckpointError, match="no parent version"):
         rollback(root)
 
 
@@ -221,9 +217,9 @@ def test_custom_validation_refuses_deterministically(parts, store, root):
 def test_lock_prevents_a_concurrent_run(parts, store, root):
     _fill(store, parts, n=10)
     with run_lock(root):
-        with pytest.raises(AdaptBusyError, match="another adapt run is in progress"):
+        with pytest.raises(RunBusyError, match="another adapt run is in progress"):
             _adapt(store, root, parts, min_new=5)
-        with pytest.raises(AdaptBusyError):
+        with pytest.raises(RunBusyError):
             rollback(root)
     assert versions(root) == []
 

@@ -42,12 +42,12 @@ def test_prefix_parts_follow_config():
     h, mask, q = _inputs()
     only_user = UserEmbedder(_cfg(use_instruction=False, num_user_tokens=2), D_ENC, D_LLM, TOKEN_NORM)
     assert only_user(h, mask, q).shape == (BSZ, 2, D_LLM)
-    prompt_tuned = UserEmbedder(_cfg(use_user_embedding=False), D_ENC, D_LLM, TOKEN_NORM)
+    prompt_tuned = UserEmbedder(_cfg(method="prompt-tuned"), D_ENC, D_LLM, TOKEN_NORM)
     out = prompt_tuned(h, mask, None)  # no query needed
     assert out.shape == (BSZ, 1, D_LLM)
     torch.testing.assert_close(out[0], out[1])  # the instruction is shared by all users
     with pytest.raises(ValueError):
-        _cfg(use_user_embedding=False, use_instruction=False)
+        _cfg(method="prompt-tuned", use_instruction=False)
 
 
 def test_attention_weights_sum_to_one_over_valid_items():

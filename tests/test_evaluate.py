@@ -146,17 +146,28 @@ def test_resolve_checkpoint_forms(runs, tmp_path):
     assert r["pplug"].checkpoint == runs / "pplug" / "final"
     r = resolve_checkpoints([f"retrieval={runs / 'prompt-tuned'}", str(runs / "pplug" / "final")])
     assert set(r) == {"retrieval", "pplug"}
-    # a run folder with a config.yaml names its method
-    (runs / "prompt-tuned" / "config.yaml").write_text("model:\n  method: retrieval\n  retrieval_k: 3\n")
-    try:
-        r = resolve_checkpoints([str(runs / "prompt-tuned")])
-        assert set(r) == {"retrieval"} and r["retrieval"].retrieval_k == 3
-    finally:
-        (runs / "prompt-tuned" / "config.yaml").unlink()
+    # a saved folder names its own method and retrieval settings...
+    r = resolve_checkpoints([str(runs / "prompt-tuned")])
+    assert set(r) == {"prompt-tuned"} and r["prompt-tuned"].checkpoint == runs / "prompt-tuned" / "final"
+    # ...and a folder saved before pplug_config.json recorded them (format 1) takes them from the train.py
+    # config.yaml beside it
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(runs / "prompt-tuned", old)
+    doc = json.loads((old / "final" / "pplug_config.json").read_text())
+    for key in ("method", "retrieval_k", "retriever", "decoding"):
+        doc.pop(key)
+    doc["format_version"] = 1
+    (old / "final" / "pplug_config.json").write_text(json.dumps(doc))
+    (old / "config.yaml").write_text("model:\n  method: retrieval\n  retrieval_k: 3\n")
+    r = resolve_checkpoints([str(old)])
+    assert set(r) == {"retrieval"} and r["retrieval"].retrieval_k == 3
     with pytest.raises(FileNotFoundError, match="not found"):
         resolve_checkpoints([str(tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no pplug_config.json"):
-        resolve_checkpoints([str(tmp_path)])
+        resolve_checkpoints([str(tmp_path / "empty")])
 
 
 def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):

@@ -105,7 +105,7 @@ def test_history_is_capped_to_most_recent_and_deduplicated(tiny_config, shared):
 
 
 def test_frozen_input_encoder_and_mean_variants(tiny_config, shared):
-    for kw in ({"input_encoder": "frozen"}, {"aggregation": "mean"}, {"use_user_embedding": False},
+    for kw in ({"input_encoder": "frozen"}, {"aggregation": "mean"}, {"method": "prompt-tuned"},
                {"num_user_tokens": 3}):
         m = PPlugModel.from_config(dataclasses.replace(tiny_config, **kw), llm=shared[0], history_encoder=shared[1])
         assert (m.embedder.input_encoder is None) == (kw != {"num_user_tokens": 3})
@@ -202,7 +202,7 @@ def test_cli_generate_single_input_and_questions_file(model, tmp_path, shared, c
     # reuse the loaded models instead of loading them again from disk
     real = PPlugModel.from_pretrained
     monkeypatch.setattr(PPlugModel, "from_pretrained",
-                        classmethod(lambda cls, d, llm=None: real(d, llm=shared[0], history_encoder=shared[1])))
+                        classmethod(lambda cls, d, llm=None, **kw: real(d, llm=shared[0], history_encoder=shared[1], **kw)))
     inp = "What is the score of the following review on a scale of 1 to 5? review: the movie was great"
     assert cli.main(["generate", "--checkpoint", str(tmp_path / "run"), "--input", inp, "--history", str(hist)]) == 0
     assert capsys.readouterr().out.strip() in {"1", "2", "3", "4", "5"}

@@ -252,7 +252,7 @@ class _FixedLogprobs:
 def test_rating_decodings_argmax_expected_median():
     """argmax = mode, expected = mean, median = the first rating whose cumulative probability reaches 1/2."""
     from pplug.tasks import get_task
-    from pplug.train_module import decode
+    from pplug.inference import decode
 
     probs = [[0.40, 0.05, 0.10, 0.05, 0.40],  # bimodal: mode is a tie (first wins), median is 3
              [0.00, 0.00, 0.10, 0.35, 0.55],  # skewed high: median 5, mean 4.45

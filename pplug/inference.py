@@ -1,0 +1,203 @@
+"""Inference below Lightning: examples -> prompts -> decoded LaMP outputs, for every method.
+
+    examples --build_batch (pplug.baselines)--> PPlugBatch --decode--> LaMP output strings
+                (chunked by `predict`, retrieval per row)   (choice log-probs or generation)
+
+One path serves `pplug.personalize`, `pplug generate`, `pplug evaluate`, `pplug user generate`, slow
+adaptation's validation, train.py's `none` row and the LitModule's validation, so a model is always
+scored by the code that serves it. Nothing here imports Lightning.
+
+Decodings (`TaskSpec.decodings`): labels and ratings are decoded by scoring every label with
+`choice_logprobs` (one forward pass): `argmax` takes the most likely label; for ratings `expected` is
+the expected value of the distribution over "1".."5" (a float string, which the official LaMP_3 scorer
+parses; it minimises the expected squared error, so RMSE) and `median` its median (the smallest rating
+whose cumulative probability reaches 1/2; it minimises the expected absolute error, so MAE). Generation
+tasks decode greedily (or with beams) and keep the first non-empty line.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .baselines import build_batch, resolve_k, retrieve
+from .runtime import default_batch_size, progress as progress_bar
+from .tasks import DECODINGS_BY_KIND, TaskSpec, get_task
+
+DECODINGS: tuple[str, ...] = tuple(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))
+"""Every decoding name any task supports."""
+
+
+def check_decodings(decodings: Sequence[str]) -> list[str]:
+    """`decodings` as a list, or ValueError naming the valid ones (rating decodings on other tasks act as
+    "argmax", so one command line can score a mix of tasks)."""
+    out = list(decodings)
+    for d in out:
+        if d not in DECODINGS:
+            raise ValueError(f"decoding must be one of {list(DECODINGS)}, got {d!r}")
+    return out
+
+
+def task_decodings(task: TaskSpec, main: str) -> list[str]:
+    """The decodings worth scoring for `task`, `main` first: all of a rating task's, only `main` otherwise."""
+    return [main, *(d for d in task.decodings if d != main)]
+
+
+class FrozenBaseline:
+    """The `none` method: the frozen LLM on the raw prompt, with no trainable prefix.
+
+    Exposes the same `generate` / `choice_logprobs` as PPlugModel (with an empty prefix), so the same
+    decoding code serves every method.
+    """
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.device
+
+    def generate(self, batch: Any, max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
+        return self.llm.generate(None, batch.prompts, max_new_tokens=max_new_tokens or 32, num_beams=num_beams)
+
+    def choice_logprobs(self, batch: Any, choices: list[str]) -> torch.Tensor:
+        return self.llm.choice_logprobs(None, batch.prompts, choices)
+
+
+@torch.no_grad()
+def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str] = "argmax", num_beams: int = 1,
+           max_new_tokens: int | None = None) -> Any:
+    """Predictions for a text batch, as LaMP output strings (see the module docstring for the decodings).
+
+    Args:
+        model: a PPlugModel or a FrozenBaseline (anything with `choice_logprobs` and `generate`).
+        task: the TaskSpec.
+        batch: a PPlugBatch.
+        decoding: one name, or a list of them (then a dict decoding -> predictions; they share one pass).
+        num_beams: beams for generation tasks.
+        max_new_tokens: generation budget (None: `task.max_new_tokens`).
+    """
+    many = not isinstance(decoding, str)
+    decodings = check_decodings(decoding if many else [decoding])
+    out: dict[str, list[str]] = {}
+    if task.labels:
+        logp = model.choice_logprobs(batch, list(task.labels)).float().cpu()  # (B, C)
+        probs = logp.softmax(dim=-1)  # (B, C)
+        for d in decodings:
+            if d == "expected" and task.is_rating:
+                values = torch.tensor([float(x) for x in task.labels], dtype=torch.float32)  # (C,)
+                out[d] = [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]
+            elif d == "median" and task.is_rating:
+                cdf = probs.cumsum(dim=-1)  # (B, C), labels in ascending order "1".."5"
+                # first label with cdf >= 1/2 (the tolerance keeps an exact 50/50 split from rounding past it)
+                idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
+                out[d] = [task.labels[i] for i in idx.tolist()]
+            else:
+                out[d] = [task.labels[i] for i in logp.argmax(dim=-1).tolist()]
+    else:
+        texts = model.generate(batch, max_new_tokens=max_new_tokens or task.max_new_tokens, num_beams=num_beams)
+        preds = [clean_generation(t) for t in texts]
+        out = {d: preds for d in decodings}
+    return out if many else out[decodings[0]]
+
+
+def clean_generation(text: str) -> str:
+    """First non-empty line of a generated text, stripped (LLMs often continue past the answer)."""
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def subsample(examples: list, n: int | None, seed: int) -> list:
+    """A seeded random subset of `n` examples in file order (all of them when n is None or larger)."""
+    if n is None or n >= len(examples):
+        return list(examples)
+    idx = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in idx]
+
+
+def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: str, decodings: Sequence[str],
+            batch_size: int | None = None, max_history: int | None = None, retrieval_k: int | None = None,
+            retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
+            personas: Sequence[str | None] | None = None, progress: bool = False) -> dict[str, dict[str, str]]:
+    """Decode `examples` with one method, in chunks: decoding -> (example id -> prediction).
+
+    Prompts come from `pplug.baselines.build_batch`, the code the training data module uses. Causal vs
+    seq2seq prompts and the prompt budget are read off the model's LLM.
+
+    Args:
+        model: PPlugModel or FrozenBaseline.
+        task: the TaskSpec (or its name).
+        examples: pplug.data.Example records; rows may belong to different users.
+        method: the prompt method ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval").
+        decodings: decoding names (`decode`).
+        batch_size: rows per forward pass (None: 16 on CPU, 64 on a GPU).
+        max_history, retrieval_k, retriever, encoder: history and retrieval settings (`build_batch`).
+        num_beams, max_new_tokens: generation settings (`decode`).
+        personas: optional persona text per example, written after the soft prompt.
+        progress: a bar on a terminal, a line every few seconds in a log.
+    """
+    task = get_task(task)
+    decodings = check_decodings(decodings)
+    llm = model.llm
+    causal = not llm.is_seq2seq
+    budget = llm.prompt_budget()
+    k = resolve_k(method, retrieval_k)
+    batch_size = batch_size or default_batch_size(llm.device, cpu=16, accelerator=64)
+    out: dict[str, dict[str, str]] = {d: {} for d in decodings}
+    with progress_bar(len(examples), f"predict {method}", unit="ex", enabled=progress) as bar:
+        for i in range(0, len(examples), batch_size):
+            rows = list(examples[i : i + batch_size])
+            retrieved = None
+            if k:
+                retrieved = [retrieve(task, ex, k, retriever=retriever, encoder=encoder, max_history=max_history)
+                             for ex in rows]
+            batch = build_batch(task, rows, method, causal=causal, max_history=max_history, retrieved=retrieved,
+                                retrieval_k=k or None, with_targets=False, budget=budget,
+                                personas=personas[i : i + batch_size] if personas is not None else None)
+            preds = decode(model, task, batch, decoding=decodings, num_beams=num_beams, max_new_tokens=max_new_tokens)
+            for dec, p in preds.items():
+                out[dec].update(zip((ex.id for ex in rows), p))
+            bar.update(len(rows))
+    return out
+
+
+def personalize(model: Any, examples: Sequence[Any], decoding: str | None = None, batch_size: int | None = None,
+                personas: Sequence[str | None] | None = None, device: str | torch.device | None = None,
+                progress: bool = False, num_beams: int = 1, max_new_tokens: int | None = None) -> list[str]:
+    """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
+
+    The prompt method, retrieval settings and default decoding are the checkpoint's own (`model.config`),
+    so a saved folder alone reproduces what it was trained and tuned to do.
+
+    Args:
+        model: a `PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>")`).
+        examples: `pplug.data.Example` records (input + that user's profile, i.e. history items).
+        decoding: None (the checkpoint's), "argmax", or for ratings "expected" / "median".
+        batch_size: rows per forward pass (None: suits the device).
+        personas: optional persona text per example, written into the prompt after the soft prompt.
+        device: move the model there first ("auto", "cuda", "cpu"; None: leave it where it is).
+        progress: progress on stderr (a bar on a terminal, lines in a log).
+        num_beams, max_new_tokens: generation settings (None: the task's budget).
+    """
+    examples = list(examples)
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("personalize: example ids must be unique")
+    if device is not None:
+        model.to_device(device)
+    cfg = model.config
+    decoding = decoding or cfg.decoding
+    preds = predict(model, cfg.task, examples, cfg.method, [decoding], batch_size=batch_size,
+                    max_history=cfg.max_history, retrieval_k=cfg.retrieval_k, retriever=cfg.retriever,
+                    encoder=model.history_encoder, personas=personas, progress=progress, num_beams=num_beams,
+                    max_new_tokens=max_new_tokens)[decoding]
+    return [preds[i] for i in ids]
+
+
+__all__ = ["DECODINGS", "FrozenBaseline", "check_decodings", "clean_generation", "decode", "personalize", "predict",
+           "subsample", "task_decodings"]
