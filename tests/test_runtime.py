@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import types
 
 import pytest
 import torch
@@ -79,8 +80,9 @@ def test_resolve_device(monkeypatch):
 def test_line_progress_prints_step_rate_and_eta(monkeypatch):
     buf = io.StringIO()
     monkeypatch.setattr(runtime.sys, "stderr", buf)
-    clock = iter([0.0, 20.0, 21.0, 40.0])
-    monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+    clock = iter([0.0, 20.0, 21.0, 40.0, 50.0])
+    # a fake clock for this module only (patching time.monotonic itself would feed pytest's own timers too)
+    monkeypatch.setattr(runtime, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
     bar = runtime.LineProgress(total=100, desc="predict pplug", unit="ex", every_s=15)  # t0 = 0
     bar.update(40)  # t = 20: printed (>= 15 s since the last line)
     bar.update(10)  # t = 21: not printed
