@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pplug.evaluate import evaluate
     from pplug.metrics import format_table
-    from pplug.train_module import DECODINGS
+    from pplug.inference import DECODINGS
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():

@@ -52,13 +52,16 @@ def main(argv=None) -> None:
     ap.add_argument("--new-tokens", type=int, default=16, help="tokens generated per row (forced)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--history", type=int, default=20, help="history items per user")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="frozen LLM dtype (default float32: the README's figures; auto decides for the device)")
+    ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cpu")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
     cache = Path(tempfile.mkdtemp()) / "emb.sqlite"
     torch.manual_seed(0)
-    model = PPlugModel.from_config(PPlugConfig(torch_dtype=args.dtype), cache_path=cache).eval()
+    model = PPlugModel.from_config(PPlugConfig(torch_dtype=args.dtype), cache_path=cache, device=args.device).eval()
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)  # time finished work only
     load_s = time.perf_counter() - t0
     prompts, queries, histories = [], [], []
     for u in range(args.batch):
@@ -77,7 +80,7 @@ def main(argv=None) -> None:
         times = _paired_times({
             "base": lambda: model.llm.generate(None, prompts, **gen),
             "pplug": lambda: model.generate(batch, **gen),
-            "prefix": lambda: model.prefix(batch),
+            "prefix": lambda: (model.prefix(batch), sync()),
             "base1": lambda: model.llm.generate(None, prompts[:1], **gen),
             "pplug1": lambda: model.generate(one, **gen),
         }, args.repeats)
@@ -87,7 +90,7 @@ def main(argv=None) -> None:
     t_base, t_pplug, t_prefix, t_base1, t_pplug1 = (med[k] for k in ("base", "pplug", "prefix", "base1", "pplug1"))
     sample = model.generate(batch, max_new_tokens=4)
     n_tok = args.batch * args.new_tokens
-    print(f"# bench_generation: SmolLM2-135M-Instruct ({args.dtype}) + all-MiniLM-L6-v2, torch threads "
+    print(f"# bench_generation: SmolLM2-135M-Instruct ({model.llm.dtype}, {model.device}) + all-MiniLM-L6-v2, torch threads "
           f"{torch.get_num_threads()}, model load {load_s:.1f} s")
     print(f"# batch {args.batch} users x {args.history} history items, {args.new_tokens} new tokens/row, "
           f"median of {args.repeats}")

@@ -45,10 +45,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--chunk", type=int, default=256, help="texts encoded (and cached) per chunk")
+    ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cpu")
     args = ap.parse_args(argv)
     texts = _texts(args.items)
     cache = Path(tempfile.mkdtemp()) / "emb.sqlite"
-    enc = HistoryEncoder("default", cache_path=cache, chunk_size=args.chunk)
+    enc = HistoryEncoder("default", cache_path=cache, chunk_size=args.chunk, device=args.device)
     rss_loaded = _rss_mb()
 
     tracemalloc.start()
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     warm_mem = time.perf_counter() - t0
     warm_mem_calls = enc.encoder_calls - cold_calls
 
-    enc2 = HistoryEncoder("default", cache_path=cache, memory_items=0)  # a new process, in effect
+    enc2 = HistoryEncoder("default", cache_path=cache, memory_items=0, device=args.device)  # a new process, in effect
     t0 = time.perf_counter()
     enc2.encode(texts)
     warm_sql = time.perf_counter() - t0

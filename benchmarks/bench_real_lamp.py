@@ -70,7 +70,7 @@ def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str
 
     from pplug.data import load_outputs, load_split
     from pplug.evaluate import floor_predictions
-    from pplug.train_module import subsample
+    from pplug.inference import subsample
 
     split = load_split(data, "dev")
     if getattr(split.task.output_kind, "value", "") != "rating":
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--method-lr takes METHOD=LR with METHOD in {TRAINABLE}; got {args.method_lr}")
 
     from pplug.evaluate import evaluate
-    from pplug.train_module import DECODINGS
+    from pplug.inference import DECODINGS
 
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k != "train_args"} | {"method_lr": method_lr,
         "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}

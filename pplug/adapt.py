@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import (REPORT_FILE, is_checkpoint, next_version, now, read_report, read_state, run_lock,
+from .checkpoints import (REPORT_FILE, next_version, now, read_report, read_state, run_lock,
                           serving_version, set_latest, write_state)
 from .io import atomic_write_json
 from .persona import Persona, PersonaError, apply_updates, derive_from_history, diff, render

@@ -217,7 +217,6 @@ def _user_generate(args, store) -> int:
     from pplug.adapt import user_batch
     from pplug.checkpoints import resolve
     from pplug.inference import decode
-    from pplug.model import PPlugModel
     from pplug.tasks import get_task
 
     store.persona(args.user)  # unknown user -> error before loading models

@@ -101,7 +101,8 @@ class PPlugConfig:
         self.task = task.name
         spec = get_method(self.method)  # unknown method -> ValueError listing the known ones
         if not spec.trainable:
-            raise ValueError(f"method {spec.name!r} has no trainable parts, so no PPlugConfig")
+            raise ValueError(f"method {spec.name!r} has nothing to train (so no PPlugConfig); evaluate it with "
+                             "`pplug evaluate`")
         self.method = spec.name
         if self.retrieval_k is not None and (not isinstance(self.retrieval_k, int) or self.retrieval_k < 1):
             raise ValueError(f"retrieval_k must be an integer >= 1 or None, got {self.retrieval_k!r}")
