@@ -31,13 +31,6 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import warnings  # noqa: E402
-
-# Intentional, so not worth a line in every log: the frozen LLM stays in eval mode while the embedder trains,
-# and batches are text that the model tokenises on its own device.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device`")
-
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402

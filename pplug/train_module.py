@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from .baselines import build_batch, get_method, resolve_k, retrieve
 from .config import PPlugConfig
 from .inference import decode, subsample, task_decodings
 
+# Intentional, so not worth a line in every log (train.py, slow adaptation): the frozen LLM stays in eval mode
+# while the embedder trains, and batches are text that the model tokenises on its own device.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device`")
 
 @dataclass
 class LaMPBatch:
@@ -149,6 +154,8 @@ class PPlugLitModule(L.LightningModule):
         if dm is not None and hasattr(dm, "connect"):
             dm.connect(causal=self.is_causal, encoder=self.model.history_encoder,
                        budget=self.model.llm.prompt_budget())
+            if self.method.use_user_embedding:
+                dm.encode_histories(self.model.history_encoder, stage)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Batches are text; the model tokenises and moves tensors itself."""
@@ -465,6 +472,19 @@ class LaMPDataModule(L.LightningDataModule):
             self.splits["val"] = self._load(hp.val_split, hp.max_val_examples, 1)
         if stage in ("test", None) and "test" not in self.splits:
             self.splits["test"] = self._load(hp.test_split, hp.max_test_examples, 2)
+
+    def encode_histories(self, encoder: Any, stage: str | None = None) -> int:
+        """Embed every history item of the splits a stage uses before its first step, in large batches and
+        with progress shown, instead of a few per training step; returns how many texts that was (the
+        cache makes a second call, or a second run, nearly free)."""
+        from .baselines import recent_history
+
+        self.setup(stage)
+        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", tuple(self.splits))
+        texts = {self.task_spec.history_text(it) for name in names if name in self.splits
+                 for ex in self.splits[name] for it in recent_history(ex.profile, self.hparams.max_history)}
+        encoder.encode(sorted(texts), show_progress=True)
+        return len(texts)
 
     def retrieved_for(self, name: str) -> dict[str, list[dict]] | None:
         """Retrieved items per example id of a split (computed once; None for methods without retrieval)."""
