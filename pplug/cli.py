@@ -324,6 +324,7 @@ def _add_serve(sub) -> None:
     p.add_argument("--model-name", default=None, help="model id clients pass (default: pplug-<run folder>)")
     p.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
+    p.add_argument("--expose-soft-prompts", action="store_true", help="replies carry each input's soft prompt (debug)")
     p.set_defaults(handler=_run_serve)
 
 

@@ -135,15 +135,19 @@ class Engine:
         reload_interval: seconds between stats of LATEST (0: before every batch).
         embedding_cache: the history encoder's cache file (None: the shared pplug cache).
         max_cached_users: size of the per-user context LRU.
+        expose_soft_prompts: add each row's soft prompt (P x D floats) to its result (tests, debugging;
+            off in production: it is derived from the user's history).
     """
 
     def __init__(self, checkpoint: str | os.PathLike, store: UserStore, device: str = "auto",
-                 reload_interval: float = 1.0, embedding_cache: Any = None, max_cached_users: int = 4096):
+                 reload_interval: float = 1.0, embedding_cache: Any = None, max_cached_users: int = 4096,
+                 expose_soft_prompts: bool = False):
         self.root = Path(checkpoint)
         self.store = store
         self.device = resolve_device(device)
         self.reload_interval = float(reload_interval)
         self.max_cached_users = int(max_cached_users)
+        self.expose_soft_prompts = bool(expose_soft_prompts)
         folder = resolve_checkpoint(self.root)
         model = PPlugModel.from_pretrained(folder, cache_path=embedding_cache)
         self.snapshot = self._snapshot(self._to_device(model), folder)
@@ -297,10 +301,12 @@ class Engine:
             probs = sub.last_logp.float().softmax(-1).cpu() if sub.last_logp is not None else None
             for j, i in enumerate(idx):
                 outs[i] = {"text": texts[j], "history_items": int(kept[i].shape[0]),
-                           "label_probs": ({lab: round(float(p), 6) for lab, p in zip(spec.labels, probs[j])}
+                           "label_probs": ({lab: float(p) for lab, p in zip(spec.labels, probs[j])}
                                            if probs is not None else None)}
         n_prompt = [len(ids) for ids in llm.prompt_ids([r.prompt for r in rows])]
         for i, o in enumerate(outs):
+            if self.expose_soft_prompts:
+                o["soft_prompt"] = prefix[i].float().cpu().tolist()
             o.update(version=snap.version, decoding=snap.decoding if spec.labels else "greedy", batch_size=len(rows),
                      prompt_tokens=n_prompt[i] + int(prefix.shape[1]),
                      completion_tokens=len(llm.tokenizer(o["text"], add_special_tokens=False)["input_ids"]))

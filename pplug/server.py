@@ -158,7 +158,8 @@ def erase_user(store: UserStore, user_id: str, encoder: Any) -> dict[str, int]:
 
 def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStore, admin_key: str | None = None,
                device: str = "auto", max_batch: int = 32, window_ms: float = 10.0, reload_interval: float = 1.0,
-               model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None) -> FastAPI:
+               model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None,
+               expose_soft_prompts: bool = False) -> FastAPI:
     """The server app (load the model once; `uvicorn.run(app)` serves it).
 
     Args:
@@ -171,13 +172,16 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         model_name: the model id clients pass (default "pplug-<run folder name>").
         embedding_cache: the history encoder's cache file (None: the shared pplug cache).
         limits: request bounds.
+        expose_soft_prompts: replies carry `pplug.soft_prompt` (the P x D prompt each input got); for tests and
+            debugging only.
     """
     admin_key = admin_key or os.environ.get("PPLUG_ADMIN_KEY")
     if not admin_key:
         raise ValueError("pplug serve needs an admin key: pass --admin-key or set PPLUG_ADMIN_KEY")
     limits = limits or Limits()
     store = store if isinstance(store, UserStore) else UserStore(store)
-    engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache)
+    engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache,
+                    expose_soft_prompts=expose_soft_prompts)
     batcher = Batcher(engine, max_batch=max_batch, window_ms=window_ms)
     root = Path(checkpoint).resolve()
     name = model_name or f"pplug-{(root.parent if root.name == engine.snapshot.version else root).name}"
@@ -319,6 +323,8 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
                 "history_items": outs[0]["history_items"], "version": outs[0]["version"], "task": engine.spec.name,
                 "decoding": outs[0]["decoding"], "batch_size": [o["batch_size"] for o in outs], "context_cache_hit": hit,
                 "label_probs": [o["label_probs"] for o in outs] if engine.spec.labels else None}
+        if engine.expose_soft_prompts:
+            meta["soft_prompt"] = [o["soft_prompt"] for o in outs]
         usage = {"prompt_tokens": sum(o["prompt_tokens"] for o in outs),
                  "completion_tokens": sum(o["completion_tokens"] for o in outs)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -437,7 +443,8 @@ def cli_serve(args) -> int:
         print(f"pplug serve: no --admin-key / PPLUG_ADMIN_KEY given; this run's admin key: {admin_key}", file=sys.stderr)
     app = create_app(args.checkpoint, args.store or default_store_path(), admin_key=admin_key, device=args.device,
                      max_batch=args.max_batch, window_ms=args.batch_window_ms, reload_interval=args.reload_interval,
-                     model_name=args.model_name, embedding_cache=args.embedding_cache)
+                     model_name=args.model_name, embedding_cache=args.embedding_cache,
+                     expose_soft_prompts=args.expose_soft_prompts)
     snap = app.state.engine.snapshot
     print(f"pplug serve: {snap.folder} (version {snap.version}, task {app.state.engine.spec.name}) on "
           f"http://{args.host}:{args.port} (max batch {args.max_batch}, window {args.batch_window_ms} ms)",
