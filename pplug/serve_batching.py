@@ -43,7 +43,7 @@ from .evaluate import run_config
 from .history import top_k
 from .model import PPlugBatch, PPlugModel
 from .persona import render
-from .store import UserStore
+from .store import UnknownUserError, UserStore
 from .tasks import get_task
 from .train_module import DECODINGS, decode
 
@@ -215,6 +215,12 @@ class Engine:
         """(the user's context, cache hit?); unknown or absent users get the cold-start context."""
         if user_id is None or not self.store.has_user(user_id):
             return self.cold_context(user_id), False
+        try:
+            return self._stored_context(user_id)
+        except UnknownUserError:  # erased between the check and the reads
+            return self.cold_context(user_id), False
+
+    def _stored_context(self, user_id: str) -> tuple[UserContext, bool]:
         # read the key before the rows: an interaction landing in between only makes the entry newer than
         # its key, and the next request re-reads it
         key = (self.store.last_user_interaction_id(user_id), self.store.persona_version(user_id),

@@ -248,11 +248,15 @@ def test_bad_input_is_a_4xx_in_openai_shape_and_changes_nothing(served, run_dir)
         assert store.count_interactions("careful") == 3
 
 
-def test_privacy_mode_user_vector_equals_stored_history(served, run_dir):
+def test_privacy_mode_user_vector_equals_stored_history(served, run_dir, tmp_path):
+    from pplug.cli import main
     from pplug.private import embed_user
 
     _user(served, "stored", HATER)
-    doc = embed_user(run_dir, HATER)
+    (tmp_path / "history.json").write_text(json.dumps(HATER))
+    assert main(["embed-user", "--checkpoint", str(run_dir), "--history", str(tmp_path / "history.json"),
+                 "--out", str(tmp_path / "vec.json")]) == 0
+    doc = json.loads((tmp_path / "vec.json").read_text())
     assert set(doc) == {"format", "encoder", "task", "dim", "embeddings", "persona"}
     assert "terrible" not in json.dumps(doc)  # no history text in what is sent
     text = "a decent product"
