@@ -17,11 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
-
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+import uvicorn
 
 ADMIN = "test-admin-key"
 MARKER = "zebracorn"  # a word only the erased user ever wrote (grepped for in the raw SQLite files)
