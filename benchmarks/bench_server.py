@@ -1,6 +1,7 @@
 """Load test of `pplug serve`: a real HTTP client against the real server on loopback, batched vs unbatched.
 
     python benchmarks/bench_server.py                          # tiny random LLM (fast), real encoder
+    python benchmarks/bench_server.py --task LaMP_7 --max-tokens 16      # a generation task
     python benchmarks/bench_server.py --model default --requests 4 --concurrency 1 8
 
 For each server setting (dynamic batching `--max-batch 32`, window 10 ms; unbatched `--max-batch 1`) the
@@ -11,6 +12,10 @@ concurrent users (asyncio + httpx, one closed-loop client per user, each sending
 with its own key) it measures requests/s and p50/p99 latency. Last, a soak on the batched server: writers
 append history items one at a time while readers generate; afterwards every acknowledged item must be in the
 store (per-user counts) and `PRAGMA integrity_check` must say ok.
+
+--task LaMP_3 (default) is a rating task: one forward pass per request (prompt prefill + 5 label scores);
+--task LaMP_7 (tweet paraphrase, the same review texts as tweets) generates `--max-tokens` tokens greedily, so
+each request is many small decoding steps: the case batching helps most on a CPU.
 
 --model tiny: a 2-layer random Llama (hidden 64) with SmolLM2's tokenizer, an untrained PPlug embedder, the
 real all-MiniLM-L6-v2 encoder. --model default: SmolLM2-135M-Instruct; --checkpoint uses a trained run. Outputs
@@ -48,7 +53,7 @@ WORDS = ["great", "boring", "loved", "noisy", "classic", "weak", "brilliant", "d
          "voice", "guitar", "lyrics", "production", "melody"]
 
 
-def make_checkpoint(out: Path, model: str) -> Path:
+def make_checkpoint(out: Path, model: str, task: str) -> Path:
     """An untrained PPlug checkpoint on the tiny random LLM or the real default one (cost only)."""
     import torch
 
@@ -69,14 +74,23 @@ def make_checkpoint(out: Path, model: str) -> Path:
         base = str(out / "tiny_llm")
         LlamaForCausalLM(cfg).save_pretrained(base)
         tok.save_pretrained(base)
-    config = PPlugConfig(base_model_name_or_path=base, encoder_name_or_path="default", task="LaMP_3", max_history=64,
+    config = PPlugConfig(base_model_name_or_path=base, encoder_name_or_path="default", task=task, max_history=64,
                          max_input_tokens=128, max_target_tokens=8, torch_dtype="float32")
     PPlugModel.from_config(config, cache_path=":memory:").save_pretrained(out / "run" / "final")
     return out / "run"
 
 
-def load_users(n: int, history: int, seed: int = 0) -> list[dict]:
-    """n users: {"history": items, "inputs": review texts}; real music reviews when the data is here."""
+def load_users(n: int, history: int, task: str = "LaMP_3", seed: int = 0) -> list[dict]:
+    """n users: {"history": items, "inputs": review texts}; real music reviews when the data is here
+    (for LaMP_7 the reviews play the tweets: items {"text"})."""
+    users = _load_reviews(n, history, seed)
+    if task == "LaMP_7":
+        for u in users:
+            u["history"] = [{"text": it["text"]} for it in u["history"]]
+    return users
+
+
+def _load_reviews(n: int, history: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     if DATA.is_file():
         users, seen = [], set()
@@ -145,6 +159,10 @@ def create_users(url: str, users: list[dict]) -> list[str]:
     return keys
 
 
+BODY: dict = {}
+"""Extra completion fields (max_tokens for generation tasks), set by main."""
+
+
 async def load(url: str, keys: list[str], users: list[dict], concurrency: int, requests: int) -> dict:
     """`concurrency` closed-loop clients (users 0..c-1), `requests` completions each."""
     lat: list[float] = []
@@ -156,7 +174,7 @@ async def load(url: str, keys: list[str], users: list[dict], concurrency: int, r
         async with httpx.AsyncClient(base_url=url, timeout=600, headers={"Authorization": f"Bearer {keys[i]}"}) as c:
             for k in range(requests):
                 t0 = time.perf_counter()
-                r = await c.post("/v1/completions", json={"model": MODEL, "prompt": users[i]["inputs"][0]})
+                r = await c.post("/v1/completions", json={"model": MODEL, "prompt": users[i]["inputs"][0], **BODY})
                 lat.append(time.perf_counter() - t0)
                 if r.status_code != 200:
                     errors += 1
@@ -184,6 +202,8 @@ async def soak(url: str, keys: list[str], users: list[dict], seconds: float, wri
             n = 0
             while time.monotonic() < stop:
                 item = {"text": f"soak item {i}-{n} " + " ".join(random.choices(WORDS, k=8)), "score": str(1 + n % 5)}
+                if "score" not in users[i]["history"][0]:
+                    del item["score"]
                 r = await c.post(f"/v1/users/u{i:03d}/history", json={"items": [item]})
                 if r.status_code == 200:
                     acked[i] = acked.get(i, 0) + 1
@@ -195,7 +215,7 @@ async def soak(url: str, keys: list[str], users: list[dict], seconds: float, wri
         nonlocal gen_ok, gen_err
         async with httpx.AsyncClient(base_url=url, timeout=600, headers={"Authorization": f"Bearer {keys[i]}"}) as c:
             while time.monotonic() < stop:
-                r = await c.post("/v1/completions", json={"model": MODEL, "prompt": users[i]["inputs"][0]})
+                r = await c.post("/v1/completions", json={"model": MODEL, "prompt": users[i]["inputs"][0], **BODY})
                 gen_ok, gen_err = (gen_ok + 1, gen_err) if r.status_code == 200 else (gen_ok, gen_err + 1)
 
     await asyncio.gather(*(writer(i) for i in range(writers)),
@@ -220,6 +240,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny", choices=["tiny", "default"], help="LLM of the generated checkpoint")
     ap.add_argument("--checkpoint", default=None, help="serve this run/checkpoint instead of a generated one")
+    ap.add_argument("--task", default="LaMP_3", choices=["LaMP_3", "LaMP_7"], help="task of a generated checkpoint")
+    ap.add_argument("--max-tokens", type=int, default=16, help="tokens per generation (generation tasks)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--requests", type=int, default=8, help="requests per concurrent user")
     ap.add_argument("--history", type=int, default=20, help="history items per user")
@@ -229,13 +251,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="pplug-bench-server-"))
-    run = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work, args.model)
-    users = load_users(max(max(args.concurrency), 8), args.history)
+    run = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work, args.model, args.task)
+    from pplug.adapt import resolve_checkpoint
+    from pplug.model import PPlugModel
+    from pplug.tasks import get_task
+
+    task = get_task(PPlugModel.load_checkpoint_config(resolve_checkpoint(run))[0].task)
+    if not task.labels:
+        BODY["max_tokens"] = args.max_tokens
+    users = load_users(max(max(args.concurrency), 8), args.history, task.name)
     flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
     host = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "avx512_bf16": "avx512_bf16" in flags}
-    print(f"checkpoint {run} ({args.checkpoint and 'given' or args.model}); host {host}; work dir {work}")
-    results: dict = {"host": host, "model": args.checkpoint or args.model, "requests_per_user": args.requests,
+    print(f"checkpoint {run} ({args.checkpoint and 'given' or args.model}, {task.name}"
+          f"{', %d new tokens' % args.max_tokens if not task.labels else ''}); host {host}; work dir {work}")
+    results: dict = {"host": host, "model": args.checkpoint or args.model, "task": task.name,
+                     "max_tokens": BODY.get("max_tokens"), "requests_per_user": args.requests,
                      "history": args.history, "window_ms": args.window_ms, "load": {}}
     for label, max_batch in (("batched", 32), ("unbatched", 1)):
         srv = ServerProcess(run, work, max_batch, args.window_ms)
