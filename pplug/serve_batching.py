@@ -233,16 +233,20 @@ class Engine:
                 return hit[1], True
         items = self.store.history_items(user_id, task=self.spec.name)
         texts = [self.spec.history_text(it) for it in items]
-        with self.encoder_lock:
-            emb = self.encoder.encode(texts) if texts else torch.zeros(0, self.encoder.dim)
         persona = render(self.store.persona(user_id), None, max_chars=GENERATE_PERSONA_CHARS) or None
-        ctx = UserContext(user_id, items, emb, persona, cold_start=not items)
-        with self._cache_lock:
-            self._cache[user_id] = (key, ctx)
-            self._cache.move_to_end(user_id)
-            while len(self._cache) > self.max_cached_users:
-                self._cache.popitem(last=False)
-            self.stats["cache_misses"] += 1
+        with self.encoder_lock:
+            # erasure holds this lock from its cache deletes to its store commit: a user erased while we
+            # read must not have its texts written back to the embedding cache, nor a context cached
+            if not self.store.has_user(user_id):
+                raise UnknownUserError(user_id)
+            emb = self.encoder.encode(texts) if texts else torch.zeros(0, self.encoder.dim)
+            ctx = UserContext(user_id, items, emb, persona, cold_start=not items)
+            with self._cache_lock:
+                self._cache[user_id] = (key, ctx)
+                self._cache.move_to_end(user_id)
+                while len(self._cache) > self.max_cached_users:
+                    self._cache.popitem(last=False)
+                self.stats["cache_misses"] += 1
         return ctx, False
 
     def invalidate(self, user_id: str) -> int:
@@ -369,6 +373,16 @@ class Batcher:
             items.append(nxt)
         return items, stop
 
+    def _run(self, rows: list[Row]) -> list[Any]:
+        """Results (or the exception) per row; a failing batch is retried row by row, so one bad row
+        fails only its own request."""
+        try:
+            return self.engine.run_batch(rows)
+        except Exception as e:
+            if len(rows) == 1:
+                return [e]
+        return [self._run([r])[0] for r in rows]
+
     def _loop(self) -> None:
         stop = False
         while not stop:
@@ -376,10 +390,7 @@ class Batcher:
             if first is None:
                 return
             items, stop = self._collect(first)
-            try:
-                results: list[Any] = self.engine.run_batch([row for row, _, _ in items])
-            except Exception as e:  # one bad batch fails its callers, not the server
-                results = [e] * len(items)
+            results = self._run([row for row, _, _ in items])
             for (_, loop, fut), res in zip(items, results):
                 loop.call_soon_threadsafe(_settle, fut, res)
 

@@ -423,9 +423,9 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
 
         def work():
             require_user(user_id)
-            with engine.encoder_lock:
+            with engine.encoder_lock:  # no request can re-cache the user's texts or context meanwhile
                 removed = erase_user(store, user_id, engine.encoder)
-            removed["soft_prompt_cache_entries"] = engine.invalidate(user_id)
+                removed["soft_prompt_cache_entries"] = engine.invalidate(user_id)
             return {"object": "user.deleted", "user_id": user_id, "deleted": True, "removed": removed}
 
         return await run_in_threadpool(work)

@@ -356,3 +356,34 @@ def test_openai_python_client(served):
     assert chat.choices[0].message.content in {"1", "2", "3", "4", "5"}
     with pytest.raises(openai.PermissionDeniedError):
         client.completions.create(model="pplug-run", prompt="x", user="lover")
+
+
+def test_batcher_fails_only_the_bad_row():
+    """A batch that raises is retried row by row: the other callers still get their outputs."""
+    import asyncio
+
+    from pplug.serve_batching import Batcher
+
+    class Engine:
+        def __init__(self):
+            self.calls = []
+
+        def run_batch(self, rows):
+            self.calls.append(len(rows))
+            if "bad" in rows:
+                raise ValueError("bad row")
+            return [r.upper() for r in rows]
+
+    engine = Engine()
+    batcher = Batcher(engine, max_batch=8, window_ms=200)
+    batcher.start()
+
+    async def go():
+        return await asyncio.gather(*(batcher.submit(r) for r in ["a", "bad", "c"]), return_exceptions=True)
+
+    try:
+        out = asyncio.run(go())
+    finally:
+        batcher.stop()
+    assert out[0] == "A" and out[2] == "C" and isinstance(out[1], ValueError)
+    assert engine.calls == [3, 1, 1, 1]  # one shared pass, then each row alone
