@@ -272,7 +272,9 @@ def main(argv=None) -> int:
         srv = ServerProcess(run, work, max_batch, args.window_ms)
         try:
             keys = create_users(srv.url, users)
-            asyncio.run(load(srv.url, keys, users, 2, 1))  # warm-up (caches, lazy init)
+            # warm-up: caches, lazy init and the CPU kernels' per-shape setup, alone and batched
+            asyncio.run(load(srv.url, keys, users, 1, 2))
+            asyncio.run(load(srv.url, keys, users, min(8, len(users)), 2))
             rows = []
             for c in args.concurrency:
                 res = asyncio.run(load(srv.url, keys, users, c, args.requests))
