@@ -248,6 +248,7 @@ def main(argv=None) -> int:
     ap.add_argument("--soak-seconds", type=float, default=20.0)
     ap.add_argument("--window-ms", type=float, default=10.0)
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (stores, server logs, checkpoint)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="pplug-bench-server-"))
@@ -303,6 +304,10 @@ def main(argv=None) -> int:
 
         atomic_write_json(args.out, results)
         print(f"wrote {args.out}")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     soak_ok = "soak" not in results or (results["soak"]["integrity_check"] == "ok"
                                         and not results["soak"]["mismatched_users"])
     return 0 if soak_ok else 1
