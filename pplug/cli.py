@@ -475,6 +475,51 @@ def _run_evaluate(args) -> int:
 _SUBCOMMANDS += [_add_evaluate]
 
 
+# --- serving: serve, embed-user (handlers in pplug.server / pplug.private) ---
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server: many users, one frozen LLM, dynamic batching")
+    p.add_argument("--checkpoint", required=True, help="run folder (serves LATEST, picks up promotions) or checkpoint")
+    p.add_argument("--store", default=None, help="SQLite user store (default: as for `pplug user`)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+    p.add_argument("--admin-key", default=None, help="admin API key (default: $PPLUG_ADMIN_KEY; else a random one)")
+    p.add_argument("--max-batch", type=int, default=32, help="rows per forward pass (1: no batching)")
+    p.add_argument("--batch-window-ms", type=float, default=10.0, help="wait for more requests after the first")
+    p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks of LATEST")
+    p.add_argument("--model-name", default=None, help="model id clients pass (default: pplug-<run folder>)")
+    p.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
+    p.add_argument("--expose-soft-prompts", action="store_true", help="replies carry each input's soft prompt (debug)")
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args) -> int:
+    from pplug.server import cli_serve
+
+    return cli_serve(args)
+
+
+def _add_embed_user(sub) -> None:
+    p = sub.add_parser("embed-user", help="privacy mode: a user vector from local history (the history stays here)")
+    p.add_argument("--checkpoint", required=True, help="run or checkpoint folder (only its config is read)")
+    p.add_argument("--history", required=True, help="JSON list of profile items, JSON lines, or - for stdin")
+    p.add_argument("--out", required=True, help="the user vector JSON to write")
+    p.add_argument("--task", default=None, help="task of the items (default: the checkpoint's)")
+    p.set_defaults(handler=_run_embed_user)
+
+
+def _run_embed_user(args) -> int:
+    from pplug.private import cli_embed_user
+
+    return cli_embed_user(args)
+
+
+_SUBCOMMANDS += [_add_serve, _add_embed_user]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

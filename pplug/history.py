@@ -135,6 +135,37 @@ class EmbeddingCache:
                 conn.execute("ROLLBACK")
                 raise
 
+    def delete_many(self, encoder: str, keys: Sequence[bytes]) -> int:
+        """Remove cached vectors (e.g. when a user is erased); returns how many rows were deleted.
+
+        Runs with `secure_delete` (freed pages are zeroed) and truncates the WAL afterwards, so the vectors
+        do not survive in the file. Texts shared with other users should be left out of `keys` by the caller.
+        """
+        if not keys:
+            return 0
+        n = 0
+        with self._lock:
+            conn = self._connect()
+            conn.execute("PRAGMA secure_delete=ON")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for i in range(0, len(keys), _SQL_CHUNK):
+                        chunk = list(keys[i : i + _SQL_CHUNK])
+                        marks = ",".join("?" * len(chunk))
+                        n += conn.execute(
+                            f"DELETE FROM embeddings WHERE encoder = ? AND key IN ({marks})", (encoder, *chunk)
+                        ).rowcount
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute("PRAGMA secure_delete=OFF")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(n)
+
     def count(self, encoder: str | None = None) -> int:
         """Number of cached vectors (for one encoder, or all)."""
         with self._lock:
@@ -306,6 +337,25 @@ class HistoryEncoder:
 
     def __call__(self, texts: Sequence[str], show_progress: bool = False) -> torch.Tensor:
         return self.encode(texts, show_progress=show_progress)
+
+    def forget(self, texts: Sequence[str]) -> int:
+        """Drop texts from the persistent cache and the in-process LRU (user erasure); returns rows deleted."""
+        keys = list(dict.fromkeys(text_key(t) for t in texts))
+        for k in keys:
+            self._memory.pop(k, None)
+        return self.cache.delete_many(self.identity, keys)
+
+    @torch.no_grad()
+    def encode_uncached(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed texts WITHOUT writing them to the cache (a server's request inputs: nothing to erase later).
+
+        Values are rounded through the cache dtype, so they equal what `encode` would return for the text.
+        """
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0, self.dim)
+        vecs = self._run_encoder(texts).astype(self.cache.dtype).astype(np.float32)
+        return torch.from_numpy(vecs).float()
 
 
 def top_k(history_emb: torch.Tensor, query_emb: torch.Tensor, k: int) -> list[int]:

@@ -6,11 +6,19 @@ One embedded SQLite file holds everything a deployment keeps about its users:
     personas      (user_id, version) -> persona document (JSON) + JSON diff from the previous version
     interactions  append-only rows: id, user_id, created_at, task, item (a LaMP profile item as JSON)
     memory        (interaction id, encoder) -> cached history embedding (float16 blob): the long-term memory
+    api_keys      user_id -> sha256 (hex) of the user's API key for `pplug serve` (the key itself is never stored)
+    erasures      empty except inside a `delete_user` transaction (see below)
 
 The persona's long-term memory is a faiss index over a user's `memory` vectors, built on demand and kept
 per process (`recall`). Writes run in `BEGIN IMMEDIATE` transactions in WAL mode with `synchronous=FULL`:
 readers never block the one writer, a committed row survives a crash (even a SIGKILL mid-batch), and a
 transaction cut short leaves no trace. Interactions are append-only (triggers refuse UPDATE / DELETE).
+
+The one exception is erasure (`delete_user`, a user's right to be forgotten): the DELETE trigger lets rows
+of a user go only while that user's id sits in the `erasures` table, and `delete_user` inserts it, deletes
+every row of the user and removes it again inside ONE transaction, so no other connection ever sees the
+flag and a plain `DELETE FROM interactions` still fails. Erasure runs with `PRAGMA secure_delete` (freed
+pages are zeroed) and truncates the WAL afterwards, so the deleted text does not linger in the files.
 
 The file is `pplug_store.sqlite` in the current folder by default, or `$PPLUG_HOME/pplug_store.sqlite`
 when `PPLUG_HOME` is set; pass `path=` (CLI `--store`) to choose another.
@@ -33,7 +41,8 @@ import numpy as np
 
 from .persona import Persona, diff
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: api_keys + erasures tables; the DELETE trigger on interactions admits `delete_user` (1 refused all)."""
 STORE_FILENAME = "pplug_store.sqlite"
 
 _SCHEMA = """
@@ -74,8 +83,18 @@ CREATE TABLE IF NOT EXISTS memory (
 CREATE INDEX IF NOT EXISTS memory_user ON memory(user_id, encoder);
 CREATE TRIGGER IF NOT EXISTS interactions_no_update BEFORE UPDATE ON interactions
 BEGIN SELECT RAISE(ABORT, 'interactions are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS interactions_no_delete BEFORE DELETE ON interactions
-BEGIN SELECT RAISE(ABORT, 'interactions are append-only'); END;
+CREATE TABLE IF NOT EXISTS api_keys (
+    user_id    TEXT PRIMARY KEY REFERENCES users(user_id),
+    key_sha256 TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erasures (
+    user_id TEXT PRIMARY KEY
+);
+DROP TRIGGER IF EXISTS interactions_no_delete;
+CREATE TRIGGER IF NOT EXISTS interactions_delete_only_erasure BEFORE DELETE ON interactions
+WHEN NOT EXISTS (SELECT 1 FROM erasures WHERE user_id = OLD.user_id)
+BEGIN SELECT RAISE(ABORT, 'interactions are append-only (only UserStore.delete_user erases a user)'); END;
 """
 
 
@@ -163,12 +182,12 @@ class UserStore:
             self._conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
             with self._write():
                 row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    self._conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
                     raise StoreError(
                         f"{self.path}: store schema version {row[0]} is newer than this pplug ({SCHEMA_VERSION})"
                     )
+                if row is None or int(row[0]) < SCHEMA_VERSION:  # the script above migrated an older file
+                    self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise StoreError(f"{self.path}: not a usable SQLite store ({e})") from None
@@ -266,6 +285,62 @@ class UserStore:
                 (user_id, now, message, json.dumps(doc, sort_keys=True), json.dumps(diff({}, doc))),
             )
         return p
+
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        """Erase a user: interactions, memory vectors, persona versions, API key and the user row.
+
+        One transaction (all or nothing). The append-only trigger admits these deletes only while the
+        user's id is in `erasures`, which this transaction inserts and removes again. Freed pages are
+        zeroed (`secure_delete`) and the WAL is checkpointed and truncated afterwards, so the text does
+        not survive in the SQLite files; this process's faiss index of the user is dropped too. Cached
+        sentence embeddings live in another file (`pplug.history.EmbeddingCache.delete_many`).
+
+        Returns:
+            Counts of what was removed: {"interactions", "memory_vectors", "persona_versions", "api_keys",
+            "users", "faiss_indexes"}.
+
+        Raises:
+            UnknownUserError: no such user.
+        """
+        self._require(user_id)
+        counts: dict[str, int] = {}
+        with self._lock:
+            self._conn.execute("PRAGMA secure_delete=ON")
+            try:
+                with self._write() as c:
+                    c.execute("INSERT OR REPLACE INTO erasures VALUES (?)", (user_id,))
+                    for name, table in (("memory_vectors", "memory"), ("interactions", "interactions"),
+                                        ("persona_versions", "personas"), ("api_keys", "api_keys"),
+                                        ("users", "users")):
+                        counts[name] = int(c.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,)).rowcount)
+                    c.execute("DELETE FROM erasures WHERE user_id = ?", (user_id,))
+            finally:
+                self._conn.execute("PRAGMA secure_delete=OFF")
+            # old page images of the deleted rows still sit in the WAL until a checkpoint copies the zeroed
+            # pages over; TRUNCATE also empties the -wal file (a reader holding an old snapshot may delay it)
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            dropped = [k for k in self._indexes if k[0] == user_id]
+            for k in dropped:
+                del self._indexes[k]
+        counts["faiss_indexes"] = len(dropped)
+        return counts
+
+    # --- API keys (pplug serve) ---
+
+    def set_api_key_hash(self, user_id: str, key_sha256: str) -> None:
+        """Record the sha256 (hex) of the user's API key, replacing an earlier one."""
+        self._require(user_id)
+        with self._write() as c:
+            c.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?)", (user_id, key_sha256, _now()))
+
+    def user_for_api_key_hash(self, key_sha256: str) -> str | None:
+        """The user whose API key hashes to `key_sha256` (None when no user has it)."""
+        rows = self._read("SELECT user_id FROM api_keys WHERE key_sha256 = ?", (key_sha256,))
+        return rows[0][0] if rows else None
+
+    def last_user_interaction_id(self, user_id: str) -> int:
+        """Highest interaction id of one user (0 when none): changes whenever the user's history grows."""
+        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM interactions WHERE user_id = ?", (user_id,))[0][0])
 
     # --- personas ---
 

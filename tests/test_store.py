@@ -207,3 +207,44 @@ def test_sigkill_mid_batch_loses_nothing_committed(tmp_path):
         assert rows[-1].item["id"] == "4-49"
         s.add_interactions("u", [{"text": "after", "score": "5"}])  # the store is writable again
         assert s.count_interactions("u") == committed + 1
+
+
+def test_delete_user_erases_in_one_transaction_and_keeps_others(store):
+    store.create_user("ana", task="LaMP_3")
+    store.create_user("bob", task="LaMP_3")
+    store.add_interactions("ana", [{"text": "a1", "score": "1"}, {"text": "a2", "score": "2"}],
+                           embeddings=np.ones((2, 4)), encoder="enc")
+    store.add_interactions("bob", [{"text": "b1", "score": "3"}])
+    from pplug.persona import Persona
+
+    store.update_persona("ana", Persona.from_dict({"identity": {"name": "Ana"}}))
+    store.set_api_key_hash("ana", "ab" * 32)
+    assert store.user_for_api_key_hash("ab" * 32) == "ana"
+    counts = store.delete_user("ana")
+    assert counts == {"memory_vectors": 2, "interactions": 2, "persona_versions": 2, "api_keys": 1, "users": 1,
+                      "faiss_indexes": 0}
+    assert not store.has_user("ana") and store.user_for_api_key_hash("ab" * 32) is None
+    assert store.count_interactions("bob") == 1 and store.last_user_interaction_id("bob") == 3
+    for table in ("personas", "interactions", "memory", "api_keys", "erasures"):
+        assert store._conn.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id = 'ana'").fetchone()[0] == 0
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):  # plain deletes are still refused
+        store._conn.execute("DELETE FROM interactions")
+    with pytest.raises(UnknownUserError):
+        store.delete_user("ana")
+    assert store.integrity_check() == "ok"
+
+
+def test_schema_1_store_is_migrated_for_erasure(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with UserStore(path) as s:  # turn it back into a schema-1 file: the old trigger refused every DELETE
+        s._conn.executescript(
+            "DROP TRIGGER interactions_delete_only_erasure; DROP TABLE api_keys; DROP TABLE erasures;"
+            "CREATE TRIGGER interactions_no_delete BEFORE DELETE ON interactions "
+            "BEGIN SELECT RAISE(ABORT, 'interactions are append-only'); END;"
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+        )
+        s.create_user("ana", task="LaMP_3")
+        s.add_interactions("ana", [{"text": "a1", "score": "1"}])
+    with UserStore(path) as s:
+        assert s._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert s.delete_user("ana")["interactions"] == 1

@@ -1,0 +1,407 @@
+"""The engine behind `pplug serve`: one frozen LLM, many users' requests batched into shared forward passes.
+
+    request (user, input) --prepare (HTTP worker thread)--> Row: prompt text, query text, the user's context
+    Rows --Batcher queue--> one engine thread: wait up to `window_ms` for more rows (at most `max_batch`)
+        -> check the run folder's LATEST (a newly promoted version is loaded without a restart)
+        -> one UserEmbedder call: the soft prompts of all rows (B, P, D), each row its own user
+        -> one LLM pass: choice log-probs for label tasks (ratings decode with the checkpoint's decoding),
+           greedy generation otherwise -> one result per row
+
+Per-user cache (`UserContext`): the user's history items of the checkpoint's task, their frozen sentence
+embeddings (N, d_enc) and the rendered persona text, keyed by (user id, the user's last interaction id,
+persona version, checkpoint version). A new interaction changes the key, so the next request sees it at once;
+a new promoted version changes it too. What is cached is the user's soft-prompt *input*: PPlug's soft prompt
+weighs the history against the current input (input-aware attention), so the finished (P, D) prompt is
+recomputed per request from the cached embeddings in one batched embedder call, which is cheap next to the
+LLM pass. The request's own input text is embedded without touching the persistent embedding cache
+(`HistoryEncoder.encode_uncached`), so a server never stores what users asked.
+
+Only the engine thread runs the LLM; `encoder_lock` serialises use of the history encoder's cache between
+the HTTP threads (history uploads, context building).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Today's homes of the core pieces (the refactor moves them; re-point here in one place).
+from .adapt import GENERATE_PERSONA_CHARS, LATEST_FILE, resolve_checkpoint, run_settings
+from .baselines import build_batch, get_method, resolve_k
+from .data import Example
+from .evaluate import run_config
+from .history import top_k
+from .model import PPlugBatch, PPlugModel
+from .persona import render
+from .store import UnknownUserError, UserStore
+from .tasks import get_task
+from .train_module import DECODINGS, decode
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" -> cuda, then mps, then cpu; anything else is passed to torch.device (the lead's
+    `pplug.runtime.resolve_device` replaces this helper)."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def checkpoint_decoding(folder: Path, config: Any) -> str:
+    """The rating decoding a checkpoint was trained/validated with (config field, else the run's
+    config.yaml `model.decoding`, else "argmax")."""
+    d = getattr(config, "decoding", None) or run_config(folder).get("decoding") or "argmax"
+    if d not in DECODINGS:
+        raise ValueError(f"{folder}: decoding {d!r} is not one of {DECODINGS}")
+    return d
+
+
+@dataclass
+class Snapshot:
+    """The version being served; swapped as a whole when LATEST changes (readers take one reference)."""
+
+    model: PPlugModel
+    folder: Path
+    version: str
+    method: str
+    retrieval_k: int | None
+    retriever: str
+    decoding: str
+
+
+@dataclass
+class UserContext:
+    """What a user's soft prompt is computed from (cached per user, see the module docstring)."""
+
+    user_id: str | None
+    items: list[dict]
+    """History items of the checkpoint's task, oldest first (the whole history; retrieval reads it)."""
+    emb: torch.Tensor
+    """(N, d_enc) frozen embeddings of `items` (or of the client's history in privacy mode)."""
+    persona: str | None
+    """Rendered persona text put in front of the prompt (None: no persona)."""
+    cold_start: bool = False
+    private: bool = False
+
+
+@dataclass
+class Row:
+    """One request's row of a batch."""
+
+    prompt: str
+    query: str
+    ctx: UserContext
+    max_new_tokens: int | None
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class _Prefixed:
+    """Quacks like a PPlugModel for `decode`, with the soft prompts already computed (B, P, D).
+
+    Keeps the last choice log-probs so the server can report the label distribution it decoded from.
+    """
+
+    def __init__(self, llm: Any, prefix: torch.Tensor):
+        self.llm, self.prefix, self.last_logp = llm, prefix, None
+
+    def choice_logprobs(self, batch: PPlugBatch, choices: list[str]) -> torch.Tensor:
+        self.last_logp = self.llm.choice_logprobs(self.prefix, batch.prompts, choices)
+        return self.last_logp
+
+    def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
+        return self.llm.generate(self.prefix, batch.prompts, max_new_tokens=max_new_tokens, num_beams=num_beams)
+
+
+class Engine:
+    """Loads a checkpoint once and serves batches of rows from many users.
+
+    Args:
+        checkpoint: a run folder (serves its LATEST, else final/) or a checkpoint folder.
+        store: the UserStore (shared with the HTTP layer; it locks internally).
+        device: "auto" or a torch device string.
+        reload_interval: seconds between stats of LATEST (0: before every batch).
+        embedding_cache: the history encoder's cache file (None: the shared pplug cache).
+        max_cached_users: size of the per-user context LRU.
+        expose_soft_prompts: add each row's soft prompt (P x D floats) to its result (tests, debugging;
+            off in production: it is derived from the user's history).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, store: UserStore, device: str = "auto",
+                 reload_interval: float = 1.0, embedding_cache: Any = None, max_cached_users: int = 4096,
+                 expose_soft_prompts: bool = False):
+        self.root = Path(checkpoint)
+        self.store = store
+        self.device = resolve_device(device)
+        self.reload_interval = float(reload_interval)
+        self.max_cached_users = int(max_cached_users)
+        self.expose_soft_prompts = bool(expose_soft_prompts)
+        folder = resolve_checkpoint(self.root)
+        model = PPlugModel.from_pretrained(folder, cache_path=embedding_cache)
+        self.snapshot = self._snapshot(self._to_device(model), folder)
+        self.encoder = model.history_encoder
+        self.spec = get_task(model.config.task)
+        self.encoder_lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[tuple, UserContext]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._latest_stat = self._stat_latest()
+        self._last_check = time.monotonic()
+        self.stats = {"batches": 0, "rows": 0, "max_batch_seen": 0, "reloads": 0, "cache_hits": 0, "cache_misses": 0}
+
+    # --- versions ---
+
+    def _to_device(self, model: PPlugModel) -> PPlugModel:
+        """The one place the model is moved (the lead's runtime module will own device choice)."""
+        model.eval()
+        return model.to(self.device) if model.device != self.device else model
+
+    def _snapshot(self, model: PPlugModel, folder: Path) -> Snapshot:
+        run = run_settings(folder, model.config)
+        return Snapshot(model, folder, folder.name, run["method"], run["retrieval_k"], run["retriever"],
+                        checkpoint_decoding(folder, model.config))
+
+    def _stat_latest(self) -> tuple | None:
+        try:
+            st = (self.root / LATEST_FILE).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def maybe_reload(self) -> bool:
+        """Serve a newly promoted version if LATEST changed (a stat; the LLM and encoder are reused)."""
+        now = time.monotonic()
+        if now - self._last_check < self.reload_interval:
+            return False
+        self._last_check = now
+        stat = self._stat_latest()
+        if stat == self._latest_stat:
+            return False
+        self._latest_stat = stat
+        cur = self.snapshot
+        try:
+            folder = resolve_checkpoint(self.root)
+            if folder == cur.folder:
+                return False
+            model = PPlugModel.from_pretrained(folder, llm=cur.model.llm, history_encoder=cur.model.history_encoder)
+            if model.config.task != cur.model.config.task:
+                raise ValueError(f"{folder}: task {model.config.task} differs from the served {cur.model.config.task}")
+            snap = self._snapshot(self._to_device(model), folder)
+        except (OSError, ValueError) as e:  # a bad promotion must not take the server down: keep serving
+            print(f"pplug serve: keeping {cur.version}: cannot load the new LATEST ({e})", file=sys.stderr)
+            return False
+        self.snapshot = snap
+        self.stats["reloads"] += 1
+        print(f"pplug serve: now serving {snap.version} ({snap.folder})", file=sys.stderr)
+        return True
+
+    # --- per-user context ---
+
+    def cold_context(self, user_id: str | None = None) -> UserContext:
+        return UserContext(user_id, [], torch.zeros(0, self.encoder.dim), None, cold_start=True)
+
+    def user_context(self, user_id: str | None) -> tuple[UserContext, bool]:
+        """(the user's context, cache hit?); unknown or absent users get the cold-start context."""
+        if user_id is None or not self.store.has_user(user_id):
+            return self.cold_context(user_id), False
+        try:
+            return self._stored_context(user_id)
+        except UnknownUserError:  # erased between the check and the reads
+            return self.cold_context(user_id), False
+
+    def _stored_context(self, user_id: str) -> tuple[UserContext, bool]:
+        # read the key before the rows: an interaction landing in between only makes the entry newer than
+        # its key, and the next request re-reads it
+        key = (self.store.last_user_interaction_id(user_id), self.store.persona_version(user_id),
+               self.snapshot.version)
+        with self._cache_lock:
+            hit = self._cache.get(user_id)
+            if hit is not None and hit[0] == key:
+                self._cache.move_to_end(user_id)
+                self.stats["cache_hits"] += 1
+                return hit[1], True
+        items = self.store.history_items(user_id, task=self.spec.name)
+        texts = [self.spec.history_text(it) for it in items]
+        persona = render(self.store.persona(user_id), None, max_chars=GENERATE_PERSONA_CHARS) or None
+        with self.encoder_lock:
+            # erasure holds this lock from its cache deletes to its store commit: a user erased while we
+            # read must not have its texts written back to the embedding cache, nor a context cached
+            if not self.store.has_user(user_id):
+                raise UnknownUserError(user_id)
+            emb = self.encoder.encode(texts) if texts else torch.zeros(0, self.encoder.dim)
+            ctx = UserContext(user_id, items, emb, persona, cold_start=not items)
+            with self._cache_lock:
+                self._cache[user_id] = (key, ctx)
+                self._cache.move_to_end(user_id)
+                while len(self._cache) > self.max_cached_users:
+                    self._cache.popitem(last=False)
+                self.stats["cache_misses"] += 1
+        return ctx, False
+
+    def invalidate(self, user_id: str) -> int:
+        """Drop a user's cached context (after erasure; history changes already change the key)."""
+        with self._cache_lock:
+            return int(self._cache.pop(user_id, None) is not None)
+
+    # --- rows and batches ---
+
+    def prepare(self, input_text: str, ctx: UserContext, max_new_tokens: int | None = None) -> Row:
+        """The row of one request: the LaMP-style prompt (input wrapped in the task's instruction when it
+        is plain content, persona text, retrieved items for retrieval methods)."""
+        snap, spec = self.snapshot, self.spec
+        text = input_text if any(m in input_text for m in spec.query_markers) else spec.make_input(input_text)
+        llm = snap.model.llm
+        k = resolve_k(get_method(snap.method), snap.retrieval_k)
+        retrieved = None
+        if k and snap.retriever == "embedding":
+            items = ctx.items
+            if ctx.emb.shape[0] and items:
+                q = self.encoder.encode_uncached([spec.query_text(text)])[0]
+                retrieved = [[items[i] for i in top_k(ctx.emb, q, k)]]
+            else:
+                retrieved = [[]]
+        ex = Example(id="0", input=text, profile=ctx.items, user_id=ctx.user_id)
+        batch = build_batch(spec, [ex], snap.method, causal=not llm.is_seq2seq, max_history=snap.model.config.max_history,
+                            retrieved=retrieved, retrieval_k=k or None, retriever=snap.retriever,
+                            personas=[ctx.persona], with_targets=False, budget=llm.prompt_budget())
+        return Row(batch.prompts[0], batch.queries[0], ctx, max_new_tokens)
+
+    @torch.no_grad()
+    def run_batch(self, rows: list[Row]) -> list[dict]:
+        """Outputs for rows of possibly different users: one embedder call, one LLM pass per generation budget."""
+        self.maybe_reload()
+        snap = self.snapshot
+        model, llm = snap.model, snap.model.llm
+        n_max = model.config.max_history
+        kept = [r.ctx.emb[-n_max:] for r in rows]
+        n = max((int(e.shape[0]) for e in kept), default=0)
+        emb = torch.zeros(len(rows), n, self.encoder.dim)
+        mask = torch.zeros(len(rows), n, dtype=torch.bool)
+        for i, e in enumerate(kept):
+            emb[i, : e.shape[0]] = e
+            mask[i, : e.shape[0]] = True
+        queries = [r.query for r in rows]
+        q_in: Any = None
+        if model.embedder.needs_query:
+            q_in = queries if model.embedder.needs_query_text else self.encoder.encode_uncached(queries)
+        prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in)  # (B, P, D)
+        spec = self.spec
+        outs: list[dict] = [{} for _ in rows]
+        if spec.labels:
+            groups = {None: list(range(len(rows)))}
+        else:
+            groups: dict[int | None, list[int]] = {}
+            for i, r in enumerate(rows):
+                groups.setdefault(r.max_new_tokens or spec.max_new_tokens, []).append(i)
+        for budget, idx in groups.items():
+            sub = _Prefixed(llm, prefix[idx])
+            batch = PPlugBatch([rows[i].prompt for i in idx], [queries[i] for i in idx], [[] for _ in idx])
+            texts = decode(sub, spec, batch, decoding=snap.decoding, max_new_tokens=budget)
+            probs = sub.last_logp.float().softmax(-1).cpu() if sub.last_logp is not None else None
+            for j, i in enumerate(idx):
+                outs[i] = {"text": texts[j], "history_items": int(kept[i].shape[0]),
+                           "label_probs": ({lab: float(p) for lab, p in zip(spec.labels, probs[j])}
+                                           if probs is not None else None)}
+        n_prompt = [len(ids) for ids in llm.prompt_ids([r.prompt for r in rows])]
+        for i, o in enumerate(outs):
+            if self.expose_soft_prompts:
+                o["soft_prompt"] = prefix[i].float().cpu().tolist()
+            o.update(version=snap.version, decoding=snap.decoding if spec.labels else "greedy", batch_size=len(rows),
+                     prompt_tokens=n_prompt[i] + int(prefix.shape[1]),
+                     completion_tokens=len(llm.tokenizer(o["text"], add_special_tokens=False)["input_ids"]))
+        self.stats["batches"] += 1
+        self.stats["rows"] += len(rows)
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(rows))
+        return outs
+
+
+class Batcher:
+    """Dynamic batching: rows queue up; one thread takes the first, waits up to `window_ms` for more (at most
+    `max_batch` in all), runs them as one batch and hands each caller its result.
+
+    `max_batch=1` serves every request on its own (the unbatched baseline of the load benchmark).
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 32, window_ms: float = 10.0):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.engine, self.max_batch, self.window = engine, int(max_batch), max(0.0, window_ms) / 1000.0
+        self._q: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="pplug-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def submit(self, row: Row) -> dict:
+        """Queue a row and wait for its output (raises what the batch raised)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._q.put((row, loop, fut))
+        return await fut
+
+    def _collect(self, first) -> tuple[list, bool]:
+        items, stop = [first], False
+        deadline = time.monotonic() + self.window
+        while len(items) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = self._q.get(timeout=remaining) if remaining > 0 else self._q.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                stop = True
+                break
+            items.append(nxt)
+        return items, stop
+
+    def _run(self, rows: list[Row]) -> list[Any]:
+        """Results (or the exception) per row; a failing batch is retried row by row, so one bad row
+        fails only its own request."""
+        try:
+            return self.engine.run_batch(rows)
+        except Exception as e:
+            if len(rows) == 1:
+                return [e]
+        return [self._run([r])[0] for r in rows]
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._q.get()
+            if first is None:
+                return
+            items, stop = self._collect(first)
+            results = self._run([row for row, _, _ in items])
+            for (_, loop, fut), res in zip(items, results):
+                loop.call_soon_threadsafe(_settle, fut, res)
+
+
+def _settle(fut: asyncio.Future, res: Any) -> None:
+    if fut.done():  # the client went away
+        return
+    if isinstance(res, BaseException):
+        fut.set_exception(res)
+    else:
+        fut.set_result(res)
+
+
+__all__ = ["Batcher", "Engine", "Row", "Snapshot", "UserContext", "checkpoint_decoding", "resolve_device"]

@@ -1,0 +1,456 @@
+"""`pplug serve`: an OpenAI-compatible HTTP server, one frozen LLM personalising outputs for many users.
+
+    GET  /health                         no key: status, served version, batching counters
+    GET  /v1/models                      the served model (id = --model-name, default "pplug-<run folder>")
+    POST /v1/completions                 OpenAI completions; `user` picks the user whose history personalises
+    POST /v1/chat/completions            OpenAI chat; the input is the last "user" message's content
+    POST /v1/users                       admin: create a user -> that user's API key (shown once)
+    GET  /v1/users                       admin: list users
+    GET  /v1/users/{id}                  admin or the user: persona, version, history counts
+    POST /v1/users/{id}/history          admin or the user: append history items (takes effect at the next request)
+    DELETE /v1/users/{id}                admin or the user: erasure; the reply says what was removed
+
+Keys (`Authorization: Bearer <key>`): the admin key (`--admin-key` or $PPLUG_ADMIN_KEY) manages users and may
+generate for any `user`; a user key (created with the user; the store keeps only its sha256) reaches only
+that user's data and generates only for that user. An unknown `user` (admin key) or a user without history
+is a cold start: the checkpoint's learned default user vector, said in the reply's `pplug.cold_start`.
+Instead of `user`, a request may carry `user_vector` (privacy mode, see `pplug.private`).
+
+Outputs are task-aware: the checkpoint's task decides the prompt (plain content is wrapped in the task's
+instruction) and the decoding (labels and ratings are scored, ratings with the checkpoint's decoding;
+generation is greedy, the first line kept). Sampling parameters (temperature, top_p, ...) are accepted and
+ignored: outputs are deterministic. Every error is a 4xx/5xx JSON body in OpenAI's shape
+`{"error": {"message", "type", "param", "code"}}`, and a rejected request changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# Today's homes of the core pieces (the refactor moves them; re-point here in one place).
+from .adapt import AdaptError, add_history
+from .persona import PersonaError
+from .private import parse_user_vector
+from .serve_batching import Batcher, Engine, UserContext
+from .store import DuplicateUserError, StoreError, UnknownUserError, UserStore, default_store_path
+
+USER_KEY_PREFIX = "pplug-u-"
+
+
+@dataclass
+class Limits:
+    """Bounds on one request (larger -> 4xx, nothing changed)."""
+
+    max_body_bytes: int = 2_000_000
+    max_input_chars: int = 8_000
+    max_prompts: int = 8
+    max_new_tokens: int = 256
+    max_history_items: int = 1_000
+    """Items per history upload."""
+    max_item_chars: int = 20_000
+    """Characters of one history item (its JSON)."""
+
+
+class APIError(Exception):
+    """An error reply in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+
+
+def _error_response(status: int, message: str, type_: str, param: str | None, code: str | None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status)
+
+
+def hash_key(key: str) -> str:
+    """sha256 hex of an API key (what the store keeps)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+# --- request bodies (extra fields allowed: OpenAI clients send more than we use) ---
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _GenerateBody(_Body):
+    model: str
+    user: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    n: int = 1
+    stream: bool = False
+    user_vector: dict | None = None
+
+
+class CompletionBody(_GenerateBody):
+    prompt: str | list[str]
+
+
+class ChatMessage(_Body):
+    role: str
+    content: str | list[dict] | None = None
+
+
+class ChatBody(_GenerateBody):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CreateUserBody(_Body):
+    user_id: str = Field(min_length=1, max_length=200)
+    task: str | None = None
+    persona: dict | None = None
+
+
+class HistoryBody(_Body):
+    items: list[dict]
+
+
+# --- the app ---
+
+
+def erase_user(store: UserStore, user_id: str, encoder: Any) -> dict[str, int]:
+    """Erasure across the store and the embedding cache; returns counts of what was removed.
+
+    Cached embeddings of the user's history texts are deleted unless another user has the same text (then
+    kept and counted under "embedding_cache_kept_shared"). Cache deletes run first: should the store
+    transaction then fail, the cache is merely colder, and the user can be erased again.
+    """
+    from .tasks import get_task
+
+    def texts(rows) -> set[str]:
+        out = set()
+        for r in rows:  # the same text the item was embedded from (see add_history / backfill_memory)
+            try:
+                out.add(get_task(r.task).history_text(r.item) if r.task else json.dumps(r.item, sort_keys=True))
+            except (ValueError, KeyError):
+                continue
+        return out
+
+    mine = texts(store.history(user_id))
+    shared = mine & texts(r for r in store.interactions_since(0) if r.user_id != user_id)  # a scan: erasure is rare
+    cache_rows = encoder.forget(sorted(mine - shared))
+    counts = store.delete_user(user_id)
+    return {**counts, "embedding_cache_rows": cache_rows, "embedding_cache_kept_shared": len(shared)}
+
+
+def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStore, admin_key: str | None = None,
+               device: str = "auto", max_batch: int = 32, window_ms: float = 10.0, reload_interval: float = 1.0,
+               model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None,
+               expose_soft_prompts: bool = False) -> FastAPI:
+    """The server app (load the model once; `uvicorn.run(app)` serves it).
+
+    Args:
+        checkpoint: run folder (serves LATEST, picks up new promotions) or a checkpoint folder.
+        store: UserStore or its SQLite path (created if missing).
+        admin_key: the admin API key (default $PPLUG_ADMIN_KEY; neither -> ValueError).
+        device: "auto" or a torch device.
+        max_batch, window_ms: dynamic batching (max_batch=1: unbatched).
+        reload_interval: seconds between checks of LATEST.
+        model_name: the model id clients pass (default "pplug-<run folder name>").
+        embedding_cache: the history encoder's cache file (None: the shared pplug cache).
+        limits: request bounds.
+        expose_soft_prompts: replies carry `pplug.soft_prompt` (the P x D prompt each input got); for tests and
+            debugging only.
+    """
+    admin_key = admin_key or os.environ.get("PPLUG_ADMIN_KEY")
+    if not admin_key:
+        raise ValueError("pplug serve needs an admin key: pass --admin-key or set PPLUG_ADMIN_KEY")
+    limits = limits or Limits()
+    store = store if isinstance(store, UserStore) else UserStore(store)
+    engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache,
+                    expose_soft_prompts=expose_soft_prompts)
+    batcher = Batcher(engine, max_batch=max_batch, window_ms=window_ms)
+    root = Path(checkpoint).resolve()
+    name = model_name or f"pplug-{(root.parent if root.name == engine.snapshot.version else root).name}"
+    started = int(time.time())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = FastAPI(title="pplug", lifespan=lifespan)
+    app.state.engine, app.state.batcher, app.state.store = engine, batcher, store
+
+    # --- errors: every reply in OpenAI's shape ---
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, e: APIError):
+        return _error_response(e.status, e.message, e.type, e.param, e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        err = e.errors()[0] if e.errors() else {}
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        if err.get("type") == "json_invalid":
+            return _error_response(400, "request body is not valid JSON", "invalid_request_error", None, "invalid_json")
+        param = ".".join(loc) or None
+        return _error_response(400, f"{param or 'body'}: {err.get('msg', 'invalid')}", "invalid_request_error", param,
+                               "missing_field" if err.get("type") == "missing" else "invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, e: StarletteHTTPException):
+        return _error_response(e.status_code, str(e.detail), "invalid_request_error", None,
+                               "not_found" if e.status_code == 404 else None)
+
+    @app.exception_handler(Exception)
+    async def _crash(request, e: Exception):
+        print(f"pplug serve: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return _error_response(500, f"internal error: {type(e).__name__}", "server_error", None, None)
+
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
+            return _error_response(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}",
+                                   "invalid_request_error", None, "request_too_large")
+        return await call_next(request)
+
+    # --- auth ---
+
+    def principal(request: Request) -> str | None:
+        """None for the admin, else the user id the key belongs to (401 otherwise)."""
+        auth = request.headers.get("authorization", "")
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error",
+                           None, "invalid_api_key")
+        key = key.strip()
+        if hmac.compare_digest(key.encode(), admin_key.encode()):
+            return None
+        uid = store.user_for_api_key_hash(hash_key(key)) if key.startswith(USER_KEY_PREFIX) else None
+        if uid is None:
+            raise APIError(401, "invalid API key", "invalid_request_error", None, "invalid_api_key")
+        return uid
+
+    def require_access(who: str | None, user_id: str) -> None:
+        if who is not None and who != user_id:  # same reply whether the other user exists or not
+            raise APIError(403, f"this key may not access user {user_id!r}", "permission_error", None, "permission_denied")
+
+    def require_admin(who: str | None) -> None:
+        if who is not None:
+            raise APIError(403, "this needs the admin key", "permission_error", None, "permission_denied")
+
+    def require_user(user_id: str) -> None:
+        if not store.has_user(user_id):
+            raise APIError(404, f"unknown user {user_id!r}", "invalid_request_error", "user_id", "user_not_found")
+
+    # --- info ---
+
+    @app.get("/health")
+    async def health():
+        snap = engine.snapshot
+        return {"status": "ok", "model": name, "version": snap.version, "task": engine.spec.name,
+                "device": str(engine.device), "max_batch": batcher.max_batch, "window_ms": batcher.window * 1000,
+                "stats": dict(engine.stats)}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        principal(request)
+        snap = engine.snapshot
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "pplug",
+                                            "pplug": {"version": snap.version, "task": engine.spec.name,
+                                                      "method": snap.method, "decoding": snap.decoding}}]}
+
+    # --- generation ---
+
+    def context_for(who: str | None, body: _GenerateBody) -> tuple[UserContext, bool]:
+        if body.model != name:
+            raise APIError(404, f"model {body.model!r} does not exist; this server serves {name!r}",
+                           "invalid_request_error", "model", "model_not_found")
+        if body.stream:
+            raise APIError(400, "stream=true is not supported", "invalid_request_error", "stream", "unsupported")
+        if body.n != 1:
+            raise APIError(400, "n must be 1 (outputs are deterministic)", "invalid_request_error", "n", "unsupported")
+        if body.user_vector is not None:
+            if body.user is not None:
+                raise APIError(400, "send either user or user_vector, not both", "invalid_request_error", "user_vector")
+            snap = engine.snapshot
+            try:
+                emb = parse_user_vector(body.user_vector, engine.encoder.identity, engine.encoder.dim,
+                                        engine.spec.name, snap.model.config.max_history)
+            except ValueError as e:
+                raise APIError(400, str(e), "invalid_request_error", "user_vector", "invalid_value") from None
+            persona = body.user_vector.get("persona") or None
+            return UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True), False
+        user = body.user if body.user is not None else who
+        if who is not None and user != who:
+            raise APIError(403, "a user key generates only for its own user", "permission_error", "user",
+                           "permission_denied")
+        return engine.user_context(user)
+
+    async def generate(request: Request, body: _GenerateBody, inputs: list[str], max_tokens: int | None) -> tuple:
+        who = principal(request)
+        if not inputs or len(inputs) > limits.max_prompts:
+            raise APIError(400, f"between 1 and {limits.max_prompts} prompts per request", "invalid_request_error", "prompt")
+        for x in inputs:
+            if not x.strip():
+                raise APIError(400, "the input is empty", "invalid_request_error", "prompt", "invalid_value")
+            if len(x) > limits.max_input_chars:
+                raise APIError(400, f"input of {len(x)} characters is over the limit of {limits.max_input_chars}",
+                               "invalid_request_error", "prompt", "input_too_large")
+        if max_tokens is not None and max_tokens > limits.max_new_tokens:
+            raise APIError(400, f"max_tokens {max_tokens} is over the limit of {limits.max_new_tokens}",
+                           "invalid_request_error", "max_tokens", "invalid_value")
+        ctx, hit = await run_in_threadpool(context_for, who, body)
+        rows = [await run_in_threadpool(engine.prepare, x, ctx, max_tokens) for x in inputs]
+        outs = await asyncio.gather(*(batcher.submit(r) for r in rows))
+        meta = {"user": ctx.user_id, "private": ctx.private, "cold_start": ctx.cold_start,
+                "history_items": outs[0]["history_items"], "version": outs[0]["version"], "task": engine.spec.name,
+                "decoding": outs[0]["decoding"], "batch_size": [o["batch_size"] for o in outs], "context_cache_hit": hit,
+                "label_probs": [o["label_probs"] for o in outs] if engine.spec.labels else None}
+        if engine.expose_soft_prompts:
+            meta["soft_prompt"] = [o["soft_prompt"] for o in outs]
+        usage = {"prompt_tokens": sum(o["prompt_tokens"] for o in outs),
+                 "completion_tokens": sum(o["completion_tokens"] for o in outs)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return outs, meta, usage
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, body: CompletionBody):
+        inputs = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        outs, meta, usage = await generate(request, body, inputs, body.max_tokens)
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": name, "choices": [{"text": o["text"], "index": i, "logprobs": None, "finish_reason": "stop"}
+                                           for i, o in enumerate(outs)],
+                "usage": usage, "pplug": meta}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request, body: ChatBody):
+        users = [m for m in body.messages if m.role == "user"]
+        if not users:
+            raise APIError(400, "messages: no message with role 'user'", "invalid_request_error", "messages")
+        content = users[-1].content
+        if isinstance(content, list):  # OpenAI content parts: keep the text parts
+            content = "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+        outs, meta, usage = await generate(request, body, [content or ""], body.max_completion_tokens or body.max_tokens)
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": name, "choices": [{"index": 0, "message": {"role": "assistant", "content": outs[0]["text"]},
+                                            "finish_reason": "stop", "logprobs": None}],
+                "usage": usage, "pplug": meta}
+
+    # --- users ---
+
+    @app.post("/v1/users", status_code=201)
+    async def create_user(request: Request, body: CreateUserBody):
+        require_admin(principal(request))
+        key = USER_KEY_PREFIX + secrets.token_urlsafe(24)
+
+        def work():
+            try:
+                store.create_user(body.user_id, body.persona, task=body.task or engine.spec.name)
+            except DuplicateUserError as e:
+                raise APIError(409, str(e), "invalid_request_error", "user_id", "user_exists") from None
+            except (StoreError, PersonaError, ValueError) as e:
+                raise APIError(400, str(e), "invalid_request_error", "user_id", "invalid_value") from None
+            store.set_api_key_hash(body.user_id, hash_key(key))
+            return store.user_task(body.user_id)
+
+        task = await run_in_threadpool(work)
+        return {"object": "user", "user_id": body.user_id, "task": task, "persona_version": 1, "api_key": key}
+
+    @app.get("/v1/users")
+    async def list_users(request: Request):
+        require_admin(principal(request))
+        return {"object": "list", "data": await run_in_threadpool(store.users)}
+
+    @app.get("/v1/users/{user_id}")
+    async def show_user(request: Request, user_id: str):
+        require_access(principal(request), user_id)
+
+        def work():
+            require_user(user_id)
+            return {"object": "user", "user_id": user_id, "task": store.user_task(user_id),
+                    "history": store.count_by_task(user_id), "persona_version": store.persona_version(user_id),
+                    "persona": store.persona(user_id).to_dict()}
+
+        return await run_in_threadpool(work)
+
+    @app.post("/v1/users/{user_id}/history")
+    async def post_history(request: Request, user_id: str, body: HistoryBody):
+        require_access(principal(request), user_id)
+        if not body.items:
+            raise APIError(400, "items: empty list", "invalid_request_error", "items", "invalid_value")
+        if len(body.items) > limits.max_history_items:
+            raise APIError(400, f"items: {len(body.items)} items, at most {limits.max_history_items} per request",
+                           "invalid_request_error", "items", "history_too_large")
+        for i, it in enumerate(body.items):
+            if len(json.dumps(it)) > limits.max_item_chars:
+                raise APIError(400, f"items[{i}]: over {limits.max_item_chars} characters", "invalid_request_error",
+                               f"items.{i}", "history_too_large")
+
+        def work():
+            require_user(user_id)
+            task = store.user_task(user_id) or engine.spec.name
+            try:
+                with engine.encoder_lock:
+                    res = add_history(store, user_id, body.items, engine.encoder, task=task)
+            except (AdaptError, UnknownUserError, StoreError, ValueError) as e:
+                raise APIError(400, str(e), "invalid_request_error", "items", "invalid_value") from None
+            return {"object": "history", "user_id": user_id, "added": len(res.ids), "ids": res.ids,
+                    "history_items": store.count_interactions(user_id), "persona_version": res.persona_version,
+                    "persona_diff": res.diff}
+
+        return await run_in_threadpool(work)
+
+    @app.delete("/v1/users/{user_id}")
+    async def delete_user(request: Request, user_id: str):
+        require_access(principal(request), user_id)
+
+        def work():
+            require_user(user_id)
+            with engine.encoder_lock:  # no request can re-cache the user's texts or context meanwhile
+                removed = erase_user(store, user_id, engine.encoder)
+                removed["soft_prompt_cache_entries"] = engine.invalidate(user_id)
+            return {"object": "user.deleted", "user_id": user_id, "deleted": True, "removed": removed}
+
+        return await run_in_threadpool(work)
+
+    return app
+
+
+def cli_serve(args) -> int:
+    """Handler of `pplug serve`."""
+    import uvicorn
+
+    admin_key = args.admin_key or os.environ.get("PPLUG_ADMIN_KEY")
+    if not admin_key:
+        admin_key = "pplug-admin-" + secrets.token_urlsafe(24)
+        print(f"pplug serve: no --admin-key / PPLUG_ADMIN_KEY given; this run's admin key: {admin_key}", file=sys.stderr)
+    app = create_app(args.checkpoint, args.store or default_store_path(), admin_key=admin_key, device=args.device,
+                     max_batch=args.max_batch, window_ms=args.batch_window_ms, reload_interval=args.reload_interval,
+                     model_name=args.model_name, embedding_cache=args.embedding_cache,
+                     expose_soft_prompts=args.expose_soft_prompts)
+    snap = app.state.engine.snapshot
+    print(f"pplug serve: {snap.folder} (version {snap.version}, task {app.state.engine.spec.name}) on "
+          f"http://{args.host}:{args.port} (max batch {args.max_batch}, window {args.batch_window_ms} ms)",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+__all__ = ["APIError", "Limits", "cli_serve", "create_app", "erase_user", "hash_key"]
