@@ -42,7 +42,8 @@ from typing import Any
 import torch
 
 # Today's homes of the core pieces (the refactor moves them; re-point here in one place).
-from .adapt import read_items, resolve_checkpoint
+from .checkpoints import resolve as resolve_checkpoint
+from .cli import read_items
 from .io import atomic_write_text
 from .model import PPlugModel
 

@@ -36,37 +36,17 @@ from typing import Any
 import torch
 
 # Today's homes of the core pieces (the refactor moves them; re-point here in one place).
-from .adapt import GENERATE_PERSONA_CHARS, LATEST_FILE, resolve_checkpoint, run_settings
+from .adapt import GENERATE_PERSONA_CHARS
+from .checkpoints import LATEST_FILE, resolve as resolve_checkpoint
 from .baselines import build_batch, get_method, resolve_k
 from .data import Example
-from .evaluate import run_config
 from .history import top_k
 from .model import PPlugBatch, PPlugModel
 from .persona import render
 from .store import UnknownUserError, UserStore
 from .tasks import get_task
-from .train_module import DECODINGS, decode
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto" -> cuda, then mps, then cpu; anything else is passed to torch.device (the lead's
-    `pplug.runtime.resolve_device` replaces this helper)."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def checkpoint_decoding(folder: Path, config: Any) -> str:
-    """The rating decoding a checkpoint was trained/validated with (config field, else the run's
-    config.yaml `model.decoding`, else "argmax")."""
-    d = getattr(config, "decoding", None) or run_config(folder).get("decoding") or "argmax"
-    if d not in DECODINGS:
-        raise ValueError(f"{folder}: decoding {d!r} is not one of {DECODINGS}")
-    return d
+from .inference import decode
+from .runtime import resolve_device
 
 
 @dataclass
@@ -149,7 +129,7 @@ class Engine:
         self.max_cached_users = int(max_cached_users)
         self.expose_soft_prompts = bool(expose_soft_prompts)
         folder = resolve_checkpoint(self.root)
-        model = PPlugModel.from_pretrained(folder, cache_path=embedding_cache)
+        model = PPlugModel.from_pretrained(folder, cache_path=embedding_cache, device=self.device)
         self.snapshot = self._snapshot(self._to_device(model), folder)
         self.encoder = model.history_encoder
         self.spec = get_task(model.config.task)
@@ -163,14 +143,13 @@ class Engine:
     # --- versions ---
 
     def _to_device(self, model: PPlugModel) -> PPlugModel:
-        """The one place the model is moved (the lead's runtime module will own device choice)."""
+        """The one place a served model is moved to the server's device."""
         model.eval()
         return model.to(self.device) if model.device != self.device else model
 
     def _snapshot(self, model: PPlugModel, folder: Path) -> Snapshot:
-        run = run_settings(folder, model.config)
-        return Snapshot(model, folder, folder.name, run["method"], run["retrieval_k"], run["retriever"],
-                        checkpoint_decoding(folder, model.config))
+        cfg = model.config  # the folder describes itself: method, retrieval and decoding
+        return Snapshot(model, folder, folder.name, cfg.method, cfg.retrieval_k, cfg.retriever, cfg.decoding)
 
     def _stat_latest(self) -> tuple | None:
         try:
@@ -404,4 +383,4 @@ def _settle(fut: asyncio.Future, res: Any) -> None:
         fut.set_result(res)
 
 
-__all__ = ["Batcher", "Engine", "Row", "Snapshot", "UserContext", "checkpoint_decoding", "resolve_device"]
+__all__ = ["Batcher", "Engine", "Row", "Snapshot", "UserContext"]
