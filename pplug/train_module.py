@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Sequence
@@ -58,7 +59,8 @@ class LaMPBatch:
 
 
 def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "argmax", num_beams: int = 1,
-           max_new_tokens: int | None = None) -> Any:
+           max_new_tokens: int | None = None, *, options: Any = None, specs: Sequence[Any] | None = None,
+           rows: Any = None, stats: dict | None = None) -> Any:
     """Predictions for a text batch, as LaMP output strings.
 
     Labels (classification) and ratings are decoded by scoring every label with `model.choice_logprobs`:
@@ -66,23 +68,39 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
     distribution over "1".."5" (a float string; the official LaMP_3 scorer parses floats; it minimises the
     expected squared error, so RMSE) and `median` its median, the smallest rating whose cumulative
     probability reaches 1/2 (it minimises the expected absolute error, so MAE). Generation
-    tasks decode greedily / with beams and keep the first non-empty line. Several decodings share one
-    forward pass.
+    tasks keep the first non-empty line of: `argmax` greedy (beam search when `num_beams` > 1, as before), or
+    the per-row decodings of `pplug.decoding` ("greedy", "beam", "mbr", "preference"). Several label
+    decodings share one forward pass.
 
     Args:
         model: a PPlugModel (or anything with `choice_logprobs` and `generate`, e.g. the `none` baseline).
         task: the TaskSpec.
         batch: a PPlugBatch.
-        decoding: "argmax", "expected" or "median", or a list of them (then a dict decoding -> predictions).
-        num_beams: beams for generation tasks.
+        decoding: "argmax", "expected" or "median" (labels / ratings), "greedy", "beam", "mbr" or "preference"
+            (generation), or a list of them (then a dict decoding -> predictions).
+        num_beams: beams of `argmax` for generation tasks.
         max_new_tokens: generation budget (None: `task.max_new_tokens`).
+        options: a `pplug.decoding.DecodingSpec` with the sampling / selection settings of named decodings.
+        specs: one DecodingSpec per row (generation tasks): rows decode with their own settings; returns a list.
+        rows: a `pplug.decoding.RowContext` (row keys for the seeds, users' past outputs, the encoder).
+        stats: if given, gets the generation cost added ("rows", "candidates", "seconds").
     """
+    from .decoding import GENERATION_DECODINGS, decode_rows, make_specs
+
+    kind = getattr(task.output_kind, "value", task.output_kind)
+    if specs is not None:
+        if task.labels:
+            raise ValueError(f"per-row decoding specs apply to generation tasks, not {task.name}")
+        return decode_rows(model, batch, list(specs), max_new_tokens or task.max_new_tokens, rows,
+                           clean_generation, stats)
     many = not isinstance(decoding, str)
     decodings = list(decoding) if many else [decoding]
     for d in decodings:
-        if d not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {d!r}")
-    kind = getattr(task.output_kind, "value", task.output_kind)
+        if d not in DECODINGS + GENERATION_DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS + GENERATION_DECODINGS}, got {d!r}")
+        if task.labels and d in GENERATION_DECODINGS:
+            raise ValueError(f"decoding {d!r} applies to generation tasks; {task.name} decodes with "
+                             f"{', '.join(DECODINGS)}")
     out: dict[str, list[str]] = {}
     if task.labels:
         logp = model.choice_logprobs(batch, list(task.labels)).float().cpu()  # (B, C)
@@ -99,9 +117,20 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
             else:
                 out[d] = [task.labels[i] for i in logp.argmax(dim=-1).tolist()]
     else:
-        texts = model.generate(batch, max_new_tokens=max_new_tokens or task.max_new_tokens, num_beams=num_beams)
-        preds = [clean_generation(t) for t in texts]
-        out = {d: preds for d in decodings}
+        budget = max_new_tokens or task.max_new_tokens
+        for d in decodings:
+            if d in GENERATION_DECODINGS:  # per-row machinery of pplug.decoding
+                out[d] = decode_rows(model, batch, make_specs(d, len(batch.prompts), options), budget, rows,
+                                     clean_generation, stats)
+            elif "argmax" not in out:  # label decodings mean greedy (beams with num_beams > 1) here, as before
+                t0 = time.monotonic()
+                out["argmax"] = [clean_generation(t) for t in
+                                 model.generate(batch, max_new_tokens=budget, num_beams=num_beams)]
+                if stats is not None:
+                    stats.update(rows=stats.get("rows", 0) + len(batch.prompts),
+                                 candidates=stats.get("candidates", 0) + len(batch.prompts),
+                                 seconds=stats.get("seconds", 0.0) + time.monotonic() - t0)
+        out = {d: out[d if d in GENERATION_DECODINGS else "argmax"] for d in decodings}
     return out if many else out[decodings[0]]
 
 
