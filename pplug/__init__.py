@@ -8,8 +8,8 @@ prepended, with a trainable instruction vector, to the input embeddings of a fro
 __version__ = "0.1.0"
 
 
-def personalize(model, examples, method: str = "pplug", decoding: str = "argmax", batch_size: int = 16,
-                personas=None, progress: bool = False) -> list[str]:
+def personalize(model, examples, method: str = "pplug", decoding="argmax", batch_size: int = 16,
+                personas=None, progress: bool = False, **decoding_options) -> list[str]:
     """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
 
     Args:
@@ -18,9 +18,14 @@ def personalize(model, examples, method: str = "pplug", decoding: str = "argmax"
         method: how prompts are built ("pplug", "pplug+retrieval", "prompt-tuned", "retrieval"); use the
             method the checkpoint was trained with.
         decoding: "argmax" (labels / ratings / greedy text); for ratings also "expected" (expected value over
-            1..5, best for RMSE) or "median" (median over 1..5, best for MAE).
+            1..5, best for RMSE) or "median" (median over 1..5, best for MAE); for generation tasks also
+            "greedy", "beam", "mbr", "preference", a `pplug.decoding.DecodingSpec`, or a list with one
+            DecodingSpec per example (rows of one batch may decode differently).
         personas: optional persona text per example, written into the prompt after the soft prompt.
+        **decoding_options: DecodingSpec fields for a named decoding (num_samples, temperature, top_p,
+            preference_weight, utility, num_beams, seed).
     """
+    from .decoding import DecodingSpec
     from .evaluate import predict
     from .tasks import get_task
 
@@ -28,7 +33,16 @@ def personalize(model, examples, method: str = "pplug", decoding: str = "argmax"
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
         raise ValueError("personalize: example ids must be unique")
+    specs = options = None
+    if isinstance(decoding, DecodingSpec):
+        specs = [decoding] * len(examples)
+    elif not isinstance(decoding, str):
+        specs = list(decoding)
+    else:
+        options = DecodingSpec(**decoding_options)
     preds = predict(model, get_task(model.config.task), examples, method, causal=not model.llm.is_seq2seq,
-                    decodings=[decoding], batch_size=batch_size, max_history=model.config.max_history,
-                    encoder=model.history_encoder, personas=personas, progress=progress)[decoding]
+                    decodings=[decoding] if specs is None else [], batch_size=batch_size,
+                    max_history=model.config.max_history, encoder=model.history_encoder, personas=personas,
+                    progress=progress, options=options, specs=specs)
+    preds = next(iter(preds.values()))
     return [preds[i] for i in ids]

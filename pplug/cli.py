@@ -185,6 +185,22 @@ _SUBCOMMANDS += [_add_user, _add_adapt]
 # --- model: generate ---
 
 
+_GEN_DECODINGS = ["greedy", "beam", "mbr", "preference"]
+
+
+def _add_decoding_options(p) -> None:
+    """Settings of the sampling decodings (mbr, preference) of generation tasks."""
+    g = p.add_argument_group("sampling decodings (generation tasks: mbr, preference)")
+    g.add_argument("--num-samples", type=int, default=8, help="sampled candidates per row besides greedy (default: 8)")
+    g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
+    g.add_argument("--top-p", type=float, default=0.95, help="nucleus mass kept when sampling (default: 0.95)")
+    g.add_argument("--preference-weight", type=float, default=0.5,
+                   help="w in (1 - w) * consensus + w * similarity to the user's past outputs (default: 0.5)")
+    g.add_argument("--utility", default="rouge1", choices=["rouge1", "rougeL", "embedding"],
+                   help="MBR utility between candidates (default: rouge1)")
+    g.add_argument("--sampling-seed", type=int, default=0, help="sampling seed (each row's follows its id)")
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="personalized outputs from a saved PPlug model (one input or a questions file)")
     p.add_argument("--checkpoint", required=True, help="folder written by save_pretrained (or a run folder with final/)")
@@ -196,10 +212,13 @@ def _add_generate(sub) -> None:
     p.add_argument("--method", default=None, help="prompt method (default: from the run's config.yaml, else "
                    "pplug / prompt-tuned from the checkpoint)")
     p.add_argument("--retrieval-k", type=int, default=None, help="retrieved items in the prompt (retrieval methods)")
-    p.add_argument("--decoding", default="argmax", choices=["argmax", "expected", "median"],
+    p.add_argument("--decoding", default="argmax", choices=["argmax", "expected", "median", *_GEN_DECODINGS],
                    help="label tasks: most likely label; ratings (LaMP_3) also: expected value (best for RMSE) or "
-                        "median (best for MAE) over 1..5")
+                        "median (best for MAE) over 1..5; generation tasks: argmax (= greedy), greedy, beam, mbr "
+                        "(minimum Bayes risk over sampled candidates) or preference (MBR weighted toward the user's "
+                        "past outputs); see docs/decoding.md")
     p.add_argument("--num-beams", type=int, default=1)
+    _add_decoding_options(p)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--base-model", default=None, help="override the base LLM path (must be the same model)")
@@ -211,7 +230,7 @@ def _run_generate(args) -> int:
     from pathlib import Path
 
     from pplug.data import LaMPDataError, parse_questions, read_json, write_outputs
-    from pplug.evaluate import predict, run_config
+    from pplug.evaluate import decoding_options, predict, run_config
     from pplug.model import CONFIG_NAME, CheckpointError, PPlugModel
     from pplug.tasks import get_task
 
@@ -251,7 +270,7 @@ def _run_generate(args) -> int:
                     batch_size=args.batch_size, max_history=config.max_history, retrieval_k=retrieval_k,
                     retriever=run.get("retriever") or "bm25", encoder=model.history_encoder,
                     num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                    progress=len(examples) > args.batch_size)[args.decoding]
+                    progress=len(examples) > args.batch_size, options=decoding_options(args))[args.decoding]
     if args.out:
         write_outputs(args.out, task.name, preds)
         print(f"wrote {len(preds)} predictions ({task.name}) to {args.out}")
@@ -282,9 +301,10 @@ def _add_evaluate(sub) -> None:
                    choices=["none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"],
                    help="methods to run (default: none + every method with weights + pplug+retrieval)")
     p.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
-    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected", "median"],
+    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected", "median", *_GEN_DECODINGS],
                    help="ratings: most likely label, expected value (best for RMSE) and/or median (best for MAE) "
-                        "over 1..5 (rows 'method [expected]', 'method [median]')")
+                        "over 1..5 (rows 'method [expected]', 'method [median]'); generation tasks: greedy (= argmax), "
+                        "beam, mbr and/or preference (rows 'method [mbr]' ...; cost per row in the metrics JSON)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="subsampling seed")
     p.add_argument("--base-model", default=None, help="frozen LLM for `none` when no checkpoint is given")
@@ -295,6 +315,7 @@ def _add_evaluate(sub) -> None:
                    help="generation budget for generation tasks (default: the task's, 128 for LaMP_4-7)")
     p.add_argument("--persona", action="store_true",
                    help="write the persona derived from each user's history into the prompts (ablation)")
+    _add_decoding_options(p)
     p.set_defaults(handler=_run_evaluate)
 
 

@@ -148,15 +148,26 @@ def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
 def predict(model: Any, task: Any, examples: Sequence[Any], method: str, causal: bool, decodings: Sequence[str],
             batch_size: int = 16, max_history: int | None = None, retrieval_k: int | None = None,
             retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
-            personas: Sequence[str | None] | None = None, progress: bool = False) -> dict[str, dict[str, str]]:
+            personas: Sequence[str | None] | None = None, progress: bool = False, options: Any = None,
+            specs: Sequence[Any] | None = None, stats: dict | None = None) -> dict[str, dict[str, str]]:
     """Decode `examples` with one method: decoding -> (id -> prediction).
 
     The prompts come from `pplug.baselines.build_batch` (the code the training data module uses).
+    Generation tasks also take the decodings of `pplug.decoding` ("greedy", "beam", "mbr", "preference"),
+    set by `options` (a DecodingSpec), or `specs`: one DecodingSpec per example (returned under "per-row").
+    Sampling seeds follow the example ids, so outputs do not depend on batching. `stats` gets the cost.
     """
     import torch
 
     from .baselines import build_batch
+    from .decoding import RowContext, user_outputs
     from .train_module import decode
+
+    if specs is not None:
+        specs = list(specs)
+        if len(specs) != len(examples):
+            raise ValueError(f"predict: {len(specs)} decoding specs for {len(examples)} examples")
+        decodings = ["per-row"]
 
     k = resolve_k(method, retrieval_k)
     llm = getattr(model, "llm", None)
@@ -177,8 +188,16 @@ def predict(model: Any, task: Any, examples: Sequence[Any], method: str, causal:
             batch = build_batch(task, rows, method, causal=causal, max_history=max_history, retrieved=retrieved,
                                 retrieval_k=k or None, with_targets=False, budget=budget,
                                 personas=personas[i : i + batch_size] if personas is not None else None)
-            preds = decode(model, task, batch, decoding=list(decodings), num_beams=num_beams,
-                           max_new_tokens=max_new_tokens)
+            rows_ctx = None
+            if not task.labels:
+                rows_ctx = RowContext(keys=[ex.id for ex in rows], encoder=encoder,
+                                      user_outputs=[user_outputs(task, ex.profile, max_history) for ex in rows])
+            if specs is not None:
+                preds = {"per-row": decode(model, task, batch, specs=specs[i : i + batch_size], rows=rows_ctx,
+                                           max_new_tokens=max_new_tokens, stats=stats)}
+            else:
+                preds = decode(model, task, batch, decoding=list(decodings), num_beams=num_beams,
+                               max_new_tokens=max_new_tokens, options=options, rows=rows_ctx, stats=stats)
             for dec, p in preds.items():
                 out[dec].update(zip((ex.id for ex in rows), p))
             if bar is not None:
@@ -270,6 +289,7 @@ def evaluate(
     progress: bool = True,
     persona: bool = False,
     max_new_tokens: int | None = None,
+    decoding_options: Any = None,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -279,7 +299,8 @@ def evaluate(
         split: split name ("dev").
         methods: methods to run (None: `none` + every method with weights, + pplug+retrieval when pplug has some).
         max_examples: seeded random subset of the split.
-        decodings: "argmax", "expected" and/or "median" (the last two apply to ratings; other tasks ignore them).
+        decodings: "argmax", "expected" and/or "median" (the last two apply to ratings; other tasks ignore them);
+            generation tasks also "greedy", "beam", "mbr", "preference" ("argmax" = greedy, beams if num_beams > 1).
         out: predictions path; one method -> exactly this file, several -> `<stem>.<method>.json`; the metrics
             go to `<stem>.metrics.json`. None: `<run>/eval/<split>_preds.json` of the first checkpoint, or
             `eval/<split>_preds.json`.
@@ -293,18 +314,21 @@ def evaluate(
         persona: write the persona derived from each user's history into every method's prompt (the AI
             Persona ablation; pair it with checkpoints trained with `--data.persona true`).
         max_new_tokens: generation budget of generation tasks (None: the task's, e.g. 128 for LaMP_4-7).
+        decoding_options: a `pplug.decoding.DecodingSpec` with the sampling / selection settings.
 
     Returns:
-        {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...}}
+        {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
+         "cost": {row: {"candidates_per_row", "seconds_per_row"}} (generation tasks)}
     """
     from .data import load_split, write_outputs
     from .io import atomic_write_json
     from .metrics import format_table, score
+    from .decoding import GENERATION_DECODINGS
     from .train_module import DECODINGS, subsample
 
     for d in decodings:
-        if d not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {d!r}")
+        if d not in DECODINGS + GENERATION_DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS + GENERATION_DECODINGS}, got {d!r}")
     runs = resolve_checkpoints(checkpoints)
     if methods is None:
         methods = ["none"] + [m for m in METHODS if m in runs]
@@ -333,7 +357,7 @@ def evaluate(
     examples = subsample(loaded.examples, max_examples, seed)
     golds = {ex.id: ex.output for ex in examples if ex.output is not None}
     kind = getattr(task.output_kind, "value", task.output_kind)
-    decs = list(decodings) if kind == "rating" else ["argmax"]
+    decs = _task_decodings(kind, decodings, num_beams)
     causal = not bool(getattr(llm, "is_seq2seq", False))
 
     out_path = Path(out) if out else _default_out(selected, split)
@@ -343,6 +367,7 @@ def evaluate(
     files: dict[str, str] = {}
     seconds: dict[str, float] = {}
     all_preds: dict[str, dict[str, str]] = {}
+    cost: dict[str, dict[str, float]] = {}
     for m, r in selected.items():
         t0 = time.monotonic()
         cfg = models[m].config if r.checkpoint is not None else base_cfg
@@ -354,13 +379,21 @@ def evaluate(
             from .persona import history_personas
 
             personas = history_personas(task, examples, max_hist)
-        preds = predict(models[m], task, examples, m, causal, decs, batch_size=batch_size, max_history=max_hist,
-                        retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
-                        max_new_tokens=max_new_tokens, progress=progress, personas=personas)
+        # generation decodings run one at a time so that each one's cost is its own
+        groups = [[d] for d in decs] if kind == "generation" else [decs]
+        for group in groups:
+            stats: dict = {}
+            preds = predict(models[m], task, examples, m, causal, group, batch_size=batch_size,
+                            max_history=max_hist, retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder,
+                            num_beams=num_beams, max_new_tokens=max_new_tokens, progress=progress, personas=personas,
+                            options=decoding_options, stats=stats)
+            for dec, p in preds.items():
+                row = m if len(decs) == 1 or dec in ("argmax", "greedy") else f"{m} [{dec}]"
+                all_preds[row] = p
+                if stats.get("rows"):
+                    cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
+                                 "seconds_per_row": round(stats["seconds"] / stats["rows"], 4)}
         seconds[m] = round(time.monotonic() - t0, 2)
-        for dec, p in preds.items():
-            row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
-            all_preds[row] = p
     if floors:
         train_golds = None
         try:
@@ -377,7 +410,7 @@ def evaluate(
             write_outputs(path, task.name, p)
             files[row] = str(path)
     report = {"task": task.name, "split": split, "data": str(data), "n": len(examples),
-              "decodings": decs, "metrics": results, "files": files, "seconds": seconds,
+              "decodings": decs, "metrics": results, "files": files, "seconds": seconds, "cost": cost,
               "checkpoints": {m: str(r.checkpoint) if r.checkpoint else None for m, r in selected.items()},
               "notes": {m: r.note for m, r in selected.items() if r.note}}
     metrics_path = Path(f"{stem}.metrics.json")
@@ -386,6 +419,22 @@ def evaluate(
     if results:
         report["table"] = format_table(results, title=f"{task.name} {split} (n={len(examples)}, {data})")
     return report
+
+
+def _task_decodings(kind: str, decodings: Sequence[str], num_beams: int) -> list[str]:
+    """The decodings that apply to a task kind: ratings take argmax / expected / median, labels argmax,
+    generation its own ("argmax" -> "greedy" unless beams are asked for, as before); one-line error otherwise."""
+    from .decoding import GENERATION_DECODINGS
+
+    gen = [d for d in decodings if d in GENERATION_DECODINGS]
+    if kind != "generation":
+        if gen:
+            raise ValueError(f"--decoding {gen[0]} applies to generation tasks; {kind} tasks take argmax"
+                             + (", expected, median" if kind == "rating" else ""))
+        return list(decodings) if kind == "rating" else ["argmax"]
+    if "argmax" in decodings or not gen:
+        gen.insert(0, "greedy" if num_beams == 1 else "argmax")
+    return list(dict.fromkeys(gen))
 
 
 def _slug(row: str) -> str:
@@ -403,13 +452,25 @@ def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
 # CLI
 
 
+def decoding_options(args) -> Any:
+    """The DecodingSpec of `--num-samples --temperature --top-p --preference-weight --utility --sampling-seed`
+    (`--num-beams` > 1 also sets the width of `beam`)."""
+    from .decoding import DecodingSpec
+
+    beams = getattr(args, "num_beams", 1)
+    return DecodingSpec(num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
+                        preference_weight=args.preference_weight, utility=args.utility, seed=args.sampling_seed,
+                        **({"num_beams": beams} if beams > 1 else {}))
+
+
 def run_cli(args) -> int:
     """Handler of `pplug evaluate` (the parser lives in pplug/cli.py)."""
     report = evaluate(args.checkpoint, args.data, split=args.split, methods=args.method,
                       max_examples=args.max_examples, decodings=args.decoding, out=args.out,
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
                       embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
-                      persona=args.persona, max_new_tokens=args.max_new_tokens)
+                      persona=args.persona, max_new_tokens=args.max_new_tokens,
+                      decoding_options=decoding_options(args))
     if "table" in report:
         print(report["table"])
     for row, path in report["files"].items():
@@ -418,5 +479,5 @@ def run_cli(args) -> int:
     return 0
 
 
-__all__ = ["FrozenBaseline", "MethodRun", "evaluate", "floor_predictions", "load_models", "predict",
+__all__ = ["FrozenBaseline", "MethodRun", "decoding_options", "evaluate", "floor_predictions", "load_models", "predict",
            "resolve_checkpoints", "run_cli", "run_config"]

@@ -150,3 +150,35 @@ def test_decode_dispatch_keeps_argmax_and_rejects_generation_decodings_for_ratin
     assert len(out["mbr"]) == 2
     with pytest.raises(ValueError, match="generation tasks"):
         decode(gen_model, get_task("LaMP_3"), batch, decoding="mbr")
+
+
+def test_personalize_and_evaluate_take_generation_decodings(gen_model, tmp_path):
+    import json
+
+    import pplug
+    from pplug.cli import main
+    from pplug.data import write_split
+
+    exs = _examples()
+    specs = [DecodingSpec("mbr", num_samples=2, temperature=4.0), DecodingSpec("greedy")] * 2
+    per_row = pplug.personalize(gen_model, exs, decoding=specs, batch_size=3)
+    one_by_one = [pplug.personalize(gen_model, [ex], decoding=[s])[0] for ex, s in zip(exs, specs)]
+    assert per_row == one_by_one
+    assert pplug.personalize(gen_model, exs[:2], decoding="argmax") == \
+        pplug.personalize(gen_model, exs[:2], decoding="greedy")
+
+    gen_model.save_pretrained(tmp_path / "run" / "final")
+    write_split(tmp_path / "data", "dev", "LaMP_6", exs)
+    out = tmp_path / "eval" / "preds.json"
+    rc = main(["evaluate", "--checkpoint", f"pplug={tmp_path / 'run' / 'final'}", "--data", str(tmp_path / "data"),
+               "--method", "pplug", "--decoding", "argmax", "mbr", "preference", "--num-samples", "2",
+               "--temperature", "4", "--max-new-tokens", "6", "--out", str(out)])
+    assert rc == 0
+    report = json.loads((tmp_path / "eval" / "preds.metrics.json").read_text())
+    assert set(report["metrics"]) == {"pplug", "pplug [mbr]", "pplug [preference]"}
+    assert report["cost"]["pplug"]["candidates_per_row"] == 1.0
+    assert report["cost"]["pplug [mbr]"]["candidates_per_row"] == 3.0
+    assert report["cost"]["pplug [preference]"]["seconds_per_row"] > 0
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--method", "none", "--decoding", "beam",
+                 "--max-new-tokens", "4", "--base-model", str(gen_model.config.base_model_name_or_path),
+                 "--out", str(tmp_path / "none.json")]) == 0
