@@ -193,9 +193,10 @@ def preference_select(cands: Candidates, past: Sequence[str], encoder: Any, weig
 
 def candidate_pools(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_tokens: int,
                     keys: Sequence[str], clean: Callable[[str], str] = str.strip,
-                    prefix: torch.Tensor | None = None) -> list[Candidates | None]:
+                    prefix: torch.Tensor | None = None, first_line: bool = False) -> list[Candidates | None]:
     """Greedy + `num_samples` samples for every sampling row (None for greedy / beam rows), in one greedy and
-    one sampling pass. `model` is a PPlugModel (its prefix) or anything with `.llm` (no prefix)."""
+    one sampling pass. `model` is a PPlugModel (its prefix) or anything with `.llm` (no prefix).
+    `first_line`: stop each sequence after its first non-empty line (only when `clean` keeps just that line)."""
     rows = [i for i, s in enumerate(specs) if s.samples]
     pools: list[Candidates | None] = [None] * len(specs)
     if not rows:
@@ -205,10 +206,11 @@ def candidate_pools(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_n
         prefix = _prefix(model, batch)
     sub = prefix[rows] if prefix is not None else None  # (R, P, D)
     prompts = [batch.prompts[i] for i in rows]
-    greedy = llm.generate(sub, prompts, max_new_tokens=max_new_tokens)
+    greedy = llm.generate(sub, prompts, max_new_tokens=max_new_tokens, **_stop(llm, first_line))
     sampled = llm.sample(sub, prompts, num_samples=[specs[i].num_samples for i in rows],
                          temperature=[specs[i].temperature for i in rows], top_p=[specs[i].top_p for i in rows],
-                         max_new_tokens=max_new_tokens, seed=[row_seed(specs[i].seed, keys[i]) for i in rows])
+                         max_new_tokens=max_new_tokens, seed=[row_seed(specs[i].seed, keys[i]) for i in rows],
+                         first_line=first_line)
     for i, g, s in zip(rows, greedy, sampled):
         pools[i] = Candidates([clean(g)] + [clean(t) for t in s])
     return pools
@@ -216,7 +218,7 @@ def candidate_pools(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_n
 
 def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_tokens: int,
                 rows: RowContext | None = None, clean: Callable[[str], str] = str.strip,
-                stats: dict | None = None) -> list[str]:
+                stats: dict | None = None, first_line: bool = False) -> list[str]:
     """One output per row, each row decoded with its own spec (see the module docstring).
 
     Args:
@@ -227,6 +229,7 @@ def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_t
         rows: row keys, users' past outputs and the encoder (None: batch indices, no past outputs, the
             model's history encoder).
         clean: applied to every candidate before selection (e.g. keep the first line).
+        first_line: `clean` keeps only the first non-empty line, so greedy and sampled sequences may stop there.
         stats: if given, "rows", "candidates" and "seconds" are added to it (the cost of this batch).
     """
     t0 = time.monotonic()
@@ -247,11 +250,11 @@ def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_t
     for width in sorted(widths):  # greedy rows, then one pass per beam width
         idx = [i for i, s in enumerate(specs) if not s.samples and (1 if s.name == "greedy" else s.num_beams) == width]
         texts = llm.generate(prefix[idx] if prefix is not None else None, [batch.prompts[i] for i in idx],
-                             max_new_tokens=max_new_tokens, num_beams=width)
+                             max_new_tokens=max_new_tokens, num_beams=width, **_stop(llm, first_line and width == 1))
         for i, t in zip(idx, texts):
             out[i] = clean(t)
         n_cands += len(idx)
-    for i, pool in enumerate(candidate_pools(model, batch, specs, max_new_tokens, keys, clean, prefix)):
+    for i, pool in enumerate(candidate_pools(model, batch, specs, max_new_tokens, keys, clean, prefix, first_line)):
         if pool is None:
             continue
         s = specs[i]
@@ -266,6 +269,15 @@ def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_t
         stats["candidates"] = stats.get("candidates", 0) + n_cands
         stats["seconds"] = stats.get("seconds", 0.0) + time.monotonic() - t0
     return out
+
+
+def _stop(llm: Any, first_line: bool) -> dict:
+    """generate() kwargs that stop each greedy sequence after its first line (beams keep HF's own stopping)."""
+    if not first_line:
+        return {}
+    from transformers import StoppingCriteriaList
+
+    return {"stopping_criteria": StoppingCriteriaList([llm.first_line_stop()])}
 
 
 def _prefix(model: Any, batch: Any) -> torch.Tensor | None:

@@ -323,20 +323,22 @@ class FrozenLLM(nn.Module):
     @torch.no_grad()
     def sample(self, prefix: torch.Tensor | None, prompts: Sequence[str], num_samples: int | Sequence[int] = 8,
                temperature: float | Sequence[float] = 1.0, top_p: float | Sequence[float] = 1.0,
-               max_new_tokens: int = 32, seed: int | Sequence[int] = 0) -> list[list[str]]:
+               max_new_tokens: int = 32, seed: int | Sequence[int] = 0, first_line: bool = False) -> list[list[str]]:
         """`num_samples` sampled continuations per row (temperature / nucleus sampling), in one batched pass.
 
         Every setting may be one value or one per row. Each row is repeated `num_samples[i]` times (so rows
         may ask for different counts) and every sampled sequence draws from its own `torch.Generator`, seeded
         from the row's seed and the sample's index: a row's samples do not depend on the other rows of the
         batch, on the batch size or on the global RNG (with an int seed, row i gets the seed (seed, i)).
-        The draw itself happens in a logits processor (`RowSampler`) that leaves one finite logit, so HF
-        generate runs its greedy loop and the rows keep their own generators.
+        The draw happens in `RowSampler`. Causal LMs read each row's prompt once and copy its KV cache to the
+        row's samples (prefill is most of the cost for short outputs); seq2seq models go through HF generate
+        with the sampler as a logits processor. `first_line`: a sequence stops once its first non-empty line
+        is complete (what `clean_generation` keeps), see `FirstLineStop`.
 
         Returns:
             B lists of decoded continuations (special tokens dropped, whitespace stripped), `num_samples[i]` each.
         """
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         b = len(prompts)
         counts, temps, tops = (_per_row(v, b, name) for v, name in
@@ -349,19 +351,91 @@ class FrozenLLM(nn.Module):
         if int(rep.sum()) == 0:
             return [[] for _ in range(b)]
         inputs = self._generation_inputs(prefix, self.prompt_ids(prompts))
-        inputs = {k: v.repeat_interleave(rep.to(v.device), dim=0) for k, v in inputs.items()}  # (S, ...), S = sum(n)
         owner = [i for i in range(b) for _ in range(int(counts[i]))]
         index = [j for i in range(b) for j in range(int(counts[i]))]
         sampler = RowSampler([temps[i] for i in owner], [tops[i] for i in owner],
                              [row_seed(seeds[i], j) for i, j in zip(owner, index)])
-        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
-                                  logits_processor=LogitsProcessorList([sampler]),
-                                  pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+        stop = self.first_line_stop() if first_line else None
+        if self.is_seq2seq:
+            inputs = {k: v.repeat_interleave(rep.to(v.device), dim=0) for k, v in inputs.items()}  # (S, ...)
+            extra = {"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+                                      logits_processor=LogitsProcessorList([sampler]),
+                                      pad_token_id=self.pad_id, eos_token_id=self.eos_id, **extra)
+        else:
+            out = self._sample_causal(inputs, torch.tensor(owner, device=self.device), sampler, max_new_tokens, stop)
         texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         result: list[list[str]] = [[] for _ in range(b)]
         for i, t in zip(owner, texts):
             result[i].append(t)
         return result
+
+
+    def _sample_causal(self, inputs: dict, owner: torch.Tensor, sampler: RowSampler, max_new_tokens: int,
+                       stop: FirstLineStop | None) -> torch.Tensor:
+        """Sampling loop with a shared prefill: B prompts run once, the KV cache is copied to the S sequences
+        (`owner[s]` = row of sequence s). Returns (S, T) generated token ids, padded after EOS / stop."""
+        mask = inputs["attention_mask"]  # (B, L) left-padded
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True)
+        cache = out.past_key_values
+        cache.batch_select_indices(owner)  # (B, ...) -> (S, ...)
+        logits = out.logits[:, -1].float()[owner]  # (S, V)
+        mask, next_pos = mask[owner], pos[owner, -1] + 1  # (S, L), (S,)
+        s = owner.shape[0]
+        done = torch.zeros(s, dtype=torch.bool, device=self.device)
+        tokens = []
+        for _ in range(max_new_tokens):
+            tok = sampler(None, logits).argmax(dim=-1)  # (S,) the drawn token
+            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
+            tokens.append(tok)
+            done = done | (tok == self.eos_id)
+            if stop is not None:
+                done = done | stop(tok.unsqueeze(-1), None)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
+                             use_cache=True, **{self._cache_arg(): cache})
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1].float()
+        return torch.stack(tokens, dim=1) if tokens else torch.zeros(s, 0, dtype=torch.long)
+
+    def _cache_arg(self) -> str:
+        """The forward() keyword of the KV cache: "cache" in newer transformers, "past_key_values" before."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def first_line_stop(self) -> FirstLineStop:
+        """A fresh `FirstLineStop` for this tokenizer (the per-token tables are built once per LLM)."""
+        if getattr(self, "_line_tables", None) is None:
+            special = set(self.tokenizer.all_special_ids)  # dropped from the decoded text: never content
+            texts = ["" if i in special else t for i, t in
+                     enumerate(self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))]))]
+            nl = torch.tensor(["\n" in t for t in texts])
+            before = torch.tensor([t.split("\n", 1)[0].strip() != "" for t in texts])
+            content = torch.tensor([t.strip() != "" for t in texts])
+            self._line_tables = (nl, before, content)
+        return FirstLineStop(*self._line_tables)
+
+
+class FirstLineStop:
+    """Per-sequence stopping criterion: done once the first non-empty line has ended (a token with a newline
+    after some non-whitespace text). `clean_generation` keeps only that line, so stopping there changes no
+    cleaned output and saves the tokens LLMs write past the answer. Stateful: one instance per generation."""
+
+    def __init__(self, newline: torch.Tensor, content_before_newline: torch.Tensor, content: torch.Tensor) -> None:
+        self.newline, self.before, self.content = newline, content_before_newline, content  # (V,) bool each
+        self.seen: torch.Tensor | None = None  # (S,) bool: some non-whitespace text generated so far
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        last = input_ids[:, -1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S,)
+        if self.seen is None:
+            self.seen = torch.zeros(last.shape[0], dtype=torch.bool)
+        done = self.newline[last] & (self.seen | self.before[last])
+        self.seen = self.seen | self.content[last]
+        return done.to(input_ids.device)
 
 
 def row_seed(seed: int, key: object) -> int:
@@ -414,4 +488,4 @@ class RowSampler:
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, token, 0.0)
 
-__all__ = ["FrozenLLM", "RowSampler", "row_seed", "truncate_middle"]
+__all__ = ["FirstLineStop", "FrozenLLM", "RowSampler", "row_seed", "truncate_middle"]

@@ -92,7 +92,7 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
         if task.labels:
             raise ValueError(f"per-row decoding specs apply to generation tasks, not {task.name}")
         return decode_rows(model, batch, list(specs), max_new_tokens or task.max_new_tokens, rows,
-                           clean_generation, stats)
+                           clean_generation, stats, first_line=True)
     many = not isinstance(decoding, str)
     decodings = list(decoding) if many else [decoding]
     for d in decodings:
@@ -121,7 +121,7 @@ def decode(model: Any, task: Any, batch: Any, decoding: str | Sequence[str] = "a
         for d in decodings:
             if d in GENERATION_DECODINGS:  # per-row machinery of pplug.decoding
                 out[d] = decode_rows(model, batch, make_specs(d, len(batch.prompts), options), budget, rows,
-                                     clean_generation, stats)
+                                     clean_generation, stats, first_line=True)
             elif "argmax" not in out:  # label decodings mean greedy (beams with num_beams > 1) here, as before
                 t0 = time.monotonic()
                 out["argmax"] = [clean_generation(t) for t in

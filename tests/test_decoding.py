@@ -179,6 +179,19 @@ def test_personalize_and_evaluate_take_generation_decodings(gen_model, tmp_path)
     assert report["cost"]["pplug"]["candidates_per_row"] == 1.0
     assert report["cost"]["pplug [mbr]"]["candidates_per_row"] == 3.0
     assert report["cost"]["pplug [preference]"]["seconds_per_row"] > 0
-    assert main(["evaluate", "--data", str(tmp_path / "data"), "--method", "none", "--decoding", "beam",
-                 "--max-new-tokens", "4", "--base-model", str(gen_model.config.base_model_name_or_path),
-                 "--out", str(tmp_path / "none.json")]) == 0
+
+
+def test_first_line_stop_ends_sequences_after_their_first_non_empty_line(gen_model):
+    from pplug.train_module import clean_generation
+
+    llm = gen_model.llm
+    for text in ("budget review\nmore text", "\n\n  budget\nx", "no newline at all", "\n \n"):
+        ids = llm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        stop, done_at = llm.first_line_stop(), None
+        for t in range(len(ids)):
+            if bool(stop(torch.tensor([ids[: t + 1]]))[0]) and done_at is None:
+                done_at = t + 1
+        kept = llm.tokenizer.decode(ids[:done_at] if done_at else ids)
+        assert clean_generation(kept) == clean_generation(text)
+        if "\nx" in text or "more" in text:
+            assert done_at is not None and done_at < len(ids)  # stopped before the rest
