@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 
 def personalize(model, examples, method: str = "pplug", decoding="argmax", batch_size: int = 16,
-                personas=None, progress: bool = False, **decoding_options) -> list[str]:
+                personas=None, progress: bool = False, max_new_tokens: int | None = None,
+                **decoding_options) -> list[str]:
     """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
 
     Args:
@@ -22,6 +23,7 @@ def personalize(model, examples, method: str = "pplug", decoding="argmax", batch
             "greedy", "beam", "mbr", "preference", a `pplug.decoding.DecodingSpec`, or a list with one
             DecodingSpec per example (rows of one batch may decode differently).
         personas: optional persona text per example, written into the prompt after the soft prompt.
+        max_new_tokens: generation budget of generation tasks (None: the task's).
         **decoding_options: DecodingSpec fields for a named decoding (num_samples, temperature, top_p,
             preference_weight, utility, num_beams, seed).
     """
@@ -43,6 +45,6 @@ def personalize(model, examples, method: str = "pplug", decoding="argmax", batch
     preds = predict(model, get_task(model.config.task), examples, method, causal=not model.llm.is_seq2seq,
                     decodings=[decoding] if specs is None else [], batch_size=batch_size,
                     max_history=model.config.max_history, encoder=model.history_encoder, personas=personas,
-                    progress=progress, options=options, specs=specs)
+                    progress=progress, options=options, specs=specs, max_new_tokens=max_new_tokens)
     preds = next(iter(preds.values()))
     return [preds[i] for i in ids]

@@ -161,18 +161,19 @@ def test_personalize_and_evaluate_take_generation_decodings(gen_model, tmp_path)
 
     exs = _examples()
     specs = [DecodingSpec("mbr", num_samples=2, temperature=4.0), DecodingSpec("greedy")] * 2
-    per_row = pplug.personalize(gen_model, exs, decoding=specs, batch_size=3)
-    one_by_one = [pplug.personalize(gen_model, [ex], decoding=[s])[0] for ex, s in zip(exs, specs)]
+    per_row = pplug.personalize(gen_model, exs, decoding=specs, batch_size=3, max_new_tokens=6)
+    one_by_one = [pplug.personalize(gen_model, [ex], decoding=[s], max_new_tokens=6)[0] for ex, s in zip(exs, specs)]
     assert per_row == one_by_one
-    assert pplug.personalize(gen_model, exs[:2], decoding="argmax") == \
-        pplug.personalize(gen_model, exs[:2], decoding="greedy")
+    assert pplug.personalize(gen_model, exs[:2], decoding="argmax", max_new_tokens=6) == \
+        pplug.personalize(gen_model, exs[:2], decoding="greedy", max_new_tokens=6)
 
     gen_model.save_pretrained(tmp_path / "run" / "final")
     write_split(tmp_path / "data", "dev", "LaMP_6", exs)
     out = tmp_path / "eval" / "preds.json"
     rc = main(["evaluate", "--checkpoint", f"pplug={tmp_path / 'run' / 'final'}", "--data", str(tmp_path / "data"),
                "--method", "pplug", "--decoding", "argmax", "mbr", "preference", "--num-samples", "2",
-               "--temperature", "4", "--max-new-tokens", "6", "--out", str(out)])
+               "--temperature", "4", "--max-new-tokens", "6", "--out", str(out),
+               "--embedding-cache", str(tmp_path / "emb.sqlite")])
     assert rc == 0
     report = json.loads((tmp_path / "eval" / "preds.metrics.json").read_text())
     assert set(report["metrics"]) == {"pplug", "pplug [mbr]", "pplug [preference]"}
