@@ -219,6 +219,10 @@ def main(argv=None) -> int:
                "settings": {k: v for k, v in vars(args).items() if k not in ("encoder",)}, "methods": {}}
     torch.manual_seed(0)
     with torch.no_grad():
+        # warm-up outside the timings: the first-line token tables and one tiny pass of each kind
+        llm.first_line_stop()
+        llm.generate(None, ["warm up"], max_new_tokens=2)
+        llm.sample(None, ["warm up"], num_samples=2, max_new_tokens=2)
         for m in args.methods:
             print(f"{args.set}: {m}", flush=True)
             res = run_method(models[m], task, examples, m, args, budget)

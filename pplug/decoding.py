@@ -127,7 +127,7 @@ def utility_matrix(texts: Sequence[str], utility: Utility, encoder: Any = None) 
     if utility == "embedding":
         if encoder is None:
             raise ValueError("utility 'embedding' needs the history encoder (RowContext.encoder)")
-        emb = encoder.encode(uniq).float()  # (U, d), L2-normalised
+        emb = _embed(encoder, uniq)  # (U, d), L2-normalised
         m = emb @ emb.T
     elif hasattr(utility, "matrix"):
         m = torch.as_tensor(utility.matrix(uniq), dtype=torch.float32)
@@ -158,9 +158,18 @@ def preference(texts: Sequence[str], past: Sequence[str], encoder: Any) -> torch
     """(K,) mean cosine similarity of each candidate to the user's past outputs (zeros without any)."""
     if not past:
         return torch.zeros(len(texts))
-    cand = encoder.encode(list(texts)).float()  # (K, d)
-    hist = encoder.encode(list(past)).float()  # (H, d)
+    cand = _embed(encoder, texts)  # (K, d)
+    hist = encoder.encode(list(past)).float()  # (H, d), the user's own texts: cached like their history
     return (cand @ hist.T).mean(dim=1)
+
+
+def _embed(encoder: Any, texts: Sequence[str]) -> torch.Tensor:
+    """L2-normalised embeddings of candidates, (K, d). Candidates are throwaway texts: a HistoryEncoder runs
+    them without its persistent cache (which would otherwise fill with every sample ever drawn)."""
+    run = getattr(encoder, "_run_encoder", None)
+    if run is not None:
+        return torch.from_numpy(run(list(texts))).float()
+    return encoder.encode(list(texts)).float()
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
