@@ -20,7 +20,6 @@ decodings: pool time (greedy + samples) + selection time). Writes `benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -74,8 +73,7 @@ def run_method(model, task, examples, method: str, args, budget) -> dict:
     """Predictions and seconds of every decoding for one method: {decoding: {"preds": [[...] per seed],
     "seconds": total, "candidates": total}}."""
     from pplug.baselines import build_batch
-    from pplug.decoding import (Candidates, DecodingSpec, candidate_pools, mbr_select, preference_select,
-                                user_outputs)
+    from pplug.decoding import Candidates, DecodingSpec, candidate_pools, mbr_select, preference_select, user_outputs
     from pplug.train_module import clean_generation, decode
 
     max_hist = model.config.max_history if hasattr(model, "config") else None
@@ -161,7 +159,10 @@ def table(set_name: str, results: dict) -> str:
     for method, decs in results["methods"].items():
         for name, r in decs.items():
             d = r.get("minus_greedy")
-            ci = (lambda m: f"{d[m]['mean']:+.4f} [{d[m]['lo']:+.4f}, {d[m]['hi']:+.4f}]") if d else (lambda m: "")
+
+            def ci(m: str, d: dict | None = d) -> str:
+                return f"{d[m]['mean']:+.4f} [{d[m]['lo']:+.4f}, {d[m]['hi']:+.4f}]" if d else ""
+
             sec = f"{r['seconds_per_row']:.3f}" if "seconds_per_row" in r else ""
             ratio = f"{r['latency_vs_greedy']:.1f}" if "latency_vs_greedy" in r else ""
             lines.append(f"| {method} | {name} | {r['rouge1']:.4f} | {r['rougeL']:.4f} | {ci('rouge1')} | "

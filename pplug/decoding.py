@@ -302,6 +302,20 @@ def make_specs(decoding: str | DecodingSpec, n: int, options: DecodingSpec | Non
     return [replace(options or DecodingSpec(), name=name)] * n
 
 
-__all__ = ["Candidates", "DecodingSpec", "GENERATION_DECODINGS", "OUTPUT_FIELDS", "RowContext", "UTILITIES",
-           "candidate_pools", "consensus", "decode_rows", "make_specs", "mbr_select", "preference",
-           "preference_select", "user_outputs", "utility_matrix"]
+__all__ = [
+    "GENERATION_DECODINGS",
+    "OUTPUT_FIELDS",
+    "UTILITIES",
+    "Candidates",
+    "DecodingSpec",
+    "RowContext",
+    "candidate_pools",
+    "consensus",
+    "decode_rows",
+    "make_specs",
+    "mbr_select",
+    "preference",
+    "preference_select",
+    "user_outputs",
+    "utility_matrix",
+]

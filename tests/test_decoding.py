@@ -11,8 +11,17 @@ import torch
 
 from pplug.baselines import build_batch
 from pplug.data import Example
-from pplug.decoding import (Candidates, DecodingSpec, RowContext, candidate_pools, consensus, decode_rows,
-                            mbr_select, preference_select, user_outputs)
+from pplug.decoding import (
+    Candidates,
+    DecodingSpec,
+    RowContext,
+    candidate_pools,
+    consensus,
+    decode_rows,
+    mbr_select,
+    preference_select,
+    user_outputs,
+)
 from pplug.tasks import get_task
 
 T6 = get_task("LaMP_6")
