@@ -359,6 +359,32 @@ _SUBCOMMANDS += [_add_user, _add_adapt]
 # --- model: generate ---
 
 
+def _decodings() -> list[str]:
+    """Decoding names for --decoding (`TaskSpec.decodings` of every kind, the one list)."""
+    from pplug.tasks import DECODINGS_BY_KIND
+
+    return list(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))
+
+
+def _add_decoding_options(p) -> None:
+    """Settings of the candidate decodings (mbr, preference) of generation tasks."""
+    g = p.add_argument_group("candidate decodings (generation tasks: mbr, preference)")
+    g.add_argument("--num-samples", type=int, default=8, help="sampled candidates per row besides greedy (default: 8)")
+    g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
+    g.add_argument("--top-p", type=float, default=0.95, help="nucleus mass kept when sampling (default: 0.95)")
+    g.add_argument("--preference-weight", type=float, default=0.5,
+                   help="w in (1 - w) * consensus + w * similarity to the user's past outputs (default: 0.5)")
+    g.add_argument("--utility", default="rouge1", choices=["rouge1", "rougeL", "embedding"],
+                   help="MBR utility between candidates (default: rouge1)")
+    g.add_argument("--sampling-seed", type=int, default=0, help="sampling seed (each row's follows its id)")
+
+
+_DECODING_HELP = ("label tasks: most likely label (argmax); ratings also expected value (best for RMSE) or median "
+                  "(best for MAE) over 1..5; generation tasks: argmax (= greedy, beams with --num-beams), greedy, "
+                  "beam, mbr (minimum Bayes risk over sampled candidates) or preference (weighted toward the "
+                  "user's past outputs)")
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="personalized outputs from a saved PPlug model (one input or a questions file)")
     p.add_argument("--checkpoint", required=True,
@@ -368,13 +394,12 @@ def _add_generate(sub) -> None:
     src.add_argument("--questions", help="LaMP questions file: many users decoded in batches")
     p.add_argument("--history", help="JSON file: the user's profile items (a list, or an object with 'profile')")
     p.add_argument("--out", help="write LaMP-format predictions here (default: print)")
-    p.add_argument("--decoding", default=None, choices=["argmax", "expected", "median"],
-                   help="label tasks: most likely label; ratings (LaMP_3) also: expected value (best for RMSE) or "
-                        "median (best for MAE) over 1..5 (default: the checkpoint's)")
+    p.add_argument("--decoding", default=None, choices=_decodings(), help=_DECODING_HELP + " (default: the checkpoint's)")
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: 16 CPU, 64 GPU)")
     p.add_argument("--base-model", default=None, help="override the base LLM path (must be the same model)")
+    _add_decoding_options(p)
     device_args(p)
     p.set_defaults(handler=_run_generate)
 
@@ -385,6 +410,7 @@ def _run_generate(args) -> int:
 
     from pplug.checkpoints import CheckpointError, resolve
     from pplug.data import LaMPDataError, parse_questions, read_json, write_outputs
+    from pplug.evaluate import decoding_options
     from pplug.inference import personalize
     from pplug.model import PPlugModel
     from pplug.tasks import get_task
@@ -417,7 +443,8 @@ def _run_generate(args) -> int:
         raise CLIError(str(e)) from None
     outputs = personalize(model, examples, decoding=args.decoding, batch_size=args.batch_size,
                           num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                          progress=len(examples) > (args.batch_size or 16))
+                          progress=len(examples) > (args.batch_size or 16),
+                          options=decoding_options(args))
     preds = {ex.id: out for ex, out in zip(examples, outputs)}
     if args.out:
         write_outputs(args.out, task.name, preds)
@@ -449,9 +476,9 @@ def _add_evaluate(sub) -> None:
                    choices=["none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"],
                    help="methods to run (default: none + every method with weights + pplug+retrieval)")
     p.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
-    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=["argmax", "expected", "median"],
-                   help="ratings: most likely label, expected value (best for RMSE) and/or median (best for MAE) "
-                        "over 1..5 (rows 'method [expected]', 'method [median]')")
+    p.add_argument("--decoding", nargs="+", default=["argmax"], choices=_decodings(),
+                   help=_DECODING_HELP + "; several give rows 'method [expected]', 'method [mbr]' ... (the cost per "
+                   "row of generation decodings goes into the metrics JSON)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default: 16 CPU, 64 GPU)")
     p.add_argument("--seed", type=int, default=0, help="subsampling seed")
     p.add_argument("--base-model", default=None, help="frozen LLM for `none` when no checkpoint is given")
@@ -462,6 +489,7 @@ def _add_evaluate(sub) -> None:
                    help="generation budget for generation tasks (default: the task's, e.g. 24 for subjects)")
     p.add_argument("--persona", action="store_true",
                    help="write the persona derived from each user's history into the prompts (ablation)")
+    _add_decoding_options(p)
     device_args(p)
     p.set_defaults(handler=_run_evaluate)
 

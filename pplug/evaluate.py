@@ -177,6 +177,7 @@ def evaluate(
     max_new_tokens: int | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    decoding_options: Any = None,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -202,9 +203,12 @@ def evaluate(
         max_new_tokens: generation budget of generation tasks (None: the task's, `TaskSpec.max_new_tokens`).
         device: "auto" (cuda, then mps, then cpu) or a device name.
         dtype: the frozen LLM's dtype (None: the checkpoints' own; "auto" decides for the device).
+        decoding_options: a `pplug.decoding.DecodingSpec` with the sampling / selection settings of the
+            candidate decodings ("greedy", "beam", "mbr", "preference") of generation tasks.
 
     Returns:
-        {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...}}
+        {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
+         "cost": {row: {"candidates_per_row", "seconds_per_row"}} (generation tasks)}
     """
     from .data import load_split, write_outputs
     from .io import atomic_write_json
@@ -239,6 +243,10 @@ def evaluate(
             raise ValueError(f"{r.checkpoint}: trained for {models[m].config.task}, but {data} holds {task.name}")
     examples = subsample(loaded.examples, max_examples, seed)
     golds = {ex.id: ex.output for ex in examples if ex.output is not None}
+    foreign = [d for d in decodings if d not in task.decodings and d not in ("expected", "median")]
+    if foreign:
+        raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
+                         f"{', '.join(task.decodings)}")
     decs = [d for d in decodings if d in task.decodings] or [task.decodings[0]]
 
     out_path = Path(out) if out else _default_out(selected, split)
@@ -248,6 +256,7 @@ def evaluate(
     files: dict[str, str] = {}
     seconds: dict[str, float] = {}
     all_preds: dict[str, dict[str, str]] = {}
+    cost: dict[str, dict[str, float]] = {}
     for m, r in selected.items():
         t0 = time.monotonic()
         cfg = models[m].config if r.checkpoint is not None else base_cfg
@@ -259,13 +268,20 @@ def evaluate(
             from .persona import history_personas
 
             personas = history_personas(task, examples, max_hist)
-        preds = predict(models[m], task, examples, m, decs, batch_size=batch_size, max_history=max_hist,
-                        retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
-                        max_new_tokens=max_new_tokens, progress=progress, personas=personas)
+        # label decodings share one pass; generation decodings run one at a time, so each has its own cost
+        for group in [[d] for d in decs] if task.is_generation else [decs]:
+            stats: dict = {}
+            preds = predict(models[m], task, examples, m, group, batch_size=batch_size, max_history=max_hist,
+                            retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
+                            max_new_tokens=max_new_tokens, progress=progress, personas=personas,
+                            options=decoding_options, stats=stats)
+            for dec, p in preds.items():
+                row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
+                all_preds[row] = p
+                if stats.get("rows"):
+                    cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
+                                 "seconds_per_row": round(stats["seconds"] / stats["rows"], 4)}
         seconds[m] = round(time.monotonic() - t0, 2)
-        for dec, p in preds.items():
-            row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
-            all_preds[row] = p
     if floors:
         train_golds = None
         try:
@@ -282,7 +298,7 @@ def evaluate(
             write_outputs(path, task.name, p)
             files[row] = str(path)
     report = {"task": task.name, "split": split, "data": str(data), "n": len(examples),
-              "decodings": decs, "metrics": results, "files": files, "seconds": seconds,
+              "decodings": decs, "metrics": results, "files": files, "seconds": seconds, "cost": cost,
               "checkpoints": {m: str(r.checkpoint) if r.checkpoint else None for m, r in selected.items()},
               "notes": {m: r.note for m, r in selected.items() if r.note}}
     metrics_path = Path(f"{stem}.metrics.json")
@@ -308,6 +324,17 @@ def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
 # CLI
 
 
+def decoding_options(args) -> Any:
+    """The DecodingSpec of `--num-samples --temperature --top-p --preference-weight --utility --sampling-seed`
+    (`--num-beams` > 1 also sets the width of `beam`)."""
+    from .decoding import DecodingSpec
+
+    beams = getattr(args, "num_beams", 1)
+    return DecodingSpec(num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
+                        preference_weight=args.preference_weight, utility=args.utility, seed=args.sampling_seed,
+                        **({"num_beams": beams} if beams > 1 else {}))
+
+
 def run_cli(args) -> int:
     """Handler of `pplug evaluate` (the parser lives in pplug/cli.py)."""
     report = evaluate(args.checkpoint, args.data, split=args.split, methods=args.method,
@@ -315,7 +342,7 @@ def run_cli(args) -> int:
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
                       embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
                       persona=args.persona, max_new_tokens=args.max_new_tokens, device=args.device,
-                      dtype=args.dtype)
+                      dtype=args.dtype, decoding_options=decoding_options(args))
     if "table" in report:
         print(report["table"])
     for row, path in report["files"].items():
@@ -324,4 +351,4 @@ def run_cli(args) -> int:
     return 0
 
 
-__all__ = ["MethodRun", "evaluate", "floor_predictions", "load_models", "resolve_checkpoints", "run_cli"]
+__all__ = ["MethodRun", "decoding_options", "evaluate", "floor_predictions", "load_models", "resolve_checkpoints", "run_cli"]

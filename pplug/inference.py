@@ -12,12 +12,15 @@ Decodings (`TaskSpec.decodings`): labels and ratings are decoded by scoring ever
 the expected value of the distribution over "1".."5" (a float string, which the official LaMP_3 scorer
 parses; it minimises the expected squared error, so RMSE) and `median` its median (the smallest rating
 whose cumulative probability reaches 1/2; it minimises the expected absolute error, so MAE). Generation
-tasks decode greedily (or with beams) and keep the first non-empty line.
+tasks keep the first non-empty line of: `argmax` greedy (beam search with `num_beams` > 1), or the
+per-row candidate decodings of `pplug.decoding` ("greedy", "beam", "mbr", "preference"), whose settings
+may differ from row to row within one batch.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +28,7 @@ import torch
 
 from .baselines import build_batch, resolve_k, retrieve
 from .runtime import default_batch_size, progress as progress_bar
-from .tasks import DECODINGS_BY_KIND, TaskSpec, get_task
+from .tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
 
 DECODINGS: tuple[str, ...] = tuple(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))
 """Every decoding name any task supports."""
@@ -69,19 +72,37 @@ class FrozenBaseline:
 
 @torch.no_grad()
 def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str] = "argmax", num_beams: int = 1,
-           max_new_tokens: int | None = None) -> Any:
+           max_new_tokens: int | None = None, *, options: Any = None, specs: Sequence[Any] | None = None,
+           rows: Any = None, stats: dict | None = None) -> Any:
     """Predictions for a text batch, as LaMP output strings (see the module docstring for the decodings).
 
     Args:
         model: a PPlugModel or a FrozenBaseline (anything with `choice_logprobs` and `generate`).
         task: the TaskSpec.
         batch: a PPlugBatch.
-        decoding: one name, or a list of them (then a dict decoding -> predictions; they share one pass).
-        num_beams: beams for generation tasks.
+        decoding: one name, or a list of them (then a dict decoding -> predictions; label decodings share one
+            forward pass).
+        num_beams: beams of `argmax` for generation tasks.
         max_new_tokens: generation budget (None: `task.max_new_tokens`).
+        options: a `pplug.decoding.DecodingSpec` with the sampling / selection settings of named decodings.
+        specs: one DecodingSpec per row (generation tasks): rows decode with their own settings; returns a list.
+        rows: a `pplug.decoding.RowContext` (row keys for the sampling seeds, users' past outputs, the encoder).
+        stats: if given, gets the generation cost added ("rows", "candidates", "seconds").
     """
+    budget = max_new_tokens or task.max_new_tokens
+    if specs is not None:
+        if task.labels:
+            raise ValueError(f"per-row decoding specs apply to generation tasks, not {task.name}")
+        from .decoding import decode_rows
+
+        return decode_rows(model, batch, list(specs), budget, rows, clean_generation, stats, first_line=True)
     many = not isinstance(decoding, str)
     decodings = check_decodings(decoding if many else [decoding])
+    if task.labels:
+        wrong = [d for d in decodings if d not in DECODINGS_BY_KIND[OutputKind.RATING]]
+        if wrong:
+            raise ValueError(f"decoding {wrong[0]!r} applies to generation tasks; {task.name} decodes with "
+                             f"{', '.join(task.decodings)}")
     out: dict[str, list[str]] = {}
     if task.labels:
         logp = model.choice_logprobs(batch, list(task.labels)).float().cpu()  # (B, C)
@@ -97,10 +118,22 @@ def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str]
                 out[d] = [task.labels[i] for i in idx.tolist()]
             else:
                 out[d] = [task.labels[i] for i in logp.argmax(dim=-1).tolist()]
-    else:
-        texts = model.generate(batch, max_new_tokens=max_new_tokens or task.max_new_tokens, num_beams=num_beams)
-        preds = [clean_generation(t) for t in texts]
-        out = {d: preds for d in decodings}
+        return out if many else out[decodings[0]]
+    for d in decodings:
+        if d in task.decodings[1:]:  # the candidate decodings of pplug.decoding, settings per row
+            from .decoding import decode_rows, make_specs
+
+            out[d] = decode_rows(model, batch, make_specs(d, len(batch.prompts), options), budget, rows,
+                                 clean_generation, stats, first_line=True)
+        elif "argmax" not in out:  # rating decodings mean argmax here: greedy (beams with num_beams > 1)
+            t0 = time.monotonic()
+            out["argmax"] = [clean_generation(t) for t in
+                             model.generate(batch, max_new_tokens=budget, num_beams=num_beams)]
+            if stats is not None:
+                stats.update(rows=stats.get("rows", 0) + len(batch.prompts),
+                             candidates=stats.get("candidates", 0) + len(batch.prompts),
+                             seconds=stats.get("seconds", 0.0) + time.monotonic() - t0)
+    out = {d: out[d if d in task.decodings[1:] else "argmax"] for d in decodings}
     return out if many else out[decodings[0]]
 
 
@@ -123,11 +156,15 @@ def subsample(examples: list, n: int | None, seed: int) -> list:
 def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: str, decodings: Sequence[str],
             batch_size: int | None = None, max_history: int | None = None, retrieval_k: int | None = None,
             retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
-            personas: Sequence[str | None] | None = None, progress: bool = False) -> dict[str, dict[str, str]]:
+            personas: Sequence[str | None] | None = None, progress: bool = False, options: Any = None,
+            specs: Sequence[Any] | None = None, stats: dict | None = None) -> dict[str, dict[str, str]]:
     """Decode `examples` with one method, in chunks: decoding -> (example id -> prediction).
 
     Prompts come from `pplug.baselines.build_batch`, the code the training data module uses. Causal vs
-    seq2seq prompts and the prompt budget are read off the model's LLM.
+    seq2seq prompts and the prompt budget are read off the model's LLM. Generation tasks also take the
+    candidate decodings of `pplug.decoding`, set by `options` (a DecodingSpec) or `specs` (one DecodingSpec
+    per example; returned under "per-row"); sampling seeds follow the example ids, so outputs do not depend
+    on batching. `stats` gets the generation cost.
 
     Args:
         model: PPlugModel or FrozenBaseline.
@@ -140,9 +177,16 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         num_beams, max_new_tokens: generation settings (`decode`).
         personas: optional persona text per example, written after the soft prompt.
         progress: a bar on a terminal, a line every few seconds in a log.
+        options, specs, stats: candidate decodings and their cost (see above).
     """
     task = get_task(task)
-    decodings = check_decodings(decodings)
+    if specs is not None:
+        specs = list(specs)
+        if len(specs) != len(examples):
+            raise ValueError(f"predict: {len(specs)} decoding specs for {len(examples)} examples")
+        decodings = ["per-row"]
+    else:
+        decodings = check_decodings(decodings)
     llm = model.llm
     causal = not llm.is_seq2seq
     budget = llm.prompt_budget()
@@ -159,16 +203,28 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
             batch = build_batch(task, rows, method, causal=causal, max_history=max_history, retrieved=retrieved,
                                 retrieval_k=k or None, with_targets=False, budget=budget,
                                 personas=personas[i : i + batch_size] if personas is not None else None)
-            preds = decode(model, task, batch, decoding=decodings, num_beams=num_beams, max_new_tokens=max_new_tokens)
+            rows_ctx = None
+            if not task.labels:
+                from .decoding import RowContext, user_outputs
+
+                rows_ctx = RowContext(keys=[ex.id for ex in rows], encoder=encoder,
+                                      user_outputs=[user_outputs(task, ex.profile, max_history) for ex in rows])
+            if specs is not None:
+                preds = {"per-row": decode(model, task, batch, specs=specs[i : i + batch_size], rows=rows_ctx,
+                                           max_new_tokens=max_new_tokens, stats=stats)}
+            else:
+                preds = decode(model, task, batch, decoding=decodings, num_beams=num_beams,
+                               max_new_tokens=max_new_tokens, options=options, rows=rows_ctx, stats=stats)
             for dec, p in preds.items():
                 out[dec].update(zip((ex.id for ex in rows), p))
             bar.update(len(rows))
     return out
 
 
-def personalize(model: Any, examples: Sequence[Any], decoding: str | None = None, batch_size: int | None = None,
+def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch_size: int | None = None,
                 personas: Sequence[str | None] | None = None, device: str | torch.device | None = None,
-                progress: bool = False, num_beams: int = 1, max_new_tokens: int | None = None) -> list[str]:
+                progress: bool = False, num_beams: int = 1, max_new_tokens: int | None = None,
+                options: Any = None, **decoding_options: Any) -> list[str]:
     """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
 
     The prompt method, retrieval settings and default decoding are the checkpoint's own (`model.config`),
@@ -177,13 +233,20 @@ def personalize(model: Any, examples: Sequence[Any], decoding: str | None = None
     Args:
         model: a `PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>")`).
         examples: `pplug.data.Example` records (input + that user's profile, i.e. history items).
-        decoding: None (the checkpoint's), "argmax", or for ratings "expected" / "median".
+        decoding: None (the checkpoint's), "argmax", or for ratings "expected" / "median"; for generation tasks
+            also "greedy", "beam", "mbr", "preference", a `pplug.decoding.DecodingSpec`, or a list with one
+            DecodingSpec per example (rows of one batch may decode differently).
         batch_size: rows per forward pass (None: suits the device).
         personas: optional persona text per example, written into the prompt after the soft prompt.
         device: move the model there first ("auto", "cuda", "cpu"; None: leave it where it is).
         progress: progress on stderr (a bar on a terminal, lines in a log).
         num_beams, max_new_tokens: generation settings (None: the task's budget).
+        options: a DecodingSpec with the settings of a named candidate decoding, or
+        **decoding_options: its fields one by one (num_samples, temperature, top_p, preference_weight, utility,
+            seed).
     """
+    from .decoding import DecodingSpec
+
     examples = list(examples)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
@@ -192,10 +255,18 @@ def personalize(model: Any, examples: Sequence[Any], decoding: str | None = None
         model.to_device(device)
     cfg = model.config
     decoding = decoding or cfg.decoding
-    preds = predict(model, cfg.task, examples, cfg.method, [decoding], batch_size=batch_size,
-                    max_history=cfg.max_history, retrieval_k=cfg.retrieval_k, retriever=cfg.retriever,
-                    encoder=model.history_encoder, personas=personas, progress=progress, num_beams=num_beams,
-                    max_new_tokens=max_new_tokens)[decoding]
+    specs = None
+    if isinstance(decoding, DecodingSpec):
+        specs = [decoding] * len(examples)
+    elif not isinstance(decoding, str):
+        specs = list(decoding)
+    elif options is None:
+        options = DecodingSpec(**decoding_options)  # settings only: each named decoding sets its own name
+    preds = predict(model, cfg.task, examples, cfg.method, [decoding] if specs is None else [],
+                    batch_size=batch_size, max_history=cfg.max_history, retrieval_k=cfg.retrieval_k,
+                    retriever=cfg.retriever, encoder=model.history_encoder, personas=personas, progress=progress,
+                    num_beams=num_beams, max_new_tokens=max_new_tokens, options=options, specs=specs)
+    preds = next(iter(preds.values()))
     return [preds[i] for i in ids]
 
 

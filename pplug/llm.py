@@ -294,6 +294,26 @@ class FrozenLLM(nn.Module):
         tok = lp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
         return tok.sum(-1).view(b, c)
 
+    def _generation_inputs(self, prefix: torch.Tensor, p_ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        """`inputs_embeds` + `attention_mask` for HF generate: right-padded for seq2seq encoders, left-padded
+        ([pad; prefix; prompt], so every row continues from its own last token) for causal LMs."""
+        if self.is_seq2seq:
+            embeds, mask, _, _ = self._right_padded(prefix, p_ids)
+            return {"inputs_embeds": embeds, "attention_mask": mask}
+        b, p = prefix.shape[0], prefix.shape[1]
+        length = max(len(r) for r in p_ids)
+        ids = torch.full((b, length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(b, p + length, dtype=torch.long)
+        for i, r in enumerate(p_ids):
+            ids[i, length - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, length - len(r) :] = 1  # prefix sits right before the row's first real token
+        tok_emb = self.embed(ids)  # (B, L, D)
+        rows = []
+        for i, r in enumerate(p_ids):
+            pad = length - len(r)
+            rows.append(torch.cat([tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
+        return {"inputs_embeds": torch.stack(rows), "attention_mask": mask.to(self.device)}  # (B, P+L, D), (B, P+L)
+
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor | None, prompts: Sequence[str], max_new_tokens: int = 32,
                  num_beams: int = 1, **kwargs) -> list[str]:
@@ -302,31 +322,179 @@ class FrozenLLM(nn.Module):
         Causal batches are left-padded: [pad; prefix; prompt] so every row continues from its own last token.
         Returns the decoded continuations (special tokens dropped, whitespace stripped).
         """
-        b = len(prompts)
-        prefix = self._check_prefix(prefix, b)
-        p_ids = self.prompt_ids(prompts)
+        prefix = self._check_prefix(prefix, len(prompts))
         gen_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                           pad_token_id=self.pad_id, eos_token_id=self.eos_id)
         gen_kwargs.update(kwargs)
-        if self.is_seq2seq:
-            embeds, mask, _, _ = self._right_padded(prefix, p_ids)
-            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
-        else:
-            p = prefix.shape[1]
-            length = max(len(r) for r in p_ids)
-            ids = torch.full((b, length), self.pad_id, dtype=torch.long)
-            mask = torch.zeros(b, p + length, dtype=torch.long)
-            for i, r in enumerate(p_ids):
-                ids[i, length - len(r) :] = torch.tensor(r, dtype=torch.long)
-                mask[i, length - len(r) :] = 1  # prefix sits right before the row's first real token
-            tok_emb = self.embed(ids)  # (B, L, D)
-            rows = []
-            for i, r in enumerate(p_ids):
-                pad = length - len(r)
-                rows.append(torch.cat([tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
-            embeds = torch.stack(rows)  # (B, P+L, D)
-            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask.to(self.device), **gen_kwargs)
+        out = self.model.generate(**self._generation_inputs(prefix, self.prompt_ids(prompts)), **gen_kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
+    @torch.no_grad()
+    def sample(self, prefix: torch.Tensor | None, prompts: Sequence[str], num_samples: int | Sequence[int] = 8,
+               temperature: float | Sequence[float] = 1.0, top_p: float | Sequence[float] = 1.0,
+               max_new_tokens: int = 32, seed: int | Sequence[int] = 0, first_line: bool = False) -> list[list[str]]:
+        """`num_samples` sampled continuations per row (temperature / nucleus sampling), in one batched pass.
 
-__all__ = ["FrozenLLM", "truncate_middle"]
+        Every setting may be one value or one per row. Each row is repeated `num_samples[i]` times (so rows
+        may ask for different counts) and every sampled sequence draws from its own `torch.Generator`, seeded
+        from the row's seed and the sample's index: a row's samples do not depend on the other rows of the
+        batch, on the batch size or on the global RNG (with an int seed, row i gets the seed (seed, i)).
+        The draw happens in `RowSampler`. Causal LMs read each row's prompt once and copy its KV cache to the
+        row's samples (prefill is most of the cost for short outputs); seq2seq models go through HF generate
+        with the sampler as a logits processor. `first_line`: a sequence stops once its first non-empty line
+        is complete (what `clean_generation` keeps), see `FirstLineStop`.
+
+        Returns:
+            B lists of decoded continuations (special tokens dropped, whitespace stripped), `num_samples[i]` each.
+        """
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        b = len(prompts)
+        counts, temps, tops = (_per_row(v, b, name) for v, name in
+                               ((num_samples, "num_samples"), (temperature, "temperature"), (top_p, "top_p")))
+        seeds = [row_seed(seed, i) for i in range(b)] if isinstance(seed, int) else _per_row(seed, b, "seed")
+        if any(int(n) < 0 for n in counts) or any(t <= 0 for t in temps) or any(not 0 < p <= 1 for p in tops):
+            raise ValueError("sample: num_samples must be >= 0, temperature > 0 and top_p in (0, 1]")
+        prefix = self._check_prefix(prefix, b)
+        rep = torch.tensor([int(n) for n in counts], dtype=torch.long)
+        if int(rep.sum()) == 0:
+            return [[] for _ in range(b)]
+        inputs = self._generation_inputs(prefix, self.prompt_ids(prompts))
+        owner = [i for i in range(b) for _ in range(int(counts[i]))]
+        index = [j for i in range(b) for j in range(int(counts[i]))]
+        sampler = RowSampler([temps[i] for i in owner], [tops[i] for i in owner],
+                             [row_seed(seeds[i], j) for i, j in zip(owner, index)])
+        stop = self.first_line_stop() if first_line else None
+        if self.is_seq2seq:
+            inputs = {k: v.repeat_interleave(rep.to(v.device), dim=0) for k, v in inputs.items()}  # (S, ...)
+            extra = {"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+                                      logits_processor=LogitsProcessorList([sampler]),
+                                      pad_token_id=self.pad_id, eos_token_id=self.eos_id, **extra)
+        else:
+            out = self._sample_causal(inputs, torch.tensor(owner, device=self.device), sampler, max_new_tokens, stop)
+        texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        result: list[list[str]] = [[] for _ in range(b)]
+        for i, t in zip(owner, texts):
+            result[i].append(t)
+        return result
+
+
+    def _sample_causal(self, inputs: dict, owner: torch.Tensor, sampler: RowSampler, max_new_tokens: int,
+                       stop: FirstLineStop | None) -> torch.Tensor:
+        """Sampling loop with a shared prefill: B prompts run once, the KV cache is copied to the S sequences
+        (`owner[s]` = row of sequence s). Returns (S, T) generated token ids, padded after EOS / stop."""
+        mask = inputs["attention_mask"]  # (B, L) left-padded
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True)
+        cache = out.past_key_values
+        cache.batch_select_indices(owner)  # (B, ...) -> (S, ...)
+        logits = out.logits[:, -1].float()[owner]  # (S, V)
+        mask, next_pos = mask[owner], pos[owner, -1] + 1  # (S, L), (S,)
+        s = owner.shape[0]
+        done = torch.zeros(s, dtype=torch.bool, device=self.device)
+        tokens = []
+        for _ in range(max_new_tokens):
+            tok = sampler(None, logits).argmax(dim=-1)  # (S,) the drawn token
+            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
+            tokens.append(tok)
+            done = done | (tok == self.eos_id)
+            if stop is not None:
+                done = done | stop(tok.unsqueeze(-1), None)
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
+                             use_cache=True, **{self._cache_arg(): cache})
+            next_pos = next_pos + 1
+            logits = out.logits[:, -1].float()
+        return torch.stack(tokens, dim=1) if tokens else torch.zeros(s, 0, dtype=torch.long)
+
+    def _cache_arg(self) -> str:
+        """The forward() keyword of the KV cache: "cache" in newer transformers, "past_key_values" before."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+
+    def first_line_stop(self) -> FirstLineStop:
+        """A fresh `FirstLineStop` for this tokenizer (the per-token tables are built once per LLM)."""
+        if getattr(self, "_line_tables", None) is None:
+            special = set(self.tokenizer.all_special_ids)  # dropped from the decoded text: never content
+            texts = ["" if i in special else t for i, t in
+                     enumerate(self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))]))]
+            nl = torch.tensor(["\n" in t for t in texts])
+            before = torch.tensor([t.split("\n", 1)[0].strip() != "" for t in texts])
+            content = torch.tensor([t.strip() != "" for t in texts])
+            self._line_tables = (nl, before, content)
+        return FirstLineStop(*self._line_tables)
+
+
+class FirstLineStop:
+    """Per-sequence stopping criterion: done once the first non-empty line has ended (a token with a newline
+    after some non-whitespace text). `clean_generation` keeps only that line, so stopping there changes no
+    cleaned output and saves the tokens LLMs write past the answer. Stateful: one instance per generation."""
+
+    def __init__(self, newline: torch.Tensor, content_before_newline: torch.Tensor, content: torch.Tensor) -> None:
+        self.newline, self.before, self.content = newline, content_before_newline, content  # (V,) bool each
+        self.seen: torch.Tensor | None = None  # (S,) bool: some non-whitespace text generated so far
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        last = input_ids[:, -1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S,)
+        if self.seen is None:
+            self.seen = torch.zeros(last.shape[0], dtype=torch.bool)
+        done = self.newline[last] & (self.seen | self.before[last])
+        self.seen = self.seen | self.content[last]
+        return done.to(input_ids.device)
+
+
+def row_seed(seed: int, key: object) -> int:
+    """A 63-bit seed derived from (seed, key), stable across runs and platforms (sha256, not Python's hash)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _per_row(value, b: int, name: str) -> list:
+    if isinstance(value, (int, float)):
+        return [value] * b
+    value = list(value)
+    if len(value) != b:
+        raise ValueError(f"sample: {name} has {len(value)} values for {b} rows")
+    return value
+
+
+class RowSampler:
+    """A HF logits processor that samples each sequence with its own temperature, top-p and generator.
+
+    It returns logits that are -inf everywhere except at the drawn token, so a greedy `generate` loop takes
+    exactly that token. The draw is inverse-CDF sampling over the (stable-)sorted nucleus with one uniform
+    number from the sequence's generator per step: the same logits and the same generator give the same
+    token whatever else is in the batch.
+    """
+
+    def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]) -> None:
+        self.temperatures = torch.tensor([float(t) for t in temperatures])  # (S,)
+        self.top_ps = torch.tensor([float(p) for p in top_ps])  # (S,)
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        s = scores.shape[0]  # (S, V)
+        if s != len(self.generators):
+            raise RuntimeError(f"RowSampler: {s} sequences, {len(self.generators)} generators")
+        device = scores.device
+        probs = torch.softmax(scores.float() / self.temperatures.to(device).unsqueeze(-1), dim=-1)  # (S, V)
+        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)  # (S, V)
+        before = sorted_p.cumsum(dim=-1) - sorted_p  # mass strictly before each token
+        keep = before < self.top_ps.to(device).unsqueeze(-1)  # the first token is always kept
+        sorted_p = sorted_p * keep
+        cdf = sorted_p.cumsum(dim=-1)
+        cdf = cdf / cdf[:, -1:]  # (S, V), ends at 1
+        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(device)  # (S,)
+        pos = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype), right=True).squeeze(-1)  # first cdf > u
+        pos = torch.minimum(pos, keep.sum(dim=-1) - 1)  # rounding at the top end stays inside the nucleus
+        token = order.gather(-1, pos.unsqueeze(-1))  # (S, 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
+
+__all__ = ["FirstLineStop", "FrozenLLM", "RowSampler", "row_seed", "truncate_middle"]

@@ -31,11 +31,13 @@ class OutputKind(str, Enum):
 DECODINGS_BY_KIND: dict[OutputKind, tuple[str, ...]] = {
     OutputKind.CLASSIFICATION: ("argmax",),
     OutputKind.RATING: ("argmax", "expected", "median"),
-    OutputKind.GENERATION: ("argmax",),
+    OutputKind.GENERATION: ("argmax", "greedy", "beam", "mbr", "preference"),
 }
 """Decodings each kind of output supports, the default first. "argmax": the most likely label (greedy text
-for generation); ratings also "expected" (expected value over 1..5, the best guess for RMSE) and "median"
-(the median over 1..5, the best guess for MAE). `pplug.inference.decode` implements them."""
+for generation, beam search with num_beams > 1); ratings also "expected" (expected value over 1..5, the
+best guess for RMSE) and "median" (the median over 1..5, the best guess for MAE); generation also the
+candidate decodings of `pplug.decoding` ("greedy", "beam", "mbr": minimum Bayes risk over sampled
+candidates, "preference": weighted towards the user's own past outputs). `pplug.inference.decode` runs them."""
 
 _CUE_BY_KIND = {OutputKind.CLASSIFICATION: "Answer:", OutputKind.RATING: "Score:", OutputKind.GENERATION: "Answer:"}
 
