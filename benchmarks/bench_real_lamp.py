@@ -19,6 +19,31 @@ training questions (never on dev), and the lr with the best held-out main metric
 once, for the kept models. The selection table goes to --out too. The split is written under the
 checkpoints folder (git-ignored), never into the repository. A rerun reuses the (method, lr) runs whose
 held-out scores exist, so an interrupted selection resumes; delete a run folder to retrain it.
+
+Seeds and statistics (`--seeds 0 1 2`): every method is trained once per seed (seed_everything and
+data.seed), all are scored on the same dev questions (the `--seed` subsample), and each cell is reported as
+mean ± sd over the seeds, with paired bootstrap 95% intervals of PPlug minus every other row and every
+no-model floor on those questions (`pplug.stats`: per-question ROUGE / absolute error / squared error,
+questions resampled with replacement, seeds pooled per question). "leads" is printed only where the interval
+excludes 0. `none` (greedy, no weights) and the floors do not depend on the seed and are scored once.
+
+    python benchmarks/bench_real_lamp.py --sets music_ratings --methods prompt-tuned retrieval pplug \
+        --seeds 0 1 2 --max-steps 100 --max-dev 150 --slices cold-start
+
+Shift checks (`--slices`, `pplug.slices`): cold-start (users with at most 4 history items, or every dev
+question with its history cut to its 4 latest items where too few users are that cold), time-shift (each
+training user's latest training question, held out of training: every method then trains on the rest).
+`--sets synth_ratings_shift` trains on the synthetic ratings and scores on the same users reviewing another
+product domain (`pplug synth --domain-shift`), next to its history-blind ceiling and floors.
+
+GPU recipe (`--preset gpu`): configs/real/<set>.gpu.yaml at the budget of the reference measurement
+(1000 steps x batch 8, 384-token prompts, full train splits), 3 seeds, all four trainable methods, trained
+`--jobs` at a time (default: as many as fit the free GPU memory at ~4 GiB each; 1 on CPU), then every method
+on the full dev splits, greedy, 32 new tokens, evaluation batch 32, all rating decodings and the floors.
+Explicit options win over the preset's values. `--device` goes to training (Lightning's accelerator) and
+to evaluation.
+
+    python benchmarks/bench_real_lamp.py --preset gpu --out benchmarks/results/real_lamp_gpu.json
 """
 
 from __future__ import annotations
@@ -34,7 +59,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("music_ratings", "acl_titles", "enron_subjects")
+SYNTH_SETS: dict[str, dict] = {"synth_ratings": {}, "synth_ratings_shift": {"domain_shift": True}}
+"""Synthetic checks (`pplug.synth`, trained with configs/default.yaml): in-domain, and the domain shift whose
+train split is byte-identical to synth_ratings' while dev reviews come from another product domain."""
 TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
+
+
+def config_path(set_name: str, suffix: str = "") -> Path:
+    """The train.py config of a set: configs/real/<set><suffix>.yaml, or configs/default.yaml for synthetic sets."""
+    if set_name in SYNTH_SETS:
+        return ROOT / "configs" / "default.yaml"
+    return ROOT / "configs" / "real" / f"{set_name}{suffix}.yaml"
+
+
+def synth_data(set_name: str, ckpt_root: Path) -> tuple[Path, dict]:
+    """Generate (once) a synthetic set under the checkpoints folder; returns its folder and synth_report.json."""
+    from pplug.synth import REPORT_NAME, make_synthetic
+
+    folder = ckpt_root / "data"
+    if not (folder / REPORT_NAME).is_file():
+        make_synthetic(folder, kind="ratings", **SYNTH_SETS[set_name])
+    return folder, json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
 
 
 def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, run: str,
@@ -44,7 +89,7 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
     `seed` (the multi-seed runs) seeds both the model (seed_everything) and the train subsample (data.seed);
     without it the command is the single-seed one (seed_everything = --seed, data.seed from the config).
     """
-    config = ROOT / "configs" / "real" / f"{set_name}{getattr(args, 'config_suffix', '')}.yaml"
+    config = config_path(set_name, getattr(args, "config_suffix", ""))
     max_train = "null" if args.max_train is None else str(args.max_train)
     cmd = [
         sys.executable, str(ROOT / "train.py"), "--config", str(config),
@@ -56,6 +101,7 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
         "--trainer.enable_progress_bar", "false", "--seed_everything", str(args.seed if seed is None else seed),
         *(() if seed is None else ("--data.seed", str(seed))),
         *train_device_args(getattr(args, "device", "auto")),
+        *dtype_args(config, getattr(args, "device", "auto")),
         *args.train_args,
     ]
     t0 = time.monotonic()
@@ -168,6 +214,27 @@ def train_device_args(device: str) -> tuple[str, ...]:
     if device == "mps":
         return ("--trainer.accelerator", "mps")
     raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def dtype_args(config: Path, device: str) -> tuple[str, ...]:
+    """A concrete --model.torch_dtype for a config that says `auto`, while this pplug does not know `auto` yet.
+
+    The GPU configs ask for `torch_dtype: auto` (bf16 where the device runs it fast); until pplug resolves
+    it itself (pplug.config lists it), this picks bf16 on a CUDA device that supports it, else float32.
+    """
+    import yaml
+
+    from pplug.config import _DTYPES
+
+    if "auto" in _DTYPES or not config.is_file():
+        return ()
+    model = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("model") or {}
+    if model.get("torch_dtype") != "auto":
+        return ()
+    import torch
+
+    cuda = device != "cpu" and device != "mps" and torch.cuda.is_available()
+    return ("--model.torch_dtype", "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32")
 
 
 def default_jobs(device: str, n_runs: int, gb_per_job: float = GB_PER_TRAINING) -> int:
@@ -379,10 +446,12 @@ def apply_preset(p: argparse.ArgumentParser, args) -> None:
             setattr(args, key, value)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked, with the preset applied; `args.multi` says whether the seeds path runs."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "real_lamp"), help="real_lamp folder")
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=[*SETS, *SYNTH_SETS],
+                   help="real sets, and the synthetic checks synth_ratings / synth_ratings_shift (need --seeds)")
     p.add_argument("--methods", nargs="+", default=list(TRAINABLE), choices=TRAINABLE)
     p.add_argument("--max-steps", type=int, default=100, help="optimizer steps per method")
     p.add_argument("--batch-size", type=int, default=8)
@@ -434,22 +503,39 @@ def main(argv: list[str] | None = None) -> int:
         train_device_args(args.device)
     except ValueError as e:
         p.error(str(e))
+    if not multi and set(args.sets) & set(SYNTH_SETS):
+        p.error(f"{sorted(set(args.sets) & set(SYNTH_SETS))} run with --seeds (or --slices / --preset)")
+    args.multi = multi
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    multi, method_lr = args.multi, args.method_lr_map
 
     from pplug.evaluate import evaluate
+    from pplug.io import atomic_write_json
     from pplug.train_module import DECODINGS
 
-    from pplug.io import atomic_write_json
-
-    results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in ("train_args", "method_lr_map")} | {"method_lr": method_lr,
+    skip = ("train_args", "method_lr_map", "multi")
+    results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,
         "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}
     for set_name in args.sets:
         data = Path(args.root) / set_name
+        synth_report = None
+        if set_name in SYNTH_SETS:
+            data, synth_report = synth_data(set_name, Path(args.checkpoints) / set_name)
         if not (data / "dev_questions.json").is_file():
             print(f"skip {set_name}: {data} not found (the shared real data is not on this machine)")
             continue
         ckpt_root = Path(args.checkpoints) / set_name
         if multi:
             results["sets"][set_name] = run_seeds(set_name, args, data, ckpt_root)
+            if synth_report is not None:  # what no model can beat without the history, and what history gives
+                refs = {k: synth_report[k] for k in ("history_blind_ceiling", "user_mean_floor", "global_constant",
+                                                     "history_oracle") if k in synth_report}
+                results["sets"][set_name]["synth_report"] = refs | {"dev_domain": synth_report.get("dev_domain")}
+                print(f"[{set_name}] synthetic reference scores on this dev split: {json.dumps(refs)}")
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out, results)
