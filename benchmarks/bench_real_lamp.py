@@ -336,6 +336,7 @@ def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: t
         lr = ("--model.lr", args.method_lr_map[m]) if m in args.method_lr_map else ()
         print(f"[{set_name}] seed {seed}: training {m} ({args.max_steps} steps) ...", flush=True)
         t = round(train_method(set_name, m, args, ck, train_root, runs[m], (*extra, *lr), seed=seed, env=env), 1)
+        ck.mkdir(parents=True, exist_ok=True)
         (ck / f"{runs[m]}.train_seconds").write_text(f"{t}\n")
         seconds[seed][m] = t
         print(f"[{set_name}] seed {seed} {m}: {t:.0f} s", flush=True)

@@ -127,3 +127,44 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
     cold = load_split(tmp_path / "ck" / "music_ratings" / "slices", "cold_start")
     assert all(len(ex.profile) <= 4 for ex in cold)
     json.dumps(entry)  # the results file takes it as is
+
+
+def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsys):
+    import bench_ablation as ablation
+
+    from pplug.data import load_split, write_outputs
+    from pplug.metrics import score
+    from pplug.synth import make_synthetic
+    from pplug.train_module import subsample
+
+    make_synthetic(tmp_path / "music_ratings", kind="ratings", n_users=20, seed=2, min_train=2, max_train=3)
+    monkeypatch.setattr(ablation, "train_method", lambda *a, **k: 1.0)
+
+    def fake_evaluate(a, checkpoints, folder, split, methods, max_examples, decodings, out, floors, seed, progress,
+                      persona):
+        loaded = load_split(folder, split)
+        golds = {ex.id: ex.output for ex in subsample(loaded.examples, max_examples, seed)}
+        good = "mean-attention" in checkpoints[0]  # this variant answers the gold, base guesses
+        rng = random.Random(out)
+        files, metrics = {}, {}
+        for m in methods:
+            for dec in decodings:
+                row = m if dec == "argmax" else f"{m} [{dec}]"
+                preds = {i: g if (good and m == "pplug") else str(rng.randint(1, 5)) for i, g in golds.items()}
+                path = Path(f"{out}.{row.replace(' ', '_')}.json")
+                write_outputs(path, loaded.task.name, preds)
+                files[row], metrics[row] = str(path), score(loaded.task, preds, golds)
+        return {"files": files, "metrics": metrics}
+
+    monkeypatch.setattr(ablation, "run_evaluate", fake_evaluate)
+    out = tmp_path / "abl.json"
+    rc = ablation.main(["--root", str(tmp_path), "--variants", "base", "mean-attention", "--seeds", "0", "1",
+                        "--max-dev", "30", "--resamples", "200", "--checkpoints", str(tmp_path / "ck"),
+                        "--out", str(out)])
+    assert rc == 0
+    summary = json.loads(out.read_text())["summary"]
+    c = summary["comparisons"]["pplug mean-attention [median]"]
+    assert set(c) >= {"pplug base [median]", "none [median]", "floor: always-5"}
+    assert c["pplug base [median]"]["mae"]["leads"]
+    assert set(summary["cells"]["pplug base"]["mae"]["values"]) == {"seed0", "seed1"}
+    assert "leads" in capsys.readouterr().out
