@@ -232,5 +232,5 @@ def comparison_lines(summary: dict, metrics: Sequence[str] | None = None, digits
     return lines
 
 
-__all__ = ["ROOT_OF_MEAN", "aggregate", "example_scores", "format_interval", "format_mean_sd", "interval_verdict", "leads",
-           "mean_sd", "paired_bootstrap", "row_decoding", "summarize", "summary_table", "comparison_lines"]
+__all__ = ["ROOT_OF_MEAN", "aggregate", "comparison_lines", "example_scores", "format_interval", "format_mean_sd",
+           "interval_verdict", "leads", "mean_sd", "paired_bootstrap", "row_decoding", "summarize", "summary_table"]

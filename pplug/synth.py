@@ -288,7 +288,8 @@ def _tag_event(rng: random.Random, ranking: tuple[str, ...], noise: float) -> tu
 
 
 def _title_event(rng: random.Random, style: int, noise: float, shifted: bool = False) -> tuple[dict, str]:
-    topic, method = rng.choice(SHIFTED_TOPICS if shifted else TOPICS), rng.choice(SHIFTED_METHODS if shifted else METHODS)
+    topics, methods = (SHIFTED_TOPICS, SHIFTED_METHODS) if shifted else (TOPICS, METHODS)
+    topic, method = rng.choice(topics), rng.choice(methods)
     abstract = rng.choice(ABSTRACT_TEMPLATES).format(topic=topic, method=method, Topic=_cap(topic))
     k = style
     if rng.random() < noise:
