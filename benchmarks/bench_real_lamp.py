@@ -386,7 +386,13 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
     train_s = train_seeds(set_name, args, ckpt_root, train_root, extra, runs)
-    entry: dict = {"seeds": args.seeds, "train_seconds": train_s, "slices": {}}
+    seeds = [s for s in args.seeds if all((ckpt_root / f"seed{s}" / runs[m] / "final").is_dir() for m in runs)]
+    if not seeds:
+        raise RuntimeError(f"{set_name}: no seed has trained weights for every method in {ckpt_root}")
+    if seeds != args.seeds:  # --skip-train on an interrupted run: report the seeds that finished, say so
+        print(f"[{set_name}] seeds {sorted(set(args.seeds) - set(seeds))} lack weights for some method; "
+              f"scoring seeds {seeds}", flush=True)
+    entry: dict = {"seeds": seeds, "seeds_asked": args.seeds, "train_seconds": train_s, "slices": {}}
     for name, (folder, split, max_examples, note) in slices.items():
         loaded = load_split(folder, split)
         task = loaded.task
@@ -395,7 +401,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
         preds: dict[str, dict[str, dict[str, str]]] = {}
         reported: dict[str, dict[str, dict[str, float]]] = {}
         t0 = time.monotonic()
-        for i, seed in enumerate(args.seeds):
+        for i, seed in enumerate(seeds):
             ck = ckpt_root / f"seed{seed}"
             # `none` (greedy, no weights) and the floors do not depend on the training seed: scored once
             report = run_evaluate(args, [f"{m}={ck / runs[m]}" for m in args.methods], folder, split,
@@ -413,7 +419,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
         except (ValueError, FileNotFoundError):
             train_golds = None
         for floor, p in floor_predictions(task, examples, train_golds).items():
-            preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
+            preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
         refs = [r for r in preds if r == "pplug" or r.startswith("pplug [")]
         summary = summarize(task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed)
         for row, by_label in reported.items():  # the per-question scores must give evaluate's own numbers
@@ -427,7 +433,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
         entry["task"] = task.name
         entry["slices"][name] = summary
         print(summary_table(summary, title=f"{set_name} {name} (n={len(examples)}; {note}); mean ± sd over "
-                                           f"seeds {args.seeds}"))
+                                           f"seeds {seeds}"))
         if summary["pearson_r"]:
             print("Pearson r with the gold rating:",
                   json.dumps({k: round(v["mean"], 3) for k, v in summary["pearson_r"].items()}))

@@ -87,9 +87,13 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
                              "--slices", "cold-start", "time-shift", "--max-dev", "40", "--resamples", "200",
                              "--checkpoints", str(tmp_path / "ck")])
     trained = []
-    monkeypatch.setattr(bench, "train_method",
-                        lambda s, m, a, ck, root, run, extra=(), seed=None, env=None: trained.append((seed, m, root,
-                                                                                                     extra)) or 1.0)
+
+    def fake_train(s, m, a, ck, root, run, extra=(), seed=None, env=None):
+        trained.append((seed, m, root, extra))
+        (ck / run / "final").mkdir(parents=True)
+        return 1.0
+
+    monkeypatch.setattr(bench, "train_method", fake_train)
     for seed in (0, 1):  # train_seeds reuses runs whose final/ exists: only seed 1 pplug is "trained" here
         for run in ("retrieval", "pplug"):
             if (seed, run) != (1, "pplug"):
@@ -117,7 +121,8 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
     entry = bench.run_seeds("music_ratings", args, data, tmp_path / "ck" / "music_ratings")
     assert [(s, m) for s, m, _, _ in trained] == [(1, "pplug")]
     assert trained[0][3][:2] == ("--data.train_split", "fit")  # time-shift: trained without the held-out questions
-    assert set(entry["slices"]) == {"dev", "cold-start", "time-shift"}
+    assert set(entry["slices"]) == {"dev", "cold-start", "time-shift"} and entry["seeds"] == [0, 1]
+    assert set(entry["slices"]["dev"]["cells"]["pplug"]["mae"]["values"]) == {"seed0", "seed1"}
     dev = entry["slices"]["dev"]
     assert dev["n"] == 40 and dev["cells"]["pplug [median]"]["mae"]["mean"] == 0.0
     assert dev["cells"]["none"]["mae"]["sd"] is None and "floor: always-5" in dev["cells"]
@@ -168,3 +173,21 @@ def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsy
     assert c["pplug base [median]"]["mae"]["leads"]
     assert set(summary["cells"]["pplug base"]["mae"]["values"]) == {"seed0", "seed1"}
     assert "leads" in capsys.readouterr().out
+
+
+def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
+    from pplug.synth import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=10, seed=1)
+    args = bench.parse_args(["--methods", "pplug", "--seeds", "0", "1", "--skip-train",
+                             "--checkpoints", str(tmp_path / "ck")])
+    (tmp_path / "ck" / "seed0" / "pplug" / "final").mkdir(parents=True)
+    seen = []
+    monkeypatch.setattr(bench, "run_evaluate", lambda a, ckpts, *x, **k: seen.append(ckpts) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # stops at the first evaluation: enough to see what it scores
+        bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
+    assert seen == [[f"pplug={tmp_path / 'ck' / 'seed0' / 'pplug'}"]]
+    (tmp_path / "ck" / "seed0" / "pplug" / "final").rmdir()
+    with pytest.raises(RuntimeError, match="no seed has trained weights"):
+        bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
