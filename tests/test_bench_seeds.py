@@ -191,3 +191,14 @@ def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
     (tmp_path / "ck" / "seed0" / "pplug" / "final").rmdir()
     with pytest.raises(RuntimeError, match="no seed has trained weights"):
         bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
+
+
+def test_synthetic_shift_set(tmp_path):
+    from pplug.data import load_split
+
+    folder, report = bench.synth_data("synth_ratings_shift", tmp_path / "ck")
+    assert report["config"]["domain_shift"] is True and report["history_blind_ceiling"]["mae"] > 0
+    assert load_split(folder, "dev").task.name == "LaMP_3"
+    assert bench.synth_data("synth_ratings_shift", tmp_path / "ck")[0] == folder  # generated once
+    assert bench.config_path("synth_ratings_shift") == bench.ROOT / "configs" / "default.yaml"
+    assert bench.parse_args(["--sets", "synth_ratings_shift", "--seeds", "0"]).multi
