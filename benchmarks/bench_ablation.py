@@ -9,6 +9,12 @@ same seeded dev subsample with `pplug.evaluate.evaluate`, next to `none` and the
 table. The issue's questions: learning rate (run it twice with --lr), temperature, history length, input
 encoder frozen or not, number of user tokens, mean instead of input-aware attention, and the textual
 persona derived from the history written after the soft prompt.
+
+With `--seeds 0 1 2` every variant is trained once per seed (seed_everything and data.seed) and scored on
+the same dev questions; cells are mean ± sd over the seeds, and each variant gets paired bootstrap 95%
+intervals against `base`, `none` and the floors (`pplug.stats`; "leads" only where the interval excludes 0).
+
+    python benchmarks/bench_ablation.py --set music_ratings --seeds 0 1 2 --variants base mean-attention
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_lamp import ROOT, SETS, train_method  # noqa: E402
+from bench_real_lamp import ROOT, SETS, run_evaluate, train_method  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "base": (),
@@ -48,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "ablation"))
     p.add_argument("--out", default=None, help="JSON results (default: benchmarks/results/ablation_<set>.json)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="train every variant once per seed; mean ± sd and intervals against base")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (with --seeds)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--eval-batch-size", type=int, default=16)
     args = p.parse_args(argv)
     args.train_args = []
+    if args.seeds:
+        return run_seeds(args)
 
     from pplug.evaluate import evaluate
     from pplug.metrics import format_table
@@ -84,6 +97,68 @@ def main(argv: list[str] | None = None) -> int:
                                    "written": time.strftime("%Y-%m-%d %H:%M")}, indent=2, sort_keys=True) + "\n")
     print(format_table(rows, title=f"{args.set} dev (n={args.max_dev}), PPlug variants, lr {args.lr}, "
                                    f"{args.max_steps} steps x batch {args.batch_size}"))
+    print(f"wrote {out}")
+    return 0
+
+
+def run_seeds(args) -> int:
+    """--seeds: every variant once per seed, the same dev questions, mean ± sd and paired intervals."""
+    from pplug.data import load_outputs, load_split
+    from pplug.evaluate import floor_predictions
+    from pplug.io import atomic_write_json
+    from pplug.stats import comparison_lines, summarize, summary_table
+    from pplug.inference import DECODINGS, subsample
+
+    data = Path(args.root) / args.set
+    if not (data / "dev_questions.json").is_file():
+        print(f"{data} not found (the shared real data is not on this machine)")
+        return 1
+    ckpt_root = Path(args.checkpoints) / args.set / f"lr{args.lr}"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}_seeds.json")
+    preds: dict[str, dict[str, dict[str, str]]] = {}
+    train_s: dict[str, dict[str, float]] = {}
+    for i, seed in enumerate(args.seeds):
+        ck = ckpt_root / f"seed{seed}"
+        label = f"seed{seed}"
+        for j, name in enumerate(args.variants):
+            mark = ck / f"{name}.train_seconds"
+            if (ck / name / "final").is_dir() and mark.is_file():  # an interrupted run resumes here
+                seconds = float(mark.read_text())
+            else:
+                print(f"[{args.set}] seed {seed}: training pplug variant {name} ...", flush=True)
+                seconds = round(train_method(args.set, "pplug", args, ck, data, name,
+                                             ("--model.lr", args.lr, *VARIANTS[name]), seed=seed), 1)
+                mark.parent.mkdir(parents=True, exist_ok=True)
+                mark.write_text(f"{seconds}\n")
+            train_s.setdefault(name, {})[label] = seconds
+            first = i == 0 and j == 0  # `none` and the floors do not depend on the seed or the variant
+            report = run_evaluate(args, [f"pplug={ck / name}"], data, "dev",
+                                  methods=["none", "pplug"] if first else ["pplug"], max_examples=args.max_dev,
+                                  decodings=DECODINGS, out=str(ck / "eval" / f"{name}.json"), floors=False,
+                                  seed=args.seed, progress=False, persona=name == "persona")
+            for row, path in report["files"].items():
+                preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = load_outputs(path)[1]
+            print(f"[{args.set}] seed {seed} {name}: {seconds:.0f} s; "
+                  f"{json.dumps({k: v for k, v in report['metrics'].items() if k.startswith('pplug')})}", flush=True)
+    dev = load_split(data, "dev")
+    examples = subsample(dev.examples, args.max_dev, args.seed)
+    try:
+        train_golds = list(load_split(data, "train", dev.task).golds().values())
+    except (ValueError, FileNotFoundError):
+        train_golds = None
+    for floor, p in floor_predictions(dev.task, examples, train_golds).items():
+        preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
+    golds = {ex.id: ex.output for ex in examples}
+    variant_rows = [r for r in preds if r.startswith("pplug ") and not r.startswith("pplug base")]
+    refs = variant_rows or [r for r in preds if r.startswith("pplug base")]
+    summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed)
+    atomic_write_json(out, {"settings": {k: v for k, v in vars(args).items() if k != "train_args"},
+                            "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,
+                            "train_seconds": train_s, "written": time.strftime("%Y-%m-%d %H:%M")})
+    print(summary_table(summary, title=f"{args.set} dev (n={len(examples)}), PPlug variants, lr {args.lr}, "
+                                       f"{args.max_steps} steps x batch {args.batch_size}, seeds {args.seeds}"))
+    print("variant minus each row, paired bootstrap 95% interval (seeds pooled per question):")
+    print("\n".join("  " + line for line in comparison_lines(summary, [m for m in dev.task.metrics if m != "f1"])))
     print(f"wrote {out}")
     return 0
 

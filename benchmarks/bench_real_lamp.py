@@ -19,6 +19,31 @@ training questions (never on dev), and the lr with the best held-out main metric
 once, for the kept models. The selection table goes to --out too. The split is written under the
 checkpoints folder (git-ignored), never into the repository. A rerun reuses the (method, lr) runs whose
 held-out scores exist, so an interrupted selection resumes; delete a run folder to retrain it.
+
+Seeds and statistics (`--seeds 0 1 2`): every method is trained once per seed (seed_everything and
+data.seed), all are scored on the same dev questions (the `--seed` subsample), and each cell is reported as
+mean ± sd over the seeds, with paired bootstrap 95% intervals of PPlug minus every other row and every
+no-model floor on those questions (`pplug.stats`: per-question ROUGE / absolute error / squared error,
+questions resampled with replacement, seeds pooled per question). "leads" is printed only where the interval
+excludes 0. `none` (greedy, no weights) and the floors do not depend on the seed and are scored once.
+
+    python benchmarks/bench_real_lamp.py --sets music_ratings --methods prompt-tuned retrieval pplug \
+        --seeds 0 1 2 --max-steps 100 --max-dev 150 --slices cold-start
+
+Shift checks (`--slices`, `pplug.slices`): cold-start (users with at most 4 history items, or every dev
+question with its history cut to its 4 latest items where too few users are that cold), time-shift (each
+training user's latest training question, held out of training: every method then trains on the rest).
+`--sets synth_ratings_shift` trains on the synthetic ratings and scores on the same users reviewing another
+product domain (`pplug synth --domain-shift`), next to its history-blind ceiling and floors.
+
+GPU recipe (`--preset gpu`): configs/real/<set>.gpu.yaml at the budget of the reference measurement
+(1000 steps x batch 8, 384-token prompts, full train splits), 3 seeds, all four trainable methods, trained
+`--jobs` at a time (default: as many as fit the free GPU memory at ~4 GiB each; 1 on CPU), then every method
+on the full dev splits, greedy, 32 new tokens, evaluation batch 32, all rating decodings and the floors.
+Explicit options win over the preset's values. `--device` goes to training (Lightning's accelerator) and
+to evaluation.
+
+    python benchmarks/bench_real_lamp.py --preset gpu --out benchmarks/results/real_lamp_gpu.json
 """
 
 from __future__ import annotations
@@ -34,27 +59,55 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("music_ratings", "acl_titles", "enron_subjects")
+SYNTH_SETS: dict[str, dict] = {"synth_ratings": {}, "synth_ratings_shift": {"domain_shift": True}}
+"""Synthetic checks (`pplug.synth`, trained with configs/default.yaml): in-domain, and the domain shift whose
+train split is byte-identical to synth_ratings' while dev reviews come from another product domain."""
 TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
 
 
+def config_path(set_name: str, suffix: str = "") -> Path:
+    """The train.py config of a set: configs/real/<set><suffix>.yaml, or configs/default.yaml for synthetic sets."""
+    if set_name in SYNTH_SETS:
+        return ROOT / "configs" / "default.yaml"
+    return ROOT / "configs" / "real" / f"{set_name}{suffix}.yaml"
+
+
+def synth_data(set_name: str, ckpt_root: Path) -> tuple[Path, dict]:
+    """Generate (once) a synthetic set under the checkpoints folder; returns its folder and synth_report.json."""
+    from pplug.synth import REPORT_NAME, make_synthetic
+
+    folder = ckpt_root / "data"
+    if not (folder / REPORT_NAME).is_file():
+        make_synthetic(folder, kind="ratings", **SYNTH_SETS[set_name])
+    return folder, json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
+
+
 def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, run: str,
-                 extra: tuple[str, ...] = ()) -> float:
-    """Train one method with train.py in a fresh process (run folder ckpt_root/run); returns wall seconds."""
+                 extra: tuple[str, ...] = (), seed: int | None = None, env: dict | None = None) -> float:
+    """Train one method with train.py in a fresh process (run folder ckpt_root/run); returns wall seconds.
+
+    `seed` (the multi-seed runs) seeds both the model (seed_everything) and the train subsample (data.seed);
+    without it the command is the single-seed one (seed_everything = --seed, data.seed from the config).
+    """
+    config = config_path(set_name, getattr(args, "config_suffix", ""))
+    max_train = "null" if args.max_train is None else str(args.max_train)
     cmd = [
-        sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "real" / f"{set_name}.yaml"),
+        sys.executable, str(ROOT / "train.py"), "--config", str(config),
         "--checkpoints_dir", str(ckpt_root), "--run", run,
         "--model.method", method, "--data.root", str(data), *extra,
         "--trainer.max_steps", str(args.max_steps), "--trainer.limit_val_batches", "0",
-        "--data.batch_size", str(args.batch_size), "--data.max_train_examples", str(args.max_train),
+        "--data.batch_size", str(args.batch_size), "--data.max_train_examples", max_train,
         "--model.max_input_tokens", str(args.max_input_tokens), "--test", "false", "--compare_none", "false",
-        "--trainer.enable_progress_bar", "false", "--seed_everything", str(args.seed),
+        "--trainer.enable_progress_bar", "false", "--seed_everything", str(args.seed if seed is None else seed),
+        *(() if seed is None else ("--data.seed", str(seed))),
+        *train_device_args(getattr(args, "device", "auto")),
         *args.train_args,
     ]
     t0 = time.monotonic()
     log = ckpt_root / f"train_{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if rc != 0:
         raise RuntimeError(f"training {method} on {set_name} failed (rc {rc}); see {log}")
     return time.monotonic() - t0
@@ -133,10 +186,243 @@ def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> 
     return best_run, table
 
 
-def main(argv: list[str] | None = None) -> int:
+# --------------------------------------------------------------------------------------------------
+# seeds, slices, presets (used when --seeds, --slices or --preset is given; the single-seed path is above)
+
+SLICES = ("cold-start", "time-shift")
+PRESETS: dict[str, dict] = {
+    # the GPU budget of shared/reference/gpu-measurement-2026-11.md: 1000 steps x batch 8, 384-token prompts,
+    # full train splits, no validation; full dev splits, greedy, 32 new tokens, evaluation batch 32
+    "gpu": {"config_suffix": ".gpu", "max_steps": 1000, "batch_size": 8, "max_train": None,
+            "max_input_tokens": 384, "max_dev": None, "max_new_tokens": 32, "eval_batch_size": 32,
+            "seeds": [0, 1, 2]},
+}
+GB_PER_TRAINING = 4.0
+"""GPU memory one SmolLM2-135M training takes at the GPU budget (with headroom), for the default --jobs."""
+
+
+def train_device_args(device: str) -> tuple[str, ...]:
+    """train.py overrides for --device: auto keeps Lightning's `accelerator: auto`."""
+    if device in ("auto", None):
+        return ()
+    if device == "cpu":
+        return ("--trainer.accelerator", "cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        index = device.partition(":")[2]
+        return ("--trainer.accelerator", "gpu", "--trainer.devices", f"[{index}]" if index else "1")
+    if device == "mps":
+        return ("--trainer.accelerator", "mps")
+    raise ValueError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def default_jobs(device: str, n_runs: int, gb_per_job: float = GB_PER_TRAINING) -> int:
+    """Trainings at once: on CUDA as many as fit the free memory (and the CPU cores); on CPU or MPS one."""
+    import torch
+
+    if device not in ("auto", "cuda") and not device.startswith("cuda:") or not torch.cuda.is_available():
+        return 1
+    index = int(device.partition(":")[2] or 0)
+    free, _ = torch.cuda.mem_get_info(index)
+    return max(1, min(n_runs, int(free / 2**30 // gb_per_job), os.cpu_count() or 1))
+
+
+def run_evaluate(args, checkpoints: list[str], data: Path, split: str, **kw) -> dict:
+    """`pplug.evaluate.evaluate` with this benchmark's device and evaluation batch (the one place both are set)."""
+    from pplug.evaluate import evaluate
+
+    return evaluate(checkpoints, str(data), split, batch_size=args.eval_batch_size, device=args.device, **kw)
+
+
+def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[str, ...]]:
+    """The splits scored: {name: (folder, split, max_examples, note)}, plus the training root and overrides.
+
+    dev is always there. cold-start: the dev questions scored (the same seeded subsample) whose users have
+    at most 4 history items, or all of them cut to 4 items (`pplug.slices.cold_start`). time-shift: each
+    training user's latest training question, held out of training (so every method then trains on `fit`).
+    Slice files go under the checkpoints folder (git-ignored), never into the repository.
+    """
+    from pplug.data import load_split
+    from pplug.slices import cold_start, time_shift_holdout, write_slice
+    from pplug.inference import subsample
+
+    slices: dict[str, tuple[Path, str, int | None, str]] = {"dev": (data, "dev", args.max_dev, "dev split")}
+    train_root, extra = data, ()
+    folder = ckpt_root / "slices"
+    if "cold-start" in args.slices:
+        dev = load_split(data, "dev")
+        examples, note = cold_start(subsample(dev.examples, args.max_dev, args.seed), max_items=4,
+                                    min_n=args.cold_start_min)
+        write_slice(folder, "cold_start", dev.task.name, examples, train_from=data)
+        slices["cold-start"] = (folder, "cold_start", None, note)
+    if "time-shift" in args.slices:
+        train = load_split(data, "train")
+        fit, held = time_shift_holdout(train.examples)
+        write_slice(folder, "fit", train.task.name, fit)
+        held = subsample(held, args.max_dev, args.seed)
+        write_slice(folder, "time_shift", train.task.name, held, train_from=data)
+        note = (f"each training user's latest training question ({len(held)} scored), held out of training; "
+                f"every method trains on the other {len(fit)}")
+        slices["time-shift"] = (folder, "time_shift", None, note)
+        train_root = folder
+        extra = ("--data.train_split", "fit", "--data.val_split", "time_shift", "--data.test_split", "time_shift")
+    return slices, train_root, extra
+
+
+def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: tuple[str, ...],
+                runs: dict[str, str]) -> dict[int, dict[str, float | None]]:
+    """Train every (seed, method) not trained yet, `args.jobs` at once; returns seed -> method -> seconds.
+
+    A run whose final/ and `<run>.train_seconds` exist is reused (an interrupted benchmark resumes); delete
+    the seed folder to retrain. With several jobs each training gets an equal share of the CPU threads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo, seconds = [], {s: {} for s in args.seeds}
+    for seed in args.seeds:
+        ck = ckpt_root / f"seed{seed}"
+        for m in args.methods:
+            mark = ck / f"{runs[m]}.train_seconds"
+            if (ck / runs[m] / "final").is_dir() and mark.is_file():
+                seconds[seed][m] = float(mark.read_text())
+                print(f"[{set_name}] seed {seed} {m}: reusing {ck / runs[m]}", flush=True)
+            elif args.skip_train:
+                seconds[seed][m] = None
+            else:
+                todo.append((seed, m))
+    jobs = args.jobs or default_jobs(args.device, len(todo))
+    env = None
+    if jobs > 1:
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
+
+    def one(item: tuple[int, str]) -> None:
+        seed, m = item
+        ck = ckpt_root / f"seed{seed}"
+        lr = ("--model.lr", args.method_lr_map[m]) if m in args.method_lr_map else ()
+        print(f"[{set_name}] seed {seed}: training {m} ({args.max_steps} steps) ...", flush=True)
+        t = round(train_method(set_name, m, args, ck, train_root, runs[m], (*extra, *lr), seed=seed, env=env), 1)
+        ck.mkdir(parents=True, exist_ok=True)
+        (ck / f"{runs[m]}.train_seconds").write_text(f"{t}\n")
+        seconds[seed][m] = t
+        print(f"[{set_name}] seed {seed} {m}: {t:.0f} s", flush=True)
+
+    if todo:
+        print(f"[{set_name}] {len(todo)} trainings, {jobs} at a time", flush=True)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for f in [pool.submit(one, item) for item in todo]:
+                f.result()  # re-raises a failed training
+    return seconds
+
+
+def pearson_rows(task, golds: dict[str, str], preds: dict[str, dict[str, dict[str, str]]]) -> dict:
+    """Ratings: Pearson r with the gold of each [expected] row and of the user-mean floor, mean ± sd over seeds."""
+    import statistics
+
+    from pplug.stats import mean_sd
+
+    if getattr(task.output_kind, "value", "") != "rating":
+        return {}
+    ids = list(golds)
+    g = [float(golds[i]) for i in ids]
+    out = {}
+    for row, by_seed in preds.items():
+        if not (row.endswith("[expected]") or row == "floor: user mean rating"):
+            continue
+        values = {}
+        for label, p in by_seed.items():
+            xs = [float(p[i]) for i in ids]
+            values[label] = statistics.correlation(xs, g) if len(set(xs)) > 1 else 0.0
+        mean, sd = mean_sd(list(values.values()))
+        out[row] = {"mean": mean, "sd": sd, "values": values}
+    return out
+
+
+def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
+    """Train every method once per seed, score all on the same questions of every slice, and summarise.
+
+    Returns the set's JSON entry: per slice, mean ± sd of every row over seeds and paired bootstrap
+    intervals of PPlug minus every other row (`pplug.stats.summarize`); metrics only, no predictions.
+    """
+    from pplug.data import load_outputs, load_split
+    from pplug.evaluate import floor_predictions
+    from pplug.stats import comparison_lines, summarize, summary_table
+    from pplug.inference import DECODINGS, subsample
+
+    runs = {m: m.replace("+", "_") for m in args.methods}
+    slices, train_root, extra = build_slices(args, data, ckpt_root)
+    train_s = train_seeds(set_name, args, ckpt_root, train_root, extra, runs)
+    seeds = [s for s in args.seeds if all((ckpt_root / f"seed{s}" / runs[m] / "final").is_dir() for m in runs)]
+    if not seeds:
+        raise RuntimeError(f"{set_name}: no seed has trained weights for every method in {ckpt_root}")
+    if seeds != args.seeds:  # --skip-train on an interrupted run: report the seeds that finished, say so
+        print(f"[{set_name}] seeds {sorted(set(args.seeds) - set(seeds))} lack weights for some method; "
+              f"scoring seeds {seeds}", flush=True)
+    entry: dict = {"seeds": seeds, "seeds_asked": args.seeds, "train_seconds": train_s, "slices": {}}
+    for name, (folder, split, max_examples, note) in slices.items():
+        loaded = load_split(folder, split)
+        task = loaded.task
+        examples = subsample(loaded.examples, max_examples, args.seed)
+        golds = {ex.id: ex.output for ex in examples}
+        preds: dict[str, dict[str, dict[str, str]]] = {}
+        reported: dict[str, dict[str, dict[str, float]]] = {}
+        t0 = time.monotonic()
+        for i, seed in enumerate(seeds):
+            ck = ckpt_root / f"seed{seed}"
+            # `none` (greedy, no weights) and the floors do not depend on the training seed: scored once
+            report = run_evaluate(args, [f"{m}={ck / runs[m]}" for m in args.methods], folder, split,
+                                  methods=(["none"] if i == 0 else []) + list(args.methods),
+                                  max_examples=max_examples, decodings=DECODINGS, floors=i == 0, seed=args.seed,
+                                  out=str(ck / "eval" / f"{name}_preds.json"), progress=False,
+                                  max_new_tokens=args.max_new_tokens)
+            label = f"seed{seed}"
+            for row, path in report["files"].items():
+                preds.setdefault(row, {})[label] = load_outputs(path)[1]
+            for row, metrics in report["metrics"].items():
+                reported.setdefault(row, {})[label] = metrics
+        try:
+            train_golds = list(load_split(folder, "train", task).golds().values())
+        except (ValueError, FileNotFoundError):
+            train_golds = None
+        for floor, p in floor_predictions(task, examples, train_golds).items():
+            preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
+        refs = [r for r in preds if r == "pplug" or r.startswith("pplug [")]
+        summary = summarize(task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed)
+        for row, by_label in reported.items():  # the per-question scores must give evaluate's own numbers
+            for label, metrics in by_label.items():
+                for m, v in metrics.items():
+                    got = summary["cells"].get(row, {}).get(m, {}).get("values", {}).get(label)
+                    if got is not None and abs(got - v) > 1e-6:
+                        raise RuntimeError(f"{name} {row} {label} {m}: per-question mean {got} != evaluate's {v}")
+        summary["pearson_r"] = pearson_rows(task, golds, preds)
+        summary.update(note=note, split=split, eval_seconds=round(time.monotonic() - t0, 1))
+        entry["task"] = task.name
+        entry["slices"][name] = summary
+        print(summary_table(summary, title=f"{set_name} {name} (n={len(examples)}; {note}); mean ± sd over "
+                                           f"seeds {seeds}"))
+        if summary["pearson_r"]:
+            print("Pearson r with the gold rating:",
+                  json.dumps({k: round(v["mean"], 3) for k, v in summary["pearson_r"].items()}))
+        main = [m for m in task.metrics if m in ("mae", "rmse", "rouge1", "rougeL", "accuracy")]
+        print(f"PPlug minus each row, paired bootstrap 95% interval ({args.resamples} resamples of the "
+              f"{len(examples)} questions, seeds pooled per question):")
+        print("\n".join("  " + line for line in comparison_lines(summary, main)), flush=True)
+    return entry
+
+
+def apply_preset(p: argparse.ArgumentParser, args) -> None:
+    """Fill the preset's values into every option left at its default (an explicit option wins)."""
+    for key, value in PRESETS[args.preset].items():
+        if key == "config_suffix":
+            args.config_suffix = value
+        elif getattr(args, key) == p.get_default(key):
+            setattr(args, key, value)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked, with the preset applied; `args.multi` says whether the seeds path runs."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=str(ROOT.parent / "shared" / "data" / "real_lamp"), help="real_lamp folder")
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    p.add_argument("--sets", nargs="+", default=list(SETS), choices=[*SETS, *SYNTH_SETS],
+                   help="real sets, and the synthetic checks synth_ratings / synth_ratings_shift (need --seeds)")
     p.add_argument("--methods", nargs="+", default=list(TRAINABLE), choices=TRAINABLE)
     p.add_argument("--max-steps", type=int, default=100, help="optimizer steps per method")
     p.add_argument("--batch-size", type=int, default=8)
@@ -154,24 +440,77 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", type=int, default=150, help="held-out training questions for --lrs")
     p.add_argument("--method-lr", nargs="+", default=[], metavar="METHOD=LR",
                    help="a fixed lr per method (e.g. the ones --lrs picked on another set): prompt-tuned=1e-2 ...")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="train every method once per seed (seed_everything and data.seed) and report mean ± sd "
+                        "and paired bootstrap intervals of PPlug minus each row on the same questions")
+    p.add_argument("--slices", nargs="+", default=[], choices=SLICES,
+                   help="also score these shift slices (pplug.slices); time-shift trains on train minus each "
+                        "user's latest training question")
+    p.add_argument("--cold-start-min", type=int, default=50,
+                   help="fewest naturally cold questions (<= 4 history items) before profiles are cut instead")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the questions")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="gpu: the GPU recipe (configs/real/<set>.gpu.yaml, 1000 steps, full splits, 3 seeds)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (training and evaluation)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="trainings at once (default: by free GPU memory, ~4 GiB each; 1 on CPU)")
+    p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra train.py arguments (last)")
     args = p.parse_args(argv)
+    args.config_suffix = ""
     pairs = [x.split("=", 1) for x in args.method_lr]
     method_lr = {kv[0]: kv[1] for kv in pairs if len(kv) == 2}
     if len(method_lr) != len(pairs) or set(method_lr) - set(TRAINABLE) or not all(method_lr.values()):
         p.error(f"--method-lr takes METHOD=LR with METHOD in {TRAINABLE}; got {args.method_lr}")
+    args.method_lr_map = method_lr
+    if args.preset:
+        apply_preset(p, args)
+    multi = bool(args.seeds or args.slices or args.preset)
+    if multi and args.lrs:
+        p.error("--lrs picks one lr per method with one seed; run it first, then pass --method-lr with --seeds")
+    if multi and not args.seeds:
+        args.seeds = [args.seed]
+    try:
+        train_device_args(args.device)
+    except ValueError as e:
+        p.error(str(e))
+    if not multi and set(args.sets) & set(SYNTH_SETS):
+        p.error(f"{sorted(set(args.sets) & set(SYNTH_SETS))} run with --seeds (or --slices / --preset)")
+    args.multi = multi
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    multi, method_lr = args.multi, args.method_lr_map
 
     from pplug.evaluate import evaluate
     from pplug.inference import DECODINGS
+    from pplug.io import atomic_write_json
 
-    results: dict = {"settings": {k: v for k, v in vars(args).items() if k != "train_args"} | {"method_lr": method_lr,
+    skip = ("train_args", "method_lr_map", "multi")
+    results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,
         "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}
     for set_name in args.sets:
         data = Path(args.root) / set_name
+        synth_report = None
+        if set_name in SYNTH_SETS:
+            data, synth_report = synth_data(set_name, Path(args.checkpoints) / set_name)
         if not (data / "dev_questions.json").is_file():
             print(f"skip {set_name}: {data} not found (the shared real data is not on this machine)")
             continue
         ckpt_root = Path(args.checkpoints) / set_name
+        if multi:
+            results["sets"][set_name] = run_seeds(set_name, args, data, ckpt_root)
+            if synth_report is not None:  # what no model can beat without the history, and what history gives
+                refs = {k: synth_report[k] for k in ("history_blind_ceiling", "user_mean_floor", "global_constant",
+                                                     "history_oracle") if k in synth_report}
+                results["sets"][set_name]["synth_report"] = refs | {"dev_domain": synth_report.get("dev_domain")}
+                print(f"[{set_name}] synthetic reference scores on this dev split: {json.dumps(refs)}")
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out, results)
+            continue
         train_s, runs, selection = {}, {m: m.replace("+", "_") for m in args.methods}, {}
         if args.lrs:
             for m in args.methods:

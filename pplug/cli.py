@@ -61,6 +61,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--users", type=int, default=150, help="number of users")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=None, help="probability a user departs from their rule")
+    p.add_argument("--domain-shift", action="store_true",
+                   help="dev from another item domain, same users and personal signal (ratings, titles)")
     p.set_defaults(handler=_run_synth)
 
 
@@ -70,6 +72,8 @@ def _run_synth(args) -> int:
 
     out = args.out or f"lamp_data/synthetic/{args.kind}"
     extra = {} if args.noise is None else {"noise": args.noise}
+    if args.domain_shift:
+        extra["domain_shift"] = True
     report = make_synthetic(out, kind=args.kind, n_users=args.users, seed=args.seed, **extra)
     print(f"wrote {out}: {report['task']} train {report['splits']['train']} / dev {report['splits']['dev']} "
           f"questions, {report['users']} users")  # fmt: skip

@@ -15,6 +15,13 @@ from the profile (median of score - s) and `user_mean_floor` ignores the text, p
 user's own median / mean score. Kind "tags" (LaMP_2) gives each user a ranking of three tag groups;
 kind "titles" (LaMP_5) gives each user a title style.
 
+`domain_shift=True` (`pplug synth --domain-shift`, kinds ratings and titles) keeps train as it is and
+replaces dev with questions from another domain: garden-tool reviews in their own wording instead of
+household products (ratings), or papers on other topics with other methods (titles), each with a history
+of the same kind. The personal signal survives (the same user has the same rating offset or title style),
+only the items change, so a model that learned the user and not the training vocabulary still beats the
+history-blind ceiling there. The report's ceiling and floors are computed on that dev split.
+
 All draws come from one `random.Random(seed)`: the same arguments give byte-identical files.
 """
 
@@ -63,7 +70,33 @@ FILLERS = (
     "It came in a plain box.", "I got it as a gift.", "I have used it for a few weeks.", "",
 )  # fmt: skip
 
-_PHRASE_TO_SENTIMENT = {p: s for s, ps in SENTIMENT_PHRASES.items() for p in ps}
+# domain shift (ratings): another product category, described in other words, on the same 1..5 scale
+SHIFTED_PRODUCTS = (
+    "garden hose", "lawn mower", "hedge trimmer", "flower pot", "watering can", "bird feeder", "wheelbarrow",
+    "rake", "seed tray", "compost bin", "patio heater", "pair of garden gloves", "pruning shears", "sprinkler",
+    "planter box",
+)  # fmt: skip
+
+SHIFTED_SENTIMENT_PHRASES: dict[int, tuple[str, ...]] = {
+    1: ("fell apart after one season", "is a complete disaster outdoors", "is junk I regret ordering",
+        "failed me badly from the start"),
+    2: ("is a letdown for outdoor work", "rusts far too quickly", "struggles with simple chores",
+        "is below what I hoped for"),
+    3: ("is serviceable and unremarkable", "gets the chores done, just about", "is middling in most respects",
+        "is acceptable, no more"),
+    4: ("holds up nicely outdoors", "makes yard work easier", "is sturdy and dependable",
+        "is a solid pick for the yard"),
+    5: ("is a wonderful addition to my garden", "outperforms everything I have tried", "is flawless from top to bottom",
+        "delights me every single time"),
+}  # fmt: skip
+
+SHIFTED_FILLERS = (
+    "I ordered it in spring.", "The box was dented but it was fine.", "My neighbour has one too.",
+    "I use it on weekends.", "",
+)  # fmt: skip
+
+_PHRASE_TO_SENTIMENT = {p: s for table in (SENTIMENT_PHRASES, SHIFTED_SENTIMENT_PHRASES)
+                        for s, ps in table.items() for p in ps}
 
 
 def text_sentiment(text: str) -> int:
@@ -125,6 +158,15 @@ METHODS = (
     "graph networks", "contrastive learning", "data augmentation", "curriculum learning", "sparse attention",
     "active learning", "knowledge distillation", "reinforcement learning", "prompt tuning", "label smoothing",
 )  # fmt: skip
+# domain shift (titles): papers of another field with other methods; the title styles stay the same
+SHIFTED_TOPICS = (
+    "protein folding", "climate modelling", "drug discovery", "traffic forecasting", "crop yield prediction",
+    "galaxy classification", "earthquake detection", "materials design",
+)  # fmt: skip
+SHIFTED_METHODS = (
+    "bayesian optimisation", "gradient boosting", "diffusion models", "federated training", "kernel methods",
+    "evolutionary search",
+)  # fmt: skip
 TITLE_STYLES = (
     "{Method} for {topic}",
     "Improving {topic} with {method}",
@@ -150,8 +192,8 @@ def _title(style: str, topic: str, method: str) -> str:
 def paper_topic_method(abstract: str) -> tuple[str, str]:
     """(topic, method) a synthetic abstract is about."""
     low = abstract.lower()
-    topic = next((t for t in TOPICS if t in low), None)
-    method = next((m for m in METHODS if m in low), None)
+    topic = next((t for t in TOPICS + SHIFTED_TOPICS if t in low), None)
+    method = next((m for m in METHODS + SHIFTED_METHODS if m in low), None)
     if topic is None or method is None:
         raise ValueError(f"not a synthetic abstract: {abstract!r}")
     return topic, method
@@ -194,6 +236,8 @@ class SynthConfig:
     """Probability that a user departs from their personal rule (a rating ±1, the other tag, another style)."""
     biases: tuple[int, ...] = (-2, -1, 0, 1, 2)
     """ratings: the personal offsets users draw from uniformly."""
+    domain_shift: bool = False
+    """ratings, titles: dev questions (and their histories) come from another item domain (module docstring)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -213,15 +257,19 @@ class SynthConfig:
         self.biases = tuple(int(b) for b in self.biases)
         if not self.biases:
             raise ValueError("biases must not be empty")
+        if self.domain_shift and self.kind == "tags":
+            raise ValueError("domain_shift: kind 'tags' has no second domain; use kind 'ratings' or 'titles'")
 
 
 TASK_OF_KIND = {"ratings": "LaMP_3", "tags": "LaMP_2", "titles": "LaMP_5"}
 
 
-def _rating_event(rng: random.Random, bias: int, noise: float) -> tuple[dict, str]:
+def _rating_event(rng: random.Random, bias: int, noise: float, shifted: bool = False) -> tuple[dict, str]:
+    products, phrases, fillers = ((SHIFTED_PRODUCTS, SHIFTED_SENTIMENT_PHRASES, SHIFTED_FILLERS) if shifted
+                                  else (PRODUCTS, SENTIMENT_PHRASES, FILLERS))
     s = rng.randint(1, 5)
-    filler = rng.choice(FILLERS)
-    text = f"The {rng.choice(PRODUCTS)} {rng.choice(SENTIMENT_PHRASES[s])}." + (f" {filler}" if filler else "")
+    filler = rng.choice(fillers)
+    text = f"The {rng.choice(products)} {rng.choice(phrases[s])}." + (f" {filler}" if filler else "")
     eps = 0
     if rng.random() < noise:
         eps = rng.choice((-1, 1))
@@ -239,8 +287,9 @@ def _tag_event(rng: random.Random, ranking: tuple[str, ...], noise: float) -> tu
     return {"description": desc}, pick
 
 
-def _title_event(rng: random.Random, style: int, noise: float) -> tuple[dict, str]:
-    topic, method = rng.choice(TOPICS), rng.choice(METHODS)
+def _title_event(rng: random.Random, style: int, noise: float, shifted: bool = False) -> tuple[dict, str]:
+    topics, methods = (SHIFTED_TOPICS, SHIFTED_METHODS) if shifted else (TOPICS, METHODS)
+    topic, method = rng.choice(topics), rng.choice(methods)
     abstract = rng.choice(ABSTRACT_TEMPLATES).format(topic=topic, method=method, Topic=_cap(topic))
     k = style
     if rng.random() < noise:
@@ -251,6 +300,8 @@ def _title_event(rng: random.Random, style: int, noise: float) -> tuple[dict, st
 def _generate(cfg: SynthConfig) -> tuple[dict[str, list[Example]], dict[str, object]]:
     """Build train/dev examples and each user's hidden trait. Pure: no files."""
     rng = random.Random(cfg.seed)
+    # the shifted dev draws come from their own generator, so train is byte-identical with and without the shift
+    shift_rng = random.Random(f"domain-shift-{cfg.seed}")
     task = get_task(TASK_OF_KIND[cfg.kind])
     splits: dict[str, list[Example]] = {"train": [], "dev": []}
     traits: dict[str, object] = {}
@@ -292,7 +343,28 @@ def _generate(cfg: SynthConfig) -> tuple[dict[str, list[Example]], dict[str, obj
                 )
             out_field = {"ratings": "score", "tags": "tag", "titles": "title"}[cfg.kind]
             timeline.append({"id": item_id, **fields, out_field: gold, "date": day.isoformat()})
+        if cfg.domain_shift:
+            splits["dev"] = splits["dev"][: len(splits["dev"]) - cfg.dev_per_user]  # the in-domain dev questions
+            splits["dev"].extend(_shifted_questions(cfg, shift_rng, task, uid, trait, day))
     return splits, traits
+
+
+def _shifted_questions(cfg: SynthConfig, rng: random.Random, task, uid: str, trait, day: dt.date) -> list[Example]:
+    """One user's dev questions in the other domain, after a history in that domain (same trait, new items)."""
+    shifted_event = _rating_event if cfg.kind == "ratings" else _title_event
+    out_field = {"ratings": "score", "titles": "title"}[cfg.kind]
+    n_hist = rng.randint(cfg.min_history, cfg.max_history)
+    timeline: list[dict] = []
+    out = []
+    for t in range(n_hist + cfg.dev_per_user):
+        fields, gold = shifted_event(rng, trait, cfg.noise, shifted=True)
+        day += dt.timedelta(days=rng.randint(1, 9))
+        item_id = f"{uid}-x{t:03d}"
+        if t >= n_hist:
+            out.append(Example(id=f"synth-{cfg.kind}-{item_id}", input=task.make_input(next(iter(fields.values()))),
+                               profile=[dict(it) for it in timeline[-cfg.max_profile :]], output=gold, user_id=uid))
+        timeline.append({"id": item_id, **fields, out_field: gold, "date": day.isoformat()})
+    return out
 
 
 def _permutations(xs: list[str]) -> list[list[str]]:
@@ -342,7 +414,7 @@ def _ratings_report(dev: list[Example], cfg: SynthConfig) -> dict:
     allg = sorted(golds)
     return {
         "history_blind_ceiling": {"mae": blind_mae, "rmse": blind_rmse},
-        "history_blind_ceiling_expected": {"mae": exp_mae, "rmse": exp_rmse},
+        "history_blind_ceiling_expected": {"mae": exp_mae, "rmse": exp_rmse},  # the same in either domain
         "history_blind_rule": {"mae_per_sentiment_median": med, "rmse_per_sentiment_mean": avg},
         "user_mean_floor": {
             "mae": _mae_rmse_of(um_mae_p, golds)["mae"],
@@ -493,6 +565,7 @@ def make_synthetic(
         "profile_size": {"min": min(profile_sizes), "max": max(profile_sizes),
                          "mean": sum(profile_sizes) / len(profile_sizes)},
         "user_traits": trait_summary,
+        "dev_domain": "shifted (other items, same users and traits)" if cfg.domain_shift else "same as train",
         "main_metric": task.main_metric,
         "higher_is_better": task.higher_is_better,
         **scores,

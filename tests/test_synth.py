@@ -154,3 +154,52 @@ def test_cli_synth(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "dev_questions.json").is_file() and (tmp_path / REPORT_NAME).is_file()
     assert "history_blind_ceiling" in capsys.readouterr().out
+
+
+# --- domain shift: train unchanged, dev from other items, the user's trait survives -------------------
+
+
+def test_domain_shift_ratings_keeps_train_and_the_personal_signal(tmp_path):
+    from pplug.synth import PRODUCTS, SENTIMENT_PHRASES, SHIFTED_PRODUCTS, SHIFTED_SENTIMENT_PHRASES
+
+    plain, shifted = tmp_path / "plain", tmp_path / "shifted"
+    make_synthetic(plain, kind="ratings", seed=4, **SMALL)
+    report = make_synthetic(shifted, kind="ratings", seed=4, domain_shift=True, **SMALL)
+    for name in ("train_questions.json", "train_outputs.json"):
+        assert (plain / name).read_bytes() == (shifted / name).read_bytes(), name
+    train, dev = load_split(shifted, "train"), load_split(shifted, "dev")
+    assert len(dev) == 2 * SMALL["n_users"] and set(dev.users()) == set(train.users())
+    assert report["config"]["domain_shift"] is True and report["dev_domain"].startswith("shifted")
+    old_words = [p for ps in SENTIMENT_PHRASES.values() for p in ps] + [f"The {p} " for p in PRODUCTS]
+    new_phrases = [p for ps in SHIFTED_SENTIMENT_PHRASES.values() for p in ps]
+    for ex in dev:
+        texts = [dev.task.query_text(ex.input)] + [it["text"] for it in ex.profile]
+        assert ex.profile and all(it["id"].startswith(ex.user_id + "-x") for it in ex.profile)
+        for t in texts:  # every dev text, question and history alike, is in the other domain's words
+            assert not any(w in t for w in old_words), t
+            assert any(p in t for p in new_phrases) and any(f"The {p} " in t for p in SHIFTED_PRODUCTS), t
+    # no phrase of one domain hides inside a phrase of the other (text_sentiment would misread it)
+    for a in old_words[:20]:
+        assert not any(a in b or b in a for b in new_phrases)
+    # the user's offset carries over: reading it off the shifted history still beats the history-blind ceiling
+    assert report["history_oracle"]["mae"] < report["history_blind_ceiling"]["mae"] - 0.4
+    assert {"history_blind_ceiling", "user_mean_floor", "global_constant"} <= set(report)
+
+
+def test_domain_shift_titles_and_tags(tmp_path):
+    from pplug.synth import SHIFTED_TOPICS, TOPICS, paper_topic_method
+
+    report = make_synthetic(tmp_path, kind="titles", seed=0, domain_shift=True, **SMALL)
+    dev = load_split(tmp_path, "dev")
+    for ex in dev:
+        topic, _ = paper_topic_method(dev.task.query_text(ex.input))
+        assert topic in SHIFTED_TOPICS and topic not in TOPICS
+    assert report["history_oracle"]["rougeL"] > report["history_blind_ceiling"]["rougeL"] + 0.15
+    with pytest.raises(ValueError, match="domain_shift"):
+        SynthConfig(kind="tags", domain_shift=True)
+
+
+def test_cli_synth_domain_shift(tmp_path, capsys):
+    assert cli.main(["synth", "--out", str(tmp_path), "--users", "10", "--domain-shift"]) == 0
+    assert json.loads((tmp_path / REPORT_NAME).read_text())["config"]["domain_shift"] is True
+    assert "history_blind_ceiling" in capsys.readouterr().out

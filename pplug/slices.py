@@ -1,0 +1,95 @@
+"""Shift checks on real data: slices of a split that stand for users and times a model was not fitted to.
+
+- `cold_start`: users who have at most `max_items` history items. When a split has too few of them
+  (acl_titles and enron_subjects have none), every question's profile is cut to its user's latest
+  `max_items` items instead; the questions stay unseen (dev), only the history shrinks. (Training questions
+  with cut profiles would also do, but their gold outputs were trained on, so they would flatter every
+  trained method.)
+- `time_shift_holdout`: each training user's latest training question held out of training (`fit` keeps
+  the rest), so a model is scored on a later moment of users it trained on. For time-ordered sets the dev
+  split already holds each user's latest questions; this adds the same check inside the training period.
+- `write_slice`: a slice as a LaMP split folder `pplug.evaluate.evaluate` reads, with the source's train
+  files linked beside it (the no-model floors read train golds).
+
+The synthetic domain shift (item topics change, the personal signal stays) is `pplug synth --domain-shift`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from pplug.data import Example, write_split
+
+
+def latest_items(profile: Sequence[dict], n: int) -> list[dict]:
+    """The user's `n` latest profile items: by "date" when every item has one, else the last in file order."""
+    items = list(profile)
+    if items and all(str(it.get("date", "")).strip() for it in items):
+        items = sorted(items, key=lambda it: str(it["date"]))  # ISO dates and years sort as strings; stable
+    return [dict(it) for it in items[-n:]] if n > 0 else []
+
+
+def cold_start(examples: Sequence[Example], max_items: int = 4, min_n: int = 50) -> tuple[list[Example], str]:
+    """Questions of users with at most `max_items` history items, and how the slice was built.
+
+    Returns the questions whose profile already has at most `max_items` items when there are at least
+    `min_n` of them ("natural"); otherwise every question with its profile cut to the `max_items` latest
+    items ("truncated": the naturally cold questions unchanged, the others made cold).
+    """
+    if max_items < 0:
+        raise ValueError(f"max_items must be >= 0, got {max_items}")
+    natural = [ex for ex in examples if len(ex.profile) <= max_items]
+    if len(natural) >= min_n:
+        return list(natural), f"natural: {len(natural)} questions of users with <= {max_items} history items"
+    cut = [ex if len(ex.profile) <= max_items else replace(ex, profile=latest_items(ex.profile, max_items))
+           for ex in examples]
+    return cut, (f"truncated: only {len(natural)} questions (< {min_n}) have <= {max_items} history items, so all "
+                 f"{len(cut)} questions keep their user's {max_items} latest items")
+
+
+def _when(ex: Example) -> tuple:
+    dates = [str(it.get("date", "")) for it in ex.profile if str(it.get("date", "")).strip()]
+    return (max(dates) if dates else "", len(ex.profile))
+
+
+def time_shift_holdout(train: Sequence[Example]) -> tuple[list[Example], list[Example]]:
+    """(fit, heldout): each user's latest training question held out, for users with at least 2 of them.
+
+    "Latest": the question whose history reaches the latest date (else the longest history, since a
+    user's history grows over time), ties broken by file order (the later one). Users with a single
+    training question stay in `fit` (holding it out would make them new users, not a time shift).
+    """
+    by_user: dict[str, list[int]] = {}
+    for i, ex in enumerate(train):
+        by_user.setdefault(ex.user_id if ex.user_id is not None else f"q:{ex.id}", []).append(i)
+    held = set()
+    for idx in by_user.values():
+        if len(idx) >= 2:
+            held.add(max(idx, key=lambda i: (_when(train[i]), i)))
+    return [ex for i, ex in enumerate(train) if i not in held], [ex for i, ex in enumerate(train) if i in held]
+
+
+def write_slice(out: str | Path, split: str, task_name: str, examples: Sequence[Example],
+                train_from: str | Path | None = None) -> Path:
+    """Write `examples` as split `split` of the LaMP folder `out`; link `train_from`'s train files beside it.
+
+    The train files are symlinked (never copied: the real sets stay where they are) so that the floors of
+    `pplug.evaluate.evaluate(..., floors=True)` read the same train golds as on the source folder.
+    """
+    out = Path(out)
+    write_split(out, split, task_name, list(examples))
+    if train_from is not None:
+        for name in ("train_questions.json", "train_outputs.json"):
+            src, dst = Path(train_from).resolve() / name, out / name
+            if src.is_file() and not dst.exists():
+                tmp = dst.with_name(f".{name}.{os.getpid()}.tmp")
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(src)
+                os.replace(tmp, dst)  # atomic: a concurrent reader sees the link or nothing
+    return out
+
+
+__all__ = ["cold_start", "latest_items", "time_shift_holdout", "write_slice"]

@@ -1,0 +1,209 @@
+"""benchmarks/bench_real_lamp.py's seeds path: options, presets, device and jobs, GPU configs, and the summary
+plumbing (training and evaluation replaced by stubs: the real ones are exercised by their own tests)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_real_lamp as bench  # noqa: E402
+
+
+def test_old_command_line_is_unchanged():
+    args = bench.parse_args(["--sets", "music_ratings"])
+    assert not args.multi and args.seeds is None and args.config_suffix == ""
+    assert (args.max_steps, args.max_train, args.max_dev, args.max_input_tokens) == (100, 1600, 150, 128)
+
+
+def test_seeds_and_gpu_preset():
+    args = bench.parse_args(["--seeds", "0", "1", "2"])
+    assert args.multi and args.seeds == [0, 1, 2]
+    assert bench.parse_args(["--slices", "cold-start"]).seeds == [0]  # slices alone: the one --seed
+    gpu = bench.parse_args(["--preset", "gpu"])
+    assert gpu.multi and gpu.config_suffix == ".gpu" and gpu.seeds == [0, 1, 2]
+    assert (gpu.max_steps, gpu.batch_size, gpu.max_train, gpu.max_input_tokens) == (1000, 8, None, 384)
+    assert (gpu.max_dev, gpu.max_new_tokens, gpu.eval_batch_size) == (None, 32, 32)
+    mine = bench.parse_args(["--preset", "gpu", "--max-steps", "50", "--seeds", "4"])
+    assert mine.max_steps == 50 and mine.seeds == [4]  # explicit options win
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--seeds", "0", "--lrs", "1e-3", "1e-2"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sets", "synth_ratings_shift"])  # synthetic checks need the seeds path
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "tpu"])
+
+
+def test_device_args_and_jobs(monkeypatch):
+    import torch
+
+    assert bench.train_device_args("auto") == ()
+    assert bench.train_device_args("cpu") == ("--trainer.accelerator", "cpu")
+    assert bench.train_device_args("cuda:1") == ("--trainer.accelerator", "gpu", "--trainer.devices", "[1]")
+    assert bench.default_jobs("cpu", 12) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (40 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 16)
+    assert bench.default_jobs("auto", 12) == 10  # 40 GiB free / 4 GiB per training
+    assert bench.default_jobs("cuda", 3) == 3
+    assert bench.default_jobs("cpu", 12) == 1
+
+
+def test_gpu_configs_hold_the_reference_budget():
+    import dataclasses
+
+    from pplug.config import PPlugConfig
+    from pplug.train_module import LaMPDataModule, PPlugLitModule
+
+    # --model.<field>: the LitModule's own settings and, through its **config, every PPlugConfig field
+    model_keys = set(inspect.signature(PPlugLitModule.__init__).parameters) | {
+        f.name for f in dataclasses.fields(PPlugConfig)}
+    data_keys = set(inspect.signature(LaMPDataModule.__init__).parameters)
+    for name in bench.SETS:
+        path = bench.config_path(name, ".gpu")
+        cfg = yaml.safe_load(path.read_text())
+        cpu = yaml.safe_load(bench.config_path(name).read_text())
+        assert cfg["trainer"]["max_steps"] == 1000 and cfg["trainer"]["limit_val_batches"] == 0
+        assert cfg["model"]["max_input_tokens"] == 384 and cfg["model"]["lr"] == 0.001
+        assert cfg["model"]["torch_dtype"] == "auto" and cfg["model"]["task"] == cpu["model"]["task"]
+        assert cfg["data"]["batch_size"] == 8 and cfg["data"]["max_train_examples"] is None
+        assert cfg["data"]["root"] == cpu["data"]["root"]
+        assert set(cfg["model"]) <= model_keys, set(cfg["model"]) - model_keys
+        assert set(cfg["data"]) <= data_keys, set(cfg["data"]) - data_keys
+
+
+def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
+    """Stubbed training and evaluation: the seeds path must pool, check and write what evaluate reported."""
+    from pplug.data import load_split, write_outputs
+    from pplug.metrics import score
+    from pplug.synth import make_synthetic
+    from pplug.inference import subsample
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=30, seed=1, min_history=2, max_history=12, min_train=2, max_train=3)
+    args = bench.parse_args(["--sets", "music_ratings", "--methods", "retrieval", "pplug", "--seeds", "0", "1",
+                             "--slices", "cold-start", "time-shift", "--max-dev", "40", "--resamples", "200",
+                             "--checkpoints", str(tmp_path / "ck")])
+    trained = []
+
+    def fake_train(s, m, a, ck, root, run, extra=(), seed=None, env=None):
+        trained.append((seed, m, root, extra))
+        (ck / run / "final").mkdir(parents=True)
+        return 1.0
+
+    monkeypatch.setattr(bench, "train_method", fake_train)
+    for seed in (0, 1):  # train_seeds reuses runs whose final/ exists: only seed 1 pplug is "trained" here
+        for run in ("retrieval", "pplug"):
+            if (seed, run) != (1, "pplug"):
+                (tmp_path / "ck" / "music_ratings" / f"seed{seed}" / run / "final").mkdir(parents=True)
+                (tmp_path / "ck" / "music_ratings" / f"seed{seed}" / f"{run}.train_seconds").write_text("2.0\n")
+
+    def fake_evaluate(a, checkpoints, folder, split, methods, max_examples, decodings, floors, seed, out,
+                      progress, max_new_tokens):
+        loaded = load_split(folder, split)
+        examples = subsample(loaded.examples, max_examples, seed)
+        golds = {ex.id: ex.output for ex in examples}
+        files, metrics = {}, {}
+        rng = random.Random(out)
+        for m in methods:
+            for dec in decodings:
+                row = m if dec == "argmax" else f"{m} [{dec}]"
+                good = m == "pplug"  # pplug answers the gold, the others guess
+                preds = {i: g if good else str(rng.randint(1, 5)) for i, g in golds.items()}
+                path = Path(f"{out}.{row.replace(' ', '_')}.json")
+                write_outputs(path, loaded.task.name, preds)
+                files[row], metrics[row] = str(path), score(loaded.task, preds, golds)
+        return {"files": files, "metrics": metrics}
+
+    monkeypatch.setattr(bench, "run_evaluate", fake_evaluate)
+    entry = bench.run_seeds("music_ratings", args, data, tmp_path / "ck" / "music_ratings")
+    assert [(s, m) for s, m, _, _ in trained] == [(1, "pplug")]
+    assert trained[0][3][:2] == ("--data.train_split", "fit")  # time-shift: trained without the held-out questions
+    assert set(entry["slices"]) == {"dev", "cold-start", "time-shift"} and entry["seeds"] == [0, 1]
+    assert set(entry["slices"]["dev"]["cells"]["pplug"]["mae"]["values"]) == {"seed0", "seed1"}
+    dev = entry["slices"]["dev"]
+    assert dev["n"] == 40 and dev["cells"]["pplug [median]"]["mae"]["mean"] == 0.0
+    assert dev["cells"]["none"]["mae"]["sd"] is None and "floor: always-5" in dev["cells"]
+    assert dev["comparisons"]["pplug [median]"]["retrieval [median]"]["mae"]["leads"]
+    assert dev["comparisons"]["pplug"]["floor: user mean rating"]["rmse"]["leads"]
+    assert entry["slices"]["cold-start"]["note"].split(":")[0] in ("natural", "truncated")
+    cold = load_split(tmp_path / "ck" / "music_ratings" / "slices", "cold_start")
+    assert all(len(ex.profile) <= 4 for ex in cold)
+    json.dumps(entry)  # the results file takes it as is
+
+
+def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsys):
+    import bench_ablation as ablation
+
+    from pplug.data import load_split, write_outputs
+    from pplug.metrics import score
+    from pplug.synth import make_synthetic
+    from pplug.inference import subsample
+
+    make_synthetic(tmp_path / "music_ratings", kind="ratings", n_users=20, seed=2, min_train=2, max_train=3)
+    monkeypatch.setattr(ablation, "train_method", lambda *a, **k: 1.0)
+
+    def fake_evaluate(a, checkpoints, folder, split, methods, max_examples, decodings, out, floors, seed, progress,
+                      persona):
+        loaded = load_split(folder, split)
+        golds = {ex.id: ex.output for ex in subsample(loaded.examples, max_examples, seed)}
+        good = "mean-attention" in checkpoints[0]  # this variant answers the gold, base guesses
+        rng = random.Random(out)
+        files, metrics = {}, {}
+        for m in methods:
+            for dec in decodings:
+                row = m if dec == "argmax" else f"{m} [{dec}]"
+                preds = {i: g if (good and m == "pplug") else str(rng.randint(1, 5)) for i, g in golds.items()}
+                path = Path(f"{out}.{row.replace(' ', '_')}.json")
+                write_outputs(path, loaded.task.name, preds)
+                files[row], metrics[row] = str(path), score(loaded.task, preds, golds)
+        return {"files": files, "metrics": metrics}
+
+    monkeypatch.setattr(ablation, "run_evaluate", fake_evaluate)
+    out = tmp_path / "abl.json"
+    rc = ablation.main(["--root", str(tmp_path), "--variants", "base", "mean-attention", "--seeds", "0", "1",
+                        "--max-dev", "30", "--resamples", "200", "--checkpoints", str(tmp_path / "ck"),
+                        "--out", str(out)])
+    assert rc == 0
+    summary = json.loads(out.read_text())["summary"]
+    c = summary["comparisons"]["pplug mean-attention [median]"]
+    assert set(c) >= {"pplug base [median]", "none [median]", "floor: always-5"}
+    assert c["pplug base [median]"]["mae"]["leads"]
+    assert set(summary["cells"]["pplug base"]["mae"]["values"]) == {"seed0", "seed1"}
+    assert "leads" in capsys.readouterr().out
+
+
+def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
+    from pplug.synth import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=10, seed=1)
+    args = bench.parse_args(["--methods", "pplug", "--seeds", "0", "1", "--skip-train",
+                             "--checkpoints", str(tmp_path / "ck")])
+    (tmp_path / "ck" / "seed0" / "pplug" / "final").mkdir(parents=True)
+    seen = []
+    monkeypatch.setattr(bench, "run_evaluate", lambda a, ckpts, *x, **k: seen.append(ckpts) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # stops at the first evaluation: enough to see what it scores
+        bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
+    assert seen == [[f"pplug={tmp_path / 'ck' / 'seed0' / 'pplug'}"]]
+    (tmp_path / "ck" / "seed0" / "pplug" / "final").rmdir()
+    with pytest.raises(RuntimeError, match="no seed has trained weights"):
+        bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
+
+
+def test_synthetic_shift_set(tmp_path):
+    from pplug.data import load_split
+
+    folder, report = bench.synth_data("synth_ratings_shift", tmp_path / "ck")
+    assert report["config"]["domain_shift"] is True and report["history_blind_ceiling"]["mae"] > 0
+    assert load_split(folder, "dev").task.name == "LaMP_3"
+    assert bench.synth_data("synth_ratings_shift", tmp_path / "ck")[0] == folder  # generated once
+    assert bench.config_path("synth_ratings_shift") == bench.ROOT / "configs" / "default.yaml"
+    assert bench.parse_args(["--sets", "synth_ratings_shift", "--seeds", "0"]).multi

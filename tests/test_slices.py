@@ -1,0 +1,61 @@
+"""pplug.slices: cold-start and time-shift slices, written as LaMP folders evaluate reads."""
+
+from __future__ import annotations
+
+from pplug.data import Example, load_split
+from pplug.slices import cold_start, latest_items, time_shift_holdout, write_slice
+
+
+def _ex(qid: str, user: str, n_items: int, dated: bool = False, output: str = "3") -> Example:
+    items = []
+    for k in range(n_items):
+        it = {"id": f"{user}-{k}", "text": f"review {k}", "score": "4"}
+        if dated:
+            it["date"] = f"2020-01-{n_items - k:02d}"  # file order newest first: the latest item is the first
+        items.append(it)
+    return Example(id=qid, input=f"review: text of {qid}", profile=items, output=output, user_id=user)
+
+
+def test_latest_items_by_date_else_file_order():
+    dated = _ex("q", "u", 6, dated=True).profile
+    assert [it["id"] for it in latest_items(dated, 2)] == ["u-1", "u-0"]
+    plain = _ex("q", "u", 6).profile
+    assert [it["id"] for it in latest_items(plain, 2)] == ["u-4", "u-5"]
+    assert latest_items(plain, 0) == []
+
+
+def test_cold_start_natural_when_enough():
+    exs = [_ex(f"q{i}", f"u{i}", 2 + i % 6) for i in range(30)]
+    sl, note = cold_start(exs, max_items=4, min_n=5)
+    assert note.startswith("natural") and sl and all(len(ex.profile) <= 4 for ex in sl)
+    assert len(sl) == sum(len(ex.profile) <= 4 for ex in exs)
+
+
+def test_cold_start_truncates_when_too_few_and_leaves_source_alone():
+    exs = [_ex(f"q{i}", f"u{i}", 10, dated=True) for i in range(8)] + [_ex("q8", "u8", 3)]
+    sl, note = cold_start(exs, max_items=4, min_n=5)
+    assert note.startswith("truncated") and len(sl) == len(exs)
+    assert all(len(ex.profile) <= 4 for ex in sl)
+    assert [it["id"] for it in sl[0].profile] == ["u0-3", "u0-2", "u0-1", "u0-0"]  # the 4 latest by date
+    assert sl[8] is exs[8] and len(exs[0].profile) == 10  # originals untouched
+    assert [ex.id for ex in sl] == [ex.id for ex in exs] and [ex.output for ex in sl] == [ex.output for ex in exs]
+
+
+def test_time_shift_holds_out_each_users_latest():
+    train = [_ex("a1", "a", 3), _ex("a2", "a", 5), _ex("a3", "a", 4), _ex("b1", "b", 7), _ex("c1", "c", 2),
+             _ex("c2", "c", 3)]
+    fit, held = time_shift_holdout(train)
+    assert [ex.id for ex in held] == ["a2", "c2"]  # longest history = latest; b has a single question
+    assert [ex.id for ex in fit] == ["a1", "a3", "b1", "c1"]
+
+
+def test_write_slice_links_train_and_loads(tmp_path):
+    src = tmp_path / "src"
+    train = [_ex(f"t{i}", f"u{i % 3}", 5) for i in range(6)]
+    write_slice(src, "train", "LaMP_3", train)
+    sl, _ = cold_start([_ex(f"d{i}", f"u{i}", 9) for i in range(4)], min_n=10)
+    out = write_slice(tmp_path / "slices", "cold_start", "LaMP_3", sl, train_from=src)
+    loaded = load_split(out, "cold_start")
+    assert [len(ex.profile) for ex in loaded] == [4] * 4 and loaded.task.name == "LaMP_3"
+    assert (out / "train_questions.json").is_symlink() and len(load_split(out, "train")) == 6
+    write_slice(tmp_path / "slices", "cold_start", "LaMP_3", sl, train_from=src)  # rewriting is fine
