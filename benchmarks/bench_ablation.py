@@ -36,6 +36,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "mean-attention": ("--model.aggregation", "mean"),
     "history-8": ("--model.max_history", "8"),
     "persona": ("--data.persona", "true"),
+    "user-stats": ("--model.user_stats", "true"),
+    "mixed-attention": ("--model.aggregation", "mixed"),
+    "stats-mixed": ("--model.user_stats", "true", "--model.aggregation", "mixed"),
+    "stats-mixed-4": ("--model.user_stats", "true", "--model.aggregation", "mixed", "--model.num_user_tokens", "4"),
 }
 """Variant name -> train.py overrides on top of the set's config."""
 

@@ -98,7 +98,7 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
         "--trainer.max_steps", str(args.max_steps), "--trainer.limit_val_batches", "0",
         "--data.batch_size", str(args.batch_size), "--data.max_train_examples", max_train,
         "--model.max_input_tokens", str(args.max_input_tokens), "--test", "false", "--compare_none", "false",
-        "--trainer.enable_progress_bar", "false", "--seed_everything", str(args.seed if seed is None else seed),
+        "--seed_everything", str(args.seed if seed is None else seed),
         *(() if seed is None else ("--data.seed", str(seed))),
         *train_device_args(getattr(args, "device", "auto")),
         *args.train_args,
@@ -350,6 +350,8 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
     train_s = train_seeds(set_name, args, ckpt_root, train_root, extra, runs)
+    if args.train_only:
+        return {"seeds": args.seeds, "train_seconds": train_s, "slices": {}}
     seeds = [s for s in args.seeds if all((ckpt_root / f"seed{s}" / runs[m] / "final").is_dir() for m in runs)]
     if not seeds:
         raise RuntimeError(f"{set_name}: no seed has trained weights for every method in {ckpt_root}")
@@ -435,6 +437,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_real"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_lamp.json"))
     p.add_argument("--skip-train", action="store_true", help="evaluate existing checkpoints only")
+    p.add_argument("--train-only", action="store_true",
+                   help="with --seeds: train the missing runs and stop (score them in a later call that reuses them)")
     p.add_argument("--lrs", nargs="+", default=None,
                    help="pick each method's lr among these on held-out training questions (default: the config's)")
     p.add_argument("--heldout", type=int, default=150, help="held-out training questions for --lrs")
@@ -470,6 +474,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--lrs picks one lr per method with one seed; run it first, then pass --method-lr with --seeds")
     if multi and not args.seeds:
         args.seeds = [args.seed]
+    if args.train_only and not multi:
+        p.error("--train-only goes with --seeds (or --slices / --preset)")
     try:
         train_device_args(args.device)
     except ValueError as e:

@@ -240,7 +240,7 @@ def build_batch(
 
     spec = get_method(method)
     k = resolve_k(spec, retrieval_k)
-    prompts, queries, histories = [], [], []
+    prompts, queries, histories, stats = [], [], [], []
     for i, ex in enumerate(examples):
         items: Sequence[dict] = ()
         if k:
@@ -254,13 +254,14 @@ def build_batch(
         # Methods without a user embedding never look at the history: skip encoding it.
         hist = recent_history(ex.profile, max_history) if spec.use_user_embedding else []
         histories.append([task.history_text(it) for it in hist])
+        stats.append(task.history_stats(hist))
     targets = None
     if with_targets:
         missing = [ex.id for ex in examples if ex.output is None]
         if missing:
             raise ValueError(f"record {missing[0]}: field 'output': missing (needed as a training target)")
         targets = [str(ex.output) for ex in examples]
-    return PPlugBatch(prompts=prompts, queries=queries, histories=histories, targets=targets)
+    return PPlugBatch(prompts=prompts, queries=queries, histories=histories, targets=targets, history_stats=stats)
 
 
 __all__ = [

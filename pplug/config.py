@@ -31,6 +31,9 @@ class Aggregation(str, Enum):
     """softmax(h_i . e_x / temperature) attention over history items (PPlug)."""
     MEAN = "mean"
     """Plain mean over valid history items (ablation)."""
+    MIXED = "mixed"
+    """g * attention + (1 - g) * mean, with the gate g in (0, 1) learned (starts at 0.5): the attention can sharpen
+    where it helps while the whole-history mean, which carries over to new domains, is never lost."""
 
 
 @dataclass
@@ -71,7 +74,13 @@ class PPlugConfig:
     """"trainable": fine-tuned copy of the sentence encoder (PPlug); "frozen": frozen encoder + trainable projection."""
 
     aggregation: str = "input_aware"
-    """"input_aware": attention of the input over history items (PPlug); "mean": uniform average (ablation)."""
+    """"input_aware": attention of the input over history items (PPlug); "mean": uniform average (ablation);
+    "mixed": a learned blend of the two (`Aggregation`)."""
+
+    user_stats: bool = False
+    """Add one more soft-prompt vector made from statistics of the user's own outputs (`TaskSpec.history_stats`:
+    the share of each rating / label in the history, the mean and spread of output lengths, the history size),
+    which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`."""
 
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper)."""
@@ -120,6 +129,8 @@ class PPlugConfig:
             raise ValueError(f"aggregation must be one of {[e.value for e in Aggregation]}, got {self.aggregation!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if not isinstance(self.user_stats, bool):
+            raise ValueError(f"user_stats must be true or false, got {self.user_stats!r}")
         for name in ("max_history", "max_input_tokens", "max_target_tokens", "max_encoder_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -4,10 +4,13 @@ PPlug (Liu et al. 2024):
 
     h_1..h_N  frozen sentence embeddings of the user's history items (cached, see history.py)
     e_x       embedding of the current input by a *trainable* copy of the sentence encoder
-    w_i     = softmax_i(h_i . e_x / tau)            (padding masked; "mean" ablation: w_i = 1/N)
+    w_i     = softmax_i(h_i . e_x / tau)            (padding masked; "mean" ablation: w_i = 1/N;
+                                                     "mixed": g * softmax + (1 - g) / N, g = sigmoid(learned))
     P_u     = sum_i w_i * Proj(h_i),  Proj = Linear(d_enc -> d_llm) -> GELU -> Linear(d_llm -> T * d_llm)
+    S_u     = MLP(s_u)                              (optional, `user_stats`: s_u = TaskSpec.history_stats, the
+                                                     user's rating/label shares, output lengths, history size)
     I       = MLP(v)                                (one learned instruction vector per task)
-    prefix  = [I ; P_u]                             (B, 1 + T, d_llm), prepended to Emb(x)
+    prefix  = [I ; P_u ; S_u]                       (B, 1 + T [+ 1], d_llm), prepended to Emb(x)
 
 `num_user_tokens` T > 1 widens Proj's last layer to T * d_llm and reshapes: each user token is its own
 slice of the same attention-pooled projection (cheap, one attention per row). A user with no history
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PPlugConfig
+from .tasks import get_task
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -86,7 +90,7 @@ class UserEmbedder(nn.Module):
         self.input_encoder: nn.Module | None = None
         self.query_proj: nn.Linear | None = None
         if config.use_user_embedding:
-            if config.aggregation == "input_aware":
+            if config.aggregation in ("input_aware", "mixed"):
                 if config.input_encoder == "trainable":
                     if sentence_encoder is None:
                         raise ValueError("input_encoder='trainable' needs the sentence encoder to copy")
@@ -105,6 +109,12 @@ class UserEmbedder(nn.Module):
             # cold start: a learned user vector for rows with no history (scaled like a token)
             default = torch.randn(self.num_user_tokens, token_dim, generator=g)
             self.default_user = nn.Parameter(F.normalize(default, dim=-1) * token_norm)
+            if config.aggregation == "mixed":
+                self.mix_logit = nn.Parameter(torch.zeros(()))  # sigmoid(0) = 0.5: half attention, half mean
+            if config.user_stats:
+                self.stats_dim = get_task(config.task).stats_dim
+                self.stats_mlp = _mlp(self.stats_dim, token_dim, token_dim)
+                _calibrate_output_norm(self.stats_mlp, self.stats_dim, 1, token_norm, seed + 2)
         if config.use_instruction:
             # PPlug's instruction embedding: a learned vector through its own MLP, shared by all users of a task
             self.instruction_vector = nn.Parameter(F.normalize(torch.randn(1, encoder_dim, generator=g), dim=-1))
@@ -113,8 +123,9 @@ class UserEmbedder(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Soft-prompt length P = [instruction] + [T user tokens]."""
-        return int(self.config.use_instruction) + self.num_user_tokens * int(self.config.use_user_embedding)
+        """Soft-prompt length P = [instruction] + [T user tokens] + [statistics token]."""
+        user = (self.num_user_tokens + int(self.config.user_stats)) * int(self.config.use_user_embedding)
+        return int(self.config.use_instruction) + user
 
     @property
     def needs_query_text(self) -> bool:
@@ -124,7 +135,7 @@ class UserEmbedder(nn.Module):
     @property
     def needs_query(self) -> bool:
         """False for the mean-aggregation ablation and the prompt-tuned control (no query used)."""
-        return self.config.use_user_embedding and self.config.aggregation == "input_aware"
+        return self.config.use_user_embedding and self.config.aggregation in ("input_aware", "mixed")
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -171,6 +182,10 @@ class UserEmbedder(nn.Module):
             scores = torch.einsum("bnd,bd->bn", history_emb.float(), query_emb.float()) / self.config.temperature
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on all-masked rows
             w = torch.softmax(scores, dim=-1) * mask  # all-masked rows -> exactly 0
+            if self.config.aggregation == "mixed":
+                uniform = mask.float() / mask.float().sum(dim=-1, keepdim=True).clamp_min(1.0)
+                gate = torch.sigmoid(self.mix_logit)
+                w = gate * w + (1 - gate) * uniform
         return w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def user_embedding(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
@@ -192,14 +207,23 @@ class UserEmbedder(nn.Module):
         """Instruction embedding I repeated over the batch: (B, 1, token_dim)."""
         return self.instruction_mlp(self.instruction_vector).unsqueeze(0).expand(batch_size, -1, -1)
 
+    def stats_token(self, stats: torch.Tensor) -> torch.Tensor:
+        """S_u: (B, stats_dim) history statistics -> (B, 1, token_dim)."""
+        if stats.dim() != 2 or stats.shape[1] != self.stats_dim:
+            raise ValueError(f"history stats must be (batch, {self.stats_dim}) for {self.config.task}, "
+                             f"got {tuple(stats.shape)}")
+        return self.stats_mlp(stats.to(self._device()).float()).unsqueeze(1)
+
     def forward(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
-                queries: Sequence[str] | torch.Tensor | None = None) -> torch.Tensor:
-        """Soft prompt for each row: (B, P, token_dim) = [instruction; user tokens].
+                queries: Sequence[str] | torch.Tensor | None = None,
+                stats: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft prompt for each row: (B, P, token_dim) = [instruction; user tokens; statistics token].
 
         Args:
             history_emb: (B, N, encoder_dim) history embeddings (N may be 0).
             history_mask: (B, N), True for real items.
             queries: B texts or (B, encoder_dim) frozen embeddings; may be None when `needs_query` is False.
+            stats: (B, stats_dim) `TaskSpec.history_stats` per row; needed with `config.user_stats`.
         """
         b = history_emb.shape[0]
         parts = []
@@ -212,6 +236,10 @@ class UserEmbedder(nn.Module):
                     raise ValueError("input-aware aggregation needs the queries")
                 q = self.embed_query(queries)
             parts.append(self.user_embedding(history_emb, history_mask, q))
+            if self.config.user_stats:
+                if stats is None:
+                    raise ValueError("config.user_stats: the embedder needs each row's history statistics")
+                parts.append(self.stats_token(stats))
         return torch.cat(parts, dim=1)
 
 

@@ -51,15 +51,19 @@ class PPlugBatch:
         queries: input content for the input encoder (task.query_text(input)).
         histories: encoder texts of each row's history items, most recent last; may be [].
         targets: target text per row (training / loss only).
+        history_stats: `TaskSpec.history_stats` of each row's history (models with `config.user_stats`).
     """
 
     prompts: list[str]
     queries: list[str]
     histories: list[list[str]]
     targets: list[str] | None = None
+    history_stats: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
+        if self.history_stats is not None and len(self.history_stats) != n:
+            raise ValueError(f"PPlugBatch: history_stats ({len(self.history_stats)}) must have one row per prompt ({n})")
         if len(self.queries) != n or len(self.histories) != n or (self.targets is not None and len(self.targets) != n):
             raise ValueError(
                 f"PPlugBatch: prompts ({n}), queries ({len(self.queries)}), histories ({len(self.histories)})"
@@ -180,7 +184,13 @@ class PPlugModel(nn.Module):
         if self.embedder.needs_query:
             # frozen input encoder: the query goes through the (cached) history encoder first
             queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
-        return self.embedder(emb, mask, queries)
+        stats = None
+        if self.config.user_stats:
+            if batch.history_stats is None:
+                raise ValueError("this model reads the user's history statistics (config.user_stats): build the "
+                                 "batch with pplug.baselines.build_batch, or pass PPlugBatch(history_stats=...)")
+            stats = torch.tensor(batch.history_stats, dtype=torch.float32)
+        return self.embedder(emb, mask, queries, stats)
 
     # --- the three uses ---
 
@@ -298,7 +308,7 @@ class PPlugModel(nn.Module):
         ckpt_dir = resolve(ckpt_dir)
         config, meta = cls.load_checkpoint_config(ckpt_dir)
         if config_overrides:
-            fixed = {"num_user_tokens", "use_instruction", "input_encoder", "aggregation",
+            fixed = {"num_user_tokens", "use_instruction", "input_encoder", "aggregation", "user_stats", "task",
                      "base_model_name_or_path", "encoder_name_or_path", "method"}
             bad = sorted(set(config_overrides) & fixed)
             if bad:

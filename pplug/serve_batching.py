@@ -274,8 +274,11 @@ class Engine:
         q_in: Any = None
         if model.embedder.needs_query:
             q_in = queries if model.embedder.needs_query_text else self.encoder.encode_uncached(queries)
-        prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in)  # (B, P, D)
         spec = self.spec
+        stats = None
+        if model.config.user_stats:  # the same items the embeddings cover
+            stats = torch.tensor([spec.history_stats(r.ctx.items[-n_max:] if n_max else []) for r in rows])
+        prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats)  # (B, P, D)
         outs: list[dict] = [{} for _ in rows]
         if spec.labels:
             groups = {None: list(range(len(rows)))}

