@@ -77,6 +77,9 @@ class PPlugLitModule(L.LightningModule):
             adaptation); its saved config defines the weights, run-time limits come from `config`.
         predictions_dir: where validation/test predictions are written (None: `<run>/predictions`).
         write_final: write `<run>/final/` at fit end (slow adaptation saves its versions itself).
+        pick_decoding: at fit end, save into `final/` the decoding (`TaskSpec.decodings`, e.g. median or
+            expected for ratings) with the best main metric at the validation of the kept weights, so the
+            checkpoint serves with what validation chose; without validation the config's `decoding` stays.
         config: the `PPlugConfig` fields (method, task, num_user_tokens, torch_dtype, decoding, ...), as keyword
             arguments; `PPlugLitModule.from_config(config, ...)` takes the dataclass itself. `decoding` is the
             one logged as `val/<metric>`; rating tasks log the others as `val/<metric>_<decoding>` too.
@@ -95,6 +98,7 @@ class PPlugLitModule(L.LightningModule):
         init_from: str | None = None,
         predictions_dir: str | None = None,
         write_final: bool = True,
+        pick_decoding: bool = True,
         **config: Any,
     ) -> None:
         super().__init__()
@@ -128,6 +132,7 @@ class PPlugLitModule(L.LightningModule):
         self._golds: dict[str, str] = {}
         self._rng = random.Random(0)
         self.last_metrics: dict = {}
+        self._val_scores: list[tuple[float, dict[str, dict[str, float]]]] = []  # (monitored value, per decoding)
 
     @classmethod
     def from_config(cls, config: PPlugConfig, **training: Any) -> PPlugLitModule:
@@ -247,6 +252,8 @@ class PPlugLitModule(L.LightningModule):
                     self.log(f"{stage}/{name}{suffix}", float(value), prog_bar=(dec == main and
                              name == self.task_spec.main_metric), rank_zero_only=False)
         self.last_metrics = {stage: results}
+        if stage == "val" and main in results:
+            self._val_scores.append((results[main][self.task_spec.main_metric], results))
         # trainer.log_dir is a collective under DDP: resolve it on every rank, write on rank 0 only
         out_dir = Path(self.hparams.predictions_dir) if self.hparams.predictions_dir else run_dir(self.trainer) / "predictions"
         if self.trainer.is_global_zero:
@@ -303,10 +310,31 @@ class PPlugLitModule(L.LightningModule):
         if best and Path(best).is_file():
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # never unpickle
             self.load_state_dict(state, strict=False)
+        if self.hparams.pick_decoding and self._val_scores:
+            self.pick_decoding()
         out = run_dir(self.trainer) / "final"  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero:
             self.model.save_pretrained(out)
             self.final_dir = out
+
+
+    def pick_decoding(self) -> str:
+        """Set `config.decoding` to the best decoding at the validation whose weights are kept; returns it.
+
+        The kept weights are those of the best validation by the monitored metric (ModelCheckpoint's choice,
+        `val/<main metric>` under the configured decoding), so the decodings are compared at that validation.
+        """
+        task = self.task_spec
+        better = max if task.higher_is_better else min
+        _, results = better(self._val_scores, key=lambda entry: entry[0])
+        metric = task.main_metric
+        sign = 1 if task.higher_is_better else -1  # ties keep the configured decoding
+        best = max(results, key=lambda dec: (sign * results[dec][metric], dec == self.config.decoding))
+        if best != self.config.decoding:
+            print(f"pplug: decoding {best!r} scored val/{metric} {results[best][metric]:.4f} against "
+                  f"{results[self.config.decoding][metric]:.4f} for {self.config.decoding!r}; saved with the checkpoint")
+            self.config.decoding = best
+        return best
 
 
 def run_dir(trainer: L.Trainer) -> Path:

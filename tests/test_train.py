@@ -62,7 +62,9 @@ def test_train_writes_run_folder(trained_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert {"pplug (trained)", "none", "history-blind ceiling (synth, full dev)"} <= set(metrics)
     # ratings: every decoding, for the trained model and the frozen LLM alike
-    assert {f"{m} [{d}]" for m in ("pplug (trained)", "none") for d in ("expected", "median")} <= set(metrics)
+    saved = json.loads((run_dir / "final" / "pplug_config.json").read_text())["decoding"]  # picked on val
+    others = {"argmax", "expected", "median"} - {saved}
+    assert {f"{m} [{d}]" for m in ("pplug (trained)", "none") for d in others} <= set(metrics)
     assert set(metrics["pplug (trained)"]) == {"mae", "rmse"}
 
 
@@ -104,6 +106,16 @@ def test_val_metric_equals_pplug_score(trained_run, tmp_path):
     _, pe = load_outputs(run_dir / "predictions" / "val_last.expected.json")
     assert all(1.0 <= float(v) <= 5.0 for v in pe.values())
     assert "val/mae_expected" in logged
+
+
+def test_final_serves_the_decoding_validation_picked(trained_run):
+    """`final/` records the rating decoding with the best val/mae (ties keep the configured argmax)."""
+    run_dir, result, _ = trained_run
+    logged = result["logged"]
+    val = {"argmax": logged["val/mae"], "expected": logged["val/mae_expected"], "median": logged["val/mae_median"]}
+    saved = json.loads((run_dir / "final" / "pplug_config.json").read_text())["decoding"]
+    assert val[saved] == min(val.values())
+    assert saved == "argmax" or val[saved] < val["argmax"]
 
 
 def test_evaluate_from_trained_run(trained_run, synth_dir, tmp_path, capsys):
