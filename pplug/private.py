@@ -10,12 +10,15 @@ trained weights) over the user's local history and writes a "user vector" docume
       "dim": 384,
       "embeddings": [[...384 floats...], ...],   # one L2-normalised row per history item, oldest first,
                                                  # at most the checkpoint's max_history most recent items
-      "persona": null                            # optional text the client chooses to put in the prompt
-    }
+      "persona": null,                           # optional text the client chooses to put in the prompt
+      "stats": [...]                             # only for checkpoints with `user_stats`: TaskSpec.history_stats
+    }                                            # of the same items (rating shares, output lengths, size)
 
 The client sends this document as `user_vector` in a completion request instead of a `user` id. Exactly that
-is sent: N x dim floats, the encoder identity, the task name and (only if the client sets it) persona text,
-plus the request's input itself. No history text, item ids, timestamps or scores leave the client, and the
+is sent: N x dim floats, the encoder identity, the task name, (only if the client sets it) persona text,
+(only for a checkpoint trained with `user_stats`) a few summary numbers of the history (the share of each
+rating or label, the mean and spread of output lengths, the number of items), plus the request's input
+itself. No history text, item ids, timestamps or single scores leave the client, and the
 server keeps nothing of the request (it is not written to the store or the embedding cache).
 
 Why embeddings and not the finished soft prompt: PPlug's soft prompt weighs every history item against the
@@ -81,11 +84,14 @@ def embed_user(checkpoint: str | Path, items: Sequence[dict], task: str | None =
         "dim": int(encoder.dim),
         "embeddings": [[round(float(x), 6) for x in row] for row in emb.tolist()],
         "persona": None,
+        **({"stats": [round(x, 6) for x in spec.history_stats(kept)]} if config.user_stats else {}),
     }
 
 
-def parse_user_vector(doc: Any, encoder_identity: str, dim: int, task: str, max_rows: int) -> torch.Tensor:
-    """Validate a user vector document on the server; returns its (N, dim) float32 embeddings.
+def parse_user_vector(doc: Any, encoder_identity: str, dim: int, task: str, max_rows: int,
+                      stats_dim: int | None = None) -> tuple[torch.Tensor, list[float] | None]:
+    """Validate a user vector document on the server; returns its (N, dim) float32 embeddings and its history
+    statistics (`stats_dim` numbers; None when the served checkpoint reads none, `stats_dim=None`).
 
     Raises:
         ValueError: one line naming the field (wrong format, encoder, task, shape, non-finite values, too many rows).
@@ -111,7 +117,14 @@ def parse_user_vector(doc: Any, encoder_identity: str, dim: int, task: str, max_
     persona = doc.get("persona")
     if persona is not None and not isinstance(persona, str):
         raise ValueError("user_vector.persona: expected a string or null")
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim)
+    stats = None
+    if stats_dim is not None:
+        stats = doc.get("stats")
+        if not (isinstance(stats, list) and len(stats) == stats_dim and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in stats)):
+            raise ValueError(f"user_vector.stats: this checkpoint reads the history statistics; expected {stats_dim} "
+                             "finite numbers (`pplug embed-user` writes them)")
+    return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim), stats
 
 
 def cli_embed_user(args) -> int:

@@ -75,6 +75,8 @@ class UserContext:
     """Rendered persona text put in front of the prompt (None: no persona)."""
     cold_start: bool = False
     private: bool = False
+    stats: list[float] | None = None
+    """`TaskSpec.history_stats` sent by a privacy-mode client (stored users: computed from `items`)."""
 
 
 @dataclass
@@ -277,7 +279,8 @@ class Engine:
         spec = self.spec
         stats = None
         if model.config.user_stats:  # the same items the embeddings cover
-            stats = torch.tensor([spec.history_stats(r.ctx.items[-n_max:] if n_max else []) for r in rows])
+            stats = torch.tensor([r.ctx.stats if r.ctx.stats is not None else spec.history_stats(r.ctx.items[-n_max:])
+                                  for r in rows])
         prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats)  # (B, P, D)
         outs: list[dict] = [{} for _ in rows]
         if spec.labels:

@@ -291,12 +291,14 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
                 raise APIError(400, "send either user or user_vector, not both", "invalid_request_error", "user_vector")
             snap = engine.snapshot
             try:
-                emb = parse_user_vector(body.user_vector, engine.encoder.identity, engine.encoder.dim,
-                                        engine.spec.name, snap.model.config.max_history)
+                stats_dim = engine.spec.stats_dim if snap.model.config.user_stats else None
+                emb, stats = parse_user_vector(body.user_vector, engine.encoder.identity, engine.encoder.dim,
+                                               engine.spec.name, snap.model.config.max_history, stats_dim)
             except ValueError as e:
                 raise APIError(400, str(e), "invalid_request_error", "user_vector", "invalid_value") from None
             persona = body.user_vector.get("persona") or None
-            return UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True), False
+            return UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True,
+                               stats=stats), False
         user = body.user if body.user is not None else who
         if who is not None and user != who:
             raise APIError(403, "a user key generates only for its own user", "permission_error", "user",

@@ -387,3 +387,23 @@ def test_batcher_fails_only_the_bad_row():
         batcher.stop()
     assert out[0] == "A" and out[2] == "C" and isinstance(out[1], ValueError)
     assert engine.calls == [3, 1, 1, 1]  # one shared pass, then each row alone
+
+
+def test_privacy_mode_carries_history_stats_for_user_stats_checkpoints(tiny_config, tmp_path):
+    """A `user_stats` checkpoint needs the rating shares from the client too; older documents get a 400-worthy error."""
+    import dataclasses
+
+    from pplug.model import PPlugModel
+    from pplug.private import embed_user, parse_user_vector
+    from pplug.tasks import get_task
+
+    cfg = dataclasses.replace(tiny_config, user_stats=True)
+    ck = PPlugModel.from_config(cfg, cache_path=tmp_path / "e.sqlite").save_pretrained(tmp_path / "ck")
+    doc = embed_user(ck, LOVER)
+    spec = get_task("LaMP_3")
+    assert doc["stats"] == pytest.approx(spec.history_stats(LOVER), abs=1e-6) and doc["stats"][4] == 1.0
+    emb, stats = parse_user_vector(doc, doc["encoder"], doc["dim"], "LaMP_3", 32, spec.stats_dim)
+    assert emb.shape == (len(LOVER), doc["dim"]) and stats == doc["stats"]
+    without = {k: v for k, v in doc.items() if k != "stats"}
+    with pytest.raises(ValueError, match="user_vector.stats"):
+        parse_user_vector(without, doc["encoder"], doc["dim"], "LaMP_3", 32, spec.stats_dim)
