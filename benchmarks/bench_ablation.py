@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pplug.evaluate import evaluate
     from pplug.metrics import format_table
-    from pplug.inference import DECODINGS
+    from pplug.inference import SCORED_DECODINGS
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         train_s[name] = round(train_method(args.set, "pplug", args, ckpt_root, data, name,
                                            ("--model.lr", args.lr, *VARIANTS[name])), 1)
         report = evaluate([f"pplug={ckpt_root / name}"], str(data), "dev", methods=["none", "pplug"] if i == 0
-                          else ["pplug"], max_examples=args.max_dev, decodings=DECODINGS,
+                          else ["pplug"], max_examples=args.max_dev, decodings=SCORED_DECODINGS,
                           out=str(ckpt_root / "eval" / f"{name}.json"), floors=i == 0, seed=args.seed,
                           progress=False, persona=name == "persona")
         for row, metrics in report["metrics"].items():
@@ -111,7 +111,7 @@ def run_seeds(args) -> int:
     from pplug.evaluate import floor_predictions
     from pplug.io import atomic_write_json
     from pplug.stats import comparison_lines, summarize, summary_table
-    from pplug.inference import DECODINGS, subsample
+    from pplug.inference import SCORED_DECODINGS, subsample
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -138,7 +138,7 @@ def run_seeds(args) -> int:
             first = i == 0 and j == 0  # `none` and the floors do not depend on the seed or the variant
             report = run_evaluate(args, [f"pplug={ck / name}"], data, "dev",
                                   methods=["none", "pplug"] if first else ["pplug"], max_examples=args.max_dev,
-                                  decodings=DECODINGS, out=str(ck / "eval" / f"{name}.json"), floors=False,
+                                  decodings=SCORED_DECODINGS, out=str(ck / "eval" / f"{name}.json"), floors=False,
                                   seed=args.seed, progress=False, persona=name == "persona")
             for row, path in report["files"].items():
                 preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = load_outputs(path)[1]

@@ -345,7 +345,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     from pplug.data import load_outputs, load_split
     from pplug.evaluate import floor_predictions
     from pplug.stats import comparison_lines, summarize, summary_table
-    from pplug.inference import DECODINGS, subsample
+    from pplug.inference import SCORED_DECODINGS, subsample
 
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
@@ -372,7 +372,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
             # `none` (greedy, no weights) and the floors do not depend on the training seed: scored once
             report = run_evaluate(args, [f"{m}={ck / runs[m]}" for m in args.methods], folder, split,
                                   methods=(["none"] if i == 0 else []) + list(args.methods),
-                                  max_examples=max_examples, decodings=DECODINGS, floors=i == 0, seed=args.seed,
+                                  max_examples=max_examples, decodings=SCORED_DECODINGS, floors=i == 0, seed=args.seed,
                                   out=str(ck / "eval" / f"{name}_preds.json"), progress=False,
                                   max_new_tokens=args.max_new_tokens)
             label = f"seed{seed}"
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     multi, method_lr = args.multi, args.method_lr_map
 
     from pplug.evaluate import evaluate
-    from pplug.inference import DECODINGS
+    from pplug.inference import SCORED_DECODINGS
     from pplug.io import atomic_write_json
 
     skip = ("train_args", "method_lr_map", "multi")
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         report = evaluate([f"{m}={ckpt_root / runs[m]}" for m in args.methods], str(data), "dev",
                           methods=["none", *args.methods], max_examples=args.max_dev,
-                          decodings=DECODINGS, out=str(ckpt_root / "eval" / "dev_preds.json"),
+                          decodings=SCORED_DECODINGS, out=str(ckpt_root / "eval" / "dev_preds.json"),
                           floors=True, seed=args.seed, progress=False, max_new_tokens=args.max_new_tokens)
         report["train_seconds"] = train_s
         report["lr_selection"] = selection

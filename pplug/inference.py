@@ -33,6 +33,10 @@ from .tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
 DECODINGS: tuple[str, ...] = tuple(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))
 """Every decoding name any task supports."""
 
+SCORED_DECODINGS: tuple[str, ...] = DECODINGS_BY_KIND[OutputKind.RATING]
+"""What the benchmarks score for every task: all rating decodings (argmax, expected, median); classification and
+generation tasks keep argmax (greedy), since the candidate decodings cost several generations per row."""
+
 
 def check_decodings(decodings: Sequence[str]) -> list[str]:
     """`decodings` as a list, or ValueError naming the valid ones (rating decodings on other tasks act as

@@ -242,3 +242,13 @@ def test_evaluate_seq2seq_generation_task(tiny_config, tiny_seq2seq_llm_dir, tmp
 def test_dataclass_replace_keeps_other_fields(tiny_config):
     cfg = method_config(dataclasses.replace(tiny_config, temperature=0.5), "pplug")
     assert cfg.temperature == 0.5 and cfg.base_model_name_or_path == tiny_config.base_model_name_or_path
+
+
+def test_benchmarks_scored_decodings_apply_to_every_task():
+    """The benchmarks pass SCORED_DECODINGS for every set: `evaluate` must accept them for any task (a list
+    with generation-only decodings once made every rating benchmark fail after training)."""
+    from pplug.inference import SCORED_DECODINGS
+    from pplug.tasks import TASKS
+
+    for task in TASKS.values() if isinstance(TASKS, dict) else TASKS:
+        assert all(d in task.decodings or d in ("expected", "median") for d in SCORED_DECODINGS), task.name
