@@ -16,6 +16,7 @@ budget keeps the prompt's end (where templates put the answer cue such as "revie
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .runtime import DTYPES, resolve_device, resolve_dtype
+
+
+def _first_label(labels: torch.Tensor) -> int:
+    """The earliest position, over all rows, whose label is scored (labels (B, L), -100 = not scored)."""
+    scored = (labels != -100).any(dim=0)  # (L,)
+    return int(scored.nonzero()[0]) if bool(scored.any()) else 0
 
 
 def truncate_middle(ids: list[int], max_len: int) -> list[int]:
@@ -96,6 +103,10 @@ class FrozenLLM(nn.Module):
         self.token_dim = int(emb.embedding_dim)
         self.token_norm = token_embedding_norm(emb)
         self.vocab_size = int(emb.num_embeddings)
+        # HF causal LMs take `logits_to_keep` (`num_logits_to_keep` before transformers 4.50): the vocabulary
+        # projection then runs only over the last positions, the only ones a loss or a score reads.
+        params = inspect.signature(self.model.forward).parameters
+        self._keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params), None)
 
     # --- always frozen, always in eval mode (no dropout in the LLM, even while the embedder trains) ---
 
@@ -228,15 +239,29 @@ class FrozenLLM(nn.Module):
 
     # --- loss, scoring, generation ---
 
+    def _causal_logits(self, inputs: dict[str, torch.Tensor], first: int) -> tuple[torch.Tensor, int]:
+        """Logits of a causal LM from position `first` on: ((B, L - start, V), start), start <= first.
+
+        Why: on a right-padded batch every position a loss or a score reads lies at or after the earliest
+        row's first such position, and the vocabulary projection over the prompt positions before it is about
+        a fifth of a small LLM's training step (SmolLM2-135M: 28M of its 135M parameters, 49k-token vocab).
+        A model without `logits_to_keep` computes every position (start = 0); the results are the same.
+        """
+        length = inputs["inputs_embeds"].shape[1]
+        keep = {self._keep_arg: length - first} if self._keep_arg and 0 < first < length else {}
+        logits = self.model(**inputs, **keep, use_cache=False).logits  # (B, K, V): the last K positions
+        return logits, length - logits.shape[1]
+
     def forward(self, prefix: torch.Tensor | None, prompts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
         """Mean token cross-entropy of the targets given [prefix; prompt] (scalar; gradients flow to prefix)."""
         inputs = self.build_inputs(prefix, prompts, targets)
         labels = inputs.pop("labels")
         if self.is_seq2seq:  # teacher forcing: decoder input = labels shifted right (starting with the start token)
             inputs["decoder_input_ids"] = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = self.model(**inputs, use_cache=False).logits.float()
-        if not self.is_seq2seq:  # next-token prediction: position t predicts token t+1
-            logits, labels = logits[:, :-1], labels[:, 1:]
+            logits = self.model(**inputs, use_cache=False).logits.float()
+        else:  # next-token prediction: position t predicts token t+1, so logits from the one before the first label
+            logits, start = self._causal_logits(inputs, _first_label(labels) - 1)
+            logits, labels = logits[:, :-1].float(), labels[:, start + 1:]
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
@@ -280,17 +305,19 @@ class FrozenLLM(nn.Module):
         p_ids = self.prompt_ids(prompts)
         if all(len(ids) == 1 for ids in c_ids):
             embeds, mask, pos, _ = self._right_padded(prefix, p_ids)
-            logits = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False).logits
             last = mask.sum(-1) - 1  # (B,) index of each row's last real position
-            lp = torch.log_softmax(logits[torch.arange(b, device=self.device), last].float(), dim=-1)  # (B, V)
+            logits, start = self._causal_logits({"inputs_embeds": embeds, "attention_mask": mask,
+                                                 "position_ids": pos}, int(last.min()))
+            lp = torch.log_softmax(logits[torch.arange(b, device=self.device), last - start].float(), dim=-1)  # (B, V)
             return lp[:, [ids[0] for ids in c_ids]]
         rows = [p + t for p in p_ids for t in c_ids]
         rep_prefix = prefix.repeat_interleave(c, dim=0)
         embeds, mask, pos, labels = self._right_padded(rep_prefix, rows,
                                                        labels_from=[len(p) for p in p_ids for _ in c_ids])
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=False).logits
+        logits, start = self._causal_logits({"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos},
+                                            _first_label(labels) - 1)
         lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        labels = labels[:, 1:]
+        labels = labels[:, start + 1:]
         tok = lp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
         return tok.sum(-1).view(b, c)
 

@@ -55,6 +55,41 @@ def test_causal_inputs_masks_and_exact_label_placement(causal):
     torch.testing.assert_close(inputs["inputs_embeds"][:, :P], _prefix(causal))
 
 
+def test_loss_and_scores_read_only_the_logits_they_need(causal):
+    """`logits_to_keep` skips the vocabulary projection over leading prompt positions; nothing may change."""
+    import torch.nn.functional as F
+
+    assert causal._keep_arg == "logits_to_keep"
+    prompts = [PROMPTS[0], PROMPTS[1], "review: fine, nothing more to say about it"]
+    prefix = _prefix(causal, b=3).requires_grad_(True)
+    inputs = causal.build_inputs(prefix, prompts, ["5", "one star", "3"])
+    labels = inputs.pop("labels")
+    full = causal.model(**inputs, use_cache=False).logits.float()  # every position: the reference
+    expected = F.cross_entropy(full[:, :-1].reshape(-1, full.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    loss = causal(prefix, prompts, ["5", "one star", "3"])
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(loss, prefix)
+    (ref,) = torch.autograd.grad(expected, prefix)
+    torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-6)
+    # scores: single-token choices (one pass, last position) and multi-token choices (one row per choice)
+    with torch.no_grad():
+        embeds = causal.build_inputs(prefix, prompts)
+        logits = causal.model(**embeds, use_cache=False).logits.float()
+        last = embeds["attention_mask"].sum(-1) - 1
+        lp = torch.log_softmax(logits[torch.arange(3), last], dim=-1)
+        ids = [causal._tokenize([c])[0][0] for c in "15"]
+        torch.testing.assert_close(causal.choice_logprobs(prefix, prompts, ["1", "5"]), lp[:, ids])
+        multi = causal.choice_logprobs(prefix, prompts, ["one star", "5"])
+        for i, prompt in enumerate(prompts):  # each row alone, every position computed, as the reference
+            alone = causal.build_inputs(prefix[i:i + 1], [prompt], ["one star"])
+            lab = alone.pop("labels")
+            lg = torch.log_softmax(causal.model(**alone, use_cache=False).logits.float()[:, :-1], dim=-1)
+            tok = lg.gather(-1, lab[:, 1:].clamp_min(0).unsqueeze(-1)).squeeze(-1) * (lab[:, 1:] != -100)
+            # targets end with EOS in training; choices are scored without it
+            torch.testing.assert_close(multi[i, 0], tok.sum() - tok[0, (lab[0, 1:] != -100).nonzero()[-1]].sum(),
+                                       rtol=1e-4, atol=1e-5)
+
+
 def test_seq2seq_prefix_goes_to_the_encoder_only(seq2seq):
     inputs = seq2seq.build_inputs(_prefix(seq2seq), PROMPTS, TARGETS)
     p_ids, t_ids = seq2seq.prompt_ids(PROMPTS), seq2seq.target_ids(TARGETS)
