@@ -14,12 +14,7 @@ With `--seeds 0 1 2` every variant is trained once per seed (seed_everything and
 the same dev questions; cells are mean ± sd over the seeds, and each variant gets paired bootstrap 95%
 intervals against `base`, `none` and the floors (`pplug.stats`; "leads" only where the interval excludes 0).
 
-    python benchmarks/bench_ablation.py --set music_ratings --seeds 0 1 2 --variants base paper
-
-`base` is the current default (mixed aggregation + the user-statistics vector); `paper` is PPlug as published
-(input-aware attention, no statistics vector). Results measured before the default changed
-(`results/ablation_music_ratings_seeds_cpu.json`, 2026-11-25) call the published PPlug `base` and the
-current default `stats-mixed`; their `variants` field lists the overrides each was trained with.
+    python benchmarks/bench_ablation.py --set music_ratings --seeds 0 1 2 --variants base mean-attention
 """
 
 from __future__ import annotations
@@ -34,16 +29,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_real_lamp import ROOT, SETS, run_evaluate, train_method  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, ...]] = {
-    "base": (),  # the defaults: mixed aggregation + the user-statistics vector, 1 user token
-    "paper": ("--model.user_stats", "false", "--model.aggregation", "input_aware"),  # PPlug as published
+    "base": (),
     "frozen-encoder": ("--model.input_encoder", "frozen"),
     "user-tokens-4": ("--model.num_user_tokens", "4"),
     "temperature-0.1": ("--model.temperature", "0.1"),
     "mean-attention": ("--model.aggregation", "mean"),
-    "input-aware-attention": ("--model.aggregation", "input_aware"),
-    "no-user-stats": ("--model.user_stats", "false"),
     "history-8": ("--model.max_history", "8"),
     "persona": ("--data.persona", "true"),
+    "user-stats": ("--model.user_stats", "true"),
+    "mixed-attention": ("--model.aggregation", "mixed"),
+    "stats-mixed": ("--model.user_stats", "true", "--model.aggregation", "mixed"),
+    "stats-mixed-4": ("--model.user_stats", "true", "--model.aggregation", "mixed", "--model.num_user_tokens", "4"),
 }
 """Variant name -> train.py overrides on top of the set's config."""
 

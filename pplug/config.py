@@ -73,16 +73,14 @@ class PPlugConfig:
     input_encoder: str = "trainable"
     """"trainable": fine-tuned copy of the sentence encoder (PPlug); "frozen": frozen encoder + trainable projection."""
 
-    aggregation: str = "mixed"
+    aggregation: str = "input_aware"
     """"input_aware": attention of the input over history items (PPlug); "mean": uniform average (ablation);
-    "mixed" (default): a learned blend of the two (`Aggregation`). Default chosen on 3 seeds of music_ratings
-    together with `user_stats` (README, "Seeds, intervals and shift checks")."""
+    "mixed": a learned blend of the two (`Aggregation`)."""
 
-    user_stats: bool = True
+    user_stats: bool = False
     """Add one more soft-prompt vector made from statistics of the user's own outputs (`TaskSpec.history_stats`:
     the share of each rating / label in the history, the mean and spread of output lengths, the history size),
-    which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`.
-    Checkpoints saved before this field existed load with False."""
+    which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`."""
 
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper)."""

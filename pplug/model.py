@@ -40,8 +40,6 @@ from .llm import FrozenLLM
 
 FORMAT_VERSION = 2
 """2: the config records method, retrieval_k, retriever and decoding (1 lacked them; still read)."""
-PRE_DEFAULT_CHANGE = {"user_stats": False, "aggregation": "input_aware"}
-"""What a saved config that lacks these fields was trained with (the defaults before they changed)."""
 
 
 @dataclass
@@ -279,8 +277,6 @@ class PPlugModel(nn.Module):
         fields = {f.name for f in dataclasses.fields(PPlugConfig)} | {"use_user_embedding"}
         if "method" not in doc:  # format 1: the method lived in train.py's config.yaml beside the folder
             doc = {**legacy_run_settings(ckpt_dir), **doc}
-        # Fields added after format 1 with a default other than the old behaviour: absent means "as before".
-        doc = {**PRE_DEFAULT_CHANGE, **doc}
         try:
             config = PPlugConfig.from_dict({k: v for k, v in doc.items() if k in fields})
         except (TypeError, ValueError) as e:

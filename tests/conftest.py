@@ -171,11 +171,6 @@ def tiny_config(tiny_causal_llm_dir, tiny_encoder_dir):
         max_input_tokens=64,
         max_target_tokens=16,
         max_encoder_tokens=64,
-        # PPlug as published: input-aware attention, no statistics vector, so the mechanism tests below can
-        # build PPlugBatch by hand. The defaults (mixed + user_stats) are tested in test_model and test_server
-        # and trained end to end in test_train (configs/default.yaml).
-        aggregation="input_aware",
-        user_stats=False,
     )
 
 

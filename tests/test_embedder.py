@@ -16,8 +16,6 @@ TOKEN_NORM = 4.0
 
 
 def _cfg(**kw) -> PPlugConfig:
-    """PPlug as published (input-aware attention, no statistics vector) unless a test asks otherwise."""
-    kw = {"aggregation": "input_aware", "user_stats": False, **kw}
     return PPlugConfig(base_model_name_or_path="x", encoder_name_or_path="y", input_encoder="frozen", **kw)
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pplug.config import PPlugConfig
 from pplug.history import HistoryEncoder
 from pplug.llm import FrozenLLM
 from pplug.model import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, PPlugBatch, PPlugModel
@@ -290,21 +289,6 @@ def test_history_stats_token_reads_the_users_outputs(tiny_config, shared, tmp_pa
                                         history_encoder=shared[1])
     assert loaded.config.user_stats and loaded.config.aggregation == "mixed"
     torch.testing.assert_close(loaded.prefix(batch), model.prefix(batch))
-
-
-def test_checkpoint_saved_before_the_default_change_loads_as_trained(model, shared, tmp_path):
-    """Folders written before `user_stats` existed lack the field; they were trained without it and must load so."""
-    assert PPlugConfig.__dataclass_fields__["user_stats"].default is True  # the default this guards against
-    out = model.save_pretrained(tmp_path / "old")
-    doc = json.loads((out / CONFIG_NAME).read_text())
-    assert doc.pop("user_stats") is False
-    (out / CONFIG_NAME).write_text(json.dumps(doc))
-    loaded = PPlugModel.from_pretrained(out, llm=shared[0], history_encoder=shared[1])
-    assert loaded.config.user_stats is False and loaded.config.aggregation == model.config.aggregation
-    batch = _batch([HIST_A, HIST_B])  # no history_stats: the old architecture needs none
-    model.eval()
-    loaded.eval()
-    torch.testing.assert_close(loaded.choice_logprobs(batch, ["1", "5"]), model.choice_logprobs(batch, ["1", "5"]))
 
 
 def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config, shared):

@@ -44,13 +44,7 @@ def test_fresh_model_generates_for_three_users(real_model):
         ['1 is the score for "broke immediately"'],
         [],  # a new user
     ]
-    from pplug.tasks import get_task
-
-    items = [[{"text": "works perfectly, love it", "score": "5"}, {"text": "good value", "score": "4"}],
-             [{"text": "broke immediately", "score": "1"}], []]
-    stats = [get_task("LaMP_3").history_stats(h) for h in items]  # the default model reads them (user_stats)
-    batch = PPlugBatch(prompts=[prompt] * 3, queries=["The battery died after two days."] * 3, histories=histories,
-                       history_stats=stats)
+    batch = PPlugBatch(prompts=[prompt] * 3, queries=["The battery died after two days."] * 3, histories=histories)
     real_model.eval()
     out = real_model.generate(batch, max_new_tokens=4)
     assert len(out) == 3 and all(isinstance(s, str) for s in out)

@@ -67,14 +67,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_config) -> Path:
-    """A run folder with final/ (a tiny random PPlug model with the default architecture) and its own cache."""
-    from pplug.config import PPlugConfig
+    """A run folder with final/ (a tiny random PPlug model) and its own embedding cache."""
     from pplug.model import PPlugModel
 
     root = tmp_path_factory.mktemp("serve") / "run"
-    defaults = PPlugConfig.__dataclass_fields__
-    cfg = dataclasses.replace(tiny_config, max_history=8, aggregation=defaults["aggregation"].default,
-                              user_stats=defaults["user_stats"].default)
+    cfg = dataclasses.replace(tiny_config, max_history=8)
     model = PPlugModel.from_config(cfg, cache_path=":memory:")
     model.save_pretrained(root / "final")
     return root
@@ -258,7 +255,7 @@ def test_privacy_mode_user_vector_equals_stored_history(served, run_dir, tmp_pat
     assert main(["embed-user", "--checkpoint", str(run_dir), "--history", str(tmp_path / "history.json"),
                  "--out", str(tmp_path / "vec.json")]) == 0
     doc = json.loads((tmp_path / "vec.json").read_text())
-    assert set(doc) == {"format", "encoder", "task", "dim", "embeddings", "persona", "stats"}  # user_stats model
+    assert set(doc) == {"format", "encoder", "task", "dim", "embeddings", "persona"}
     assert "terrible" not in json.dumps(doc)  # no history text in what is sent
     text = "a decent product"
     r = served.complete(text, user_vector=doc)
