@@ -75,12 +75,14 @@ class PPlugConfig:
 
     aggregation: str = "input_aware"
     """"input_aware": attention of the input over history items (PPlug); "mean": uniform average (ablation);
-    "mixed": a learned blend of the two (`Aggregation`)."""
+    "mixed": a learned blend of the two (`Aggregation`), which the rating recipes use with `user_stats`."""
 
     user_stats: bool = False
     """Add one more soft-prompt vector made from statistics of the user's own outputs (`TaskSpec.history_stats`:
     the share of each rating / label in the history, the mean and spread of output lengths, the history size),
-    which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`."""
+    which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`. On by
+    the rating recipes (music_ratings, lamp3: ahead on 3 seeds with `aggregation: mixed`); off by default
+    because it hurt the one generation set it was tried on (enron_subjects; README)."""
 
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper)."""
