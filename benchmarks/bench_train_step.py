@@ -22,9 +22,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from bench_generation import _paired_times  # noqa: E402  (interleaved repeats, first round dropped)
 from pplug.llm import FrozenLLM  # noqa: E402
 
 INSTRUCTION = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
@@ -52,41 +54,34 @@ def main(argv: list[str] | None = None) -> int:
     prefix = (prefix * llm.token_norm / llm.token_dim**0.5).requires_grad_(True)
     keep_arg = llm._keep_arg
 
-    def step() -> float:
-        loss = llm(prefix, prompts, targets)
-        loss.backward()
-        prefix.grad = None
-        return loss.detach().item()
+    outputs: dict[str, object] = {}
 
-    def score() -> torch.Tensor:
-        return llm.choice_logprobs(prefix.detach(), prompts, ["1", "2", "3", "4", "5"])
-
-    results: dict[str, dict[str, list[float]]] = {"keep": {"step": [], "score": []}, "all": {"step": [], "score": []}}
-    outputs: dict[str, tuple[float, torch.Tensor]] = {}
-    for r in range(args.repeats + 1):  # round 0 warms up and is dropped
-        for setting in ("keep", "all"):
+    def timed(setting: str, what: str):
+        """One pass with (`keep`) or without (`all`) logits_to_keep; remembers its output for the check."""
+        def run() -> None:
             llm._keep_arg = keep_arg if setting == "keep" else None
-            t0 = time.perf_counter()
-            loss = step()
-            t1 = time.perf_counter()
-            scores = score()
-            t2 = time.perf_counter()
-            outputs[setting] = (loss, scores)
-            if r:
-                results[setting]["step"].append(t1 - t0)
-                results[setting]["score"].append(t2 - t1)
+            if what == "step":  # loss + backward to the soft prompt
+                loss = llm(prefix, prompts, targets)
+                loss.backward()
+                prefix.grad = None
+                outputs[setting + what] = loss.detach().item()
+            else:
+                outputs[setting + what] = llm.choice_logprobs(prefix.detach(), prompts, ["1", "2", "3", "4", "5"])
+        return run
+
+    times = _paired_times({(s, w): timed(s, w) for w in ("step", "score") for s in ("keep", "all")}, args.repeats)
     llm._keep_arg = keep_arg
     if keep_arg is None:
         print("this model has no logits_to_keep: both settings compute every position")
-    same_loss = abs(outputs["keep"][0] - outputs["all"][0]) <= 1e-4 * max(1.0, abs(outputs["all"][0]))
-    same_scores = torch.allclose(outputs["keep"][1], outputs["all"][1], atol=1e-4)
+    same_loss = abs(outputs["keepstep"] - outputs["allstep"]) <= 1e-4 * max(1.0, abs(outputs["allstep"]))
+    same_scores = torch.allclose(outputs["keepscore"], outputs["allscore"], atol=1e-4)
     n_tokens = max(len(p) for p in llm.prompt_ids(prompts)) + args.prefix_tokens
     print(f"SmolLM2-135M {llm.dtype} on {llm.device}, batch {args.batch} x ~{n_tokens} tokens, "
           f"{args.repeats} interleaved repeats (median s)")
     print("| pass | every position | from the first scored one | ratio |")
     print("|---|---|---|---|")
     for what in ("step", "score"):
-        a, k = statistics.median(results["all"][what]), statistics.median(results["keep"][what])
+        a, k = statistics.median(times[("all", what)]), statistics.median(times[("keep", what)])
         print(f"| {'training step (loss + backward)' if what == 'step' else 'scoring (choice_logprobs)'} | "
               f"{a:.3f} | {k:.3f} | {a / k:.2f}x |")
     print(f"same loss: {same_loss}, same scores: {same_scores}")
