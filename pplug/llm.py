@@ -413,7 +413,9 @@ class FrozenLLM(nn.Module):
         (`owner[s]` = row of sequence s). Returns (S, T) generated token ids, padded after EOS / stop."""
         mask = inputs["attention_mask"]  # (B, L) left-padded
         pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = self.model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True)
+        last_only = {self._keep_arg: 1} if self._keep_arg else {}  # the prefill's next token reads the last position
+        out = self.model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True,
+                         **last_only)
         cache = out.past_key_values
         cache.batch_select_indices(owner)  # (B, ...) -> (S, ...)
         logits = out.logits[:, -1].float()[owner]  # (S, V)
