@@ -82,7 +82,8 @@ class PPlugConfig:
     the share of each rating / label in the history, the mean and spread of output lengths, the history size),
     which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`. On by
     the rating recipes (music_ratings, lamp3: ahead on 3 seeds with `aggregation: mixed`); off by default
-    because it hurt the one generation set it was tried on (enron_subjects; README)."""
+    because its one generation run (enron_subjects, one seed) scored far lower, though with the same
+    "Subject:" collapse PPlug as published showed on one of three seeds there, so it is unproven (README)."""
 
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper)."""
