@@ -33,6 +33,8 @@ excludes 0. `none` (greedy, no weights) and the floors do not depend on the seed
 Shift checks (`--slices`, `pplug.slices`): cold-start (users with at most 4 history items, or every dev
 question with its history cut to its 4 latest items where too few users are that cold), time-shift (each
 training user's latest training question, held out of training: every method then trains on the rest).
+`--slices-only` scores the slices without dev, e.g. a cold-start check of seeds whose dev scores are already
+in another results file (the JSON then holds only the slices).
 `--sets synth_ratings_shift` trains on the synthetic ratings and scores on the same users reviewing another
 product domain (`pplug synth --domain-shift`), next to its history-blind ceiling and floors.
 
@@ -236,7 +238,7 @@ def run_evaluate(args, checkpoints: list[str], data: Path, split: str, **kw) -> 
 def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[str, ...]]:
     """The splits scored: {name: (folder, split, max_examples, note)}, plus the training root and overrides.
 
-    dev is always there. cold-start: the dev questions scored (the same seeded subsample) whose users have
+    dev unless --slices-only. cold-start: the dev questions scored (the same seeded subsample) whose users have
     at most 4 history items, or all of them cut to 4 items (`pplug.slices.cold_start`). time-shift: each
     training user's latest training question, held out of training (so every method then trains on `fit`).
     Slice files go under the checkpoints folder (git-ignored), never into the repository.
@@ -245,7 +247,9 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     from pplug.slices import cold_start, time_shift_holdout, write_slice
     from pplug.inference import subsample
 
-    slices: dict[str, tuple[Path, str, int | None, str]] = {"dev": (data, "dev", args.max_dev, "dev split")}
+    slices: dict[str, tuple[Path, str, int | None, str]] = {}
+    if not args.slices_only:
+        slices["dev"] = (data, "dev", args.max_dev, "dev split")
     train_root, extra = data, ()
     folder = ckpt_root / "slices"
     if "cold-start" in args.slices:
@@ -450,6 +454,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slices", nargs="+", default=[], choices=SLICES,
                    help="also score these shift slices (pplug.slices); time-shift trains on train minus each "
                         "user's latest training question")
+    p.add_argument("--slices-only", action="store_true",
+                   help="score only the --slices, not dev (dev was scored by an earlier run of these checkpoints)")
     p.add_argument("--cold-start-min", type=int, default=50,
                    help="fewest naturally cold questions (<= 4 history items) before profiles are cut instead")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the questions")
@@ -474,6 +480,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--lrs picks one lr per method with one seed; run it first, then pass --method-lr with --seeds")
     if multi and not args.seeds:
         args.seeds = [args.seed]
+    if args.slices_only and not args.slices:
+        p.error("--slices-only needs --slices")
     if args.train_only and not multi:
         p.error("--train-only goes with --seeds (or --slices / --preset)")
     try:

@@ -207,3 +207,17 @@ def test_synthetic_shift_set(tmp_path):
     assert bench.synth_data("synth_ratings_shift", tmp_path / "ck")[0] == folder  # generated once
     assert bench.config_path("synth_ratings_shift") == bench.ROOT / "configs" / "default.yaml"
     assert bench.parse_args(["--sets", "synth_ratings_shift", "--seeds", "0"]).multi
+
+
+def test_slices_only_scores_no_dev(tmp_path):
+    from pplug.synth import make_synthetic
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--slices-only"])  # nothing to score
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=10, seed=1)
+    both = bench.parse_args(["--slices", "cold-start", "--max-dev", "20", "--checkpoints", str(tmp_path / "ck")])
+    only = bench.parse_args(["--slices", "cold-start", "--slices-only", "--max-dev", "20",
+                             "--checkpoints", str(tmp_path / "ck")])
+    assert list(bench.build_slices(both, data, tmp_path / "ck")[0]) == ["dev", "cold-start"]
+    assert list(bench.build_slices(only, data, tmp_path / "ck")[0]) == ["cold-start"]
