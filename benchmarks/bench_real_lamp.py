@@ -33,6 +33,10 @@ excludes 0. `none` (greedy, no weights) and the floors do not depend on the seed
 Shift checks (`--slices`, `pplug.slices`): cold-start (users with at most 4 history items, or every dev
 question with its history cut to its 4 latest items where too few users are that cold), time-shift (each
 training user's latest training question, held out of training: every method then trains on the rest).
+`--val-holdout N` (seeds path) trains every method on the training split minus N seeded questions,
+validates on those every `--val-every` steps (default a quarter of the steps) and keeps the best validation's
+weights (train.py's ModelCheckpoint on the task's main metric) instead of the last step's: a guard against a
+seed that ends in a degenerate state. Use a separate --checkpoints folder (a run with it is a different model).
 `--slices-only` scores the slices without dev, e.g. a cold-start check of seeds whose dev scores are already
 in another results file (the JSON then holds only the slices).
 `--sets synth_ratings_shift` trains on the synthetic ratings and scores on the same users reviewing another
@@ -269,6 +273,12 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
         slices["time-shift"] = (folder, "time_shift", None, note)
         train_root = folder
         extra = ("--data.train_split", "fit", "--data.val_split", "time_shift", "--data.test_split", "time_shift")
+    if args.val_holdout:  # validation on held-out training questions; final/ = the best validation's weights
+        train_root = write_selection_split(data, ckpt_root / "val_data", args.val_holdout, args.seed)
+        every = args.val_every or max(1, args.max_steps // 4)
+        extra = ("--data.train_split", "fit", "--data.val_split", "heldout", "--data.test_split", "heldout",
+                 "--data.max_val_examples", str(args.val_holdout), "--trainer.limit_val_batches", "1.0",
+                 "--trainer.val_check_interval", str(every))
     return slices, train_root, extra
 
 
@@ -458,6 +468,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="score only the --slices, not dev (dev was scored by an earlier run of these checkpoints)")
     p.add_argument("--cold-start-min", type=int, default=50,
                    help="fewest naturally cold questions (<= 4 history items) before profiles are cut instead")
+    p.add_argument("--val-holdout", type=int, default=0, metavar="N",
+                   help="with --seeds: hold N seeded training questions out of training, validate on them every "
+                        "--val-every steps and keep the best validation's weights instead of the last step's")
+    p.add_argument("--val-every", type=int, default=None, help="steps between validations (default: max-steps / 4)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the questions")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="gpu: the GPU recipe (configs/real/<set>.gpu.yaml, 1000 steps, full splits, 3 seeds)")
@@ -480,6 +494,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--lrs picks one lr per method with one seed; run it first, then pass --method-lr with --seeds")
     if multi and not args.seeds:
         args.seeds = [args.seed]
+    if args.val_holdout and not multi:
+        p.error("--val-holdout goes with --seeds (or --slices / --preset)")
+    if args.val_holdout and "time-shift" in args.slices:
+        p.error("--val-holdout and the time-shift slice both choose the training split; use one")
     if args.slices_only and not args.slices:
         p.error("--slices-only needs --slices")
     if args.train_only and not multi:

@@ -221,3 +221,25 @@ def test_slices_only_scores_no_dev(tmp_path):
                              "--checkpoints", str(tmp_path / "ck")])
     assert list(bench.build_slices(both, data, tmp_path / "ck")[0]) == ["dev", "cold-start"]
     assert list(bench.build_slices(only, data, tmp_path / "ck")[0]) == ["cold-start"]
+
+
+def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path):
+    from pplug.data import load_split
+    from pplug.synth import make_synthetic
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--val-holdout", "20"])  # single-seed path: no
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--seeds", "0", "--val-holdout", "20", "--slices", "time-shift"])
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=10, seed=1)
+    args = bench.parse_args(["--seeds", "0", "--val-holdout", "20", "--max-steps", "40",
+                             "--checkpoints", str(tmp_path / "ck")])
+    slices, root, extra = bench.build_slices(args, data, tmp_path / "ck")
+    assert list(slices) == ["dev"] and root == tmp_path / "ck" / "val_data"
+    fit, held = load_split(root, "fit"), load_split(root, "heldout")
+    assert len(held.examples) == 20 and len(fit.examples) + 20 == len(load_split(data, "train").examples)
+    assert not {ex.id for ex in fit.examples} & {ex.id for ex in held.examples}
+    opts = dict(zip(extra[::2], extra[1::2]))
+    assert opts["--data.val_split"] == "heldout" and opts["--trainer.val_check_interval"] == "10"
+    assert opts["--trainer.limit_val_batches"] == "1.0"
