@@ -100,13 +100,14 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
     cmd = [
         sys.executable, str(ROOT / "train.py"), "--config", str(config),
         "--checkpoints_dir", str(ckpt_root), "--run", run,
-        "--model.method", method, "--data.root", str(data), *extra,
+        "--model.method", method, "--data.root", str(data),
         "--trainer.max_steps", str(args.max_steps), "--trainer.limit_val_batches", "0",
         "--data.batch_size", str(args.batch_size), "--data.max_train_examples", max_train,
         "--model.max_input_tokens", str(args.max_input_tokens), "--test", "false", "--compare_none", "false",
         "--seed_everything", str(args.seed if seed is None else seed),
         *(() if seed is None else ("--data.seed", str(seed))),
         *train_device_args(getattr(args, "device", "auto")),
+        *extra,  # after the defaults above, so a caller's override (e.g. validation on) wins
         *args.train_args,
     ]
     t0 = time.monotonic()

@@ -223,7 +223,7 @@ def test_slices_only_scores_no_dev(tmp_path):
     assert list(bench.build_slices(only, data, tmp_path / "ck")[0]) == ["cold-start"]
 
 
-def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path):
+def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatch):
     from pplug.data import load_split
     from pplug.synth import make_synthetic
 
@@ -243,3 +243,13 @@ def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path):
     opts = dict(zip(extra[::2], extra[1::2]))
     assert opts["--data.val_split"] == "heldout" and opts["--trainer.val_check_interval"] == "10"
     assert opts["--trainer.limit_val_batches"] == "1.0"
+
+    seen = []  # the train.py command: the last value of an option is the one LightningCLI keeps
+    monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **kw: seen.append(cmd) or 0)
+    bench.train_method("music_ratings", "pplug", args, tmp_path / "ck" / "seed0", root, "pplug", extra, seed=0)
+    last = {}
+    for key, value in zip(seen[0], seen[0][1:]):
+        if key.startswith("--"):
+            last[key] = value
+    assert last["--trainer.limit_val_batches"] == "1.0" and last["--data.train_split"] == "fit"
+    assert last["--trainer.val_check_interval"] == "10" and last["--data.root"] == str(root)
