@@ -49,7 +49,13 @@ def check_decodings(decodings: Sequence[str]) -> list[str]:
 
 
 def task_decodings(task: TaskSpec, main: str) -> list[str]:
-    """The decodings worth scoring for `task`, `main` first: all of a rating task's, only `main` otherwise."""
+    """The decodings worth scoring for `task`, `main` first: all of a rating task's, only `main` otherwise.
+
+    Why only `main` for generation: its other decodings (beam, MBR and preference over sampled candidates)
+    cost several greedy passes each, and validation during training runs this list at every check.
+    """
+    if task.output_kind is not OutputKind.RATING:
+        return [main]
     return [main, *(d for d in task.decodings if d != main)]
 
 

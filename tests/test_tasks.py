@@ -131,3 +131,13 @@ def test_history_stats_rating_shares_lengths_and_cold_start():
     for name in ("LaMP_1", "LaMP_2", "LaMP_4", "LaMP_6", "LaMP_7"):
         task = get_task(name)
         assert len(task.history_stats([])) == task.stats_dim
+
+
+def test_validation_scores_every_rating_decoding_but_only_the_main_one_otherwise():
+    from pplug.inference import task_decodings
+
+    assert task_decodings(get_task("LaMP_3"), "median") == ["median", "argmax", "expected"]
+    assert task_decodings(get_task("LaMP_2"), "argmax") == ["argmax"]
+    # generation: beam / MBR / preference cost several greedy passes; validation runs greedy only
+    assert task_decodings(get_task("LaMP_6"), "argmax") == ["argmax"]
+    assert task_decodings(get_task("LaMP_5"), "beam") == ["beam"]
