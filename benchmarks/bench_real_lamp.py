@@ -32,7 +32,9 @@ excludes 0. `none` (greedy, no weights) and the floors do not depend on the seed
 
 Shift checks (`--slices`, `pplug.slices`): cold-start (users with at most 4 history items, or every dev
 question with its history cut to its 4 latest items where too few users are that cold), time-shift (each
-training user's latest training question, held out of training: every method then trains on the rest).
+training user's latest training question, held out of training: every method then trains on the rest),
+time-shift-dev (dev questions of users who also have training questions, dated at or after all of them: the
+same shift with no retraining, for sets with dated histories; `pplug.slices.later_than_training`).
 `--val-holdout N` (seeds path) trains every method on the training split minus N seeded questions,
 validates on those every `--val-every` steps (default a quarter of the steps) and keeps the best validation's
 weights (train.py's ModelCheckpoint on the task's main metric) instead of the last step's: a guard against a
@@ -196,7 +198,7 @@ def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> 
 # --------------------------------------------------------------------------------------------------
 # seeds, slices, presets (used when --seeds, --slices or --preset is given; the single-seed path is above)
 
-SLICES = ("cold-start", "time-shift")
+SLICES = ("cold-start", "time-shift", "time-shift-dev")
 PRESETS: dict[str, dict] = {
     # the GPU budget of shared/reference/gpu-measurement-2026-11.md: 1000 steps x batch 8, 384-token prompts,
     # full train splits, no validation; full dev splits, greedy, 32 new tokens, evaluation batch 32
@@ -246,10 +248,12 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     dev unless --slices-only. cold-start: the dev questions scored (the same seeded subsample) whose users have
     at most 4 history items, or all of them cut to 4 items (`pplug.slices.cold_start`). time-shift: each
     training user's latest training question, held out of training (so every method then trains on `fit`).
+    time-shift-dev: the dev questions of users seen in training dated after their training questions (a
+    seeded subsample of at most --max-dev); skipped with a message where histories are not dated.
     Slice files go under the checkpoints folder (git-ignored), never into the repository.
     """
     from pplug.data import load_split
-    from pplug.slices import cold_start, time_shift_holdout, write_slice
+    from pplug.slices import cold_start, later_than_training, time_shift_holdout, write_slice
     from pplug.inference import subsample
 
     slices: dict[str, tuple[Path, str, int | None, str]] = {}
@@ -274,6 +278,15 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
         slices["time-shift"] = (folder, "time_shift", None, note)
         train_root = folder
         extra = ("--data.train_split", "fit", "--data.val_split", "time_shift", "--data.test_split", "time_shift")
+    if "time-shift-dev" in args.slices:
+        dev = load_split(data, "dev")
+        later, note = later_than_training(load_split(data, "train").examples, dev.examples)
+        if later:
+            later = subsample(later, args.max_dev, args.seed)
+            write_slice(folder, "time_shift_dev", dev.task.name, later, train_from=data)
+            slices["time-shift-dev"] = (folder, "time_shift_dev", None, f"{note}; {len(later)} scored")
+        else:
+            print(f"skip time-shift-dev on {data.name}: {note}", flush=True)
     if args.val_holdout:  # validation on held-out training questions; final/ = the best validation's weights
         train_root = write_selection_split(data, ckpt_root / "val_data", args.val_holdout, args.seed)
         every = args.val_every or max(1, args.max_steps // 4)
@@ -464,7 +477,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "and paired bootstrap intervals of PPlug minus each row on the same questions")
     p.add_argument("--slices", nargs="+", default=[], choices=SLICES,
                    help="also score these shift slices (pplug.slices); time-shift trains on train minus each "
-                        "user's latest training question")
+                        "user's latest training question; time-shift-dev scores dev questions dated after their "
+                        "user's training questions (no retraining)")
     p.add_argument("--slices-only", action="store_true",
                    help="score only the --slices, not dev (dev was scored by an earlier run of these checkpoints)")
     p.add_argument("--cold-start-min", type=int, default=50,

@@ -8,6 +8,9 @@
 - `time_shift_holdout`: each training user's latest training question held out of training (`fit` keeps
   the rest), so a model is scored on a later moment of users it trained on. For time-ordered sets the dev
   split already holds each user's latest questions; this adds the same check inside the training period.
+- `later_than_training`: the dev questions of users who also have training questions, dated at or after
+  every one of them. The same time shift without retraining (the trained models never saw these golds);
+  it needs dated histories (acl_titles has them; music_ratings and enron_subjects do not).
 - `write_slice`: a slice as a LaMP split folder `pplug.evaluate.evaluate` reads, with the source's train
   files linked beside it (the no-model floors read train golds).
 
@@ -72,6 +75,39 @@ def time_shift_holdout(train: Sequence[Example]) -> tuple[list[Example], list[Ex
     return [ex for i, ex in enumerate(train) if i not in held], [ex for i, ex in enumerate(train) if i in held]
 
 
+def _dated(ex: Example) -> bool:
+    return bool(ex.profile) and all(str(it.get("date", "")).strip() for it in ex.profile)
+
+
+def later_than_training(train: Sequence[Example], dev: Sequence[Example]) -> tuple[list[Example], str]:
+    """Dev questions of users seen in training whose history reaches at least as late as each of their training
+    questions' histories, and how the slice was built.
+
+    "As late": by the latest "date" in the history (a question's history holds only earlier items of its
+    user), so only questions whose histories, and those of the user's training questions, are fully dated
+    count. Returns ([], why) where the split has no dates or no user in both splits.
+    """
+    latest_train: dict[str, str] = {}
+    undated = 0
+    for ex in train:
+        if ex.user_id is None:
+            continue
+        if not _dated(ex):
+            undated += 1
+            latest_train[ex.user_id] = "\uffff"  # an undated training question: its user cannot be placed in time
+            continue
+        latest_train[ex.user_id] = max(latest_train.get(ex.user_id, ""), _when(ex)[0])
+    seen = [ex for ex in dev if ex.user_id is not None and ex.user_id in latest_train]
+    if not seen:
+        return [], "no dev question's user has training questions"
+    later = [ex for ex in seen if _dated(ex) and _when(ex)[0] >= latest_train[ex.user_id]]
+    if not later:
+        return [], (f"{len(seen)} dev questions of users seen in training, but their histories are not dated "
+                    f"({undated} undated training questions), so none can be placed after training")
+    return later, (f"{len(later)} of {len(seen)} dev questions of users seen in training are dated at or after all "
+                   f"of that user's training questions (never trained on)")
+
+
 def write_slice(out: str | Path, split: str, task_name: str, examples: Sequence[Example],
                 train_from: str | Path | None = None) -> Path:
     """Write `examples` as split `split` of the LaMP folder `out`; link `train_from`'s train files beside it.
@@ -92,4 +128,4 @@ def write_slice(out: str | Path, split: str, task_name: str, examples: Sequence[
     return out
 
 
-__all__ = ["cold_start", "latest_items", "time_shift_holdout", "write_slice"]
+__all__ = ["cold_start", "later_than_training", "latest_items", "time_shift_holdout", "write_slice"]

@@ -223,6 +223,30 @@ def test_slices_only_scores_no_dev(tmp_path):
     assert list(bench.build_slices(only, data, tmp_path / "ck")[0]) == ["cold-start"]
 
 
+def test_time_shift_dev_scores_later_dev_questions_without_retraining(tmp_path, capsys):
+    from pplug.data import Example, load_split, write_split
+
+    def ex(qid, user, years):
+        profile = [{"id": f"{qid}-{y}", "title": f"t{y}", "abstract": "a", "date": f"{y}-01-01"} for y in years]
+        return Example(id=qid, input=f"abstract {qid}", profile=profile, output=f"title {qid}", user_id=user)
+
+    data = tmp_path / "data"
+    write_split(data, "train", "LaMP_5", [ex("t1", "a", [2001, 2003]), ex("t2", "b", [2005])])
+    write_split(data, "dev", "LaMP_5", [ex("d1", "a", [2001, 2003, 2004]), ex("d2", "b", [2002]),
+                                        ex("d3", "c", [2009])])
+    args = bench.parse_args(["--slices", "time-shift-dev", "--slices-only", "--checkpoints", str(tmp_path / "ck")])
+    slices, train_root, extra = bench.build_slices(args, data, tmp_path / "ck")
+    folder, split, _, note = slices["time-shift-dev"]
+    assert [e.id for e in load_split(folder, split)] == ["d1"] and note.startswith("1 of 2")
+    assert train_root == data and extra == ()  # the trained models are reused as they are
+    undated = tmp_path / "undated"
+    for split, qid in (("train", "t1"), ("dev", "d1")):
+        write_split(undated, split, "LaMP_6", [Example(id=qid, input="mail", profile=[{"id": "m", "text": "x",
+                                                       "title": "s"}], output="subject", user_id="a")])
+    assert bench.build_slices(args, undated, tmp_path / "ck2")[0] == {}
+    assert "skip time-shift-dev" in capsys.readouterr().out
+
+
 def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatch):
     from pplug.data import load_split
     from pplug.synth import make_synthetic

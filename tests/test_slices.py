@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pplug.data import Example, load_split
-from pplug.slices import cold_start, latest_items, time_shift_holdout, write_slice
+from pplug.slices import cold_start, later_than_training, latest_items, time_shift_holdout, write_slice
 
 
 def _ex(qid: str, user: str, n_items: int, dated: bool = False, output: str = "3") -> Example:
@@ -47,6 +47,21 @@ def test_time_shift_holds_out_each_users_latest():
     fit, held = time_shift_holdout(train)
     assert [ex.id for ex in held] == ["a2", "c2"]  # longest history = latest; b has a single question
     assert [ex.id for ex in fit] == ["a1", "a3", "b1", "c1"]
+
+
+def test_later_than_training_keeps_dated_dev_questions_after_the_users_training():
+    train = [_ex("a1", "a", 3, dated=True), _ex("a2", "a", 5, dated=True), _ex("b1", "b", 7, dated=True),
+             _ex("c1", "c", 2)]
+    dev = [_ex("da", "a", 6, dated=True),    # after all of a's training questions: kept
+           _ex("da0", "a", 4, dated=True),   # before a2: not a time shift
+           _ex("db", "b", 7, dated=True),    # same latest date as b1: kept (at or after)
+           _ex("dc", "c", 9, dated=True),    # c's training question is undated: cannot be placed
+           _ex("dd", "d", 8, dated=True)]    # d never trained on: a new user, not a time shift
+    later, note = later_than_training(train, dev)
+    assert [ex.id for ex in later] == ["da", "db"] and note.startswith("2 of 4")
+    undated, why = later_than_training([_ex("a1", "a", 3)], [_ex("da", "a", 6)])
+    assert undated == [] and "not dated" in why
+    assert later_than_training(train, [_ex("dd", "d", 8, dated=True)])[0] == []
 
 
 def test_write_slice_links_train_and_loads(tmp_path):
