@@ -22,28 +22,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
 from pplug.config import PPlugConfig  # noqa: E402
+from timing import paired_times  # noqa: E402
 from pplug.model import PPlugBatch, PPlugModel  # noqa: E402
 
 REVIEWS = ["battery died after two days", "works perfectly, love it", "good value for the price",
            "broke immediately", "the colours are lovely", "arrived late and scratched", "exactly as described",
            "would not buy again", "my kids use it every day", "average at best"]
-
-
-def _paired_times(fns: dict, repeats: int) -> dict[str, list[float]]:
-    """Run each timed function once per repeat, interleaved, so load from other processes on the shared
-    CPU hits all settings alike; the first round is a warm-up and is dropped."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(repeats + 1):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if r:
-                times[k].append(time.perf_counter() - t0)
-    return times
 
 
 def main(argv=None) -> None:
@@ -77,7 +66,7 @@ def main(argv=None) -> None:
 
     one = PPlugBatch(prompts[:1], queries[:1], histories[:1])
     with torch.no_grad():
-        times = _paired_times({
+        times = paired_times({
             "base": lambda: model.llm.generate(None, prompts, **gen),
             "pplug": lambda: model.generate(batch, **gen),
             "prefix": lambda: (model.prefix(batch), sync()),

@@ -150,13 +150,22 @@ def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str
 
 
 def write_selection_split(data: Path, out: Path, n_heldout: int, seed: int) -> Path:
-    """`fit` = train minus `n_heldout` seeded questions, `heldout` = those questions (for picking the lr)."""
+    """`fit` = train minus `n_heldout` seeded questions, `heldout` = those questions (for picking the lr).
+
+    An existing split in `out` is reused (runs trained on it are reused too), but only if it holds as many
+    held-out questions as asked: a split written for another N raises instead of silently changing the run.
+    """
     from pplug.data import load_split, write_split
 
-    if (out / "heldout_outputs.json").is_file() and (out / "fit_outputs.json").is_file():
-        return out
     train = load_split(data, "train")
-    held = set(random.Random(seed).sample(range(len(train.examples)), min(n_heldout, len(train.examples) // 5)))
+    n = min(n_heldout, len(train.examples) // 5)
+    if (out / "heldout_outputs.json").is_file() and (out / "fit_outputs.json").is_file():
+        have = len(load_split(out, "heldout").examples)
+        if have != n:
+            raise ValueError(f"{out} holds a split with {have} held-out questions, this run asks for {n} "
+                             f"(--heldout / --val-holdout {n_heldout}); use another --checkpoints folder")
+        return out
+    held = set(random.Random(seed).sample(range(len(train.examples)), n))
     write_split(out, "fit", train.task.name, [ex for i, ex in enumerate(train.examples) if i not in held])
     write_split(out, "heldout", train.task.name, [ex for i, ex in enumerate(train.examples) if i in held])
     return out

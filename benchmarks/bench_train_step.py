@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from bench_generation import _paired_times  # noqa: E402  (interleaved repeats, first round dropped)
 from pplug.llm import FrozenLLM  # noqa: E402
+from timing import paired_times  # noqa: E402
 
 INSTRUCTION = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
                "without further explanation. review: ")
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 outputs[setting + what] = llm.choice_logprobs(prefix.detach(), prompts, ["1", "2", "3", "4", "5"])
         return run
 
-    times = _paired_times({(s, w): timed(s, w) for w in ("step", "score") for s in ("keep", "all")}, args.repeats)
+    times = paired_times({(s, w): timed(s, w) for w in ("step", "score") for s in ("keep", "all")}, args.repeats)
     llm._keep_arg = keep_arg
     if keep_arg is None:
         print("this model has no logits_to_keep: both settings compute every position")

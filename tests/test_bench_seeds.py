@@ -1,5 +1,6 @@
-"""benchmarks/bench_real_lamp.py's seeds path: options, presets, device and jobs, GPU configs, and the summary
-plumbing (training and evaluation replaced by stubs: the real ones are exercised by their own tests)."""
+"""benchmarks/: bench_real_lamp.py's seeds path (options, presets, device and jobs, GPU configs, slices, the
+summary plumbing; training and evaluation replaced by stubs, the real ones are exercised by their own tests) and
+the shared timing helper."""
 
 from __future__ import annotations
 
@@ -277,3 +278,28 @@ def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatc
             last[key] = value
     assert last["--trainer.limit_val_batches"] == "1.0" and last["--data.train_split"] == "fit"
     assert last["--trainer.val_check_interval"] == "10" and last["--data.root"] == str(root)
+
+
+def test_selection_split_is_reused_only_for_the_same_size(tmp_path):
+    from pplug.data import load_split
+    from pplug.synth import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=10, seed=1)
+    n_train = len(load_split(data, "train").examples)
+    out = bench.write_selection_split(data, tmp_path / "sel", 4, seed=0)
+    held = [ex.id for ex in load_split(out, "heldout").examples]
+    assert len(held) == 4 and len(load_split(out, "fit").examples) == n_train - 4
+    assert bench.write_selection_split(data, tmp_path / "sel", 4, seed=0) == out  # reused as it is
+    with pytest.raises(ValueError, match="holds a split with 4 held-out questions, this run asks for 5"):
+        bench.write_selection_split(data, tmp_path / "sel", 5, seed=0)
+    assert [ex.id for ex in load_split(out, "heldout").examples] == held  # the old split is left intact
+
+
+def test_paired_times_interleaves_and_drops_the_warmup():
+    from timing import paired_times
+
+    calls: list[str] = []
+    times = paired_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then 3 interleaved rounds
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3} and all(t >= 0 for v in times.values() for t in v)
