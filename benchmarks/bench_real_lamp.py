@@ -270,8 +270,8 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
         slices["dev"] = (data, "dev", args.max_dev, "dev split")
     train_root, extra = data, ()
     folder = ckpt_root / "slices"
+    dev = load_split(data, "dev") if {"cold-start", "time-shift-dev"} & set(args.slices) else None
     if "cold-start" in args.slices:
-        dev = load_split(data, "dev")
         examples, note = cold_start(subsample(dev.examples, args.max_dev, args.seed), max_items=4,
                                     min_n=args.cold_start_min)
         write_slice(folder, "cold_start", dev.task.name, examples, train_from=data)
@@ -288,7 +288,6 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
         train_root = folder
         extra = ("--data.train_split", "fit", "--data.val_split", "time_shift", "--data.test_split", "time_shift")
     if "time-shift-dev" in args.slices:
-        dev = load_split(data, "dev")
         later, note = later_than_training(load_split(data, "train").examples, dev.examples)
         if later:
             later = subsample(later, args.max_dev, args.seed)

@@ -87,23 +87,21 @@ def later_than_training(train: Sequence[Example], dev: Sequence[Example]) -> tup
     user), so only questions whose histories, and those of the user's training questions, are fully dated
     count. Returns ([], why) where the split has no dates or no user in both splits.
     """
-    latest_train: dict[str, str] = {}
-    undated = 0
+    train_users = {ex.user_id for ex in train if ex.user_id is not None}
+    undated_users = {ex.user_id for ex in train if ex.user_id is not None and not _dated(ex)}
+    latest_train: dict[str, str] = {}  # only users whose training questions are all dated can be placed in time
     for ex in train:
-        if ex.user_id is None:
-            continue
-        if not _dated(ex):
-            undated += 1
-            latest_train[ex.user_id] = "\uffff"  # an undated training question: its user cannot be placed in time
-            continue
-        latest_train[ex.user_id] = max(latest_train.get(ex.user_id, ""), _when(ex)[0])
-    seen = [ex for ex in dev if ex.user_id is not None and ex.user_id in latest_train]
+        if ex.user_id in train_users and ex.user_id not in undated_users:
+            latest_train[ex.user_id] = max(latest_train.get(ex.user_id, ""), _when(ex)[0])
+    seen = [ex for ex in dev if ex.user_id in train_users]
     if not seen:
         return [], "no dev question's user has training questions"
-    later = [ex for ex in seen if _dated(ex) and _when(ex)[0] >= latest_train[ex.user_id]]
+    later = [ex for ex in seen
+             if ex.user_id in latest_train and _dated(ex) and _when(ex)[0] >= latest_train[ex.user_id]]
     if not later:
-        return [], (f"{len(seen)} dev questions of users seen in training, but their histories are not dated "
-                    f"({undated} undated training questions), so none can be placed after training")
+        return [], (f"none of the {len(seen)} dev questions of users seen in training is dated at or after that "
+                    f"user's training questions" + (f" ({len(undated_users)} users have undated histories)"
+                                                     if undated_users else ""))
     return later, (f"{len(later)} of {len(seen)} dev questions of users seen in training are dated at or after all "
                    f"of that user's training questions (never trained on)")
 
