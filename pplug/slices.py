@@ -27,10 +27,15 @@ from pathlib import Path
 from pplug.data import Example, write_split
 
 
+def _all_dated(items: Sequence[dict]) -> bool:
+    """Whether there are items and every one has a non-empty "date"."""
+    return bool(items) and all(str(it.get("date", "")).strip() for it in items)
+
+
 def latest_items(profile: Sequence[dict], n: int) -> list[dict]:
     """The user's `n` latest profile items: by "date" when every item has one, else the last in file order."""
     items = list(profile)
-    if items and all(str(it.get("date", "")).strip() for it in items):
+    if _all_dated(items):
         items = sorted(items, key=lambda it: str(it["date"]))  # ISO dates and years sort as strings; stable
     return [dict(it) for it in items[-n:]] if n > 0 else []
 
@@ -75,10 +80,6 @@ def time_shift_holdout(train: Sequence[Example]) -> tuple[list[Example], list[Ex
     return [ex for i, ex in enumerate(train) if i not in held], [ex for i, ex in enumerate(train) if i in held]
 
 
-def _dated(ex: Example) -> bool:
-    return bool(ex.profile) and all(str(it.get("date", "")).strip() for it in ex.profile)
-
-
 def later_than_training(train: Sequence[Example], dev: Sequence[Example]) -> tuple[list[Example], str]:
     """Dev questions of users seen in training whose history reaches at least as late as each of their training
     questions' histories, and how the slice was built.
@@ -88,16 +89,16 @@ def later_than_training(train: Sequence[Example], dev: Sequence[Example]) -> tup
     count. Returns ([], why) where the split has no dates or no user in both splits.
     """
     train_users = {ex.user_id for ex in train if ex.user_id is not None}
-    undated_users = {ex.user_id for ex in train if ex.user_id is not None and not _dated(ex)}
+    undated_users = {ex.user_id for ex in train if ex.user_id is not None and not _all_dated(ex.profile)}
     latest_train: dict[str, str] = {}  # only users whose training questions are all dated can be placed in time
     for ex in train:
-        if ex.user_id in train_users and ex.user_id not in undated_users:
+        if ex.user_id is not None and ex.user_id not in undated_users:
             latest_train[ex.user_id] = max(latest_train.get(ex.user_id, ""), _when(ex)[0])
     seen = [ex for ex in dev if ex.user_id in train_users]
     if not seen:
         return [], "no dev question's user has training questions"
     later = [ex for ex in seen
-             if ex.user_id in latest_train and _dated(ex) and _when(ex)[0] >= latest_train[ex.user_id]]
+             if ex.user_id in latest_train and _all_dated(ex.profile) and _when(ex)[0] >= latest_train[ex.user_id]]
     if not later:
         return [], (f"none of the {len(seen)} dev questions of users seen in training is dated at or after that "
                     f"user's training questions" + (f" ({len(undated_users)} users have undated histories)"
