@@ -199,6 +199,14 @@ class PPlugLitModule(L.LightningModule):
     def training_step(self, batch: LaMPBatch, batch_idx: int) -> torch.Tensor:
         return self.model_step(batch, "train")
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the trainable weights' gradient norm (`train/grad_norm`) as it is before any clipping
+        (`trainer.gradient_clip_val` clips after this hook): a spike here precedes a collapsed soft prompt."""
+        grads = [p.grad for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
     def validation_step(self, batch: LaMPBatch, batch_idx: int) -> None:
         self.model_step(batch, "val")
 

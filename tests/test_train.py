@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def trained_run(tiny_config, synth_dir, tmp_path_factory):
     """One tiny train.py run (3 steps, validation at step 3, test + `none` comparison)."""
     out = tmp_path_factory.mktemp("runs")
     cache = out / "emb.sqlite"
-    result = _train_module().cli_main(_args(tiny_config, synth_dir, out, "tiny", cache))
+    result = _train_module().cli_main(_args(tiny_config, synth_dir, out, "tiny", cache,
+                                            "--trainer.log_every_n_steps", "1", "--trainer.gradient_clip_val", "1.0"))
     return out / "tiny", result, cache
 
 
@@ -66,6 +68,19 @@ def test_train_writes_run_folder(trained_run):
     others = {"argmax", "expected", "median"} - {saved}
     assert {f"{m} [{d}]" for m in ("pplug (trained)", "none") for d in others} <= set(metrics)
     assert set(metrics["pplug (trained)"]) == {"mae", "rmse"}
+
+
+def test_grad_norm_is_logged_every_step(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _ = trained_run
+    norms = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):  # fit and test may write one file each
+        events = EventAccumulator(str(path)).Reload()
+        if "train/grad_norm" in events.Tags()["scalars"]:
+            norms += [e.value for e in events.Scalars("train/grad_norm")]
+    assert len(norms) == 3  # one per optimizer step (log_every_n_steps 1)
+    assert all(math.isfinite(n) and n > 0 for n in norms)  # the trainable weights got gradients
 
 
 def test_ckpt_holds_only_trainable_weights(trained_run):
