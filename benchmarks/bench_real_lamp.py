@@ -40,7 +40,9 @@ validates on those every `--val-every` steps (default a quarter of the steps) an
 weights (train.py's ModelCheckpoint on the task's main metric) instead of the last step's: a guard against a
 seed that ends in a degenerate state. Use a separate --checkpoints folder (a run with it is a different model).
 `--slices-only` scores the slices without dev, e.g. a cold-start check of seeds whose dev scores are already
-in another results file (the JSON then holds only the slices).
+in another results file (the JSON then holds only the slices). `--reuse-preds` reads each run's predictions
+from an earlier scoring of the slice (newer than its weights, answering every question) instead of decoding
+again, so a method or seed added later is the only one decoded.
 `--sets synth_ratings_shift` trains on the synthetic ratings and scores on the same users reviewing another
 product domain (`pplug synth --domain-shift`), next to its history-blind ceiling and floors.
 
@@ -372,6 +374,32 @@ def pearson_rows(task, golds: dict[str, str], preds: dict[str, dict[str, dict[st
     return out
 
 
+def earlier_predictions(stem: Path, rows: list[str], weights: Path | None,
+                        golds: dict[str, str]) -> dict[str, dict[str, str]] | None:
+    """--reuse-preds: one method's predictions from an earlier scoring of the same slice, row -> (id -> output).
+
+    None (score again) unless every row's file (`pplug.evaluate.prediction_path`) exists, answers every
+    question scored now, and was written after the weights it came from (`weights`: the run's final/).
+    """
+    from pplug.data import load_outputs
+    from pplug.evaluate import prediction_path
+
+    paths = {row: prediction_path(stem, row) for row in rows}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    if weights is not None:
+        trained = max((f.stat().st_mtime for f in weights.iterdir()), default=None) if weights.is_dir() else None
+        if trained is None or any(p.stat().st_mtime < trained for p in paths.values()):
+            return None
+    out = {}
+    for row, path in paths.items():
+        p = load_outputs(path)[1]
+        if not set(golds) <= set(p):
+            return None
+        out[row] = {i: p[i] for i in golds}
+    return out
+
+
 def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     """Train every method once per seed, score all on the same questions of every slice, and summarise.
 
@@ -381,6 +409,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     from pplug.data import load_outputs, load_split
     from pplug.evaluate import floor_predictions
     from pplug.stats import comparison_lines, summarize, summary_table
+    from pplug.evaluate import prediction_path, scored_rows
     from pplug.inference import SCORED_DECODINGS, subsample
 
     runs = {m: m.replace("+", "_") for m in args.methods}
@@ -405,13 +434,29 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
         t0 = time.monotonic()
         for i, seed in enumerate(seeds):
             ck = ckpt_root / f"seed{seed}"
-            # `none` (greedy, no weights) and the floors do not depend on the training seed: scored once
-            report = run_evaluate(args, [f"{m}={ck / runs[m]}" for m in args.methods], folder, split,
-                                  methods=(["none"] if i == 0 else []) + list(args.methods),
-                                  max_examples=max_examples, decodings=SCORED_DECODINGS, floors=i == 0, seed=args.seed,
-                                  out=str(ck / "eval" / f"{name}_preds.json"), progress=False,
-                                  max_new_tokens=args.max_new_tokens)
             label = f"seed{seed}"
+            stem = ck / "eval" / f"{name}_preds"
+            # `none` (greedy, no weights) and the floors do not depend on the training seed: scored once
+            methods = (["none"] if i == 0 else []) + list(args.methods)
+            if args.reuse_preds:
+                for m in list(methods):
+                    earlier = earlier_predictions(stem, scored_rows(task, m, SCORED_DECODINGS),
+                                                  None if m == "none" else ck / runs[m] / "final", golds)
+                    if earlier:
+                        methods.remove(m)
+                        for row, p in earlier.items():
+                            preds.setdefault(row, {})[label] = p
+                        print(f"[{set_name}] {name} seed {seed} {m}: reusing its predictions in {stem.parent}",
+                              flush=True)
+            if not methods:
+                continue
+            rows = [r for m in methods for r in scored_rows(task, m, SCORED_DECODINGS)]
+            # one row alone would go to `<stem>.json`; name it as a row of many, so --reuse-preds finds it
+            out = prediction_path(stem, rows[0]) if len(rows) == 1 else stem.with_suffix(".json")
+            report = run_evaluate(args, [f"{m}={ck / runs[m]}" for m in methods if m != "none"], folder, split,
+                                  methods=methods, max_examples=max_examples, decodings=SCORED_DECODINGS,
+                                  floors=i == 0, seed=args.seed, out=str(out), progress=False,
+                                  max_new_tokens=args.max_new_tokens)
             for row, path in report["files"].items():
                 preds.setdefault(row, {})[label] = load_outputs(path)[1]
             for row, metrics in report["metrics"].items():
@@ -502,6 +547,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=None,
                    help="trainings at once (default: by free GPU memory, ~4 GiB each; 1 on CPU)")
     p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--reuse-preds", action="store_true",
+                   help="with --seeds: reuse a run's predictions from an earlier scoring of the same slice when "
+                        "they answer every question and are newer than its weights (add a method or a seed "
+                        "without decoding the others again)")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra train.py arguments (last)")
     args = p.parse_args(argv)
     args.config_suffix = ""

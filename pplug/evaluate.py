@@ -27,6 +27,7 @@ from typing import Any
 from .baselines import METHODS, get_method
 from .checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
 from .inference import FrozenBaseline, check_decodings, predict, subsample
+from .tasks import TaskSpec
 
 
 @dataclass
@@ -247,7 +248,7 @@ def evaluate(
     if foreign:
         raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
                          f"{', '.join(task.decodings)}")
-    decs = [d for d in decodings if d in task.decodings] or [task.decodings[0]]
+    decs = [d for d in decodings if d in task.decodings] or [task.decodings[0]]  # as in `scored_rows`
 
     out_path = Path(out) if out else _default_out(selected, split)
     stem = out_path.with_suffix("") if out_path.suffix == ".json" else out_path
@@ -276,7 +277,7 @@ def evaluate(
                             max_new_tokens=max_new_tokens, progress=progress, personas=personas,
                             options=decoding_options, stats=stats)
             for dec, p in preds.items():
-                row = m if len(decs) == 1 or dec == "argmax" else f"{m} [{dec}]"
+                row = prediction_row(m, dec, decs)
                 all_preds[row] = p
                 if stats.get("rows"):
                     cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
@@ -294,7 +295,7 @@ def evaluate(
         if golds and len(golds) == len(examples):
             results[row] = score(task, p, golds)
         if not row.startswith("floor:"):
-            path = Path(f"{stem}.{_slug(row)}.json") if many else stem.with_suffix(".json")
+            path = prediction_path(stem, row) if many else stem.with_suffix(".json")
             write_outputs(path, task.name, p)
             files[row] = str(path)
     report = {"task": task.name, "split": split, "data": str(data), "n": len(examples),
@@ -311,6 +312,23 @@ def evaluate(
 
 def _slug(row: str) -> str:
     return row.replace(" [", ".").replace("]", "").replace(" ", "_").replace(":", "")
+
+
+def prediction_row(method: str, decoding: str, decodings: Sequence[str]) -> str:
+    """The results row of `method` under `decoding`: the bare method for argmax or a lone decoding, else
+    "method [decoding]" ("pplug", "pplug [median]")."""
+    return method if len(decodings) == 1 or decoding == "argmax" else f"{method} [{decoding}]"
+
+
+def scored_rows(task: TaskSpec, method: str, decodings: Sequence[str]) -> list[str]:
+    """The rows `evaluate` writes for `method` when asked for `decodings` (those the task has, else its default)."""
+    decs = [d for d in decodings if d in task.decodings] or [task.decodings[0]]
+    return [prediction_row(method, d, decs) for d in decs]
+
+
+def prediction_path(stem: str | Path, row: str) -> Path:
+    """Where `evaluate` writes a row's predictions when it writes several rows: `<stem>.<row slug>.json`."""
+    return Path(f"{stem}.{_slug(row)}.json")
 
 
 def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
@@ -351,4 +369,5 @@ def run_cli(args) -> int:
     return 0
 
 
-__all__ = ["MethodRun", "decoding_options", "evaluate", "floor_predictions", "load_models", "resolve_checkpoints", "run_cli"]
+__all__ = ["MethodRun", "decoding_options", "evaluate", "floor_predictions", "load_models", "prediction_path",
+           "prediction_row", "resolve_checkpoints", "run_cli", "scored_rows"]

@@ -303,3 +303,63 @@ def test_paired_times_interleaves_and_drops_the_warmup():
     times = paired_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
     assert calls == ["a", "b"] * 4  # one warm-up round, then 3 interleaved rounds
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3} and all(t >= 0 for v in times.values() for t in v)
+
+
+def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch):
+    """--reuse-preds: a second scoring reads the first one's files; a retrained run (newer weights) is scored
+    again, alone, under the file name the next --reuse-preds looks for (generation: one row per method)."""
+    import os
+    import time
+
+    from pplug.data import load_split, write_outputs
+    from pplug.evaluate import prediction_path, scored_rows
+    from pplug.inference import subsample
+    from pplug.metrics import score
+    from pplug.synth import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="titles", n_users=12, seed=3, min_train=2, max_train=3)
+    ck = tmp_path / "ck"
+    for seed in (0, 1):
+        for run in ("retrieval", "pplug"):
+            (ck / f"seed{seed}" / run / "final").mkdir(parents=True)
+            (ck / f"seed{seed}" / run / "final" / "pplug.safetensors").write_text("w")
+            (ck / f"seed{seed}" / f"{run}.train_seconds").write_text("1.0\n")
+    calls = []
+
+    def fake_evaluate(a, checkpoints, folder, split, methods, max_examples, decodings, floors, seed, out,
+                      progress, max_new_tokens):  # writes files the way pplug.evaluate.evaluate does
+        calls.append((Path(out).parent.parent.name, list(methods)))
+        loaded = load_split(folder, split)
+        golds = {ex.id: ex.output for ex in subsample(loaded.examples, max_examples, seed)}
+        rows = [r for m in methods for r in scored_rows(loaded.task, m, decodings)]
+        files, metrics = {}, {}
+        for row in rows:
+            words = ["user", "model", "title", "study", "data"]
+            preds = {i: " ".join(random.Random(f"{out}{row}{i}").choices(words, k=3)) for i in golds}
+            path = prediction_path(Path(out).with_suffix(""), row) if len(rows) > 1 else Path(out)
+            write_outputs(path, loaded.task.name, preds)
+            files[row], metrics[row] = str(path), score(loaded.task, preds, golds)
+        return {"files": files, "metrics": metrics}
+
+    monkeypatch.setattr(bench, "run_evaluate", fake_evaluate)
+    argv = ["--methods", "retrieval", "pplug", "--seeds", "0", "1", "--skip-train", "--max-dev", "20",
+            "--resamples", "50", "--checkpoints", str(ck)]
+    first = bench.run_seeds("acl_titles", bench.parse_args(argv), data, ck)
+    assert calls == [("seed0", ["none", "retrieval", "pplug"]), ("seed1", ["retrieval", "pplug"])]
+
+    calls.clear()
+    again = bench.run_seeds("acl_titles", bench.parse_args([*argv, "--reuse-preds"]), data, ck)
+    assert calls == []  # everything was scored before
+    assert again["slices"]["dev"]["cells"] == first["slices"]["dev"]["cells"]
+
+    now = time.time()  # seed 1's pplug retrained after it was scored (weights 50 s old, predictions 100 s)
+    for path, age in [*((p, 100) for p in (ck / "seed1" / "eval").iterdir()),
+                      (ck / "seed1" / "retrieval" / "final" / "pplug.safetensors", 200),
+                      (ck / "seed1" / "pplug" / "final" / "pplug.safetensors", 50)]:
+        os.utime(path, (now - age, now - age))
+    bench.run_seeds("acl_titles", bench.parse_args([*argv, "--reuse-preds"]), data, ck)
+    assert calls == [("seed1", ["pplug"])]
+    assert prediction_path(ck / "seed1" / "eval" / "dev_preds", "pplug").is_file()  # not dev_preds.json
+    bench.run_seeds("acl_titles", bench.parse_args([*argv, "--reuse-preds"]), data, ck)
+    assert calls == [("seed1", ["pplug"])]  # and found there: nothing decoded again
