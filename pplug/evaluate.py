@@ -295,7 +295,7 @@ def evaluate(
         if golds and len(golds) == len(examples):
             results[row] = score(task, p, golds)
         if not row.startswith("floor:"):
-            path = prediction_path(stem, row) if many else stem.with_suffix(".json")
+            path = prediction_path(stem, row) if many else Path(f"{stem}.json")  # `out` itself (a dotted name too)
             write_outputs(path, task.name, p)
             files[row] = str(path)
     report = {"task": task.name, "split": split, "data": str(data), "n": len(examples),

@@ -204,10 +204,11 @@ def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
 def test_evaluate_none_alone_and_errors(tiny_config, synth, tmp_path, capsys):
     from pplug.cli import main
 
-    out = tmp_path / "none.json"
+    out = tmp_path / "dev_preds.none.json"  # one row goes to exactly this file, dots in its name and all
     assert main(["evaluate", "--data", str(synth), "--method", "none", "--base-model",
                  tiny_config.base_model_name_or_path, "--out", str(out), "--max-examples", "3",
                  "--decoding", "expected"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev_preds.none.json", "dev_preds.none.metrics.json"]
     doc = json.loads(out.read_text())
     assert len(doc["golds"]) == 3 and all(1.0 <= float(g["output"]) <= 5.0 for g in doc["golds"])
     rc = main(["evaluate", "--data", str(synth), "--method", "pplug", "--base-model",
