@@ -407,9 +407,8 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     intervals of PPlug minus every other row (`pplug.stats.summarize`); metrics only, no predictions.
     """
     from pplug.data import load_outputs, load_split
-    from pplug.evaluate import floor_predictions
+    from pplug.evaluate import floor_predictions, prediction_path, scored_rows
     from pplug.stats import comparison_lines, summarize, summary_table
-    from pplug.evaluate import prediction_path, scored_rows
     from pplug.inference import SCORED_DECODINGS, subsample
 
     runs = {m: m.replace("+", "_") for m in args.methods}
