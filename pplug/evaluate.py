@@ -310,10 +310,6 @@ def evaluate(
     return report
 
 
-def _slug(row: str) -> str:
-    return row.replace(" [", ".").replace("]", "").replace(" ", "_").replace(":", "")
-
-
 def prediction_row(method: str, decoding: str, decodings: Sequence[str]) -> str:
     """The results row of `method` under `decoding`: the bare method for argmax or a lone decoding, else
     "method [decoding]" ("pplug", "pplug [median]")."""
@@ -333,7 +329,8 @@ def scored_rows(task: TaskSpec, method: str, decodings: Sequence[str]) -> list[s
 
 def prediction_path(stem: str | Path, row: str) -> Path:
     """Where `evaluate` writes a row's predictions when it writes several rows: `<stem>.<row slug>.json`."""
-    return Path(f"{stem}.{_slug(row)}.json")
+    slug = row.replace(" [", ".").replace("]", "").replace(" ", "_").replace(":", "")
+    return Path(f"{stem}.{slug}.json")
 
 
 def _default_out(selected: dict[str, MethodRun], split: str) -> Path:

@@ -31,6 +31,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import grad_norm
 from torch.utils.data import DataLoader, Dataset
 
 from .baselines import build_batch, get_method, resolve_k, retrieve
@@ -202,10 +203,9 @@ class PPlugLitModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Log the trainable weights' gradient norm (`train/grad_norm`) as it is before any clipping
         (`trainer.gradient_clip_val` clips after this hook): a spike here precedes a collapsed soft prompt."""
-        grads = [p.grad for p in self.model.parameters() if p.requires_grad and p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        norms = grad_norm(self.model, norm_type=2)  # only parameters with a gradient: the frozen LLM has none
+        if norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
 
     def validation_step(self, batch: LaMPBatch, batch_idx: int) -> None:
         self.model_step(batch, "val")
