@@ -85,6 +85,13 @@ class PPlugConfig:
     because its one generation run (enron_subjects, one seed) scored far lower, though with the same
     "Subject:" collapse PPlug as published showed on one of three seeds there, so it is unproven (README)."""
 
+    rating_loss_weight: float = 0.0
+    """Rating tasks: weight of a squared-error term on the expected rating (the softmax over the task's labels
+    at the answer position, what `expected` decoding reads), added to the token cross-entropy. Cross-entropy
+    scores a 4 for a gold 5 as wrong as a 1; this term trains what RMSE measures (regression-aware
+    fine-tuning, Lukasik et al. 2025). 0 = off (PPlug as published); the music rating recipe's value is
+    measured in the README."""
+
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper)."""
 
@@ -132,6 +139,11 @@ class PPlugConfig:
             raise ValueError(f"aggregation must be one of {[e.value for e in Aggregation]}, got {self.aggregation!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if isinstance(self.rating_loss_weight, bool) or not isinstance(self.rating_loss_weight, (int, float)) \
+                or not self.rating_loss_weight >= 0:
+            raise ValueError(f"rating_loss_weight must be a number >= 0, got {self.rating_loss_weight!r}")
+        if self.rating_loss_weight and not task.is_rating:
+            raise ValueError(f"rating_loss_weight applies to rating tasks, not {task.name} (set it to 0)")
         if not isinstance(self.user_stats, bool):
             raise ValueError(f"user_stats must be true or false, got {self.user_stats!r}")
         for name in ("max_history", "max_input_tokens", "max_target_tokens", "max_encoder_tokens"):

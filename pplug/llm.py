@@ -252,8 +252,20 @@ class FrozenLLM(nn.Module):
         logits = self.model(**inputs, **keep, use_cache=False).logits  # (B, K, V): the last K positions
         return logits, length - logits.shape[1]
 
-    def forward(self, prefix: torch.Tensor | None, prompts: Sequence[str], targets: Sequence[str]) -> torch.Tensor:
-        """Mean token cross-entropy of the targets given [prefix; prompt] (scalar; gradients flow to prefix)."""
+    def forward(self, prefix: torch.Tensor | None, prompts: Sequence[str], targets: Sequence[str],
+                choices: Sequence[str] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Mean token cross-entropy of the targets given [prefix; prompt] (scalar; gradients flow to prefix).
+
+        With `choices` (single-token answers such as "1".."5") also returns, from the same forward pass, the
+        (B, C) log-probabilities of each choice at the position that predicts the target's first token (a
+        softmax over the whole vocabulary, as `choice_logprobs` scores them), for a loss on the decoded answer.
+        """
+        choice_ids = None
+        if choices is not None:
+            ids = self._tokenize(choices)
+            if any(len(t) != 1 for t in ids):
+                raise ValueError(f"forward(choices=...) needs single-token choices, got {list(choices)!r}")
+            choice_ids = [t[0] for t in ids]
         inputs = self.build_inputs(prefix, prompts, targets)
         labels = inputs.pop("labels")
         if self.is_seq2seq:  # teacher forcing: decoder input = labels shifted right (starting with the start token)
@@ -262,7 +274,12 @@ class FrozenLLM(nn.Module):
         else:  # next-token prediction: position t predicts token t+1, so logits from the one before the first label
             logits, start = self._causal_logits(inputs, _first_label(labels) - 1)
             logits, labels = logits[:, :-1].float(), labels[:, start + 1:]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        if choice_ids is None:
+            return loss
+        first = (labels != -100).int().argmax(dim=-1)  # (B,) each row's first target position
+        answer = logits[torch.arange(len(prompts), device=logits.device), first]  # (B, V)
+        return loss, torch.log_softmax(answer, dim=-1)[:, choice_ids]  # (B, C)
 
     @torch.no_grad()
     def choice_logprobs(self, prefix: torch.Tensor | None, prompts: Sequence[str],

@@ -37,6 +37,7 @@ from .config import PPlugConfig
 from .embedder import UserEmbedder
 from .history import HistoryEncoder
 from .llm import FrozenLLM
+from .tasks import get_task
 
 FORMAT_VERSION = 2
 """2: the config records method, retrieval_k, retriever and decoding (1 lacked them; still read)."""
@@ -195,10 +196,22 @@ class PPlugModel(nn.Module):
     # --- the three uses ---
 
     def forward(self, batch: PPlugBatch) -> torch.Tensor:
-        """Scalar LM loss (mean token cross-entropy) on `batch.targets`."""
+        """Scalar training loss on `batch.targets`: the mean token cross-entropy, plus for rating tasks
+        `rating_loss_weight` x the squared error of the expected rating (`expected` decoding's answer)."""
         if batch.targets is None:
             raise ValueError("PPlugModel.forward needs batch.targets")
-        return self.llm(self.prefix(batch), batch.prompts, batch.targets)
+        weight = self.config.rating_loss_weight
+        if not weight:
+            return self.llm(self.prefix(batch), batch.prompts, batch.targets)
+        labels = get_task(self.config.task).labels
+        try:
+            gold = torch.tensor([float(t) for t in batch.targets], device=self.device)  # (B,)
+        except ValueError:
+            raise ValueError(f"rating_loss_weight needs numeric targets, got {list(batch.targets)[:3]!r}") from None
+        loss, logp = self.llm(self.prefix(batch), batch.prompts, batch.targets, choices=labels)  # (B, C)
+        values = torch.tensor([float(x) for x in labels], device=logp.device)  # (C,)
+        expected = (logp.softmax(dim=-1) * values).sum(dim=-1)  # (B,), renormalised over the labels
+        return loss + weight * (expected - gold).pow(2).mean()
 
     @torch.no_grad()
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1,
@@ -353,10 +366,8 @@ class PPlugModel(nn.Module):
 
 def _task_max_new_tokens(task: str, fallback: int) -> int:
     try:
-        from .tasks import get_task
-
         return int(get_task(task).max_new_tokens)
-    except Exception:  # tasks module absent or unknown task: the config's target budget is a safe bound
+    except ValueError:  # unknown task: the config's target budget is a safe bound
         return fallback
 
 

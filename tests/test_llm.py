@@ -213,3 +213,17 @@ def test_bfloat16_llm_takes_float32_prefix(tiny_causal_llm_dir):
     loss.backward()
     assert torch.isfinite(loss) and prefix.grad.dtype == torch.float32
     assert len(llm.generate(prefix.detach(), PROMPTS, max_new_tokens=3)) == 2
+
+
+@pytest.mark.parametrize("which", ["causal", "seq2seq"])
+def test_forward_with_choices_scores_the_answer_position_in_the_same_pass(which, request):
+    llm = request.getfixturevalue(which)
+    prefix = _prefix(llm).requires_grad_()
+    loss, logp = llm(prefix, PROMPTS, TARGETS, choices=["1", "5"])
+    torch.testing.assert_close(loss, llm(prefix, PROMPTS, TARGETS))
+    # the position predicting the target's first token is where choice_logprobs scores the answer
+    torch.testing.assert_close(logp, llm.choice_logprobs(prefix, PROMPTS, ["1", "5"]), rtol=1e-4, atol=1e-5)
+    (grad,) = torch.autograd.grad(logp[:, 1].sum(), prefix)  # the choice scores carry gradients to the prefix
+    assert grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="single-token choices"):
+        llm(prefix, PROMPTS, TARGETS, choices=["one star", "5"])

@@ -51,6 +51,44 @@ def test_forward_backward_trains_only_the_embedder(model):
     assert {id(p) for p in model.trainable_parameters()} == {id(p) for p in model.embedder.parameters()}
 
 
+def test_rating_loss_adds_the_squared_error_of_the_expected_rating(tiny_config, shared):
+    torch.manual_seed(0)
+    plain = PPlugModel.from_config(tiny_config, llm=shared[0], history_encoder=shared[1])
+    weighted = PPlugModel.from_config(dataclasses.replace(tiny_config, rating_loss_weight=0.5), llm=shared[0],
+                                      history_encoder=shared[1])
+    weighted.embedder.load_state_dict(plain.embedder.state_dict())
+    batch = _batch([HIST_A, HIST_B], targets=["5", "1"])
+    probs = plain.choice_logprobs(batch, ["1", "2", "3", "4", "5"]).softmax(-1)  # (B, 5)
+    expected = probs @ torch.arange(1.0, 6.0)  # what `expected` decoding answers
+    sq_err = ((expected - torch.tensor([5.0, 1.0])) ** 2).mean()
+    loss = weighted(batch)
+    torch.testing.assert_close(loss, plain(batch) + 0.5 * sq_err, rtol=1e-4, atol=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in weighted.llm.parameters())
+    # steps on the squared-error term alone lower it (a wrong sign or a detached term would not)
+    only = PPlugModel.from_config(dataclasses.replace(tiny_config, rating_loss_weight=1.0), llm=shared[0],
+                                  history_encoder=shared[1])
+    opt = torch.optim.AdamW(only.trainable_parameters(), lr=1e-1)
+    term = []
+    for _ in range(10):
+        opt.zero_grad()
+        sq = only(batch) - only.llm(only.prefix(batch), batch.prompts, batch.targets)
+        sq.backward()
+        opt.step()
+        term.append(float(sq))
+    # (the tiny random LLM reads a soft prompt weakly, so the drop is small; a wrong sign would raise it)
+    assert term[-1] < term[0] - 0.02 and all(b <= a + 1e-4 for a, b in zip(term, term[1:])), term
+    with pytest.raises(ValueError, match="numeric targets"):
+        weighted(_batch([HIST_A], targets=["great"]))
+
+
+def test_rating_loss_weight_is_checked(tiny_config):
+    with pytest.raises(ValueError, match="rating_loss_weight must be a number >= 0"):
+        dataclasses.replace(tiny_config, rating_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="applies to rating tasks, not LaMP_5"):
+        dataclasses.replace(tiny_config, task="LaMP_5", rating_loss_weight=1.0)
+
+
 def test_print_trainable_parameters(model, capsys):
     model.print_trainable_parameters()
     out = capsys.readouterr().out
