@@ -15,6 +15,10 @@ the same dev questions; cells are mean ± sd over the seeds, and each variant ge
 intervals against `base`, `none` and the floors (`pplug.stats`; "leads" only where the interval excludes 0).
 
     python benchmarks/bench_ablation.py --set music_ratings --seeds 0 1 2 --variants base mean-attention
+
+`--cold-start` scores the same trained variants on the cold-start shift check instead of dev: the same
+seeded dev questions with each user's history cut to the 4 latest items where fewer than 50 users are
+naturally that cold (`pplug.slices.cold_start`, as `bench_real_lamp.py --slices cold-start` builds it).
 """
 
 from __future__ import annotations
@@ -68,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (with --seeds)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--cold-start", action="store_true",
+                   help="with --seeds: score on the cold-start slice of the dev questions instead of dev")
     args = p.parse_args(argv)
+    if args.cold_start and not args.seeds:
+        p.error("--cold-start needs --seeds")
     args.train_args = []
     if args.seeds:
         return run_seeds(args)
@@ -124,6 +132,15 @@ def run_seeds(args) -> int:
         return 1
     ckpt_root = Path(args.checkpoints) / args.set / f"lr{args.lr}"
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}_seeds.json")
+    scored, split, max_examples, suffix = data, "dev", args.max_dev, ""
+    if args.cold_start:
+        from pplug.slices import cold_start, write_slice
+
+        dev = load_split(data, "dev")
+        cold, note = cold_start(subsample(dev.examples, args.max_dev, args.seed), max_items=4)
+        scored, split, max_examples, suffix = ckpt_root / "slices", "cold_start", None, ".cold_start"
+        write_slice(scored, split, dev.task.name, cold, train_from=data)
+        print(f"[{args.set}] cold-start slice: {note}", flush=True)
     preds: dict[str, dict[str, dict[str, str]]] = {}
     train_s: dict[str, dict[str, float]] = {}
     for i, seed in enumerate(args.seeds):
@@ -141,16 +158,17 @@ def run_seeds(args) -> int:
                 mark.write_text(f"{seconds}\n")
             train_s.setdefault(name, {})[label] = seconds
             first = i == 0 and j == 0  # `none` and the floors do not depend on the seed or the variant
-            report = run_evaluate(args, [f"pplug={ck / name}"], data, "dev",
-                                  methods=["none", "pplug"] if first else ["pplug"], max_examples=args.max_dev,
-                                  decodings=SCORED_DECODINGS, out=str(ck / "eval" / f"{name}.json"), floors=False,
+            report = run_evaluate(args, [f"pplug={ck / name}"], scored, split,
+                                  methods=["none", "pplug"] if first else ["pplug"], max_examples=max_examples,
+                                  decodings=SCORED_DECODINGS, out=str(ck / "eval" / f"{name}{suffix}.json"),
+                                  floors=False,
                                   seed=args.seed, progress=False, persona=name == "persona")
             for row, path in report["files"].items():
                 preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = load_outputs(path)[1]
             print(f"[{args.set}] seed {seed} {name}: {seconds:.0f} s; "
                   f"{json.dumps({k: v for k, v in report['metrics'].items() if k.startswith('pplug')})}", flush=True)
-    dev = load_split(data, "dev")
-    examples = subsample(dev.examples, args.max_dev, args.seed)
+    dev = load_split(scored, split)
+    examples = subsample(dev.examples, max_examples, args.seed)
     try:
         train_golds = list(load_split(data, "train", dev.task).golds().values())
     except (ValueError, FileNotFoundError):
@@ -164,7 +182,7 @@ def run_seeds(args) -> int:
     atomic_write_json(out, {"settings": {k: v for k, v in vars(args).items() if k != "train_args"},
                             "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,
                             "train_seconds": train_s, "written": time.strftime("%Y-%m-%d %H:%M")})
-    print(summary_table(summary, title=f"{args.set} dev (n={len(examples)}), PPlug variants, lr {args.lr}, "
+    print(summary_table(summary, title=f"{args.set} {split} (n={len(examples)}), PPlug variants, lr {args.lr}, "
                                        f"{args.max_steps} steps x batch {args.batch_size}, seeds {args.seeds}"))
     print("variant minus each row, paired bootstrap 95% interval (seeds pooled per question):")
     print("\n".join("  " + line for line in comparison_lines(summary, [m for m in dev.task.metrics if m != "f1"])))

@@ -179,6 +179,18 @@ def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsy
     assert c["pplug base [median]"]["mae"]["leads"]
     assert set(summary["cells"]["pplug base"]["mae"]["values"]) == {"seed0", "seed1"}
     assert "leads" in capsys.readouterr().out
+    # --cold-start: the same variants scored on the dev questions with histories cut to 4 items
+    cold_out = tmp_path / "abl_cold.json"
+    assert ablation.main(["--root", str(tmp_path), "--variants", "base", "mean-attention", "--seeds", "0", "1",
+                          "--max-dev", "30", "--resamples", "200", "--checkpoints", str(tmp_path / "ck"),
+                          "--out", str(cold_out), "--cold-start"]) == 0
+    cold = load_split(tmp_path / "ck" / "music_ratings" / "lr1e-3" / "slices", "cold_start")
+    dev = subsample(load_split(tmp_path / "music_ratings", "dev").examples, 30, 0)
+    assert [ex.id for ex in cold] == [ex.id for ex in dev] and all(len(ex.profile) <= 4 for ex in cold)
+    assert "cold_start (n=30)" in capsys.readouterr().out
+    assert json.loads(cold_out.read_text())["summary"]["comparisons"]["pplug mean-attention [median]"]
+    with pytest.raises(SystemExit):
+        ablation.main(["--root", str(tmp_path), "--cold-start"])  # needs --seeds
 
 
 def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
