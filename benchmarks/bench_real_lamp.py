@@ -48,7 +48,7 @@ product domain (`pplug synth --domain-shift`), next to its history-blind ceiling
 
 GPU recipe (`--preset gpu`): configs/real/<set>.gpu.yaml at the budget of the reference measurement
 (1000 steps x batch 8, 384-token prompts, full train splits), 3 seeds, all four trainable methods, trained
-`--jobs` at a time (default: as many as fit the free GPU memory at ~4 GiB each; 1 on CPU), then every method
+`--jobs` at a time (default: as many as fit the free GPU memory at ~10 GiB each; 1 on CPU), then every method
 on the full dev splits, greedy, 32 new tokens, evaluation batch 32, all rating decodings and the floors.
 Explicit options win over the preset's values. `--device` goes to training (Lightning's accelerator) and
 to evaluation.
@@ -217,8 +217,9 @@ PRESETS: dict[str, dict] = {
             "max_input_tokens": 384, "max_dev": None, "max_new_tokens": 32, "eval_batch_size": 32,
             "seeds": [0, 1, 2]},
 }
-GB_PER_TRAINING = 4.0
-"""GPU memory one SmolLM2-135M training takes at the GPU budget (with headroom), for the default --jobs."""
+GB_PER_TRAINING = 10.0
+"""GPU memory one SmolLM2-135M training holds at the GPU budget, for the default --jobs: nine music_ratings
+trainings at once held 87.7 GiB on an H200 (nvidia-smi, November 2026), about 9.7 GiB each."""
 
 
 def train_device_args(device: str) -> tuple[str, ...]:
@@ -490,12 +491,20 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     return entry
 
 
-def apply_preset(p: argparse.ArgumentParser, args) -> None:
-    """Fill the preset's values into every option left at its default (an explicit option wins)."""
+def given_options(p: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The options written on the command line, also those given their default value (`--max-dev 150`)."""
+    unset = object()  # argparse fills in no default where the namespace already holds the name
+    probe = argparse.Namespace(**{a.dest: unset for a in p._actions if a.dest != "help"})
+    return {k for k, v in vars(p.parse_args(argv, namespace=probe)).items() if v is not unset}
+
+
+def apply_preset(p: argparse.ArgumentParser, args, argv: list[str] | None) -> None:
+    """Fill the preset's values into every option not on the command line (an explicit option wins)."""
+    given = given_options(p, argv)
     for key, value in PRESETS[args.preset].items():
         if key == "config_suffix":
             args.config_suffix = value
-        elif getattr(args, key) == p.get_default(key):
+        elif key not in given:
             setattr(args, key, value)
 
 
@@ -544,7 +553,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="gpu: the GPU recipe (configs/real/<set>.gpu.yaml, 1000 steps, full splits, 3 seeds)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (training and evaluation)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="trainings at once (default: by free GPU memory, ~4 GiB each; 1 on CPU)")
+                   help="trainings at once (default: by free GPU memory, ~10 GiB each; 1 on CPU)")
     p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--reuse-preds", action="store_true",
                    help="with --seeds: reuse a run's predictions from an earlier scoring of the same slice when "
@@ -559,7 +568,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--method-lr takes METHOD=LR with METHOD in {TRAINABLE}; got {args.method_lr}")
     args.method_lr_map = method_lr
     if args.preset:
-        apply_preset(p, args)
+        apply_preset(p, args, argv)
     multi = bool(args.seeds or args.slices or args.preset)
     if multi and args.lrs:
         p.error("--lrs picks one lr per method with one seed; run it first, then pass --method-lr with --seeds")

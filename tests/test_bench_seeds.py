@@ -34,6 +34,8 @@ def test_seeds_and_gpu_preset():
     assert (gpu.max_dev, gpu.max_new_tokens, gpu.eval_batch_size) == (None, 32, 32)
     mine = bench.parse_args(["--preset", "gpu", "--max-steps", "50", "--seeds", "4"])
     assert mine.max_steps == 50 and mine.seeds == [4]  # explicit options win
+    same = bench.parse_args(["--preset", "gpu", "--max-dev", "150", "--eval-batch-size=16"])
+    assert (same.max_dev, same.eval_batch_size) == (150, 16)  # also when they equal the option's default
     with pytest.raises(SystemExit):
         bench.parse_args(["--seeds", "0", "--lrs", "1e-3", "1e-2"])
     with pytest.raises(SystemExit):
@@ -50,9 +52,9 @@ def test_device_args_and_jobs(monkeypatch):
     assert bench.train_device_args("cuda:1") == ("--trainer.accelerator", "gpu", "--trainer.devices", "[1]")
     assert bench.default_jobs("cpu", 12) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (40 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (100 * 2**30, 140 * 2**30))
     monkeypatch.setattr(bench.os, "cpu_count", lambda: 16)
-    assert bench.default_jobs("auto", 12) == 10  # 40 GiB free / 4 GiB per training
+    assert bench.default_jobs("auto", 12) == 10  # 100 GiB free / 10 GiB per training
     assert bench.default_jobs("cuda", 3) == 3
     assert bench.default_jobs("cpu", 12) == 1
 
