@@ -70,15 +70,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("music_ratings", "acl_titles", "enron_subjects")
 SYNTH_SETS: dict[str, dict] = {"synth_ratings": {}, "synth_ratings_shift": {"domain_shift": True}}
-"""Synthetic checks (`pplug.synth`, trained with configs/default.yaml): in-domain, and the domain shift whose
+"""Synthetic checks (`pplug.synth`, trained with configs/synth_ratings.yaml: the default budget with the rating
+recipe of the real rating set): in-domain, and the domain shift whose
 train split is byte-identical to synth_ratings' while dev reviews come from another product domain."""
 TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
 
 
 def config_path(set_name: str, suffix: str = "") -> Path:
-    """The train.py config of a set: configs/real/<set><suffix>.yaml, or configs/default.yaml for synthetic sets."""
+    """The train.py config of a set: configs/real/<set><suffix>.yaml, or configs/synth_ratings.yaml for synthetic
+    sets (train.py reads configs/default.yaml under it)."""
     if set_name in SYNTH_SETS:
-        return ROOT / "configs" / "default.yaml"
+        return ROOT / "configs" / "synth_ratings.yaml"
     return ROOT / "configs" / "real" / f"{set_name}{suffix}.yaml"
 
 

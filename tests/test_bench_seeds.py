@@ -220,7 +220,7 @@ def test_synthetic_shift_set(tmp_path):
     assert report["config"]["domain_shift"] is True and report["history_blind_ceiling"]["mae"] > 0
     assert load_split(folder, "dev").task.name == "LaMP_3"
     assert bench.synth_data("synth_ratings_shift", tmp_path / "ck")[0] == folder  # generated once
-    assert bench.config_path("synth_ratings_shift") == bench.ROOT / "configs" / "default.yaml"
+    assert bench.config_path("synth_ratings_shift") == bench.ROOT / "configs" / "synth_ratings.yaml"
     assert bench.parse_args(["--sets", "synth_ratings_shift", "--seeds", "0"]).multi
 
 

@@ -288,3 +288,31 @@ def test_rating_decodings_argmax_expected_median():
     assert out["argmax"] == ["1", "5", "1"]
     assert out["median"] == ["3", "5", "1"]
     assert [round(float(x), 2) for x in out["expected"]] == [3.0, 4.45, 3.0]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_shipped_config_names_known_fields_with_valid_values(path):
+    """Each shipped config, read over configs/default.yaml as train.py reads it, builds a PPlugConfig and names
+    only parameters the LightningModule and the DataModule take: a typo in a recipe fails here, not an hour
+    into a benchmark."""
+    import dataclasses
+    import inspect
+
+    import yaml
+
+    from pplug.config import PPlugConfig
+    from pplug.train_module import LaMPDataModule, PPlugLitModule
+
+    def params(cls) -> set[str]:
+        return {n for n, p in inspect.signature(cls.__init__).parameters.items()
+                if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+    default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    model = default["model"] | (config.get("model") or {})
+    fields = {f.name for f in dataclasses.fields(PPlugConfig)}
+    unknown = set(model) - fields - params(PPlugLitModule)
+    assert not unknown, f"{path}: unknown model fields {sorted(unknown)}"
+    data = default["data"] | (config.get("data") or {})
+    assert set(data) <= params(LaMPDataModule), f"{path}: unknown data fields {set(data) - params(LaMPDataModule)}"
+    PPlugConfig(**{k: v for k, v in model.items() if k in fields})  # raises on a bad value
