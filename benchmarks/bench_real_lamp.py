@@ -84,6 +84,12 @@ def config_path(set_name: str, suffix: str = "") -> Path:
     return ROOT / "configs" / "real" / f"{set_name}{suffix}.yaml"
 
 
+def reference_rows(rows) -> list[str]:
+    """The rows whose paired intervals against every other row (and floor) are reported: PPlug, and PPlug on
+    top of retrieval (so that one is also compared with retrieval alone), in each decoding."""
+    return [r for r in rows if r.split(" [")[0] in ("pplug", "pplug+retrieval")]
+
+
 def synth_data(set_name: str, ckpt_root: Path) -> tuple[Path, dict]:
     """Generate (once) a synthetic set under the checkpoints folder; returns its folder and synth_report.json."""
     from pplug.synth import REPORT_NAME, make_synthetic
@@ -469,8 +475,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
             train_golds = None
         for floor, p in floor_predictions(task, examples, train_golds).items():
             preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
-        refs = [r for r in preds if r == "pplug" or r.startswith("pplug [")]
-        summary = summarize(task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed)
+        summary = summarize(task, golds, preds, reference_rows(preds), n_resamples=args.resamples, seed=args.seed)
         for row, by_label in reported.items():  # the per-question scores must give evaluate's own numbers
             for label, metrics in by_label.items():
                 for m, v in metrics.items():

@@ -213,6 +213,12 @@ def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
         bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
 
 
+def test_reference_rows_are_pplug_and_pplug_on_retrieval():
+    rows = ["none", "retrieval", "retrieval [median]", "pplug", "pplug [median]", "pplug+retrieval [expected]",
+            "prompt-tuned [median]", "floor: always-5"]
+    assert bench.reference_rows(rows) == ["pplug", "pplug [median]", "pplug+retrieval [expected]"]
+
+
 def test_synthetic_shift_set(tmp_path):
     from pplug.data import load_split
 
