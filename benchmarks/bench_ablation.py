@@ -46,6 +46,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "stats-mixed-4": ("--model.user_stats", "true", "--model.aggregation", "mixed", "--model.num_user_tokens", "4"),
     "paper": ("--model.user_stats", "false", "--model.aggregation", "input_aware"),
     "rating-loss": ("--model.rating_loss_weight", "1.0"),
+    "input-token": ("--model.input_token", "true"),
 }
 """Variant name -> train.py overrides on top of the set's config. `base` is the set's config as it is: for the
 rating sets that already includes `user_stats` + `mixed` (configs/real/music_ratings.yaml), so there `paper`

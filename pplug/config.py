@@ -85,6 +85,13 @@ class PPlugConfig:
     because its one generation run (enron_subjects, one seed) scored far lower, though with the same
     "Subject:" collapse PPlug as published showed on one of three seeds there, so it is unproven (README)."""
 
+    input_token: bool = False
+    """Add one more soft-prompt vector: the input encoder's embedding of the current input e_x (the same one the
+    input-aware attention reads) through its own MLP. A small frozen LLM reads a review's sentiment poorly
+    (SmolLM2-135M: Pearson r ~0 between its expected rating and the gold), while the sentence encoder carries
+    it; this hands that reading to the LLM directly. Off by default (not in the paper); measured in the README.
+    Ignored, like `user_stats`, by methods without a user embedding."""
+
     rating_loss_weight: float = 0.0
     """Rating tasks: weight of a squared-error term on the expected rating (the softmax over the task's labels
     at the answer position, what `expected` decoding reads), added to the token cross-entropy. Cross-entropy
@@ -144,8 +151,9 @@ class PPlugConfig:
             raise ValueError(f"rating_loss_weight must be a number >= 0, got {self.rating_loss_weight!r}")
         if self.rating_loss_weight and not task.is_rating:
             raise ValueError(f"rating_loss_weight applies to rating tasks, not {task.name} (set it to 0)")
-        if not isinstance(self.user_stats, bool):
-            raise ValueError(f"user_stats must be true or false, got {self.user_stats!r}")
+        for name in ("user_stats", "input_token"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("max_history", "max_input_tokens", "max_target_tokens", "max_encoder_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -9,8 +9,9 @@ PPlug (Liu et al. 2024):
     P_u     = sum_i w_i * Proj(h_i),  Proj = Linear(d_enc -> d_llm) -> GELU -> Linear(d_llm -> T * d_llm)
     S_u     = MLP(s_u)                              (optional, `user_stats`: s_u = TaskSpec.history_stats, the
                                                      user's rating/label shares, output lengths, history size)
+    X       = MLP(e_x)                              (optional, `input_token`: the encoder's reading of the input)
     I       = MLP(v)                                (one learned instruction vector per task)
-    prefix  = [I ; P_u ; S_u]                       (B, 1 + T [+ 1], d_llm), prepended to Emb(x)
+    prefix  = [I ; P_u ; S_u ; X]                   (B, 1 + T [+ 1] [+ 1], d_llm), prepended to Emb(x)
 
 `num_user_tokens` T > 1 widens Proj's last layer to T * d_llm and reshapes: each user token is its own
 slice of the same attention-pooled projection (cheap, one attention per row). A user with no history
@@ -68,7 +69,8 @@ class UserEmbedder(nn.Module):
 
     Input shapes: history_emb (batch_size, num_items, encoder_dim), history_mask (batch_size, num_items),
     queries: list of batch_size strings (trainable input encoder) or (batch_size, encoder_dim) frozen embeddings.
-    Output shape: (batch_size, num_prefix_tokens, token_dim), num_prefix_tokens = use_instruction + T * use_user_embedding.
+    Output shape: (batch_size, num_prefix_tokens, token_dim), num_prefix_tokens = use_instruction +
+    (T + user_stats + input_token) * use_user_embedding.
     """
 
     def __init__(
@@ -90,7 +92,7 @@ class UserEmbedder(nn.Module):
         self.input_encoder: nn.Module | None = None
         self.query_proj: nn.Linear | None = None
         if config.use_user_embedding:
-            if config.aggregation in ("input_aware", "mixed"):
+            if config.aggregation in ("input_aware", "mixed") or config.input_token:
                 if config.input_encoder == "trainable":
                     if sentence_encoder is None:
                         raise ValueError("input_encoder='trainable' needs the sentence encoder to copy")
@@ -115,6 +117,9 @@ class UserEmbedder(nn.Module):
                 self.stats_dim = get_task(config.task).stats_dim
                 self.stats_mlp = _mlp(self.stats_dim, token_dim, token_dim)
                 _calibrate_output_norm(self.stats_mlp, self.stats_dim, 1, token_norm, seed + 2)
+            if config.input_token:
+                self.input_mlp = _mlp(encoder_dim, token_dim, token_dim)
+                _calibrate_output_norm(self.input_mlp, encoder_dim, 1, token_norm, seed + 3)
         if config.use_instruction:
             # PPlug's instruction embedding: a learned vector through its own MLP, shared by all users of a task
             self.instruction_vector = nn.Parameter(F.normalize(torch.randn(1, encoder_dim, generator=g), dim=-1))
@@ -123,8 +128,9 @@ class UserEmbedder(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Soft-prompt length P = [instruction] + [T user tokens] + [statistics token]."""
-        user = (self.num_user_tokens + int(self.config.user_stats)) * int(self.config.use_user_embedding)
+        """Soft-prompt length P = [instruction] + [T user tokens] + [statistics token] + [input token]."""
+        extra = int(self.config.user_stats) + int(self.config.input_token)
+        user = (self.num_user_tokens + extra) * int(self.config.use_user_embedding)
         return int(self.config.use_instruction) + user
 
     @property
@@ -134,8 +140,9 @@ class UserEmbedder(nn.Module):
 
     @property
     def needs_query(self) -> bool:
-        """False for the mean-aggregation ablation and the prompt-tuned control (no query used)."""
-        return self.config.use_user_embedding and self.config.aggregation in ("input_aware", "mixed")
+        """False for the mean-aggregation ablation (without `input_token`) and the prompt-tuned control."""
+        attends = self.config.aggregation in ("input_aware", "mixed")
+        return self.config.use_user_embedding and (attends or self.config.input_token)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -161,7 +168,8 @@ class UserEmbedder(nn.Module):
             emb = self.input_encoder(features)["sentence_embedding"]  # (B, d_enc), mean pooled
             return F.normalize(emb.float(), dim=-1)
         if self.query_proj is None:
-            raise RuntimeError("this embedder does not use the input (aggregation='mean' or no user embedding)")
+            raise RuntimeError("this embedder does not use the input (aggregation='mean' without input_token, "
+                               "or no user embedding)")
         if not isinstance(queries, torch.Tensor):
             raise TypeError("input_encoder='frozen' needs frozen query embeddings (B, encoder_dim), got texts")
         return F.normalize(self.query_proj(queries.to(device).float()), dim=-1)
@@ -217,7 +225,7 @@ class UserEmbedder(nn.Module):
     def forward(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
                 queries: Sequence[str] | torch.Tensor | None = None,
                 stats: torch.Tensor | None = None) -> torch.Tensor:
-        """Soft prompt for each row: (B, P, token_dim) = [instruction; user tokens; statistics token].
+        """Soft prompt for each row: (B, P, token_dim) = [instruction; user tokens; statistics token; input token].
 
         Args:
             history_emb: (B, N, encoder_dim) history embeddings (N may be 0).
@@ -231,15 +239,18 @@ class UserEmbedder(nn.Module):
             parts.append(self.instruction(b))
         if self.config.use_user_embedding:
             q = None
-            if self.needs_query and history_emb.shape[1] > 0 and bool(history_mask.any()):
+            has_history = history_emb.shape[1] > 0 and bool(history_mask.any())
+            if self.needs_query and (has_history or self.config.input_token):
                 if queries is None:
-                    raise ValueError("input-aware aggregation needs the queries")
-                q = self.embed_query(queries)
+                    raise ValueError("input-aware aggregation and input_token need the queries")
+                q = self.embed_query(queries)  # (B, encoder_dim)
             parts.append(self.user_embedding(history_emb, history_mask, q))
             if self.config.user_stats:
                 if stats is None:
                     raise ValueError("config.user_stats: the embedder needs each row's history statistics")
                 parts.append(self.stats_token(stats))
+            if self.config.input_token:
+                parts.append(self.input_mlp(q).unsqueeze(1))  # (B, 1, token_dim)
         return torch.cat(parts, dim=1)
 
 

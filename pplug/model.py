@@ -179,7 +179,7 @@ class PPlugModel(nn.Module):
         return emb.to(self.device), mask.to(self.device)
 
     def prefix(self, batch: PPlugBatch) -> torch.Tensor:
-        """Soft prompt per row: (B, P, token_dim) = [instruction; user tokens]."""
+        """Soft prompt per row: (B, P, token_dim) = [instruction; user tokens; statistics; input token]."""
         emb, mask = self.history_tensors(batch.histories)
         queries = None
         if self.embedder.needs_query:
@@ -321,8 +321,8 @@ class PPlugModel(nn.Module):
         ckpt_dir = resolve(ckpt_dir)
         config, meta = cls.load_checkpoint_config(ckpt_dir)
         if config_overrides:
-            fixed = {"num_user_tokens", "use_instruction", "input_encoder", "aggregation", "user_stats", "task",
-                     "base_model_name_or_path", "encoder_name_or_path", "method"}
+            fixed = {"num_user_tokens", "use_instruction", "input_encoder", "aggregation", "user_stats", "input_token",
+                     "task", "base_model_name_or_path", "encoder_name_or_path", "method"}
             bad = sorted(set(config_overrides) & fixed)
             if bad:
                 raise CheckpointError(f"{ckpt_dir}: {bad} define the saved weights and cannot be overridden")

@@ -50,6 +50,28 @@ def test_prefix_parts_follow_config():
         _cfg(method="prompt-tuned", use_instruction=False)
 
 
+@pytest.mark.parametrize("aggregation", ["input_aware", "mean"])
+def test_input_token_reads_the_input_alone(aggregation):
+    """`input_token`: one more prefix vector that changes with the input and not with the history."""
+    emb = UserEmbedder(_cfg(input_token=True, aggregation=aggregation), D_ENC, D_LLM, TOKEN_NORM)
+    assert emb.needs_query and emb.num_prefix_tokens == 3  # instruction, user, input
+    h, mask, q = _inputs()
+    out = emb(h, mask, q)  # (B, 3, D)
+    assert out.shape == (BSZ, 3, D_LLM) and torch.isfinite(out).all()  # row 2 is a cold start
+    other_q = emb(h, mask, q.flip(0))
+    assert (out[0, -1] - other_q[0, -1]).abs().max() > 1e-3  # another input, another input token
+    other_h = emb(h.flip(-1), mask, q)
+    torch.testing.assert_close(out[:, -1], other_h[:, -1])  # another history, the same input token
+    assert out[0, -1].norm().item() == pytest.approx(TOKEN_NORM, rel=0.5)  # scaled like a token at init
+    out.sum().backward()
+    assert emb.input_mlp[0].weight.grad.abs().sum() > 0 and emb.query_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="queries"):
+        emb(h, mask, None)
+    assert not UserEmbedder(_cfg(aggregation="mean"), D_ENC, D_LLM, TOKEN_NORM).needs_query
+    with pytest.raises(ValueError, match="input_token must be true or false"):
+        _cfg(input_token="yes")
+
+
 def test_attention_weights_sum_to_one_over_valid_items():
     emb = UserEmbedder(_cfg(), D_ENC, D_LLM, TOKEN_NORM)
     h, mask, q = _inputs()

@@ -329,6 +329,32 @@ def test_history_stats_token_reads_the_users_outputs(tiny_config, shared, tmp_pa
     torch.testing.assert_close(loaded.prefix(batch), model.prefix(batch))
 
 
+def test_input_token_round_trips_and_cannot_be_overridden(tiny_config, shared, tmp_path):
+    """A checkpoint with `input_token` rebuilds from its folder alone, gives the same prefix, and refuses to load
+    with the field flipped (it defines the saved weights)."""
+    from pplug.baselines import build_batch
+    from pplug.checkpoints import CheckpointError
+    from pplug.data import Example
+    from pplug.tasks import get_task
+
+    cfg = dataclasses.replace(tiny_config, input_token=True)
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    history = [{"id": "1", "text": "an album", "score": "4"}]
+    rows = [Example("a", "What is the score of the following review? review: wonderful", history, "5"),
+            Example("b", "What is the score of the following review? review: dreadful", history, "1")]
+    batch = build_batch(get_task("LaMP_3"), rows, "pplug")
+    prefix = model.prefix(batch)  # (2, instruction + user + input, D)
+    assert prefix.shape[1] == model.embedder.num_prefix_tokens == 3
+    assert (prefix[0, -1] - prefix[1, -1]).abs().max() > 1e-3  # same history, other inputs
+    folder = model.save_pretrained(tmp_path / "ck")
+    loaded = PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1])
+    assert loaded.config.input_token
+    torch.testing.assert_close(loaded.prefix(batch), prefix)
+    with pytest.raises(CheckpointError, match="input_token"):
+        PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1], input_token=False)
+
+
 def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config, shared):
     cfg = dataclasses.replace(tiny_config, aggregation="mixed", input_encoder="frozen")
     emb_ = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1]).embedder
