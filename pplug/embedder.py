@@ -92,7 +92,7 @@ class UserEmbedder(nn.Module):
         self.input_encoder: nn.Module | None = None
         self.query_proj: nn.Linear | None = None
         if config.use_user_embedding:
-            if config.aggregation in ("input_aware", "mixed") or config.input_token:
+            if self.needs_query:  # the one rule for "reads the input": attention, or the input token
                 if config.input_encoder == "trainable":
                     if sentence_encoder is None:
                         raise ValueError("input_encoder='trainable' needs the sentence encoder to copy")
