@@ -251,9 +251,10 @@ def build_batch(
         prompts.append(compose_prompt(task, ex.input, items, persona=persona, causal=causal,
                                       max_item_words=max_item_words, budget=budget))
         queries.append(task.query_text(ex.input))
-        # Methods without a user embedding never look at the history: skip encoding it.
-        hist = recent_history(ex.profile, max_history) if spec.use_user_embedding else []
-        histories.append([task.history_text(it) for it in hist])
+        hist = recent_history(ex.profile, max_history)
+        # Methods without a user embedding never look at the history text: skip encoding it. Its statistics
+        # are cheap and serve decoding too (`history_mix_items`).
+        histories.append([task.history_text(it) for it in hist] if spec.use_user_embedding else [])
         stats.append(task.history_stats(hist))
     targets = None
     if with_targets:

@@ -99,6 +99,16 @@ class PPlugConfig:
     fine-tuning, Lukasik et al. 2025). 0 = off (PPlug as published); the music rating recipe's value is
     measured in the README."""
 
+    history_mix_items: float | None = None
+    """Label tasks whose history holds the labels (ratings, tags): mix the user's own label shares into the
+    decoded distribution, p = (n * h_u + k * p_model) / (n + k), with h_u the shares of each label in the user's
+    n most recent history items (`TaskSpec.history_stats`) and k this value: the model's distribution counts
+    as k history items. A shrinkage of the model toward the user's own habit that grows with the evidence (a
+    cold-start user keeps the model's distribution), and stays anchored to the user where the model meets
+    inputs unlike its training data. Applies at decoding only (every decoding, the server's label
+    probabilities), so it can be set or changed at load. None: the model alone (PPlug as published); the
+    value the rating recipes use was chosen on held-out training questions (README)."""
+
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper)."""
 
@@ -151,6 +161,13 @@ class PPlugConfig:
             raise ValueError(f"rating_loss_weight must be a number >= 0, got {self.rating_loss_weight!r}")
         if self.rating_loss_weight and not task.is_rating:
             raise ValueError(f"rating_loss_weight applies to rating tasks, not {task.name} (set it to 0)")
+        if self.history_mix_items is not None:
+            if isinstance(self.history_mix_items, bool) or not isinstance(self.history_mix_items, (int, float)) \
+                    or not self.history_mix_items > 0:
+                raise ValueError(f"history_mix_items must be a number > 0 or null, got {self.history_mix_items!r}")
+            if not (task.labels and task.output_field):
+                raise ValueError(f"history_mix_items applies to label tasks whose history holds the labels, not "
+                                 f"{task.name} (set it to null)")
         for name in ("user_stats", "input_token"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -163,6 +180,11 @@ class PPlugConfig:
         if not self.use_user_embedding and not self.use_instruction:
             raise ValueError(f"method {self.method!r} has no user embedding, so use_instruction cannot be False: "
                              "nothing would be trained")
+
+    @property
+    def reads_history_stats(self) -> bool:
+        """Whether serving needs each user's `TaskSpec.history_stats` (`user_stats`, `history_mix_items`)."""
+        return self.user_stats or self.history_mix_items is not None
 
     @property
     def use_user_embedding(self) -> bool:

@@ -11,12 +11,13 @@ trained weights) over the user's local history and writes a "user vector" docume
       "embeddings": [[...384 floats...], ...],   # one L2-normalised row per history item, oldest first,
                                                  # at most the checkpoint's max_history most recent items
       "persona": null,                           # optional text the client chooses to put in the prompt
-      "stats": [...]                             # only for checkpoints with `user_stats`: TaskSpec.history_stats
-    }                                            # of the same items (rating shares, output lengths, size)
+      "stats": [...]                             # only for checkpoints that read them (`user_stats`,
+    }                                            # `history_mix_items`): TaskSpec.history_stats of the same
+                                                 # items (rating shares, output lengths, size)
 
 The client sends this document as `user_vector` in a completion request instead of a `user` id. Exactly that
 is sent: N x dim floats, the encoder identity, the task name, (only if the client sets it) persona text,
-(only for a checkpoint trained with `user_stats`) a few summary numbers of the history (the share of each
+(only for a checkpoint with `user_stats` or `history_mix_items`) a few summary numbers of the history (the share of each
 rating or label, the mean and spread of output lengths, the number of items), plus the request's input
 itself. No history text, item ids, timestamps or single scores leave the client, and the
 server keeps nothing of the request (it is not written to the store or the embedding cache).
@@ -84,7 +85,7 @@ def embed_user(checkpoint: str | Path, items: Sequence[dict], task: str | None =
         "dim": int(encoder.dim),
         "embeddings": [[round(float(x), 6) for x in row] for row in emb.tolist()],
         "persona": None,
-        **({"stats": [round(x, 6) for x in spec.history_stats(kept)]} if config.user_stats else {}),
+        **({"stats": [round(x, 6) for x in spec.history_stats(kept)]} if config.reads_history_stats else {}),
     }
 
 

@@ -41,7 +41,7 @@ from .checkpoints import LATEST_FILE, resolve as resolve_checkpoint
 from .baselines import build_batch, get_method, resolve_k
 from .data import Example
 from .history import top_k
-from .model import PPlugBatch, PPlugModel
+from .model import PPlugBatch, PPlugModel, mix_history_prior
 from .persona import render
 from .store import UnknownUserError, UserStore
 from .tasks import get_task
@@ -96,11 +96,12 @@ class _Prefixed:
     Keeps the last choice log-probs so the server can report the label distribution it decoded from.
     """
 
-    def __init__(self, llm: Any, prefix: torch.Tensor):
-        self.llm, self.prefix, self.last_logp = llm, prefix, None
+    def __init__(self, llm: Any, prefix: torch.Tensor, config: Any):
+        self.llm, self.prefix, self.config, self.last_logp = llm, prefix, config, None
 
     def choice_logprobs(self, batch: PPlugBatch, choices: list[str]) -> torch.Tensor:
-        self.last_logp = self.llm.choice_logprobs(self.prefix, batch.prompts, choices)
+        logp = self.llm.choice_logprobs(self.prefix, batch.prompts, choices)
+        self.last_logp = mix_history_prior(logp, batch.history_stats, self.config, choices)
         return self.last_logp
 
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
@@ -278,7 +279,7 @@ class Engine:
             q_in = queries if model.embedder.needs_query_text else self.encoder.encode_uncached(queries)
         spec = self.spec
         stats = None
-        if model.config.user_stats:  # the same items the embeddings cover
+        if model.config.reads_history_stats:  # the same items the embeddings cover
             stats = torch.tensor([r.ctx.stats if r.ctx.stats is not None else spec.history_stats(r.ctx.items[-n_max:])
                                   for r in rows])
         prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats)  # (B, P, D)
@@ -290,8 +291,9 @@ class Engine:
             for i, r in enumerate(rows):
                 groups.setdefault(r.max_new_tokens or spec.max_new_tokens, []).append(i)
         for budget, idx in groups.items():
-            sub = _Prefixed(llm, prefix[idx])
-            batch = PPlugBatch([rows[i].prompt for i in idx], [queries[i] for i in idx], [[] for _ in idx])
+            sub = _Prefixed(llm, prefix[idx], model.config)
+            batch = PPlugBatch([rows[i].prompt for i in idx], [queries[i] for i in idx], [[] for _ in idx],
+                               history_stats=stats[idx].tolist() if stats is not None else None)
             texts = decode(sub, spec, batch, decoding=snap.decoding, max_new_tokens=budget)
             probs = sub.last_logp.float().softmax(-1).cpu() if sub.last_logp is not None else None
             for j, i in enumerate(idx):

@@ -291,7 +291,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
                 raise APIError(400, "send either user or user_vector, not both", "invalid_request_error", "user_vector")
             snap = engine.snapshot
             try:
-                stats_dim = engine.spec.stats_dim if snap.model.config.user_stats else None
+                stats_dim = engine.spec.stats_dim if snap.model.config.reads_history_stats else None
                 emb, stats = parse_user_vector(body.user_vector, engine.encoder.identity, engine.encoder.dim,
                                                engine.spec.name, snap.model.config.max_history, stats_dim)
             except ValueError as e:

@@ -383,3 +383,41 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
     assert prediction_path(ck / "seed1" / "eval" / "dev_preds", "pplug").is_file()  # not dev_preds.json
     bench.run_seeds("acl_titles", bench.parse_args([*argv, "--reuse-preds"]), data, ck)
     assert calls == [("seed1", ["pplug"])]  # and found there: nothing decoded again
+
+
+def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tiny_config, capsys):
+    """bench_history_mix.py end to end on tiny models: held-out training questions are the ones the train
+    subsample left out, k comes from the grid, and the model-alone rows equal `pplug.inference.predict`'s."""
+    import dataclasses
+
+    import bench_history_mix as mix
+
+    from pplug.data import load_split
+    from pplug.inference import predict, subsample
+    from pplug.model import PPlugModel
+    from pplug.synth import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, "ratings", n_users=6, seed=0)
+    n_train = len(load_split(data, "train").examples)
+    ckpt = tmp_path / "ck" / "seed0" / "pplug" / "final"
+    model = PPlugModel.from_config(dataclasses.replace(tiny_config, user_stats=True), cache_path=":memory:")
+    model.save_pretrained(ckpt)
+    out = tmp_path / "mix.json"
+    sys.argv = ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data", str(data), "--seeds", "0",
+                "--max-train", str(n_train - 5), "--max-heldout", "5", "--max-dev", "8", "--grid", "2", "8",
+                "--out", str(out)]
+    mix.main()
+    report = json.loads(out.read_text())
+    assert report["chosen_k"]["pplug"] in (None, 2.0, 8.0)
+    assert set(report["heldout"]["pplug"]["nll"]) == {"None", "2.0", "8.0"}
+    dev = load_split(data, "dev")
+    examples = subsample(dev.examples, 8, 0)
+    loaded = PPlugModel.from_pretrained(ckpt, cache_path=":memory:")
+    want = predict(loaded, dev.task, examples, "pplug", ["median"], max_history=loaded.config.max_history)["median"]
+    golds = {ex.id: ex.output for ex in examples}
+    from pplug.stats import example_scores
+
+    mae = sum(example_scores(dev.task, want, golds)["mae"].values()) / len(golds)
+    assert report["dev"]["cells"]["pplug [median]"]["mae"]["mean"] == pytest.approx(mae)
+    assert "pplug+mix [median] - floor: user mean rating mae:" in capsys.readouterr().out

@@ -355,6 +355,44 @@ def test_input_token_round_trips_and_cannot_be_overridden(tiny_config, shared, t
         PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1], input_token=False)
 
 
+def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_config, shared, tmp_path):
+    """`history_mix_items` = k: p = (n h + k p_model) / (n + k); cold start keeps the model; set at load; checked."""
+    from pplug.baselines import build_batch
+    from pplug.data import Example
+    from pplug.inference import decode
+    from pplug.model import mix_history_prior
+    from pplug.tasks import get_task
+
+    task, labels = get_task("LaMP_3"), ["1", "2", "3", "4", "5"]
+    torch.manual_seed(0)
+    plain = PPlugModel.from_config(tiny_config, llm=shared[0], history_encoder=shared[1])
+    lover = [{"id": f"{i}", "text": "an album", "score": "5"} for i in range(4)]  # n = 4, all fives
+    review = "What is the score of the following review? review: fine"
+    rows = [Example("a", review, lover, "5"), Example("b", review, [], "5")]
+    for method in ("pplug", "retrieval"):  # every method's batch carries the statistics
+        assert build_batch(task, rows, method).history_stats[0][4] == 1.0
+    batch = build_batch(task, rows, "pplug")
+    p_model = plain.choice_logprobs(batch, labels).softmax(-1)  # (2, 5)
+    folder = plain.save_pretrained(tmp_path / "ck")
+    mixed = PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1], history_mix_items=4)
+    p_mixed = mixed.choice_logprobs(batch, labels).softmax(-1)
+    want = 0.5 * p_model[0] + 0.5 * torch.tensor([0.0, 0, 0, 0, 1])  # n = k = 4: half the user's own shares
+    torch.testing.assert_close(p_mixed[0], want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(p_mixed[1], p_model[1], atol=1e-5, rtol=1e-4)  # cold start: the model alone
+    assert decode(mixed, task, batch, "median")[0] == "5"  # half the mass on 5 at least: the median is 5
+    assert float(decode(mixed, task, batch, "expected")[0]) > float(decode(plain, task, batch, "expected")[0])
+    off = mix_history_prior(torch.zeros(1, 5), [[0, 0, 0, 0, 1, 0.5]], plain.config, labels)
+    assert torch.equal(off, torch.zeros(1, 5))  # None: unchanged
+    with pytest.raises(ValueError, match="history statistics"):
+        mixed.choice_logprobs(dataclasses.replace(batch, history_stats=None), labels)
+    for bad in (0, -1.0, True, "4"):
+        with pytest.raises(ValueError, match="history_mix_items must be a number > 0"):
+            dataclasses.replace(tiny_config, history_mix_items=bad)
+    for other in ("LaMP_1", "LaMP_5"):
+        with pytest.raises(ValueError, match=f"history_mix_items applies to label tasks.*{other}"):
+            dataclasses.replace(tiny_config, task=other, history_mix_items=4.0)
+
+
 def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config, shared):
     cfg = dataclasses.replace(tiny_config, aggregation="mixed", input_encoder="frozen")
     emb_ = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1]).embedder

@@ -407,3 +407,35 @@ def test_privacy_mode_carries_history_stats_for_user_stats_checkpoints(tiny_conf
     without = {k: v for k, v in doc.items() if k != "stats"}
     with pytest.raises(ValueError, match="user_vector.stats"):
         parse_user_vector(without, doc["encoder"], doc["dim"], "LaMP_3", 32, spec.stats_dim)
+
+
+def test_history_mix_checkpoint_serves_the_mixed_distribution(tiny_config, tmp_path):
+    """With `history_mix_items` the server's label probabilities are the library's mixed ones, and privacy mode
+    carries the statistics the mix reads."""
+    from pplug.adapt import user_batch
+    from pplug.model import PPlugModel
+    from pplug.private import embed_user
+    from pplug.server import create_app
+    from pplug.store import UserStore
+    from pplug.tasks import get_task
+
+    root = tmp_path / "run"
+    cfg = dataclasses.replace(tiny_config, max_history=8, history_mix_items=2.0)
+    PPlugModel.from_config(cfg, cache_path=":memory:").save_pretrained(root / "final")
+    assert embed_user(root / "final", LOVER)["stats"][4] == 1.0
+    app = create_app(root, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=4, window_ms=10,
+                     reload_interval=3600, model_name="pplug-run", embedding_cache=tmp_path / "emb.sqlite")
+    srv = Server(app)
+    try:
+        _user(srv, "lover", LOVER)
+        text = "the acting was okay I guess"
+        got = _probs(srv.complete(text, user="lover"))
+    finally:
+        srv.close()
+    assert got[4] > 6 / 8  # six fives against k = 2 model items: at least 6/8 of the mass on "5"
+    model = PPlugModel.from_pretrained(root / "final", cache_path=":memory:")
+    spec = get_task("LaMP_3")
+    with UserStore(tmp_path / "store.sqlite") as store:
+        batch = user_batch(store, "lover", [spec.make_input(text)], spec, max_history=8,
+                           encoder=model.history_encoder, budget=model.llm.prompt_budget())
+    assert _close(got, model.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-5)

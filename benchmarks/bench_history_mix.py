@@ -1,0 +1,183 @@
+"""Mixing the user's own label shares into the decoded distribution (`PPlugConfig.history_mix_items`).
+
+    p = (n * h_u + k * p_model) / (n + k)        h_u: the user's label shares over n history items
+
+k is chosen on held-out *training* questions (the training questions each seed's subsample left out, so
+the model never saw their answers), by the mean negative log-likelihood of the gold label pooled over
+seeds: a proper score, so one k serves every decoding. Then dev is scored with the model alone and with the
+chosen k, on the same trained models and questions, with mean ± sd over seeds and paired bootstrap intervals
+(`pplug.stats`) of the mixed PPlug rows against every other row and the no-model floors. One forward pass
+per question and model: the mixes are computed from the recorded label log-probabilities.
+
+Train the runs first (any methods with label outputs; `--train-only` skips the benchmark's own scoring):
+
+    python benchmarks/bench_real_lamp.py --sets music_ratings --methods retrieval pplug --seeds 0 1 2 \\
+        --max-steps 100 --jobs 3 --train-only --checkpoints checkpoints/mix_music
+    python benchmarks/bench_history_mix.py --checkpoints checkpoints/mix_music/music_ratings \\
+        --data ../shared/data/real_lamp/music_ratings --methods retrieval pplug --seeds 0 1 2 \\
+        --out benchmarks/results/real_lamp_music_history_mix_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+
+
+class _Recorder:
+    """Quacks like the model for `pplug.inference.predict`; keeps each batch's label log-probs of the model
+    alone (no mix) and the rows' history statistics, in example order."""
+
+    def __init__(self, model):
+        self.model, self.logp, self.stats = model, [], []
+        self.config = dataclasses.replace(model.config, history_mix_items=None)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def choice_logprobs(self, batch, choices):
+        logp = self.model.llm.choice_logprobs(self.model.prefix(batch), batch.prompts, choices).float().cpu()
+        self.logp.append(logp)
+        self.stats.append(torch.tensor(batch.history_stats, dtype=torch.float32))
+        return logp
+
+
+def label_distributions(model, method: str, task, examples: list, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) log-probs of the model alone and (N, stats_dim) history statistics, one row per example."""
+    from pplug.inference import predict
+
+    rec = _Recorder(model)
+    cfg = model.config
+    with torch.no_grad():
+        predict(rec, task, examples, method, ["argmax"], batch_size=batch_size, max_history=cfg.max_history,
+                retrieval_k=cfg.retrieval_k, retriever=cfg.retriever, encoder=model.history_encoder)
+    return torch.cat(rec.logp), torch.cat(rec.stats)
+
+
+def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
+    """The `median` and `expected` decodings of (N, C) probabilities (`pplug.inference.decode`'s rules)."""
+    values = torch.tensor([float(x) for x in task.labels])
+    cdf = probs.cumsum(dim=-1)
+    idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
+    return {"median": [task.labels[i] for i in idx.tolist()],
+            "expected": [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]}
+
+
+def mixed(logp: torch.Tensor, stats: torch.Tensor, config, task, k: float | None) -> torch.Tensor:
+    from pplug.model import mix_history_prior
+
+    cfg = dataclasses.replace(config, history_mix_items=k)
+    return mix_history_prior(logp, stats, cfg, list(task.labels)).softmax(dim=-1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", required=True, help="a set's folder of bench_real_lamp (seed<k>/<method>/final)")
+    p.add_argument("--data", required=True, help="the set's LaMP folder (train + dev splits)")
+    p.add_argument("--methods", nargs="+", default=["pplug"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--max-train", type=int, default=1600, help="the trainings' train subsample (their data.seed = seed)")
+    p.add_argument("--max-heldout", type=int, default=200, help="held-out training questions per seed")
+    p.add_argument("--max-dev", type=int, default=None)
+    p.add_argument("--grid", nargs="+", type=float, default=list(GRID))
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+
+    from pplug.data import load_split
+    from pplug.evaluate import floor_predictions
+    from pplug.inference import subsample
+    from pplug.model import PPlugModel
+    from pplug.stats import comparison_lines, example_scores, summarize, summary_table
+
+    t0 = time.monotonic()
+    ck_root = Path(args.checkpoints)
+    train, dev = load_split(args.data, "train"), load_split(args.data, "dev")
+    task = dev.task
+    if not (task.labels and task.output_field):
+        sys.exit(f"{args.data}: {task.name} has no labels in its history; history_mix_items does not apply")
+    dev_examples = subsample(dev.examples, args.max_dev, 0)
+    dev_golds = {ex.id: ex.output for ex in dev_examples}
+    label_of = {lab: i for i, lab in enumerate(task.labels)}
+    grid: list[float | None] = [None, *args.grid]
+    nll: dict[str, dict[str, list[float]]] = {m: {str(k): [] for k in grid} for m in args.methods}
+    heldout_metrics: dict[str, dict] = {m: {} for m in args.methods}
+    dev_dists: dict[str, dict[str, tuple]] = {m: {} for m in args.methods}
+    llm = encoder = None
+    for seed in args.seeds:
+        used = {ex.id for ex in subsample(train.examples, args.max_train, seed)}
+        held = subsample([ex for ex in train.examples if ex.id not in used], args.max_heldout, seed)
+        gold_idx = torch.tensor([label_of[str(int(float(ex.output)))] for ex in held])
+        for m in args.methods:
+            ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
+            model = PPlugModel.from_pretrained(ckpt, llm=llm, history_encoder=encoder, device="cpu")
+            llm, encoder = model.llm, model.history_encoder  # the frozen models are shared by every run
+            logp, stats = label_distributions(model, m, task, held, args.batch_size)
+            golds = {ex.id: ex.output for ex in held}
+            for k in grid:
+                probs = mixed(logp, stats, model.config, task, k)
+                nll[m][str(k)].extend((-probs[torch.arange(len(held)), gold_idx].clamp_min(1e-12).log()).tolist())
+                dec = decoded(task, probs)
+                sc = {d: example_scores(task, dict(zip(golds, dec[d])), golds) for d in dec}
+                cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
+                cell["mae_median"].append(sum(sc["median"]["mae"].values()) / len(held))
+                cell["rmse_expected"].append(math.sqrt(sum(sc["expected"]["rmse"].values()) / len(held)))
+            dev_dists[m][f"seed{seed}"] = (*label_distributions(model, m, task, dev_examples, args.batch_size),
+                                           model.config)
+            print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
+                  f"({time.monotonic() - t0:.0f} s)", flush=True)
+
+    chosen: dict[str, float | None] = {}
+    print(f"\nheld-out training questions ({args.max_heldout} per seed): mean NLL of the gold label / "
+          "MAE median / RMSE expected (mean over seeds)")
+    for m in args.methods:
+        for k in grid:
+            h = heldout_metrics[m][str(k)]
+            print(f"  {m:16s} k={str(k):6s} NLL {sum(nll[m][str(k)]) / len(nll[m][str(k)]):.4f}  "
+                  f"MAE {sum(h['mae_median']) / len(h['mae_median']):.3f}  "
+                  f"RMSE {sum(h['rmse_expected']) / len(h['rmse_expected']):.3f}")
+        chosen[m] = min(grid, key=lambda k: sum(nll[m][str(k)]))
+        print(f"  {m}: chosen k = {chosen[m]}")
+
+    preds: dict[str, dict[str, dict[str, str]]] = {}
+    for m in args.methods:
+        for label, (logp, stats, config) in dev_dists[m].items():
+            for name, k in ((m, None), (f"{m}+mix", chosen[m])):
+                for d, outs in decoded(task, mixed(logp, stats, config, task, k)).items():
+                    preds.setdefault(f"{name} [{d}]", {})[label] = dict(zip(dev_golds, outs))
+    train_golds = list(train.golds().values())
+    for name, outs in floor_predictions(task, dev_examples, train_golds).items():
+        if name in ("always-5", "user mean rating") or not task.is_rating:
+            preds[f"floor: {name}"] = {"seed0": outs}
+    refs = [r for r in preds if r.startswith("pplug+mix [")]
+    summary = summarize(task, dev_golds, preds, refs)
+    print()
+    print(summary_table(summary, title=f"{task.name} dev (n={len(dev_golds)}), {len(args.seeds)} seeds"))
+    for line in comparison_lines(summary, metrics=["mae", "rmse"]):
+        if ("[median]" in line.split(" - ")[0] and " mae:" in line) or \
+                ("[expected]" in line.split(" - ")[0] and " rmse:" in line):
+            print(line)
+    print(f"\n{time.monotonic() - t0:.0f} s")
+    if args.out:
+        from pplug.io import atomic_write_json
+
+        atomic_write_json(args.out, {"settings": vars(args), "chosen_k": chosen,
+                                     "heldout": {m: {"nll": {k: sum(v) / len(v) for k, v in nll[m].items()},
+                                                     "metrics": heldout_metrics[m]} for m in args.methods},
+                                     "dev": summary})
+
+
+if __name__ == "__main__":
+    main()
