@@ -67,12 +67,10 @@ def label_distributions(model, method: str, task, examples: list, batch_size: in
 
 
 def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
-    """The `median` and `expected` decodings of (N, C) probabilities (`pplug.inference.decode`'s rules)."""
-    values = torch.tensor([float(x) for x in task.labels])
-    cdf = probs.cumsum(dim=-1)
-    idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
-    return {"median": [task.labels[i] for i in idx.tolist()],
-            "expected": [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]}
+    """The `median` and `expected` decodings of (N, C) probabilities."""
+    from pplug.inference import decode_labels
+
+    return decode_labels(task, probs, ["median", "expected"])
 
 
 def mixed(logp: torch.Tensor, stats: torch.Tensor, config, task, k: float | None) -> torch.Tensor:

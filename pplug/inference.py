@@ -115,19 +115,8 @@ def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str]
                              f"{', '.join(task.decodings)}")
     out: dict[str, list[str]] = {}
     if task.labels:
-        logp = model.choice_logprobs(batch, list(task.labels)).float().cpu()  # (B, C)
-        probs = logp.softmax(dim=-1)  # (B, C)
-        for d in decodings:
-            if d == "expected" and task.is_rating:
-                values = torch.tensor([float(x) for x in task.labels], dtype=torch.float32)  # (C,)
-                out[d] = [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]
-            elif d == "median" and task.is_rating:
-                cdf = probs.cumsum(dim=-1)  # (B, C), labels in ascending order "1".."5"
-                # first label with cdf >= 1/2 (the tolerance keeps an exact 50/50 split from rounding past it)
-                idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
-                out[d] = [task.labels[i] for i in idx.tolist()]
-            else:
-                out[d] = [task.labels[i] for i in logp.argmax(dim=-1).tolist()]
+        probs = model.choice_logprobs(batch, list(task.labels)).float().cpu().softmax(dim=-1)  # (B, C)
+        out = decode_labels(task, probs, decodings)
         return out if many else out[decodings[0]]
     for d in decodings:
         if d in task.decodings[1:]:  # the candidate decodings of pplug.decoding, settings per row
@@ -145,6 +134,23 @@ def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str]
                              seconds=stats.get("seconds", 0.0) + time.monotonic() - t0)
     out = {d: out[d if d in task.decodings[1:] else "argmax"] for d in decodings}
     return out if many else out[decodings[0]]
+
+
+def decode_labels(task: TaskSpec, probs: torch.Tensor, decodings: Sequence[str]) -> dict[str, list[str]]:
+    """Label decodings of (B, C) probabilities over `task.labels`: decoding -> one output string per row."""
+    out: dict[str, list[str]] = {}
+    for d in decodings:
+        if d == "expected" and task.is_rating:
+            values = torch.tensor([float(x) for x in task.labels], dtype=torch.float32)  # (C,)
+            out[d] = [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]
+        elif d == "median" and task.is_rating:
+            cdf = probs.cumsum(dim=-1)  # (B, C), labels in ascending order "1".."5"
+            # first label with cdf >= 1/2 (the tolerance keeps an exact 50/50 split from rounding past it)
+            idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
+            out[d] = [task.labels[i] for i in idx.tolist()]
+        else:
+            out[d] = [task.labels[i] for i in probs.argmax(dim=-1).tolist()]
+    return out
 
 
 def clean_generation(text: str) -> str:
@@ -280,5 +286,5 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
     return [preds[i] for i in ids]
 
 
-__all__ = ["DECODINGS", "FrozenBaseline", "check_decodings", "clean_generation", "decode", "personalize", "predict",
-           "subsample", "task_decodings"]
+__all__ = ["DECODINGS", "FrozenBaseline", "check_decodings", "clean_generation", "decode", "decode_labels",
+           "personalize", "predict", "subsample", "task_decodings"]
