@@ -66,6 +66,26 @@ def label_distributions(model, method: str, task, examples: list, batch_size: in
     return torch.cat(rec.logp), torch.cat(rec.stats)
 
 
+def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, examples: list,
+                         batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`label_distributions`, kept in `<run>/eval/history_mix_<name>.safetensors` and read back (no pickle)
+    when it holds the same question ids and is newer than the run's weights; else computed and written."""
+    from safetensors.torch import load_file, save_file
+
+    path = ckpt.parent / "eval" / f"history_mix_{name}.safetensors"
+    ids = path.with_suffix(".ids.json")
+    trained = max(f.stat().st_mtime for f in ckpt.iterdir())
+    if path.is_file() and ids.is_file() and path.stat().st_mtime > trained \
+            and json.loads(ids.read_text()) == [ex.id for ex in examples]:
+        t = load_file(str(path))
+        return t["logp"], t["stats"]
+    logp, stats = label_distributions(load_model(), method, task, examples, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"logp": logp.contiguous(), "stats": stats.contiguous()}, str(path))
+    ids.write_text(json.dumps([ex.id for ex in examples]))
+    return logp, stats
+
+
 def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
     """The `median` and `expected` decodings of (N, C) probabilities."""
     from pplug.inference import decode_labels
@@ -120,20 +140,28 @@ def main() -> None:
         gold_idx = torch.tensor([label_of[str(int(float(ex.output)))] for ex in held])
         for m in args.methods:
             ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
-            model = PPlugModel.from_pretrained(ckpt, llm=llm, history_encoder=encoder, device="cpu")
-            llm, encoder = model.llm, model.history_encoder  # the frozen models are shared by every run
-            logp, stats = label_distributions(model, m, task, held, args.batch_size)
+            config = PPlugModel.load_checkpoint_config(ckpt)[0]
+            loaded: list = []
+
+            def load_model():
+                nonlocal llm, encoder
+                if not loaded:
+                    loaded.append(PPlugModel.from_pretrained(ckpt, llm=llm, history_encoder=encoder, device="cpu"))
+                    llm, encoder = loaded[0].llm, loaded[0].history_encoder  # frozen: shared by every run
+                return loaded[0]
+
+            logp, stats = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size)
             golds = {ex.id: ex.output for ex in held}
             for k in grid:
-                probs = mixed(logp, stats, model.config, task, k)
+                probs = mixed(logp, stats, config, task, k)
                 nll[m][str(k)].extend((-probs[torch.arange(len(held)), gold_idx].clamp_min(1e-12).log()).tolist())
                 dec = decoded(task, probs)
                 sc = {d: example_scores(task, dict(zip(golds, dec[d])), golds) for d in dec}
                 cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
                 cell["mae_median"].append(sum(sc["median"]["mae"].values()) / len(held))
                 cell["rmse_expected"].append(math.sqrt(sum(sc["expected"]["rmse"].values()) / len(held)))
-            dev_dists[m][f"seed{seed}"] = (*label_distributions(model, m, task, dev_examples, args.batch_size),
-                                           model.config)
+            dev_dists[m][f"seed{seed}"] = (*cached_distributions(ckpt, "dev", load_model, m, task, dev_examples,
+                                                                 args.batch_size), config)
             print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
 

@@ -385,7 +385,7 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
     assert calls == [("seed1", ["pplug"])]  # and found there: nothing decoded again
 
 
-def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tiny_config, capsys):
+def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tiny_config, capsys, monkeypatch):
     """bench_history_mix.py end to end on tiny models: held-out training questions are the ones the train
     subsample left out, k comes from the grid, and the model-alone rows equal `pplug.inference.predict`'s."""
     import dataclasses
@@ -404,9 +404,9 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     model = PPlugModel.from_config(dataclasses.replace(tiny_config, user_stats=True), cache_path=":memory:")
     model.save_pretrained(ckpt)
     out = tmp_path / "mix.json"
-    sys.argv = ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data", str(data), "--seeds", "0",
-                "--max-train", str(n_train - 5), "--max-heldout", "5", "--max-dev", "8", "--grid", "2", "8",
-                "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data",
+                                      str(data), "--seeds", "0", "--max-train", str(n_train - 5), "--max-heldout", "5",
+                                      "--max-dev", "8", "--grid", "2", "8", "--out", str(out)])
     mix.main()
     report = json.loads(out.read_text())
     assert report["chosen_k"]["pplug"] in (None, 2.0, 8.0)
@@ -421,3 +421,8 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     mae = sum(example_scores(dev.task, want, golds)["mae"].values()) / len(golds)
     assert report["dev"]["cells"]["pplug [median]"]["mae"]["mean"] == pytest.approx(mae)
     assert "pplug+mix [median] - floor: user mean rating mae:" in capsys.readouterr().out
+    # a second run reads the recorded distributions back instead of loading the model again
+    monkeypatch.setattr(PPlugModel, "from_pretrained", lambda *a, **k: pytest.fail("the model was loaded again"))
+    out.unlink()
+    mix.main()
+    assert json.loads(out.read_text())["dev"]["cells"] == report["dev"]["cells"]
