@@ -9,7 +9,7 @@ chosen k, on the same trained models and questions, with mean ± sd over seeds a
 (`pplug.stats`) of the mixed PPlug rows against every other row and the no-model floors. One forward pass
 per question and model: the mixes are computed from the recorded label log-probabilities.
 
-Train the runs first (any methods with label outputs; `--train-only` skips the benchmark's own scoring):
+Train the runs first (a rating set, any methods; `--train-only` skips the benchmark's own scoring):
 
     python benchmarks/bench_real_lamp.py --sets music_ratings --methods retrieval pplug --seeds 0 1 2 \\
         --max-steps 100 --jobs 3 --train-only --checkpoints checkpoints/mix_music
@@ -21,9 +21,7 @@ Train the runs first (any methods with label outputs; `--train-only` skips the b
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -42,7 +40,6 @@ class _Recorder:
 
     def __init__(self, model):
         self.model, self.logp, self.stats = model, [], []
-        self.config = dataclasses.replace(model.config, history_mix_items=None)
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -93,11 +90,11 @@ def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
     return decode_labels(task, probs, ["median", "expected"])
 
 
-def mixed(logp: torch.Tensor, stats: torch.Tensor, config, task, k: float | None) -> torch.Tensor:
+def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None) -> torch.Tensor:
+    """(N, C) probabilities with `history_mix_items` = k (None: the model alone)."""
     from pplug.model import mix_history_prior
 
-    cfg = dataclasses.replace(config, history_mix_items=k)
-    return mix_history_prior(logp, stats, cfg, list(task.labels)).softmax(dim=-1)
+    return mix_history_prior(logp, stats, k, task.name, list(task.labels)).softmax(dim=-1)
 
 
 def main() -> None:
@@ -118,14 +115,14 @@ def main() -> None:
     from pplug.evaluate import floor_predictions
     from pplug.inference import subsample
     from pplug.model import PPlugModel
-    from pplug.stats import comparison_lines, example_scores, summarize, summary_table
+    from pplug.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
 
     t0 = time.monotonic()
     ck_root = Path(args.checkpoints)
     train, dev = load_split(args.data, "train"), load_split(args.data, "dev")
     task = dev.task
-    if not (task.labels and task.output_field):
-        sys.exit(f"{args.data}: {task.name} has no labels in its history; history_mix_items does not apply")
+    if not task.is_rating:
+        sys.exit(f"{args.data}: {task.name} is not a rating task; this benchmark scores ratings (MAE, RMSE)")
     dev_examples = subsample(dev.examples, args.max_dev, 0)
     dev_golds = {ex.id: ex.output for ex in dev_examples}
     label_of = {lab: i for i, lab in enumerate(task.labels)}
@@ -140,7 +137,6 @@ def main() -> None:
         gold_idx = torch.tensor([label_of[str(int(float(ex.output)))] for ex in held])
         for m in args.methods:
             ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
-            config = PPlugModel.load_checkpoint_config(ckpt)[0]
             loaded: list = []
 
             def load_model():
@@ -153,15 +149,15 @@ def main() -> None:
             logp, stats = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size)
             golds = {ex.id: ex.output for ex in held}
             for k in grid:
-                probs = mixed(logp, stats, config, task, k)
+                probs = mixed(logp, stats, task, k)
                 nll[m][str(k)].extend((-probs[torch.arange(len(held)), gold_idx].clamp_min(1e-12).log()).tolist())
                 dec = decoded(task, probs)
                 sc = {d: example_scores(task, dict(zip(golds, dec[d])), golds) for d in dec}
                 cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
-                cell["mae_median"].append(sum(sc["median"]["mae"].values()) / len(held))
-                cell["rmse_expected"].append(math.sqrt(sum(sc["expected"]["rmse"].values()) / len(held)))
-            dev_dists[m][f"seed{seed}"] = (*cached_distributions(ckpt, "dev", load_model, m, task, dev_examples,
-                                                                 args.batch_size), config)
+                cell["mae_median"].append(aggregate("mae", list(sc["median"]["mae"].values())))
+                cell["rmse_expected"].append(aggregate("rmse", list(sc["expected"]["rmse"].values())))
+            dev_dists[m][f"seed{seed}"] = cached_distributions(ckpt, "dev", load_model, m, task, dev_examples,
+                                                               args.batch_size)
             print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
 
@@ -179,9 +175,9 @@ def main() -> None:
 
     preds: dict[str, dict[str, dict[str, str]]] = {}
     for m in args.methods:
-        for label, (logp, stats, config) in dev_dists[m].items():
+        for label, (logp, stats) in dev_dists[m].items():
             for name, k in ((m, None), (f"{m}+mix", chosen[m])):
-                for d, outs in decoded(task, mixed(logp, stats, config, task, k)).items():
+                for d, outs in decoded(task, mixed(logp, stats, task, k)).items():
                     preds.setdefault(f"{name} [{d}]", {})[label] = dict(zip(dev_golds, outs))
     train_golds = list(train.golds().values())
     for name, outs in floor_predictions(task, dev_examples, train_golds).items():

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -229,7 +228,7 @@ class PPlugModel(nn.Module):
         """(B, C) log p(choice | prefix, prompt), summed over the choice's tokens; with
         `config.history_mix_items`, the log of that distribution mixed with the user's own label shares."""
         logp = self.llm.choice_logprobs(self.prefix(batch), batch.prompts, choices)
-        return mix_history_prior(logp, batch.history_stats, self.config, choices)
+        return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices)
 
     # --- checkpoints ---
 
@@ -369,23 +368,21 @@ class PPlugModel(nn.Module):
 
 
 def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float]] | torch.Tensor | None,
-                      config: PPlugConfig, choices: Sequence[str]) -> torch.Tensor:
-    """`config.history_mix_items` applied to label log-probs: (B, C) -> (B, C) log p, where
+                      k: float | None, task: str, choices: Sequence[str]) -> torch.Tensor:
+    """`PPlugConfig.history_mix_items` = k applied to label log-probs: (B, C) -> (B, C) log p, where
     p = (n * h + k * softmax(logp)) / (n + k), h the user's label shares and n their history size, both read
-    off `TaskSpec.history_stats` ([share of each label..., log1p(n) / log(513)]). Rows whose history holds no
-    label (cold start) keep the model's distribution. Returns `logp` unchanged when the mix is off."""
-    k = config.history_mix_items
+    off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`). Rows whose history holds no label (cold
+    start) keep the model's distribution. Returns `logp` unchanged when k is None."""
     if k is None:
         return logp
-    task = get_task(config.task)
-    if list(choices) != list(task.labels):
-        raise ValueError(f"history_mix_items mixes over {task.name}'s labels {list(task.labels)}, got {list(choices)}")
+    spec = get_task(task)
+    if list(choices) != list(spec.labels):
+        raise ValueError(f"history_mix_items mixes over {spec.name}'s labels {list(spec.labels)}, got {list(choices)}")
     if history_stats is None:
         raise ValueError("history_mix_items needs each row's history statistics: build the batch with "
                          "pplug.baselines.build_batch, or pass PPlugBatch(history_stats=...)")
     stats = torch.as_tensor(history_stats, dtype=torch.float32).reshape(logp.shape[0], -1)  # (B, C + 1)
-    shares = stats[:, : len(choices)]  # (B, C), sums to 1, or to 0 when no item holds a label
-    n = torch.expm1(stats[:, -1] * math.log(513)).round() * (shares.sum(dim=-1) > 0)  # (B,) history items
+    shares, n = spec.history_label_shares(stats)  # (B, C) summing to 1 (0 without labels), (B,) items
     w = (n / (n + k)).unsqueeze(-1)  # (B, 1): the weight of the user's own shares
     probs = (1 - w) * logp.float().softmax(dim=-1).cpu() + w * shares  # (B, C)
     return probs.clamp_min(1e-12).log().to(logp.device)

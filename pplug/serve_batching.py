@@ -101,7 +101,8 @@ class _Prefixed:
 
     def choice_logprobs(self, batch: PPlugBatch, choices: list[str]) -> torch.Tensor:
         logp = self.llm.choice_logprobs(self.prefix, batch.prompts, choices)
-        self.last_logp = mix_history_prior(logp, batch.history_stats, self.config, choices)
+        self.last_logp = mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task,
+                                           choices)
         return self.last_logp
 
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:

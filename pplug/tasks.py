@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class OutputKind(str, Enum):
@@ -40,6 +41,9 @@ for generation, beam search with num_beams > 1); ratings also "expected" (expect
 best guess for RMSE) and "median" (the median over 1..5, the best guess for MAE); generation also the
 candidate decodings of `pplug.decoding` ("greedy", "beam", "mbr": minimum Bayes risk over sampled
 candidates, "preference": weighted towards the user's own past outputs). `pplug.inference.decode` runs them."""
+
+_HISTORY_SIZE_LOG = math.log(513)
+"""`history_stats` scales log(1 + history size) by this: 512 items (PPlug's history limit) read as 1."""
 
 _CUE_BY_KIND = {OutputKind.CLASSIFICATION: "Answer:", OutputKind.RATING: "Score:", OutputKind.GENERATION: "Answer:"}
 
@@ -157,7 +161,7 @@ class TaskSpec:
         and log(1 + number of items) / log(513) (how much there is to go on; 0 for a cold-start user). An
         item whose output is missing or not a known label is counted in the size only.
         """
-        size = math.log1p(len(items)) / math.log(513)
+        size = math.log1p(len(items)) / _HISTORY_SIZE_LOG
         if not self.output_field:
             return [size]
         values = [str(it.get(self.output_field, "")).strip() for it in items]
@@ -180,6 +184,13 @@ class TaskSpec:
         mean = sum(lengths) / len(lengths)
         spread = math.sqrt(sum((x - mean) ** 2 for x in lengths) / len(lengths))
         return [mean, spread, size]
+
+    def history_label_shares(self, stats: Any) -> tuple[Any, Any]:
+        """`history_stats` of a label task read back from a (B, stats_dim) tensor: the (B, C) label shares and
+        the (B,) number of history items they cover (0 where no item holds a label)."""
+        shares = stats[..., : len(self.labels)]
+        n = (stats[..., -1] * _HISTORY_SIZE_LOG).expm1().round() * (shares.sum(dim=-1) > 0)
+        return shares, n
 
     def accepts_outputs_of(self, name: str) -> bool:
         """Whether an outputs file whose "task" field says `name` belongs to this task."""

@@ -381,7 +381,7 @@ def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_c
     torch.testing.assert_close(p_mixed[1], p_model[1], atol=1e-5, rtol=1e-4)  # cold start: the model alone
     assert decode(mixed, task, batch, "median")[0] == "5"  # half the mass on 5 at least: the median is 5
     assert float(decode(mixed, task, batch, "expected")[0]) > float(decode(plain, task, batch, "expected")[0])
-    off = mix_history_prior(torch.zeros(1, 5), [[0, 0, 0, 0, 1, 0.5]], plain.config, labels)
+    off = mix_history_prior(torch.zeros(1, 5), [[0, 0, 0, 0, 1, 0.5]], None, "LaMP_3", labels)
     assert torch.equal(off, torch.zeros(1, 5))  # None: unchanged
     with pytest.raises(ValueError, match="history statistics"):
         mixed.choice_logprobs(dataclasses.replace(batch, history_stats=None), labels)
