@@ -16,19 +16,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _PUBLIC = {
     "PPlugConfig": "pplug.config",
     "PPlugModel": "pplug.model",
-    "PPlugBatch": "pplug.model",
+    "PPlugBatch": "pplug.batch",
     "personalize": "pplug.inference",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch import PPlugBatch
     from .config import PPlugConfig
     from .inference import personalize
-    from .model import PPlugBatch, PPlugModel
+    from .model import PPlugModel
 
 
 def __getattr__(name: str) -> Any:

@@ -129,7 +129,7 @@ class PPlugConfig:
     see `pplug.runtime.resolve_dtype`), "float32", "bfloat16" or "float16". The embedder always runs in float32."""
 
     def __post_init__(self) -> None:
-        from .baselines import RETRIEVERS, get_method
+        from .methods import RETRIEVERS, get_method
         from .runtime import DTYPE_CHOICES
         from .tasks import get_task
 
@@ -189,7 +189,7 @@ class PPlugConfig:
     @property
     def use_user_embedding(self) -> bool:
         """Whether the method prepends the PPlug user embedding (pplug, pplug+retrieval)."""
-        from .baselines import get_method
+        from .methods import get_method
 
         return get_method(self.method).use_user_embedding
 
