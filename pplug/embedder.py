@@ -21,7 +21,6 @@ slice of the same attention-pooled projection (cheap, one attention per row). A 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 
 import torch
@@ -254,11 +253,4 @@ class UserEmbedder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-def token_embedding_norm(embedding: nn.Embedding | torch.Tensor) -> float:
-    """Mean L2 norm of a token embedding matrix (the scale soft prompts are initialised to)."""
-    w = embedding.weight if isinstance(embedding, nn.Module) else embedding
-    norm = w.detach().float().norm(dim=-1).mean().item()
-    return norm if math.isfinite(norm) and norm > 0 else 1.0
-
-
-__all__ = ["UserEmbedder", "token_embedding_norm"]
+__all__ = ["UserEmbedder"]

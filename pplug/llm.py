@@ -17,6 +17,7 @@ budget keeps the prompt's end (where templates put the answer cue such as "revie
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,13 @@ def truncate_middle(ids: list[int], max_len: int) -> list[int]:
     tail = max_len // 4
     head = max_len - tail
     return ids[:head] + (ids[-tail:] if tail else [])
+
+
+def token_embedding_norm(embedding: nn.Embedding | torch.Tensor) -> float:
+    """Mean L2 norm of a token embedding matrix (the scale soft prompts are initialised to)."""
+    w = embedding.weight if isinstance(embedding, nn.Module) else embedding
+    norm = w.detach().float().norm(dim=-1).mean().item()
+    return norm if math.isfinite(norm) and norm > 0 else 1.0
 
 
 class FrozenLLM(nn.Module):
@@ -70,7 +78,6 @@ class FrozenLLM(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from .embedder import token_embedding_norm
         from .models import resolve_llm
 
         self.name_or_path = name_or_path
@@ -543,4 +550,4 @@ class RowSampler:
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, token, 0.0)
 
-__all__ = ["FirstLineStop", "FrozenLLM", "RowSampler", "row_seed", "truncate_middle"]
+__all__ = ["FirstLineStop", "FrozenLLM", "RowSampler", "row_seed", "token_embedding_norm", "truncate_middle"]
