@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_real_lamp import ROOT, SETS, run_evaluate, train_method  # noqa: E402
+from meta import run_meta  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "base": (),
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         # written after every variant, so a stopped run keeps what it measured
         out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "train_args"},
+        out.write_text(json.dumps({"meta": run_meta(device=args.device),
+                                   "settings": {k: v for k, v in vars(args).items() if k != "train_args"},
                                    "variants": {k: list(VARIANTS[k]) for k in args.variants[: i + 1]},
                                    "metrics": rows, "train_seconds": train_s,
                                    "written": time.strftime("%Y-%m-%d %H:%M")}, indent=2, sort_keys=True) + "\n")
@@ -180,7 +182,8 @@ def run_seeds(args) -> int:
     variant_rows = [r for r in preds if r.startswith("pplug ") and not r.startswith("pplug base")]
     refs = variant_rows or [r for r in preds if r.startswith("pplug base")]
     summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed)
-    atomic_write_json(out, {"settings": {k: v for k, v in vars(args).items() if k != "train_args"},
+    atomic_write_json(out, {"meta": run_meta(device=args.device), "settings": {k: v for k, v in vars(args).items()
+                                                                          if k != "train_args"},
                             "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,
                             "train_seconds": train_s, "written": time.strftime("%Y-%m-%d %H:%M")})
     print(summary_table(summary, title=f"{args.set} {split} (n={len(examples)}), PPlug variants, lr {args.lr}, "

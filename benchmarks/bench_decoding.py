@@ -31,8 +31,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from meta import run_meta  # noqa: E402
 
 DATA = Path(os.environ.get("PPLUG_REAL_LAMP", "/work/shared/data/real_lamp"))
 SELECTIONS = ("mbr", "preference", "preference w=1")
@@ -217,6 +219,7 @@ def main(argv=None) -> int:
     llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
     budget = llm.prompt_budget()
     results = {"set": args.set, "task": task.name, "n": len(examples), "host": host(),
+               "meta": run_meta(device=str(llm.device), dtype=args.dtype),
                "settings": {k: v for k, v in vars(args).items() if k not in ("encoder",)}, "methods": {}}
     torch.manual_seed(0)
     with torch.no_grad():

@@ -30,6 +30,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from meta import run_meta  # noqa: E402
 
 GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
@@ -195,7 +197,7 @@ def main() -> None:
     if args.out:
         from pplug.io import atomic_write_json
 
-        atomic_write_json(args.out, {"settings": vars(args), "chosen_k": chosen,
+        atomic_write_json(args.out, {"meta": run_meta(device="cpu"), "settings": vars(args), "chosen_k": chosen,
                                      "heldout": {m: {"nll": {k: sum(v) / len(v) for k, v in nll[m].items()},
                                                      "metrics": heldout_metrics[m]} for m in args.methods},
                                      "dev": summary})

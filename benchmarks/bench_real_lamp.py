@@ -599,8 +599,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def train_dtype(train_args: list[str]) -> str:
+    """The LLM dtype the trainings ask for: `--model.torch_dtype X` among the train args, else the configs' auto."""
+    for i, a in enumerate(train_args):
+        if a == "--model.torch_dtype" and i + 1 < len(train_args):
+            return train_args[i + 1]
+        if a.startswith("--model.torch_dtype="):
+            return a.split("=", 1)[1]
+    return "auto"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from meta import run_meta  # benchmarks/ is this script's folder
     multi, method_lr = args.multi, args.method_lr_map
 
     from pplug.evaluate import evaluate
@@ -609,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
 
     skip = ("train_args", "method_lr_map", "multi")
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,
-        "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {}}
+        "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {},
+        "meta": run_meta(device=args.device, dtype=train_dtype(args.train_args))}
     for set_name in args.sets:
         data = Path(args.root) / set_name
         synth_report = None

@@ -43,8 +43,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
+from meta import run_meta  # noqa: E402
 
 ADMIN = "bench-admin-key"
 MODEL = "pplug-bench"
@@ -266,7 +268,8 @@ def main(argv=None) -> int:
             "avx512_bf16": "avx512_bf16" in flags}
     print(f"checkpoint {run} ({args.checkpoint and 'given' or args.model}, {task.name}"
           f"{', %d new tokens' % args.max_tokens if not task.labels else ''}); host {host}; work dir {work}")
-    results: dict = {"host": host, "model": args.checkpoint or args.model, "task": task.name,
+    results: dict = {"host": host, "meta": run_meta(device="cpu"), "model": args.checkpoint or args.model,
+                     "task": task.name,
                      "max_tokens": BODY.get("max_tokens"), "requests_per_user": args.requests,
                      "history": args.history, "window_ms": args.window_ms, "load": {}}
     for label, max_batch in (("batched", 32), ("unbatched", 1)):
