@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,43 @@ def read_json(path: str | Path) -> Any:
         raise LaMPDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise LaMPDataError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def read_items(source: str) -> list[dict]:
+    """History items from a file or "-" (stdin): a JSON list, a JSON object with "profile", or JSON lines."""
+    if source == "-":
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: history file not found") from None
+        name = str(path)
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise LaMPDataError(f"{name}: line {n}: not JSON ({e.msg}); expected a JSON list or JSON lines") from None
+    if isinstance(data, dict) and isinstance(data.get("profile"), list):
+        data = data["profile"]
+    elif isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise LaMPDataError(f"{name}: expected a JSON list of profile items, got {type(data).__name__}")
+    for i, it in enumerate(data):
+        if not isinstance(it, dict):
+            raise LaMPDataError(f"{name}: item {i}: expected a JSON object, got {type(it).__name__}")
+    return data
 
 
 def _record_id(rec: Any, path: Any, position: str, seen: Any) -> tuple[str, str]:

@@ -340,36 +340,5 @@ def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
     return Path("eval") / f"{split}_preds.json"
 
 
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def decoding_options(args) -> Any:
-    """The DecodingSpec of `--num-samples --temperature --top-p --preference-weight --utility --sampling-seed`
-    (`--num-beams` > 1 also sets the width of `beam`)."""
-    from .decoding import DecodingSpec
-
-    beams = getattr(args, "num_beams", 1)
-    return DecodingSpec(num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
-                        preference_weight=args.preference_weight, utility=args.utility, seed=args.sampling_seed,
-                        **({"num_beams": beams} if beams > 1 else {}))
-
-
-def run_cli(args) -> int:
-    """Handler of `pplug evaluate` (the parser lives in pplug/cli.py)."""
-    report = evaluate(args.checkpoint, args.data, split=args.split, methods=args.method,
-                      max_examples=args.max_examples, decodings=args.decoding, out=args.out,
-                      batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
-                      embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
-                      persona=args.persona, max_new_tokens=args.max_new_tokens, device=args.device,
-                      dtype=args.dtype, decoding_options=decoding_options(args))
-    if "table" in report:
-        print(report["table"])
-    for row, path in report["files"].items():
-        print(f"predictions ({row}): {path}")
-    print(f"metrics: {report['metrics_file']}")
-    return 0
-
-
-__all__ = ["MethodRun", "decoding_options", "evaluate", "floor_predictions", "load_models", "prediction_path",
-           "prediction_row", "resolve_checkpoints", "run_cli", "scored_rows"]
+__all__ = ["MethodRun", "evaluate", "floor_predictions", "load_models", "prediction_path",
+           "prediction_row", "resolve_checkpoints", "scored_rows"]

@@ -37,7 +37,6 @@ cryptographic protection.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,10 +44,7 @@ from typing import Any
 
 import torch
 
-# Today's homes of the core pieces (the refactor moves them; re-point here in one place).
 from .checkpoints import resolve as resolve_checkpoint
-from .cli import read_items
-from .io import atomic_write_text
 from .model import PPlugModel
 
 USER_VECTOR_FORMAT = "pplug-user-vector/1"
@@ -128,14 +124,4 @@ def parse_user_vector(doc: Any, encoder_identity: str, dim: int, task: str, max_
     return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim), stats
 
 
-def cli_embed_user(args) -> int:
-    """Handler of `pplug embed-user`."""
-    items = read_items(args.history)
-    doc = embed_user(args.checkpoint, items, task=args.task)
-    atomic_write_text(Path(args.out), json.dumps(doc) + "\n")
-    print(f"wrote {args.out}: {len(doc['embeddings'])} x {doc['dim']} embeddings ({doc['encoder']}, {doc['task']}); "
-          f"{len(items) - len(doc['embeddings'])} older items left out; no history text is in the file")
-    return 0
-
-
-__all__ = ["USER_VECTOR_FORMAT", "cli_embed_user", "embed_user", "parse_user_vector"]
+__all__ = ["USER_VECTOR_FORMAT", "embed_user", "parse_user_vector"]

@@ -46,12 +46,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-# Today's homes of the core pieces (the refactor moves them; re-point here in one place).
 from .adapt import AdaptError, add_history
 from .persona import PersonaError
 from .private import parse_user_vector
 from .serve_batching import Batcher, Engine, UserContext
-from .store import DuplicateUserError, StoreError, UnknownUserError, UserStore, default_store_path
+from .store import DuplicateUserError, StoreError, UnknownUserError, UserStore
 
 USER_KEY_PREFIX = "pplug-u-"
 
@@ -435,24 +434,4 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
     return app
 
 
-def cli_serve(args) -> int:
-    """Handler of `pplug serve`."""
-    import uvicorn
-
-    admin_key = args.admin_key or os.environ.get("PPLUG_ADMIN_KEY")
-    if not admin_key:
-        admin_key = "pplug-admin-" + secrets.token_urlsafe(24)
-        print(f"pplug serve: no --admin-key / PPLUG_ADMIN_KEY given; this run's admin key: {admin_key}", file=sys.stderr)
-    app = create_app(args.checkpoint, args.store or default_store_path(), admin_key=admin_key, device=args.device,
-                     max_batch=args.max_batch, window_ms=args.batch_window_ms, reload_interval=args.reload_interval,
-                     model_name=args.model_name, embedding_cache=args.embedding_cache,
-                     expose_soft_prompts=args.expose_soft_prompts)
-    snap = app.state.engine.snapshot
-    print(f"pplug serve: {snap.folder} (version {snap.version}, task {app.state.engine.spec.name}) on "
-          f"http://{args.host}:{args.port} (max batch {args.max_batch}, window {args.batch_window_ms} ms)",
-          file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
-
-
-__all__ = ["APIError", "Limits", "cli_serve", "create_app", "erase_user", "hash_key"]
+__all__ = ["APIError", "Limits", "create_app", "erase_user", "hash_key"]

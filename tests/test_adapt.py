@@ -20,7 +20,7 @@ from pplug.checkpoints import (
     serving_version,
     versions,
 )
-from pplug.cli import read_items
+from pplug.data import read_items
 from pplug.store import UserStore
 from pplug.tasks import get_task
 
