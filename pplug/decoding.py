@@ -19,7 +19,7 @@
   is the same alone or in any batch (row keys are the example ids; without them, the row's batch index).
   Greedy rows share one greedy pass; beam rows one pass per beam width.
 
-Ratings and labels keep their own decodings (argmax / expected / median in `pplug.train_module.decode`).
+Ratings and labels keep their own decodings (argmax / expected / median in `pplug.inference.decode`).
 """
 
 from __future__ import annotations

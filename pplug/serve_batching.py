@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-# Today's homes of the core pieces (the refactor moves them; re-point here in one place).
 from .adapt import GENERATE_PERSONA_CHARS
 from .checkpoints import LATEST_FILE, resolve as resolve_checkpoint
 from .baselines import build_batch, get_method, resolve_k
