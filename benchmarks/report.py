@@ -1,0 +1,635 @@
+"""Render the results tables of README.md and docs/*.md from benchmarks/results/*.json.
+
+    python -m benchmarks.report            # rewrite every table between markers
+    python -m benchmarks.report --check    # exit 1 with a diff when a committed table is stale
+
+A document holds a table as
+
+    <!-- report:NAME -->
+    ...generated markdown...
+    <!-- /report:NAME -->
+
+and everything outside the markers is hand-written prose. `RENDERERS` maps each NAME to the function that
+renders it from the results folder. Cells are mean ± sd over training seeds (a value alone where one run
+decides it: `none`, the no-model floors); intervals are the paired bootstrap 95% intervals that the
+benchmarks stored (`pplug.stats.summarize`), printed with `pplug.stats.format_interval`; "leads" and
+"behind" mean the interval excludes 0 (`pplug.stats.interval_verdict`). Under each table, every results
+file it read is named with its command, code version, host, device and dtype (the file's `"meta"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import functools
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCUMENTS = ("README.md", "docs/*.md")
+MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+
+
+# --- reading results --------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load(results: Path, name: str) -> dict:
+    """benchmarks/results/<name>.json as a dict (cached per path)."""
+    return _load(Path(results) / f"{name}.json")
+
+
+def summaries(data: dict) -> dict[str, dict]:
+    """slice -> {"cells", "comparisons", "n", ...} for every results layout the benchmarks write.
+
+    bench_real_lamp --seeds: sets.<set>.slices; one run of bench_real_lamp: sets.<set>.metrics (one value per
+    cell, no intervals); bench_ablation --seeds: summary (its slice is "dev", also for --cold-start);
+    bench_ablation without seeds: metrics; bench_history_mix: dev.
+    """
+    if "sets" in data:
+        (one,) = data["sets"].values()
+        if "slices" in one:
+            out = dict(one["slices"])
+            if "synth_report" in one:
+                for s in out.values():
+                    s.setdefault("references", one["synth_report"])
+            return out
+        return {"dev": _single(one["metrics"], one.get("n"))}
+    if "summary" in data:
+        return {"dev": data["summary"]}
+    if "metrics" in data:
+        return {"dev": _single(data["metrics"], data.get("settings", {}).get("max_dev"))}
+    return {"dev": data["dev"]}
+
+
+def _single(metrics: dict, n: int | None) -> dict:
+    cells = {row: {m: {"mean": v, "sd": None, "values": {"seed0": v}} for m, v in ms.items()}
+             for row, ms in metrics.items()}
+    return {"cells": cells, "comparisons": {}, "n": n}
+
+
+def row_key(key: str, decoding: str | None) -> str:
+    """"pplug" + "median" -> "pplug [median]"; floors and the undecoded row keep their name."""
+    return key if decoding is None or key.startswith("floor:") else f"{key} [{decoding}]"
+
+
+# --- formatting -----------------------------------------------------------------------------------
+
+
+def fmt_value(values: Sequence[float], digits: int = 3) -> str:
+    """"0.456 ± 0.013" over seeds, or the value alone for one run (`pplug.stats.mean_sd`)."""
+    from pplug.stats import mean_sd
+
+    mean, sd = mean_sd(values)
+    return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def fmt_interval(metric: str, c: dict, digits: int = 3) -> str:
+    """"-0.063 [-0.098, -0.024] leads" from a stored comparison ({"diff", "lo", "hi"})."""
+    from pplug.stats import format_interval, interval_verdict
+
+    iv = (c["diff"], c["lo"], c["hi"])
+    verdict = interval_verdict(metric, iv)
+    return f"{format_interval(iv, digits)} {'tie' if verdict.startswith('tie') else verdict}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def sources(results: Path, names: Sequence[str]) -> str:
+    """One line per results file read: its file name, then its meta (command, code, host, device, dtype)."""
+    lines = []
+    for name in dict.fromkeys(names):
+        m = load(results, name).get("meta", {})
+        nr = "not recorded"
+        lines.append(f"- `{name}.json`: `{m.get('command', nr)}` (code {m.get('code_version', nr)}; "
+                     f"host {m.get('host', nr)}; device {m.get('device', nr)}; dtype {m.get('dtype', nr)})")
+    return "Source:\n\n" + "\n".join(lines)
+
+
+# --- the two generic table shapes -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column: `metric` of decoding `dec` on `slice` of results file `file` (a row's file wins)."""
+
+    header: str
+    metric: str
+    dec: str | None = None
+    slice: str = "dev"
+    file: str | None = None
+    seeds: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row: results row `key` ("pplug", "floor: always-5", "ceiling") labelled `label`."""
+
+    key: str
+    label: str
+    file: str | None = None
+    seeds: tuple[str, ...] | None = None
+    ref: str | None = None  # interval tables: the row compared (default: the table's ref)
+
+
+def _summary(results: Path, row: Row, col: Col) -> tuple[str, dict]:
+    name = row.file or col.file
+    if name is None:
+        raise ValueError(f"row {row.label!r} / column {col.header!r}: no results file")
+    return name, summaries(load(results, name))[col.slice]
+
+
+def _cell(results: Path, row: Row, col: Col) -> tuple[str, str]:
+    name, s = _summary(results, row, col)
+    if row.key == "ceiling":  # the synthetic data's history-blind ceiling (best any history-blind predictor)
+        v = s.get("references", {}).get("history_blind_ceiling", {}).get(col.metric)
+        return name, "" if v is None else f"{v:.3f}"
+    key = row_key(row.key, col.dec)
+    if col.metric == "pearson_r":
+        c = s.get("pearson_r", {}).get(row_key(row.key, "expected"))
+    else:
+        c = s["cells"].get(key, {}).get(col.metric)
+    if c is None:
+        return name, ""
+    seeds = col.seeds or row.seeds
+    values = c["values"]
+    vals = list(values.values())
+    if seeds and len(vals) > 1:  # a row that does not depend on the seed keeps its one value
+        vals = [values[k] for k in seeds if k in values]
+    return name, fmt_value(vals) if vals else ""
+
+
+def cells_table(results: Path, caption: str, rows: Sequence[Row], cols: Sequence[Col], ref: str | None = None
+                ) -> str:
+    """Mean ± sd of each row in each column; with `ref`, one more column per column: `ref` minus the row."""
+    used: list[str] = []
+    body = []
+    for r in rows:
+        line = [r.label]
+        for c in cols:
+            name, text = _cell(results, r, c)
+            used.append(name)
+            line.append(text)
+        if ref:
+            for c in cols:
+                line.append(_interval(results, Row(r.key, r.label, r.file, r.seeds, r.ref or ref), c, used))
+        body.append(line)
+    header = [caption.format(n=_summary(results, rows[0], cols[0])[1].get("n"))] + [c.header for c in cols]
+    if ref:
+        header += [f"{ref} minus row: {c.header.rstrip(' ↑↓')}" for c in cols]
+    return markdown_table(header, body) + "\n\n" + sources(results, used)
+
+
+def _interval(results: Path, row: Row, col: Col, used: list[str]) -> str:
+    name, s = _summary(results, row, col)
+    used.append(name)
+    ref = row_key(row.ref or "pplug", col.dec)
+    other = row_key(row.key, col.dec)
+    c = s["comparisons"].get(ref, {}).get(other, {}).get(col.metric)
+    return fmt_interval(col.metric, c) if c else ""
+
+
+def interval_table(results: Path, caption: str, rows: Sequence[Row], cols: Sequence[Col], ref: str = "pplug"
+                   ) -> str:
+    """Paired bootstrap 95% intervals of `ref` (or a row's own ref) minus each row, per column."""
+    used: list[str] = []
+    body = [[r.label] + [_interval(results, Row(r.key, r.label, r.file, r.seeds, r.ref or ref), c, used)
+                         for c in cols] for r in rows]
+    return markdown_table([caption] + [c.header for c in cols], body) + "\n\n" + sources(results, used)
+
+
+# --- tables with their own layout -----------------------------------------------------------------
+
+
+def make_train(results: Path) -> str:
+    """`make train` over seeds x dtypes: each run, then mean ± sd per dtype, and the history-blind ceiling."""
+    path = Path(results) / "make_train.json"
+    if not path.is_file():
+        return "_no results file yet: run `python benchmarks/bench_make_train.py`_"
+    d = _load(path)
+    header = ["`make train` run", "wall", "PPlug MAE ↓", "PPlug RMSE ↓", "no history MAE / RMSE",
+              "frozen LLM MAE / RMSE"]
+    body = []
+
+    def pair(values_mae, values_rmse) -> str:
+        return f"{fmt_value(values_mae)} / {fmt_value(values_rmse)}"
+
+    runs = d["runs"]
+    for r in runs:
+        body.append([f"seed {r['seed']}, {r['dtype']}", f"{r['wall_s'] / 60:.1f} min", f"{r['pplug']['mae']:.3f}",
+                     f"{r['pplug']['rmse']:.3f}", pair([r["no_history"]["mae"]], [r["no_history"]["rmse"]]),
+                     pair([r["none"]["mae"]], [r["none"]["rmse"]])])
+    for dtype in dict.fromkeys(r["dtype"] for r in runs):
+        rs = [r for r in runs if r["dtype"] == dtype]
+        col = {k: ([r[k]["mae"] for r in rs], [r[k]["rmse"] for r in rs]) for k in ("pplug", "no_history", "none")}
+        body.append([f"**mean ± sd, {dtype}** ({len(rs)} seeds)", f"{fmt_value([r['wall_s'] / 60 for r in rs], 1)} min",
+                     fmt_value(col["pplug"][0]), fmt_value(col["pplug"][1]), pair(*col["no_history"]),
+                     pair(*col["none"])])
+    c = d["ceiling"]
+    body.append(["history-blind ceiling (best any predictor without the history)", "", f"{c['mae']:.3f}",
+                 f"{c['rmse']:.3f}", "", ""])
+    m = d.get("meta", {})
+    nr = "not recorded"
+    return (markdown_table(header, body) + f"\n\nSource: `make_train.json`: `{m.get('command', nr)}` (code "
+            f"{m.get('code_version', nr)}; host {m.get('host', nr)}; device {m.get('device', nr)}; dtype "
+            f"{m.get('dtype', nr)})")
+
+
+def decoding(results: Path, set_name: str) -> str:
+    """bench_decoding: every decoding of each method, its difference to greedy and its cost per row."""
+    name = f"decoding_{set_name}"
+    d = load(results, name)
+    body = []
+    for method, decs in d["methods"].items():
+        for dec, r in decs.items():
+            diff = r.get("minus_greedy")
+
+            def ci(m: str, diff: dict | None = diff) -> str:
+                if not diff:
+                    return ""
+                from pplug.stats import format_interval
+
+                return format_interval((diff[m]["mean"], diff[m]["lo"], diff[m]["hi"]))
+
+            body.append([method, dec, f"{r['rouge1']:.3f}", f"{r['rougeL']:.3f}", ci("rouge1"), ci("rougeL"),
+                         f"{r['seconds_per_row']:.3f}" if "seconds_per_row" in r else "",
+                         f"{r['latency_vs_greedy']:.1f}" if "latency_vs_greedy" in r else ""])
+    header = [f"{set_name} (n={d['n']}, {len(d['settings']['seeds'])} sampling seeds)", "decoding", "ROUGE-1",
+              "ROUGE-L", "ROUGE-1 minus greedy [95% CI]", "ROUGE-L minus greedy [95% CI]", "s/row", "x greedy"]
+    return markdown_table(header, body) + "\n\n" + sources(results, [name])
+
+
+SERVER_RUNS = ("server_tiny_lamp3", "server_tiny_lamp7", "server_srv30_lamp3", "server_default_lamp7")
+
+
+def server_load(results: Path) -> str:
+    """bench_server: requests/s and latency, batched against unbatched, per model and concurrency."""
+    body = []
+    for name in SERVER_RUNS:
+        d = load(results, name)
+        what = f"{d['model']}, {d['task']}" + (f", {d['max_tokens']} tokens" if d.get("max_tokens") else "")
+        for b, u in zip(d["load"]["batched"], d["load"]["unbatched"]):
+            body.append([what, str(b["concurrency"]), f"{b['rps']:.2f}", f"{b['p50_ms']:.0f} / {b['p99_ms']:.0f}",
+                         f"{b['mean_batch']:.1f}", f"{u['rps']:.2f}", f"{u['p50_ms']:.0f} / {u['p99_ms']:.0f}",
+                         f"{b['rps'] / u['rps']:.2f}x"])
+            what = ""
+    header = ["model, task", "users", "batched req/s", "p50 / p99 ms", "mean batch", "unbatched req/s",
+              "p50 / p99 ms", "batched / unbatched"]
+    return markdown_table(header, body) + "\n\n" + sources(results, SERVER_RUNS)
+
+
+def server_soak(results: Path) -> str:
+    """bench_server's soak: history written while others generate; every acknowledged item stored."""
+    body, used = [], []
+    for name in SERVER_RUNS:
+        s = load(results, name).get("soak")
+        if not s:
+            continue
+        used.append(name)
+        d = load(results, name)
+        body.append([f"{d['model']}, {d['task']}", f"{s['seconds']:.0f} s", str(s["history_added"]),
+                     str(s["generations"]), str(s["add_errors"] + s["generation_errors"]),
+                     str(len(s["mismatched_users"])), s["integrity_check"]])
+    header = ["soak (batched server)", "length", "history items added", "generations", "errors",
+              "users with a lost item", "`PRAGMA integrity_check`"]
+    return markdown_table(header, body) + "\n\n" + sources(results, used)
+
+
+def history_mix_heldout(results: Path) -> str:
+    """bench_history_mix: the held-out training questions' NLL of the gold rating for each k, per method."""
+    name = "real_lamp_music_history_mix_cpu"
+    d = load(results, name)
+    methods = list(d["heldout"])
+    ks = sorted(d["heldout"][methods[0]]["nll"], key=lambda k: -1.0 if k == "None" else float(k))
+    body = []
+    for k in ks:
+        line = ["model alone" if k == "None" else f"k = {float(k):g}"]
+        for m in methods:
+            h = d["heldout"][m]
+            mark = " (chosen)" if k != "None" and float(k) == d["chosen_k"][m] else ""
+            line.append(f"{h['nll'][k]:.3f}{mark}")
+        p = d["heldout"]["pplug"]["metrics"][k] if "pplug" in d["heldout"] else None
+        if p:
+            line += [fmt_value(p["mae_median"]), fmt_value(p["rmse_expected"])]
+        body.append(line)
+    header = ["mix weight k", *[f"{m} NLL" for m in methods], "pplug MAE (median)", "pplug RMSE (expected)"]
+    return markdown_table(header, body) + "\n\n" + sources(results, [name])
+
+
+# --- the tables ---------------------------------------------------------------------------------------
+
+MAE = Col("MAE (median) ↓", "mae", "median")
+RMSE = Col("RMSE (expected) ↓", "rmse", "expected")
+R1, RL = Col("ROUGE-1 ↑", "rouge1"), Col("ROUGE-L ↑", "rougeL")
+RATING_FLOORS = (Row("floor: always-5", "floor: always 5"), Row("floor: user mean rating", "floor: the user's mean rating"))
+METHODS = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"),
+           Row("pplug", "**pplug**"))
+
+
+def _with_file(cols: Sequence[Col], file: str, slice_: str | None = None) -> list[Col]:
+    return [Col(c.header, c.metric, c.dec, slice_ or c.slice, file, c.seeds) for c in cols]
+
+
+def _generation_rows(first_words: str) -> tuple[Row, ...]:
+    return (*METHODS, Row(f"floor: first {first_words} words", f"floor: first {first_words} words of the input"))
+
+
+MIX = "real_lamp_music_history_mix_cpu"
+MUSIC = "real_lamp_music_rating_term_all_cpu"
+GPU = "real_lamp_music_gpu"
+ACL, ENRON = "real_lamp_acl_seeds_cpu", "real_lamp_enron_clip_cpu"
+SYNTH = "synth_shift_all_methods_cpu"
+MUSIC_COLS = [*_with_file([MAE, RMSE], MUSIC), Col("Pearson r", "pearson_r", file=MUSIC),
+              *_with_file([Col("cold-start MAE", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
+                          MUSIC, "cold-start")]
+GPU_COLS = [*_with_file([MAE, RMSE], GPU), Col("Pearson r", "pearson_r", file=GPU),
+            *_with_file([Col("cold-start MAE", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
+                        "real_lamp_music_gpu_coldstart", "cold-start"),
+            *_with_file([Col("time-shift MAE", "mae", "median"), Col("time-shift RMSE", "rmse", "expected")],
+                        "real_lamp_music_gpu_timeshift", "time-shift")]
+ACL_COLS = [*_with_file([R1, RL], ACL), Col("cold-start ROUGE-1", "rouge1", slice="cold-start", file=ACL),
+            Col("time-shift-dev ROUGE-1", "rouge1", slice="time-shift-dev", file="real_lamp_acl_timeshift_cpu")]
+ENRON_COLS = [*_with_file([R1, RL], ENRON),
+              Col("cold-start ROUGE-1", "rouge1", slice="cold-start", file="real_lamp_enron_clip_coldstart_cpu")]
+BASELINES = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
+
+
+def _rows_without_pplug(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if r.key != "pplug"]
+
+
+T = functools.partial
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    # README
+    "make_train": make_train,
+    "summary_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix",
+                       cols=_with_file([MAE, RMSE], MIX),
+                       rows=(Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval"),
+                             Row("pplug+mix", "**pplug**"), *RATING_FLOORS)),
+    "summary_acl": T(cells_table, caption="acl_titles dev (n={n}), 3 seeds", ref="pplug",
+                     cols=_with_file([R1, RL], ACL), rows=_generation_rows("9")),
+    "summary_enron": T(cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug",
+                       cols=_with_file([R1, RL], ENRON), rows=_generation_rows("3")),
+    # docs/results.md: the recipes, every method
+    "music_mix": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", cols=_with_file([MAE, RMSE], MIX),
+                   rows=(Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
+                         Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
+                         Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"), *RATING_FLOORS)),
+    "music_mix_intervals": T(interval_table, caption="pplug + mix minus", ref="pplug+mix",
+                             cols=_with_file([MAE, RMSE], MIX),
+                             rows=(Row("pplug", "pplug, model alone"), Row("prompt-tuned", "prompt-tuned"),
+                                   Row("prompt-tuned+mix", "prompt-tuned + mix"), Row("retrieval", "retrieval"),
+                                   Row("retrieval+mix", "retrieval + mix"), *RATING_FLOORS)),
+    "history_mix_heldout": history_mix_heldout,
+    "music_cpu": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds, model alone", cols=MUSIC_COLS,
+                   rows=(*METHODS, *RATING_FLOORS)),
+    "music_cpu_intervals": T(interval_table, caption="pplug minus", cols=[c for c in MUSIC_COLS if c.metric != "pearson_r"],
+                             rows=(*BASELINES[1:], *RATING_FLOORS)),
+    "music_gpu": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds, GPU budget", cols=GPU_COLS,
+                   rows=(*METHODS, *RATING_FLOORS)),
+    "music_gpu_intervals": T(interval_table, caption="pplug minus", cols=[c for c in GPU_COLS if c.metric != "pearson_r"],
+                             rows=(*BASELINES[1:], *RATING_FLOORS)),
+    "acl": T(cells_table, caption="acl_titles (dev n={n}), 3 seeds", cols=ACL_COLS, rows=_generation_rows("9")),
+    "acl_intervals": T(interval_table, caption="pplug minus", cols=ACL_COLS,
+                       rows=_rows_without_pplug(_generation_rows("9"))),
+    "enron": T(cells_table, caption="enron_subjects (dev n={n}), 3 seeds", cols=ENRON_COLS, rows=_generation_rows("3")),
+    "enron_intervals": T(interval_table, caption="pplug minus", cols=ENRON_COLS,
+                         rows=_rows_without_pplug(_generation_rows("3"))),
+    "synth_shift": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug",
+                     cols=_with_file([MAE, RMSE], SYNTH),
+                     rows=(*METHODS, Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS,
+                           Row("ceiling", "history-blind ceiling (knows each review's true sentiment)"))),
+    # docs/results.md: one table per question
+    "ablation_recipe_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug stats-mixed",
+                               cols=_with_file([Col("MAE (argmax)", "mae"), MAE, Col("MAE (expected)", "mae", "expected"),
+                                                RMSE], "ablation_music_ratings_seeds_cpu"),
+                               rows=(Row("pplug base", "PPlug as published"),
+                                     Row("pplug stats-mixed", "+ user statistics + mixed aggregation"))),
+    "ablation_recipe_enron": T(cells_table, caption="enron_subjects dev (n={n}), seed 0", ref="pplug paper",
+                               cols=_with_file([R1, RL], "ablation_enron_subjects_seed0_cpu"),
+                               rows=(Row("none", "none (frozen LLM)"), Row("pplug paper", "PPlug as published"),
+                                     Row("pplug base", "+ user statistics + mixed aggregation"))),
+    "ablation_rating_loss": T(cells_table, caption="music_ratings, 3 seeds (dev n={n})", ref="pplug rating-loss",
+                              cols=[*_with_file([MAE, Col("MAE (expected)", "mae", "expected"), RMSE],
+                                                "ablation_music_ratings_rating_loss_cpu"),
+                                    *_with_file([Col("cold-start MAE", "mae", "median"),
+                                                 Col("cold-start RMSE", "rmse", "expected")],
+                                                "ablation_music_ratings_rating_loss_coldstart_cpu")],
+                              rows=(Row("pplug base", "without the squared-error term"),
+                                    Row("pplug rating-loss", "+ squared error of the expected rating"), *RATING_FLOORS)),
+    "ablation_steps": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", cols=[MAE, RMSE],
+                        rows=(Row("pplug rating-loss", "100 steps", file="ablation_music_ratings_rating_loss_cpu"),
+                              Row("pplug base", "200 steps", file="ablation_music_ratings_200steps_cpu"),
+                              Row("floor: always-5", "floor: always 5", file="ablation_music_ratings_200steps_cpu"),
+                              Row("floor: user mean rating", "floor: the user's mean rating",
+                                  file="ablation_music_ratings_200steps_cpu"))),
+    "ablation_steps_intervals": T(interval_table, caption="minus", cols=[MAE, RMSE],
+                                  rows=(Row("floor: always-5", "100 steps minus always 5", ref="pplug rating-loss",
+                                            file="ablation_music_ratings_rating_loss_cpu"),
+                                        Row("floor: user mean rating", "100 steps minus the user's mean",
+                                            ref="pplug rating-loss", file="ablation_music_ratings_rating_loss_cpu"),
+                                        Row("floor: always-5", "200 steps minus always 5", ref="pplug base",
+                                            file="ablation_music_ratings_200steps_cpu"),
+                                        Row("floor: user mean rating", "200 steps minus the user's mean", ref="pplug base",
+                                            file="ablation_music_ratings_200steps_cpu"))),
+    "ablation_tokens": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug user-tokens-4",
+                         cols=_with_file([MAE, Col("MAE (expected)", "mae", "expected"), RMSE],
+                                         "ablation_music_ratings_tokens4_seeds_cpu"),
+                         rows=(Row("pplug base", "1 user token (the rating recipe)"),
+                               Row("pplug user-tokens-4", "4 user tokens"))),
+    "ablation_enron_mean": T(cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug mean-attention",
+                             cols=_with_file([R1], "ablation_enron_subjects_mean_seeds_cpu"),
+                             rows=(Row("none", "none (frozen LLM)"),
+                                   Row("pplug base", "PPlug, input-aware attention (the recipe)"),
+                                   Row("pplug mean-attention", "PPlug, mean over the history"),
+                                   Row("floor: first 3 words", "floor: first 3 words of the input"))),
+    "ablation_pplug_retrieval": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds", ref="pplug+retrieval",
+                                  cols=_with_file([MAE, RMSE, Col("cold-start MAE", "mae", "median", "cold-start"),
+                                                   Col("cold-start RMSE", "rmse", "expected", "cold-start")],
+                                                  "real_lamp_music_pplug_retrieval_cpu"),
+                                  rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"),
+                                        Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS)),
+    "ablation_pplug_retrieval_synth": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds",
+                                        ref="pplug+retrieval", cols=_with_file([MAE, RMSE], SYNTH),
+                                        rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"),
+                                              Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS)),
+    "ablation_pplug_retrieval_generation": T(cells_table, caption="dev ROUGE-1 (n={n}), seed 0",
+                                             cols=[Col("acl_titles", "rouge1", file="real_lamp_acl"),
+                                                   Col("enron_subjects", "rouge1", file="real_lamp_enron")],
+                                             rows=(Row("none", "none (frozen LLM)"), Row("retrieval", "retrieval"),
+                                                   Row("pplug", "pplug"), Row("pplug+retrieval", "pplug+retrieval"))),
+    "ablation_input_token_music": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds",
+                                    cols=[MAE, RMSE, Col("Pearson r", "pearson_r"),
+                                          Col("cold-start MAE", "mae", "median", "cold-start"),
+                                          Col("cold-start RMSE", "rmse", "expected", "cold-start")],
+                                    rows=(Row("pplug", "PPlug, the rating recipe", file=MUSIC),
+                                          Row("pplug", "+ input token", file="real_lamp_music_input_token_cpu"),
+                                          Row("pplug", "+ input token, frozen encoder",
+                                              file="real_lamp_music_input_token_frozen_cpu"),
+                                          Row("retrieval", "retrieval", file="real_lamp_music_input_token_cpu"),
+                                          *[Row(r.key, r.label, file=MUSIC) for r in RATING_FLOORS])),
+    "ablation_input_token_music_intervals": T(interval_table, caption="minus", cols=[MAE, RMSE],
+                                              rows=(Row("retrieval", "+ input token minus retrieval",
+                                                        file="real_lamp_music_input_token_cpu"),
+                                                    Row("floor: user mean rating", "+ input token minus the user's mean",
+                                                        file="real_lamp_music_input_token_cpu"),
+                                                    Row("retrieval", "frozen encoder minus retrieval",
+                                                        file="real_lamp_music_input_token_frozen_cpu"),
+                                                    Row("floor: user mean rating", "frozen encoder minus the user's mean",
+                                                        file="real_lamp_music_input_token_frozen_cpu"))),
+    "ablation_input_token_synth": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds", cols=[MAE, RMSE],
+                                    rows=(Row("pplug", "PPlug, the rating recipe", file=SYNTH),
+                                          Row("pplug", "+ input token", file="synth_shift_input_token_cpu"),
+                                          Row("pplug", "+ input token, frozen encoder",
+                                              file="synth_shift_input_token_frozen_cpu"),
+                                          Row("retrieval", "retrieval", file="synth_shift_input_token_cpu"),
+                                          Row("floor: user mean rating", "floor: the user's mean rating", file=SYNTH),
+                                          Row("ceiling", "history-blind ceiling", file=SYNTH))),
+    "ablation_input_token_synth_intervals": T(interval_table, caption="minus", cols=[MAE, RMSE],
+                                              rows=(Row("retrieval", "+ input token minus retrieval",
+                                                        file="synth_shift_input_token_cpu"),
+                                                    Row("floor: user mean rating", "+ input token minus the user's mean",
+                                                        file="synth_shift_input_token_cpu"),
+                                                    Row("floor: user mean rating", "frozen encoder minus the user's mean",
+                                                        file="synth_shift_input_token_frozen_cpu"))),
+    "ablation_synth_recipe": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds, every method trained from",
+                               cols=[Col("PPlug as published: MAE", "mae", "median", file="synth_shift_published_all_methods_cpu"),
+                                     Col("RMSE", "rmse", "expected", file="synth_shift_published_all_methods_cpu"),
+                                     Col("the rating recipe: MAE", "mae", "median", file=SYNTH),
+                                     Col("RMSE", "rmse", "expected", file=SYNTH)],
+                               rows=(Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"),
+                                     Row("pplug", "pplug"), Row("floor: user mean rating", "floor: the user's mean rating"))),
+    "ablation_synth_recipe_intervals": T(interval_table, caption="pplug minus the user's mean",
+                                         cols=[Col("PPlug as published: MAE", "mae", "median",
+                                                   file="synth_shift_published_all_methods_cpu"),
+                                               Col("RMSE", "rmse", "expected", file="synth_shift_published_all_methods_cpu"),
+                                               Col("the rating recipe: MAE", "mae", "median", file=SYNTH),
+                                               Col("RMSE", "rmse", "expected", file=SYNTH)],
+                                         rows=(Row("floor: user mean rating", "interval"),)),
+    "ablation_design_single_seed": T(cells_table, caption="music_ratings dev (n={n}), seed 0",
+                                     cols=_with_file([Col("MAE (argmax)", "mae"), MAE, RMSE], "ablation_music_ratings"),
+                                     rows=(Row("pplug base", "PPlug as published (trainable input encoder, 1 user token, "
+                                                             "τ = 1, 32 items)"),
+                                           Row("pplug frozen-encoder", "frozen input encoder + trainable query projection"),
+                                           Row("pplug user-tokens-4", "4 user tokens"),
+                                           Row("pplug temperature-0.1", "attention temperature 0.1"),
+                                           Row("pplug mean-attention", "mean over the history"),
+                                           Row("pplug history-8", "only the 8 most recent history items"),
+                                           Row("pplug persona", "+ persona text derived from the history"),
+                                           *RATING_FLOORS)),
+    "ablation_val_select": T(cells_table, caption="enron_subjects dev ROUGE-1 (n={n})",
+                             cols=[Col("seed 1: last step", "rouge1", file="real_lamp_enron_seeds_cpu", seeds=("seed1",)),
+                                   Col("seed 1: validation-chosen", "rouge1", file="real_lamp_enron_valselect_cpu",
+                                       seeds=("seed1",)),
+                                   Col("seed 2: last step", "rouge1", file="real_lamp_enron_seeds_cpu", seeds=("seed2",)),
+                                   Col("seed 2: validation-chosen", "rouge1", file="real_lamp_enron_valselect_cpu",
+                                       seeds=("seed2",))],
+                             rows=(Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"),
+                                   Row("pplug", "pplug"))),
+    "decoding_enron": T(decoding, set_name="enron_subjects"),
+    "decoding_acl": T(decoding, set_name="acl_titles"),
+    "server_load": server_load,
+    "server_soak": server_soak,
+}
+
+CLIP_ROWS = (("prompt-tuned", "enron_subjects, prompt-tuned", "real_lamp_enron_seeds_cpu", ENRON, None),
+             ("retrieval", "enron_subjects, retrieval", "real_lamp_enron_seeds_cpu", ENRON, None),
+             ("pplug", "enron_subjects, pplug", "real_lamp_enron_seeds_cpu", ENRON, None),
+             ("pplug", "acl_titles, pplug (seeds 0 and 1)", ACL, "real_lamp_acl_clip_2seeds_cpu", ("seed0", "seed1")))
+
+
+def ablation_clipping(results: Path) -> str:
+    """Gradient clipping at 1.0: each method without and with it, on the same seeds and questions."""
+    body, used = [], []
+    for key, label, plain, clipped, seeds in CLIP_ROWS:
+        line = [label]
+        for name in (plain, clipped):
+            _, text = _cell(results, Row(key, label, name, seeds), Col("", "rouge1"))
+            used.append(name)
+            line.append(text)
+        body.append(line)
+    return (markdown_table(["dev ROUGE-1 (n=100)", "no clipping", "gradient norm clipped at 1.0"], body) + "\n\n"
+            + sources(results, used))
+
+
+RENDERERS["ablation_clipping"] = ablation_clipping
+
+
+# --- documents --------------------------------------------------------------------------------------
+
+
+def render_text(text: str, results: Path = RESULTS, where: str = "") -> str:
+    """`text` with every marked table rendered again from `results`.
+
+    Raises:
+        KeyError: a marker names no renderer (names the document and the marker).
+    """
+
+    def one(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise KeyError(f"{where}: <!-- report:{name} --> names no renderer (known: {sorted(RENDERERS)})")
+        return f"{m.group(1)}{RENDERERS[name](Path(results)).rstrip()}\n{m.group(4)}"
+
+    return MARKER.sub(one, text)
+
+
+def documents(root: Path = ROOT) -> list[Path]:
+    """README.md and docs/*.md under `root`."""
+    out: list[Path] = []
+    for pattern in DOCUMENTS:
+        out += sorted(Path(root).glob(pattern))
+    return out
+
+
+def stale(root: Path = ROOT, results: Path = RESULTS) -> dict[Path, tuple[str, str]]:
+    """document -> (committed text, rendered text) for every document whose tables differ from the JSON."""
+    _load.cache_clear()
+    out = {}
+    for doc in documents(root):
+        text = doc.read_text(encoding="utf-8")
+        new = render_text(text, results, str(doc.relative_to(root)))
+        if new != text:
+            out[doc] = (text, new)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 with a diff when a document's tables are stale")
+    ap.add_argument("--root", default=str(ROOT), help="the folder holding README.md and docs/")
+    ap.add_argument("--results", default=str(RESULTS), help="the folder of results JSON files")
+    args = ap.parse_args(argv)
+    root = Path(args.root)
+    changed = stale(root, Path(args.results))
+    for doc, (old, new) in changed.items():
+        rel = str(doc.relative_to(root))
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       f"{rel} (committed)", f"{rel} (rendered)"))
+        else:
+            doc.write_text(new, encoding="utf-8")
+            print(f"rewrote the tables of {rel}")
+    if args.check and changed:
+        print(f"\n{len(changed)} document(s) out of date: run `python -m benchmarks.report`", file=sys.stderr)
+        return 1
+    if not changed:
+        print("every table matches benchmarks/results/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
