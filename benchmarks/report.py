@@ -187,9 +187,10 @@ def cells_table(results: Path, caption: str, rows: Sequence[Row], cols: Sequence
             for c in cols:
                 line.append(_interval(results, Row(r.key, r.label, r.file, r.seeds, r.ref or ref), c, used))
         body.append(line)
-    header = [caption.format(n=_summary(results, rows[0], cols[0])[1].get("n"))] + [c.header for c in cols]
+    header = [caption.format(n=_summary(results, rows[0], cols[0])[1].get("n"))]
+    header += [c.header.format(n=_summary(results, rows[0], c)[1].get("n")) for c in cols]
     if ref:
-        header += [f"{ref} minus row: {c.header.rstrip(' ↑↓')}" for c in cols]
+        header += [f"{ref} minus row: {c.header.rstrip(' ↑↓')}".replace(" (n={n})", "") for c in cols]
     return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
@@ -208,7 +209,8 @@ def interval_table(results: Path, caption: str, rows: Sequence[Row], cols: Seque
     used: list[str] = []
     body = [[r.label] + [_interval(results, Row(r.key, r.label, r.file, r.seeds, r.ref or ref), c, used)
                          for c in cols] for r in rows]
-    return markdown_table([caption] + [c.header for c in cols], body) + "\n\n" + sources(results, used)
+    header = [caption] + [c.header.replace(" (n={n})", "") for c in cols]
+    return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
 # --- tables with their own layout -----------------------------------------------------------------
@@ -353,17 +355,17 @@ GPU = "real_lamp_music_gpu"
 ACL, ENRON = "real_lamp_acl_seeds_cpu", "real_lamp_enron_clip_cpu"
 SYNTH = "synth_shift_all_methods_cpu"
 MUSIC_COLS = [*_with_file([MAE, RMSE], MUSIC), Col("Pearson r", "pearson_r", file=MUSIC),
-              *_with_file([Col("cold-start MAE", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
+              *_with_file([Col("cold-start MAE (n={n})", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
                           MUSIC, "cold-start")]
 GPU_COLS = [*_with_file([MAE, RMSE], GPU), Col("Pearson r", "pearson_r", file=GPU),
-            *_with_file([Col("cold-start MAE", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
+            *_with_file([Col("cold-start MAE (n={n})", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
                         "real_lamp_music_gpu_coldstart", "cold-start"),
-            *_with_file([Col("time-shift MAE", "mae", "median"), Col("time-shift RMSE", "rmse", "expected")],
+            *_with_file([Col("time-shift MAE (n={n})", "mae", "median"), Col("time-shift RMSE", "rmse", "expected")],
                         "real_lamp_music_gpu_timeshift", "time-shift")]
-ACL_COLS = [*_with_file([R1, RL], ACL), Col("cold-start ROUGE-1", "rouge1", slice="cold-start", file=ACL),
-            Col("time-shift-dev ROUGE-1", "rouge1", slice="time-shift-dev", file="real_lamp_acl_timeshift_cpu")]
+ACL_COLS = [*_with_file([R1, RL], ACL), Col("cold-start ROUGE-1 (n={n})", "rouge1", slice="cold-start", file=ACL),
+            Col("time-shift-dev ROUGE-1 (n={n})", "rouge1", slice="time-shift-dev", file="real_lamp_acl_timeshift_cpu")]
 ENRON_COLS = [*_with_file([R1, RL], ENRON),
-              Col("cold-start ROUGE-1", "rouge1", slice="cold-start", file="real_lamp_enron_clip_coldstart_cpu")]
+              Col("cold-start ROUGE-1 (n={n})", "rouge1", slice="cold-start", file="real_lamp_enron_clip_coldstart_cpu")]
 BASELINES = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
 
 
@@ -425,7 +427,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "ablation_rating_loss": T(cells_table, caption="music_ratings, 3 seeds (dev n={n})", ref="pplug rating-loss",
                               cols=[*_with_file([MAE, Col("MAE (expected)", "mae", "expected"), RMSE],
                                                 "ablation_music_ratings_rating_loss_cpu"),
-                                    *_with_file([Col("cold-start MAE", "mae", "median"),
+                                    *_with_file([Col("cold-start MAE (n={n})", "mae", "median"),
                                                  Col("cold-start RMSE", "rmse", "expected")],
                                                 "ablation_music_ratings_rating_loss_coldstart_cpu")],
                               rows=(Row("pplug base", "without the squared-error term"),
@@ -457,7 +459,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                                    Row("pplug mean-attention", "PPlug, mean over the history"),
                                    Row("floor: first 3 words", "floor: first 3 words of the input"))),
     "ablation_pplug_retrieval": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds", ref="pplug+retrieval",
-                                  cols=_with_file([MAE, RMSE, Col("cold-start MAE", "mae", "median", "cold-start"),
+                                  cols=_with_file([MAE, RMSE, Col("cold-start MAE (n={n})", "mae", "median", "cold-start"),
                                                    Col("cold-start RMSE", "rmse", "expected", "cold-start")],
                                                   "real_lamp_music_pplug_retrieval_cpu"),
                                   rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"),
@@ -473,7 +475,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                                                    Row("pplug", "pplug"), Row("pplug+retrieval", "pplug+retrieval"))),
     "ablation_input_token_music": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds",
                                     cols=[MAE, RMSE, Col("Pearson r", "pearson_r"),
-                                          Col("cold-start MAE", "mae", "median", "cold-start"),
+                                          Col("cold-start MAE (n={n})", "mae", "median", "cold-start"),
                                           Col("cold-start RMSE", "rmse", "expected", "cold-start")],
                                     rows=(Row("pplug", "PPlug, the rating recipe", file=MUSIC),
                                           Row("pplug", "+ input token", file="real_lamp_music_input_token_cpu"),
