@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from .llm import row_seed
 from .metrics import _rouge_scorer
+from .sampling import row_seed
 from .tasks import DECODINGS_BY_KIND, OutputKind
 
 GENERATION_DECODINGS = tuple(d for d in DECODINGS_BY_KIND[OutputKind.GENERATION] if d != "argmax")

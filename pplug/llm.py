@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .runtime import DTYPES, resolve_device, resolve_dtype
+from .sampling import FirstLineStop, RowSampler, per_row, row_seed, sample_causal
 
 
 def _first_label(labels: torch.Tensor) -> int:
@@ -401,9 +402,9 @@ class FrozenLLM(nn.Module):
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         b = len(prompts)
-        counts, temps, tops = (_per_row(v, b, name) for v, name in
+        counts, temps, tops = (per_row(v, b, name) for v, name in
                                ((num_samples, "num_samples"), (temperature, "temperature"), (top_p, "top_p")))
-        seeds = [row_seed(seed, i) for i in range(b)] if isinstance(seed, int) else _per_row(seed, b, "seed")
+        seeds = [row_seed(seed, i) for i in range(b)] if isinstance(seed, int) else per_row(seed, b, "seed")
         if any(int(n) < 0 for n in counts) or any(t <= 0 for t in temps) or any(not 0 < p <= 1 for p in tops):
             raise ValueError("sample: num_samples must be >= 0, temperature > 0 and top_p in (0, 1]")
         prefix = self._check_prefix(prefix, b)
@@ -423,131 +424,19 @@ class FrozenLLM(nn.Module):
                                       logits_processor=LogitsProcessorList([sampler]),
                                       pad_token_id=self.pad_id, eos_token_id=self.eos_id, **extra)
         else:
-            out = self._sample_causal(inputs, torch.tensor(owner, device=self.device), sampler, max_new_tokens, stop)
+            out = sample_causal(self.model, inputs, torch.tensor(owner, device=self.device), sampler, max_new_tokens,
+                                stop, self.pad_id, self.eos_id, self._keep_arg)
         texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         result: list[list[str]] = [[] for _ in range(b)]
         for i, t in zip(owner, texts):
             result[i].append(t)
         return result
 
-
-    def _sample_causal(self, inputs: dict, owner: torch.Tensor, sampler: RowSampler, max_new_tokens: int,
-                       stop: FirstLineStop | None) -> torch.Tensor:
-        """Sampling loop with a shared prefill: B prompts run once, the KV cache is copied to the S sequences
-        (`owner[s]` = row of sequence s). Returns (S, T) generated token ids, padded after EOS / stop."""
-        mask = inputs["attention_mask"]  # (B, L) left-padded
-        pos = (mask.cumsum(-1) - 1).clamp_min(0)
-        last_only = {self._keep_arg: 1} if self._keep_arg else {}  # the prefill's next token reads the last position
-        out = self.model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True,
-                         **last_only)
-        cache = out.past_key_values
-        cache.batch_select_indices(owner)  # (B, ...) -> (S, ...)
-        logits = out.logits[:, -1].float()[owner]  # (S, V)
-        mask, next_pos = mask[owner], pos[owner, -1] + 1  # (S, L), (S,)
-        s = owner.shape[0]
-        done = torch.zeros(s, dtype=torch.bool, device=self.device)
-        tokens = []
-        for _ in range(max_new_tokens):
-            tok = sampler(None, logits).argmax(dim=-1)  # (S,) the drawn token
-            tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
-            tokens.append(tok)
-            done = done | (tok == self.eos_id)
-            if stop is not None:
-                done = done | stop(tok.unsqueeze(-1), None)
-            if bool(done.all()):
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = self.model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
-                             use_cache=True, **{self._cache_arg(): cache})
-            next_pos = next_pos + 1
-            logits = out.logits[:, -1].float()
-        return torch.stack(tokens, dim=1) if tokens else torch.zeros(s, 0, dtype=torch.long)
-
-    def _cache_arg(self) -> str:
-        """The forward() keyword of the KV cache: "cache" in newer transformers, "past_key_values" before."""
-        import inspect
-
-        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-
     def first_line_stop(self) -> FirstLineStop:
         """A fresh `FirstLineStop` for this tokenizer (the per-token tables are built once per LLM)."""
         if getattr(self, "_line_tables", None) is None:
-            special = set(self.tokenizer.all_special_ids)  # dropped from the decoded text: never content
-            texts = ["" if i in special else t for i, t in
-                     enumerate(self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))]))]
-            nl = torch.tensor(["\n" in t for t in texts])
-            before = torch.tensor([t.split("\n", 1)[0].strip() != "" for t in texts])
-            content = torch.tensor([t.strip() != "" for t in texts])
-            self._line_tables = (nl, before, content)
+            self._line_tables = FirstLineStop.token_tables(self.tokenizer)
         return FirstLineStop(*self._line_tables)
 
-
-class FirstLineStop:
-    """Per-sequence stopping criterion: done once the first non-empty line has ended (a token with a newline
-    after some non-whitespace text). `clean_generation` keeps only that line, so stopping there changes no
-    cleaned output and saves the tokens LLMs write past the answer. Stateful: one instance per generation."""
-
-    def __init__(self, newline: torch.Tensor, content_before_newline: torch.Tensor, content: torch.Tensor) -> None:
-        self.newline, self.before, self.content = newline, content_before_newline, content  # (V,) bool each
-        self.seen: torch.Tensor | None = None  # (S,) bool: some non-whitespace text generated so far
-
-    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
-        last = input_ids[:, -1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S,)
-        if self.seen is None:
-            self.seen = torch.zeros(last.shape[0], dtype=torch.bool)
-        done = self.newline[last] & (self.seen | self.before[last])
-        self.seen = self.seen | self.content[last]
-        return done.to(input_ids.device)
-
-
-def row_seed(seed: int, key: object) -> int:
-    """A 63-bit seed derived from (seed, key), stable across runs and platforms (sha256, not Python's hash)."""
-    import hashlib
-
-    digest = hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _per_row(value, b: int, name: str) -> list:
-    if isinstance(value, (int, float)):
-        return [value] * b
-    value = list(value)
-    if len(value) != b:
-        raise ValueError(f"sample: {name} has {len(value)} values for {b} rows")
-    return value
-
-
-class RowSampler:
-    """A HF logits processor that samples each sequence with its own temperature, top-p and generator.
-
-    It returns logits that are -inf everywhere except at the drawn token, so a greedy `generate` loop takes
-    exactly that token. The draw is inverse-CDF sampling over the (stable-)sorted nucleus with one uniform
-    number from the sequence's generator per step: the same logits and the same generator give the same
-    token whatever else is in the batch.
-    """
-
-    def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]) -> None:
-        self.temperatures = torch.tensor([float(t) for t in temperatures])  # (S,)
-        self.top_ps = torch.tensor([float(p) for p in top_ps])  # (S,)
-        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        s = scores.shape[0]  # (S, V)
-        if s != len(self.generators):
-            raise RuntimeError(f"RowSampler: {s} sequences, {len(self.generators)} generators")
-        device = scores.device
-        probs = torch.softmax(scores.float() / self.temperatures.to(device).unsqueeze(-1), dim=-1)  # (S, V)
-        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)  # (S, V)
-        before = sorted_p.cumsum(dim=-1) - sorted_p  # mass strictly before each token
-        keep = before < self.top_ps.to(device).unsqueeze(-1)  # the first token is always kept
-        sorted_p = sorted_p * keep
-        cdf = sorted_p.cumsum(dim=-1)
-        cdf = cdf / cdf[:, -1:]  # (S, V), ends at 1
-        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(device)  # (S,)
-        pos = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype), right=True).squeeze(-1)  # first cdf > u
-        pos = torch.minimum(pos, keep.sum(dim=-1) - 1)  # rounding at the top end stays inside the nucleus
-        token = order.gather(-1, pos.unsqueeze(-1))  # (S, 1)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, token, 0.0)
 
 __all__ = ["FirstLineStop", "FrozenLLM", "RowSampler", "row_seed", "token_embedding_norm", "truncate_middle"]

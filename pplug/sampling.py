@@ -1,0 +1,141 @@
+"""Sampling from a frozen LLM, one generator per sequence: what `FrozenLLM.sample` runs.
+
+- `RowSampler`: a logits processor that draws each sequence's token with its own temperature, top-p and
+  `torch.Generator`, so a row's samples do not depend on the rest of the batch.
+- `sample_causal`: the loop for causal LMs. B prompts are prefilled once and the KV cache is copied to the
+  S sampled sequences (prefill is most of the cost for short outputs).
+- `FirstLineStop`: a sequence stops once its first non-empty line is complete.
+- `row_seed`: stable per-row / per-sample seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class RowSampler:
+    """A HF logits processor that samples each sequence with its own temperature, top-p and generator.
+
+    It returns logits that are -inf everywhere except at the drawn token, so a greedy `generate` loop takes
+    exactly that token. The draw is inverse-CDF sampling over the (stable-)sorted nucleus with one uniform
+    number from the sequence's generator per step: the same logits and the same generator give the same
+    token whatever else is in the batch.
+    """
+
+    def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]) -> None:
+        self.temperatures = torch.tensor([float(t) for t in temperatures])  # (S,)
+        self.top_ps = torch.tensor([float(p) for p in top_ps])  # (S,)
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        s = scores.shape[0]  # (S, V)
+        if s != len(self.generators):
+            raise RuntimeError(f"RowSampler: {s} sequences, {len(self.generators)} generators")
+        device = scores.device
+        probs = torch.softmax(scores.float() / self.temperatures.to(device).unsqueeze(-1), dim=-1)  # (S, V)
+        sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)  # (S, V)
+        before = sorted_p.cumsum(dim=-1) - sorted_p  # mass strictly before each token
+        keep = before < self.top_ps.to(device).unsqueeze(-1)  # the first token is always kept
+        sorted_p = sorted_p * keep
+        cdf = sorted_p.cumsum(dim=-1)
+        cdf = cdf / cdf[:, -1:]  # (S, V), ends at 1
+        u = torch.stack([torch.rand((), generator=g) for g in self.generators]).to(device)  # (S,)
+        pos = torch.searchsorted(cdf, u.unsqueeze(-1).to(cdf.dtype), right=True).squeeze(-1)  # first cdf > u
+        pos = torch.minimum(pos, keep.sum(dim=-1) - 1)  # rounding at the top end stays inside the nucleus
+        token = order.gather(-1, pos.unsqueeze(-1))  # (S, 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
+
+
+def sample_causal(model: nn.Module, inputs: dict, owner: torch.Tensor, sampler: RowSampler, max_new_tokens: int,
+                  stop: FirstLineStop | None, pad_id: int, eos_id: int, keep_arg: str | None = None) -> torch.Tensor:
+    """Sampling loop with a shared prefill: B prompts run once, the KV cache is copied to the S sequences
+    (`owner[s]` = row of sequence s). Returns (S, T) generated token ids, padded after EOS / stop.
+
+    `model` is the HF causal LM, `inputs` its left-padded `inputs_embeds` / `attention_mask`; `keep_arg` its
+    `logits_to_keep` keyword, if it has one."""
+    mask = inputs["attention_mask"]  # (B, L) left-padded
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    last_only = {keep_arg: 1} if keep_arg else {}  # the prefill's next token reads the last position
+    out = model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True,
+                     **last_only)
+    cache = out.past_key_values
+    cache.batch_select_indices(owner)  # (B, ...) -> (S, ...)
+    logits = out.logits[:, -1].float()[owner]  # (S, V)
+    mask, next_pos = mask[owner], pos[owner, -1] + 1  # (S, L), (S,)
+    s = owner.shape[0]
+    cache_arg = _cache_keyword(model)
+    done = torch.zeros(s, dtype=torch.bool, device=owner.device)
+    tokens = []
+    for _ in range(max_new_tokens):
+        tok = sampler(None, logits).argmax(dim=-1)  # (S,) the drawn token
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tokens.append(tok)
+        done = done | (tok == eos_id)
+        if stop is not None:
+            done = done | stop(tok.unsqueeze(-1), None)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
+                         use_cache=True, **{cache_arg: cache})
+        next_pos = next_pos + 1
+        logits = out.logits[:, -1].float()
+    return torch.stack(tokens, dim=1) if tokens else torch.zeros(s, 0, dtype=torch.long)
+
+
+def _cache_keyword(model: nn.Module) -> str:
+    """The forward() keyword of the KV cache: "cache" in newer transformers, "past_key_values" before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class FirstLineStop:
+    """Per-sequence stopping criterion: done once the first non-empty line has ended (a token with a newline
+    after some non-whitespace text). `clean_generation` keeps only that line, so stopping there changes no
+    cleaned output and saves the tokens LLMs write past the answer. Stateful: one instance per generation."""
+
+    def __init__(self, newline: torch.Tensor, content_before_newline: torch.Tensor, content: torch.Tensor) -> None:
+        self.newline, self.before, self.content = newline, content_before_newline, content  # (V,) bool each
+        self.seen: torch.Tensor | None = None  # (S,) bool: some non-whitespace text generated so far
+
+    @staticmethod
+    def token_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(newline, content_before_newline, content): (V,) bool tables of every token of `tokenizer`."""
+        special = set(tokenizer.all_special_ids)  # dropped from the decoded text: never content
+        texts = ["" if i in special else t for i, t in
+                 enumerate(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))]
+        nl = torch.tensor(["\n" in t for t in texts])
+        before = torch.tensor([t.split("\n", 1)[0].strip() != "" for t in texts])
+        content = torch.tensor([t.strip() != "" for t in texts])
+        return nl, before, content
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        last = input_ids[:, -1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S,)
+        if self.seen is None:
+            self.seen = torch.zeros(last.shape[0], dtype=torch.bool)
+        done = self.newline[last] & (self.seen | self.before[last])
+        self.seen = self.seen | self.content[last]
+        return done.to(input_ids.device)
+
+
+def row_seed(seed: int, key: object) -> int:
+    """A 63-bit seed derived from (seed, key), stable across runs and platforms (sha256, not Python's hash)."""
+    digest = hashlib.sha256(f"{int(seed)}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def per_row(value, b: int, name: str) -> list:
+    if isinstance(value, (int, float)):
+        return [value] * b
+    value = list(value)
+    if len(value) != b:
+        raise ValueError(f"sample: {name} has {len(value)} values for {b} rows")
+    return value
+
+
+__all__ = ["FirstLineStop", "RowSampler", "per_row", "row_seed", "sample_causal"]
