@@ -32,125 +32,28 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .persona import Persona, diff
-
-SCHEMA_VERSION = 2
-"""2: api_keys + erasures tables; the DELETE trigger on interactions admits `delete_user` (1 refused all)."""
-STORE_FILENAME = "pplug_store.sqlite"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS users (
-    user_id    TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    task       TEXT
-);
-CREATE TABLE IF NOT EXISTS personas (
-    user_id    TEXT NOT NULL REFERENCES users(user_id),
-    version    INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    source     TEXT NOT NULL,
-    message    TEXT NOT NULL DEFAULT '',
-    document   TEXT NOT NULL,
-    diff       TEXT NOT NULL,
-    PRIMARY KEY (user_id, version)
-);
-CREATE TABLE IF NOT EXISTS interactions (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id    TEXT NOT NULL REFERENCES users(user_id),
-    created_at TEXT NOT NULL,
-    task       TEXT,
-    item       TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS interactions_user ON interactions(user_id, id);
-CREATE TABLE IF NOT EXISTS memory (
-    interaction_id INTEGER NOT NULL REFERENCES interactions(id),
-    encoder        TEXT NOT NULL,
-    user_id        TEXT NOT NULL,
-    vec            BLOB NOT NULL,
-    PRIMARY KEY (interaction_id, encoder)
-);
-CREATE INDEX IF NOT EXISTS memory_user ON memory(user_id, encoder);
-CREATE TRIGGER IF NOT EXISTS interactions_no_update BEFORE UPDATE ON interactions
-BEGIN SELECT RAISE(ABORT, 'interactions are append-only'); END;
-CREATE TABLE IF NOT EXISTS api_keys (
-    user_id    TEXT PRIMARY KEY REFERENCES users(user_id),
-    key_sha256 TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS erasures (
-    user_id TEXT PRIMARY KEY
-);
-DROP TRIGGER IF EXISTS interactions_no_delete;
-CREATE TRIGGER IF NOT EXISTS interactions_delete_only_erasure BEFORE DELETE ON interactions
-WHEN NOT EXISTS (SELECT 1 FROM erasures WHERE user_id = OLD.user_id)
-BEGIN SELECT RAISE(ABORT, 'interactions are append-only (only UserStore.delete_user erases a user)'); END;
-"""
+from .store_memory import MemoryVectors
+from .store_schema import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    STORE_FILENAME,
+    DuplicateUserError,
+    Interaction,
+    PersonaChange,
+    StoreError,
+    UnknownUserError,
+    default_store_path,
+    utc_now,
+)
 
 
-class StoreError(ValueError):
-    """A user-facing store error (one line)."""
-
-
-class UnknownUserError(StoreError, KeyError):
-    """The user id is not in the store."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class DuplicateUserError(StoreError):
-    """The user id already exists."""
-
-
-def default_store_path() -> Path:
-    """`$PPLUG_HOME/pplug_store.sqlite` if PPLUG_HOME is set, else `./pplug_store.sqlite`."""
-    home = os.environ.get("PPLUG_HOME")
-    return Path(home) / STORE_FILENAME if home else Path(STORE_FILENAME)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-@dataclass(frozen=True)
-class Interaction:
-    """One stored interaction (a LaMP profile item the user produced)."""
-
-    id: int
-    """Store-wide increasing id (the order of arrival)."""
-    user_id: str
-    created_at: str
-    """UTC ISO-8601 time it was stored."""
-    task: str | None
-    item: dict
-    """The profile item, e.g. {"id": "r7", "text": "...", "score": "4"}."""
-
-
-@dataclass(frozen=True)
-class PersonaChange:
-    """One entry of a user's persona change log."""
-
-    version: int
-    created_at: str
-    source: str
-    """Who made the change: "create", "derived", "proposer", "manual", ..."""
-    message: str
-    diff: list[dict]
-    """JSON diff from the previous version (RFC 6902-style ops with "old" values)."""
-
-
-class UserStore:
+class UserStore(MemoryVectors):
     """SQLite-backed store of users, versioned personas, interactions and memory vectors.
 
     Args:
@@ -179,7 +82,7 @@ class UserStore:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             # executescript commits any open transaction first, so the script carries its own
-            self._conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            self._conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
             with self._write():
                 row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is not None and int(row[0]) > SCHEMA_VERSION:
@@ -278,7 +181,7 @@ class UserStore:
         with self._write() as c:
             if c.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone():
                 raise DuplicateUserError(f"user {user_id!r} already exists in store {self.path}")
-            now = _now()
+            now = utc_now()
             c.execute("INSERT INTO users VALUES (?, ?, ?)", (user_id, now, task))
             c.execute(
                 "INSERT INTO personas VALUES (?, 1, ?, 'create', ?, ?, ?)",
@@ -331,7 +234,7 @@ class UserStore:
         """Record the sha256 (hex) of the user's API key, replacing an earlier one."""
         self._require(user_id)
         with self._write() as c:
-            c.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?)", (user_id, key_sha256, _now()))
+            c.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?)", (user_id, key_sha256, utc_now()))
 
     def user_for_api_key_hash(self, key_sha256: str) -> str | None:
         """The user whose API key hashes to `key_sha256` (None when no user has it)."""
@@ -375,7 +278,7 @@ class UserStore:
                 return int(version)
             c.execute(
                 "INSERT INTO personas VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (user_id, version + 1, _now(), source, message, json.dumps(new, sort_keys=True), json.dumps(ops)),
+                (user_id, version + 1, utc_now(), source, message, json.dumps(new, sort_keys=True), json.dumps(ops)),
             )
             return int(version) + 1
 
@@ -422,7 +325,7 @@ class UserStore:
                 raise StoreError(f"add_interactions: {len(items)} items but embeddings of shape {tuple(vecs.shape)}")
         ids = []
         with self._write() as c:
-            now = _now()
+            now = utc_now()
             for item in items:
                 cur = c.execute(
                     "INSERT INTO interactions (user_id, created_at, task, item) VALUES (?, ?, ?, ?)",
@@ -435,15 +338,6 @@ class UserStore:
                     [(i, encoder, user_id, v.astype(np.float16).tobytes()) for i, v in zip(ids, vecs)],
                 )
         return ids
-
-    def add_memory(self, user_id: str, ids: Sequence[int], embeddings: Any, encoder: str) -> None:
-        """Store memory vectors for existing interactions (e.g. with a second encoder)."""
-        vecs = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, np.float32)
-        with self._write() as c:
-            c.executemany(
-                "INSERT OR REPLACE INTO memory VALUES (?, ?, ?, ?)",
-                [(int(i), encoder, user_id, v.astype(np.float16).tobytes()) for i, v in zip(ids, vecs)],
-            )
 
     def history(
         self, user_id: str, task: str | None = None, after_id: int = 0, limit: int | None = None
@@ -499,80 +393,6 @@ class UserStore:
             sql += " AND task = ?"
             params.append(task)
         return [Interaction(i, u, t, k, json.loads(it)) for i, u, t, k, it in self._read(sql + " ORDER BY id", params)]
-
-    # --- long-term memory (faiss) ---
-
-    def memory_vectors(self, user_id: str, encoder: str) -> tuple[list[int], np.ndarray]:
-        """(interaction ids, (N, dim) float32 vectors) stored for the user under `encoder`."""
-        self._require(user_id)
-        rows = self._read(
-            "SELECT interaction_id, vec FROM memory WHERE user_id = ? AND encoder = ? ORDER BY interaction_id",
-            (user_id, encoder),
-        )
-        if not rows:
-            return [], np.zeros((0, 0), np.float32)
-        return [int(r[0]) for r in rows], np.stack([np.frombuffer(r[1], np.float16).astype(np.float32) for r in rows])
-
-    def _index(self, user_id: str, encoder: str):
-        """The user's faiss index (cached per process; rebuilt when new memory rows arrived)."""
-        from .history import HistoryIndex
-
-        n = int(
-            self._read("SELECT COUNT(*) FROM memory WHERE user_id = ? AND encoder = ?", (user_id, encoder))[0][0]
-        )
-        cached = self._indexes.get((user_id, encoder))
-        if cached is not None and cached[0] == n:
-            return cached[1]
-        ids, vecs = self.memory_vectors(user_id, encoder)
-        index = None
-        if ids:
-            index = HistoryIndex(vecs.shape[1])
-            index.add(vecs, ids=ids)
-        self._indexes[(user_id, encoder)] = (n, index)
-        return index
-
-    def recall(self, user_id: str, query: str, k: int, encoder: Any) -> list[tuple[Interaction, float]]:
-        """Long-term memory: the user's `k` interactions most similar to `query`.
-
-        Interactions added without memory vectors for this encoder are embedded now (through the
-        encoder's cache) and their vectors stored, so the index always covers the whole history.
-
-        Args:
-            user_id: the user.
-            query: text to match (e.g. the current input's content).
-            k: how many to return.
-            encoder: a `pplug.history.HistoryEncoder` (its identity names the vectors).
-
-        Returns:
-            (interaction, cosine similarity) pairs, best first.
-        """
-        self._require(user_id)
-        self.backfill_memory(user_id, encoder)
-        index = self._index(user_id, encoder.identity)
-        if index is None or k <= 0:
-            return []
-        hits = index.search(encoder.encode([query])[0], k)
-        by_id = {r.id: r for r in self.history(user_id)}
-        return [(by_id[i], s) for i, s in hits if i in by_id]
-
-    def backfill_memory(self, user_id: str, encoder: Any) -> int:
-        """Embed and store memory vectors for interactions that lack them; returns how many."""
-        from .tasks import get_task
-
-        rows = self._read(
-            "SELECT i.id, i.task, i.item FROM interactions i LEFT JOIN memory m "
-            "ON m.interaction_id = i.id AND m.encoder = ? WHERE i.user_id = ? AND m.interaction_id IS NULL "
-            "ORDER BY i.id",
-            (encoder.identity, user_id),
-        )
-        if not rows:
-            return 0
-        texts = []
-        for _, task, item in rows:
-            item = json.loads(item)
-            texts.append(get_task(task).history_text(item) if task else json.dumps(item, sort_keys=True))
-        self.add_memory(user_id, [r[0] for r in rows], encoder.encode(texts), encoder.identity)
-        return len(rows)
 
 
 __all__ = [
