@@ -35,17 +35,17 @@ from typing import Any
 
 import torch
 
-from .adapt import GENERATE_PERSONA_CHARS
-from .checkpoints import LATEST_FILE, resolve as resolve_checkpoint
 from .baselines import build_batch, get_method, resolve_k
+from .checkpoints import LATEST_FILE, resolve as resolve_checkpoint
 from .data import Example
+from .fast_adapt import GENERATE_PERSONA_CHARS
 from .history import top_k
+from .inference import decode
 from .model import PPlugBatch, PPlugModel, mix_history_prior
 from .persona import render
+from .runtime import resolve_device
 from .store import UnknownUserError, UserStore
 from .tasks import get_task
-from .inference import decode
-from .runtime import resolve_device
 
 
 @dataclass

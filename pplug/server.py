@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .adapt import AdaptError, add_history
+from .fast_adapt import AdaptError, add_history
 from .persona import PersonaError
 from .private import parse_user_vector
 from .serve_batching import Batcher, Engine, UserContext
