@@ -217,29 +217,28 @@ def interval_table(results: Path, caption: str, rows: Sequence[Row], cols: Seque
 
 
 def make_train(results: Path) -> str:
-    """`make train` over seeds x dtypes: each run, then mean ± sd per dtype, and the history-blind ceiling."""
+    """`make train` over seeds x dtypes: each run, then mean ± sd per dtype, and the history-blind ceiling.
+
+    A run without the history-blind ablation (`--no-history-seeds`) leaves its cells empty."""
     path = Path(results) / "make_train.json"
     if not path.is_file():
         return "_no results file yet: run `python benchmarks/bench_make_train.py`_"
     d = _load(path)
-    header = ["`make train` run", "wall", "PPlug MAE ↓", "PPlug RMSE ↓", "no history MAE / RMSE",
+    header = ["`make train` run", "train.py wall", "PPlug MAE ↓", "PPlug RMSE ↓", "no history MAE / RMSE",
               "frozen LLM MAE / RMSE"]
-    body = []
 
-    def pair(values_mae, values_rmse) -> str:
-        return f"{fmt_value(values_mae)} / {fmt_value(values_rmse)}"
+    def pair(rs: list[dict], key: str) -> str:
+        have = [r[key] for r in rs if r.get(key)]
+        return f"{fmt_value([h['mae'] for h in have])} / {fmt_value([h['rmse'] for h in have])}" if have else ""
 
     runs = d["runs"]
-    for r in runs:
-        body.append([f"seed {r['seed']}, {r['dtype']}", f"{r['wall_s'] / 60:.1f} min", f"{r['pplug']['mae']:.3f}",
-                     f"{r['pplug']['rmse']:.3f}", pair([r["no_history"]["mae"]], [r["no_history"]["rmse"]]),
-                     pair([r["none"]["mae"]], [r["none"]["rmse"]])])
+    body = [[f"seed {r['seed']}, {r['dtype']}", f"{r['wall_s'] / 60:.1f} min", f"{r['pplug']['mae']:.3f}",
+             f"{r['pplug']['rmse']:.3f}", pair([r], "no_history"), pair([r], "none")] for r in runs]
     for dtype in dict.fromkeys(r["dtype"] for r in runs):
         rs = [r for r in runs if r["dtype"] == dtype]
-        col = {k: ([r[k]["mae"] for r in rs], [r[k]["rmse"] for r in rs]) for k in ("pplug", "no_history", "none")}
-        body.append([f"**mean ± sd, {dtype}** ({len(rs)} seeds)", f"{fmt_value([r['wall_s'] / 60 for r in rs], 1)} min",
-                     fmt_value(col["pplug"][0]), fmt_value(col["pplug"][1]), pair(*col["no_history"]),
-                     pair(*col["none"])])
+        body.append([f"**mean ± sd, {dtype}** ({len(rs)} seeds)",
+                     f"{fmt_value([r['wall_s'] / 60 for r in rs], 1)} min", fmt_value([r["pplug"]["mae"] for r in rs]),
+                     fmt_value([r["pplug"]["rmse"] for r in rs]), pair(rs, "no_history"), pair(rs, "none")])
     c = d["ceiling"]
     body.append(["history-blind ceiling (best any predictor without the history)", "", f"{c['mae']:.3f}",
                  f"{c['rmse']:.3f}", "", ""])
@@ -379,7 +378,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "make_train": make_train,
     "summary_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix",
                        cols=_with_file([MAE, RMSE], MIX),
-                       rows=(Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval"),
+                       rows=(Row("none", "none (frozen LLM, no history)", file=MUSIC),
+                             Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval"),
                              Row("pplug+mix", "**pplug**"), *RATING_FLOORS)),
     "summary_acl": T(cells_table, caption="acl_titles dev (n={n}), 3 seeds", ref="pplug",
                      cols=_with_file([R1, RL], ACL), rows=_generation_rows("9")),
