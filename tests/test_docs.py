@@ -297,3 +297,27 @@ def test_architecture_names_every_module():
     listed = set(re.findall(r"^\| `(\w+)\.py` \|", text, re.M))
     modules = {p.stem for p in (ROOT / "pplug").glob("*.py")}
     assert listed == modules, f"missing: {sorted(modules - listed)}; gone: {sorted(listed - modules)}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", "")).replace(" ", "-")
+
+
+def test_doc_links_resolve():
+    """Every relative link of README.md and docs/*.md names a file that exists, and a heading where it has #."""
+    problems = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.exists():
+                problems.append(f"{doc.name}: {target}: no such file")
+            elif anchor and dest.suffix == ".md":
+                heads = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(encoding="utf-8"), re.M)}
+                if anchor not in heads:
+                    problems.append(f"{doc.name}: {target}: no such heading")
+    assert not problems, "\n".join(problems)
