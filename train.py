@@ -115,13 +115,15 @@ def cli_main(args: list[str] | None = None) -> dict:
     stage_metrics = model.last_metrics.get("test", {})
     task = model.task_spec
     rows: dict[str, dict[str, float]] = {}
+    trained = f"{model.method.name} (trained)"
     for dec, metrics in stage_metrics.items():
-        rows[f"{model.method.name} (trained)" + ("" if dec == model.config.decoding else f" [{dec}]")] = metrics
+        rows[trained + ("" if dec == model.config.decoding else f" [{dec}]")] = metrics
     if trainer.is_global_zero:
         if cfg["compare_none"]:
             rows.update(_score_none(model, dm))
         rows.update(_synth_reference(cfg["data"]["root"]))
         result["metrics"] = rows
+        result["verdict"] = personalization_verdict(rows, trained, task.main_metric, task.higher_is_better)
         result["seconds"]["total"] = round(time.monotonic() - t0, 1)
         result["n_test"] = len(dm.splits["test"])
         from pplug.io import atomic_write_json
@@ -131,9 +133,43 @@ def cli_main(args: list[str] | None = None) -> dict:
         title = f"{task.name} {dm.hparams.test_split} (n={len(dm.splits['test'])}, {cfg['data']['root']})"
         print()
         print(format_table(rows, title=title))
+        if result["verdict"]:
+            print(f"\n{result['verdict']}")
         print(f"\nrun folder: {result['run_dir']}  (final weights: {result['run_dir']}/final)  "
               f"total {result['seconds']['total']:.0f} s")
     return result
+
+
+CEILING_ROW = "history-blind ceiling (synth, full dev)"
+
+
+def personalization_verdict(rows: dict[str, dict[str, float]], trained: str, metric: str,
+                            higher_is_better: bool) -> str | None:
+    """One line after the table: the trained method's main metric against the frozen LLM alone (`none`) and,
+    on synthetic data, the history-blind ceiling, with a plain word when it does not beat the ceiling.
+
+    Why: beating the frozen LLM only shows that training works; personalization is shown only by beating the
+    best predictor that never reads a history (what `synth_report.json` calls the ceiling)."""
+    value = rows.get(trained, {}).get(metric)
+    if value is None:
+        return None
+
+    def gain(ref: float) -> float:  # > 0: better than ref
+        return value - ref if higher_is_better else ref - value
+
+    parts = [f"verdict: {trained} {metric} {value:.3f}"]
+    none = rows.get("none", {}).get(metric)
+    if none is not None:
+        parts.append(f"{gain(none):+.3f} against the frozen LLM alone ({none:.3f})")
+    ceiling = rows.get(CEILING_ROW, {}).get(metric)
+    if ceiling is None:
+        return "; ".join(parts)
+    g = gain(ceiling)
+    share = f" ({100 * g / abs(ceiling):+.1f}%)" if ceiling else ""
+    parts.append(f"{g:+.3f}{share} against the history-blind ceiling ({ceiling:.3f})")
+    word = ("it personalizes: it beats every predictor that ignores the history" if g > 0 else
+            "NOT personalized: no better than a predictor that ignores the history")
+    return "; ".join(parts) + f" -> {word}"
 
 
 def _run_dir(trainer) -> Path:
@@ -163,7 +199,7 @@ def _synth_reference(root: str) -> dict[str, dict[str, float]]:
     report = json.loads(path.read_text(encoding="utf-8"))
     rows = {}
     if isinstance(report.get("history_blind_ceiling"), dict):
-        rows["history-blind ceiling (synth, full dev)"] = report["history_blind_ceiling"]
+        rows[CEILING_ROW] = report["history_blind_ceiling"]
     if isinstance(report.get("history_oracle"), dict):
         rows["history oracle (synth, full dev)"] = report["history_oracle"]
     return rows

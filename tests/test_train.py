@@ -316,3 +316,25 @@ def test_every_shipped_config_names_known_fields_with_valid_values(path):
     data = default["data"] | (config.get("data") or {})
     assert set(data) <= params(LaMPDataModule), f"{path}: unknown data fields {set(data) - params(LaMPDataModule)}"
     PPlugConfig(**{k: v for k, v in model.items() if k in fields})  # raises on a bad value
+
+
+def test_verdict_names_the_gain_over_the_frozen_llm_and_the_ceiling(trained_run):
+    _, result, _ = trained_run
+    # the tiny run is on synthetic data, so its metrics.json holds the verdict next to the ceiling it used
+    saved = json.loads((Path(result["run_dir"]) / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["verdict"] == result["verdict"] and result["verdict"].startswith("verdict: pplug (trained) mae ")
+
+    verdict = _train_module().personalization_verdict
+    ceiling = "history-blind ceiling (synth, full dev)"
+    rows = {"pplug (trained)": {"mae": 0.70}, "none": {"mae": 1.90}, ceiling: {"mae": 0.933}}
+    line = verdict(rows, "pplug (trained)", "mae", higher_is_better=False)
+    assert "+1.200 against the frozen LLM alone (1.900)" in line
+    assert "+0.233 (+25.0%) against the history-blind ceiling (0.933)" in line and "it personalizes" in line
+    rows["pplug (trained)"]["mae"] = 1.0  # worse than the ceiling: the plain word, not a gain
+    line = verdict(rows, "pplug (trained)", "mae", higher_is_better=False)
+    assert "-0.067" in line and "NOT personalized" in line
+    # higher-is-better metrics (accuracy) and data without a ceiling (real LaMP files)
+    line = verdict({"pplug (trained)": {"accuracy": 0.6}, "none": {"accuracy": 0.5}}, "pplug (trained)",
+                   "accuracy", higher_is_better=True)
+    assert line.endswith("+0.100 against the frozen LLM alone (0.500)") and "ceiling" not in line
+    assert verdict({}, "pplug (trained)", "mae", higher_is_better=False) is None
