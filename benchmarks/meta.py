@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_RECORDED = "not recorded"
-"""The value of a key whose fact is not known (older results files)."""
+"""The value of a key whose fact a results file does not know."""
 
 HOST_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "bf16")
 """The CPU flags that decide float32 against bfloat16 speed (`pplug.runtime.cpu_has_native_bf16`)."""

@@ -521,6 +521,11 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                                                Col("the rating recipe: MAE", "mae", "median", file=SYNTH),
                                                Col("RMSE", "rmse", "expected", file=SYNTH)],
                                          rows=(Row("floor: user mean rating", "interval"),)),
+    "ablation_mix_synth": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug+mix",
+                            cols=_with_file([MAE, RMSE], "synth_shift_input_token_frozen_history_mix_cpu"),
+                            rows=(Row("pplug", "PPlug + input token (frozen encoder), model alone"),
+                                  Row("pplug+mix", "the same models + mix (k chosen on held-out training questions)"),
+                                  *RATING_FLOORS)),
     "ablation_design_single_seed": T(cells_table, caption="music_ratings dev (n={n}), seed 0",
                                      cols=_with_file([Col("MAE (argmax)", "mae"), MAE, RMSE], "ablation_music_ratings"),
                                      rows=(Row("pplug base", "PPlug as published (trainable input encoder, 1 user token, "
