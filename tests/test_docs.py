@@ -321,3 +321,22 @@ def test_doc_links_resolve():
                 if anchor not in heads:
                     problems.append(f"{doc.name}: {target}: no such heading")
     assert not problems, "\n".join(problems)
+
+
+def test_dotted_names_in_the_docs_exist():
+    """Every `pplug.<module>.<name>` and `pplug/<file>.py` the docs name is importable / present."""
+    import importlib
+
+    problems = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for mod, name in set(re.findall(r"\bpplug\.(\w+)\.(\w+)\b", text)):
+            if name.endswith("_"):  # a pattern such as run_<command>
+                continue
+            try:
+                if not hasattr(importlib.import_module(f"pplug.{mod}"), name):
+                    problems.append(f"{doc.name}: pplug.{mod}.{name}")
+            except ImportError:
+                problems.append(f"{doc.name}: no module pplug.{mod}")
+        problems += [f"{doc.name}: {f}" for f in set(re.findall(r"\bpplug/\w+\.py\b", text)) if not (ROOT / f).is_file()]
+    assert not problems, "\n".join(problems)
