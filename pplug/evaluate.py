@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .baselines import METHODS, get_method
 from .checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
 from .inference import FrozenBaseline, check_decodings, predict, subsample
+from .methods import METHODS, get_method
 from .tasks import TaskSpec
 
 

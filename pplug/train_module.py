@@ -28,11 +28,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import grad_norm
 
-from .baselines import get_method, resolve_k
 from .callbacks import LogProgress
 from .config import PPlugConfig
 from .datamodule import Collator, LaMPBatch, LaMPDataModule
 from .inference import decode, task_decodings
+from .methods import get_method, resolve_k
 
 # Intentional, so not worth a line in every log (train.py, slow adaptation): the frozen LLM stays in eval mode
 # while the embedder trains, and batches are text that the model tokenises on its own device.
