@@ -172,9 +172,10 @@ def _cell(results: Path, row: Row, col: Col) -> tuple[str, str]:
     return name, fmt_value(vals) if vals else ""
 
 
-def cells_table(results: Path, caption: str, rows: Sequence[Row], cols: Sequence[Col], ref: str | None = None
-                ) -> str:
-    """Mean ± sd of each row in each column; with `ref`, one more column per column: `ref` minus the row."""
+def cells_table(results: Path, caption: str, rows: Sequence[Row], cols: Sequence[Col], ref: str | None = None,
+                ref_label: str | None = None) -> str:
+    """Mean ± sd of each row in each column; with `ref`, one more column per column: `ref` (called
+    `ref_label` in the header) minus the row."""
     used: list[str] = []
     body = []
     for r in rows:
@@ -190,7 +191,7 @@ def cells_table(results: Path, caption: str, rows: Sequence[Row], cols: Sequence
     header = [caption.format(n=_summary(results, rows[0], cols[0])[1].get("n"))]
     header += [c.header.format(n=_summary(results, rows[0], c)[1].get("n")) for c in cols]
     if ref:
-        header += [f"{ref} minus row: {c.header.rstrip(' ↑↓')}".replace(" (n={n})", "") for c in cols]
+        header += [f"{ref_label or ref} minus row: {c.header.rstrip(' ↑↓')}".replace(" (n={n})", "") for c in cols]
     return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
@@ -376,7 +377,7 @@ T = functools.partial
 RENDERERS: dict[str, Callable[[Path], str]] = {
     # README
     "make_train": make_train,
-    "summary_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix",
+    "summary_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
                        cols=_with_file([MAE, RMSE], MIX),
                        rows=(Row("none", "none (frozen LLM, no history)", file=MUSIC),
                              Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval"),
