@@ -196,7 +196,7 @@ class UserStore(MemoryVectors):
         user's id is in `erasures`, which this transaction inserts and removes again. Freed pages are
         zeroed (`secure_delete`) and the WAL is checkpointed and truncated afterwards, so the text does
         not survive in the SQLite files; this process's faiss index of the user is dropped too. Cached
-        sentence embeddings live in another file (`pplug.history.EmbeddingCache.delete_many`).
+        sentence embeddings live in another file (`pplug.embedding_cache.EmbeddingCache.delete_many`).
 
         Returns:
             Counts of what was removed: {"interactions", "memory_vectors", "persona_versions", "api_keys",
