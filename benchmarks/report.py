@@ -9,7 +9,8 @@ A document holds a table as
     ...generated markdown...
     <!-- /report:NAME -->
 
-and everything outside the markers is hand-written prose. `RENDERERS` maps each NAME to the function that
+and everything outside the markers is hand-written prose. (One table is not a result: `modules`, the module
+list of docs/architecture.md, is rendered from pplug/ and each module's docstring.) `RENDERERS` maps each NAME to the function that
 renders it from the results folder. Cells are mean ± sd over training seeds (a value alone where one run
 decides it: `none`, the no-model floors); intervals are the paired bootstrap 95% intervals that the
 benchmarks stored (`pplug.stats.summarize`), printed with `pplug.stats.format_interval`; "leads" and
@@ -331,6 +332,43 @@ def history_mix_heldout(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
+# --- the module table of docs/architecture.md --------------------------------------------------------
+
+MODULE_GROUPS = (
+    ("The line: load, encode, embed, prefix, decode, score",
+     ("tasks", "data", "history", "embedding_cache", "embedder", "llm", "sampling", "batch", "prompts", "baselines",
+      "methods", "model", "config", "version", "inference", "decoding", "metrics", "stats", "runtime", "checkpoints",
+      "models", "io")),
+    ("Training and evaluation", ("train_module", "datamodule", "callbacks", "evaluate", "slices", "synth",
+                                 "synth_vocab", "synth_report", "download")),
+    ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
+                                    "store_schema", "store_memory", "adapt", "fast_adapt", "slow_adapt", "server",
+                                    "serve_batching", "private")),
+    ("Entry points", ("__init__", "cli", "commands")),
+)
+"""Where each module of pplug/ sits in docs/architecture.md; a module not named here is listed last."""
+
+
+def modules(results: Path, package: Path = ROOT / "pplug") -> str:
+    """Every module of pplug/ with the first paragraph of its own docstring, grouped by layer."""
+    import ast
+
+    def doc(path: Path) -> str:
+        text = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        return " ".join(text.split("\n\n")[0].split()).replace("|", "\\|")
+
+    found = {p.stem: p for p in sorted(Path(package).glob("*.py"))}
+    groups = [(title, [n for n in names if n in found]) for title, names in MODULE_GROUPS]
+    named = {n for _, names in groups for n in names}
+    groups.append(("Other modules", [n for n in found if n not in named]))
+    parts = []
+    for title, names in groups:
+        if names:
+            parts.append(f"**{title}**\n\n" + markdown_table(["file", "what it owns"],
+                                                              [[f"`{n}.py`", doc(found[n])] for n in names]))
+    return "\n\n".join(parts)
+
+
 # --- the tables ---------------------------------------------------------------------------------------
 
 MAE = Col("MAE (median) ↓", "mae", "median")
@@ -551,6 +589,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "decoding_acl": T(decoding, set_name="acl_titles"),
     "server_load": server_load,
     "server_soak": server_soak,
+    "modules": modules,  # docs/architecture.md: rendered from pplug/ itself, not from the results
 }
 
 CLIP_ROWS = (("prompt-tuned", "enron_subjects, prompt-tuned", "real_lamp_enron_seeds_cpu", ENRON, None),
