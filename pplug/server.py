@@ -35,17 +35,16 @@ import secrets
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .api_schema import (APIError, ChatBody, CompletionBody, CreateUserBody, GenerateBody, HistoryBody, Limits,
+                         error_response)
 from .fast_adapt import AdaptError, add_history
 from .persona import PersonaError
 from .private import parse_user_vector
@@ -55,76 +54,9 @@ from .store import DuplicateUserError, StoreError, UnknownUserError, UserStore
 USER_KEY_PREFIX = "pplug-u-"
 
 
-@dataclass
-class Limits:
-    """Bounds on one request (larger -> 4xx, nothing changed)."""
-
-    max_body_bytes: int = 2_000_000
-    max_input_chars: int = 8_000
-    max_prompts: int = 8
-    max_new_tokens: int = 256
-    max_history_items: int = 1_000
-    """Items per history upload."""
-    max_item_chars: int = 20_000
-    """Characters of one history item (its JSON)."""
-
-
-class APIError(Exception):
-    """An error reply in OpenAI's shape."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-
-
-def _error_response(status: int, message: str, type_: str, param: str | None, code: str | None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status)
-
-
 def hash_key(key: str) -> str:
     """sha256 hex of an API key (what the store keeps)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-# --- request bodies (extra fields allowed: OpenAI clients send more than we use) ---
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class _GenerateBody(_Body):
-    model: str
-    user: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    n: int = 1
-    stream: bool = False
-    user_vector: dict | None = None
-
-
-class CompletionBody(_GenerateBody):
-    prompt: str | list[str]
-
-
-class ChatMessage(_Body):
-    role: str
-    content: str | list[dict] | None = None
-
-
-class ChatBody(_GenerateBody):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-
-
-class CreateUserBody(_Body):
-    user_id: str = Field(min_length=1, max_length=200)
-    task: str | None = None
-    persona: dict | None = None
-
-
-class HistoryBody(_Body):
-    items: list[dict]
 
 
 # --- the app ---
@@ -199,33 +131,33 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
 
     @app.exception_handler(APIError)
     async def _api_error(request, e: APIError):
-        return _error_response(e.status, e.message, e.type, e.param, e.code)
+        return error_response(e.status, e.message, e.type, e.param, e.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e: RequestValidationError):
         err = e.errors()[0] if e.errors() else {}
         loc = [str(x) for x in err.get("loc", ()) if x != "body"]
         if err.get("type") == "json_invalid":
-            return _error_response(400, "request body is not valid JSON", "invalid_request_error", None, "invalid_json")
+            return error_response(400, "request body is not valid JSON", "invalid_request_error", None, "invalid_json")
         param = ".".join(loc) or None
-        return _error_response(400, f"{param or 'body'}: {err.get('msg', 'invalid')}", "invalid_request_error", param,
+        return error_response(400, f"{param or 'body'}: {err.get('msg', 'invalid')}", "invalid_request_error", param,
                                "missing_field" if err.get("type") == "missing" else "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e: StarletteHTTPException):
-        return _error_response(e.status_code, str(e.detail), "invalid_request_error", None,
+        return error_response(e.status_code, str(e.detail), "invalid_request_error", None,
                                "not_found" if e.status_code == 404 else None)
 
     @app.exception_handler(Exception)
     async def _crash(request, e: Exception):
         print(f"pplug serve: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-        return _error_response(500, f"internal error: {type(e).__name__}", "server_error", None, None)
+        return error_response(500, f"internal error: {type(e).__name__}", "server_error", None, None)
 
     @app.middleware("http")
     async def _body_limit(request: Request, call_next):
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            return _error_response(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}",
+            return error_response(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}",
                                    "invalid_request_error", None, "request_too_large")
         return await call_next(request)
 
@@ -277,7 +209,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
 
     # --- generation ---
 
-    def context_for(who: str | None, body: _GenerateBody) -> tuple[UserContext, bool]:
+    def context_for(who: str | None, body: GenerateBody) -> tuple[UserContext, bool]:
         if body.model != name:
             raise APIError(404, f"model {body.model!r} does not exist; this server serves {name!r}",
                            "invalid_request_error", "model", "model_not_found")
@@ -304,7 +236,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
                            "permission_denied")
         return engine.user_context(user)
 
-    async def generate(request: Request, body: _GenerateBody, inputs: list[str], max_tokens: int | None) -> tuple:
+    async def generate(request: Request, body: GenerateBody, inputs: list[str], max_tokens: int | None) -> tuple:
         who = principal(request)
         if not inputs or len(inputs) > limits.max_prompts:
             raise APIError(400, f"between 1 and {limits.max_prompts} prompts per request", "invalid_request_error", "prompt")
