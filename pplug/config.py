@@ -51,7 +51,7 @@ class PPlugConfig:
 
     method: str = "pplug"
     """The method these weights implement: "pplug", "pplug+retrieval", "prompt-tuned" or "retrieval"
-    (`pplug.baselines.METHODS`); it decides the prompt text and whether a user embedding is prepended
+    (`pplug.methods.METHODS`); it decides the prompt text and whether a user embedding is prepended
     (`use_user_embedding`: not for "prompt-tuned" / "retrieval", the controls that see no user embedding)."""
 
     retrieval_k: int | None = None

@@ -187,7 +187,7 @@ def user_batch(
         store, user_id: where the user lives.
         inputs: LaMP-style inputs (instruction + content).
         task: TaskSpec or name.
-        method: a `pplug.baselines` method ("pplug", "pplug+retrieval", ...).
+        method: a `pplug.methods` method ("pplug", "pplug+retrieval", ...).
         causal: decoder-only LLM (adds the answer cue).
         max_history: most recent items feeding the embedding.
         persona_fields: persona fields to render (None = `pplug.persona.DEFAULT_FIELDS`).
