@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- subcommands (each helper adds its own _add_<name> below and lists it in _SUBCOMMANDS) ---
+# --- subcommands (each `_add_<name>` below registers one; `_SUBCOMMANDS` lists them in help order) ---
 
 _SUBCOMMANDS: list = []
 
