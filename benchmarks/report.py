@@ -9,10 +9,10 @@ A document holds a table as
     ...generated markdown...
     <!-- /report:NAME -->
 
-and everything outside the markers is hand-written prose. (One table is not a result: `modules`, the module
-list of docs/architecture.md, is rendered from pplug/ and each module's docstring.) `RENDERERS` maps each NAME to the function that
-renders it from the results folder. Cells are mean ± sd over training seeds (a value alone where one run
-decides it: `none`, the no-model floors); intervals are the paired bootstrap 95% intervals that the
+and everything outside the markers is hand-written prose. `RENDERERS` maps each NAME to the function that
+renders it from the results folder (one table is not a result: `modules`, the module list of
+docs/architecture.md, is rendered from pplug/ and each module's docstring). Cells are mean ± sd over
+training seeds (a value alone where one run decides it: `none`, the no-model floors); intervals are the paired bootstrap 95% intervals that the
 benchmarks stored (`pplug.stats.summarize`), printed with `pplug.stats.format_interval`; "leads" and
 "behind" mean the interval excludes 0 (`pplug.stats.interval_verdict`). Under each table, every results
 file it read is named with its command, code version, host, device and dtype (the file's `"meta"`).
@@ -343,7 +343,7 @@ MODULE_GROUPS = (
                                  "synth_vocab", "synth_report", "download")),
     ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
                                     "store_schema", "store_memory", "adapt", "fast_adapt", "slow_adapt", "server",
-                                    "serve_batching", "private")),
+                                    "api_schema", "serve_batching", "private")),
     ("Entry points", ("__init__", "cli", "commands")),
 )
 """Where each module of pplug/ sits in docs/architecture.md; a module not named here is listed last."""
@@ -369,233 +369,12 @@ def modules(results: Path, package: Path = ROOT / "pplug") -> str:
     return "\n\n".join(parts)
 
 
-# --- the tables ---------------------------------------------------------------------------------------
-
-MAE = Col("MAE (median) ↓", "mae", "median")
-RMSE = Col("RMSE (expected) ↓", "rmse", "expected")
-R1, RL = Col("ROUGE-1 ↑", "rouge1"), Col("ROUGE-L ↑", "rougeL")
-RATING_FLOORS = (Row("floor: always-5", "floor: always 5"), Row("floor: user mean rating", "floor: the user's mean rating"))
-METHODS = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"),
-           Row("pplug", "**pplug**"))
-
-
-def _with_file(cols: Sequence[Col], file: str, slice_: str | None = None) -> list[Col]:
-    return [Col(c.header, c.metric, c.dec, slice_ or c.slice, file, c.seeds) for c in cols]
-
-
-def _generation_rows(first_words: str) -> tuple[Row, ...]:
-    return (*METHODS, Row(f"floor: first {first_words} words", f"floor: first {first_words} words of the input"))
-
-
-MIX = "real_lamp_music_history_mix_cpu"
-MUSIC = "real_lamp_music_rating_term_all_cpu"
-GPU = "real_lamp_music_gpu"
-ACL, ENRON = "real_lamp_acl_seeds_cpu", "real_lamp_enron_clip_cpu"
-SYNTH = "synth_shift_all_methods_cpu"
-MUSIC_COLS = [*_with_file([MAE, RMSE], MUSIC), Col("Pearson r", "pearson_r", file=MUSIC),
-              *_with_file([Col("cold-start MAE (n={n})", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
-                          MUSIC, "cold-start")]
-GPU_COLS = [*_with_file([MAE, RMSE], GPU), Col("Pearson r", "pearson_r", file=GPU),
-            *_with_file([Col("cold-start MAE (n={n})", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
-                        "real_lamp_music_gpu_coldstart", "cold-start"),
-            *_with_file([Col("time-shift MAE (n={n})", "mae", "median"), Col("time-shift RMSE", "rmse", "expected")],
-                        "real_lamp_music_gpu_timeshift", "time-shift")]
-ACL_COLS = [*_with_file([R1, RL], ACL), Col("cold-start ROUGE-1 (n={n})", "rouge1", slice="cold-start", file=ACL),
-            Col("time-shift-dev ROUGE-1 (n={n})", "rouge1", slice="time-shift-dev", file="real_lamp_acl_timeshift_cpu")]
-ENRON_COLS = [*_with_file([R1, RL], ENRON),
-              Col("cold-start ROUGE-1 (n={n})", "rouge1", slice="cold-start", file="real_lamp_enron_clip_coldstart_cpu")]
-BASELINES = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
-
-
-def _rows_without_pplug(rows: Sequence[Row]) -> list[Row]:
-    return [r for r in rows if r.key != "pplug"]
-
-
-T = functools.partial
-RENDERERS: dict[str, Callable[[Path], str]] = {
-    # README
-    "make_train": make_train,
-    "summary_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
-                       cols=_with_file([MAE, RMSE], MIX),
-                       rows=(Row("none", "none (frozen LLM, no history)", file=MUSIC),
-                             Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval"),
-                             Row("pplug+mix", "**pplug**"), *RATING_FLOORS)),
-    "summary_acl": T(cells_table, caption="acl_titles dev (n={n}), 3 seeds", ref="pplug",
-                     cols=_with_file([R1, RL], ACL), rows=_generation_rows("9")),
-    "summary_enron": T(cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug",
-                       cols=_with_file([R1, RL], ENRON), rows=_generation_rows("3")),
-    # docs/results.md: the recipes, every method
-    "music_mix": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", cols=_with_file([MAE, RMSE], MIX),
-                   rows=(Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
-                         Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
-                         Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"), *RATING_FLOORS)),
-    "music_mix_intervals": T(interval_table, caption="pplug + mix minus", ref="pplug+mix",
-                             cols=_with_file([MAE, RMSE], MIX),
-                             rows=(Row("pplug", "pplug, model alone"), Row("prompt-tuned", "prompt-tuned"),
-                                   Row("prompt-tuned+mix", "prompt-tuned + mix"), Row("retrieval", "retrieval"),
-                                   Row("retrieval+mix", "retrieval + mix"), *RATING_FLOORS)),
-    "history_mix_heldout": history_mix_heldout,
-    "music_cpu": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds, model alone", cols=MUSIC_COLS,
-                   rows=(*METHODS, *RATING_FLOORS)),
-    "music_cpu_intervals": T(interval_table, caption="pplug minus", cols=[c for c in MUSIC_COLS if c.metric != "pearson_r"],
-                             rows=(*BASELINES[1:], *RATING_FLOORS)),
-    "music_gpu": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds, GPU budget", cols=GPU_COLS,
-                   rows=(*METHODS, *RATING_FLOORS)),
-    "music_gpu_intervals": T(interval_table, caption="pplug minus", cols=[c for c in GPU_COLS if c.metric != "pearson_r"],
-                             rows=(*BASELINES[1:], *RATING_FLOORS)),
-    "acl": T(cells_table, caption="acl_titles (dev n={n}), 3 seeds", cols=ACL_COLS, rows=_generation_rows("9")),
-    "acl_intervals": T(interval_table, caption="pplug minus", cols=ACL_COLS,
-                       rows=_rows_without_pplug(_generation_rows("9"))),
-    "enron": T(cells_table, caption="enron_subjects (dev n={n}), 3 seeds", cols=ENRON_COLS, rows=_generation_rows("3")),
-    "enron_intervals": T(interval_table, caption="pplug minus", cols=ENRON_COLS,
-                         rows=_rows_without_pplug(_generation_rows("3"))),
-    "synth_shift": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug",
-                     cols=_with_file([MAE, RMSE], SYNTH),
-                     rows=(*METHODS, Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS,
-                           Row("ceiling", "history-blind ceiling (knows each review's true sentiment)"))),
-    # docs/results.md: one table per question
-    "ablation_recipe_music": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug stats-mixed",
-                               cols=_with_file([Col("MAE (argmax)", "mae"), MAE, Col("MAE (expected)", "mae", "expected"),
-                                                RMSE], "ablation_music_ratings_seeds_cpu"),
-                               rows=(Row("pplug base", "PPlug as published"),
-                                     Row("pplug stats-mixed", "+ user statistics + mixed aggregation"))),
-    "ablation_recipe_enron": T(cells_table, caption="enron_subjects dev (n={n}), seed 0", ref="pplug paper",
-                               cols=_with_file([R1, RL], "ablation_enron_subjects_seed0_cpu"),
-                               rows=(Row("none", "none (frozen LLM)"), Row("pplug paper", "PPlug as published"),
-                                     Row("pplug base", "+ user statistics + mixed aggregation"))),
-    "ablation_rating_loss": T(cells_table, caption="music_ratings, 3 seeds (dev n={n})", ref="pplug rating-loss",
-                              cols=[*_with_file([MAE, Col("MAE (expected)", "mae", "expected"), RMSE],
-                                                "ablation_music_ratings_rating_loss_cpu"),
-                                    *_with_file([Col("cold-start MAE (n={n})", "mae", "median"),
-                                                 Col("cold-start RMSE", "rmse", "expected")],
-                                                "ablation_music_ratings_rating_loss_coldstart_cpu")],
-                              rows=(Row("pplug base", "without the squared-error term"),
-                                    Row("pplug rating-loss", "+ squared error of the expected rating"), *RATING_FLOORS)),
-    "ablation_steps": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", cols=[MAE, RMSE],
-                        rows=(Row("pplug rating-loss", "100 steps", file="ablation_music_ratings_rating_loss_cpu"),
-                              Row("pplug base", "200 steps", file="ablation_music_ratings_200steps_cpu"),
-                              Row("floor: always-5", "floor: always 5", file="ablation_music_ratings_200steps_cpu"),
-                              Row("floor: user mean rating", "floor: the user's mean rating",
-                                  file="ablation_music_ratings_200steps_cpu"))),
-    "ablation_steps_intervals": T(interval_table, caption="minus", cols=[MAE, RMSE],
-                                  rows=(Row("floor: always-5", "100 steps minus always 5", ref="pplug rating-loss",
-                                            file="ablation_music_ratings_rating_loss_cpu"),
-                                        Row("floor: user mean rating", "100 steps minus the user's mean",
-                                            ref="pplug rating-loss", file="ablation_music_ratings_rating_loss_cpu"),
-                                        Row("floor: always-5", "200 steps minus always 5", ref="pplug base",
-                                            file="ablation_music_ratings_200steps_cpu"),
-                                        Row("floor: user mean rating", "200 steps minus the user's mean", ref="pplug base",
-                                            file="ablation_music_ratings_200steps_cpu"))),
-    "ablation_tokens": T(cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug user-tokens-4",
-                         cols=_with_file([MAE, Col("MAE (expected)", "mae", "expected"), RMSE],
-                                         "ablation_music_ratings_tokens4_seeds_cpu"),
-                         rows=(Row("pplug base", "1 user token (the rating recipe)"),
-                               Row("pplug user-tokens-4", "4 user tokens"))),
-    "ablation_enron_mean": T(cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug mean-attention",
-                             cols=_with_file([R1], "ablation_enron_subjects_mean_seeds_cpu"),
-                             rows=(Row("none", "none (frozen LLM)"),
-                                   Row("pplug base", "PPlug, input-aware attention (the recipe)"),
-                                   Row("pplug mean-attention", "PPlug, mean over the history"),
-                                   Row("floor: first 3 words", "floor: first 3 words of the input"))),
-    "ablation_pplug_retrieval": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds", ref="pplug+retrieval",
-                                  cols=_with_file([MAE, RMSE, Col("cold-start MAE (n={n})", "mae", "median", "cold-start"),
-                                                   Col("cold-start RMSE", "rmse", "expected", "cold-start")],
-                                                  "real_lamp_music_pplug_retrieval_cpu"),
-                                  rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"),
-                                        Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS)),
-    "ablation_pplug_retrieval_synth": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds",
-                                        ref="pplug+retrieval", cols=_with_file([MAE, RMSE], SYNTH),
-                                        rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"),
-                                              Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS)),
-    "ablation_pplug_retrieval_generation": T(cells_table, caption="dev ROUGE-1 (n={n}), seed 0",
-                                             cols=[Col("acl_titles", "rouge1", file="real_lamp_acl"),
-                                                   Col("enron_subjects", "rouge1", file="real_lamp_enron")],
-                                             rows=(Row("none", "none (frozen LLM)"), Row("retrieval", "retrieval"),
-                                                   Row("pplug", "pplug"), Row("pplug+retrieval", "pplug+retrieval"))),
-    "ablation_input_token_music": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds",
-                                    cols=[MAE, RMSE, Col("Pearson r", "pearson_r"),
-                                          Col("cold-start MAE (n={n})", "mae", "median", "cold-start"),
-                                          Col("cold-start RMSE", "rmse", "expected", "cold-start")],
-                                    rows=(Row("pplug", "PPlug, the rating recipe", file=MUSIC),
-                                          Row("pplug", "+ input token", file="real_lamp_music_input_token_cpu"),
-                                          Row("pplug", "+ input token, frozen encoder",
-                                              file="real_lamp_music_input_token_frozen_cpu"),
-                                          Row("retrieval", "retrieval", file="real_lamp_music_input_token_cpu"),
-                                          *[Row(r.key, r.label, file=MUSIC) for r in RATING_FLOORS])),
-    "ablation_input_token_music_intervals": T(interval_table, caption="minus", cols=[MAE, RMSE],
-                                              rows=(Row("retrieval", "+ input token minus retrieval",
-                                                        file="real_lamp_music_input_token_cpu"),
-                                                    Row("floor: user mean rating", "+ input token minus the user's mean",
-                                                        file="real_lamp_music_input_token_cpu"),
-                                                    Row("retrieval", "frozen encoder minus retrieval",
-                                                        file="real_lamp_music_input_token_frozen_cpu"),
-                                                    Row("floor: user mean rating", "frozen encoder minus the user's mean",
-                                                        file="real_lamp_music_input_token_frozen_cpu"))),
-    "ablation_input_token_synth": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds", cols=[MAE, RMSE],
-                                    rows=(Row("pplug", "PPlug, the rating recipe", file=SYNTH),
-                                          Row("pplug", "+ input token", file="synth_shift_input_token_cpu"),
-                                          Row("pplug", "+ input token, frozen encoder",
-                                              file="synth_shift_input_token_frozen_cpu"),
-                                          Row("retrieval", "retrieval", file="synth_shift_input_token_cpu"),
-                                          Row("floor: user mean rating", "floor: the user's mean rating", file=SYNTH),
-                                          Row("ceiling", "history-blind ceiling", file=SYNTH))),
-    "ablation_input_token_synth_intervals": T(interval_table, caption="minus", cols=[MAE, RMSE],
-                                              rows=(Row("retrieval", "+ input token minus retrieval",
-                                                        file="synth_shift_input_token_cpu"),
-                                                    Row("floor: user mean rating", "+ input token minus the user's mean",
-                                                        file="synth_shift_input_token_cpu"),
-                                                    Row("floor: user mean rating", "frozen encoder minus the user's mean",
-                                                        file="synth_shift_input_token_frozen_cpu"))),
-    "ablation_synth_recipe": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds, every method trained from",
-                               cols=[Col("PPlug as published: MAE", "mae", "median", file="synth_shift_published_all_methods_cpu"),
-                                     Col("RMSE", "rmse", "expected", file="synth_shift_published_all_methods_cpu"),
-                                     Col("the rating recipe: MAE", "mae", "median", file=SYNTH),
-                                     Col("RMSE", "rmse", "expected", file=SYNTH)],
-                               rows=(Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"),
-                                     Row("pplug", "pplug"), Row("floor: user mean rating", "floor: the user's mean rating"))),
-    "ablation_synth_recipe_intervals": T(interval_table, caption="pplug minus the user's mean",
-                                         cols=[Col("PPlug as published: MAE", "mae", "median",
-                                                   file="synth_shift_published_all_methods_cpu"),
-                                               Col("RMSE", "rmse", "expected", file="synth_shift_published_all_methods_cpu"),
-                                               Col("the rating recipe: MAE", "mae", "median", file=SYNTH),
-                                               Col("RMSE", "rmse", "expected", file=SYNTH)],
-                                         rows=(Row("floor: user mean rating", "interval"),)),
-    "ablation_mix_synth": T(cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug+mix",
-                            cols=_with_file([MAE, RMSE], "synth_shift_input_token_frozen_history_mix_cpu"),
-                            rows=(Row("pplug", "PPlug + input token (frozen encoder), model alone"),
-                                  Row("pplug+mix", "the same models + mix (k chosen on held-out training questions)"),
-                                  *RATING_FLOORS)),
-    "ablation_design_single_seed": T(cells_table, caption="music_ratings dev (n={n}), seed 0",
-                                     cols=_with_file([Col("MAE (argmax)", "mae"), MAE, RMSE], "ablation_music_ratings"),
-                                     rows=(Row("pplug base", "PPlug as published (trainable input encoder, 1 user token, "
-                                                             "τ = 1, 32 items)"),
-                                           Row("pplug frozen-encoder", "frozen input encoder + trainable query projection"),
-                                           Row("pplug user-tokens-4", "4 user tokens"),
-                                           Row("pplug temperature-0.1", "attention temperature 0.1"),
-                                           Row("pplug mean-attention", "mean over the history"),
-                                           Row("pplug history-8", "only the 8 most recent history items"),
-                                           Row("pplug persona", "+ persona text derived from the history"),
-                                           *RATING_FLOORS)),
-    "ablation_val_select": T(cells_table, caption="enron_subjects dev ROUGE-1 (n={n})",
-                             cols=[Col("seed 1: last step", "rouge1", file="real_lamp_enron_seeds_cpu", seeds=("seed1",)),
-                                   Col("seed 1: validation-chosen", "rouge1", file="real_lamp_enron_valselect_cpu",
-                                       seeds=("seed1",)),
-                                   Col("seed 2: last step", "rouge1", file="real_lamp_enron_seeds_cpu", seeds=("seed2",)),
-                                   Col("seed 2: validation-chosen", "rouge1", file="real_lamp_enron_valselect_cpu",
-                                       seeds=("seed2",))],
-                             rows=(Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"),
-                                   Row("pplug", "pplug"))),
-    "decoding_enron": T(decoding, set_name="enron_subjects"),
-    "decoding_acl": T(decoding, set_name="acl_titles"),
-    "server_load": server_load,
-    "server_soak": server_soak,
-    "modules": modules,  # docs/architecture.md: rendered from pplug/ itself, not from the results
-}
-
-CLIP_ROWS = (("prompt-tuned", "enron_subjects, prompt-tuned", "real_lamp_enron_seeds_cpu", ENRON, None),
-             ("retrieval", "enron_subjects, retrieval", "real_lamp_enron_seeds_cpu", ENRON, None),
-             ("pplug", "enron_subjects, pplug", "real_lamp_enron_seeds_cpu", ENRON, None),
-             ("pplug", "acl_titles, pplug (seeds 0 and 1)", ACL, "real_lamp_acl_clip_2seeds_cpu", ("seed0", "seed1")))
+CLIP_ROWS = (  # (row, label, results file without clipping, with clipping, the seeds both have)
+    ("prompt-tuned", "enron_subjects, prompt-tuned", "real_lamp_enron_seeds_cpu", "real_lamp_enron_clip_cpu", None),
+    ("retrieval", "enron_subjects, retrieval", "real_lamp_enron_seeds_cpu", "real_lamp_enron_clip_cpu", None),
+    ("pplug", "enron_subjects, pplug", "real_lamp_enron_seeds_cpu", "real_lamp_enron_clip_cpu", None),
+    ("pplug", "acl_titles, pplug (seeds 0 and 1)", "real_lamp_acl_seeds_cpu", "real_lamp_acl_clip_2seeds_cpu",
+     ("seed0", "seed1")))
 
 
 def ablation_clipping(results: Path) -> str:
@@ -608,11 +387,233 @@ def ablation_clipping(results: Path) -> str:
             used.append(name)
             line.append(text)
         body.append(line)
-    return (markdown_table(["dev ROUGE-1 (n=100)", "no clipping", "gradient norm clipped at 1.0"], body) + "\n\n"
+    n = summaries(load(results, CLIP_ROWS[0][2]))["dev"]["n"]
+    return (markdown_table([f"dev ROUGE-1 (n={n})", "no clipping", "gradient norm clipped at 1.0"], body) + "\n\n"
             + sources(results, used))
 
 
-RENDERERS["ablation_clipping"] = ablation_clipping
+# --- the tables ---------------------------------------------------------------------------------------
+
+MAE = Col("MAE (median) ↓", "mae", "median")
+RMSE = Col("RMSE (expected) ↓", "rmse", "expected")
+MAE_ARGMAX, MAE_EXPECTED = Col("MAE (argmax)", "mae"), Col("MAE (expected)", "mae", "expected")
+COLD_MAE = Col("cold-start MAE (n={n})", "mae", "median", "cold-start")
+COLD_RMSE = Col("cold-start RMSE", "rmse", "expected", "cold-start")
+PEARSON = Col("Pearson r", "pearson_r")
+R1, RL = Col("ROUGE-1 ↑", "rouge1"), Col("ROUGE-L ↑", "rougeL")
+
+ALWAYS_5 = Row("floor: always-5", "floor: always 5")
+USER_MEAN = Row("floor: user mean rating", "floor: the user's mean rating")
+RATING_FLOORS = (ALWAYS_5, USER_MEAN)
+BASELINES = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
+METHODS = (*BASELINES, Row("pplug", "**pplug**"))
+
+# the results files the tables read (benchmarks/results/<name>.json)
+MIX = "real_lamp_music_history_mix_cpu"
+MUSIC = "real_lamp_music_rating_term_all_cpu"
+GPU = "real_lamp_music_gpu"
+ACL, ENRON = "real_lamp_acl_seeds_cpu", "real_lamp_enron_clip_cpu"
+SYNTH, SYNTH_PUBLISHED = "synth_shift_all_methods_cpu", "synth_shift_published_all_methods_cpu"
+RATING_LOSS, STEPS_200 = "ablation_music_ratings_rating_loss_cpu", "ablation_music_ratings_200steps_cpu"
+INPUT_TOKEN, INPUT_TOKEN_FROZEN = "real_lamp_music_input_token_cpu", "real_lamp_music_input_token_frozen_cpu"
+SYNTH_TOKEN, SYNTH_TOKEN_FROZEN = "synth_shift_input_token_cpu", "synth_shift_input_token_frozen_cpu"
+
+
+def _with_file(cols: Sequence[Col], file: str, slice_: str | None = None) -> list[Col]:
+    return [Col(c.header, c.metric, c.dec, slice_ or c.slice, file, c.seeds) for c in cols]
+
+
+def _generation_rows(first_words: str) -> tuple[Row, ...]:
+    return (*METHODS, Row(f"floor: first {first_words} words", f"floor: first {first_words} words of the input"))
+
+
+def _without(rows: Sequence[Row], key: str) -> list[Row]:
+    return [r for r in rows if r.key != key]
+
+
+def _no_pearson(cols: Sequence[Col]) -> list[Col]:
+    return [c for c in cols if c.metric != "pearson_r"]
+
+
+MUSIC_COLS = [*_with_file([MAE, RMSE, PEARSON], MUSIC), *_with_file([COLD_MAE, COLD_RMSE], MUSIC)]
+GPU_COLS = [*_with_file([MAE, RMSE, PEARSON], GPU),
+            *_with_file([COLD_MAE, COLD_RMSE], "real_lamp_music_gpu_coldstart"),
+            *_with_file([Col("time-shift MAE (n={n})", "mae", "median"), Col("time-shift RMSE", "rmse", "expected")],
+                        "real_lamp_music_gpu_timeshift", "time-shift")]
+ACL_COLS = [*_with_file([R1, RL], ACL), Col("cold-start ROUGE-1 (n={n})", "rouge1", slice="cold-start", file=ACL),
+            Col("time-shift-dev ROUGE-1 (n={n})", "rouge1", slice="time-shift-dev",
+                file="real_lamp_acl_timeshift_cpu")]
+ENRON_COLS = [*_with_file([R1, RL], ENRON), Col("cold-start ROUGE-1 (n={n})", "rouge1", slice="cold-start",
+                                                file="real_lamp_enron_clip_coldstart_cpu")]
+SYNTH_RECIPE_COLS = [*_with_file([Col("PPlug as published: MAE", "mae", "median"), Col("RMSE", "rmse", "expected")],
+                                 SYNTH_PUBLISHED),
+                     *_with_file([Col("the rating recipe: MAE", "mae", "median"), Col("RMSE", "rmse", "expected")],
+                                 SYNTH)]
+
+
+def _seed_col(header: str, file: str, seed: int) -> Col:
+    return Col(header, "rouge1", file=file, seeds=(f"seed{seed}",))
+
+
+T = functools.partial
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    # README.md
+    "make_train": make_train,
+    "summary_music": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
+        cols=_with_file([MAE, RMSE], MIX),
+        rows=(Row("none", "none (frozen LLM, no history)", file=MUSIC), Row("prompt-tuned+mix", "prompt-tuned"),
+              Row("retrieval+mix", "retrieval"), Row("pplug+mix", "**pplug**"), *RATING_FLOORS)),
+    "summary_acl": T(cells_table, caption="acl_titles dev (n={n}), 3 seeds", ref="pplug",
+                     cols=_with_file([R1, RL], ACL), rows=_generation_rows("9")),
+    "summary_enron": T(cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug",
+                       cols=_with_file([R1, RL], ENRON), rows=_generation_rows("3")),
+    # docs/results.md: every method at each set's recipe
+    "music_mix": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", cols=_with_file([MAE, RMSE], MIX),
+        rows=(Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
+              Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
+              Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"), *RATING_FLOORS)),
+    "music_mix_intervals": T(
+        interval_table, caption="pplug + mix minus", ref="pplug+mix", cols=_with_file([MAE, RMSE], MIX),
+        rows=(Row("pplug", "pplug, model alone"), Row("prompt-tuned", "prompt-tuned"),
+              Row("prompt-tuned+mix", "prompt-tuned + mix"), Row("retrieval", "retrieval"),
+              Row("retrieval+mix", "retrieval + mix"), *RATING_FLOORS)),
+    "history_mix_heldout": history_mix_heldout,
+    "music_cpu": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds, model alone", cols=MUSIC_COLS,
+                   rows=(*METHODS, *RATING_FLOORS)),
+    "music_cpu_intervals": T(interval_table, caption="pplug minus", cols=_no_pearson(MUSIC_COLS),
+                             rows=(*BASELINES[1:], *RATING_FLOORS)),
+    "music_gpu": T(cells_table, caption="music_ratings (dev n={n}), 3 seeds, GPU budget", cols=GPU_COLS,
+                   rows=(*METHODS, *RATING_FLOORS)),
+    "music_gpu_intervals": T(interval_table, caption="pplug minus", cols=_no_pearson(GPU_COLS),
+                             rows=(*BASELINES[1:], *RATING_FLOORS)),
+    "acl": T(cells_table, caption="acl_titles (dev n={n}), 3 seeds", cols=ACL_COLS, rows=_generation_rows("9")),
+    "acl_intervals": T(interval_table, caption="pplug minus", cols=ACL_COLS,
+                       rows=_without(_generation_rows("9"), "pplug")),
+    "enron": T(cells_table, caption="enron_subjects (dev n={n}), 3 seeds", cols=ENRON_COLS,
+               rows=_generation_rows("3")),
+    "enron_intervals": T(interval_table, caption="pplug minus", cols=ENRON_COLS,
+                         rows=_without(_generation_rows("3"), "pplug")),
+    "synth_shift": T(
+        cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug",
+        cols=_with_file([MAE, RMSE], SYNTH),
+        rows=(*METHODS, Row("pplug+retrieval", "pplug+retrieval"), *RATING_FLOORS,
+              Row("ceiling", "history-blind ceiling (knows each review's true sentiment)"))),
+    # docs/results.md: one table per question
+    "ablation_recipe_music": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug stats-mixed",
+        cols=_with_file([MAE_ARGMAX, MAE, MAE_EXPECTED, RMSE], "ablation_music_ratings_seeds_cpu"),
+        rows=(Row("pplug base", "PPlug as published"),
+              Row("pplug stats-mixed", "+ user statistics + mixed aggregation"))),
+    "ablation_recipe_enron": T(
+        cells_table, caption="enron_subjects dev (n={n}), seed 0", ref="pplug paper",
+        cols=_with_file([R1, RL], "ablation_enron_subjects_seed0_cpu"),
+        rows=(Row("none", "none (frozen LLM)"), Row("pplug paper", "PPlug as published"),
+              Row("pplug base", "+ user statistics + mixed aggregation"))),
+    "ablation_rating_loss": T(
+        cells_table, caption="music_ratings, 3 seeds (dev n={n})", ref="pplug rating-loss",
+        cols=[*_with_file([MAE, MAE_EXPECTED, RMSE], RATING_LOSS),
+              *_with_file([Col("cold-start MAE (n={n})", "mae", "median"), Col("cold-start RMSE", "rmse", "expected")],
+                          "ablation_music_ratings_rating_loss_coldstart_cpu")],
+        rows=(Row("pplug base", "without the squared-error term"),
+              Row("pplug rating-loss", "+ squared error of the expected rating"), *RATING_FLOORS)),
+    "ablation_steps": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", cols=[MAE, RMSE],
+        rows=(Row("pplug rating-loss", "100 steps", file=RATING_LOSS), Row("pplug base", "200 steps", file=STEPS_200),
+              *[Row(r.key, r.label, file=STEPS_200) for r in RATING_FLOORS])),
+    "ablation_steps_intervals": T(
+        interval_table, caption="minus", cols=[MAE, RMSE],
+        rows=(Row(ALWAYS_5.key, "100 steps minus always 5", ref="pplug rating-loss", file=RATING_LOSS),
+              Row(USER_MEAN.key, "100 steps minus the user's mean", ref="pplug rating-loss", file=RATING_LOSS),
+              Row(ALWAYS_5.key, "200 steps minus always 5", ref="pplug base", file=STEPS_200),
+              Row(USER_MEAN.key, "200 steps minus the user's mean", ref="pplug base", file=STEPS_200))),
+    "ablation_tokens": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug user-tokens-4",
+        cols=_with_file([MAE, MAE_EXPECTED, RMSE], "ablation_music_ratings_tokens4_seeds_cpu"),
+        rows=(Row("pplug base", "1 user token (the rating recipe)"), Row("pplug user-tokens-4", "4 user tokens"))),
+    "ablation_enron_mean": T(
+        cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug mean-attention",
+        cols=_with_file([R1], "ablation_enron_subjects_mean_seeds_cpu"),
+        rows=(Row("none", "none (frozen LLM)"), Row("pplug base", "PPlug, input-aware attention (the recipe)"),
+              Row("pplug mean-attention", "PPlug, mean over the history"),
+              Row("floor: first 3 words", "floor: first 3 words of the input"))),
+    "ablation_clipping": ablation_clipping,
+    "ablation_val_select": T(
+        cells_table, caption="enron_subjects dev ROUGE-1 (n={n})",
+        cols=[_seed_col("seed 1: last step", "real_lamp_enron_seeds_cpu", 1),
+              _seed_col("seed 1: validation-chosen", "real_lamp_enron_valselect_cpu", 1),
+              _seed_col("seed 2: last step", "real_lamp_enron_seeds_cpu", 2),
+              _seed_col("seed 2: validation-chosen", "real_lamp_enron_valselect_cpu", 2)],
+        rows=(Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("pplug", "pplug"))),
+    "ablation_pplug_retrieval": T(
+        cells_table, caption="music_ratings (dev n={n}), 3 seeds", ref="pplug+retrieval",
+        cols=_with_file([MAE, RMSE, COLD_MAE, COLD_RMSE], "real_lamp_music_pplug_retrieval_cpu"),
+        rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"), Row("pplug+retrieval", "pplug+retrieval"),
+              *RATING_FLOORS)),
+    "ablation_pplug_retrieval_synth": T(
+        cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug+retrieval",
+        cols=_with_file([MAE, RMSE], SYNTH),
+        rows=(Row("retrieval", "retrieval"), Row("pplug", "pplug"), Row("pplug+retrieval", "pplug+retrieval"),
+              *RATING_FLOORS)),
+    "ablation_pplug_retrieval_generation": T(
+        cells_table, caption="dev ROUGE-1 (n={n}), seed 0",
+        cols=[Col("acl_titles", "rouge1", file="real_lamp_acl"),
+              Col("enron_subjects", "rouge1", file="real_lamp_enron")],
+        rows=(Row("none", "none (frozen LLM)"), Row("retrieval", "retrieval"), Row("pplug", "pplug"),
+              Row("pplug+retrieval", "pplug+retrieval"))),
+    "ablation_input_token_music": T(
+        cells_table, caption="music_ratings (dev n={n}), 3 seeds", cols=[MAE, RMSE, PEARSON, COLD_MAE, COLD_RMSE],
+        rows=(Row("pplug", "PPlug, the rating recipe", file=MUSIC),
+              Row("pplug", "+ input token", file=INPUT_TOKEN),
+              Row("pplug", "+ input token, frozen encoder", file=INPUT_TOKEN_FROZEN),
+              Row("retrieval", "retrieval", file=INPUT_TOKEN),
+              *[Row(r.key, r.label, file=MUSIC) for r in RATING_FLOORS])),
+    "ablation_input_token_music_intervals": T(
+        interval_table, caption="minus", cols=[MAE, RMSE],
+        rows=(Row("retrieval", "+ input token minus retrieval", file=INPUT_TOKEN),
+              Row(USER_MEAN.key, "+ input token minus the user's mean", file=INPUT_TOKEN),
+              Row("retrieval", "frozen encoder minus retrieval", file=INPUT_TOKEN_FROZEN),
+              Row(USER_MEAN.key, "frozen encoder minus the user's mean", file=INPUT_TOKEN_FROZEN))),
+    "ablation_input_token_synth": T(
+        cells_table, caption="synthetic domain shift (n={n}), 3 seeds", cols=[MAE, RMSE],
+        rows=(Row("pplug", "PPlug, the rating recipe", file=SYNTH), Row("pplug", "+ input token", file=SYNTH_TOKEN),
+              Row("pplug", "+ input token, frozen encoder", file=SYNTH_TOKEN_FROZEN),
+              Row("retrieval", "retrieval", file=SYNTH_TOKEN), Row(USER_MEAN.key, USER_MEAN.label, file=SYNTH),
+              Row("ceiling", "history-blind ceiling", file=SYNTH))),
+    "ablation_input_token_synth_intervals": T(
+        interval_table, caption="minus", cols=[MAE, RMSE],
+        rows=(Row("retrieval", "+ input token minus retrieval", file=SYNTH_TOKEN),
+              Row(USER_MEAN.key, "+ input token minus the user's mean", file=SYNTH_TOKEN),
+              Row(USER_MEAN.key, "frozen encoder minus the user's mean", file=SYNTH_TOKEN_FROZEN))),
+    "ablation_mix_synth": T(
+        cells_table, caption="synthetic domain shift (n={n}), 3 seeds", ref="pplug+mix",
+        cols=_with_file([MAE, RMSE], "synth_shift_input_token_frozen_history_mix_cpu"),
+        rows=(Row("pplug", "PPlug + input token (frozen encoder), model alone"),
+              Row("pplug+mix", "the same models + mix (k chosen on held-out training questions)"), *RATING_FLOORS)),
+    "ablation_synth_recipe": T(
+        cells_table, caption="synthetic domain shift (n={n}), 3 seeds, every method trained from",
+        cols=SYNTH_RECIPE_COLS,
+        rows=(Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"), Row("pplug", "pplug"), USER_MEAN)),
+    "ablation_synth_recipe_intervals": T(interval_table, caption="pplug minus the user's mean",
+                                         cols=SYNTH_RECIPE_COLS, rows=(Row(USER_MEAN.key, "interval"),)),
+    "ablation_design_single_seed": T(
+        cells_table, caption="music_ratings dev (n={n}), seed 0",
+        cols=_with_file([MAE_ARGMAX, MAE, RMSE], "ablation_music_ratings"),
+        rows=(Row("pplug base", "PPlug as published (trainable input encoder, 1 user token, τ = 1, 32 items)"),
+              Row("pplug frozen-encoder", "frozen input encoder + trainable query projection"),
+              Row("pplug user-tokens-4", "4 user tokens"), Row("pplug temperature-0.1", "attention temperature 0.1"),
+              Row("pplug mean-attention", "mean over the history"),
+              Row("pplug history-8", "only the 8 most recent history items"),
+              Row("pplug persona", "+ persona text derived from the history"), *RATING_FLOORS)),
+    # docs/decoding.md, docs/serving.md
+    "decoding_enron": T(decoding, set_name="enron_subjects"),
+    "decoding_acl": T(decoding, set_name="acl_titles"),
+    "server_load": server_load,
+    "server_soak": server_soak,
+    # docs/architecture.md: rendered from pplug/ itself, not from the results
+    "modules": modules,
+}
 
 
 # --- documents --------------------------------------------------------------------------------------
