@@ -11,11 +11,12 @@ A document holds a table as
 
 and everything outside the markers is hand-written prose. `RENDERERS` maps each NAME to the function that
 renders it from the results folder (one table is not a result: `modules`, the module list of
-docs/architecture.md, is rendered from pplug/ and each module's docstring). Cells are mean ± sd over
-training seeds (a value alone where one run decides it: `none`, the no-model floors); intervals are the
-paired bootstrap 95% intervals that the benchmarks stored (`pplug.stats.summarize`), printed with
-`pplug.stats.format_interval`; "leads" and "behind" mean the interval excludes 0 (`pplug.stats.interval_verdict`). Under each table, every results
-file it read is named with its command, code version, host, device and dtype (the file's `"meta"`).
+docs/architecture.md, is rendered from pplug/ and each module's docstring). Cells are mean ± sd over training
+seeds (a value alone where one run decides it: `none`, the no-model floors); intervals are the paired
+bootstrap 95% intervals that the benchmarks stored (`pplug.stats.summarize`), printed with
+`pplug.stats.format_interval`; "leads" and "behind" mean the interval excludes 0
+(`pplug.stats.interval_verdict`). Under each table, every results file it read is named with its command, code
+version, host, device and dtype (the file's `"meta"`).
 """
 
 from __future__ import annotations
