@@ -71,7 +71,8 @@ def test_the_make_train_table_renders_from_its_results_file(tmp_path):
     out = report.render_text(doc, tmp_path)
     assert out.startswith("before\n<!-- report:make_train -->\n| `make train` run |") and out.endswith("after\n")
     assert "| seed 1, bfloat16 | 6.0 min | 0.900 | 1.100 | 1.000 / 1.200 | 2.100 / 1.400 |" in out
-    assert "| **mean ± sd, float32** (3 seeds) | 6.0 ± 1.0 min | 0.900 ± 0.100 | 1.100 ± 0.100 | 1.000 ± 0.000 / " in out
+    assert ("| **mean ± sd, float32** (3 seeds) | 6.0 ± 1.0 min | 0.900 ± 0.100 | 1.100 ± 0.100 | 1.000 ± 0.000 / "
+            in out)
     assert "| seed 2, float32 | 7.0 min | 1.000 | 1.200 |  | 2.100 / 1.400 |" in out
     assert "| history-blind ceiling" in out and "0.933" in out and "code abc1234" in out
 
@@ -330,5 +331,6 @@ def test_dotted_names_in_the_docs_exist():
                     problems.append(f"{doc.name}: pplug.{mod}.{name}")
             except ImportError:
                 problems.append(f"{doc.name}: no module pplug.{mod}")
-        problems += [f"{doc.name}: {f}" for f in set(re.findall(r"\bpplug/\w+\.py\b", text)) if not (ROOT / f).is_file()]
+        files = set(re.findall(r"\bpplug/\w+\.py\b", text))
+        problems += [f"{doc.name}: {f}" for f in files if not (ROOT / f).is_file()]
     assert not problems, "\n".join(problems)
