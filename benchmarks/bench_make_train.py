@@ -1,0 +1,143 @@
+"""The `make train` recipe over seeds and dtypes: does the default run personalize on every host?
+
+    python benchmarks/bench_make_train.py                          # seeds 0 1 2 x {float32, bfloat16}
+    python benchmarks/bench_make_train.py --seeds 0 --dtypes float32 --no-history-seeds
+
+Each run is `python train.py --seed_everything S --model.torch_dtype D` (configs/default.yaml, the embedded
+synthetic data), timed from the outside, one at a time so that each wall time is the command's own. Its
+`metrics.json` gives PPlug's MAE (the decoding saved with the checkpoint, what `make train` prints first),
+its RMSE (expected decoding) and the frozen LLM alone on the same dev questions. The **history-blind
+ablation** trains and scores the same recipe on a copy of the data whose profiles are empty, so every
+user is a cold-start user: whatever the recipe gains beyond that ablation comes through the user's
+history, and the ablation itself cannot beat the data's history-blind ceiling except by noise.
+
+Prints one row per run, then mean ± sd per dtype, and writes `benchmarks/results/make_train.json`
+(`python -m benchmarks.report` renders it into the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from meta import run_meta  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pplug.data import load_split, write_split  # noqa: E402
+from pplug.io import atomic_write_json  # noqa: E402
+from pplug.synth import REPORT_NAME, ensure_default_data  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
+
+
+def without_history(data: Path, out: Path) -> Path:
+    """A copy of the synthetic set with every profile emptied (the synth report, and so its ceiling, kept)."""
+    for split in ("train", "dev"):
+        s = load_split(data, split)
+        for ex in s.examples:
+            ex.profile = []
+        write_split(out, split, s.task.name, s.examples)
+    shutil.copyfile(data / REPORT_NAME, out / REPORT_NAME)
+    return out
+
+
+def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], log: Path) -> dict:
+    """One train.py run; returns its metrics.json plus the wall time seen from outside."""
+    cmd = [sys.executable, str(ROOT / "train.py"), "--run", run, "--checkpoints_dir", str(ckpt_root),
+           "--seed_everything", str(seed), "--model.torch_dtype", dtype, *extra]
+    t0 = time.monotonic()
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - t0
+    if proc.returncode:
+        raise SystemExit(f"bench_make_train: {' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
+    result = json.loads((ckpt_root / run / "metrics.json").read_text(encoding="utf-8"))
+    result["wall_s"] = round(wall, 1)
+    return result
+
+
+def summary(metrics: dict, name: str) -> dict[str, float]:
+    """MAE of the saved decoding (the row without a bracket) and RMSE of the expected decoding."""
+    saved, expected = metrics[name], metrics.get(f"{name} [expected]", metrics[name])
+    return {"mae": saved["mae"], "rmse": expected["rmse"]}
+
+
+def mean_sd(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
+    p.add_argument("--no-history-seeds", type=int, nargs="*", default=None,
+                   help="seeds of the history-blind ablation (default: the same as --seeds; none: skip it)")
+    p.add_argument("--no-history-dtypes", nargs="+", default=list(DTYPES), choices=DTYPES,
+                   help="dtypes of the history-blind ablation")
+    p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_make_train"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "make_train.json"))
+    p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
+                   help="more train.py options for every run (last on the command line)")
+    args = p.parse_args(argv)
+    no_history_seeds = args.seeds if args.no_history_seeds is None else args.no_history_seeds
+
+    ckpt_root = Path(args.checkpoints)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    data = ensure_default_data(ROOT / "lamp_data" / "synthetic")
+    blind_data = without_history(data, ckpt_root / "data_without_history")
+    report = json.loads((data / REPORT_NAME).read_text(encoding="utf-8"))
+    ceiling = report["history_blind_ceiling"]
+
+    out_path = Path(args.out)
+    out = {"meta": run_meta(device="cpu", dtype=" / ".join(args.dtypes)), "ceiling": ceiling,
+           "history_oracle": report.get("history_oracle"), "runs": []}
+    runs = out["runs"]
+    # every recipe run first, the ablation after: a cut-short benchmark still holds every seed and dtype
+    for dtype in args.dtypes:
+        for seed in args.seeds:
+            run = f"s{seed}_{dtype}"
+            m = train(run, seed, dtype, ckpt_root, args.train_args, ckpt_root / f"{run}.log")
+            runs.append({"seed": seed, "dtype": dtype, "wall_s": m["wall_s"],
+                         "pplug": summary(m["metrics"], "pplug (trained)"), "none": summary(m["metrics"], "none"),
+                         "verdict": m.get("verdict")})
+            atomic_write_json(out_path, out)
+            print(f"seed {seed} {dtype:8s} {m['wall_s']:6.0f} s | {m.get('verdict')}", flush=True)
+    for row in runs:
+        if row["seed"] in no_history_seeds and row["dtype"] in args.no_history_dtypes:
+            run = f"s{row['seed']}_{row['dtype']}_no_history"
+            b = train(run, row["seed"], row["dtype"], ckpt_root,
+                      ["--data.root", str(blind_data), "--compare_none", "false", *args.train_args],
+                      ckpt_root / f"{run}.log")
+            row["no_history"] = summary(b["metrics"], "pplug (trained)")
+            row["no_history_wall_s"] = b["wall_s"]
+            atomic_write_json(out_path, out)
+            print(f"seed {row['seed']} {row['dtype']:8s} without history: MAE {row['no_history']['mae']:.3f} "
+                  f"RMSE {row['no_history']['rmse']:.3f}", flush=True)
+
+    print(f"\nhistory-blind ceiling: MAE {ceiling['mae']:.3f} RMSE {ceiling['rmse']:.3f}")
+    for dtype in args.dtypes:
+        rs = [r for r in runs if r["dtype"] == dtype]
+        for key in ("pplug", "no_history", "none"):
+            have = [r[key] for r in rs if key in r]
+            if have:
+                mae = [h["mae"] for h in have]
+                print(f"{dtype:8s} {key:10s} MAE {mean_sd(mae)} ({100 * (1 - statistics.mean(mae) / ceiling['mae']):+.1f}%"
+                      f" below the ceiling)  RMSE {mean_sd([h['rmse'] for h in have])}  (n={len(have)})")
+        print(f"{dtype:8s} wall per train.py run: {mean_sd([r['wall_s'] for r in rs])} s")
+    below = sum(r["pplug"]["mae"] < ceiling["mae"] for r in runs)
+    print(f"PPlug below the history-blind ceiling (MAE) in {below} of {len(runs)} runs")
+
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
