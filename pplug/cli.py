@@ -76,7 +76,8 @@ def _add_user(sub) -> None:
 
     def store_arg(q) -> None:
         q.add_argument("--store", default=None,
-                       help="SQLite store (default: $PPLUG_HOME/pplug_store.sqlite or ./pplug_store.sqlite)")
+                       help="user store: a SQLite file (or sqlite:///file) or a postgresql:// URL "
+                            "(default: $PPLUG_HOME/pplug_store.sqlite or ./pplug_store.sqlite)")
 
     q = users.add_parser("create", help="add a user with a persona document (YAML or JSON)")
     q.add_argument("user", help="user id")
@@ -123,7 +124,8 @@ def device_args(p) -> None:
 def _add_adapt(sub) -> None:
     p = sub.add_parser("adapt", help="retrain on new interactions; promote if not worse (cron-safe); --rollback")
     p.add_argument("--checkpoint", required=True, help="run folder holding final/, v0001/ ... and LATEST")
-    p.add_argument("--store", default=None, help="SQLite store (default: as for `pplug user`)")
+    p.add_argument("--store", default=None,
+                   help="user store: SQLite file or postgresql:// URL (default: as for `pplug user`)")
     p.add_argument("--rollback", action="store_true", help="serve the current version's parent again")
     p.add_argument("--min-new", type=int, default=32, help="new interactions needed to retrain (default: 32)")
     p.add_argument("--epochs", type=int, default=2)
@@ -236,7 +238,8 @@ _SUBCOMMANDS += [_add_evaluate]
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server: many users, one frozen LLM, dynamic batching")
     p.add_argument("--checkpoint", required=True, help="run folder (serves LATEST, picks up promotions) or checkpoint")
-    p.add_argument("--store", default=None, help="SQLite user store (default: as for `pplug user`)")
+    p.add_argument("--store", default=None,
+                   help="user store: SQLite file or postgresql:// URL (default: as for `pplug user`)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")

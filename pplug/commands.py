@@ -68,19 +68,19 @@ def run_score(args) -> int:
 def run_user(args) -> int:
     """`pplug user`."""
     from pplug.persona import Persona, dump_persona, load_persona, render
-    from pplug.store import UserStore
+    from pplug.store import open_store
 
     action = args.user_command
     if action == "create":
         persona = load_persona(args.persona) if args.persona else Persona()
-        with UserStore(args.store) as store:
+        with open_store(args.store) as store:
             p = store.create_user(args.user, persona, task=args.task)
-            print(f"created user {args.user!r} in {store.path} (task {store.user_task(args.user) or '-'}), persona v1")
+            print(f"created user {args.user!r} in {store.location} (task {store.user_task(args.user) or '-'}), persona v1")
             text = render(p)
             if text:
                 print(f"persona: {text}")
         return 0
-    with UserStore(args.store, create=False) as store:
+    with open_store(args.store, create=False) as store:
         if action == "list":
             for u in store.users():
                 print(f"{u}\t{store.count_interactions(u)} interactions\tpersona v{store.persona_version(u)}")
@@ -102,7 +102,7 @@ def run_user(args) -> int:
             return 0
         if action == "show":
             task = store.user_task(args.user)  # unknown user -> error before printing anything
-            print(f"# user {args.user} ({store.path})")
+            print(f"# user {args.user} ({store.location})")
             print(f"task: {task or '-'}")
             counts = store.count_by_task(args.user)
             print("history: " + (", ".join(f"{n} {t}" for t, n in sorted(counts.items())) or "0") + " interactions")
@@ -180,14 +180,14 @@ def run_adapt(args) -> int:
 
     from pplug.adapt import adapt
     from pplug.checkpoints import rollback, serving_version
-    from pplug.store import UserStore
+    from pplug.store import open_store
 
     if args.rollback:
         before = serving_version(args.checkpoint)
         now = rollback(args.checkpoint)
         print(f"rolled back {args.checkpoint}: serving {now} (was {before})")
         return 0
-    with UserStore(args.store, create=False) as store:
+    with open_store(args.store, create=False) as store:
         res = adapt(
             store, args.checkpoint, min_new=args.min_new, epochs=args.epochs, lr=args.lr, encoder_lr=args.encoder_lr,
             batch_size=args.batch_size, val_fraction=args.val_fraction, metric=args.metric, seed=args.seed,

@@ -8,13 +8,15 @@
            greedy generation otherwise -> one result per row
 
 Per-user cache (`UserContext`): the user's history items of the checkpoint's task, their frozen sentence
-embeddings (N, d_enc) and the rendered persona text, keyed by (user id, the user's last interaction id,
-persona version, checkpoint version). A new interaction changes the key, so the next request sees it at once;
-a new promoted version changes it too. What is cached is the user's soft-prompt *input*: PPlug's soft prompt
-weighs the history against the current input (input-aware attention), so the finished (P, D) prompt is
-recomputed per request from the cached embeddings in one batched embedder call, which is cheap next to the
-LLM pass. The request's own input text is embedded without touching the persistent embedding cache
-(`HistoryEncoder.encode_uncached`), so a server never stores what users asked.
+embeddings (N, d_enc) and the rendered persona text, keyed by (user id, the user's version in the store,
+checkpoint version). The version (`UserStoreBase.user_version`: creation time, last interaction id, persona
+version) is read from the store on every request, so a new interaction or persona is seen at the next
+request, whichever replica sharing the store wrote it; a new promoted version changes the key too. What is
+cached is the user's soft-prompt *input*: PPlug's soft prompt weighs the history against the current input
+(input-aware attention), so the finished (P, D) prompt is recomputed per request from the cached embeddings
+in one batched embedder call, which is cheap next to the LLM pass. The request's own input text is embedded
+without touching the persistent embedding cache (`HistoryEncoder.encode_uncached`), so a server never stores
+what users asked.
 
 Only the engine thread runs the LLM; `encoder_lock` serialises use of the history encoder's cache between
 the HTTP threads (history uploads, context building).
@@ -44,7 +46,7 @@ from .inference import decode
 from .model import PPlugBatch, PPlugModel, mix_history_prior
 from .persona import render
 from .runtime import resolve_device
-from .store import UnknownUserError, UserStore
+from .store import UnknownUserError, UserStoreBase
 from .tasks import get_task
 
 
@@ -113,7 +115,7 @@ class Engine:
 
     Args:
         checkpoint: a run folder (serves its LATEST, else final/) or a checkpoint folder.
-        store: the UserStore (shared with the HTTP layer; it locks internally).
+        store: the user store (shared with the HTTP layer; it locks internally).
         device: "auto" or a torch device string.
         reload_interval: seconds between stats of LATEST (0: before every batch).
         embedding_cache: the history encoder's cache file (None: the shared pplug cache).
@@ -122,7 +124,7 @@ class Engine:
             off in production: it is derived from the user's history).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, store: UserStore, device: str = "auto",
+    def __init__(self, checkpoint: str | os.PathLike, store: UserStoreBase, device: str = "auto",
                  reload_interval: float = 1.0, embedding_cache: Any = None, max_cached_users: int = 4096,
                  expose_soft_prompts: bool = False):
         self.root = Path(checkpoint)
@@ -195,18 +197,18 @@ class Engine:
 
     def user_context(self, user_id: str | None) -> tuple[UserContext, bool]:
         """(the user's context, cache hit?); unknown or absent users get the cold-start context."""
-        if user_id is None or not self.store.has_user(user_id):
+        version = None if user_id is None else self.store.user_version(user_id)
+        if version is None:
             return self.cold_context(user_id), False
         try:
-            return self._stored_context(user_id)
+            return self._stored_context(user_id, version)
         except UnknownUserError:  # erased between the check and the reads
             return self.cold_context(user_id), False
 
-    def _stored_context(self, user_id: str) -> tuple[UserContext, bool]:
-        # read the key before the rows: an interaction landing in between only makes the entry newer than
-        # its key, and the next request re-reads it
-        key = (self.store.last_user_interaction_id(user_id), self.store.persona_version(user_id),
-               self.snapshot.version)
+    def _stored_context(self, user_id: str, version: tuple) -> tuple[UserContext, bool]:
+        # the version is read before the rows: an interaction landing in between only makes the entry newer
+        # than its key, and the next request re-reads it
+        key = (version, self.snapshot.version)
         with self._cache_lock:
             hit = self._cache.get(user_id)
             if hit is not None and hit[0] == key:

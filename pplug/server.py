@@ -49,7 +49,7 @@ from .fast_adapt import AdaptError, add_history
 from .persona import PersonaError
 from .private import parse_user_vector
 from .serve_batching import Batcher, Engine, UserContext
-from .store import DuplicateUserError, StoreError, UnknownUserError, UserStore
+from .store import DuplicateUserError, StoreError, UnknownUserError, UserStoreBase, open_store
 
 USER_KEY_PREFIX = "pplug-u-"
 
@@ -62,7 +62,7 @@ def hash_key(key: str) -> str:
 # --- the app ---
 
 
-def erase_user(store: UserStore, user_id: str, encoder: Any) -> dict[str, int]:
+def erase_user(store: UserStoreBase, user_id: str, encoder: Any) -> dict[str, int]:
     """Erasure across the store and the embedding cache; returns counts of what was removed.
 
     Cached embeddings of the user's history texts are deleted unless another user has the same text (then
@@ -87,7 +87,7 @@ def erase_user(store: UserStore, user_id: str, encoder: Any) -> dict[str, int]:
     return {**counts, "embedding_cache_rows": cache_rows, "embedding_cache_kept_shared": len(shared)}
 
 
-def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStore, admin_key: str | None = None,
+def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStoreBase, admin_key: str | None = None,
                device: str = "auto", max_batch: int = 32, window_ms: float = 10.0, reload_interval: float = 1.0,
                model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None,
                expose_soft_prompts: bool = False) -> FastAPI:
@@ -95,7 +95,8 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
 
     Args:
         checkpoint: run folder (serves LATEST, picks up new promotions) or a checkpoint folder.
-        store: UserStore or its SQLite path (created if missing).
+        store: a user store, or its `--store` value (a SQLite path, created if missing, or a postgresql://
+            URL: several replicas may share one database, see `pplug.store_postgres`).
         admin_key: the admin API key (default $PPLUG_ADMIN_KEY; neither -> ValueError).
         device: "auto" or a torch device.
         max_batch, window_ms: dynamic batching (max_batch=1: unbatched).
@@ -110,7 +111,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
     if not admin_key:
         raise ValueError("pplug serve needs an admin key: pass --admin-key or set PPLUG_ADMIN_KEY")
     limits = limits or Limits()
-    store = store if isinstance(store, UserStore) else UserStore(store)
+    store = store if isinstance(store, UserStoreBase) else open_store(store)
     engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache,
                     expose_soft_prompts=expose_soft_prompts)
     batcher = Batcher(engine, max_batch=max_batch, window_ms=window_ms)

@@ -1,4 +1,6 @@
-"""UserStore: users, versioned personas, append-only interaction history and per-user memory, in SQLite.
+"""UserStore: users, versioned personas, append-only interaction history and per-user memory, in SQLite;
+`open_store` picks the backend from `--store` (a path or sqlite:///path: this one; postgresql://...:
+`pplug.store_postgres.PostgresStore`, shared by several `pplug serve` replicas).
 
 One embedded SQLite file holds everything a deployment keeps about its users:
 
@@ -27,7 +29,6 @@ when `PPLUG_HOME` is set; pass `path=` (CLI `--store`) to choose another.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -35,10 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .persona import Persona, diff
-from .store_memory import MemoryVectors
+from .store_base import UserStoreBase
 from .store_schema import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -49,11 +47,33 @@ from .store_schema import (
     StoreError,
     UnknownUserError,
     default_store_path,
-    utc_now,
 )
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
-class UserStore(MemoryVectors):
+
+def open_store(store: str | os.PathLike | None = None, create: bool = True, timeout: float = 30.0) -> UserStoreBase:
+    """The user store named by `--store`: a SQLite file (a path, or sqlite:///relative, sqlite:////absolute),
+    or a PostgreSQL database (postgresql://user:password@host:port/dbname, psycopg's libpq URL).
+
+    Args:
+        store: the path or URL; None -> `default_store_path()`.
+        create: False -> a missing SQLite file is a FileNotFoundError, a database without a pplug store a
+            StoreError (for read-only commands).
+        timeout: seconds to wait for the database (another writer, or connecting).
+    """
+    if isinstance(store, str) and store.startswith(POSTGRES_SCHEMES):
+        from .store_postgres import PostgresStore
+
+        return PostgresStore(store, create=create, timeout=timeout)
+    if isinstance(store, str) and store.startswith("sqlite:"):
+        if not store.startswith("sqlite:///") or store == "sqlite:///":
+            raise StoreError(f"{store}: a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+        store = store[len("sqlite:///"):]
+    return UserStore(store, timeout=timeout, create=create)
+
+
+class UserStore(UserStoreBase):
     """SQLite-backed store of users, versioned personas, interactions and memory vectors.
 
     Args:
@@ -67,6 +87,7 @@ class UserStore(MemoryVectors):
 
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 30.0, create: bool = True):
         self.path = Path(path) if path is not None else default_store_path()
+        self.location = str(self.path)
         if not create and not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no user store here (create a user first, or pass --store)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,62 +153,7 @@ class UserStore(MemoryVectors):
         """SQLite's `PRAGMA integrity_check` result ("ok" when the file is sound)."""
         return str(self._read("PRAGMA integrity_check")[0][0])
 
-    # --- users ---
-
-    def _require(self, user_id: str) -> None:
-        if not self._read("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
-            n = self._read("SELECT COUNT(*) FROM users")[0][0]
-            raise UnknownUserError(
-                f"unknown user {user_id!r} in store {self.path} ({n} users; create it with `pplug user create`)"
-            )
-
-    def has_user(self, user_id: str) -> bool:
-        return bool(self._read("SELECT 1 FROM users WHERE user_id = ?", (user_id,)))
-
-    def users(self) -> list[str]:
-        """All user ids, sorted."""
-        return [r[0] for r in self._read("SELECT user_id FROM users ORDER BY user_id")]
-
-    def user_task(self, user_id: str) -> str | None:
-        """The task given when the user was created (None if not given)."""
-        self._require(user_id)
-        return self._read("SELECT task FROM users WHERE user_id = ?", (user_id,))[0][0]
-
-    def create_user(
-        self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = ""
-    ) -> Persona:
-        """Add a user with persona version 1; returns the stored persona.
-
-        `identity.user_id` is set to `user_id` (a different value is an error) and `memory.long_term`
-        defaults to "pplug-store:<user_id>" (this store's memory index).
-
-        Raises:
-            DuplicateUserError: the user exists.
-        """
-        if not isinstance(user_id, str) or not user_id.strip() or user_id != user_id.strip():
-            raise StoreError(f"invalid user id {user_id!r}: a non-empty string without surrounding spaces")
-        if task is not None:
-            from .tasks import get_task
-
-            task = get_task(task).name
-        p = persona if isinstance(persona, Persona) else Persona.from_dict(persona or {}, source=f"persona of {user_id}")
-        p = p.copy()
-        if p.identity.user_id not in (None, user_id):
-            raise StoreError(f"persona of {user_id!r}: field 'identity.user_id' is {p.identity.user_id!r}, not {user_id!r}")
-        p.identity.user_id = user_id
-        if p.memory.long_term is None:
-            p.memory.long_term = f"pplug-store:{user_id}"
-        doc = p.to_dict()
-        with self._write() as c:
-            if c.execute("SELECT 1 FROM users WHERE user_id = ?", (user_id,)).fetchone():
-                raise DuplicateUserError(f"user {user_id!r} already exists in store {self.path}")
-            now = utc_now()
-            c.execute("INSERT INTO users VALUES (?, ?, ?)", (user_id, now, task))
-            c.execute(
-                "INSERT INTO personas VALUES (?, 1, ?, 'create', ?, ?, ?)",
-                (user_id, now, message, json.dumps(doc, sort_keys=True), json.dumps(diff({}, doc))),
-            )
-        return p
+    # --- erasure ---
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         """Erase a user: interactions, memory vectors, persona versions, API key and the user row.
@@ -228,175 +194,11 @@ class UserStore(MemoryVectors):
         counts["faiss_indexes"] = len(dropped)
         return counts
 
-    # --- API keys (pplug serve) ---
-
-    def set_api_key_hash(self, user_id: str, key_sha256: str) -> None:
-        """Record the sha256 (hex) of the user's API key, replacing an earlier one."""
-        self._require(user_id)
-        with self._write() as c:
-            c.execute("INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?)", (user_id, key_sha256, utc_now()))
-
-    def user_for_api_key_hash(self, key_sha256: str) -> str | None:
-        """The user whose API key hashes to `key_sha256` (None when no user has it)."""
-        rows = self._read("SELECT user_id FROM api_keys WHERE key_sha256 = ?", (key_sha256,))
-        return rows[0][0] if rows else None
-
-    def last_user_interaction_id(self, user_id: str) -> int:
-        """Highest interaction id of one user (0 when none): changes whenever the user's history grows."""
-        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM interactions WHERE user_id = ?", (user_id,))[0][0])
-
-    # --- personas ---
-
-    def persona(self, user_id: str, version: int | None = None) -> Persona:
-        """The user's persona (latest version, or the given one)."""
-        self._require(user_id)
-        if version is None:
-            rows = self._read(
-                "SELECT document FROM personas WHERE user_id = ? ORDER BY version DESC LIMIT 1", (user_id,)
-            )
-        else:
-            rows = self._read("SELECT document FROM personas WHERE user_id = ? AND version = ?", (user_id, version))
-            if not rows:
-                raise StoreError(f"user {user_id!r} has no persona version {version}")
-        return Persona.from_dict(json.loads(rows[0][0]), source=f"{self.path}: persona of {user_id}")
-
-    def persona_version(self, user_id: str) -> int:
-        """Latest persona version number (1 after create)."""
-        self._require(user_id)
-        return int(self._read("SELECT MAX(version) FROM personas WHERE user_id = ?", (user_id,))[0][0])
-
-    def update_persona(self, user_id: str, persona: Persona, source: str = "manual", message: str = "") -> int:
-        """Record `persona` as a new version (with its diff) unless nothing changed; returns the version."""
-        self._require(user_id)
-        new = persona.to_dict()
-        with self._write() as c:
-            version, doc = c.execute(
-                "SELECT version, document FROM personas WHERE user_id = ? ORDER BY version DESC LIMIT 1", (user_id,)
-            ).fetchone()
-            ops = diff(json.loads(doc), new)
-            if not ops:
-                return int(version)
-            c.execute(
-                "INSERT INTO personas VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (user_id, version + 1, utc_now(), source, message, json.dumps(new, sort_keys=True), json.dumps(ops)),
-            )
-            return int(version) + 1
-
-    def persona_log(self, user_id: str) -> list[PersonaChange]:
-        """All persona versions of the user, oldest first, each with its diff."""
-        self._require(user_id)
-        rows = self._read(
-            "SELECT version, created_at, source, message, diff FROM personas WHERE user_id = ? ORDER BY version",
-            (user_id,),
-        )
-        return [PersonaChange(int(v), t, s, m, json.loads(d)) for v, t, s, m, d in rows]
-
-    # --- interactions ---
-
-    def add_interactions(
-        self,
-        user_id: str,
-        items: Sequence[dict],
-        task: str | None = None,
-        embeddings: np.ndarray | Any | None = None,
-        encoder: str | None = None,
-    ) -> list[int]:
-        """Append items (one transaction) and, optionally, their memory embeddings; returns their ids.
-
-        Args:
-            user_id: an existing user.
-            items: LaMP profile items (JSON-serialisable dicts), oldest first.
-            task: task the items belong to (default: the user's task).
-            embeddings: (N, dim) vectors of the items' history texts, stored as long-term memory.
-            encoder: identity of the encoder that produced `embeddings` (required with them).
-        """
-        self._require(user_id)
-        if task is None:
-            task = self.user_task(user_id)
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise StoreError(f"interaction {i} of user {user_id!r}: expected a JSON object, got {type(item).__name__}")
-        vecs = None
-        if embeddings is not None:
-            if encoder is None:
-                raise StoreError("add_interactions: `encoder` (identity) is required with `embeddings`")
-            vecs = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, np.float32)
-            if vecs.ndim != 2 or len(vecs) != len(items):
-                raise StoreError(f"add_interactions: {len(items)} items but embeddings of shape {tuple(vecs.shape)}")
-        ids = []
-        with self._write() as c:
-            now = utc_now()
-            for item in items:
-                cur = c.execute(
-                    "INSERT INTO interactions (user_id, created_at, task, item) VALUES (?, ?, ?, ?)",
-                    (user_id, now, task, json.dumps(item, ensure_ascii=False, sort_keys=True)),
-                )
-                ids.append(int(cur.lastrowid))
-            if vecs is not None:
-                c.executemany(
-                    "INSERT OR REPLACE INTO memory VALUES (?, ?, ?, ?)",
-                    [(i, encoder, user_id, v.astype(np.float16).tobytes()) for i, v in zip(ids, vecs)],
-                )
-        return ids
-
-    def history(
-        self, user_id: str, task: str | None = None, after_id: int = 0, limit: int | None = None
-    ) -> list[Interaction]:
-        """The user's interactions, oldest first (only `task`'s if given; only ids > `after_id`).
-
-        `limit` keeps the most recent `limit` rows.
-        """
-        self._require(user_id)
-        sql = "SELECT id, user_id, created_at, task, item FROM interactions WHERE user_id = ? AND id > ?"
-        params: list[Any] = [user_id, after_id]
-        if task is not None:
-            sql += " AND task = ?"
-            params.append(task)
-        if limit is not None:
-            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"
-            params.append(int(limit))
-        else:
-            sql += " ORDER BY id"
-        return [Interaction(i, u, t, k, json.loads(it)) for i, u, t, k, it in self._read(sql, params)]
-
-    def history_items(self, user_id: str, task: str | None = None, limit: int | None = None) -> list[dict]:
-        """Just the items of `history` (oldest first)."""
-        return [r.item for r in self.history(user_id, task=task, limit=limit)]
-
-    def count_interactions(self, user_id: str | None = None, after_id: int = 0, task: str | None = None) -> int:
-        """Number of interactions (of one user or all; only ids > `after_id`; only `task`'s if given)."""
-        sql, params = "SELECT COUNT(*) FROM interactions WHERE id > ?", [after_id]
-        if user_id is not None:
-            self._require(user_id)
-            sql += " AND user_id = ?"
-            params.append(user_id)
-        if task is not None:
-            sql += " AND task = ?"
-            params.append(task)
-        return int(self._read(sql, params)[0][0])
-
-    def count_by_task(self, user_id: str) -> dict[str, int]:
-        """Interaction counts of one user per task."""
-        self._require(user_id)
-        rows = self._read("SELECT task, COUNT(*) FROM interactions WHERE user_id = ? GROUP BY task", (user_id,))
-        return {str(t): int(n) for t, n in rows}
-
-    def last_interaction_id(self) -> int:
-        """Highest interaction id in the store (0 when empty): a watermark for "new since"."""
-        return int(self._read("SELECT COALESCE(MAX(id), 0) FROM interactions")[0][0])
-
-    def interactions_since(self, after_id: int, task: str | None = None) -> list[Interaction]:
-        """All users' interactions with id > `after_id`, in id order."""
-        sql = "SELECT id, user_id, created_at, task, item FROM interactions WHERE id > ?"
-        params: list[Any] = [after_id]
-        if task is not None:
-            sql += " AND task = ?"
-            params.append(task)
-        return [Interaction(i, u, t, k, json.loads(it)) for i, u, t, k, it in self._read(sql + " ORDER BY id", params)]
-
 
 __all__ = [
     "UserStore",
+    "UserStoreBase",
+    "open_store",
     "Interaction",
     "PersonaChange",
     "StoreError",

@@ -5,6 +5,10 @@
 - `tiny_encoder_dir`: a tiny random BERT saved as a sentence-transformers model (Transformer + mean Pooling).
 - `tiny_config`: a PPlugConfig pointing at the tiny causal LLM and the tiny encoder.
 - `tmp_cache`: a fresh embedding-cache path (SQLite file) per test.
+- `postgres_server` / `postgres_url`: a real PostgreSQL (with pgvector) started by the `pgserver` package
+  (the `test` extra) in a temporary folder, reached through its Unix socket only; a fresh database per test.
+  Where it cannot start, the tests that need it skip with one line saying why.
+- `store_url`: a fresh user store on each backend (parametrised: a SQLite path, then a PostgreSQL URL).
 
 The model folders are session-scoped (built once per test run); tests must not write into them.
 """
@@ -178,3 +182,51 @@ def tiny_config(tiny_causal_llm_dir, tiny_encoder_dir):
 def tmp_cache(tmp_path) -> Path:
     """Path of a fresh, empty embedding cache (SQLite file) for one test."""
     return tmp_path / "embeddings.sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A PostgreSQL server for the whole run (pgserver: the server binaries ship inside the wheel)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR (pgserver keeps a lock file there)
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            import pgserver
+            import psycopg  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"PostgreSQL tests skipped: {e.name} is not installed (pip install -e '.[test]')")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+            srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    except Exception as e:  # noqa: BLE001 - any failure to start means "no Postgres here", said in one line
+        reason = " ".join(str(e).split())[:200]
+        pytest.skip(f"PostgreSQL tests skipped: pgserver could not start a server ({type(e).__name__}: {reason})")
+    yield srv
+    srv.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """The URL of a new, empty database on the test server (dropped afterwards)."""
+    import re
+
+    import psycopg
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    admin = postgres_server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_server.get_uri(name)
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path) -> str:
+    """A fresh user store's `--store` value on each backend."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("postgres_url")
