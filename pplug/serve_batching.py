@@ -199,6 +199,8 @@ class Engine:
         """(the user's context, cache hit?); unknown or absent users get the cold-start context."""
         version = None if user_id is None else self.store.user_version(user_id)
         if version is None:
+            if user_id is not None:  # erased, maybe through another replica: drop what this one still holds
+                self.invalidate(user_id)
             return self.cold_context(user_id), False
         try:
             return self._stored_context(user_id, version)
@@ -234,7 +236,7 @@ class Engine:
         return ctx, False
 
     def invalidate(self, user_id: str) -> int:
-        """Drop a user's cached context (after erasure; history changes already change the key)."""
+        """Drop a user's cached context (after erasure; other changes already change the key)."""
         with self._cache_lock:
             return int(self._cache.pop(user_id, None) is not None)
 
