@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,13 +52,15 @@ def without_history(data: Path, out: Path) -> Path:
     return out
 
 
-def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], log: Path) -> dict:
-    """One train.py run; returns its metrics.json plus the wall time seen from outside."""
+def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], threads: int) -> dict:
+    """One train.py run on `threads` CPU threads; returns its metrics.json plus the wall time seen from outside."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--run", run, "--checkpoints_dir", str(ckpt_root),
            "--seed_everything", str(seed), "--model.torch_dtype", dtype, *extra]
+    log = ckpt_root / f"{run}.log"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.monotonic()
     with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
     wall = time.monotonic() - t0
     if proc.returncode:
         raise SystemExit(f"bench_make_train: {' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
@@ -82,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seeds of the history-blind ablation (default: the same as --seeds; none: skip it)")
     p.add_argument("--no-history-dtypes", nargs="+", default=list(DTYPES), choices=DTYPES,
                    help="dtypes of the history-blind ablation")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings at once, sharing the CPU cores equally (1: each wall time is the run's own)")
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_make_train"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "make_train.json"))
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
@@ -98,29 +105,40 @@ def main(argv: list[str] | None = None) -> int:
 
     out_path = Path(args.out)
     out = {"meta": run_meta(device="cpu", dtype=" / ".join(args.dtypes)), "ceiling": ceiling,
-           "history_oracle": report.get("history_oracle"), "runs": []}
+           "history_oracle": report.get("history_oracle"), "jobs": args.jobs, "runs": []}
     runs = out["runs"]
-    # every recipe run first, the ablation after: a cut-short benchmark still holds every seed and dtype
-    for dtype in args.dtypes:
-        for seed in args.seeds:
-            run = f"s{seed}_{dtype}"
-            m = train(run, seed, dtype, ckpt_root, args.train_args, ckpt_root / f"{run}.log")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    lock = threading.Lock()
+
+    def recipe(seed: int, dtype: str) -> None:
+        m = train(f"s{seed}_{dtype}", seed, dtype, ckpt_root, args.train_args, threads)
+        with lock:
             runs.append({"seed": seed, "dtype": dtype, "wall_s": m["wall_s"],
                          "pplug": summary(m["metrics"], "pplug (trained)"), "none": summary(m["metrics"], "none"),
                          "verdict": m.get("verdict")})
             atomic_write_json(out_path, out)
-            print(f"seed {seed} {dtype:8s} {m['wall_s']:6.0f} s | {m.get('verdict')}", flush=True)
+        print(f"seed {seed} {dtype:8s} {m['wall_s']:6.0f} s | {m.get('verdict')}", flush=True)
+
+    def ablation(seed: int, dtype: str) -> None:
+        b = train(f"s{seed}_{dtype}_no_history", seed, dtype, ckpt_root,
+                  ["--data.root", str(blind_data), "--compare_none", "false", *args.train_args], threads)
+        with lock:
+            blind[(seed, dtype)] = {"no_history": summary(b["metrics"], "pplug (trained)"),
+                                    "no_history_wall_s": b["wall_s"]}
+        print(f"seed {seed} {dtype:8s} without history: {b['wall_s']:6.0f} s | MAE {b['metrics']['pplug (trained)']['mae']:.3f}",
+              flush=True)
+
+    blind: dict[tuple[int, str], dict] = {}
+    # every recipe run is queued first, the ablation after: a cut-short benchmark still holds every seed and dtype
+    jobs = [(recipe, seed, dtype) for dtype in args.dtypes for seed in args.seeds]
+    jobs += [(ablation, seed, dtype) for dtype in args.no_history_dtypes for seed in no_history_seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for f in [pool.submit(*job) for job in jobs]:
+            f.result()
+    runs.sort(key=lambda r: (args.dtypes.index(r["dtype"]), r["seed"]))
     for row in runs:
-        if row["seed"] in no_history_seeds and row["dtype"] in args.no_history_dtypes:
-            run = f"s{row['seed']}_{row['dtype']}_no_history"
-            b = train(run, row["seed"], row["dtype"], ckpt_root,
-                      ["--data.root", str(blind_data), "--compare_none", "false", *args.train_args],
-                      ckpt_root / f"{run}.log")
-            row["no_history"] = summary(b["metrics"], "pplug (trained)")
-            row["no_history_wall_s"] = b["wall_s"]
-            atomic_write_json(out_path, out)
-            print(f"seed {row['seed']} {row['dtype']:8s} without history: MAE {row['no_history']['mae']:.3f} "
-                  f"RMSE {row['no_history']['rmse']:.3f}", flush=True)
+        row.update(blind.get((row["seed"], row["dtype"]), {}))
+    atomic_write_json(out_path, out)
 
     print(f"\nhistory-blind ceiling: MAE {ceiling['mae']:.3f} RMSE {ceiling['rmse']:.3f}")
     for dtype in args.dtypes:
