@@ -12,7 +12,8 @@ user is a cold-start user: whatever the recipe gains beyond that ablation comes 
 history, and the ablation itself cannot beat the data's history-blind ceiling except by noise.
 
 Prints one row per run, then mean ± sd per dtype, and writes `benchmarks/results/make_train.json`
-(`python -m benchmarks.report` renders it into the README).
+(`python -m benchmarks.report` renders it into the README). `--clean-clone` adds what a new user's first
+`make train` costs: set-up and training timed in a fresh `git clone` of HEAD.
 """
 
 from __future__ import annotations
@@ -69,6 +70,32 @@ def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], th
     return result
 
 
+def clean_clone_make_train(python: str) -> dict:
+    """`git clone` of this repository's HEAD into a temporary folder, then `make setup` and `make train` there,
+    each timed: what a new user's first run costs (the pip cache of this machine as it is)."""
+    import re
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pplug-clone-") as tmp:
+        clone = Path(tmp) / "pplug"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        seconds = {}
+        for target in ("setup", "train"):
+            t0 = time.monotonic()
+            with open(clone / f"make_{target}.log", "w", encoding="utf-8") as f:
+                proc = subprocess.run(["make", target, f"PYTHON={python}"], cwd=clone, stdout=f, stderr=subprocess.STDOUT)
+            seconds[target] = round(time.monotonic() - t0, 1)
+            if proc.returncode:
+                raise SystemExit(f"bench_make_train: make {target} failed in the clean clone (exit {proc.returncode}):\n"
+                                 + (clone / f"make_{target}.log").read_text(encoding="utf-8")[-3000:])
+        log = (clone / "make_train.log").read_text(encoding="utf-8")
+        m = json.loads((clone / "checkpoints" / "pplug-synthetic" / "metrics.json").read_text(encoding="utf-8"))
+    dtype = re.search(r"torch_dtype auto -> (\w+)", log)
+    return {"setup_s": seconds["setup"], "train_s": seconds["train"], "total_s": round(sum(seconds.values()), 1),
+            "dtype": dtype.group(1) if dtype else "not recorded", "pplug": summary(m["metrics"], "pplug (trained)"),
+            "verdict": m.get("verdict"), "host": run_meta()["host"]}
+
+
 def summary(metrics: dict, name: str) -> dict[str, float]:
     """MAE of the saved decoding (the row without a bracket) and RMSE of the expected decoding."""
     saved, expected = metrics[name], metrics.get(f"{name} [expected]", metrics[name])
@@ -93,7 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "make_train.json"))
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                    help="more train.py options for every run (last on the command line)")
+    p.add_argument("--clean-clone", action="store_true",
+                   help="only time `make setup` + `make train` in a fresh clone of HEAD and add it to --out")
+    p.add_argument("--python", default="python3.11", help="the interpreter `make` builds the clone's .venv with")
     args = p.parse_args(argv)
+    if args.clean_clone:
+        out = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        out["clean_clone"] = clean_clone_make_train(args.python)
+        atomic_write_json(Path(args.out), out)
+        c = out["clean_clone"]
+        print(f"clean clone: make setup {c['setup_s']:.0f} s + make train {c['train_s']:.0f} s = {c['total_s']:.0f} s "
+              f"({c['dtype']}); {c['verdict']}\nwrote {args.out}")
+        return 0
     no_history_seeds = args.seeds if args.no_history_seeds is None else args.no_history_seeds
 
     ckpt_root = Path(args.checkpoints)

@@ -247,9 +247,38 @@ def make_train(results: Path) -> str:
                  f"{c['rmse']:.3f}", "", ""])
     m = d.get("meta", {})
     nr = "not recorded"
-    return (markdown_table(header, body) + f"\n\nSource: `make_train.json`: `{m.get('command', nr)}` (code "
+    jobs = d.get("jobs", 1)
+    shared = (f"\n\nWall times: {jobs} trainings ran at once, each on an equal share of the cores, so a lone "
+              "run is faster." if jobs > 1 else "")
+    cc = d.get("clean_clone")
+    if cc:
+        shared += (f"\n\nFrom a fresh `git clone` (pip cache warm), `make train` took **{cc['total_s'] / 60:.1f} min**: "
+                   f"set-up {cc['setup_s'] / 60:.1f} min + train.py {cc['train_s'] / 60:.1f} min ({cc['dtype']}, "
+                   f"host {cc['host']}); PPlug MAE {cc['pplug']['mae']:.3f}.")
+    return (markdown_table(header, body) + shared + f"\n\nSource: `make_train.json`: `{m.get('command', nr)}` (code "
             f"{m.get('code_version', nr)}; host {m.get('host', nr)}; device {m.get('device', nr)}; dtype "
             f"{m.get('dtype', nr)})")
+
+
+def attention(results: Path) -> str:
+    """bench_attention: how many history items the input-aware attention reads, and how much of its mass lands
+    on the past reviews of the input's sentiment, per temperature, for a fresh and for a trained embedder."""
+    files = [(name, label) for name, label in (("attention_synthetic_fresh", "fresh embedder"),
+                                                 ("attention_synthetic_trained", "trained (`make train`, seed 0)"))
+             if (Path(results) / f"{name}.json").is_file()]
+    if not files:
+        return "_no results file yet: run `python benchmarks/bench_attention.py --out ...`_"
+    data = [load(results, name) for name, _ in files]
+    header = ["temperature τ"] + [f"{label}: {what}" for _, label in files
+                                  for what in ("items attended (1/Σw²)", "mass on the input's sentiment")]
+    temps = sorted(dict.fromkeys(t for d in data for t in d["rows"]), key=lambda t: -float(t.split()[-1]))
+    body = [[t.split()[-1]] + [cell for d in data for cell in
+                               ((f"{d['rows'][t]['effective_items']:.1f} of {d['rows'][t]['history_items']:.1f}",
+                                 f"{d['rows'][t]['mass_on_same_sentiment']:.3f}") if t in d["rows"] else ("", ""))]
+            for t in temps]
+    share = data[0]["rows"][temps[0]]["same_sentiment_share"]
+    return (markdown_table(header, body) + f"\n\nUniform attention puts {share:.3f} of its mass there (the share of "
+            f"such items in a history; {data[0]['n']} dev questions).\n\n" + sources(results, [n for n, _ in files]))
 
 
 def decoding(results: Path, set_name: str) -> str:
@@ -312,6 +341,23 @@ def server_soak(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
+def store_replicas(results: Path) -> str:
+    """bench_store_replicas: 1 against 2 serve replicas on one PostgreSQL store, throughput and consistency."""
+    name = "store_replicas_tiny_lamp3"
+    d = load(results, name)
+    body = []
+    for r in d["settings"]:
+        body.append([str(r["replicas"]), str(r["users"]), f"{r['seconds']:.0f} s", f"{r['rps']:.2f}",
+                     f"{r['add_p50_ms']:.0f} / {r['add_p99_ms']:.0f}",
+                     f"{r['generate_p50_ms']:.0f} / {r['generate_p99_ms']:.0f}", str(r["history_added"]),
+                     str(r["generations"]), str(r["errors"]), str(r["stale_reads"]), str(r["leaks"]),
+                     str(len(r["users_with_lost_items"])), str(len(r["users_with_persona_gaps"]))])
+    header = ["replicas", "users", "length", "req/s", "append p50 / p99 ms", "generate p50 / p99 ms",
+              "items appended", "generations", "errors", "stale reads", "leaks", "users with a lost item",
+              "users with a persona gap"]
+    return markdown_table(header, body) + "\n\n" + sources(results, [name])
+
+
 def history_mix_heldout(results: Path) -> str:
     """bench_history_mix: the held-out training questions' NLL of the gold rating for each k, per method."""
     name = "real_lamp_music_history_mix_cpu"
@@ -343,8 +389,9 @@ MODULE_GROUPS = (
     ("Training and evaluation", ("train_module", "datamodule", "callbacks", "evaluate", "slices", "synth",
                                  "synth_vocab", "synth_report", "download")),
     ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
-                                    "store_schema", "store_memory", "adapt", "fast_adapt", "slow_adapt", "server",
-                                    "api_schema", "serve_batching", "private")),
+                                    "store_base", "store_schema", "store_memory", "store_postgres", "store_pg_schema",
+                                    "adapt", "fast_adapt", "slow_adapt", "server", "api_schema", "serve_batching",
+                                    "private")),
     ("Entry points", ("__init__", "cli", "commands")),
 )
 """Where each module of pplug/ sits in docs/architecture.md; a module not named here is listed last."""
@@ -460,6 +507,7 @@ T = functools.partial
 RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
     "make_train": make_train,
+    "attention": attention,
     "summary_music": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
         cols=_with_file([MAE, RMSE], MIX),
@@ -612,6 +660,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "decoding_acl": T(decoding, set_name="acl_titles"),
     "server_load": server_load,
     "server_soak": server_soak,
+    "store_replicas": store_replicas,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,
 }
