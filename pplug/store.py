@@ -1,6 +1,5 @@
 """UserStore: users, versioned personas, append-only interaction history and per-user memory, in SQLite;
-`open_store` picks the backend from `--store` (a path or sqlite:///path: this one; postgresql://...:
-`pplug.store_postgres.PostgresStore`, shared by several `pplug serve` replicas).
+`open_store` opens what `--store` names (this, or PostgreSQL: `pplug.store_postgres`).
 
 One embedded SQLite file holds everything a deployment keeps about its users:
 

@@ -1,10 +1,9 @@
-"""What every user-store backend shares: the rules of users, versioned personas, append-only interactions and API
-keys, written once over a few primitives that each backend provides (`pplug.store` for SQLite,
-`pplug.store_postgres` for PostgreSQL).
+"""UserStoreBase: the rules of users, versioned personas, append-only interactions and API keys, shared by
+the SQLite (`pplug.store`) and PostgreSQL (`pplug.store_postgres`) backends.
 
-A backend supplies `_read(sql, params)`, a `_write()` transaction whose connection has `execute(sql, params)`
-returning a cursor, `delete_user` and `location`; SQL here uses `?` placeholders and only syntax both engines
-accept (`INSERT ... ON CONFLICT`, `RETURNING`). Two hooks carry what differs inside a transaction:
+A backend provides `_read(sql, params)`, a `_write()` transaction whose connection has `execute(sql, params)`
+returning a cursor, `delete_user` and `location`; the SQL here uses `?` placeholders and only syntax both
+engines accept (`INSERT ... ON CONFLICT`, `RETURNING`). Two hooks carry what differs inside a transaction:
 `_lock_user` (PostgreSQL locks the user's row so replicas writing one user queue up) and `_lock_appends`
 (interaction ids must commit in id order: `interactions_since(watermark)` would skip a lower id committed late).
 """
