@@ -194,13 +194,14 @@ class PostgresStore(UserStoreBase):
     def _search(self, user_id: str, encoder: str, query: Any, k: int) -> list[tuple[int, float]]:
         if self.memory_search != "pgvector":
             return super()._search(user_id, encoder, query, k)
-        with self._write() as c:
-            # rows written by a replica that ran before the column existed: fill them in first
-            missing = c.execute("SELECT interaction_id, vec FROM memory WHERE user_id = ? AND encoder = ? "
-                                "AND emb IS NULL", (user_id, encoder)).fetchall()
-            for i, vec in missing:
-                c.execute("UPDATE memory SET emb = ?::vector WHERE interaction_id = ? AND encoder = ?",
-                          (_vector_text(np.frombuffer(vec, np.float16)), i, encoder))
+        # rows written by a replica that ran before the column existed: fill them in first
+        missing = self._read("SELECT interaction_id, vec FROM memory WHERE user_id = ? AND encoder = ? "
+                             "AND emb IS NULL", (user_id, encoder))
+        if missing:
+            with self._write() as c:
+                for i, vec in missing:
+                    c.execute("UPDATE memory SET emb = ?::vector WHERE interaction_id = ? AND encoder = ?",
+                              (_vector_text(np.frombuffer(vec, np.float16)), i, encoder))
         q = _vector_text(np.asarray(query.detach().cpu() if hasattr(query, "detach") else query, np.float32))
         rows = self._read(
             "SELECT interaction_id, 1 - (emb <=> ?::vector) FROM memory WHERE user_id = ? AND encoder = ? "

@@ -164,14 +164,16 @@ def test_memory_top_k_is_the_same_on_sqlite_faiss_pgvector_and_postgres_faiss(tm
     vecs = rng.standard_normal((40, 16)).astype(np.float32)
     items = [{"text": f"item {i}", "score": "3"} for i in range(40)]
     sqlite = UserStore(tmp_path / "s.sqlite")
-    pg_vector = PostgresStore(postgres_url)
-    pg_faiss = PostgresStore(postgres_url, pgvector=False)  # the same database, searched with faiss
-    assert pg_vector.memory_search == "pgvector" and pg_faiss.memory_search == "faiss"
-    for s in (sqlite, pg_vector):
+    pg_faiss = PostgresStore(postgres_url, pgvector=False)  # no pgvector column yet: written without it
+    for s in (sqlite, pg_faiss):
         s.create_user("ana", task="LaMP_3")
         s.create_user("bob", task="LaMP_3")  # another user's vectors must never be returned
         s.add_interactions("bob", items[:5], embeddings=-vecs[:5], encoder="enc")
-        s.add_interactions("ana", items, embeddings=vecs, encoder="enc")
+        s.add_interactions("ana", items[:30], embeddings=vecs[:30], encoder="enc")
+    pg_vector = PostgresStore(postgres_url)  # adds the column; the rows above get their vectors at search
+    assert pg_vector.memory_search == "pgvector" and pg_faiss.memory_search == "faiss"
+    sqlite.add_interactions("ana", items[30:], embeddings=vecs[30:], encoder="enc")
+    pg_vector.add_interactions("ana", items[30:], embeddings=vecs[30:], encoder="enc")
     for q in rng.standard_normal((5, 16)).astype(np.float32):
         want = sqlite._search("ana", "enc", q, 7)
         ana_ids = {r.id for r in sqlite.history("ana")}
