@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--history", type=int, default=20, help="history items per user")
     ap.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16", "float16"],
-                    help="frozen LLM dtype (default float32: the README's figures; auto decides for the device)")
+                    help="frozen LLM dtype (default float32, the same on every host; auto decides for the device)")
     ap.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, cpu")
     args = ap.parse_args(argv)
 

@@ -83,13 +83,13 @@ class PPlugConfig:
     which a sentence embedding of each item carries only weakly. Needs batches from `build_batch`. On by
     the rating recipes (music_ratings, lamp3: ahead on 3 seeds with `aggregation: mixed`); off by default
     because its one generation run (enron_subjects, one seed) scored far lower, though with the same
-    "Subject:" collapse PPlug as published showed on one of three seeds there, so it is unproven (README)."""
+    "Subject:" collapse PPlug as published showed on one of three seeds there, so it is unproven (docs/recipes.md)."""
 
     input_token: bool = False
     """Add one more soft-prompt vector: the input encoder's embedding of the current input e_x (the same one the
     input-aware attention reads) through its own MLP. A small frozen LLM reads a review's sentiment poorly
     (SmolLM2-135M: Pearson r ~0 between its expected rating and the gold), while the sentence encoder carries
-    it; this hands that reading to the LLM directly. Off by default (not in the paper); measured in the README.
+    it; this hands that reading to the LLM directly. Off by default (not in the paper); measured in docs/results.md.
     Ignored, like `user_stats`, by methods without a user embedding."""
 
     rating_loss_weight: float = 0.0
@@ -97,7 +97,7 @@ class PPlugConfig:
     at the answer position, what `expected` decoding reads), added to the token cross-entropy. Cross-entropy
     scores a 4 for a gold 5 as wrong as a 1; this term trains what RMSE measures (regression-aware
     fine-tuning, Lukasik et al. 2025). 0 = off (PPlug as published); the music rating recipe's value is
-    measured in the README."""
+    measured in docs/results.md."""
 
     history_mix_items: float | None = None
     """Label tasks whose history holds the labels (ratings, tags): mix the user's own label shares into the
@@ -107,10 +107,13 @@ class PPlugConfig:
     cold-start user keeps the model's distribution), and stays anchored to the user where the model meets
     inputs unlike its training data. Applies at decoding only (every decoding, the server's label
     probabilities), so it can be set or changed at load. None: the model alone (PPlug as published); the
-    value the rating recipes use was chosen on held-out training questions (README)."""
+    value the rating recipes use was chosen on held-out training questions (docs/recipes.md)."""
 
     temperature: float = 1.0
-    """Softmax temperature of the input-aware attention (lower = sharper)."""
+    """Softmax temperature of the input-aware attention (lower = sharper). The scores are cosines in [-1, 1], so
+    at 1.0 the weights stay within a factor e^2 of each other, close to a plain mean of the history; the
+    synthetic default (`configs/default.yaml`) uses 0.05 so the attention can pick the items like the input
+    (docs/recipes.md). 1.0 is PPlug as published and what the real recipes were measured with."""
 
     max_history: int = 512
     """Most recent history items kept per user (PPlug: 512)."""
