@@ -53,11 +53,14 @@ def without_history(data: Path, out: Path) -> Path:
     return out
 
 
-def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], threads: int) -> dict:
-    """One train.py run on `threads` CPU threads; returns its metrics.json plus the wall time seen from outside."""
+def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], threads: int, reuse: bool) -> dict:
+    """One train.py run on `threads` CPU threads; returns its metrics.json plus the wall time seen from outside
+    (kept as `<run>.json` beside the run; `reuse` returns that of a finished run instead of training again)."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--run", run, "--checkpoints_dir", str(ckpt_root),
            "--seed_everything", str(seed), "--model.torch_dtype", dtype, *extra]
-    log = ckpt_root / f"{run}.log"
+    log, done = ckpt_root / f"{run}.log", ckpt_root / f"{run}.json"
+    if reuse and done.is_file():  # a finished run of an interrupted benchmark
+        return json.loads(done.read_text(encoding="utf-8"))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.monotonic()
     with open(log, "w", encoding="utf-8") as f:
@@ -67,6 +70,7 @@ def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], th
         raise SystemExit(f"bench_make_train: {' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
     result = json.loads((ckpt_root / run / "metrics.json").read_text(encoding="utf-8"))
     result["wall_s"] = round(wall, 1)
+    atomic_write_json(done, result)
     return result
 
 
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="dtypes of the history-blind ablation")
     p.add_argument("--jobs", type=int, default=1,
                    help="trainings at once, sharing the CPU cores equally (1: each wall time is the run's own)")
+    p.add_argument("--reuse", action="store_true", help="keep the finished runs of an interrupted benchmark")
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints" / "bench_make_train"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "make_train.json"))
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
@@ -143,13 +148,13 @@ def main(argv: list[str] | None = None) -> int:
 
     out_path = Path(args.out)
     out = {"meta": run_meta(device="cpu", dtype=" / ".join(args.dtypes)), "ceiling": ceiling,
-           "history_oracle": report.get("history_oracle"), "jobs": args.jobs, "runs": []}
+           "history_oracle": report.get("history_oracle"), "jobs": args.jobs, "runs": [], "no_history": []}
     runs = out["runs"]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     lock = threading.Lock()
 
     def recipe(seed: int, dtype: str) -> None:
-        m = train(f"s{seed}_{dtype}", seed, dtype, ckpt_root, args.train_args, threads)
+        m = train(f"s{seed}_{dtype}", seed, dtype, ckpt_root, args.train_args, threads, args.reuse)
         with lock:
             runs.append({"seed": seed, "dtype": dtype, "wall_s": m["wall_s"],
                          "pplug": summary(m["metrics"], "pplug (trained)"), "none": summary(m["metrics"], "none"),
@@ -159,30 +164,31 @@ def main(argv: list[str] | None = None) -> int:
 
     def ablation(seed: int, dtype: str) -> None:
         b = train(f"s{seed}_{dtype}_no_history", seed, dtype, ckpt_root,
-                  ["--data.root", str(blind_data), "--compare_none", "false", *args.train_args], threads)
+                  ["--data.root", str(blind_data), "--compare_none", "false", *args.train_args], threads, args.reuse)
         with lock:
-            blind[(seed, dtype)] = {"no_history": summary(b["metrics"], "pplug (trained)"),
-                                    "no_history_wall_s": b["wall_s"]}
+            out["no_history"].append({"seed": seed, "dtype": dtype, "wall_s": b["wall_s"],
+                                      **summary(b["metrics"], "pplug (trained)")})
+            atomic_write_json(out_path, out)
         print(f"seed {seed} {dtype:8s} without history: {b['wall_s']:6.0f} s | MAE {b['metrics']['pplug (trained)']['mae']:.3f}",
               flush=True)
 
-    blind: dict[tuple[int, str], dict] = {}
     # every recipe run is queued first, the ablation after: a cut-short benchmark still holds every seed and dtype
     jobs = [(recipe, seed, dtype) for dtype in args.dtypes for seed in args.seeds]
     jobs += [(ablation, seed, dtype) for dtype in args.no_history_dtypes for seed in no_history_seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         for f in [pool.submit(*job) for job in jobs]:
             f.result()
-    runs.sort(key=lambda r: (args.dtypes.index(r["dtype"]), r["seed"]))
-    for row in runs:
-        row.update(blind.get((row["seed"], row["dtype"]), {}))
+    order = {d: i for i, d in enumerate(DTYPES)}
+    for rows in (runs, out["no_history"]):
+        rows.sort(key=lambda r: (order[r["dtype"]], r["seed"]))
     atomic_write_json(out_path, out)
 
     print(f"\nhistory-blind ceiling: MAE {ceiling['mae']:.3f} RMSE {ceiling['rmse']:.3f}")
     for dtype in args.dtypes:
         rs = [r for r in runs if r["dtype"] == dtype]
         for key in ("pplug", "no_history", "none"):
-            have = [r[key] for r in rs if key in r]
+            have = ([r for r in out["no_history"] if r["dtype"] == dtype] if key == "no_history"
+                    else [r[key] for r in rs])
             if have:
                 mae = [h["mae"] for h in have]
                 print(f"{dtype:8s} {key:10s} MAE {mean_sd(mae)} ({100 * (1 - statistics.mean(mae) / ceiling['mae']):+.1f}%"
