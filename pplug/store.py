@@ -101,20 +101,30 @@ class UserStore(UserStoreBase):
             # would only survive process crashes).
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            self._refuse_newer()  # before the script below touches a file of a newer layout
             # executescript commits any open transaction first, so the script carries its own
             self._conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
             with self._write():
-                row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is not None and int(row[0]) > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path}: store schema version {row[0]} is newer than this pplug ({SCHEMA_VERSION})"
-                    )
+                row = self._refuse_newer()
                 if row is None or int(row[0]) < SCHEMA_VERSION:  # the script above migrated an older file
                     self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except StoreError:
+            self._conn.close()
+            raise
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise StoreError(f"{self.path}: not a usable SQLite store ({e})") from None
         self._indexes: dict[tuple[str, str], tuple[int, Any]] = {}
+
+    def _refuse_newer(self) -> tuple | None:
+        """The recorded schema version row (None: none yet); a newer version than this pplug's is an error."""
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
+            return None
+        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema version {row[0]} is newer than this pplug ({SCHEMA_VERSION}); "
+                             "upgrade pplug to use it")
+        return row
 
     # --- plumbing ---
 
