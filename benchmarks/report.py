@@ -222,7 +222,8 @@ def interval_table(results: Path, caption: str, rows: Sequence[Row], cols: Seque
 def make_train(results: Path) -> str:
     """`make train` over seeds x dtypes: each run, then mean ± sd per dtype, and the history-blind ceiling.
 
-    A run without the history-blind ablation (`--no-history-seeds`) leaves its cells empty."""
+    The history-blind ablation (`no_history`: the same recipe trained and scored with empty histories) fills
+    the rows of the seeds and dtypes it ran for."""
     path = Path(results) / "make_train.json"
     if not path.is_file():
         return "_no results file yet: run `python benchmarks/bench_make_train.py`_"
@@ -230,18 +231,22 @@ def make_train(results: Path) -> str:
     header = ["`make train` run", "train.py wall", "PPlug MAE ↓", "PPlug RMSE ↓", "no history MAE / RMSE",
               "frozen LLM MAE / RMSE"]
 
-    def pair(rs: list[dict], key: str) -> str:
-        have = [r[key] for r in rs if r.get(key)]
+    def pair(have: list[dict]) -> str:
         return f"{fmt_value([h['mae'] for h in have])} / {fmt_value([h['rmse'] for h in have])}" if have else ""
 
-    runs = d["runs"]
+    runs, blind = d["runs"], d.get("no_history", [])
+
+    def without(rs: list[dict]) -> list[dict]:
+        keys = {(r["seed"], r["dtype"]) for r in rs}
+        return [b for b in blind if (b["seed"], b["dtype"]) in keys]
+
     body = [[f"seed {r['seed']}, {r['dtype']}", f"{r['wall_s'] / 60:.1f} min", f"{r['pplug']['mae']:.3f}",
-             f"{r['pplug']['rmse']:.3f}", pair([r], "no_history"), pair([r], "none")] for r in runs]
+             f"{r['pplug']['rmse']:.3f}", pair(without([r])), pair([r["none"]])] for r in runs]
     for dtype in dict.fromkeys(r["dtype"] for r in runs):
         rs = [r for r in runs if r["dtype"] == dtype]
         body.append([f"**mean ± sd, {dtype}** ({len(rs)} seeds)",
                      f"{fmt_value([r['wall_s'] / 60 for r in rs], 1)} min", fmt_value([r["pplug"]["mae"] for r in rs]),
-                     fmt_value([r["pplug"]["rmse"] for r in rs]), pair(rs, "no_history"), pair(rs, "none")])
+                     fmt_value([r["pplug"]["rmse"] for r in rs]), pair(without(rs)), pair([r["none"] for r in rs])])
     c = d["ceiling"]
     body.append(["history-blind ceiling (best any predictor without the history)", "", f"{c['mae']:.3f}",
                  f"{c['rmse']:.3f}", "", ""])

@@ -61,13 +61,16 @@ def test_the_make_train_table_renders_from_its_results_file(tmp_path):
         return {"mae": mae, "rmse": rmse}
 
     runs = [{"seed": s, "dtype": dt, "wall_s": 300.0 + 60 * s, "pplug": scores(0.8 + 0.1 * s, 1.0 + 0.1 * s),
-             "none": scores(2.1, 1.4), "no_history": scores(1.0, 1.2)} for dt in ("float32", "bfloat16")
-            for s in (0, 1, 2)]
+             "none": scores(2.1, 1.4)} for dt in ("float32", "bfloat16") for s in (0, 1, 2)]
+    # the history-blind ablation ran for every run but seed 2 in float32
+    blind = [{"seed": r["seed"], "dtype": r["dtype"], "wall_s": 200.0, **scores(1.0, 1.2)} for r in runs
+             if (r["seed"], r["dtype"]) != (2, "float32")]
     meta = {"command": "python benchmarks/bench_make_train.py", "code_version": "abc1234",
             "host": "AMD EPYC, 2 cores, avx2, no avx512_bf16", "device": "cpu", "dtype": "float32, bfloat16"}
-    del runs[2]["no_history"]  # a seed run without the history-blind ablation
-    (tmp_path / "make_train.json").write_text(json.dumps({"meta": meta, "ceiling": scores(0.933, 1.124),
-                                                          "runs": runs}))
+    clone = {"setup_s": 120.0, "train_s": 300.0, "total_s": 420.0, "dtype": "float32", "host": meta["host"],
+             "pplug": scores(0.5, 0.8), "verdict": "verdict: ..."}
+    (tmp_path / "make_train.json").write_text(json.dumps({"meta": meta, "ceiling": scores(0.933, 1.124), "jobs": 2,
+                                                          "runs": runs, "no_history": blind, "clean_clone": clone}))
     out = report.render_text(doc, tmp_path)
     assert out.startswith("before\n<!-- report:make_train -->\n| `make train` run |") and out.endswith("after\n")
     assert "| seed 1, bfloat16 | 6.0 min | 0.900 | 1.100 | 1.000 / 1.200 | 2.100 / 1.400 |" in out
@@ -75,6 +78,8 @@ def test_the_make_train_table_renders_from_its_results_file(tmp_path):
             in out)
     assert "| seed 2, float32 | 7.0 min | 1.000 | 1.200 |  | 2.100 / 1.400 |" in out
     assert "| history-blind ceiling" in out and "0.933" in out and "code abc1234" in out
+    assert "2 trainings ran at once" in out
+    assert "`make train` took **7.0 min**: set-up 2.0 min + train.py 5.0 min (float32" in out
 
 
 def test_every_committed_results_file_says_how_it_was_made():
