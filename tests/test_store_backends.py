@@ -202,3 +202,15 @@ def test_recall_backfills_and_finds_the_same_items_on_both_backends(store):
 def test_persona_objects_are_accepted_on_both_backends(store):
     p = store.create_user("ana", Persona.from_dict({"identity": {"name": "Ana"}}))
     assert p.identity.user_id == "ana" and store.persona("ana").memory.long_term == "pplug-store:ana"
+
+
+def test_pplug_user_commands_take_either_store(store_url, capsys):
+    from pplug.cli import main
+
+    store_url = store_url.replace("postgres:@", "postgres:s3cret@")  # the test server trusts any password
+    assert "s3cret" in store_url or not store_url.startswith("postgresql")
+    assert main(["user", "create", "ana", "--store", store_url]) == 0
+    assert main(["user", "list", "--store", store_url]) == 0
+    out = capsys.readouterr().out
+    assert "created user 'ana' in " in out and "ana\t0 interactions\tpersona v1" in out
+    assert "s3cret" not in out  # messages name the store without its password
