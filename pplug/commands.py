@@ -308,7 +308,8 @@ def run_serve(args) -> int:
                      expose_soft_prompts=args.expose_soft_prompts)
     snap = app.state.engine.snapshot
     print(f"pplug serve: {snap.folder} (version {snap.version}, task {app.state.engine.spec.name}) on "
-          f"http://{args.host}:{args.port} (max batch {args.max_batch}, window {args.batch_window_ms} ms)",
+          f"http://{args.host}:{args.port} (store {app.state.store.location}, max batch {args.max_batch}, "
+          f"window {args.batch_window_ms} ms)",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
