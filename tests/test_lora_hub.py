@@ -1,0 +1,217 @@
+"""The LoRA hub (`pplug.lora_hub`): save/load, retrieval by persona, merged and per-row adapters, training.
+
+Tiny random Llama + tiny random BERT encoder from conftest. Fresh adapters start as the frozen LLM itself
+(peft sets B = 0), so `_randomise` gives every adapter its own non-zero update before outputs are compared.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from pplug.lora_hub import BASE, GENERAL, HubError, LoRAHub, LoRAHubConfig, Retrieval
+
+LABELS = ["1", "2", "3", "4", "5"]
+PROMPTS = ["review: the movie was great and I loved the acting\nScore:", "review: terrible service\nScore:",
+           "review: okay I guess\nScore:", "review: would buy again\nScore:"]
+
+
+def _llm(path):
+    from pplug.llm import FrozenLLM
+
+    return FrozenLLM(str(path), dtype="float32", device="cpu", max_input_tokens=64, max_target_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_encoder_dir):
+    from pplug.history import HistoryEncoder
+
+    return HistoryEncoder(str(tiny_encoder_dir), cache_path=":memory:", device="cpu")
+
+
+def _profile(rating: int, n: int, topic: str) -> list[dict]:
+    return [{"id": f"{topic}{i}", "text": f"{topic} review number {i}: it was {topic}", "score": str(rating)}
+            for i in range(n)]
+
+
+PROFILES = {"harsh": _profile(1, 4, "terrible"), "generous": _profile(5, 6, "wonderful"),
+            "middling": _profile(3, 2, "average")}
+
+
+def _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, seed: int = 0, **config) -> LoRAHub:
+    llm = _llm(tiny_causal_llm_dir)
+    cfg = LoRAHubConfig(task="LaMP_3", base_model_name_or_path=str(tiny_causal_llm_dir),
+                        encoder_name_or_path=str(tiny_encoder_dir), r=4, **config)
+    descriptions = {name: cfg.persona_text(prof) for name, prof in PROFILES.items()}
+    hub = LoRAHub(llm, cfg, descriptions, encoder)
+    _randomise(hub, seed)
+    return hub
+
+
+def _randomise(hub: LoRAHub, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in hub.llm.model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+def test_hub_save_load_round_trip_gives_the_same_outputs(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path):
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
+    names = ["harsh", "generous", GENERAL, "middling"]
+    before = hub.choice_logprobs(PROMPTS, LABELS, names)
+    out = hub.save_pretrained(tmp_path / "hub", training={"groups": [1, 2, 3]})
+    assert sorted(p.name for p in out.iterdir()) == ["adapters", "descriptions.safetensors", "hub.json"]
+    assert sorted(p.name for p in (out / "adapters").iterdir()) == sorted(["general", *PROFILES])
+    for folder in (out / "adapters").iterdir():
+        assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    doc = json.loads((out / "hub.json").read_text())
+    assert [a["name"] for a in doc["adapters"]] == list(PROFILES) and doc["training"] == {"groups": [1, 2, 3]}
+
+    loaded = LoRAHub.from_pretrained(out, _llm(tiny_causal_llm_dir), encoder=encoder)
+    assert loaded.names == hub.names and loaded.descriptions == hub.descriptions
+    torch.testing.assert_close(loaded.description_embeddings, hub.description_embeddings)
+    torch.testing.assert_close(loaded.choice_logprobs(PROMPTS, LABELS, names), before)
+    assert not any(p.requires_grad for p in loaded.llm.model.parameters())
+    # saving over an existing hub replaces it in place
+    hub.save_pretrained(out)
+    assert "training" not in json.loads((out / "hub.json").read_text())
+
+
+def test_retrieval_picks_the_adapter_whose_description_matches_the_persona(tiny_causal_llm_dir, tiny_encoder_dir,
+                                                                            encoder):
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, top_k=2, temperature=0.05)
+    got = hub.retrieve_for_histories([PROFILES["generous"], PROFILES["harsh"], []])
+    assert got[0].adapters[0] == "generous" and got[1].adapters[0] == "harsh"
+    for r in got[:2]:
+        assert len(r.adapters) == 2 and abs(sum(r.weights) - 1) < 1e-5 and r.weights[0] > r.weights[1]
+        assert r.scores[0] == pytest.approx(1.0, abs=1e-3)  # the persona text is the description itself
+    assert got[2].cold_start and got[2].adapters == [GENERAL] and got[2].weights == [1.0]
+    hotter = hub.retrieve([hub.persona_text(PROFILES["generous"])], temperature=10.0)[0]
+    assert hotter.weights[0] < got[0].weights[0]  # a higher temperature spreads the weight
+
+
+def test_a_mixed_batch_equals_each_row_alone_with_its_adapter(tiny_causal_llm_dir, tiny_encoder_dir, encoder):
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
+    mix = hub.merge(Retrieval(["harsh", "generous"], [0.7, 0.3]))
+    names = ["harsh", mix, GENERAL, BASE]
+    mixed = hub.choice_logprobs(PROMPTS, LABELS, names)
+    multi = hub.choice_logprobs(PROMPTS, ["4 stars", "one star"], names)  # one row per choice inside
+    texts = hub.generate(PROMPTS, names, max_new_tokens=6)
+    beams = hub.generate(PROMPTS, names, max_new_tokens=4, num_beams=2)
+    for i, name in enumerate(names):
+        with hub.use(name):
+            torch.testing.assert_close(hub.llm.choice_logprobs(None, PROMPTS[i:i + 1], LABELS), mixed[i:i + 1])
+            torch.testing.assert_close(hub.llm.choice_logprobs(None, PROMPTS[i:i + 1], ["4 stars", "one star"]),
+                                       multi[i:i + 1])
+            assert hub.llm.generate(None, PROMPTS[i:i + 1], max_new_tokens=6) == texts[i:i + 1]
+            assert hub.llm.generate(None, PROMPTS[i:i + 1], max_new_tokens=4, num_beams=2) == beams[i:i + 1]
+    assert len({tuple(r.tolist()) for r in mixed}) == len(names)  # the adapters do differ
+    with hub.use(BASE):  # "__base__" is the frozen LLM alone
+        base = hub.llm.choice_logprobs(None, PROMPTS, LABELS)
+    torch.testing.assert_close(base[3:], mixed[3:])
+    assert not torch.allclose(base[:1], mixed[:1])
+
+
+def test_cat_merge_is_the_weighted_sum_of_the_adapters_updates(tiny_causal_llm_dir, tiny_encoder_dir, encoder):
+    from peft.tuners.lora import LoraLayer
+
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
+    weights = [0.6, 0.4]
+    mix = hub.merge(Retrieval(["harsh", "middling"], weights))
+    assert hub.merge(Retrieval(["harsh", "middling"], weights)) == mix  # made once
+    layer = next(m for m in hub.llm.model.modules() if isinstance(m, LoraLayer))
+
+    def delta(name):
+        return layer.lora_B[name].weight @ layer.lora_A[name].weight * layer.scaling[name]
+
+    torch.testing.assert_close(delta(mix), weights[0] * delta("harsh") + weights[1] * delta("middling"))
+    assert hub.merge(Retrieval(["generous"], [1.0])) == "generous"  # one adapter is used as is
+
+
+def test_fast_adaptation_new_history_changes_the_retrieved_adapters(tiny_causal_llm_dir, tiny_encoder_dir, encoder):
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, top_k=2)
+    new_items = _profile(1, 6, "awful")
+    hub.set_description("harsh", hub.persona_text(PROFILES["middling"] + new_items))  # a group that turned harsh
+    history = list(PROFILES["middling"])
+    before = hub.retrieve_for_histories([history])[0]
+    assert before.adapters[0] == "middling"
+    history += new_items  # `pplug user add-history`: no training, only a new persona text
+    after = hub.retrieve_for_histories([history])[0]
+    assert after.adapters[0] == "harsh" and after.adapters != before.adapters
+    assert hub.persona_text(history) != hub.persona_text(PROFILES["middling"])
+
+
+def test_unknown_adapter_names_give_one_clear_error(tiny_causal_llm_dir, tiny_encoder_dir, encoder):
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
+    for call in (lambda: hub.choice_logprobs(PROMPTS[:1], LABELS, ["nope"]),
+                 lambda: hub.merge(Retrieval(["harsh", "nope"], [0.5, 0.5])),
+                 lambda: hub.use("nope").__enter__()):
+        with pytest.raises(HubError) as e:
+            call()
+        msg = str(e.value)
+        assert "\n" not in msg and "'nope'" in msg and "general, harsh, generous, middling" in msg
+
+
+def _corrupt(kind: str, hub_dir):
+    if kind == "no hub.json":
+        (hub_dir / "hub.json").unlink()
+        return "hub.json: missing"
+    if kind == "corrupt hub.json":
+        (hub_dir / "hub.json").write_text("{not json")
+        return "hub.json: corrupt JSON"
+    doc = json.loads((hub_dir / "hub.json").read_text())
+    if kind == "unknown config key":
+        doc["config"]["rank"] = 3
+        (hub_dir / "hub.json").write_text(json.dumps(doc))
+        return "field 'config': unknown key 'rank'"
+    if kind == "unlisted adapter":
+        doc["adapters"].append({"name": "ghost", "description": "x"})
+        (hub_dir / "hub.json").write_text(json.dumps(doc))
+        return "adapters/ghost: adapter folder missing"
+    if kind == "missing adapter folder":
+        shutil.rmtree(hub_dir / "adapters" / "harsh")
+        return "adapters/harsh: adapter folder missing"
+    if kind == "corrupt adapter weights":
+        (hub_dir / "adapters" / "generous" / "adapter_model.safetensors").write_bytes(b"\x00" * 20)
+        return "adapters/generous/adapter_model.safetensors: corrupt safetensors file"
+    if kind == "corrupt adapter config":
+        (hub_dir / "adapters" / "general" / "adapter_config.json").write_text("[")
+        return "adapters/general/adapter_config.json: corrupt JSON"
+    if kind == "wrong description shape":
+        from safetensors.torch import save_file
+
+        save_file({"description_embeddings": torch.zeros(2, 5)}, str(hub_dir / "descriptions.safetensors"))
+        return "descriptions.safetensors: 'description_embeddings' must be (3, 16)"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["no hub.json", "corrupt hub.json", "unknown config key", "unlisted adapter",
+                                  "missing adapter folder", "corrupt adapter weights", "corrupt adapter config",
+                                  "wrong description shape"])
+def test_bad_hub_folders_give_one_clear_error(kind, saved_hub, tiny_causal_llm_dir, encoder, tmp_path):
+    hub_dir = tmp_path / "hub"
+    shutil.copytree(saved_hub, hub_dir)
+    expected = _corrupt(kind, hub_dir)
+    with pytest.raises(HubError) as e:
+        LoRAHub.from_pretrained(hub_dir, _llm(tiny_causal_llm_dir), encoder=encoder)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_hub_for_another_base_llm_is_refused(saved_hub, tiny_seq2seq_llm_dir, tiny_causal_llm_dir, encoder):
+    with pytest.raises(HubError) as e:
+        LoRAHub.from_pretrained(saved_hub, _llm(tiny_seq2seq_llm_dir), encoder=encoder)
+    msg = str(e.value)
+    assert "hub.json: field 'base_model': made for base LLM" in msg and "model_type saved='llama'" in msg
+    assert "\n" not in msg
+    with pytest.raises(HubError, match="hub folder not found"):
+        LoRAHub.from_pretrained(saved_hub.parent / "nowhere", _llm(tiny_causal_llm_dir), encoder=encoder)
+
+
+@pytest.fixture(scope="module")
+def saved_hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path_factory):
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
+    return hub.save_pretrained(tmp_path_factory.mktemp("saved") / "hub")
