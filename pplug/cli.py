@@ -141,7 +141,40 @@ def _add_adapt(sub) -> None:
     p.set_defaults(handler=commands.run_adapt)
 
 
-_SUBCOMMANDS += [_add_user, _add_adapt]
+def _add_hub(sub) -> None:
+    p = sub.add_parser("hub", help="LoRA hub: one adapter per group of similar users, retrieved by persona text")
+    hub = p.add_subparsers(dest="hub_command", required=True)
+    q = hub.add_parser("train", help="group the users of a LaMP split (KMeans) and train one LoRA per group")
+    q.add_argument("--data", required=True, help="folder with {split}_questions.json / {split}_outputs.json")
+    q.add_argument("--out", required=True, help="the hub folder to write (hub.json + adapters/<name>/)")
+    q.add_argument("--k", type=int, default=8, help="user groups, one adapter each, besides the general one (default: 8)")
+    q.add_argument("--split", default="train")
+    q.add_argument("--task", default=None, help="task (default: the data's)")
+    q.add_argument("--group-by", default="persona", choices=["persona", "history"],
+                   help="cluster persona-text embeddings (default) or mean history embeddings")
+    q.add_argument("--base-model", default="default", help="the frozen LLM (default: SmolLM2-135M-Instruct)")
+    q.add_argument("--encoder", default="default", help="sentence encoder of personas and descriptions")
+    q.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
+    q.add_argument("--r", type=int, default=8, help="LoRA rank (default: 8)")
+    q.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha (default: 16)")
+    q.add_argument("--top-k", type=int, default=2, help="adapters retrieved per user (default: 2)")
+    q.add_argument("--retrieval-temperature", type=float, default=0.1,
+                   help="softmax temperature over the top-k cosine similarities (default: 0.1)")
+    q.add_argument("--combination", default="cat", choices=["cat", "linear"],
+                   help="how retrieved adapters merge (peft add_weighted_adapter; default: cat)")
+    q.add_argument("--epochs", type=int, default=1)
+    q.add_argument("--max-steps", type=int, default=None, help="optimizer steps per adapter at most")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--lr", type=float, default=2e-4, help="peak learning rate of the LoRA weights (default: 2e-4)")
+    q.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
+    q.add_argument("--max-input-tokens", type=int, default=256, help="prompt tokens kept per row (default: 256)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--overwrite", action="store_true", help="replace a hub already at --out")
+    device_args(q)
+    p.set_defaults(handler=commands.run_hub)
+
+
+_SUBCOMMANDS += [_add_user, _add_adapt, _add_hub]
 
 
 # --- model: generate ---

@@ -200,6 +200,40 @@ def run_adapt(args) -> int:
     return 0
 
 
+def run_hub(args) -> int:
+    """`pplug hub train`."""
+    from pathlib import Path
+
+    from pplug.data import load_split
+    from pplug.history import HistoryEncoder
+    from pplug.inference import subsample
+    from pplug.llm import FrozenLLM
+    from pplug.lora_hub_config import HUB_CONFIG_NAME, LoRAHubConfig
+    from pplug.lora_hub_train import HubTrainConfig, train_hub
+
+    out = Path(args.out)
+    if (out / HUB_CONFIG_NAME).exists() and not args.overwrite:
+        raise CLIError(f"{out}: a hub is already there (pass --overwrite to replace it)")
+    split = load_split(args.data, args.split, args.task)
+    examples = subsample(split.examples, args.max_examples, args.seed)
+    hub_config = LoRAHubConfig(task=split.task.name, base_model_name_or_path=args.base_model,
+                               encoder_name_or_path=args.encoder, r=args.r, lora_alpha=args.lora_alpha,
+                               top_k=args.top_k, temperature=args.retrieval_temperature,
+                               combination_type=args.combination)
+    train_config = HubTrainConfig(num_adapters=args.k, group_by=args.group_by, epochs=args.epochs,
+                                  max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    llm = FrozenLLM(args.base_model, dtype=args.dtype or "auto", device=args.device,
+                    max_input_tokens=args.max_input_tokens)
+    encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache, device=args.device)
+    hub, record = train_hub(llm, encoder, examples, hub_config, train_config)
+    hub.save_pretrained(out, training=record)
+    print(f"wrote {out}: {len(hub.names)} group adapters + {hub.adapter_names[0]} on {len(examples)} "
+          f"{split.task.name} examples of {record['users']} users")
+    for name in hub.names:
+        print(f"  {name} ({record['adapters'][name]['users']} users): {hub.descriptions[name][:100]}")
+    return 0
+
+
 # --- model: generate, evaluate ---
 
 
@@ -334,5 +368,5 @@ def run_embed_user(args) -> int:
 
 __all__ = [
     "CLIError", "decoding_options", "format_diff", "run_adapt", "run_download", "run_embed_user",
-    "run_evaluate", "run_generate", "run_score", "run_serve", "run_synth", "run_user"
+    "run_evaluate", "run_generate", "run_hub", "run_score", "run_serve", "run_synth", "run_user"
 ]

@@ -100,15 +100,15 @@ def test_a_mixed_batch_equals_each_row_alone_with_its_adapter(tiny_causal_llm_di
     names = ["harsh", mix, GENERAL, BASE]
     mixed = hub.choice_logprobs(PROMPTS, LABELS, names)
     multi = hub.choice_logprobs(PROMPTS, ["4 stars", "one star"], names)  # one row per choice inside
-    texts = hub.generate(PROMPTS, names, max_new_tokens=6)
-    beams = hub.generate(PROMPTS, names, max_new_tokens=4, num_beams=2)
+    texts = hub.generate(PROMPTS, names, max_new_tokens=4)
+    beams = hub.generate(PROMPTS, names, max_new_tokens=3, num_beams=2)
     for i, name in enumerate(names):
         with hub.use(name):
             torch.testing.assert_close(hub.llm.choice_logprobs(None, PROMPTS[i:i + 1], LABELS), mixed[i:i + 1])
             torch.testing.assert_close(hub.llm.choice_logprobs(None, PROMPTS[i:i + 1], ["4 stars", "one star"]),
                                        multi[i:i + 1])
-            assert hub.llm.generate(None, PROMPTS[i:i + 1], max_new_tokens=6) == texts[i:i + 1]
-            assert hub.llm.generate(None, PROMPTS[i:i + 1], max_new_tokens=4, num_beams=2) == beams[i:i + 1]
+            assert hub.llm.generate(None, PROMPTS[i:i + 1], max_new_tokens=4) == texts[i:i + 1]
+            assert hub.llm.generate(None, PROMPTS[i:i + 1], max_new_tokens=3, num_beams=2) == beams[i:i + 1]
     assert len({tuple(r.tolist()) for r in mixed}) == len(names)  # the adapters do differ
     with hub.use(BASE):  # "__base__" is the frozen LLM alone
         base = hub.llm.choice_logprobs(None, PROMPTS, LABELS)
@@ -215,3 +215,52 @@ def test_a_hub_for_another_base_llm_is_refused(saved_hub, tiny_seq2seq_llm_dir, 
 def saved_hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path_factory):
     hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
     return hub.save_pretrained(tmp_path_factory.mktemp("saved") / "hub")
+
+
+def _write_data(root):
+    from pplug.data import Example, write_split
+    from pplug.tasks import get_task
+
+    task = get_task("LaMP_3")
+    examples = []
+    for u in range(6):
+        rating, topic = (1, "terrible") if u % 2 else (5, "wonderful")
+        profile = _profile(rating, 2 + u, f"{topic}{u}")
+        for q in range(2):
+            examples.append(Example(f"u{u}q{q}", task.make_input(f"the product number {q} was {topic}"), profile,
+                                    output=str(rating), user_id=f"u{u}"))
+    examples.append(Example("new", task.make_input("a first review"), [], output="3", user_id="newcomer"))
+    write_split(root, "train", "LaMP_3", examples)
+    return examples
+
+
+def test_pplug_hub_train_groups_users_and_trains_one_adapter_per_group(tiny_causal_llm_dir, tiny_encoder_dir,
+                                                                       encoder, tmp_path, capsys):
+    from peft.tuners.lora import LoraLayer
+
+    from pplug.cli import main
+
+    _write_data(tmp_path / "data")
+    out = tmp_path / "hub"
+    argv = ["hub", "train", "--data", str(tmp_path / "data"), "--out", str(out), "--k", "2", "--r", "4",
+            "--base-model", str(tiny_causal_llm_dir), "--encoder", str(tiny_encoder_dir), "--embedding-cache",
+            str(tmp_path / "cache.sqlite"), "--max-steps", "2", "--batch-size", "4", "--lr", "1e-2",
+            "--device", "cpu", "--dtype", "float32"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: 2 group adapters + general on 13 LaMP_3 examples of 7 users" in printed
+    doc = json.loads((out / "hub.json").read_text())
+    adapters = doc["training"]["adapters"]
+    assert sorted(adapters) == ["general", "group-00", "group-01"]
+    assert adapters["group-00"]["users"] + adapters["group-01"]["users"] == 6  # the newcomer has no history
+    assert adapters["general"]["users"] == 7 and adapters["general"]["examples"] == 13
+    assert all(a["steps"] == 2 for a in adapters.values())
+
+    hub = LoRAHub.from_pretrained(out, _llm(tiny_causal_llm_dir), encoder=encoder)
+    layer = next(m for m in hub.llm.model.modules() if isinstance(m, LoraLayer))
+    for name in hub.adapter_names:  # peft starts B at 0: every adapter has moved
+        assert layer.lora_B[name].weight.abs().sum() > 0
+    for name in hub.names:  # each description is one user's persona text, which retrieves its own group
+        assert hub.retrieve([hub.descriptions[name]])[0].adapters[0] == name
+    assert main(argv) == 2  # an existing hub is kept unless --overwrite
+    assert "a hub is already there" in capsys.readouterr().err
