@@ -171,6 +171,10 @@ def _add_hub(sub) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--overwrite", action="store_true", help="replace a hub already at --out")
     device_args(q)
+    q = hub.add_parser("retrieve", help="the adapters a user's history retrieves (through its persona text)")
+    q.add_argument("--hub", required=True, help="a hub folder written by `pplug hub train`")
+    q.add_argument("--history", required=True, help="JSON list of profile items, JSON lines, or - for stdin")
+    q.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
     p.set_defaults(handler=commands.run_hub)
 
 

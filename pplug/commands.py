@@ -201,8 +201,22 @@ def run_adapt(args) -> int:
 
 
 def run_hub(args) -> int:
-    """`pplug hub train`."""
+    """`pplug hub train` and `pplug hub retrieve`."""
     from pathlib import Path
+
+    if args.hub_command == "retrieve":
+        from pplug.data import read_items
+        from pplug.lora_hub import retrieve_from_folder
+
+        (persona,), (got,) = retrieve_from_folder(args.hub, [read_items(args.history)],
+                                                  cache_path=args.embedding_cache)
+        if got.cold_start:
+            print("no history: cold start, the general adapter")
+            return 0
+        print(f"persona: {persona}")
+        print("retrieved: " + ", ".join(f"{n} {w:.2f} (cosine {c:.3f})"
+                                        for n, w, c in zip(got.adapters, got.weights, got.scores)))
+        return 0
 
     from pplug.data import load_split
     from pplug.history import HistoryEncoder

@@ -37,7 +37,7 @@ import torch
 from .io import atomic_write_json
 from .lora_hub_config import (ADAPTER_WEIGHTS_NAME, ADAPTERS_DIR, BASE, DESCRIPTIONS_NAME, FORMAT_VERSION, GENERAL,
                               HUB_CONFIG_NAME, MIX_PREFIX, HubError, LoRAHubConfig, Retrieval, check_name)
-from .lora_hub_files import check_adapter_folder, read_descriptions, read_hub_json
+from .lora_hub_files import check_adapter_folder, check_encoder, read_descriptions, read_hub_json
 from .version import __version__
 
 
@@ -127,19 +127,8 @@ class LoRAHub:
 
         An empty or missing persona text (a cold-start user) gets the general adapter with weight 1.
         """
-        k = min(top_k or self.config.top_k, len(self.names))
-        t = temperature or self.config.temperature
-        out: list[Retrieval | None] = [None] * len(persona_texts)
-        warm = [i for i, p in enumerate(persona_texts) if p and p.strip()]
-        if warm:
-            emb = self.encoder.encode([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
-            sims = emb @ self.description_embeddings.T  # (N, K) cosine
-            scores, idx = sims.topk(k, dim=-1)
-            weights = torch.softmax(scores / t, dim=-1)
-            for row, i in enumerate(warm):
-                out[i] = Retrieval([self.names[j] for j in idx[row].tolist()], weights[row].tolist(),
-                                   scores[row].tolist())
-        return [r if r is not None else Retrieval([GENERAL], [1.0]) for r in out]
+        return rank_adapters(self.encoder, self.names, self.description_embeddings, persona_texts,
+                             top_k or self.config.top_k, temperature or self.config.temperature)
 
     def retrieve_for_histories(self, profiles: Sequence[Sequence[dict]]) -> list[Retrieval]:
         """`retrieve` on the persona text of each user's history (profile items)."""
@@ -336,10 +325,7 @@ class LoRAHub:
                            + ", ".join(f"{k} saved={a!r} given={b!r}" for k, (a, b) in diff.items()))
         config: LoRAHubConfig = doc["config"]
         encoder = encoder or HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device="cpu")
-        enc = doc["encoder"]
-        if enc.get("identity") != encoder.identity or enc.get("dim") != encoder.dim:
-            raise HubError(f"{path}: field 'encoder': made with encoder {enc.get('identity')!r} (dim {enc.get('dim')}) "
-                           f"but the given one is {encoder.identity!r} (dim {encoder.dim})")
+        check_encoder(doc, encoder, path)
         names = [a["name"] for a in doc["adapters"]]
         for name in [GENERAL, *names]:
             check_adapter_folder(hub_dir / ADAPTERS_DIR / name)
@@ -352,4 +338,38 @@ class LoRAHub:
                            f"({' '.join(str(e).split())[:200]})") from None
 
 
-__all__ = ["BASE", "GENERAL", "HubError", "LoRAHub", "LoRAHubConfig", "Retrieval"]
+
+def rank_adapters(encoder: Any, names: Sequence[str], description_embeddings: torch.Tensor,
+                  persona_texts: Sequence[str | None], top_k: int, temperature: float) -> list[Retrieval]:
+    """Top-k of `names` per persona text by cosine similarity of its embedding to the (K, D) description
+    embeddings, with softmax(scores / temperature) weights; an empty persona text gets the general adapter."""
+    k = min(top_k, len(names))
+    out: list[Retrieval | None] = [None] * len(persona_texts)
+    warm = [i for i, p in enumerate(persona_texts) if p and p.strip()]
+    if warm:
+        emb = encoder.encode([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
+        scores, idx = (emb @ description_embeddings.T).topk(k, dim=-1)  # (N, k) cosine
+        weights = torch.softmax(scores / temperature, dim=-1)
+        for row, i in enumerate(warm):
+            out[i] = Retrieval([names[j] for j in idx[row].tolist()], weights[row].tolist(), scores[row].tolist())
+    return [r if r is not None else Retrieval([GENERAL], [1.0]) for r in out]
+
+
+def retrieve_from_folder(hub_dir: str | os.PathLike, profiles: Sequence[Sequence[dict]], encoder: Any = None,
+                         cache_path: Any = None) -> tuple[list[str], list[Retrieval]]:
+    """(persona texts, retrievals) of users' histories against a saved hub, without loading its LLM."""
+    from .history import HistoryEncoder
+
+    hub_dir = Path(hub_dir)
+    doc = read_hub_json(hub_dir)
+    config: LoRAHubConfig = doc["config"]
+    encoder = encoder or HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device="cpu")
+    check_encoder(doc, encoder, hub_dir / HUB_CONFIG_NAME)
+    names = [a["name"] for a in doc["adapters"]]
+    emb = read_descriptions(hub_dir / DESCRIPTIONS_NAME, len(names), encoder.dim)
+    texts = [config.persona_text(p) for p in profiles]
+    return texts, rank_adapters(encoder, names, emb, texts, config.top_k, config.temperature)
+
+
+__all__ = ["BASE", "GENERAL", "HubError", "LoRAHub", "LoRAHubConfig", "Retrieval", "rank_adapters",
+           "retrieve_from_folder"]

@@ -95,4 +95,13 @@ def check_adapter_folder(folder: Path) -> None:
         raise HubError(f"{weights}: corrupt safetensors file ({e})") from None
 
 
-__all__ = ["check_adapter_folder", "read_descriptions", "read_hub_json"]
+
+def check_encoder(doc: dict[str, Any], encoder: Any, path: Path) -> None:
+    """HubError unless `encoder` is the one hub.json (`doc`, at `path`) was made with."""
+    enc = doc["encoder"]
+    if enc.get("identity") != encoder.identity or enc.get("dim") != encoder.dim:
+        raise HubError(f"{path}: field 'encoder': made with encoder {enc.get('identity')!r} (dim {enc.get('dim')}) "
+                       f"but the given one is {encoder.identity!r} (dim {encoder.dim})")
+
+
+__all__ = ["check_adapter_folder", "check_encoder", "read_descriptions", "read_hub_json"]

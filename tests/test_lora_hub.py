@@ -264,3 +264,32 @@ def test_pplug_hub_train_groups_users_and_trains_one_adapter_per_group(tiny_caus
         assert hub.retrieve([hub.descriptions[name]])[0].adapters[0] == name
     assert main(argv) == 2  # an existing hub is kept unless --overwrite
     assert "a hub is already there" in capsys.readouterr().err
+
+    # `pplug hub retrieve`: the description's own history retrieves its group; no history -> general
+    central = next(ex.profile for ex in _write_data(tmp_path / "again")
+                   if hub.persona_text(ex.profile) == hub.descriptions["group-01"])
+    (tmp_path / "h.json").write_text(json.dumps(central))
+    (tmp_path / "empty.json").write_text("[]")
+    retrieve = ["hub", "retrieve", "--hub", str(out), "--embedding-cache", str(tmp_path / "cache.sqlite")]
+    assert main(retrieve + ["--history", str(tmp_path / "h.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"persona: {hub.descriptions['group-01']}" and lines[1].startswith("retrieved: group-01 ")
+    assert "(cosine 1.000)" in lines[1]
+    assert main(retrieve + ["--history", str(tmp_path / "empty.json")]) == 0
+    assert capsys.readouterr().out == "no history: cold start, the general adapter\n"
+
+
+def test_users_group_by_history_too_and_too_few_users_are_refused(encoder):
+    import numpy as np
+
+    from pplug.lora_hub_train import group_users, user_embeddings
+    from pplug.tasks import get_task
+
+    profiles = [PROFILES["harsh"], PROFILES["harsh"][:3], PROFILES["generous"], PROFILES["generous"][1:]]
+    emb = user_embeddings(encoder, get_task("LaMP_3"), profiles, [], "history", None)
+    assert emb.shape == (4, 16) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    labels, central = group_users(emb, 2, seed=0)
+    assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
+    assert {int(labels[c]) for c in central} == {0, 1}  # each group's central user belongs to it
+    with pytest.raises(ValueError, match="3 groups need at least 3 users with history; the data has 2"):
+        group_users(emb[:2], 3)
