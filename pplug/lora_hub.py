@@ -110,7 +110,8 @@ class LoRAHub:
 
     def set_description(self, name: str, text: str) -> None:
         """Set an adapter's description text and re-embed it."""
-        self.check_adapter(name)
+        if name not in self.adapter_names:
+            raise HubError(f"unknown adapter {name!r}; this hub has: {', '.join(self.adapter_names)}")
         self.descriptions[name] = text
         if name != GENERAL:
             self.description_embeddings[self.names.index(name)] = self.encoder.encode([text])[0].float()
