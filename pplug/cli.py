@@ -147,7 +147,8 @@ def _add_hub(sub) -> None:
     q = hub.add_parser("train", help="group the users of a LaMP split (KMeans) and train one LoRA per group")
     q.add_argument("--data", required=True, help="folder with {split}_questions.json / {split}_outputs.json")
     q.add_argument("--out", required=True, help="the hub folder to write (hub.json + adapters/<name>/)")
-    q.add_argument("--k", type=int, default=8, help="user groups, one adapter each, besides the general one (default: 8)")
+    q.add_argument("--k", type=int, default=8,
+                   help="user groups, one adapter each, besides the general one (default: 8)")
     q.add_argument("--split", default="train")
     q.add_argument("--task", default=None, help="task (default: the data's)")
     q.add_argument("--group-by", default="persona", choices=["persona", "history"],

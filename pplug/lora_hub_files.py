@@ -83,7 +83,8 @@ def check_adapter_folder(folder: Path) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HubError(f"{cfg}: corrupt JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("peft_type") != "LORA":
-        raise HubError(f"{cfg}: field 'peft_type': expected 'LORA', got {doc.get('peft_type') if isinstance(doc, dict) else doc!r}")
+        got = doc.get("peft_type") if isinstance(doc, dict) else doc
+        raise HubError(f"{cfg}: field 'peft_type': expected 'LORA', got {got!r}")
     weights = folder / ADAPTER_WEIGHTS_NAME
     if not weights.is_file():
         raise HubError(f"{weights}: missing")

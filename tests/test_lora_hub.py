@@ -201,7 +201,8 @@ def test_bad_hub_folders_give_one_clear_error(kind, saved_hub, tiny_causal_llm_d
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_hub_for_another_base_llm_or_encoder_is_refused(saved_hub, tiny_seq2seq_llm_dir, tiny_causal_llm_dir, encoder):
+def test_a_hub_for_another_base_llm_or_encoder_is_refused(saved_hub, tiny_seq2seq_llm_dir, tiny_causal_llm_dir,
+                                                          encoder):
     with pytest.raises(HubError) as e:
         LoRAHub.from_pretrained(saved_hub, _llm(tiny_seq2seq_llm_dir), encoder=encoder)
     msg = str(e.value)
