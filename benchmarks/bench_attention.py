@@ -11,6 +11,9 @@ history (`UserEmbedder.attention_weights`, with the checkpoint's encoder at each
 - the effective number of items attended, 1 / sum(w_i^2), beside the number of items N (uniform = N);
 - the attention mass on the items of the input's sentiment, beside their share of the history (uniform).
 
+These are the weights of the attention itself; a model with `aggregation: mixed` blends them with the plain
+mean through a learned gate g, printed beside.
+
 h_i . e_x is a cosine in [-1, 1], so at temperature 1 the largest weight is at most e^2 times the smallest:
 whatever the encoder learns, the pooled vector stays close to the plain mean of the history. Writes
 `benchmarks/results/attention_synthetic.json` with `--out`.
@@ -52,7 +55,8 @@ def attention_figures(model, examples, temperatures: list[float]) -> dict[str, d
     rows = {}
     original = model.embedder.config
     for t in temperatures:
-        model.embedder.config = dataclasses.replace(original, temperature=t)
+        # the attention part alone (a "mixed" model blends it with the mean through its gate, reported beside)
+        model.embedder.config = dataclasses.replace(original, temperature=t, aggregation="input_aware")
         with torch.no_grad():
             w = model.embedder.attention_weights(emb, mask, q)  # (B, N)
         model.embedder.config = original
@@ -63,6 +67,12 @@ def attention_figures(model, examples, temperatures: list[float]) -> dict[str, d
             "same_sentiment_share": statistics.mean((same.sum(-1) / n_items).tolist()),
         }
     return rows
+
+
+def mix_gate(model) -> float | None:
+    """The learned share g of the attention in a "mixed" model (the rest is the history mean); None otherwise."""
+    logit = getattr(model.embedder, "mix_logit", None)
+    return float(torch.sigmoid(logit).item()) if model.config.aggregation == "mixed" and logit is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
              else PPlugModel.from_config(PPlugConfig(task="LaMP_3", torch_dtype="float32")))
     model.eval()
     rows = attention_figures(model, examples, args.temperatures)
+    gate = mix_gate(model)
     which = args.checkpoint or "a fresh embedder (the input encoder as the sentence encoder ships)"
+    if gate is not None:
+        which += f"; mixed aggregation, attention share g = {gate:.3f}"
     print(f"attention over the user's history, {len(examples)} dev questions, {which}")
     print("| temperature | items attended (1/Σw²) | history items | mass on the input's sentiment | its share |")
     print("|---|---|---|---|---|")
@@ -97,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         from pplug.io import atomic_write_json
 
         atomic_write_json(Path(args.out), {"meta": run_meta(device="cpu", dtype="float32"),
-                                           "checkpoint": args.checkpoint, "n": len(examples), "rows": rows})
+                                           "checkpoint": args.checkpoint, "n": len(examples), "mix_gate": gate,
+                                           "rows": rows})
         print(f"wrote {args.out}")
     return 0
 

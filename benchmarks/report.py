@@ -282,8 +282,11 @@ def attention(results: Path) -> str:
                                  f"{d['rows'][t]['mass_on_same_sentiment']:.3f}") if t in d["rows"] else ("", ""))]
             for t in temps]
     share = data[0]["rows"][temps[0]]["same_sentiment_share"]
+    gates = "".join(f" The {label} model's gate gives the attention a share g = {d['mix_gate']:.2f} of its user "
+                    "vector (the rest is the history mean)." for (_, label), d in zip(files, data) if d.get("mix_gate"))
     return (markdown_table(header, body) + f"\n\nUniform attention puts {share:.3f} of its mass there (the share of "
-            f"such items in a history; {data[0]['n']} dev questions).\n\n" + sources(results, [n for n, _ in files]))
+            f"such items in a history; {data[0]['n']} dev questions).{gates}\n\n"
+            + sources(results, [n for n, _ in files]))
 
 
 def decoding(results: Path, set_name: str) -> str:
