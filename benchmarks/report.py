@@ -255,6 +255,10 @@ def make_train(results: Path) -> str:
     jobs = d.get("jobs", 1)
     shared = (f"\n\nWall times: {jobs} trainings ran at once, each on an equal share of the cores, so a lone "
               "run is faster." if jobs > 1 else "")
+    below = sum(r["pplug"]["mae"] < c["mae"] for r in runs)
+    shared = (f"\n\nPPlug's MAE is below the history-blind ceiling in **{below} of {len(runs)}** runs"
+              + ("." if below == len(runs) else ": at this budget the recipe does not learn the user signal in "
+                 "every seed, and a run that misses it ends near the ceiling, as its verdict line says.") + shared)
     cc = d.get("clean_clone")
     if cc:
         shared += (f"\n\nFrom a fresh `git clone` (pip cache warm), `make train` took **{cc['total_s'] / 60:.1f} min**: "

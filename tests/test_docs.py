@@ -79,6 +79,7 @@ def test_the_make_train_table_renders_from_its_results_file(tmp_path):
     assert "| seed 2, float32 | 7.0 min | 1.000 | 1.200 |  | 2.100 / 1.400 |" in out
     assert "| history-blind ceiling" in out and "0.933" in out and "code abc1234" in out
     assert "2 trainings ran at once" in out
+    assert "below the history-blind ceiling in **4 of 6** runs: at this budget the recipe does not learn" in out
     assert "`make train` took **7.0 min**: set-up 2.0 min + train.py 5.0 min (float32" in out
 
 
