@@ -271,15 +271,17 @@ def make_train(results: Path) -> str:
 
 def attention(results: Path) -> str:
     """bench_attention: how many history items the input-aware attention reads, and how much of its mass lands
-    on the past reviews of the input's sentiment, per temperature, for a fresh and for a trained embedder."""
-    files = [(name, label) for name, label in (("attention_synthetic_fresh", "fresh embedder"),
-                                                 ("attention_synthetic_trained", "trained (`make train`, seed 0)"))
+    on the past reviews of the input's sentiment, per temperature: a fresh embedder, and the `make train`
+    runs of seeds 0 and 1 in bfloat16 (`bench_make_train.py`'s checkpoints)."""
+    files = [(name, label) for name, label in (("attention_synthetic_fresh", "fresh"),
+                                                 ("attention_synthetic_trained_s0", "seed 0 (personalizes)"),
+                                                 ("attention_synthetic_trained_s1", "seed 1 (missed the signal)"))
              if (Path(results) / f"{name}.json").is_file()]
     if not files:
         return "_no results file yet: run `python benchmarks/bench_attention.py --out ...`_"
     data = [load(results, name) for name, _ in files]
     header = ["temperature τ"] + [f"{label}: {what}" for _, label in files
-                                  for what in ("items attended (1/Σw²)", "mass on the input's sentiment")]
+                                  for what in ("items (1/Σw²)", "mass on the input's sentiment")]
     temps = sorted(dict.fromkeys(t for d in data for t in d["rows"]), key=lambda t: -float(t.split()[-1]))
     body = [[t.split()[-1]] + [cell for d in data for cell in
                                ((f"{d['rows'][t]['effective_items']:.1f} of {d['rows'][t]['history_items']:.1f}",
