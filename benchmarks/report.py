@@ -258,7 +258,7 @@ def make_train(results: Path) -> str:
     below = sum(r["pplug"]["mae"] < c["mae"] for r in runs)
     shared = (f"\n\nPPlug's MAE is below the history-blind ceiling in **{below} of {len(runs)}** runs"
               + ("." if below == len(runs) else ": at this budget the recipe does not learn the user signal in "
-                 "every seed, and a run that misses it ends near the ceiling, as its verdict line says.") + shared)
+                 "every seed, and a run that misses it ends worse than the ceiling, as its verdict line says.") + shared)
     cc = d.get("clean_clone")
     if cc:
         shared += (f"\n\nFrom a fresh `git clone` (pip cache warm), `make train` took **{cc['total_s'] / 60:.1f} min**: "
