@@ -41,3 +41,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
     """Write `obj` as JSON (sorted keys, UTF-8) to `path` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def publish_folder(staged: str | os.PathLike, out: str | os.PathLike) -> bool:
+    """fsync every file under the staging folder `staged` (a `tempfile.mkdtemp` sibling of `out`); where `out`
+    does not exist yet, move `staged` into place in one rename and return True. Returns False, with nothing
+    moved, where `out` exists: the caller then replaces its files one by one, in an order that keeps the
+    folder readable at every step.
+    """
+    staged, out = Path(staged), Path(out)
+    for f in staged.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    if out.exists():
+        return False
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staged, 0o777 & ~umask)  # mkdtemp makes it 0700; a published folder gets a plain mkdir's mode
+    os.replace(staged, out)
+    return True

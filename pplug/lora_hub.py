@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .io import atomic_write_json
+from .io import atomic_write_json, publish_folder
 from .lora_hub_config import (ADAPTER_WEIGHTS_NAME, ADAPTERS_DIR, BASE, DESCRIPTIONS_NAME, FORMAT_VERSION, GENERAL,
                               HUB_CONFIG_NAME, MIX_PREFIX, HubError, LoRAHubConfig, Retrieval, check_name)
 from .lora_hub_files import check_adapter_folder, check_encoder, read_descriptions, read_hub_json
@@ -274,15 +274,7 @@ class LoRAHub:
                       str(tmp / DESCRIPTIONS_NAME), metadata={"format": "pt"})
             doc = {**self.metadata(), **({"training": training} if training is not None else {})}
             (tmp / HUB_CONFIG_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            for f in tmp.rglob("*"):
-                if f.is_file():
-                    with open(f, "rb") as fh:
-                        os.fsync(fh.fileno())
-            if not out.exists():
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-                os.replace(tmp, out)
+            if publish_folder(tmp, out):
                 return out
             (out / ADAPTERS_DIR).mkdir(exist_ok=True)
             for name in self.adapter_names:

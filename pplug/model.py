@@ -36,6 +36,7 @@ from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, legacy_run_
 from .config import PPlugConfig
 from .embedder import UserEmbedder
 from .history import HistoryEncoder
+from .io import publish_folder
 from .llm import FrozenLLM
 from .tasks import get_task
 from .version import __version__
@@ -228,15 +229,8 @@ class PPlugModel(nn.Module):
             doc = {**self.config.to_dict(), **self.checkpoint_metadata()}  # flat, like peft's adapter_config.json
             (tmp / CONFIG_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             save_file(self.trainable_state_dict(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            for f in (tmp / WEIGHTS_NAME, tmp / CONFIG_NAME):
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-            if not out.exists():
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
-                os.replace(tmp, out)
-            else:  # weights first: the config (what loaders read first) never points at missing weights
+            if not publish_folder(tmp, out):
+                # weights first: the config (what loaders read first) never points at missing weights
                 os.replace(tmp / WEIGHTS_NAME, out / WEIGHTS_NAME)
                 os.replace(tmp / CONFIG_NAME, out / CONFIG_NAME)
         finally:
