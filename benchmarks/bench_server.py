@@ -118,27 +118,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerProcess:
-    def __init__(self, run: Path, work: Path, max_batch: int, window_ms: float):
+class ServeProcess:
+    """One `pplug serve` subprocess on a free 127.0.0.1 port, its output in `log`."""
+
+    def __init__(self, serve_args: list[str], log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.store = work / f"store-b{max_batch}.sqlite"
-        self.log = open(work / f"server-b{max_batch}.log", "w")
+        self.log = open(log, "w")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PPLUG_ADMIN_KEY": ADMIN}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pplug.cli", "serve", "--checkpoint", str(run), "--store", str(self.store),
-             "--port", str(self.port), "--max-batch", str(max_batch), "--batch-window-ms", str(window_ms),
-             "--model-name", MODEL, "--embedding-cache", str(work / "emb.sqlite"), "--device", "cpu"],
+            [sys.executable, "-m", "pplug.cli", "serve", *serve_args, "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 300
+
+    def wait_ready(self, deadline: float) -> None:
+        """Until /health answers 200; an error naming the log once the process exits or `deadline` passes."""
         while True:
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
+                    return
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {self.log.name}")
+                raise RuntimeError(f"pplug serve did not start; see {self.log.name}")
             time.sleep(0.5)
 
     def stop(self) -> None:
@@ -147,7 +148,20 @@ class ServerProcess:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(timeout=10)
         self.log.close()
+
+
+class ServerProcess(ServeProcess):
+    """The benchmarked server: its own SQLite store and batch size, started and ready."""
+
+    def __init__(self, run: Path, work: Path, max_batch: int, window_ms: float):
+        self.store = work / f"store-b{max_batch}.sqlite"
+        super().__init__(["--checkpoint", str(run), "--store", str(self.store), "--max-batch", str(max_batch),
+                          "--batch-window-ms", str(window_ms), "--model-name", MODEL,
+                          "--embedding-cache", str(work / "emb.sqlite"), "--device", "cpu"],
+                         work / f"server-b{max_batch}.log")
+        self.wait_ready(time.monotonic() + 300)
 
 
 def create_users(url: str, users: list[dict]) -> list[str]:
@@ -255,11 +269,11 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="pplug-bench-server-"))
     run = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work, args.model, args.task)
-    from pplug.adapt import resolve_checkpoint
+    from pplug.checkpoints import resolve
     from pplug.model import PPlugModel
     from pplug.tasks import get_task
 
-    task = get_task(PPlugModel.load_checkpoint_config(resolve_checkpoint(run))[0].task)
+    task = get_task(PPlugModel.load_checkpoint_config(resolve(run))[0].task)
     if not task.labels:
         BODY["max_tokens"] = args.max_tokens
     users = load_users(max(max(args.concurrency), 8), args.history, task.name)

@@ -26,7 +26,6 @@ import asyncio
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,43 +38,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import httpx  # noqa: E402
-from bench_server import ADMIN, MODEL, WORDS, create_users, free_port, load_users, make_checkpoint  # noqa: E402
+from bench_server import MODEL, WORDS, ServeProcess, create_users, load_users, make_checkpoint  # noqa: E402
 from meta import run_meta  # noqa: E402
 
 
-class Replica:
+class Replica(ServeProcess):
     """One `pplug serve` subprocess on 127.0.0.1 with the shared store."""
 
     def __init__(self, run: Path, store: str, work: Path, n: int, window_ms: float):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(work / f"replica-{n}.log", "w")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PPLUG_ADMIN_KEY": ADMIN}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pplug.cli", "serve", "--checkpoint", str(run), "--store", store,
-             "--host", "127.0.0.1", "--port", str(self.port), "--batch-window-ms", str(window_ms),
-             "--model-name", MODEL, "--embedding-cache", str(work / f"emb-{n}.sqlite"), "--device", "cpu"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def wait_ready(self, deadline: float) -> None:
-        while True:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"replica did not start; see {self.log.name}")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.log.close()
+        super().__init__(["--checkpoint", str(run), "--store", store, "--batch-window-ms", str(window_ms),
+                          "--model-name", MODEL, "--embedding-cache", str(work / f"emb-{n}.sqlite"),
+                          "--device", "cpu"], work / f"replica-{n}.log")
 
 
 def q(values: list[float], p: float) -> float:
