@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from .validation import MAX_ITEM_CHARS, USER_ID_PATTERN
+
 
 @dataclass
 class Limits:
@@ -19,8 +21,8 @@ class Limits:
     max_new_tokens: int = 256
     max_history_items: int = 1_000
     """Items per history upload."""
-    max_item_chars: int = 20_000
-    """Characters of one history item (its JSON)."""
+    max_item_chars: int = MAX_ITEM_CHARS
+    """Characters of one history item (its JSON); the store refuses more than `pplug.validation.MAX_ITEM_CHARS`."""
 
 
 class APIError(Exception):
@@ -68,7 +70,10 @@ class ChatBody(GenerateBody):
 
 
 class CreateUserBody(_Body):
-    user_id: str = Field(min_length=1, max_length=200)
+    # the pattern is documented in the OpenAPI schema and enforced by `pplug.validation.check_user_id`, so the
+    # reply to a bad id is the same one the CLI and the store give
+    user_id: str = Field(description="1 to 128 letters, digits and . _ @ -; not '.' or '..'",
+                         json_schema_extra={"pattern": f"^{USER_ID_PATTERN}$"})
     task: str | None = None
     persona: dict | None = None
 

@@ -80,7 +80,7 @@ def _add_user(sub) -> None:
                             "(default: $PPLUG_HOME/pplug_store.sqlite or ./pplug_store.sqlite)")
 
     q = users.add_parser("create", help="add a user with a persona document (YAML or JSON)")
-    q.add_argument("user", help="user id")
+    q.add_argument("user", help="user id: 1 to 128 letters, digits and . _ @ -")
     q.add_argument("--persona", default=None, help="persona file (.yaml/.yml/.json); omitted: an empty persona")
     q.add_argument("--task", default="LaMP_3", help="task of the user's history (default: LaMP_3)")
     store_arg(q)

@@ -69,8 +69,11 @@ def run_user(args) -> int:
     """`pplug user`."""
     from pplug.persona import Persona, dump_persona, load_persona, render
     from pplug.store import open_store
+    from pplug.validation import check_user_id
 
     action = args.user_command
+    if getattr(args, "user", None) is not None:
+        check_user_id(args.user)  # before any file or store is opened
     if action == "create":
         persona = load_persona(args.persona) if args.persona else Persona()
         with open_store(args.store) as store:
@@ -89,11 +92,20 @@ def run_user(args) -> int:
             from pplug.adapt import add_history
             from pplug.data import read_items
             from pplug.history import HistoryEncoder
+            from pplug.validation import MAX_HISTORY_FILE_BYTES, InvalidInputError, check_items
 
-            items = read_items(args.file)
-            store.persona(args.user)  # unknown user -> error before loading the encoder
+            items = read_items(args.file, max_bytes=MAX_HISTORY_FILE_BYTES)
+            if not items:
+                raise CLIError(f"{args.file}: no history items")
+            task = args.task or store.user_task(args.user)  # unknown user -> error before loading the encoder
+            if task is None:
+                raise CLIError(f"user {args.user!r} has no task: pass --task")
+            try:  # the whole file before the encoder loads or anything is written
+                items = check_items(items, task)
+            except InvalidInputError as e:
+                raise CLIError(f"{args.file}: {e}") from None
             encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache, device=args.device)
-            res = add_history(store, args.user, items, encoder, task=args.task)
+            res = add_history(store, args.user, items, encoder, task=task)
             span = f" (ids {res.ids[0]}..{res.ids[-1]})" if res.ids else ""
             print(f"added {len(res.ids)} interactions to {args.user!r}{span}; "
                   f"{store.count_interactions(args.user)} in total; persona v{res.persona_version}")

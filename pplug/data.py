@@ -139,18 +139,31 @@ def read_json(path: str | Path) -> Any:
         raise LaMPDataError(f"{path}: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
 
-def read_items(source: str) -> list[dict]:
-    """History items from a file or "-" (stdin): a JSON list, a JSON object with "profile", or JSON lines."""
+def read_items(source: str, max_bytes: int | None = None) -> list[dict]:
+    """History items from a file or "-" (stdin): a JSON list, a JSON object with "profile", or JSON lines.
+
+    `max_bytes` bounds what is read (a larger input is an error before it is read whole); any problem is a
+    one-line LaMPDataError naming the file (or a FileNotFoundError).
+    """
     if source == "-":
-        text, name = sys.stdin.read(), "<stdin>"
+        raw, name = sys.stdin.buffer.read(-1 if max_bytes is None else max_bytes + 1), "<stdin>"
     else:
         path = Path(source)
+        name = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                raise LaMPDataError(f"{name}: {path.stat().st_size} bytes, over the limit of {max_bytes}")
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: history file not found") from None
-        name = str(path)
-    text = text.strip()
+        except IsADirectoryError:
+            raise LaMPDataError(f"{name}: a folder, not a history file") from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise LaMPDataError(f"{name}: over the limit of {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise LaMPDataError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not text:
         return []
     try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .persona import Persona, PersonaError, apply_updates, derive_from_history, diff, render
 from .store import UserStore
+from .validation import check_items
 
 GENERATE_PERSONA_CHARS = 400
 """Bound on the persona text put in front of prompts by `user_batch` (about 100 LLM tokens)."""
@@ -65,6 +66,10 @@ def add_history(
 
     Returns:
         AddHistoryResult with the new ids, persona version and diffs.
+
+    Raises:
+        InvalidInputError: (a ValueError) an item breaks the rules of `pplug.validation` for the task; the
+            message names the item index and field, and nothing is written.
     """
     from .tasks import get_task
 
@@ -72,11 +77,8 @@ def add_history(
     if task is None:
         raise AdaptError(f"user {user_id!r} has no task: pass task= (CLI --task)")
     spec = get_task(task)
-    for i, it in enumerate(items):
-        if not isinstance(it, dict):
-            raise AdaptError(f"history item {i}: expected a JSON object, got {type(it).__name__}")
-    items = [dict(it) for it in items]
-    texts = [spec.history_text(it) for it in items]  # ValueError naming the item and field on a bad item
+    items = check_items(items, spec)  # all of them before the first write; labels in their stored spelling
+    texts = [spec.history_text(it) for it in items]
     before = store.count_interactions(user_id, task=spec.name)
     emb = encoder.encode(texts) if items else None  # (N, dim): cached now, so serving never waits on it
     ids = store.add_interactions(user_id, items, task=spec.name, embeddings=emb, encoder=encoder.identity)

@@ -50,6 +50,8 @@ from .persona import PersonaError
 from .private import parse_user_vector
 from .serve_batching import Batcher, Engine, UserContext
 from .store import DuplicateUserError, StoreError, UnknownUserError, UserStoreBase, open_store
+from .tasks import get_task
+from .validation import InvalidInputError, check_items, check_user_id
 
 USER_KEY_PREFIX = "pplug-u-"
 
@@ -69,8 +71,6 @@ def erase_user(store: UserStoreBase, user_id: str, encoder: Any) -> dict[str, in
     kept and counted under "embedding_cache_kept_shared"). Cache deletes run first: should the store
     transaction then fail, the cache is merely colder, and the user can be erased again.
     """
-    from .tasks import get_task
-
     def texts(rows) -> set[str]:
         out = set()
         for r in rows:  # the same text the item was embedded from (see add_history / backfill_memory)
@@ -179,9 +179,16 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
             raise APIError(401, "invalid API key", "invalid_request_error", None, "invalid_api_key")
         return uid
 
+    def invalid(e: InvalidInputError) -> APIError:
+        return APIError(400, str(e), "invalid_request_error", e.param, e.code)
+
     def require_access(who: str | None, user_id: str) -> None:
         if who is not None and who != user_id:  # same reply whether the other user exists or not
             raise APIError(403, f"this key may not access user {user_id!r}", "permission_error", None, "permission_denied")
+        try:  # only the admin gets this far with another id: a bad one is named, never looked up
+            check_user_id(user_id)
+        except InvalidInputError as e:
+            raise invalid(e) from None
 
     def require_admin(who: str | None) -> None:
         if who is not None:
@@ -232,6 +239,11 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
             return UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True,
                                stats=stats), False
         user = body.user if body.user is not None else who
+        if body.user is not None:
+            try:
+                check_user_id(body.user, param="user")
+            except InvalidInputError as e:
+                raise invalid(e) from None
         if who is not None and user != who:
             raise APIError(403, "a user key generates only for its own user", "permission_error", "user",
                            "permission_denied")
@@ -294,13 +306,23 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         require_admin(principal(request))
         key = USER_KEY_PREFIX + secrets.token_urlsafe(24)
 
+        try:
+            check_user_id(body.user_id)
+            task = get_task(body.task or engine.spec.name).name
+        except InvalidInputError as e:
+            raise invalid(e) from None
+        except ValueError as e:
+            raise APIError(400, str(e), "invalid_request_error", "task", "invalid_value") from None
+
         def work():
             try:
-                store.create_user(body.user_id, body.persona, task=body.task or engine.spec.name)
+                store.create_user(body.user_id, body.persona, task=task)
             except DuplicateUserError as e:
                 raise APIError(409, str(e), "invalid_request_error", "user_id", "user_exists") from None
+            except InvalidInputError as e:
+                raise invalid(e) from None
             except (StoreError, PersonaError, ValueError) as e:
-                raise APIError(400, str(e), "invalid_request_error", "user_id", "invalid_value") from None
+                raise APIError(400, str(e), "invalid_request_error", "persona", "invalid_value") from None
             store.set_api_key_hash(body.user_id, hash_key(key))
             return store.user_task(body.user_id)
 
@@ -332,17 +354,16 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         if len(body.items) > limits.max_history_items:
             raise APIError(400, f"items: {len(body.items)} items, at most {limits.max_history_items} per request",
                            "invalid_request_error", "items", "history_too_large")
-        for i, it in enumerate(body.items):
-            if len(json.dumps(it)) > limits.max_item_chars:
-                raise APIError(400, f"items[{i}]: over {limits.max_item_chars} characters", "invalid_request_error",
-                               f"items.{i}", "history_too_large")
 
         def work():
             require_user(user_id)
             task = store.user_task(user_id) or engine.spec.name
-            try:
+            try:  # every item checked before the first write (add_history checks again, under the store's limit)
+                items = check_items(body.items, task, max_item_chars=limits.max_item_chars)
                 with engine.encoder_lock:
-                    res = add_history(store, user_id, body.items, engine.encoder, task=task)
+                    res = add_history(store, user_id, items, engine.encoder, task=task)
+            except InvalidInputError as e:
+                raise invalid(e) from None
             except (AdaptError, UnknownUserError, StoreError, ValueError) as e:
                 raise APIError(400, str(e), "invalid_request_error", "items", "invalid_value") from None
             return {"object": "history", "user_id": user_id, "added": len(res.ids), "ids": res.ids,

@@ -19,6 +19,7 @@ import numpy as np
 from .persona import Persona, diff
 from .store_memory import MemoryVectors
 from .store_schema import DuplicateUserError, Interaction, PersonaChange, StoreError, UnknownUserError, utc_now
+from .validation import check_items, check_user_id
 
 
 class UserStoreBase(MemoryVectors):
@@ -103,9 +104,9 @@ class UserStoreBase(MemoryVectors):
 
         Raises:
             DuplicateUserError: the user exists.
+            InvalidInputError: `user_id` breaks `pplug.validation.USER_ID_PATTERN`.
         """
-        if not isinstance(user_id, str) or not user_id.strip() or user_id != user_id.strip():
-            raise StoreError(f"invalid user id {user_id!r}: a non-empty string without surrounding spaces")
+        check_user_id(user_id)
         if task is not None:
             from .tasks import get_task
 
@@ -219,13 +220,14 @@ class UserStoreBase(MemoryVectors):
             task: task the items belong to (default: the user's task).
             embeddings: (N, dim) vectors of the items' history texts, stored as long-term memory.
             encoder: identity of the encoder that produced `embeddings` (required with them).
+
+        Raises:
+            InvalidInputError: an item breaks the rules of `pplug.validation` for `task` (nothing is written).
         """
         self._require(user_id)
         if task is None:
             task = self.user_task(user_id)
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise StoreError(f"interaction {i} of user {user_id!r}: expected a JSON object, got {type(item).__name__}")
+        rows = check_items(items, task)  # every item, before the transaction: one bad item writes nothing
         vecs = None
         if embeddings is not None:
             if encoder is None:
@@ -239,10 +241,10 @@ class UserStoreBase(MemoryVectors):
                 raise self._unknown(user_id)
             self._lock_appends(c)
             now = utc_now()
-            for item in items:
+            for _, row in zip(items, rows):  # walks `items` again: the crash test stalls a sequence inside this loop
                 cur = c.execute(
                     "INSERT INTO interactions (user_id, created_at, task, item) VALUES (?, ?, ?, ?) RETURNING id",
-                    (user_id, now, task, json.dumps(item, ensure_ascii=False, sort_keys=True)),
+                    (user_id, now, task, json.dumps(row, ensure_ascii=False, sort_keys=True)),
                 )
                 ids.append(int(cur.fetchone()[0]))
             if vecs is not None:
