@@ -404,7 +404,7 @@ MODULE_GROUPS = (
                                  "synth_vocab", "synth_report", "download")),
     ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
                                     "store_base", "store_schema", "store_memory", "store_postgres", "store_pg_schema",
-                                    "adapt", "fast_adapt", "slow_adapt", "lora_hub", "lora_hub_config",
+                                    "validation", "adapt", "fast_adapt", "slow_adapt", "lora_hub", "lora_hub_config",
                                     "lora_hub_files", "lora_hub_train", "server", "api_schema", "serve_batching",
                                     "private")),
     ("Entry points", ("__init__", "cli", "commands")),

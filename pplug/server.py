@@ -51,7 +51,7 @@ from .private import parse_user_vector
 from .serve_batching import Batcher, Engine, UserContext
 from .store import DuplicateUserError, StoreError, UnknownUserError, UserStoreBase, open_store
 from .tasks import get_task
-from .validation import InvalidInputError, check_items, check_user_id
+from .validation import InvalidInputError, check_items, check_user_id, item_json_schema
 
 USER_KEY_PREFIX = "pplug-u-"
 
@@ -127,6 +127,15 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
 
     app = FastAPI(title="pplug", lifespan=lifespan)
     app.state.engine, app.state.batcher, app.state.store = engine, batcher, store
+    routes_schema = app.openapi
+
+    def openapi() -> dict:
+        """The OpenAPI document, its history items described for the served task (what clients may send)."""
+        doc = routes_schema()  # built once and cached by FastAPI; the edit below is the same every time
+        doc["components"]["schemas"]["HistoryBody"]["properties"]["items"]["items"] = item_json_schema(engine.spec)
+        return doc
+
+    app.openapi = openapi
 
     # --- errors: every reply in OpenAI's shape ---
 

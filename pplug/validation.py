@@ -92,7 +92,7 @@ def _check_json(value: Any, where: str, param: str, depth: int = 0) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise InvalidInputError(f"{where}: key {_show(k)} is not a string", param)
-            _check_json(k, where, param, depth + 1)
+            _check_json(k, f"{where}: key {_show(k)}", param, depth + 1)
             _check_json(v, f"{where}.{k}" if depth else f"{where}: field {k!r}", f"{param}.{k}", depth + 1)
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -161,6 +161,26 @@ def check_item(item: Any, spec: Any = None, index: int = 0, max_item_chars: int 
     return out
 
 
+def item_json_schema(spec: Any) -> dict:
+    """The JSON Schema of one history item of `spec` (a `TaskSpec`), for `pplug serve`'s OpenAPI document.
+
+    It says what `check_item` accepts as far as JSON Schema can (required fields, labels, non-blank bounded
+    texts); `check_item` stays the rule (it also refuses NUL characters and items over `MAX_ITEM_CHARS`).
+    """
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS, "pattern": r"\S"}
+    props: dict[str, Any] = {}
+    for name in spec.profile_fields:
+        if name == spec.output_field and spec.labels:
+            labels: dict[str, Any] = {"enum": list(spec.labels)}
+            if spec.is_rating:
+                labels = {"anyOf": [labels, {"type": "integer", "minimum": 1, "maximum": 5}]}
+            props[name] = labels
+        else:
+            props[name] = dict(text)
+    return {"type": "object", "title": f"{spec.name} history item", "required": list(spec.profile_fields),
+            "properties": props}
+
+
 def check_items(items: Sequence[Any], task: Any = None, max_item_chars: int = MAX_ITEM_CHARS) -> list[dict]:
     """All items checked (`check_item`) before any is written; returns them with labels in stored spelling.
 
@@ -183,4 +203,4 @@ def check_items(items: Sequence[Any], task: Any = None, max_item_chars: int = MA
 
 
 __all__ = ["InvalidInputError", "MAX_DEPTH", "MAX_HISTORY_FILE_BYTES", "MAX_ITEM_CHARS", "MAX_TEXT_CHARS",
-           "USER_ID_PATTERN", "canonical_label", "check_item", "check_items", "check_user_id"]
+           "USER_ID_PATTERN", "canonical_label", "check_item", "check_items", "check_user_id", "item_json_schema"]
