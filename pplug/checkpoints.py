@@ -54,9 +54,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def is_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a saved model folder (holds `pplug_config.json`)."""
-    return (Path(path) / CONFIG_NAME).is_file()
+def is_checkpoint(path: str | Path, marker: str = CONFIG_NAME) -> bool:
+    """Whether `path` is a saved model folder (holds `pplug_config.json`; a LoRA hub's: `marker="hub.json"`)."""
+    return (Path(path) / marker).is_file()
 
 
 def versions(root: str | Path) -> list[str]:
@@ -72,9 +72,9 @@ def next_version(root: str | Path) -> str:
     return f"v{max((int(v[1:]) for v in versions(root)), default=0) + 1:04d}"
 
 
-def serving_version(root: str | Path) -> str:
+def serving_version(root: str | Path, marker: str = CONFIG_NAME) -> str:
     """Name of the version a run folder serves: LATEST's content, else "final" (or "." when `root` is itself
-    a checkpoint folder).
+    a checkpoint folder). `marker`: the file that makes a folder a version (a hub run's: "hub.json").
 
     Raises:
         CheckpointError: LATEST names a missing folder, or `root` holds no checkpoint at all.
@@ -83,17 +83,17 @@ def serving_version(root: str | Path) -> str:
     latest = root / LATEST_FILE
     if latest.is_file():
         name = latest.read_text(encoding="utf-8").strip()
-        if not is_checkpoint(root / name):
+        if not is_checkpoint(root / name, marker):
             raise CheckpointError(f"{latest}: names {name!r}, which is not a checkpoint folder under {root}")
         return name
-    if is_checkpoint(root / BASE_VERSION):
+    if is_checkpoint(root / BASE_VERSION, marker):
         return BASE_VERSION
-    if is_checkpoint(root):
+    if is_checkpoint(root, marker):
         return "."
-    raise CheckpointError(f"{root}: no checkpoint here (expected {LATEST_FILE}, {BASE_VERSION}/ or {CONFIG_NAME})")
+    raise CheckpointError(f"{root}: no checkpoint here (expected {LATEST_FILE}, {BASE_VERSION}/ or {marker})")
 
 
-def resolve(path: str | os.PathLike) -> Path:
+def resolve(path: str | os.PathLike, marker: str = CONFIG_NAME) -> Path:
     """The folder to load for `path`: a checkpoint folder itself, or a run folder's serving version.
 
     Raises:
@@ -102,9 +102,9 @@ def resolve(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint folder not found")
-    if is_checkpoint(path) and not (path / LATEST_FILE).is_file():
+    if is_checkpoint(path, marker) and not (path / LATEST_FILE).is_file():
         return path
-    version = serving_version(path)
+    version = serving_version(path, marker)
     return path if version == "." else path / version
 
 
@@ -199,16 +199,16 @@ def run_lock(root: str | Path) -> Iterator[None]:
         f.close()  # closing releases the lock
 
 
-def rollback(root: str | Path) -> str:
+def rollback(root: str | Path, marker: str = CONFIG_NAME) -> str:
     """Point LATEST back at the serving version's parent; returns the version now served."""
     root = Path(root)
     with run_lock(root):
-        current = serving_version(root)
+        current = serving_version(root, marker)
         report = read_report(root, current)
         if report is None or not report.get("parent"):
             raise CheckpointError(f"{root}: serving {current!r}, which has no parent version to roll back to")
         parent = report["parent"]
-        if not is_checkpoint(root / parent):
+        if not is_checkpoint(root / parent, marker):
             raise CheckpointError(f"{root}: parent version {parent!r} of {current!r} is missing")
         set_latest(root, parent)
         state = read_state(root)

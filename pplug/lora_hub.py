@@ -165,6 +165,12 @@ class LoRAHub:
             self.peft.set_adapter(GENERAL)
         self.freeze()
 
+    def forget_mixes(self) -> None:
+        """Drop every merged adapter (after training changed the adapters they were merged from)."""
+        for name in list(self._mixes.values()):
+            self._delete(name)
+        self._mixes.clear()
+
     def adapters_for(self, retrievals: Sequence[Retrieval]) -> list[str]:
         """One adapter name per row (`merge` of each row's retrieval), for `rows`."""
         names = [self.merge(r) for r in retrievals]
@@ -297,7 +303,7 @@ class LoRAHub:
         """Rebuild a saved hub on `llm` (a fresh `FrozenLLM` of the base model it was trained on).
 
         Args:
-            hub_dir: the folder `save_pretrained` wrote.
+            hub_dir: the folder `save_pretrained` wrote, or a hub run folder (its serving version, LATEST).
             llm: the frozen LLM; another model than the hub's (type, sizes, embedding weights) is refused.
             encoder: the sentence encoder to reuse (it must be the hub's); None loads `config.encoder_name_or_path`.
             cache_path: embedding cache of an encoder loaded here.
@@ -306,8 +312,9 @@ class LoRAHub:
             HubError: one line naming the file or field at fault.
         """
         from .history import HistoryEncoder
+        from .lora_hub_files import resolve_hub
 
-        hub_dir = Path(hub_dir)
+        hub_dir = resolve_hub(hub_dir)
         doc = read_hub_json(hub_dir)
         path = hub_dir / HUB_CONFIG_NAME
         want, got = doc["base_model"], llm.identity()
@@ -352,8 +359,9 @@ def retrieve_from_folder(hub_dir: str | os.PathLike, profiles: Sequence[Sequence
                          cache_path: Any = None) -> tuple[list[str], list[Retrieval]]:
     """(persona texts, retrievals) of users' histories against a saved hub, without loading its LLM."""
     from .history import HistoryEncoder
+    from .lora_hub_files import resolve_hub
 
-    hub_dir = Path(hub_dir)
+    hub_dir = resolve_hub(hub_dir)
     doc = read_hub_json(hub_dir)
     config: LoRAHubConfig = doc["config"]
     encoder = encoder or HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device="cpu")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,17 @@ import torch
 from .lora_hub_config import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, FORMAT_VERSION, GENERAL, HUB_CONFIG_NAME,
                               HubError, LoRAHubConfig, check_name)
 from .version import __version__
+
+
+def resolve_hub(path: str | os.PathLike) -> Path:
+    """The hub folder to load for `path`: a hub folder itself, or a hub run folder's serving version
+    (LATEST -> vNNNN, else final/), the same rule as model run folders (`pplug.checkpoints.resolve`)."""
+    from .checkpoints import BASE_VERSION, LATEST_FILE, resolve
+
+    path = Path(path)
+    if (path / LATEST_FILE).is_file() or (path / BASE_VERSION / HUB_CONFIG_NAME).is_file():
+        return resolve(path, marker=HUB_CONFIG_NAME)
+    return path  # a hub folder, or a missing one (`read_hub_json` names what is wrong)
 
 
 def read_hub_json(hub_dir: Path) -> dict[str, Any]:
@@ -105,4 +117,4 @@ def check_encoder(doc: dict[str, Any], encoder: Any, path: Path) -> None:
                        f"but the given one is {encoder.identity!r} (dim {encoder.dim})")
 
 
-__all__ = ["check_adapter_folder", "check_encoder", "read_descriptions", "read_hub_json"]
+__all__ = ["check_adapter_folder", "check_encoder", "read_descriptions", "read_hub_json", "resolve_hub"]
