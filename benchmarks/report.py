@@ -405,9 +405,9 @@ MODULE_GROUPS = (
     ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
                                     "store_base", "store_schema", "store_memory", "store_postgres", "store_pg_schema",
                                     "validation", "adapt", "fast_adapt", "slow_adapt", "lora_hub", "lora_hub_config",
-                                    "lora_hub_files", "lora_hub_train", "server", "api_schema", "serve_batching",
-                                    "private")),
-    ("Entry points", ("__init__", "cli", "commands")),
+                                    "lora_hub_files", "lora_hub_train", "lora_hub_adapt", "hub_methods", "server",
+                                    "api_schema", "serve_batching", "private")),
+    ("Entry points", ("__init__", "cli", "commands", "hub_commands")),
 )
 """Where each module of pplug/ sits in docs/architecture.md; a module not named here is listed last."""
 

@@ -91,6 +91,8 @@ def _add_user(sub) -> None:
     q.add_argument("--encoder", default="default", help="history encoder (use the checkpoint's; default: default)")
     q.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
     q.add_argument("--device", default="auto", help="where the encoder runs: auto (default), cuda, mps, cpu")
+    q.add_argument("--hub", default=None,
+                   help="a LoRA hub: also print the adapters the user's persona retrieves, before -> after")
     store_arg(q)
     q = users.add_parser("show", help="persona, history count and persona change log")
     q.add_argument("user", help="user id")
@@ -176,6 +178,9 @@ def _add_hub(sub) -> None:
     q.add_argument("--hub", required=True, help="a hub folder written by `pplug hub train`")
     q.add_argument("--history", required=True, help="JSON list of profile items, JSON lines, or - for stdin")
     q.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
+    from .hub_commands import add_retrain_parser
+
+    add_retrain_parser(hub, device_args)
     p.set_defaults(handler=commands.run_hub)
 
 
@@ -213,8 +218,10 @@ _DECODING_HELP = ("label tasks: most likely label (argmax); ratings also expecte
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="personalized outputs from a saved PPlug model (one input or a questions file)")
-    p.add_argument("--checkpoint", required=True,
+    p.add_argument("--checkpoint", default=None,
                    help="a checkpoint folder, or a run folder (serves its LATEST version, else final/)")
+    p.add_argument("--hub", default=None, help="a LoRA hub: alone the lora-hub method, with a pplug --checkpoint "
+                                               "pplug+lora-hub (each row through its user's retrieved adapters)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="one LaMP-style input text (use with --history)")
     src.add_argument("--questions", help="LaMP questions file: many users decoded in batches")
@@ -246,8 +253,10 @@ def _add_evaluate(sub) -> None:
                    help="predictions file; several methods -> <stem>.<method>.json; metrics -> <stem>.metrics.json "
                         "(default: <run>/eval/<split>_preds.json)")
     p.add_argument("--method", nargs="+", default=None,
-                   choices=["none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"],
-                   help="methods to run (default: none + every method with weights + pplug+retrieval)")
+                   choices=["none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval", "lora-hub",
+                            "pplug+lora-hub"],
+                   help="methods to run (default: none + every method with weights + pplug+retrieval; with --hub "
+                        "also lora-hub and pplug+lora-hub)")
     p.add_argument("--max-examples", type=int, default=None, help="seeded random subset of the split")
     p.add_argument("--decoding", nargs="+", default=["argmax"], choices=_decodings(),
                    help=_DECODING_HELP + "; several give rows 'method [expected]', 'method [mbr]' ... (the cost per "
@@ -262,6 +271,7 @@ def _add_evaluate(sub) -> None:
                    help="generation budget for generation tasks (default: the task's, e.g. 24 for subjects)")
     p.add_argument("--persona", action="store_true",
                    help="write the persona derived from each user's history into the prompts (ablation)")
+    p.add_argument("--hub", default=None, help="a LoRA hub of the same base LLM, for lora-hub and pplug+lora-hub")
     _add_decoding_options(p)
     device_args(p)
     p.set_defaults(handler=commands.run_evaluate)
@@ -289,6 +299,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")
     p.add_argument("--expose-soft-prompts", action="store_true", help="replies carry each input's soft prompt (debug)")
+    p.add_argument("--hub", default=None, help="a LoRA hub: every request's user also gets their retrieved adapters "
+                                               "(pplug+lora-hub; the checkpoint must be a pplug one)")
     p.set_defaults(handler=commands.run_serve)
 
 

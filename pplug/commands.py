@@ -105,12 +105,19 @@ def run_user(args) -> int:
             except InvalidInputError as e:
                 raise CLIError(f"{args.file}: {e}") from None
             encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache, device=args.device)
+            if args.hub:  # the adapters the user's persona text retrieves before the new items
+                from pplug.hub_commands import adapter_change_line, folder_retrieval
+
+                before = folder_retrieval(args.hub, store.history_items(args.user, task=task), encoder)
             res = add_history(store, args.user, items, encoder, task=task)
             span = f" (ids {res.ids[0]}..{res.ids[-1]})" if res.ids else ""
             print(f"added {len(res.ids)} interactions to {args.user!r}{span}; "
                   f"{store.count_interactions(args.user)} in total; persona v{res.persona_version}")
             if res.diff:
                 print(f"persona change: {format_diff(res.diff)}")
+            if args.hub:
+                after = folder_retrieval(args.hub, store.history_items(args.user, task=task), encoder)
+                print(adapter_change_line(before, after))
             return 0
         if action == "show":
             task = store.user_task(args.user)  # unknown user -> error before printing anything
@@ -213,8 +220,13 @@ def run_adapt(args) -> int:
 
 
 def run_hub(args) -> int:
-    """`pplug hub train` and `pplug hub retrieve`."""
+    """`pplug hub train`, `pplug hub retrieve` and `pplug hub retrain`."""
     from pathlib import Path
+
+    if args.hub_command == "retrain":
+        from pplug.hub_commands import run_hub_retrain
+
+        return run_hub_retrain(args)
 
     if args.hub_command == "retrieve":
         from pplug.data import read_items
@@ -289,10 +301,14 @@ def run_generate(args) -> int:
         raise CLIError("--input needs --history FILE.json (use [] in the file for a user without history)")
     if args.history and args.questions:
         raise CLIError("--history goes with --input; a questions file carries each user's profile")
+    if not args.checkpoint and not args.hub:
+        raise CLIError("pass --checkpoint DIR, --hub DIR (the lora-hub method), or both (pplug+lora-hub)")
+    from pplug.hub_commands import generate_models, hub_task
+
     try:
-        ckpt = resolve(args.checkpoint)
-        config, _ = PPlugModel.load_checkpoint_config(ckpt)
-        task = get_task(config.task)
+        ckpt = resolve(args.checkpoint) if args.checkpoint else None
+        config = PPlugModel.load_checkpoint_config(ckpt)[0] if ckpt else None
+        task = get_task(config.task if config else hub_task(args.hub))
         if args.questions:
             path = Path(args.questions)
             examples = parse_questions(read_json(path), path, task)
@@ -307,14 +323,15 @@ def run_generate(args) -> int:
         if args.base_model:
             from pplug.llm import FrozenLLM
 
-            llm = FrozenLLM(args.base_model, dtype=args.dtype or config.torch_dtype, device=args.device)
-        model = _load_model(ckpt, args, llm=llm)
+            llm = FrozenLLM(args.base_model, dtype=args.dtype or (config.torch_dtype if config else "auto"),
+                            device=args.device)
+        model, hub = generate_models(args, ckpt, llm, _load_model)
     except (LaMPDataError, CheckpointError) as e:
         raise CLIError(str(e)) from None
     outputs = personalize(model, examples, decoding=args.decoding, batch_size=args.batch_size,
                           num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
                           progress=len(examples) > (args.batch_size or 16),
-                          options=decoding_options(args))
+                          **({"options": decoding_options(args), "hub": hub} if ckpt else {}))
     preds = {ex.id: out for ex, out in zip(examples, outputs)}
     if args.out:
         write_outputs(args.out, task.name, preds)
@@ -336,7 +353,7 @@ def run_evaluate(args) -> int:
                       batch_size=args.batch_size, seed=args.seed, base_model=args.base_model,
                       embedding_cache=args.embedding_cache, floors=args.floors, num_beams=args.num_beams,
                       persona=args.persona, max_new_tokens=args.max_new_tokens, device=args.device,
-                      dtype=args.dtype, decoding_options=decoding_options(args))
+                      dtype=args.dtype, decoding_options=decoding_options(args), hub=args.hub)
     if "table" in report:
         print(report["table"])
     for row, path in report["files"].items():
@@ -365,7 +382,7 @@ def run_serve(args) -> int:
     app = create_app(args.checkpoint, args.store or default_store_path(), admin_key=admin_key, device=args.device,
                      max_batch=args.max_batch, window_ms=args.batch_window_ms, reload_interval=args.reload_interval,
                      model_name=args.model_name, embedding_cache=args.embedding_cache,
-                     expose_soft_prompts=args.expose_soft_prompts)
+                     expose_soft_prompts=args.expose_soft_prompts, **({"hub": args.hub} if args.hub else {}))
     snap = app.state.engine.snapshot
     print(f"pplug serve: {snap.folder} (version {snap.version}, task {app.state.engine.spec.name}) on "
           f"http://{args.host}:{args.port} (store {app.state.store.location}, max batch {args.max_batch}, "

@@ -173,7 +173,8 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
             batch_size: int | None = None, max_history: int | None = None, retrieval_k: int | None = None,
             retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
             personas: Sequence[str | None] | None = None, progress: bool = False, options: Any = None,
-            specs: Sequence[Any] | None = None, stats: dict | None = None) -> dict[str, dict[str, str]]:
+            specs: Sequence[Any] | None = None, stats: dict | None = None, hub: Any = None
+            ) -> dict[str, dict[str, str]]:
     """Decode `examples` with one method, in chunks: decoding -> (example id -> prediction).
 
     Prompts come from `pplug.baselines.build_batch`, the code the training data module uses. Causal vs
@@ -186,7 +187,8 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         model: PPlugModel or FrozenBaseline.
         task: the TaskSpec (or its name).
         examples: pplug.data.Example records; rows may belong to different users.
-        method: the prompt method ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval").
+        method: the prompt method ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval", "lora-hub",
+            "pplug+lora-hub").
         decodings: decoding names (`decode`).
         batch_size: rows per forward pass (None: 16 on CPU, 64 on a GPU).
         max_history, retrieval_k, retriever, encoder: history and retrieval settings (`build_batch`).
@@ -194,7 +196,11 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         personas: optional persona text per example, written after the soft prompt.
         progress: a bar on a terminal, a line every few seconds in a log.
         options, specs, stats: candidate decodings and their cost (see above).
+        hub: the `LoRAHub` loaded on the model's LLM, if any: hub methods run each row through its user's
+            retrieved adapters; the others run without the hub's (`pplug.hub_methods.method_rows`).
     """
+    from .hub_methods import method_rows
+
     task = get_task(task)
     if specs is not None:
         specs = list(specs)
@@ -225,12 +231,13 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
 
                 rows_ctx = RowContext(keys=[ex.id for ex in rows], encoder=encoder,
                                       user_outputs=[user_outputs(task, ex.profile, max_history) for ex in rows])
-            if specs is not None:
-                preds = {"per-row": decode(model, task, batch, specs=specs[i : i + batch_size], rows=rows_ctx,
-                                           max_new_tokens=max_new_tokens, stats=stats)}
-            else:
-                preds = decode(model, task, batch, decoding=decodings, num_beams=num_beams,
-                               max_new_tokens=max_new_tokens, options=options, rows=rows_ctx, stats=stats)
+            with method_rows(hub, method, [ex.profile for ex in rows]):
+                if specs is not None:
+                    preds = {"per-row": decode(model, task, batch, specs=specs[i : i + batch_size], rows=rows_ctx,
+                                               max_new_tokens=max_new_tokens, stats=stats)}
+                else:
+                    preds = decode(model, task, batch, decoding=decodings, num_beams=num_beams,
+                                   max_new_tokens=max_new_tokens, options=options, rows=rows_ctx, stats=stats)
             for dec, p in preds.items():
                 out[dec].update(zip((ex.id for ex in rows), p))
             bar.update(len(rows))
@@ -240,14 +247,17 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
 def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch_size: int | None = None,
                 personas: Sequence[str | None] | None = None, device: str | torch.device | None = None,
                 progress: bool = False, num_beams: int = 1, max_new_tokens: int | None = None,
-                options: Any = None, **decoding_options: Any) -> list[str]:
+                options: Any = None, hub: Any = None, **decoding_options: Any) -> list[str]:
     """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
 
     The prompt method, retrieval settings and default decoding are the checkpoint's own (`model.config`),
-    so a saved folder alone reproduces what it was trained and tuned to do.
+    so a saved folder alone reproduces what it was trained and tuned to do. With a LoRA hub, every row also
+    runs through its user's retrieved adapters (`pplug+lora-hub`); a `LoRAHub` as `model` runs `lora-hub`
+    (the hub's frozen LLM on the input alone, the task's default decoding).
 
     Args:
-        model: a `PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>")`).
+        model: a `PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>")`), or a `LoRAHub`
+            (`LoRAHub.from_pretrained("hubs/lamp3", FrozenLLM("default"))`).
         examples: `pplug.data.Example` records (input + that user's profile, i.e. history items).
         decoding: None (the checkpoint's), "argmax", or for ratings "expected" / "median"; for generation tasks
             also "greedy", "beam", "mbr", "preference", a `pplug.decoding.DecodingSpec`, or a list with one
@@ -258,11 +268,18 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
         progress: progress on stderr (a bar on a terminal, lines in a log).
         num_beams, max_new_tokens: generation settings (None: the task's budget).
         options: a DecodingSpec with the settings of a named candidate decoding, or
+        hub: a `LoRAHub` loaded on the model's LLM (`pplug.hub_methods.load_hub(dir, model.llm, ...)`); the model
+            must be a `pplug` one.
         **decoding_options: its fields one by one (num_samples, temperature, top_p, preference_weight, utility,
             seed).
     """
     from .decoding import DecodingSpec
+    from .hub_methods import hub_method
+    from .lora_hub import LoRAHub
 
+    if isinstance(model, LoRAHub):
+        return _personalize_hub(model, list(examples), decoding, batch_size, progress, num_beams, max_new_tokens)
+    method = hub_method(model, hub) if hub is not None else model.config.method
     examples = list(examples)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
@@ -278,10 +295,26 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
         specs = list(decoding)
     elif options is None:
         options = DecodingSpec(**decoding_options)  # settings only: each named decoding sets its own name
-    preds = predict(model, cfg.task, examples, cfg.method, [decoding] if specs is None else [],
+    preds = predict(model, cfg.task, examples, method, [decoding] if specs is None else [],
                     batch_size=batch_size, max_history=cfg.max_history, retrieval_k=cfg.retrieval_k,
                     retriever=cfg.retriever, encoder=model.history_encoder, personas=personas, progress=progress,
-                    num_beams=num_beams, max_new_tokens=max_new_tokens, options=options, specs=specs)
+                    num_beams=num_beams, max_new_tokens=max_new_tokens, options=options, specs=specs, hub=hub)
+    preds = next(iter(preds.values()))
+    return [preds[i] for i in ids]
+
+
+def _personalize_hub(hub: Any, examples: list, decoding: Any, batch_size: int | None, progress: bool,
+                     num_beams: int, max_new_tokens: int | None) -> list[str]:
+    """`personalize` of the `lora-hub` method: the hub's LLM on the input alone, each row through its adapters."""
+    task = get_task(hub.config.task)
+    if decoding is not None and not isinstance(decoding, str):
+        raise ValueError("personalize: the lora-hub method takes a decoding name (argmax, expected, median, ...)")
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("personalize: example ids must be unique")
+    preds = predict(FrozenBaseline(hub.llm), task, examples, "lora-hub", [decoding or task.decodings[0]],
+                    batch_size=batch_size, encoder=hub.encoder, progress=progress, num_beams=num_beams,
+                    max_new_tokens=max_new_tokens, hub=hub)
     preds = next(iter(preds.values()))
     return [preds[i] for i in ids]
 

@@ -7,9 +7,15 @@
 | `retrieval`       | top-k history items + input     | instruction embedding              | instruction        |
 | `pplug`           | input                           | instruction + user embedding       | PPlug embedder     |
 | `pplug+retrieval` | top-1 history item + input      | instruction + user embedding       | PPlug embedder     |
+| `lora-hub`        | input                           | none; each row through its user's  | the hub's adapters |
+|                   |                                 | retrieved LoRA hub adapters        |                    |
+| `pplug+lora-hub`  | input                           | instruction + user embedding, and  | PPlug embedder and |
+|                   |                                 | the row's retrieved hub adapters   | the hub's adapters |
 
 `retrieval` gets a trained instruction embedding too, so it competes with PPlug on equal terms (the
 frozen LLM alone cannot even produce the answer format). `pplug.baselines` retrieves and builds the batches.
+The two hub methods take a LoRA hub (`pplug.lora_hub`, trained by `pplug hub train`) besides any PPlug weights:
+the adapters each row runs through follow from its user's persona text (`pplug.hub_methods`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class Method(str, Enum):
     RETRIEVAL = "retrieval"
     PPLUG = "pplug"
     PPLUG_RETRIEVAL = "pplug+retrieval"
+    LORA_HUB = "lora-hub"
+    PPLUG_LORA_HUB = "pplug+lora-hub"
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,15 @@ class MethodSpec:
     name: str
     """Method name (a `Method` value)."""
     trainable: bool
-    """False only for `none` (no trainable parts)."""
+    """Whether the method has PPlug weights of its own to train (False for `none` and `lora-hub`)."""
     use_user_embedding: bool
     """Whether the PPlug user embedding is prepended (PPlugConfig.use_user_embedding)."""
     retrieval_k: int
     """Default number of retrieved history items written into the prompt (0 = no retrieval)."""
     description: str
     """One line for tables and help."""
+    use_hub: bool = False
+    """Whether each row runs through its user's retrieved LoRA hub adapters (needs a hub, `--hub DIR`)."""
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -54,6 +64,10 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("retrieval", True, False, 2, "BM25 top-k history items in the prompt + trained instruction"),
         MethodSpec("pplug", True, True, 0, "PPlug: instruction + input-aware user embedding"),
         MethodSpec("pplug+retrieval", True, True, 1, "PPlug + top-1 retrieved history item in the prompt"),
+        MethodSpec("lora-hub", False, False, 0, "frozen LLM, raw prompt, each row through its retrieved hub adapters",
+                   use_hub=True),
+        MethodSpec("pplug+lora-hub", True, True, 0, "PPlug (its weights) + each row's retrieved hub adapters",
+                   use_hub=True),
     )
 }
 """All methods by name, in table order."""
@@ -74,11 +88,14 @@ def get_method(name: str | Method | MethodSpec) -> MethodSpec:
 def method_config(config: Any, method: str | MethodSpec) -> Any:
     """The PPlugConfig a trainable method uses (same fields, `use_user_embedding` set by the method).
 
-    `none` has no trainable parts and so no PPlugConfig of its own; it raises ValueError here.
+    `none` and `lora-hub` have no trainable parts and so no PPlugConfig of its own, and `pplug+lora-hub` runs
+    a `pplug` model with a hub; they raise ValueError here.
     """
     spec = get_method(method)
     if not spec.trainable:
         raise ValueError(f"method '{spec.name}' has no trainable parts: use the frozen LLM directly")
+    if spec.use_hub:
+        raise ValueError(f"method '{spec.name}' is a pplug model run with a LoRA hub: train method 'pplug'")
     return dataclasses.replace(config, method=spec.name, use_instruction=True)
 
 

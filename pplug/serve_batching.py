@@ -20,11 +20,16 @@ what users asked.
 
 Only the engine thread runs the LLM; `encoder_lock` serialises use of the history encoder's cache between
 the HTTP threads (history uploads, context building).
+
+With a LoRA hub (`pplug serve --hub`, `pplug+lora-hub`), a user's context also holds the adapters their
+persona text retrieves (general for a cold start or a privacy-mode vector), and each batch runs every row
+through its own user's (merged) adapters in the same forward pass (`LoRAHub.rows`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import sys
@@ -78,6 +83,8 @@ class UserContext:
     private: bool = False
     stats: list[float] | None = None
     """`TaskSpec.history_stats` sent by a privacy-mode client (stored users: computed from `items`)."""
+    retrieval: Any = None
+    """The LoRA hub adapters the user's persona text retrieves (served with a hub; None: the general one)."""
 
 
 @dataclass
@@ -122,11 +129,13 @@ class Engine:
         max_cached_users: size of the per-user context LRU.
         expose_soft_prompts: add each row's soft prompt (P x D floats) to its result (tests, debugging;
             off in production: it is derived from the user's history).
+        hub: a LoRA hub folder (or hub run folder) of the checkpoint's base LLM; the checkpoint must be a
+            `pplug` one (`pplug+lora-hub`). A promoted hub version is served after a restart.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, store: UserStoreBase, device: str = "auto",
                  reload_interval: float = 1.0, embedding_cache: Any = None, max_cached_users: int = 4096,
-                 expose_soft_prompts: bool = False):
+                 expose_soft_prompts: bool = False, hub: str | os.PathLike | None = None):
         self.root = Path(checkpoint)
         self.store = store
         self.device = resolve_device(device)
@@ -138,6 +147,15 @@ class Engine:
         self.snapshot = self._snapshot(self._to_device(model), folder)
         self.encoder = model.history_encoder
         self.spec = get_task(model.config.task)
+        self.hub = None
+        if hub is not None:
+            from .hub_methods import hub_method, load_hub
+
+            self.hub = load_hub(hub, model.llm, self.encoder, cache_path=embedding_cache)
+            hub_method(model, self.hub)  # a pplug checkpoint, the hub on its LLM
+            if self.hub.config.task != self.spec.name:
+                raise ValueError(f"{hub}: a LoRA hub for {self.hub.config.task}, but the checkpoint is "
+                                 f"{self.spec.name}")
         self.encoder_lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[tuple, UserContext]] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -226,7 +244,8 @@ class Engine:
             if not self.store.has_user(user_id):
                 raise UnknownUserError(user_id)
             emb = self.encoder.encode(texts) if texts else torch.zeros(0, self.encoder.dim)
-            ctx = UserContext(user_id, items, emb, persona, cold_start=not items)
+            ctx = UserContext(user_id, items, emb, persona, cold_start=not items,
+                              retrieval=self.retrieval(items) if self.hub is not None else None)
             with self._cache_lock:
                 self._cache[user_id] = (key, ctx)
                 self._cache.move_to_end(user_id)
@@ -234,6 +253,10 @@ class Engine:
                     self._cache.popitem(last=False)
                 self.stats["cache_misses"] += 1
         return ctx, False
+
+    def retrieval(self, items: list[dict]) -> Any:
+        """The hub adapters a history retrieves (through its persona text; no history: the general one)."""
+        return self.hub.retrieve_for_histories([items])[0]
 
     def invalidate(self, user_id: str) -> int:
         """Drop a user's cached context (after erasure; other changes already change the key)."""
@@ -294,11 +317,14 @@ class Engine:
             groups: dict[int | None, list[int]] = {}
             for i, r in enumerate(rows):
                 groups.setdefault(r.max_new_tokens or spec.max_new_tokens, []).append(i)
+        retrievals = [r.ctx.retrieval or self.retrieval([]) for r in rows] if self.hub is not None else None
         for budget, idx in groups.items():
             sub = _Prefixed(llm, prefix[idx], model.config)
             batch = PPlugBatch([rows[i].prompt for i in idx], [queries[i] for i in idx], [[] for _ in idx],
                                history_stats=stats[idx].tolist() if stats is not None else None)
-            texts = decode(sub, spec, batch, decoding=snap.decoding, max_new_tokens=budget)
+            with (self.hub.rows(self.hub.adapters_for([retrievals[i] for i in idx])) if retrievals
+                  else contextlib.nullcontext()):
+                texts = decode(sub, spec, batch, decoding=snap.decoding, max_new_tokens=budget)
             probs = sub.last_logp.float().softmax(-1).cpu() if sub.last_logp is not None else None
             for j, i in enumerate(idx):
                 outs[i] = {"text": texts[j], "history_items": int(kept[i].shape[0]),
@@ -308,6 +334,10 @@ class Engine:
         for i, o in enumerate(outs):
             if self.expose_soft_prompts:
                 o["soft_prompt"] = prefix[i].float().cpu().tolist()
+            if retrievals:
+                from .hub_methods import adapters_meta
+
+                o["adapters"] = adapters_meta(retrievals[i])
             o.update(version=snap.version, decoding=snap.decoding if spec.labels else "greedy", batch_size=len(rows),
                      prompt_tokens=n_prompt[i] + int(prefix.shape[1]),
                      completion_tokens=len(llm.tokenizer(o["text"], add_special_tokens=False)["input_ids"]))

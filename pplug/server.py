@@ -90,7 +90,7 @@ def erase_user(store: UserStoreBase, user_id: str, encoder: Any) -> dict[str, in
 def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStoreBase, admin_key: str | None = None,
                device: str = "auto", max_batch: int = 32, window_ms: float = 10.0, reload_interval: float = 1.0,
                model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None,
-               expose_soft_prompts: bool = False) -> FastAPI:
+               expose_soft_prompts: bool = False, hub: str | os.PathLike | None = None) -> FastAPI:
     """The server app (load the model once; `uvicorn.run(app)` serves it).
 
     Args:
@@ -106,6 +106,9 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         limits: request bounds.
         expose_soft_prompts: replies carry `pplug.soft_prompt` (the P x D prompt each input got); for tests and
             debugging only.
+        hub: a LoRA hub folder: each row also runs through its user's retrieved adapters (`pplug+lora-hub`);
+            replies name them (`pplug.adapters`), and history uploads say which adapters the user retrieves
+            before and after (`adapters`).
     """
     admin_key = admin_key or os.environ.get("PPLUG_ADMIN_KEY")
     if not admin_key:
@@ -113,7 +116,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
     limits = limits or Limits()
     store = store if isinstance(store, UserStoreBase) else open_store(store)
     engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache,
-                    expose_soft_prompts=expose_soft_prompts)
+                    expose_soft_prompts=expose_soft_prompts, hub=hub)
     batcher = Batcher(engine, max_batch=max_batch, window_ms=window_ms)
     root = Path(checkpoint).resolve()
     name = model_name or f"pplug-{(root.parent if root.name == engine.snapshot.version else root).name}"
@@ -280,6 +283,8 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
                 "label_probs": [o["label_probs"] for o in outs] if engine.spec.labels else None}
         if engine.expose_soft_prompts:
             meta["soft_prompt"] = [o["soft_prompt"] for o in outs]
+        if engine.hub is not None:  # each input's adapters and their weights
+            meta["adapters"] = [o["adapters"] for o in outs]
         usage = {"prompt_tokens": sum(o["prompt_tokens"] for o in outs),
                  "completion_tokens": sum(o["completion_tokens"] for o in outs)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -370,14 +375,19 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
             try:  # every item checked before the first write (add_history checks again, under the store's limit)
                 items = check_items(body.items, task, max_item_chars=limits.max_item_chars)
                 with engine.encoder_lock:
+                    before = engine.retrieval(store.history_items(user_id, task=task)) if engine.hub else None
                     res = add_history(store, user_id, items, engine.encoder, task=task)
+                    after = engine.retrieval(store.history_items(user_id, task=task)) if engine.hub else None
             except InvalidInputError as e:
                 raise invalid(e) from None
             except (AdaptError, UnknownUserError, StoreError, ValueError) as e:
                 raise APIError(400, str(e), "invalid_request_error", "items", "invalid_value") from None
             return {"object": "history", "user_id": user_id, "added": len(res.ids), "ids": res.ids,
                     "history_items": store.count_interactions(user_id), "persona_version": res.persona_version,
-                    "persona_diff": res.diff}
+                    "persona_diff": res.diff,
+                    **({"adapters": {"before": before.adapters, "after": after.adapters,
+                                     "weights": {"before": before.weights, "after": after.weights}}}
+                       if engine.hub else {})}
 
         return await run_in_threadpool(work)
 

@@ -1,0 +1,284 @@
+"""The LoRA hub as methods (`lora-hub`, `pplug+lora-hub`): evaluate, generate, personalize, serve, add-history, and
+its slow adaptation (versions, promote, rollback). Tiny random models; the hub helpers are test_lora_hub's."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_lora_hub import LABELS, PROFILES, _hub, _llm, _profile  # noqa: F401  (fixtures come from conftest)
+
+from pplug.data import Example
+from pplug.lora_hub import GENERAL, LoRAHub
+from pplug.tasks import get_task
+
+T3 = get_task("LaMP_3")
+ADMIN = "admin-secret"
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_encoder_dir):
+    from pplug.history import HistoryEncoder
+
+    return HistoryEncoder(str(tiny_encoder_dir), cache_path=":memory:", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def hub_dir(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path_factory) -> Path:
+    """A saved hub of three adapters (harsh, generous, middling) + general, on the tiny causal LLM."""
+    return _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder).save_pretrained(
+        tmp_path_factory.mktemp("hub") / "hub")
+
+
+@pytest.fixture(scope="module")
+def pplug_run(tiny_config, tmp_path_factory) -> Path:
+    from pplug.model import PPlugModel
+
+    root = tmp_path_factory.mktemp("run") / "pplug"
+    cfg = dataclasses.replace(tiny_config, max_history=8)
+    PPlugModel.from_config(cfg, cache_path=":memory:").save_pretrained(root / "final")
+    return root
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from pplug.synth import make_synthetic
+
+    out = tmp_path_factory.mktemp("synth_hub")
+    make_synthetic(out, kind="ratings", n_users=4, min_train=1, max_train=2, min_history=2, max_history=4)
+    return out
+
+
+def _examples() -> list[Example]:
+    rows = [("harsh", "the kettle broke"), ("generous", "lovely headphones"), ("middling", "fine I guess"),
+            ("newcomer", "a first review")]
+    return [Example(f"{u}-q", T3.make_input(text), PROFILES.get(u, []), output="3", user_id=u) for u, text in rows]
+
+
+def test_method_table_has_the_hub_rows(tiny_config):
+    from pplug.methods import get_method, method_config
+
+    assert get_method("lora-hub").use_hub and not get_method("lora-hub").trainable
+    assert get_method("pplug+lora-hub").use_hub and get_method("pplug+lora-hub").use_user_embedding
+    assert not any(get_method(m).use_hub for m in ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"))
+    with pytest.raises(ValueError, match="train method 'pplug'"):
+        dataclasses.replace(tiny_config, method="pplug+lora-hub")
+    with pytest.raises(ValueError, match="no trainable parts"):
+        method_config(tiny_config, "lora-hub")
+
+
+def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(pplug_run, hub_dir, synth, tmp_path,
+                                                                             capsys):
+    from pplug.cli import main
+
+    common = ["evaluate", "--checkpoint", str(pplug_run), "--data", str(synth), "--max-examples", "6",
+              "--decoding", "expected", "--embedding-cache", str(tmp_path / "c.sqlite"), "--device", "cpu"]
+    assert main(common + ["--method", "none", "pplug", "--out", str(tmp_path / "plain.json")]) == 0
+    assert main(common + ["--hub", str(hub_dir), "--out", str(tmp_path / "hub.json")]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for row in ("none", "pplug", "pplug+retrieval", "lora-hub", "pplug+lora-hub"):
+        assert f"| {row} |" in printed
+    report = json.loads((tmp_path / "hub.metrics.json").read_text())
+    assert report["hub"] == str(hub_dir) and report["notes"]["pplug+lora-hub"].startswith("pplug weights + LoRA hub")
+    plain = json.loads((tmp_path / "plain.metrics.json").read_text())
+
+    def preds(path):
+        return {g["id"]: g["output"] for g in json.loads(Path(path).read_text())["golds"]}
+
+    for m in ("none", "pplug"):  # byte-identical with a hub loaded on the same LLM
+        assert preds(report["files"][m]) == preds(plain["files"][m])
+    assert preds(report["files"]["lora-hub"]) != preds(plain["files"]["none"])  # the adapters do act
+    assert preds(report["files"]["pplug+lora-hub"]) != preds(plain["files"]["pplug"])
+    # a hub method without a hub: one line
+    assert main(common + ["--method", "lora-hub"]) == 2
+    assert "method 'lora-hub' needs a LoRA hub: pass --hub DIR" in capsys.readouterr().err
+
+
+def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir, tiny_encoder_dir, encoder,
+                                                             pplug_run):
+    from pplug.baselines import build_batch
+    from pplug.hub_methods import load_hub, method_rows
+    from pplug.inference import FrozenBaseline, personalize
+    from pplug.model import PPlugModel
+
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
+    exs = _examples()
+    model = FrozenBaseline(hub.llm)
+
+    def logp(rows):
+        batch = build_batch(T3, rows, "lora-hub", with_targets=False, budget=hub.llm.prompt_budget())
+        with method_rows(hub, "lora-hub", [ex.profile for ex in rows]) as got:
+            return model.choice_logprobs(batch, LABELS), got
+
+    together, retrievals = logp(exs)
+    assert [r.adapters[0] for r in retrievals] == ["harsh", "generous", "middling", GENERAL]
+    for i, ex in enumerate(exs):
+        torch.testing.assert_close(logp([ex])[0], together[i:i + 1])
+    assert len({tuple(r.tolist()) for r in together}) == len(exs)
+    batched = personalize(hub, exs, decoding="expected", batch_size=4)
+    alone = [personalize(hub, [ex], decoding="expected")[0] for ex in exs]
+    assert [float(x) for x in batched] == pytest.approx([float(x) for x in alone], abs=2e-4)
+
+    # pplug+lora-hub through the Python API: the model's prefix and the rows' adapters
+    pmodel = PPlugModel.from_pretrained(pplug_run, device="cpu", cache_path=":memory:")
+    phub = load_hub(_save(hub, pplug_run.parent / "phub"), pmodel.llm, pmodel.history_encoder)
+    both = personalize(pmodel, exs, decoding="expected", hub=phub)
+    assert [float(x) for x in both] == pytest.approx(
+        [float(personalize(pmodel, [ex], decoding="expected", hub=phub)[0]) for ex in exs], abs=2e-4)
+    with pytest.raises(ValueError, match="another LLM"):
+        personalize(pmodel, exs, hub=hub)
+
+
+def _save(hub: LoRAHub, path: Path) -> Path:
+    return hub.save_pretrained(path) if not (path / "hub.json").exists() else path
+
+
+def test_a_hub_of_another_base_llm_is_refused_in_one_line(pplug_run, hub_dir, synth, tmp_path, capsys):
+    import shutil
+
+    from pplug.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(hub_dir, other)
+    doc = json.loads((other / "hub.json").read_text())
+    doc["base_model"]["embedding_fingerprint"] = "0" * 16  # made on another model of the same shapes
+    (other / "hub.json").write_text(json.dumps(doc))
+    for cmd in (["evaluate", "--checkpoint", str(pplug_run), "--data", str(synth), "--max-examples", "2"],
+                ["generate", "--checkpoint", str(pplug_run), "--questions", str(synth / "dev_questions.json")]):
+        assert main(cmd + ["--hub", str(other), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading bars: one line
+        assert err.startswith(f"pplug {cmd[0]}: error: {other / 'hub.json'}: field 'base_model': made for base LLM")
+        assert "embedding_fingerprint saved='0000000000000000'" in err
+
+
+def test_generate_runs_both_hub_methods(pplug_run, hub_dir, tmp_path, capsys):
+    from pplug.cli import main
+
+    (tmp_path / "h.json").write_text(json.dumps(PROFILES["harsh"]))
+    base = ["generate", "--input", T3.make_input("the kettle broke"), "--history", str(tmp_path / "h.json"),
+            "--device", "cpu"]
+    for extra in (["--hub", str(hub_dir)], ["--hub", str(hub_dir), "--checkpoint", str(pplug_run)]):
+        assert main(base + extra) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out.strip() in LABELS
+    assert main(base) == 2
+    assert "pass --checkpoint DIR, --hub DIR" in capsys.readouterr().err
+
+
+def test_add_history_reports_the_adapters_before_and_after(hub_dir, tiny_encoder_dir, tmp_path, capsys):
+    from pplug.cli import main
+
+    store = ["--store", str(tmp_path / "store.sqlite")]
+    assert main(["user", "create", "ana", *store]) == 0
+    for name, items in (("harsh", PROFILES["harsh"]), ("generous", _profile(5, 40, "wonderful"))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(items))
+    add = ["user", "add-history", "ana", "--encoder", str(tiny_encoder_dir), "--embedding-cache",
+           str(tmp_path / "c.sqlite"), "--device", "cpu", "--hub", str(hub_dir), *store]
+    capsys.readouterr()
+    assert main(add[:3] + [str(tmp_path / "harsh.json")] + add[3:]) == 0, capsys.readouterr().err
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("hub adapters: general 1.00 -> harsh ") and line.endswith("(changed)")
+    assert main(add[:3] + [str(tmp_path / "generous.json")] + add[3:]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("hub adapters: harsh ") and " -> " in line
+
+
+def test_serve_with_a_hub_names_each_rows_adapters_and_history_shows_the_change(pplug_run, hub_dir, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from pplug.server import create_app
+
+    app = create_app(pplug_run, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8,
+                     window_ms=50, reload_interval=3600, model_name="pplug-run",
+                     embedding_cache=tmp_path / "emb.sqlite", hub=str(hub_dir))
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(app) as client:
+        assert client.post("/v1/users", json={"user_id": "bo"}, headers=auth).status_code == 201
+        r = client.post("/v1/users/bo/history", json={"items": PROFILES["generous"]}, headers=auth)
+        assert r.status_code == 200, r.text
+        change = r.json()["adapters"]
+        assert change["before"] == [GENERAL] and change["after"][0] == "generous"
+        assert abs(sum(change["weights"]["after"]) - 1) < 1e-5
+        for user, first in (("bo", "generous"), ("stranger", GENERAL)):
+            r = client.post("/v1/completions", json={"model": "pplug-run", "prompt": "nice", "user": user},
+                            headers=auth)
+            assert r.status_code == 200, r.text
+            (meta,) = r.json()["pplug"]["adapters"]
+            assert meta["names"][0] == first and len(meta["names"]) == len(meta["weights"])
+
+
+def test_hub_retrain_makes_a_new_version_and_keeps_the_old_one_serving_until_promoted(hub_dir, tiny_encoder_dir,
+                                                                                    tmp_path, capsys):
+    import shutil
+
+    from pplug.checkpoints import serving_version, versions
+    from pplug.cli import main
+    from pplug.lora_hub_adapt import retrain_hub
+    from pplug.lora_hub_config import HUB_CONFIG_NAME
+    from pplug.lora_hub_train import HubTrainConfig
+    from pplug.store import UserStore
+
+    root = tmp_path / "hubrun"
+    shutil.copytree(hub_dir, root / "final")
+    store = UserStore(tmp_path / "store.sqlite")
+    for user, items in (("a", _profile(1, 6, "terrible")), ("b", _profile(5, 6, "wonderful"))):
+        store.create_user(user, task="LaMP_3")
+        store.add_interactions(user, items, task="LaMP_3")
+    serving_seen = []
+    figures = iter([{"mae": 1.0}, {"mae": 1.5}, {"mae": 1.0}, {"mae": 0.5}])
+
+    def evaluate_fn(hub, examples):
+        serving_seen.append(serving_version(root, HUB_CONFIG_NAME))
+        return next(figures)
+
+    train = HubTrainConfig(max_steps=1, batch_size=4, lr=1e-2)
+    kw = dict(min_new=4, train_config=train, device="cpu", dtype="float32", embedding_cache=tmp_path / "c.sqlite",
+              evaluate_fn=evaluate_fn, log=lambda m: None)
+    res = retrain_hub(store, root, **kw)
+    assert res.status == "refused" and versions(root) == [] and serving_version(root, HUB_CONFIG_NAME) == "final"
+    assert retrain_hub(store, root, **kw).status == "noop"  # nothing new since that attempt
+    store.add_interactions("a", _profile(2, 4, "awful"), task="LaMP_3")
+    res = retrain_hub(store, root, **kw)
+    assert res.status == "promoted" and res.version == "v0001" and versions(root) == ["v0001"]
+    assert serving_seen == ["final"] * 4  # the old version served while the candidate trained and was scored
+    assert (root / "LATEST").read_text().strip() == "v0001" and (root / "final" / "hub.json").is_file()
+    report = json.loads((root / "v0001" / "adapt_report.json").read_text())
+    assert report["parent"] == "final" and report["validation"]["candidate"] == {"mae": 0.5}
+    assert report["train"]["adapters"]["general"]["steps"] == 1
+
+    new = LoRAHub.from_pretrained(root, _tiny_llm(hub_dir))  # the run folder: its serving version
+    old = LoRAHub.from_pretrained(root / "final", _tiny_llm(hub_dir))
+    prompts = ["review: fine\nScore:"]
+    assert not torch.allclose(new.choice_logprobs(prompts, LABELS, [GENERAL]),
+                              old.choice_logprobs(prompts, LABELS, [GENERAL]))
+    capsys.readouterr()
+    assert main(["hub", "retrain", "--hub", str(root), "--rollback"]) == 0
+    assert capsys.readouterr().out.strip() == f"rolled back hub {root}: serving final (was v0001)"
+    assert serving_version(root, HUB_CONFIG_NAME) == "final" and versions(root) == ["v0001"]
+
+
+def _tiny_llm(hub_dir: Path):
+    doc = json.loads((hub_dir / "hub.json").read_text())
+    return _llm(doc["config"]["base_model_name_or_path"])
+
+
+def test_the_cost_benchmark_runs_on_a_tiny_model(tiny_causal_llm_dir, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "cost.json"
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_lora_hub_cost.py"), "--model",
+                          str(tiny_causal_llm_dir), "--batches", "1", "4", "--repeats", "2", "--new-tokens", "3",
+                          "--adapters", "3", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    for kind in ("scoring", "generation"):
+        assert set(doc["seconds_per_row"][kind]) == {"none", "shared", "mixed"}
+        assert set(doc["seconds_per_row"][kind]["mixed"]) == {"1", "4"}
+    assert len(doc["adapter_bytes"]) == 4 and doc["adapter_bytes"]["general"] > 0 and doc["rss_bytes"]["peak"] > 0
+    assert set(doc["meta"]) == {"command", "code_version", "host", "device", "dtype"}
