@@ -225,7 +225,8 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         snap = engine.snapshot
         return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "pplug",
                                             "pplug": {"version": snap.version, "task": engine.spec.name,
-                                                      "method": snap.method, "decoding": snap.decoding}}]}
+                                                      "method": snap.method + ("+lora-hub" if engine.hub else ""),
+                                                      "decoding": snap.decoding}}]}
 
     # --- generation ---
 

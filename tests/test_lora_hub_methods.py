@@ -196,6 +196,8 @@ def test_serve_with_a_hub_names_each_rows_adapters_and_history_shows_the_change(
                      embedding_cache=tmp_path / "emb.sqlite", hub=str(hub_dir))
     auth = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(app) as client:
+        served = client.get("/v1/models", headers=auth).json()["data"][0]["pplug"]
+        assert served["method"] == "pplug+lora-hub"
         assert client.post("/v1/users", json={"user_id": "bo"}, headers=auth).status_code == 201
         r = client.post("/v1/users/bo/history", json={"items": PROFILES["generous"]}, headers=auth)
         assert r.status_code == 200, r.text
