@@ -110,6 +110,8 @@ def _add_user(sub) -> None:
     q.add_argument("--decoding", default=None, choices=["argmax", "expected", "median"],
                    help="ratings: argmax / expected / median (default: the checkpoint's)")
     q.add_argument("--show-prompt", action="store_true", help="print the prompt before the output")
+    q.add_argument("--hub", default=None, help="a LoRA hub: also run through the user's retrieved adapters "
+                                               "(pplug+lora-hub; a pplug checkpoint)")
     device_args(q)
     store_arg(q)
     p.set_defaults(handler=commands.run_user)

@@ -159,7 +159,10 @@ def _user_generate(args, store) -> int:
     )
     if args.show_prompt:
         print(f"# checkpoint {ckpt}; {len(batch.histories[0])} history items; prompt:\n{batch.prompts[0]}\n# output")
-    print(decode(model, spec, batch, decoding=args.decoding or cfg.decoding, max_new_tokens=args.max_new_tokens)[0])
+    from pplug.hub_commands import user_hub_rows
+
+    with user_hub_rows(args, model, store.history_items(args.user, task=spec.name)):  # --hub: pplug+lora-hub
+        print(decode(model, spec, batch, decoding=args.decoding or cfg.decoding, max_new_tokens=args.max_new_tokens)[0])
     return 0
 
 

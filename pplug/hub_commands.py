@@ -25,6 +25,19 @@ def generate_models(args: Any, ckpt: Any, llm: Any, load_model: Any) -> tuple[An
     return model, load_hub(args.hub, model.llm, model.history_encoder)
 
 
+def user_hub_rows(args: Any, model: Any, items: list[dict]) -> Any:
+    """`pplug user generate --hub`: a context running the user's row through their retrieved adapters
+    (`pplug+lora-hub`); without `--hub`, one that changes nothing."""
+    import contextlib
+
+    from .hub_methods import hub_method, load_hub, method_rows
+
+    if not getattr(args, "hub", None):
+        return contextlib.nullcontext()
+    hub = load_hub(args.hub, model.llm, model.history_encoder)
+    return method_rows(hub, hub_method(model, hub), [items])
+
+
 def hub_task(hub_dir: str) -> str:
     """The task a hub (or hub run folder) was trained for."""
     from .lora_hub_files import resolve_hub
@@ -105,4 +118,4 @@ def add_retrain_parser(hub_sub: Any, device_args: Any) -> None:
 
 
 __all__ = ["adapter_change_line", "add_retrain_parser", "folder_retrieval", "format_retrieval", "generate_models",
-           "hub_task", "run_hub_retrain"]
+           "hub_task", "run_hub_retrain", "user_hub_rows"]

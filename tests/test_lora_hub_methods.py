@@ -168,7 +168,7 @@ def test_generate_runs_both_hub_methods(pplug_run, hub_dir, tmp_path, capsys):
     assert "pass --checkpoint DIR, --hub DIR" in capsys.readouterr().err
 
 
-def test_add_history_reports_the_adapters_before_and_after(hub_dir, tiny_encoder_dir, tmp_path, capsys):
+def test_add_history_reports_the_adapters_before_and_after(hub_dir, pplug_run, tiny_encoder_dir, tmp_path, capsys):
     from pplug.cli import main
 
     store = ["--store", str(tmp_path / "store.sqlite")]
@@ -184,6 +184,10 @@ def test_add_history_reports_the_adapters_before_and_after(hub_dir, tiny_encoder
     assert main(add[:3] + [str(tmp_path / "generous.json")] + add[3:]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("hub adapters: harsh ") and " -> " in line
+    gen = ["user", "generate", "ana", "--checkpoint", str(pplug_run), "--input", "the kettle broke", "--device", "cpu",
+           *store]
+    assert main(gen + ["--hub", str(hub_dir)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip() in LABELS
 
 
 def test_serve_with_a_hub_names_each_rows_adapters_and_history_shows_the_change(pplug_run, hub_dir, tmp_path):
@@ -256,10 +260,20 @@ def test_hub_retrain_makes_a_new_version_and_keeps_the_old_one_serving_until_pro
     prompts = ["review: fine\nScore:"]
     assert not torch.allclose(new.choice_logprobs(prompts, LABELS, [GENERAL]),
                               old.choice_logprobs(prompts, LABELS, [GENERAL]))
+    store.add_interactions("b", _profile(4, 4, "lovely"), task="LaMP_3")
     capsys.readouterr()
+    assert main(["hub", "retrain", "--hub", str(root), "--store", str(tmp_path / "store.sqlite"), "--min-new", "4",
+                 "--max-steps", "1", "--batch-size", "4", "--device", "cpu", "--dtype", "float32",
+                 "--embedding-cache", str(tmp_path / "c.sqlite")]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out.strip()
+    assert said.startswith(("promoted hub v0002 (parent v0001): mae ", "refused hub candidate (parent v0001 stays): mae "))
+    if said.startswith("promoted"):  # the task's own metric decided; either way the parent is still there
+        assert serving_version(root, HUB_CONFIG_NAME) == "v0002"
+        assert main(["hub", "retrain", "--hub", str(root), "--rollback"]) == 0
+        capsys.readouterr()
     assert main(["hub", "retrain", "--hub", str(root), "--rollback"]) == 0
     assert capsys.readouterr().out.strip() == f"rolled back hub {root}: serving final (was v0001)"
-    assert serving_version(root, HUB_CONFIG_NAME) == "final" and versions(root) == ["v0001"]
+    assert serving_version(root, HUB_CONFIG_NAME) == "final" and versions(root)[0] == "v0001"  # every version kept
 
 
 def _tiny_llm(hub_dir: Path):
