@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .baselines import build_batch, resolve_k, retrieve
+from .baselines import build_batch, get_method, resolve_k, retrieve
 from .runtime import default_batch_size, progress as progress_bar
 from .tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
 
@@ -209,6 +209,9 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         decodings = ["per-row"]
     else:
         decodings = check_decodings(decodings)
+    if hub is not None and get_method(method).use_hub and (specs is not None or {"mbr", "preference"} & set(decodings)):
+        # a hub's per-row adapters follow the batch's rows; per-row specs and sampled candidates regroup them
+        raise ValueError(f"method '{method}' decodes with argmax, greedy or beam (the same for every row)")
     llm = model.llm
     causal = not llm.is_seq2seq
     budget = llm.prompt_budget()

@@ -122,6 +122,10 @@ def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir
     batched = personalize(hub, exs, decoding="expected", batch_size=4)
     alone = [personalize(hub, [ex], decoding="expected")[0] for ex in exs]
     assert [float(x) for x in batched] == pytest.approx([float(x) for x in alone], abs=2e-4)
+    from pplug.inference import predict
+
+    with pytest.raises(ValueError, match="decodes with argmax, greedy or beam"):  # sampled candidates regroup rows
+        predict(model, "LaMP_5", exs, "lora-hub", ["mbr"], hub=hub)
 
     # pplug+lora-hub through the Python API: the model's prefix and the rows' adapters
     pmodel = PPlugModel.from_pretrained(pplug_run, device="cpu", cache_path=":memory:")
