@@ -245,6 +245,12 @@ class FrozenLLM(nn.Module):
         embeds, mask, pos, labels = self._right_padded(prefix, rows, labels_from=[len(p) for p in p_ids])
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, "labels": labels}
 
+    def prompt_embeds(self, prefix: torch.Tensor | None, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Each row's [prefix; Emb(prompt)] as its own (P + L_i, D) tensor, no padding: the rows `build_inputs`
+        builds (same prefix cast, truncation, BOS rule), for engines taking one embedding per prompt (vLLM)."""
+        prefix = self._check_prefix(prefix, len(prompts))
+        return [torch.cat([prefix[i], self.embed(torch.tensor(ids))]) for i, ids in enumerate(self.prompt_ids(prompts))]
+
     # --- loss, scoring, generation ---
 
     def _causal_logits(self, inputs: dict[str, torch.Tensor], first: int) -> tuple[torch.Tensor, int]:
