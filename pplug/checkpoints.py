@@ -12,7 +12,9 @@ folder's serving version (LATEST -> vNNNN, else final/). `pplug generate`, `pplu
 `pplug user generate`, `pplug serve` and `PPlugModel.from_pretrained` all call it, so after `pplug adapt`
 promotes v0001 every command serves v0001, and after `pplug adapt --rollback` every command serves its
 parent. `LATEST` is a plain file rather than a symlink: it works the same on every OS and filesystem, and
-`os.replace` swaps it atomically, so a killed run leaves the last good version serving.
+`os.replace` swaps it atomically, so a killed run leaves the last good version serving. A LoRA hub's versions
+follow the same layout and rules, with `hub.json` as the file that marks a version (`marker=`;
+`pplug.lora_hub_adapt`).
 
 A checkpoint folder describes itself (peft's rule): `pplug_config.json` records the method, retrieval_k,
 retriever and decoding beside the architecture. Folders written before those fields existed are read with
