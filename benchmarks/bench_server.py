@@ -3,6 +3,7 @@
     python benchmarks/bench_server.py                          # tiny random LLM (fast), real encoder
     python benchmarks/bench_server.py --task LaMP_7 --max-tokens 16      # a generation task
     python benchmarks/bench_server.py --model default --requests 4 --concurrency 1 8
+    python benchmarks/bench_server.py --engine vllm --device cuda --model default --task LaMP_7 --concurrency 1 8 32 128
 
 For each server setting (dynamic batching `--max-batch 32`, window 10 ms; unbatched `--max-batch 1`) the
 server is started as a subprocess (`python -m pplug.cli serve`) on a free loopback port with a fresh store;
@@ -20,6 +21,10 @@ each request is many small decoding steps: the case batching helps most on a CPU
 --model tiny: a 2-layer random Llama (hidden 64) with SmolLM2's tokenizer, an untrained PPlug embedder, the
 real all-MiniLM-L6-v2 encoder. --model default: SmolLM2-135M-Instruct; --checkpoint uses a trained run. Outputs
 are not judged here (untrained weights unless --checkpoint): this measures serving cost.
+
+--engine vllm serves with `pplug serve --engine vllm` (run this script with the Python of the environment that
+has vLLM; the server subprocess uses the same one): generation tasks then generate on vLLM, rating tasks are
+still scored on the HF model. --device picks the server's device (default cpu).
 """
 
 from __future__ import annotations
@@ -155,13 +160,14 @@ class ServeProcess:
 class ServerProcess(ServeProcess):
     """The benchmarked server: its own SQLite store and batch size, started and ready."""
 
-    def __init__(self, run: Path, work: Path, max_batch: int, window_ms: float):
+    def __init__(self, run: Path, work: Path, max_batch: int, window_ms: float, engine: str = "hf",
+                 device: str = "cpu"):
         self.store = work / f"store-b{max_batch}.sqlite"
         super().__init__(["--checkpoint", str(run), "--store", str(self.store), "--max-batch", str(max_batch),
                           "--batch-window-ms", str(window_ms), "--model-name", MODEL,
-                          "--embedding-cache", str(work / "emb.sqlite"), "--device", "cpu"],
-                         work / f"server-b{max_batch}.log")
-        self.wait_ready(time.monotonic() + 300)
+                          "--embedding-cache", str(work / "emb.sqlite"), "--device", device, "--engine", engine],
+                         work / f"server-{engine}-b{max_batch}.log")
+        self.wait_ready(time.monotonic() + (900 if engine == "vllm" else 300))  # vLLM compiles at start
 
 
 def create_users(url: str, users: list[dict]) -> list[str]:
@@ -263,6 +269,9 @@ def main(argv=None) -> int:
     ap.add_argument("--history", type=int, default=20, help="history items per user")
     ap.add_argument("--soak-seconds", type=float, default=20.0)
     ap.add_argument("--window-ms", type=float, default=10.0)
+    ap.add_argument("--max-batch", type=int, default=32, help="rows per pass of the batched server")
+    ap.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="what generates in the server")
+    ap.add_argument("--device", default="cpu", help="the server's device: cpu (default), cuda, auto")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (stores, server logs, checkpoint)")
     args = ap.parse_args(argv)
@@ -281,13 +290,14 @@ def main(argv=None) -> int:
     host = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "avx512_bf16": "avx512_bf16" in flags}
     print(f"checkpoint {run} ({args.checkpoint and 'given' or args.model}, {task.name}"
-          f"{', %d new tokens' % args.max_tokens if not task.labels else ''}); host {host}; work dir {work}")
-    results: dict = {"host": host, "meta": run_meta(device="cpu"), "model": args.checkpoint or args.model,
-                     "task": task.name,
+          f"{', %d new tokens' % args.max_tokens if not task.labels else ''}); engine {args.engine} on "
+          f"{args.device}; host {host}; work dir {work}")
+    results: dict = {"host": host, "meta": run_meta(device=args.device), "model": args.checkpoint or args.model,
+                     "task": task.name, "engine": args.engine, "device": args.device, "max_batch": args.max_batch,
                      "max_tokens": BODY.get("max_tokens"), "requests_per_user": args.requests,
                      "history": args.history, "window_ms": args.window_ms, "load": {}}
-    for label, max_batch in (("batched", 32), ("unbatched", 1)):
-        srv = ServerProcess(run, work, max_batch, args.window_ms)
+    for label, max_batch in (("batched", args.max_batch), ("unbatched", 1)):
+        srv = ServerProcess(run, work, max_batch, args.window_ms, args.engine, args.device)
         try:
             keys = create_users(srv.url, users)
             # warm-up: caches, lazy init and the CPU kernels' per-shape setup, alone and batched

@@ -293,6 +293,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf",
+                   help="what generates: hf (default) or vllm (pip install pplug[vllm]; labels are still scored on hf)")
     p.add_argument("--admin-key", default=None, help="admin API key (default: $PPLUG_ADMIN_KEY; else a random one)")
     p.add_argument("--max-batch", type=int, default=32, help="rows per forward pass (1: no batching)")
     p.add_argument("--batch-window-ms", type=float, default=10.0, help="wait for more requests after the first")

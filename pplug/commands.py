@@ -384,12 +384,12 @@ def run_serve(args) -> int:
         print(f"pplug serve: no --admin-key / PPLUG_ADMIN_KEY given; this run's admin key: {admin_key}", file=sys.stderr)
     app = create_app(args.checkpoint, args.store or default_store_path(), admin_key=admin_key, device=args.device,
                      max_batch=args.max_batch, window_ms=args.batch_window_ms, reload_interval=args.reload_interval,
-                     model_name=args.model_name, embedding_cache=args.embedding_cache,
+                     model_name=args.model_name, embedding_cache=args.embedding_cache, llm_engine=args.engine,
                      expose_soft_prompts=args.expose_soft_prompts, **({"hub": args.hub} if args.hub else {}))
     snap = app.state.engine.snapshot
     print(f"pplug serve: {snap.folder} (version {snap.version}, task {app.state.engine.spec.name}) on "
           f"http://{args.host}:{args.port} (store {app.state.store.location}, max batch {args.max_batch}, "
-          f"window {args.batch_window_ms} ms)",
+          f"window {args.batch_window_ms} ms, engine {args.engine})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -36,7 +36,8 @@ def require_vllm() -> Any:
     try:
         import vllm
     except ImportError as e:  # also a broken install: the reason is in the message
-        raise VLLMUnavailable(f"--engine vllm needs vLLM, which cannot be imported here ({e}): {INSTALL_HINT}") from None
+        raise VLLMUnavailable(f"--engine vllm needs vLLM, which cannot be imported here ({e}): "
+                              f"{INSTALL_HINT}") from None
     return vllm
 
 

@@ -1,6 +1,6 @@
 """`pplug serve`: an OpenAI-compatible HTTP server, one frozen LLM personalising outputs for many users.
 
-    GET  /health                         no key: status, served version, batching counters
+    GET  /health                         no key: status, served version, engine (hf / vllm), batching counters
     GET  /v1/models                      the served model (id = --model-name, default "pplug-<run folder>")
     POST /v1/completions                 OpenAI completions; `user` picks the user whose history personalises
     POST /v1/chat/completions            OpenAI chat; the input is the last "user" message's content
@@ -90,7 +90,8 @@ def erase_user(store: UserStoreBase, user_id: str, encoder: Any) -> dict[str, in
 def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStoreBase, admin_key: str | None = None,
                device: str = "auto", max_batch: int = 32, window_ms: float = 10.0, reload_interval: float = 1.0,
                model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None,
-               expose_soft_prompts: bool = False, hub: str | os.PathLike | None = None) -> FastAPI:
+               expose_soft_prompts: bool = False, hub: str | os.PathLike | None = None, llm_engine: str = "hf",
+               vllm_args: dict | None = None) -> FastAPI:
     """The server app (load the model once; `uvicorn.run(app)` serves it).
 
     Args:
@@ -109,14 +110,27 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         hub: a LoRA hub folder: each row also runs through its user's retrieved adapters (`pplug+lora-hub`);
             replies name them (`pplug.adapters`), and history uploads say which adapters the user retrieves
             before and after (`adapters`).
+        llm_engine: "hf" (everything on the HF model) or "vllm" (generation on vLLM from the same soft prompts,
+            label scoring on the HF model; see `pplug.serve_vllm`).
+        vllm_args: more `vllm.LLM` arguments for llm_engine="vllm" (e.g. {"enforce_eager": True}).
     """
     admin_key = admin_key or os.environ.get("PPLUG_ADMIN_KEY")
     if not admin_key:
         raise ValueError("pplug serve needs an admin key: pass --admin-key or set PPLUG_ADMIN_KEY")
     limits = limits or Limits()
+    if llm_engine not in ("hf", "vllm"):
+        raise ValueError(f"llm_engine must be 'hf' or 'vllm', got {llm_engine!r}")
+    if llm_engine == "vllm":  # a missing vLLM is one line before the store, the checkpoint or any model is touched
+        from .serve_vllm import require_vllm
+
+        require_vllm()
     store = store if isinstance(store, UserStoreBase) else open_store(store)
     engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache,
                     expose_soft_prompts=expose_soft_prompts, hub=hub)
+    if llm_engine == "vllm":
+        from .serve_vllm import attach
+
+        attach(engine, **(vllm_args or {}))
     batcher = Batcher(engine, max_batch=max_batch, window_ms=window_ms)
     root = Path(checkpoint).resolve()
     name = model_name or f"pplug-{(root.parent if root.name == engine.snapshot.version else root).name}"
@@ -217,7 +231,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         snap = engine.snapshot
         return {"status": "ok", "model": name, "version": snap.version, "task": engine.spec.name,
                 "device": str(engine.device), "max_batch": batcher.max_batch, "window_ms": batcher.window * 1000,
-                "stats": dict(engine.stats)}
+                "engine": dict(engine.engine_info), "stats": dict(engine.stats)}
 
     @app.get("/v1/models")
     async def models(request: Request):
