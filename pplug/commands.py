@@ -392,6 +392,8 @@ def run_serve(args) -> int:
           f"window {args.batch_window_ms} ms, engine {args.engine})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if app.state.engine.generator is not None:  # --engine vllm: stop its engine process before exiting
+        app.state.engine.generator.close()
     return 0
 
 

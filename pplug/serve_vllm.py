@@ -123,6 +123,12 @@ class VLLMGenerator:
         return [(o.outputs[0].text if stop else tok.decode(list(o.outputs[0].token_ids), skip_special_tokens=True))
                 .strip() for o in outs]
 
+    def close(self) -> None:
+        """Stop vLLM's engine process now (else it is killed, noisily, at interpreter exit)."""
+        core = getattr(getattr(self.engine, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
 
 def attach(engine: Any, gpu_memory_utilization: float = 0.5, **engine_args: Any) -> VLLMGenerator:
     """Load vLLM for a `pplug.serve_batching.Engine` and route its generation through it (scoring stays on HF)."""

@@ -165,15 +165,17 @@ def vllm_app(tmp_path_factory, tiny_encoder_dir):
                      model_name="pplug-run", embedding_cache=root / "emb.sqlite",
                      vllm_args={"max_model_len": 1024, "enforce_eager": current_platform.is_cpu()},
                      llm_engine="vllm")
-    return app
+    yield app
+    app.state.engine.generator.close()
 
 
 def test_vllm_greedy_continuations_equal_hf(vllm_app):
     engine = vllm_app.state.engine
     llm = engine.snapshot.model.llm
     prefix = _prefix(llm, len(PROMPTS))
-    assert engine.generator.generate(prefix, PROMPTS, max_new_tokens=8) == llm.generate(prefix, PROMPTS,
-                                                                                        max_new_tokens=8)
+    hf = llm.generate(prefix, PROMPTS, max_new_tokens=8)
+    assert any(hf)  # real continuations, not only EOS
+    assert engine.generator.generate(prefix, PROMPTS, max_new_tokens=8) == hf
 
 
 def test_serve_engine_vllm_equals_hf_over_http(vllm_app):
@@ -205,4 +207,4 @@ def test_serve_engine_vllm_equals_hf_over_http(vllm_app):
             on_hf = outputs()
         finally:
             engine.generator = generator
-    assert on_vllm == on_hf
+    assert on_vllm == on_hf and any(on_hf)
