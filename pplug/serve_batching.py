@@ -159,6 +159,9 @@ class Engine:
 
             self.hub = load_hub(hub, model.llm, self.encoder, cache_path=embedding_cache)
             hub_method(model, self.hub)  # a pplug checkpoint, the hub on its LLM
+            if self.snapshot.decoding in ("mbr", "preference"):  # sampled candidates regroup a batch's rows
+                raise ValueError(f"{folder}: decoding {self.snapshot.decoding!r} cannot run with a LoRA hub's "
+                                 "per-row adapters; serve a checkpoint that decodes greedily")
             if self.hub.config.task != self.spec.name:
                 raise ValueError(f"{hub}: a LoRA hub for {self.hub.config.task}, but the checkpoint is "
                                  f"{self.spec.name}")
