@@ -200,22 +200,25 @@ def _decodings() -> list[str]:
 
 
 def _add_decoding_options(p) -> None:
-    """Settings of the candidate decodings (mbr, preference) of generation tasks."""
-    g = p.add_argument_group("candidate decodings (generation tasks: mbr, preference)")
+    """Settings of the candidate decodings (mbr, preference, reward-mbr) of generation tasks."""
+    g = p.add_argument_group("candidate decodings (generation tasks: mbr, preference, reward-mbr)")
     g.add_argument("--num-samples", type=int, default=8, help="sampled candidates per row besides greedy (default: 8)")
     g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: 0.7)")
     g.add_argument("--top-p", type=float, default=0.95, help="nucleus mass kept when sampling (default: 0.95)")
     g.add_argument("--preference-weight", type=float, default=0.5,
-                   help="w in (1 - w) * consensus + w * similarity to the user's past outputs (default: 0.5)")
+                   help="w in (1 - w) * consensus + w * similarity to the user's past outputs (preference) or "
+                        "w * the user's facet reward (reward-mbr) (default: 0.5)")
     g.add_argument("--utility", default="rouge1", choices=["rouge1", "rougeL", "embedding"],
                    help="MBR utility between candidates (default: rouge1)")
     g.add_argument("--sampling-seed", type=int, default=0, help="sampling seed (each row's follows its id)")
+    g.add_argument("--preference-models", default=None,
+                   help="reward-mbr: folder of facet preference models (`pplug prefs train --out`)")
 
 
 _DECODING_HELP = ("label tasks: most likely label (argmax); ratings also expected value (best for RMSE) or median "
                   "(best for MAE) over 1..5; generation tasks: argmax (= greedy, beams with --num-beams), greedy, "
-                  "beam, mbr (minimum Bayes risk over sampled candidates) or preference (weighted toward the "
-                  "user's past outputs)")
+                  "beam, mbr (minimum Bayes risk over sampled candidates), preference (weighted toward the "
+                  "user's past outputs) or reward-mbr (weighted by the user's facet preference models)")
 
 
 def _add_generate(sub) -> None:
@@ -279,7 +282,33 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(handler=commands.run_evaluate)
 
 
-_SUBCOMMANDS += [_add_evaluate]
+def _add_prefs(sub) -> None:
+    p = sub.add_parser("prefs", help="facet preference models (length, formality, topic) for reward-mbr decoding")
+    prefs = p.add_subparsers(dest="prefs_command", required=True)
+    q = prefs.add_parser("train", help="train one reward model per facet from a LaMP split's users' past outputs")
+    q.add_argument("--data", required=True, help="folder with {split}_questions.json / {split}_outputs.json")
+    q.add_argument("--out", required=True, help="folder to write, one <facet>/ (config.json + model.safetensors) each")
+    q.add_argument("--split", default="train")
+    q.add_argument("--task", default=None, help="task (default: the data's)")
+    q.add_argument("--facets", nargs="+", default=["length", "formality", "topic"],
+                   choices=["length", "formality", "topic"], help="facets to train (default: all three)")
+    q.add_argument("--max-users", type=int, default=150, help="seeded random subset of users (default: 150)")
+    q.add_argument("--items-per-user", type=int, default=6, help="past outputs per user paired (default: 6)")
+    q.add_argument("--hidden", type=int, default=16, help="hidden units per head, 0 for linear (default: 16)")
+    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--encoder", default="default", help="sentence encoder (use the checkpoint's; default: default)")
+    q.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
+    p.set_defaults(handler=_run_prefs)
+
+
+def _run_prefs(args) -> int:
+    from .preference_models_train import run_prefs
+
+    return run_prefs(args)
+
+
+_SUBCOMMANDS += [_add_evaluate, _add_prefs]
 
 
 # --- serving: serve, embed-user ---

@@ -279,13 +279,14 @@ def run_hub(args) -> int:
 
 
 def decoding_options(args):
-    """The DecodingSpec of `--num-samples --temperature --top-p --preference-weight --utility --sampling-seed`
-    (`--num-beams` > 1 also sets the width of `beam`)."""
+    """The DecodingSpec of `--num-samples --temperature --top-p --preference-weight --utility --sampling-seed
+    --preference-models` (`--num-beams` > 1 also sets the width of `beam`)."""
     from pplug.decoding import DecodingSpec
 
     beams = getattr(args, "num_beams", 1)
     return DecodingSpec(num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
                         preference_weight=args.preference_weight, utility=args.utility, seed=args.sampling_seed,
+                        preference_models=getattr(args, "preference_models", None),
                         **({"num_beams": beams} if beams > 1 else {}))
 
 

@@ -4,6 +4,7 @@
     rows --FrozenLLM.sample--> N   +--> Candidates (K = 1 + N per row) --select--> one output per row
                                   /        mbr:        argmax_k  E_j[utility(c_k, c_j)]       (consensus)
                                            preference: argmax_k  (1 - w) * consensus + w * preference
+                                           reward-mbr: argmax_k  (1 - w) * consensus + w * reward (facet models)
 
 - The greedy output is always candidate 0, so a selection can fall back to it; ties go to it too.
 - Consensus is the expected utility of a candidate against the rest of the pool (duplicates count: the
@@ -17,6 +18,9 @@
 - Per row: each row carries a `DecodingSpec`. All sampled rows share one `FrozenLLM.sample` pass: every
   sequence draws from its own generator seeded from (spec.seed, row key, sample index), so a row's output
   is the same alone or in any batch (row keys are the example ids; without them, the row's batch index).
+- Reward-mbr: the reward is the user's weighted sum of trained facet preference models (length, formality,
+  topic; `pplug.preference_models`), the weights retrieved from the user's persona text; each row names its
+  own folder of facet models (`DecodingSpec.preference_models`) and may carry its own facet weights.
   Greedy rows share one greedy pass; beam rows one pass per beam width.
 
 Ratings and labels keep their own decodings (argmax / expected / median in `pplug.inference.decode`).
@@ -45,14 +49,16 @@ class DecodingSpec:
     """How one row is decoded (generation tasks).
 
     Attributes:
-        name: "greedy", "beam", "mbr" or "preference".
-        num_samples: sampled candidates besides the greedy one (mbr / preference).
+        name: "greedy", "beam", "mbr", "preference" or "reward-mbr".
+        num_samples: sampled candidates besides the greedy one (mbr / preference / reward-mbr).
         temperature: sampling temperature (> 0).
         top_p: nucleus mass kept when sampling, in (0, 1].
-        preference_weight: w in (1 - w) * consensus + w * preference, in [0, 1] (preference only).
+        preference_weight: w in (1 - w) * consensus + w * preference (or reward), in [0, 1] (preference,
+            reward-mbr).
         utility: "rouge1", "rougeL", "embedding" or a callable (a, b) -> float (the consensus utility).
         num_beams: beams of "beam".
         seed: sampling seed; each row's seed is derived from it and the row key.
+        preference_models: folder of facet preference models (`pplug prefs train`; reward-mbr only).
     """
 
     name: str = "greedy"
@@ -63,6 +69,7 @@ class DecodingSpec:
     utility: Utility = "rouge1"
     num_beams: int = 4
     seed: int = 0
+    preference_models: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in GENERATION_DECODINGS:
@@ -75,10 +82,12 @@ class DecodingSpec:
             raise ValueError(f"preference_weight must be in [0, 1], got {self.preference_weight}")
         if isinstance(self.utility, str) and self.utility not in UTILITIES:
             raise ValueError(f"utility must be one of {UTILITIES} or a callable, got {self.utility!r}")
+        if self.name == "reward-mbr" and not self.preference_models:
+            raise ValueError("decoding reward-mbr needs preference_models (a folder `pplug prefs train` wrote)")
 
     @property
     def samples(self) -> bool:
-        return self.name in ("mbr", "preference")
+        return self.name in ("mbr", "preference", "reward-mbr")
 
 
 @dataclass
@@ -97,11 +106,15 @@ class Candidates:
 @dataclass
 class RowContext:
     """What only the caller knows about a batch's rows: stable keys (example ids, for the sampling seeds),
-    each user's past outputs (preference decoding) and the history encoder (preference, embedding utility)."""
+    each user's past outputs (preference decoding) and the history encoder (preference, embedding utility);
+    for reward-mbr each user's history (profile items, whose persona text retrieves the facet weights) or the
+    facet weights themselves (facet -> weight; a row's None: retrieved)."""
 
     keys: list[str] | None = None
     user_outputs: list[list[str]] | None = None
     encoder: Any = None
+    profiles: list[Sequence[dict]] | None = None
+    facet_weights: list[dict[str, float] | None] | None = None
 
 
 def user_outputs(task: Any, profile: Sequence[dict], max_history: int | None = None) -> list[str]:
@@ -197,6 +210,16 @@ def preference_select(cands: Candidates, past: Sequence[str], encoder: Any, weig
     return _pick(cands, score)
 
 
+def reward_mbr_select(cands: Candidates, reward: torch.Tensor | None, weight: float = 0.5, utility: Utility = "rouge1",
+                      encoder: Any = None) -> int:
+    """Index of the candidate maximising (1 - w) * consensus + w * reward (both min-max scaled in the pool; the
+    reward: `pplug.preference_models.row_rewards`); without a reward (no past outputs) consensus alone."""
+    score = (1 - weight) * _minmax(consensus(cands.texts, utility, encoder))
+    if weight > 0 and reward is not None:
+        score = score + weight * _minmax(reward)
+    return _pick(cands, score)
+
+
 # --------------------------------------------------------------------------------------------------
 # per-row decoding of a batch
 
@@ -250,8 +273,8 @@ def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_t
     keys = list(rows.keys) if rows.keys is not None else [str(i) for i in range(b)]
     past = rows.user_outputs if rows.user_outputs is not None else [[] for _ in range(b)]
     encoder = rows.encoder if rows.encoder is not None else getattr(model, "history_encoder", None)
-    if any(s.name == "preference" or s.utility == "embedding" for s in specs) and encoder is None:
-        raise ValueError("preference decoding / the embedding utility need a history encoder")
+    if any(s.name in ("preference", "reward-mbr") or s.utility == "embedding" for s in specs) and encoder is None:
+        raise ValueError("preference / reward-mbr decoding and the embedding utility need a history encoder")
     llm = model.llm
     prefix = _prefix(model, batch)  # (B, P, D) or None; computed once for every pass
     out: list[str] = [""] * b
@@ -264,12 +287,20 @@ def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_t
         for i, t in zip(idx, texts):
             out[i] = clean(t)
         n_cands += len(idx)
-    for i, pool in enumerate(candidate_pools(model, batch, specs, max_new_tokens, keys, clean, prefix, first_line)):
+    pools = candidate_pools(model, batch, specs, max_new_tokens, keys, clean, prefix, first_line)
+    rewards: list = [None] * b
+    if any(s.name == "reward-mbr" for s in specs):
+        from .preference_models import row_rewards
+
+        rewards = row_rewards(specs, pools, replace(rows, user_outputs=past), encoder)
+    for i, pool in enumerate(pools):
         if pool is None:
             continue
         s = specs[i]
         if s.name == "mbr":
             k = mbr_select(pool, s.utility, encoder)
+        elif s.name == "reward-mbr":
+            k = reward_mbr_select(pool, rewards[i], s.preference_weight, s.utility, encoder)
         else:
             k = preference_select(pool, past[i], encoder, s.preference_weight, s.utility)
         out[i] = pool.texts[k]
@@ -316,6 +347,7 @@ __all__ = [
     "mbr_select",
     "preference",
     "preference_select",
+    "reward_mbr_select",
     "user_outputs",
     "utility_matrix",
 ]

@@ -13,8 +13,8 @@ the expected value of the distribution over "1".."5" (a float string, which the 
 parses; it minimises the expected squared error, so RMSE) and `median` its median (the smallest rating
 whose cumulative probability reaches 1/2; it minimises the expected absolute error, so MAE). Generation
 tasks keep the first non-empty line of: `argmax` greedy (beam search with `num_beams` > 1), or the
-per-row candidate decodings of `pplug.decoding` ("greedy", "beam", "mbr", "preference"), whose settings
-may differ from row to row within one batch.
+per-row candidate decodings of `pplug.decoding` ("greedy", "beam", "mbr", "preference", "reward-mbr"),
+whose settings may differ from row to row within one batch.
 """
 
 from __future__ import annotations
@@ -209,7 +209,8 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         decodings = ["per-row"]
     else:
         decodings = check_decodings(decodings)
-    if hub is not None and get_method(method).use_hub and (specs is not None or {"mbr", "preference"} & set(decodings)):
+    sampled = {"mbr", "preference", "reward-mbr"} & set(decodings)
+    if hub is not None and get_method(method).use_hub and (specs is not None or sampled):
         # a hub's per-row adapters follow the batch's rows; per-row specs and sampled candidates regroup them
         raise ValueError(f"method '{method}' decodes with argmax, greedy or beam (the same for every row)")
     llm = model.llm
@@ -233,7 +234,7 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
                 from .decoding import RowContext, user_outputs
 
                 rows_ctx = RowContext(keys=[ex.id for ex in rows], encoder=encoder,
-                                      user_outputs=[user_outputs(task, ex.profile, max_history) for ex in rows])
+                                      profiles=[ex.profile for ex in rows], user_outputs=[user_outputs(task, ex.profile, max_history) for ex in rows])
             with method_rows(hub, method, [ex.profile for ex in rows]):
                 if specs is not None:
                     preds = {"per-row": decode(model, task, batch, specs=specs[i : i + batch_size], rows=rows_ctx,
@@ -263,8 +264,8 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
             (`LoRAHub.from_pretrained("hubs/lamp3", FrozenLLM("default"))`).
         examples: `pplug.data.Example` records (input + that user's profile, i.e. history items).
         decoding: None (the checkpoint's), "argmax", or for ratings "expected" / "median"; for generation tasks
-            also "greedy", "beam", "mbr", "preference", a `pplug.decoding.DecodingSpec`, or a list with one
-            DecodingSpec per example (rows of one batch may decode differently).
+            also "greedy", "beam", "mbr", "preference", "reward-mbr", a `pplug.decoding.DecodingSpec`, or a list
+            with one DecodingSpec per example (rows of one batch may decode differently).
         batch_size: rows per forward pass (None: suits the device).
         personas: optional persona text per example, written into the prompt after the soft prompt.
         device: move the model there first ("auto", "cuda", "cpu"; None: leave it where it is).
@@ -274,7 +275,7 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
         hub: a `LoRAHub` loaded on the model's LLM (`pplug.hub_methods.load_hub(dir, model.llm, ...)`); the model
             must be a `pplug` one.
         **decoding_options: its fields one by one (num_samples, temperature, top_p, preference_weight, utility,
-            seed).
+            seed, preference_models).
     """
     from .decoding import DecodingSpec
     from .hub_methods import hub_method

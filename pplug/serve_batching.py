@@ -159,7 +159,7 @@ class Engine:
 
             self.hub = load_hub(hub, model.llm, self.encoder, cache_path=embedding_cache)
             hub_method(model, self.hub)  # a pplug checkpoint, the hub on its LLM
-            if self.snapshot.decoding in ("mbr", "preference"):  # sampled candidates regroup a batch's rows
+            if self.snapshot.decoding in ("mbr", "preference", "reward-mbr"):  # sampled candidates regroup rows
                 raise ValueError(f"{folder}: decoding {self.snapshot.decoding!r} cannot run with a LoRA hub's "
                                  "per-row adapters; serve a checkpoint that decodes greedily")
             if self.hub.config.task != self.spec.name:

@@ -34,13 +34,14 @@ class OutputKind(str, Enum):
 DECODINGS_BY_KIND: dict[OutputKind, tuple[str, ...]] = {
     OutputKind.CLASSIFICATION: ("argmax",),
     OutputKind.RATING: ("argmax", "expected", "median"),
-    OutputKind.GENERATION: ("argmax", "greedy", "beam", "mbr", "preference"),
+    OutputKind.GENERATION: ("argmax", "greedy", "beam", "mbr", "preference", "reward-mbr"),
 }
 """Decodings each kind of output supports, the default first. "argmax": the most likely label (greedy text
 for generation, beam search with num_beams > 1); ratings also "expected" (expected value over 1..5, the
 best guess for RMSE) and "median" (the median over 1..5, the best guess for MAE); generation also the
 candidate decodings of `pplug.decoding` ("greedy", "beam", "mbr": minimum Bayes risk over sampled
-candidates, "preference": weighted towards the user's own past outputs). `pplug.inference.decode` runs them."""
+candidates, "preference": weighted towards the user's own past outputs, "reward-mbr": weighted by the user's
+retrieved facet preference models). `pplug.inference.decode` runs them."""
 
 _HISTORY_SIZE_LOG = math.log(513)
 """`history_stats` scales log(1 + history size) by this: 512 items (PPlug's history limit) read as 1."""
