@@ -53,7 +53,11 @@ def model_folder(llm: Any) -> str:
     if llm.is_seq2seq:
         raise VLLMUnavailable("--engine vllm serves causal LLMs only (vLLM takes prompt embeddings for decoder-only "
                               "models); serve this seq2seq checkpoint with --engine hf")
-    path = Path(resolve_llm(llm.name_or_path))
+    try:
+        path = Path(resolve_llm(llm.name_or_path))
+    except (RuntimeError, OSError) as e:  # "default" without its package: say so in the same one line
+        raise VLLMUnavailable(f"--engine vllm: cannot find the folder of the base LLM {llm.name_or_path!r}: "
+                              f"{e}") from None
     config = path / "config.json"
     if not config.is_file():
         raise VLLMUnavailable(f"--engine vllm: the base LLM {llm.name_or_path!r} is not a model folder on disk "

@@ -98,6 +98,17 @@ def test_a_model_vllm_cannot_load_is_refused(tiny_causal_llm_dir, tiny_seq2seq_l
         model_folder(FrozenLLM(str(tiny_seq2seq_llm_dir), dtype="float32", device="cpu"))
 
 
+def test_engine_vllm_refuses_a_lora_hub():
+    from types import SimpleNamespace
+
+    from pplug.serve_vllm import VLLMUnavailable, attach
+
+    engine = SimpleNamespace(hub=object(), generator=None)
+    with pytest.raises(VLLMUnavailable, match="--hub"):
+        attach(engine)
+    assert engine.generator is None
+
+
 class _RecordingGenerator:
     """Stands in for VLLMGenerator: records what it is asked and answers with HF greedy generation."""
 
@@ -167,6 +178,19 @@ def vllm_app(tmp_path_factory, tiny_encoder_dir):
                      llm_engine="vllm")
     yield app
     app.state.engine.generator.close()
+
+
+def test_sampling_params_map_the_request_settings():
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install pplug[vllm])")
+    from vllm.sampling_params import SamplingType
+
+    from pplug.serve_vllm import sampling_params
+
+    greedy = sampling_params(8, eos_id=2)
+    assert greedy.sampling_type == SamplingType.GREEDY and greedy.max_tokens == 8 and greedy.stop_token_ids == [2]
+    sampled = sampling_params(16, temperature=0.7, top_p=0.9, seed=3, stop=["\n"])
+    assert sampled.sampling_type == SamplingType.RANDOM_SEED
+    assert (sampled.temperature, sampled.top_p, sampled.seed, sampled.stop) == (0.7, 0.9, 3, ["\n"])
 
 
 def test_vllm_greedy_continuations_equal_hf(vllm_app):
