@@ -1,13 +1,16 @@
-"""Decoding that knows the user: greedy vs beam vs MBR vs preference, per method, on real generation sets.
+"""Decoding that knows the user: greedy vs beam vs MBR vs preference (vs reward-MBR), per method, on real sets.
 
     python benchmarks/bench_decoding.py --set enron_subjects --checkpoint /tmp/dec-ckpts/dec-enron/final \\
-        [--max-dev 60] [--num-samples 8] [--seeds 0 1 2] [--max-new-tokens 24] [--methods none pplug]
+        [--max-dev 60] [--num-samples 8] [--seeds 0 1 2] [--max-new-tokens 24] [--methods none pplug] \\
+        [--preference-models DIR]
 
 Every method decodes the same dev questions (a seeded subset) with the same frozen LLM. Greedy and beam run
 once; the sampling decodings run once per sampling seed on one candidate pool per (method, seed): the greedy
 output + `--num-samples` samples (`pplug.decoding.candidate_pools`), from which `mbr` (ROUGE-1 consensus),
 `preference` (w = 0.5) and `preference w=1` (similarity to the user's past outputs alone) select; the pool is
-shared, so the comparisons between them are paired. `oracle@pool` (the pool's best candidate by ROUGE-1 against
+shared, so the comparisons between them are paired. With `--preference-models` (a folder of `pplug prefs train`)
+`reward-mbr` (w = 0.5: consensus and the user's retrieved facet reward) and `reward-mbr w=1` (the reward alone)
+select from the same pools too, and the results go to `decoding_reward_<set>.json`. `oracle@pool` (the pool's best candidate by ROUGE-1 against
 the gold) is the ceiling any selection rule could reach, not a decoding.
 
 Reported per method and decoding: ROUGE-1 / ROUGE-L (sampling decodings: mean over seeds, with the per-seed
@@ -38,6 +41,18 @@ from meta import run_meta  # noqa: E402
 
 DATA = Path(os.environ.get("PPLUG_REAL_LAMP", "/work/shared/data/real_lamp"))
 SELECTIONS = ("mbr", "preference", "preference w=1")
+REWARD_SELECTIONS = ("reward-mbr", "reward-mbr w=1")
+
+
+def row_rewards_for(pools, rows, past, args) -> list:
+    """Each row's facet reward of its pool, as `--decoding reward-mbr` computes it (`row_rewards`: weights
+    retrieved from the persona text of the user's history, the user's past outputs summarised)."""
+    from pplug.decoding import DecodingSpec, RowContext
+    from pplug.preference_models import row_rewards
+
+    spec = DecodingSpec("reward-mbr", preference_models=args.preference_models)
+    ctx = RowContext(user_outputs=past, profiles=[ex.profile for ex in rows])
+    return row_rewards([spec] * len(rows), pools, ctx, args.encoder)
 
 
 def rouge_rows(preds: list[str], golds: list[str]) -> dict[str, list[float]]:
@@ -75,7 +90,8 @@ def run_method(model, task, examples, method: str, args, budget) -> dict:
     """Predictions and seconds of every decoding for one method: {decoding: {"preds": [[...] per seed],
     "seconds": total, "candidates": total}}."""
     from pplug.baselines import build_batch
-    from pplug.decoding import Candidates, DecodingSpec, candidate_pools, mbr_select, preference_select, user_outputs
+    from pplug.decoding import (Candidates, DecodingSpec, candidate_pools, mbr_select, preference_select,
+                                reward_mbr_select, user_outputs)
     from pplug.inference import clean_generation, decode
 
     max_hist = model.config.max_history if hasattr(model, "config") else None
@@ -108,18 +124,25 @@ def run_method(model, task, examples, method: str, args, budget) -> dict:
             pools = candidate_pools(model, batch, [spec] * len(rows), args.max_new_tokens, keys, clean_generation)
             t_pool = time.perf_counter() - t0
             k = len(pools[0].texts)
-            for name in SELECTIONS:
+            t0 = time.perf_counter()
+            rewards = row_rewards_for(pools, rows, past, args) if args.preference_models else None
+            t_reward = time.perf_counter() - t0
+            for name in SELECTIONS + (REWARD_SELECTIONS if rewards is not None else ()):
                 t0 = time.perf_counter()
                 picks = []
-                for pool, user_past in zip(pools, past):
+                for pool, user_past, reward in zip(pools, past, rewards or [None] * len(pools)):
                     c = Candidates(list(pool.texts))
                     if name == "mbr":
                         j = mbr_select(c, args.utility, encoder)
+                    elif name in REWARD_SELECTIONS:
+                        w = 1.0 if name == "reward-mbr w=1" else args.preference_weight
+                        j = reward_mbr_select(c, reward, w, args.utility, encoder)
                     else:
                         w = 1.0 if name == "preference w=1" else args.preference_weight
                         j = preference_select(c, user_past, encoder, w, args.utility)
                     picks.append(c.texts[j])
-                add(name, si, picks, t_pool + time.perf_counter() - t0, k * len(rows))
+                t_extra = t_reward if name in REWARD_SELECTIONS else 0.0
+                add(name, si, picks, t_pool + t_extra + time.perf_counter() - t0, k * len(rows))
             best = []  # the ceiling: the pool's best candidate against the gold (not a decoding)
             for pool, g in zip(pools, golds):
                 scores = rouge_rows(pool.texts, [g] * len(pool.texts))["rouge1"]
@@ -190,7 +213,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=12)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--out", default=None, help="default: benchmarks/results/decoding_<set>.json")
+    ap.add_argument("--preference-models", default=None,
+                    help="facet models of `pplug prefs train`: adds reward-mbr (and reward-mbr w=1)")
+    ap.add_argument("--out", default=None,
+                    help="default: benchmarks/results/decoding_<set>.json (decoding_reward_<set>.json with "
+                         "--preference-models)")
     args = ap.parse_args(argv)
 
     root = DATA / args.set
@@ -221,6 +248,11 @@ def main(argv=None) -> int:
     results = {"set": args.set, "task": task.name, "n": len(examples), "host": host(),
                "meta": run_meta(device=str(llm.device), dtype=args.dtype),
                "settings": {k: v for k, v in vars(args).items() if k not in ("encoder",)}, "methods": {}}
+    if args.preference_models:  # the facet models' own record: held-out pair accuracy, pairs, users
+        from pplug.preference_models import load_set
+
+        prefs = load_set(args.preference_models, encoder)
+        results["preference_models"] = {n: m.training_record for n, m in prefs.models.items()}
     torch.manual_seed(0)
     with torch.no_grad():
         # warm-up outside the timings: the first-line token tables and one tiny pass of each kind
@@ -232,7 +264,8 @@ def main(argv=None) -> int:
             res = run_method(models[m], task, examples, m, args, budget)
             results["methods"][m] = summarise(res, golds, len(args.seeds), args.bootstrap)
     results["seconds_total"] = round(time.perf_counter() - t_start, 1)
-    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"decoding_{args.set}.json"
+    stem = "decoding_reward" if args.preference_models else "decoding"
+    out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"{stem}_{args.set}.json"
     atomic_write_json(out, results)
     print(table(args.set, results))
     print(f"wrote {out} ({results['seconds_total']} s)")

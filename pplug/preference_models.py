@@ -243,8 +243,10 @@ class PreferenceSet:
         return list(self.models)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, encoder: Any, temperature: float = 0.1) -> PreferenceSet:
-        """Every facet folder under `folder` (each holding config.json), in name order."""
+    def from_pretrained(cls, folder: str | os.PathLike, encoder: Any = None, temperature: float = 0.1
+                        ) -> PreferenceSet:
+        """Every facet folder under `folder` (each holding config.json), in name order; `encoder` None loads the
+        one the facets were trained with (`FacetConfig.encoder_name_or_path`)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise PreferenceModelError(f"{folder}: preference-model folder not found")
@@ -252,6 +254,10 @@ class PreferenceSet:
         if not subs:
             raise PreferenceModelError(f"{folder}: no facet folders (<facet>/{CONFIG_NAME}); "
                                        "`pplug prefs train` writes them")
+        if encoder is None:
+            from .history import HistoryEncoder
+
+            encoder = HistoryEncoder(FacetModel.from_pretrained(subs[0]).config.encoder_name_or_path, device="cpu")
         return cls({p.name: FacetModel.from_pretrained(p, encoder) for p in subs}, encoder, temperature)
 
     def persona_text(self, profile: Sequence[dict]) -> str:
