@@ -219,12 +219,12 @@ def interval_table(results: Path, caption: str, rows: Sequence[Row], cols: Seque
 # --- tables with their own layout -----------------------------------------------------------------
 
 
-def make_train(results: Path) -> str:
+def make_train(results: Path, name: str = "make_train.json") -> str:
     """`make train` over seeds x dtypes: each run, then mean ± sd per dtype, and the history-blind ceiling.
 
     The history-blind ablation (`no_history`: the same recipe trained and scored with empty histories) fills
-    the rows of the seeds and dtypes it ran for."""
-    path = Path(results) / "make_train.json"
+    the rows of the seeds and dtypes it ran for. `name`: the results file (an earlier recipe's is kept too)."""
+    path = Path(results) / name
     if not path.is_file():
         return "_no results file yet: run `python benchmarks/bench_make_train.py`_"
     d = _load(path)
@@ -244,7 +244,8 @@ def make_train(results: Path) -> str:
              f"{r['pplug']['rmse']:.3f}", pair(without([r])), pair([r["none"]])] for r in runs]
     for dtype in dict.fromkeys(r["dtype"] for r in runs):
         rs = [r for r in runs if r["dtype"] == dtype]
-        body.append([f"**mean ± sd, {dtype}** ({len(rs)} seeds)",
+        below_pct = 100 * (1 - sum(r["pplug"]["mae"] for r in rs) / len(rs) / d["ceiling"]["mae"])
+        body.append([f"**mean ± sd, {dtype}** ({len(rs)} seeds; PPlug MAE {below_pct:+.1f}% below the ceiling)",
                      f"{fmt_value([r['wall_s'] / 60 for r in rs], 1)} min", fmt_value([r["pplug"]["mae"] for r in rs]),
                      fmt_value([r["pplug"]["rmse"] for r in rs]), pair(without(rs)), pair([r["none"] for r in rs])])
     c = d["ceiling"]
@@ -259,12 +260,16 @@ def make_train(results: Path) -> str:
     shared = (f"\n\nPPlug's MAE is below the history-blind ceiling in **{below} of {len(runs)}** runs"
               + ("." if below == len(runs) else ": at this budget the recipe does not learn the user signal in "
                  "every seed, and a run that misses it ends worse than the ceiling, as its verdict line says.") + shared)
+    missing = [dt for dt in ("float32", "bfloat16") if dt not in {r["dtype"] for r in runs}]
+    if missing:
+        shared += (f"\n\nNot in this file: {', '.join(missing)} runs of this recipe (the host that ran it: "
+                   f"{d.get('meta', {}).get('host', 'not recorded')}).")
     cc = d.get("clean_clone")
     if cc:
         shared += (f"\n\nFrom a fresh `git clone` (pip cache warm), `make train` took **{cc['total_s'] / 60:.1f} min**: "
                    f"set-up {cc['setup_s'] / 60:.1f} min + train.py {cc['train_s'] / 60:.1f} min ({cc['dtype']}, "
                    f"host {cc['host']}); PPlug MAE {cc['pplug']['mae']:.3f}.")
-    return (markdown_table(header, body) + shared + f"\n\nSource: `make_train.json`: `{m.get('command', nr)}` (code "
+    return (markdown_table(header, body) + shared + f"\n\nSource: `{name}`: `{m.get('command', nr)}` (code "
             f"{m.get('code_version', nr)}; host {m.get('host', nr)}; device {m.get('device', nr)}; dtype "
             f"{m.get('dtype', nr)})")
 
@@ -391,6 +396,51 @@ def history_mix_heldout(results: Path) -> str:
         body.append(line)
     header = ["mix weight k", *[f"{m} NLL" for m in methods], "pplug MAE (median)", "pplug RMSE (expected)"]
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
+
+
+def serve_demo(results: Path) -> str:
+    """bench_serve_demo: the docs' users (opposite histories) on one review, per checkpoint: answer and P(label)."""
+    name = "serve_demo"
+    d = load(results, name)
+    labels = list(next(iter(d["runs"][0]["users"].values()))["label_probs"])
+    body = []
+    for run in d["runs"]:
+        for i, (user, r) in enumerate(run["users"].items()):
+            note = "cold start, no history" if r["cold_start"] else f"{r['history_items']} history items"
+            body.append([f"`{run['checkpoint']}`" if i == 0 else "", user, r["output"],
+                         *(f"{r['label_probs'][lab]:.3f}" for lab in labels), note])
+    header = ["checkpoint", "user", "answer", *(f"P({lab})" for lab in labels), ""]
+    agree = sum(float(r["users"]["alice"]["output"]) > float(r["users"]["bob"]["output"]) for r in d["runs"])
+    note = (f"Alice's answer is above bob's for {agree} of {len(d['runs'])} checkpoints. The review: "
+            f"\"{d['review']}\"")
+    return markdown_table(header, body) + "\n\n" + note + "\n\n" + sources(results, [name])
+
+
+def lora_hub_cost(results: Path) -> str:
+    """bench_lora_hub_cost: ms per row with no adapter, one shared adapter and per-row mixed adapters."""
+    name = "lora_hub_cost"
+    if not (Path(results) / f"{name}.json").is_file():
+        return "_no results file yet: run `python benchmarks/bench_lora_hub_cost.py`_"
+    d = load(results, name)
+    body = []
+    for kind in ("scoring", "generation"):
+        per = d["seconds_per_row"][kind]
+        for b in sorted(per["none"], key=int):
+            none, shared, mixed = (per[s][b] * 1000 for s in ("none", "shared", "mixed"))
+            what = "label scoring (1..5)" if kind == "scoring" else f"generation ({d['new_tokens']} tokens)"
+            body.append([what if b == min(per["none"], key=int) else "", b, f"{none:.1f}", f"{shared:.1f}",
+                         f"{mixed:.1f}", f"{shared / none:.2f}x", f"{mixed / shared:.2f}x"])
+    header = ["call", "batch", "no adapter ms/row", "shared adapter ms/row",
+              f"mixed ({d['adapters']} adapters) ms/row", "shared / none", "mixed / shared"]
+    one = d["adapter_bytes"]["general"]
+    rss = d["rss_bytes"]
+    note = (f"One adapter (r = {d['r']}) holds {one / 2**20:.2f} MiB of LoRA tensors; the hub's "
+            f"{len(d['adapter_bytes'])} adapters {sum(d['adapter_bytes'].values()) / 2**20:.1f} MiB. Process RSS: "
+            f"{(rss['after_second_llm'] - rss['after_llm']) / 2**20:.0f} MiB for the second copy of the LLM, "
+            f"{(rss['after_hub'] - rss['after_second_llm']) / 2**20:.0f} MiB more for the hub, "
+            f"{rss['peak'] / 2**20:.0f} MiB at peak (two LLMs). Median of {d['repeats']} calls, "
+            f"{d['threads']} threads.")
+    return markdown_table(header, body) + "\n\n" + note + "\n\n" + sources(results, [name])
 
 
 # --- the module table of docs/architecture.md --------------------------------------------------------
@@ -522,6 +572,7 @@ T = functools.partial
 RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
     "make_train": make_train,
+    "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
     "attention": attention,
     "summary_music": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
@@ -676,6 +727,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "server_load": server_load,
     "server_soak": server_soak,
     "store_replicas": store_replicas,
+    # docs/adaptation.md
+    "lora_hub_cost": lora_hub_cost,
+    "serve_demo": serve_demo,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,
 }

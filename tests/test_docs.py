@@ -74,13 +74,20 @@ def test_the_make_train_table_renders_from_its_results_file(tmp_path):
     out = report.render_text(doc, tmp_path)
     assert out.startswith("before\n<!-- report:make_train -->\n| `make train` run |") and out.endswith("after\n")
     assert "| seed 1, bfloat16 | 6.0 min | 0.900 | 1.100 | 1.000 / 1.200 | 2.100 / 1.400 |" in out
-    assert ("| **mean ± sd, float32** (3 seeds) | 6.0 ± 1.0 min | 0.900 ± 0.100 | 1.100 ± 0.100 | 1.000 ± 0.000 / "
-            in out)
+    assert ("| **mean ± sd, float32** (3 seeds; PPlug MAE +3.5% below the ceiling) | 6.0 ± 1.0 min | 0.900 ± 0.100 | "
+            "1.100 ± 0.100 | 1.000 ± 0.000 / " in out)
     assert "| seed 2, float32 | 7.0 min | 1.000 | 1.200 |  | 2.100 / 1.400 |" in out
     assert "| history-blind ceiling" in out and "0.933" in out and "code abc1234" in out
     assert "2 trainings ran at once" in out
     assert "below the history-blind ceiling in **4 of 6** runs: at this budget the recipe does not learn" in out
     assert "`make train` took **7.0 min**: set-up 2.0 min + train.py 5.0 min (float32" in out
+    assert "Not in this file" not in out
+    # a host without native bf16 runs float32 only: the table says which dtype is missing and where it ran
+    (tmp_path / "make_train.json").write_text(json.dumps({"meta": meta, "ceiling": scores(0.933, 1.124), "jobs": 1,
+                                                          "runs": runs[:3], "no_history": []}))
+    out = report.render_text(doc, tmp_path)
+    assert "below the history-blind ceiling in **2 of 3** runs" in out
+    assert f"Not in this file: bfloat16 runs of this recipe (the host that ran it: {meta['host']})" in out
 
 
 def test_every_committed_results_file_says_how_it_was_made():
