@@ -83,9 +83,11 @@ def test_the_make_train_table_renders_from_its_results_file(tmp_path):
     assert "`make train` took **7.0 min**: set-up 2.0 min + train.py 5.0 min (float32" in out
     assert "Not in this file" not in out
     # a host without native bf16 runs float32 only: the table says which dtype is missing and where it ran
-    (tmp_path / "make_train.json").write_text(json.dumps({"meta": meta, "ceiling": scores(0.933, 1.124), "jobs": 1,
-                                                          "runs": runs[:3], "no_history": []}))
-    out = report.render_text(doc, tmp_path)
+    fp32_only = tmp_path / "fp32_only"  # another folder: results files are read once per path
+    fp32_only.mkdir()
+    (fp32_only / "make_train.json").write_text(json.dumps({"meta": meta, "ceiling": scores(0.933, 1.124), "jobs": 1,
+                                                           "runs": runs[:3], "no_history": []}))
+    out = report.render_text(doc, fp32_only)
     assert "below the history-blind ceiling in **2 of 3** runs" in out
     assert f"Not in this file: bfloat16 runs of this recipe (the host that ran it: {meta['host']})" in out
 
