@@ -434,12 +434,19 @@ def lora_hub_cost(results: Path) -> str:
               f"mixed ({d['adapters']} adapters) ms/row", "shared / none", "mixed / shared"]
     one = d["adapter_bytes"]["general"]
     rss = d["rss_bytes"]
-    note = (f"One adapter (r = {d['r']}) holds {one / 2**20:.2f} MiB of LoRA tensors; the hub's "
-            f"{len(d['adapter_bytes'])} adapters {sum(d['adapter_bytes'].values()) / 2**20:.1f} MiB. Process RSS: "
-            f"{(rss['after_second_llm'] - rss['after_llm']) / 2**20:.0f} MiB for the second copy of the LLM, "
-            f"{(rss['after_hub'] - rss['after_second_llm']) / 2**20:.0f} MiB more for the hub, "
-            f"{rss['peak'] / 2**20:.0f} MiB at peak (two LLMs). Median of {d['repeats']} calls, "
+    mib = 2 ** 20
+    note = (f"One adapter (r = {d['r']}) holds {one / mib:.2f} MiB of LoRA tensors; the hub's "
+            f"{len(d['adapter_bytes'])} adapters {sum(d['adapter_bytes'].values()) / mib:.1f} MiB. Process RSS: "
+            f"{rss['after_llm'] / mib:.0f} MiB with the first LLM loaded, {rss['after_second_llm'] / mib:.0f} MiB "
+            f"with the second (the one the hub attaches to), {rss['after_hub'] / mib:.0f} MiB with the hub, "
+            f"{rss['peak'] / mib:.0f} MiB at peak while running. Median of {d['repeats']} interleaved calls, "
             f"{d['threads']} threads.")
+    asked = re.search(r"--batches((?: \d+)+)", d["meta"].get("command", ""))
+    done = d["seconds_per_row"]["scoring"]["none"]
+    missing = [b for b in (asked.group(1).split() if asked else []) if b not in done]
+    if missing:
+        note += (f" Batch {', '.join(missing)} asked for but not measured: the run was stopped at its time limit "
+                 f"(the sizes above took {d['seconds']:.0f} s).")
     return markdown_table(header, body) + "\n\n" + note + "\n\n" + sources(results, [name])
 
 
