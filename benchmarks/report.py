@@ -300,9 +300,10 @@ def attention(results: Path) -> str:
             + sources(results, [n for n, _ in files]))
 
 
-def decoding(results: Path, set_name: str) -> str:
-    """bench_decoding: every decoding of each method, its difference to greedy and its cost per row."""
-    name = f"decoding_{set_name}"
+def decoding(results: Path, set_name: str, stem: str = "decoding") -> str:
+    """bench_decoding: every decoding of each method, its difference to greedy and its cost per row (`stem`:
+    "decoding_reward" for the run with reward-mbr, whose facet models' held-out pair accuracy follows)."""
+    name = f"{stem}_{set_name}"
     d = load(results, name)
     body = []
     for method, decs in d["methods"].items():
@@ -321,7 +322,10 @@ def decoding(results: Path, set_name: str) -> str:
                          f"{r['latency_vs_greedy']:.1f}" if "latency_vs_greedy" in r else ""])
     header = [f"{set_name} (n={d['n']}, {len(d['settings']['seeds'])} sampling seeds)", "decoding", "ROUGE-1",
               "ROUGE-L", "ROUGE-1 minus greedy [95% CI]", "ROUGE-L minus greedy [95% CI]", "s/row", "x greedy"]
-    return markdown_table(header, body) + "\n\n" + sources(results, [name])
+    facets = d.get("preference_models")
+    note = ("\n\nFacet models (pairwise accuracy on held-out users' pairs, pairs trained on): " + "; ".join(
+        f"{f} {r['val_pair_accuracy']:.3f} ({r['pairs']} pairs)" for f, r in facets.items()) + ".") if facets else ""
+    return markdown_table(header, body) + note + "\n\n" + sources(results, [name])
 
 
 SERVER_RUNS = ("server_tiny_lamp3", "server_tiny_lamp7", "server_srv30_lamp3", "server_default_lamp7")
@@ -455,10 +459,10 @@ def lora_hub_cost(results: Path) -> str:
 MODULE_GROUPS = (
     ("The line: load, encode, embed, prefix, decode, score",
      ("tasks", "data", "history", "embedding_cache", "embedder", "llm", "sampling", "batch", "prompts", "baselines",
-      "methods", "model", "config", "version", "inference", "decoding", "metrics", "stats", "runtime", "checkpoints",
-      "models", "io")),
-    ("Training and evaluation", ("train_module", "datamodule", "callbacks", "evaluate", "slices", "synth",
-                                 "synth_vocab", "synth_report", "download")),
+      "methods", "model", "config", "version", "inference", "decoding", "preference_models", "metrics", "stats",
+      "runtime", "checkpoints", "models", "io")),
+    ("Training and evaluation", ("train_module", "datamodule", "callbacks", "preference_models_train", "evaluate",
+                                 "slices", "synth", "synth_vocab", "synth_report", "download")),
     ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
                                     "store_base", "store_schema", "store_memory", "store_postgres", "store_pg_schema",
                                     "validation", "adapt", "fast_adapt", "slow_adapt", "lora_hub", "lora_hub_config",
@@ -731,6 +735,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     # docs/decoding.md, docs/serving.md
     "decoding_enron": T(decoding, set_name="enron_subjects"),
     "decoding_acl": T(decoding, set_name="acl_titles"),
+    "decoding_reward_enron": T(decoding, set_name="enron_subjects", stem="decoding_reward"),
+    "decoding_reward_acl": T(decoding, set_name="acl_titles", stem="decoding_reward"),
     "server_load": server_load,
     "server_soak": server_soak,
     "store_replicas": store_replicas,
