@@ -21,10 +21,10 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .adapt import AdaptResult
 from .checkpoints import (REPORT_FILE, next_version, now, read_report, read_state, rollback, run_lock,
                           serving_version, set_latest, write_state)
 from .fast_adapt import AdaptError, item_example
@@ -32,18 +32,8 @@ from .io import atomic_write_json
 from .lora_hub_config import GENERAL, HUB_CONFIG_NAME
 
 
-@dataclass
-class HubAdaptResult:
-    """Outcome of one `retrain_hub` call."""
-
-    status: str
-    """"noop", "promoted" or "refused"."""
-    message: str
-    """One line for humans / cron logs."""
-    version: str | None = None
-    """The hub version serving after the call."""
-    report: dict | None = None
-    """The full report (validation figures, steps per adapter) when training ran."""
+HubAdaptResult = AdaptResult
+"""Outcome of one `retrain_hub` call: the same record as model adaptation's (status, message, version, report)."""
 
 
 def retrain_hub(store: Any, hub_root: str | os.PathLike, min_new: int = 32, val_fraction: float = 0.2,

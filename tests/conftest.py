@@ -178,6 +178,22 @@ def tiny_config(tiny_causal_llm_dir, tiny_encoder_dir):
     )
 
 
+@pytest.fixture(scope="module")
+def gen_model(tiny_config):
+    """A tiny random PPlug model of a generation task (LaMP_6), for decoding tests."""
+    import dataclasses
+
+    import torch
+
+    from pplug.history import HistoryEncoder
+    from pplug.model import PPlugModel
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config, task="LaMP_6", max_input_tokens=48)
+    enc = HistoryEncoder(cfg.encoder_name_or_path, cache_path=":memory:")
+    return PPlugModel.from_config(cfg, history_encoder=enc).eval()
+
+
 @pytest.fixture
 def tmp_cache(tmp_path) -> Path:
     """Path of a fresh, empty embedding cache (SQLite file) for one test."""

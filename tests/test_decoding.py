@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import zlib
 
@@ -80,17 +79,6 @@ def test_user_outputs_and_spec_checks():
                 {"name": "preference", "preference_weight": 2.0}, {"name": "mbr", "utility": "bleu"}):
         with pytest.raises(ValueError):
             DecodingSpec(**bad)
-
-
-@pytest.fixture(scope="module")
-def gen_model(tiny_config):
-    from pplug.history import HistoryEncoder
-    from pplug.model import PPlugModel
-
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config, task="LaMP_6", max_input_tokens=48)
-    enc = HistoryEncoder(cfg.encoder_name_or_path, cache_path=":memory:")
-    return PPlugModel.from_config(cfg, history_encoder=enc).eval()
 
 
 def _examples() -> list[Example]:

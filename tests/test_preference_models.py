@@ -125,17 +125,6 @@ def test_retrieval_weights_follow_the_persona_text():
     assert cold == {n: pytest.approx(1 / 3) for n in prefs.names}  # cold start: uniform
 
 
-@pytest.fixture(scope="module")
-def gen_model(tiny_config):
-    from pplug.history import HistoryEncoder
-    from pplug.model import PPlugModel
-
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config, task="LaMP_6", max_input_tokens=48)
-    enc = HistoryEncoder(cfg.encoder_name_or_path, cache_path=":memory:")
-    return PPlugModel.from_config(cfg, history_encoder=enc).eval()
-
-
 def _examples() -> list[Example]:
     prof = [{"id": f"p{k}", "text": f"the city council voted on item {k}", "title": f"Council Vote {k}"}
             for k in range(4)]
