@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import (REPORT_FILE, next_version, now, read_report, read_state, run_lock,
-                          serving_version, set_latest, write_state)
+from .checkpoints import (REPORT_FILE, next_version, now, read_report, read_state, record_attempt, run_lock,
+                          serving_version, set_latest)
 from .fast_adapt import (GENERATE_PERSONA_CHARS, AdaptError, AddHistoryResult, PersonaProposer, add_history,
                          item_example, llm_proposer, user_batch)
 from .io import atomic_write_json
@@ -224,12 +224,7 @@ def adapt(
         else:
             status, msg = "refused", f"refused candidate (parent {parent} stays): {figures}"
             name = parent
-        state["last_attempt_watermark"] = last_seen
-        state.setdefault("attempts", []).append({k: report[k] for k in ("created_at", "parent", "metric",
-                                                                         "validation", "promoted", "watermark",
-                                                                         "n_interactions")}
-                                                | {"version": report["version"] if not_worse else None})
-        write_state(root, state)
+        record_attempt(root, state, report, last_seen, kept=not_worse)
         return AdaptResult(status, msg, name, report)
 
 

@@ -161,6 +161,16 @@ def write_state(root: str | Path, state: dict) -> None:
     atomic_write_json(Path(root) / STATE_FILE, state)
 
 
+def record_attempt(root: str | Path, state: dict, report: dict, watermark: int, kept: bool) -> None:
+    """Add one retraining attempt to the run's state and write it: the interaction id it read up to (so the
+    next attempt waits for newer ones), its figures, and the version it made if that was kept."""
+    state["last_attempt_watermark"] = watermark
+    keys = ("created_at", "parent", "metric", "validation", "promoted", "watermark", "n_interactions")
+    attempt = {k: report[k] for k in keys} | {"version": report["version"] if kept else None}
+    state.setdefault("attempts", []).append(attempt)
+    write_state(root, state)
+
+
 def set_latest(root: str | Path, version: str) -> None:
     """Serve `version` from now on (LATEST replaced atomically)."""
     atomic_write_text(Path(root) / LATEST_FILE, version + "\n")
@@ -221,5 +231,5 @@ def rollback(root: str | Path, marker: str = CONFIG_NAME) -> str:
 
 __all__ = ["BASE_VERSION", "CONFIG_NAME", "CheckpointError", "LATEST_FILE", "LOCK_FILE", "REPORT_FILE",
            "RunBusyError", "STATE_FILE", "WEIGHTS_NAME", "is_checkpoint", "legacy_run_settings", "next_version",
-           "now", "read_report", "read_state", "resolve", "rollback", "run_lock", "run_root", "serving_version",
-           "set_latest", "versions", "write_state"]
+           "now", "read_report", "read_state", "record_attempt", "resolve", "rollback", "run_lock", "run_root",
+           "serving_version", "set_latest", "versions", "write_state"]

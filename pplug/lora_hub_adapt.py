@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .adapt import AdaptResult
-from .checkpoints import (REPORT_FILE, next_version, now, read_report, read_state, rollback, run_lock,
-                          serving_version, set_latest, write_state)
+from .checkpoints import (REPORT_FILE, next_version, now, read_report, read_state, record_attempt, rollback,
+                          run_lock, serving_version, set_latest)
 from .fast_adapt import AdaptError, item_example
 from .io import atomic_write_json
 from .lora_hub_config import GENERAL, HUB_CONFIG_NAME
@@ -143,12 +143,7 @@ def retrain_hub(store: Any, hub_root: str | os.PathLike, min_new: int = 32, val_
             status, msg = "promoted", f"promoted hub {name} (parent {parent}): {figures}"
         else:
             status, msg, name = "refused", f"refused hub candidate (parent {parent} stays): {figures}", parent
-        state["last_attempt_watermark"] = last_seen
-        state.setdefault("attempts", []).append({k: report[k] for k in ("created_at", "parent", "metric",
-                                                                         "validation", "promoted", "watermark",
-                                                                         "n_interactions")}
-                                                | {"version": report["version"] if not_worse else None})
-        write_state(root, state)
+        record_attempt(root, state, report, last_seen, kept=not_worse)
         return HubAdaptResult(status, msg, name, report)
 
 
