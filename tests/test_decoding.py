@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import zlib
-
 import pytest
 import torch
 
+from fakes import BagOfWords
 from pplug.baselines import build_batch
 from pplug.data import Example
 from pplug.decoding import (
@@ -24,19 +22,6 @@ from pplug.decoding import (
 from pplug.tasks import get_task
 
 T6 = get_task("LaMP_6")
-
-
-class BagOfWords:
-    """A deterministic stand-in for the history encoder: hashed bag of lower-cased words, L2-normalised."""
-
-    dim = 64
-
-    def encode(self, texts):
-        out = torch.zeros(len(texts), self.dim)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
-        return torch.nn.functional.normalize(out, dim=-1)
 
 
 def test_mbr_picks_the_consensus_candidate():

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import re
-import zlib
 
 import pytest
-import torch
 
+from fakes import BagOfWords
 from pplug.baselines import build_batch
 from pplug.data import Example
 from pplug.decoding import DecodingSpec, RowContext, decode_rows, user_outputs
@@ -17,21 +15,6 @@ from pplug.preference_models_train import PrefsTrainConfig, train_preference_mod
 from pplug.tasks import get_task
 
 T6 = get_task("LaMP_6")
-
-
-class BagOfWords:
-    """A deterministic stand-in for the sentence encoder: hashed bag of lower-cased words, L2-normalised."""
-
-    dim = 64
-    identity = "bag-of-words-64"
-    name_or_path = "bag-of-words"
-
-    def encode(self, texts):
-        out = torch.zeros(len(texts), self.dim)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
-        return torch.nn.functional.normalize(out, dim=-1)
 
 
 VOCAB = ("budget review forecast numbers quarterly planning meeting council vote agenda report minutes "
