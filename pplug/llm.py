@@ -157,6 +157,10 @@ class FrozenLLM(nn.Module):
         # no special tokens: prompt and target are glued as ids; EOS is added explicitly where it belongs
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
+    def single_token(self, choices: Sequence[str]) -> bool:
+        """True when every choice is one token (then `forward(choices=...)` scores them in the loss's pass)."""
+        return all(len(ids) == 1 for ids in self._tokenize(choices))
+
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
         """Token ids of each prompt, middle-truncated to `max_input_tokens`.
 

@@ -169,18 +169,37 @@ class PPlugModel(nn.Module):
         `rating_loss_weight` x the squared error of the expected rating (`expected` decoding's answer)."""
         if batch.targets is None:
             raise ValueError("PPlugModel.forward needs batch.targets")
-        weight = self.config.rating_loss_weight
-        if not weight:
+        if not self.config.rating_loss_weight:
             return self.llm(self.prefix(batch), batch.prompts, batch.targets)
+        return self.loss_and_label_logprobs(batch)[0]
+
+    @property
+    def scores_labels_with_loss(self) -> bool:
+        """True for label tasks whose labels are single tokens ("1".."5"): `loss_and_label_logprobs` then gives
+        the loss and the label scores from one forward pass (evaluation halves its cost)."""
         labels = get_task(self.config.task).labels
-        try:
-            gold = torch.tensor([float(t) for t in batch.targets], device=self.device)  # (B,)
-        except ValueError:
-            raise ValueError(f"rating_loss_weight needs numeric targets, got {list(batch.targets)[:3]!r}") from None
+        return bool(labels) and self.llm.single_token(labels)
+
+    def loss_and_label_logprobs(self, batch: PPlugBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s loss and the (B, C) label log-probs that `choice_logprobs` gives (mixed the same way),
+        from one forward pass. Needs `scores_labels_with_loss`."""
+        if batch.targets is None:
+            raise ValueError("PPlugModel.loss_and_label_logprobs needs batch.targets")
+        task = get_task(self.config.task)
+        labels = list(task.labels)
         loss, logp = self.llm(self.prefix(batch), batch.prompts, batch.targets, choices=labels)  # (B, C)
-        values = torch.tensor([float(x) for x in labels], device=logp.device)  # (C,)
-        expected = (logp.softmax(dim=-1) * values).sum(dim=-1)  # (B,), renormalised over the labels
-        return loss + weight * (expected - gold).pow(2).mean()
+        weight = self.config.rating_loss_weight
+        if weight:
+            try:
+                gold = torch.tensor([float(t) for t in batch.targets], device=self.device)  # (B,)
+            except ValueError:
+                raise ValueError(f"rating_loss_weight needs numeric targets, got {list(batch.targets)[:3]!r}") \
+                    from None
+            values = torch.tensor([float(x) for x in labels], device=logp.device)  # (C,)
+            expected = (logp.softmax(dim=-1) * values).sum(dim=-1)  # (B,), renormalised over the labels
+            loss = loss + weight * (expected - gold).pow(2).mean()
+        mixed = mix_history_prior(logp.detach(), batch.history_stats, self.config.history_mix_items, task.name, labels)
+        return loss, mixed
 
     @torch.no_grad()
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1,

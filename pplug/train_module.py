@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import grad_norm
 from .callbacks import LogProgress
 from .config import PPlugConfig
 from .datamodule import Collator, LaMPBatch, LaMPDataModule
-from .inference import decode, task_decodings
+from .inference import decode, decode_labels, task_decodings
 from .methods import get_method, resolve_k
 
 # Intentional, so not worth a line in every log (train.py, slow adaptation): the frozen LLM stays in eval mode
@@ -172,13 +172,17 @@ class PPlugLitModule(L.LightningModule):
         b = batch.batch
         if stage == "train" and self.hparams.history_dropout > 0:
             b = replace(b, histories=self._drop_history(b.histories))
-        loss = None
+        loss, probs = None, None
         if b.targets is not None:
-            loss = self.model(b)
+            if stage != "train" and self.model.scores_labels_with_loss:  # loss and label scores in one pass
+                loss, logp = self.model.loss_and_label_logprobs(b)
+                probs = logp.float().cpu().softmax(dim=-1)  # (B, C)
+            else:
+                loss = self.model(b)
             self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                      batch_size=len(batch), sync_dist=stage != "train")
         if stage != "train":
-            self._collect(batch, stage)
+            self._collect(batch, stage, probs)
         return loss
 
     def training_step(self, batch: LaMPBatch, batch_idx: int) -> torch.Tensor:
@@ -198,11 +202,15 @@ class PPlugLitModule(L.LightningModule):
         self.model_step(batch, "test")
 
     @torch.no_grad()
-    def _collect(self, batch: LaMPBatch, stage: str) -> None:
+    def _collect(self, batch: LaMPBatch, stage: str, probs: torch.Tensor | None = None) -> None:
+        """Decode the batch (label tasks: from `probs`, the (B, C) label distribution, when the loss pass gave it)."""
         task = self.task_spec
         decodings = task_decodings(task, self.config.decoding)
-        preds = decode(self.model, task, batch.batch, decoding=decodings, num_beams=self.hparams.num_beams,
-                       max_new_tokens=self.hparams.max_new_tokens)
+        if probs is not None:
+            preds = decode_labels(task, probs, decodings)
+        else:
+            preds = decode(self.model, task, batch.batch, decoding=decodings, num_beams=self.hparams.num_beams,
+                           max_new_tokens=self.hparams.max_new_tokens)
         for dec, p in preds.items():
             self._preds.setdefault(dec, {}).update(zip(batch.ids, p))
         self._golds.update((i, g) for i, g in zip(batch.ids, batch.golds) if g is not None)

@@ -403,3 +403,28 @@ def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config
     attn = torch.softmax((h @ q.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, -1e9), dim=-1)
     torch.testing.assert_close(w, 0.5 * attn + 0.5 * mask.float() / mask.sum(-1, keepdim=True))
     assert torch.all(w[~mask] == 0)
+
+
+def test_loss_and_label_scores_in_one_pass_equal_the_two_passes(tiny_config, shared):
+    """Evaluation of a single-token label task takes the loss and the label scores from one forward pass;
+    both must equal what `forward` and `choice_logprobs` give on their own (history mix included)."""
+    from pplug.baselines import build_batch
+    from pplug.data import Example
+    from pplug.tasks import get_task
+
+    labels = ["1", "2", "3", "4", "5"]
+    cfg = dataclasses.replace(tiny_config, rating_loss_weight=0.5, user_stats=True, history_mix_items=4.0)
+    torch.manual_seed(0)
+    m = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    assert m.scores_labels_with_loss
+    items = [{"id": f"{i}", "text": t, "score": s} for i, (t, s) in enumerate([("an album", "5"), ("meh", "2")])]
+    rows = [Example("a", "What is the score of the following review? review: fine", items, "4"),
+            Example("b", "What is the score of the following review? review: awful", [], "1")]
+    batch = build_batch(get_task("LaMP_3"), rows, "pplug")
+    loss, logp = m.loss_and_label_logprobs(batch)
+    torch.testing.assert_close(loss, m(batch), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logp, m.choice_logprobs(batch, labels), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(logp[0], logp[1])  # rows differ, so a broadcast or a swapped row would show
+    multi = PPlugModel.from_config(dataclasses.replace(tiny_config, task="LaMP_2"), llm=shared[0],
+                                   history_encoder=shared[1])
+    assert not multi.scores_labels_with_loss  # multi-token tags keep the two passes
