@@ -21,16 +21,19 @@ from .lora_hub_files import resolve_hub  # re-exported: where the method rows' h
 from .methods import get_method
 
 
-def load_hub(hub_dir: str | os.PathLike, llm: Any, encoder: Any = None, cache_path: Any = None) -> Any:
+def load_hub(hub_dir: str | os.PathLike, llm: Any, encoder: Any = None, cache_path: Any = None,
+             attach_to: Any = None) -> Any:
     """`LoRAHub.from_pretrained` on `llm` from a hub or hub run folder, reusing `encoder` when it is the
-    hub's own (a checkpoint's encoder usually is), else loading the hub's."""
+    hub's own (a checkpoint's encoder usually is), else loading the hub's. `attach_to`: a hub already on `llm`
+    that the new one loads beside (a server's next hub version)."""
     from .lora_hub import LoRAHub
     from .lora_hub_files import read_hub_json
 
     folder = resolve_hub(hub_dir)
     want = read_hub_json(folder)["encoder"]
     same = encoder is not None and want.get("identity") == encoder.identity and want.get("dim") == encoder.dim
-    return LoRAHub.from_pretrained(folder, llm, encoder=encoder if same else None, cache_path=cache_path)
+    return LoRAHub.from_pretrained(folder, llm, encoder=encoder if same else None, cache_path=cache_path,
+                                   attach_to=attach_to)
 
 
 def row_retrievals(hub: Any, profiles: Sequence[Sequence[dict]]) -> list[Retrieval]:

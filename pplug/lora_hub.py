@@ -16,6 +16,10 @@ Fast adaptation needs no training: new history -> a new persona text -> other re
 `LoRAHub.from_pretrained(HUB, llm)` rebuilds the hub from that folder alone. A hub attaches to the FrozenLLM it
 is given: peft puts its LoRA layers into `llm.model`, and plain calls on the LLM run through the hub's active
 adapter (the general one unless `hub.use` says otherwise).
+
+A second hub can be loaded beside a first on the same LLM (`from_pretrained(..., attach_to=first)`, what a server
+does with a newly promoted hub version): its adapters join the same peft model under peft names of their own
+(`peft_name`), the hubs' own names stay as saved, and `first.unload()` then removes the first hub's adapters.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class LoRAHub:
 
     def __init__(self, llm: Any, config: LoRAHubConfig, descriptions: dict[str, str], encoder: Any,
                  general_description: str = "all users", *, _load_from: Path | None = None,
-                 _embeddings: torch.Tensor | None = None) -> None:
+                 _embeddings: torch.Tensor | None = None, _attach_to: LoRAHub | None = None) -> None:
         from peft import PeftModel, get_peft_model
         from peft.tuners.lora import LoraLayer
 
@@ -66,11 +70,26 @@ class LoRAHub:
         for name in descriptions:
             if check_name(name) == GENERAL:
                 raise ValueError(f"adapter name {GENERAL!r} is the general adapter's")
-        if any(isinstance(m, LoraLayer) for m in llm.model.modules()):
-            raise ValueError("this LLM already carries LoRA layers (another hub?): load a fresh FrozenLLM")
         self.llm, self.config, self.encoder = llm, config, encoder
         self.names = list(descriptions)
         self.descriptions = {GENERAL: general_description, **descriptions}
+        self.folder: Path | None = _load_from
+        """The folder the hub was loaded from (None: built in memory)."""
+        self._prefix = ""
+        if _attach_to is not None:  # beside another hub on the same LLM: adapters under peft names of their own
+            if _load_from is None or _attach_to.llm is not llm:
+                raise ValueError("attach_to: a saved hub, loaded on the LLM the other hub is on")
+            taken, gen = set(_attach_to.peft.peft_config), _attach_to._generation
+            while True:
+                gen += 1
+                self._prefix = f"g{gen}-"
+                if not any(self.peft_name(n) in taken for n in self.adapter_names):
+                    break
+            self._generation = gen
+        elif any(isinstance(m, LoraLayer) for m in llm.model.modules()):
+            raise ValueError("this LLM already carries LoRA layers (another hub?): load a fresh FrozenLLM")
+        else:
+            self._generation = 0
         with warnings.catch_warnings():  # peft reads transformers' deprecated `is_gradient_checkpointing`
             warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
             if _load_from is None:
@@ -79,11 +98,23 @@ class LoRAHub:
                 for name in self.names:
                     self.peft.add_adapter(name, lora)
             else:
-                folders = {n: _load_from / ADAPTERS_DIR / n for n in [GENERAL, *self.names]}
-                self.peft = PeftModel.from_pretrained(llm.model, str(folders[GENERAL]), adapter_name=GENERAL)
-                for name in self.names:
-                    self.peft.load_adapter(str(folders[name]), adapter_name=name)
-        self.peft.set_adapter(GENERAL)
+                folders = {n: _load_from / ADAPTERS_DIR / n for n in self.adapter_names}
+                if _attach_to is None:
+                    self.peft = PeftModel.from_pretrained(llm.model, str(folders[GENERAL]), adapter_name=GENERAL)
+                    rest = self.names
+                else:
+                    self.peft, rest = _attach_to.peft, self.adapter_names
+                try:
+                    for name in rest:
+                        self.peft.load_adapter(str(folders[name]), adapter_name=self.peft_name(name))
+                except BaseException:
+                    if _attach_to is not None:  # the other hub stays as it was: none of this one's adapters
+                        for name in self.adapter_names:
+                            if self.peft_name(name) in self.peft.peft_config:
+                                self.peft.delete_adapter(self.peft_name(name))
+                        _attach_to.freeze()
+                    raise
+        self.peft.set_adapter(self.peft_name(GENERAL))
         self.freeze()
         self.description_embeddings = (_embeddings if _embeddings is not None
                                        else encoder.encode([descriptions[n] for n in self.names]).float())  # (K, D)
@@ -96,6 +127,20 @@ class LoRAHub:
         """Every adapter of the hub: the general one first, then the K retrievable ones."""
         return [GENERAL, *self.names]
 
+    def peft_name(self, name: str) -> str:
+        """peft's name of the hub's adapter `name`: the name itself, or prefixed for a hub loaded beside another
+        one (`attach_to`); "__base__" stays itself."""
+        return name if name == BASE else self._prefix + name
+
+    def unload(self) -> None:
+        """Remove every adapter of this hub (and its merges) from the LLM; the hub is unusable afterwards.
+        Another hub attached to the same LLM keeps its adapters and stays active."""
+        for name in [*self._mixes.values(), *self.adapter_names]:
+            if self.peft_name(name) in self.peft.peft_config:
+                self.peft.delete_adapter(self.peft_name(name))
+        self._mixes.clear()
+        self.freeze()
+
     def freeze(self) -> None:
         """No LoRA weight requires a gradient (training unfreezes one adapter at a time)."""
         for name, p in self.llm.model.named_parameters():
@@ -104,7 +149,7 @@ class LoRAHub:
 
     def check_adapter(self, name: str) -> str:
         """`name` if the hub (or a merge it made) has that adapter, else HubError listing the hub's adapters."""
-        if name == BASE or name in self.peft.peft_config:
+        if name == BASE or self.peft_name(name) in self.peft.peft_config:
             return name
         raise HubError(f"unknown adapter {name!r}; this hub has: {', '.join(self.adapter_names)}")
 
@@ -123,13 +168,14 @@ class LoRAHub:
         return self.config.persona_text(profile)
 
     def retrieve(self, persona_texts: Sequence[str | None], top_k: int | None = None,
-                 temperature: float | None = None) -> list[Retrieval]:
+                 temperature: float | None = None, cache: bool = True) -> list[Retrieval]:
         """Top-k adapters per persona text by cosine similarity to the descriptions, softmax-weighted.
 
         An empty or missing persona text (a cold-start user) gets the general adapter with weight 1.
+        `cache=False` embeds the texts without writing them to the encoder's cache (a privacy-mode request's).
         """
         return rank_adapters(self.encoder, self.names, self.description_embeddings, persona_texts,
-                             top_k or self.config.top_k, temperature or self.config.temperature)
+                             top_k or self.config.top_k, temperature or self.config.temperature, cache=cache)
 
     def retrieve_for_histories(self, profiles: Sequence[Sequence[dict]]) -> list[Retrieval]:
         """`retrieve` on the persona text of each user's history (profile items)."""
@@ -150,7 +196,8 @@ class LoRAHub:
             self._mixes.move_to_end(key)
             return self._mixes[key]
         name = MIX_PREFIX + hashlib.sha256(repr(key).encode()).hexdigest()[:12]
-        self.peft.add_weighted_adapter(list(key[0]), list(key[1]), name, combination_type=self.config.combination_type)
+        self.peft.add_weighted_adapter([self.peft_name(n) for n in key[0]], list(key[1]), self.peft_name(name),
+                                       combination_type=self.config.combination_type)
         self.freeze()
         self._mixes[key] = name
         while len(self._mixes) > self.config.max_mixes:
@@ -160,9 +207,9 @@ class LoRAHub:
 
     def _delete(self, name: str) -> None:
         active = self.peft.active_adapter
-        self.peft.delete_adapter(name)
-        if active == name:
-            self.peft.set_adapter(GENERAL)
+        self.peft.delete_adapter(self.peft_name(name))
+        if active == self.peft_name(name):
+            self.peft.set_adapter(self.peft_name(GENERAL))
         self.freeze()
 
     def forget_mixes(self) -> None:
@@ -174,7 +221,7 @@ class LoRAHub:
     def adapters_for(self, retrievals: Sequence[Retrieval]) -> list[str]:
         """One adapter name per row (`merge` of each row's retrieval), for `rows`."""
         names = [self.merge(r) for r in retrievals]
-        missing = [n for n in names if n != BASE and n not in self.peft.peft_config]
+        missing = [n for n in names if n != BASE and self.peft_name(n) not in self.peft.peft_config]
         if missing:  # a batch retrieving more distinct sets than max_mixes evicted some of its own
             raise HubError(f"a batch needs {len(set(names))} distinct merged adapters but max_mixes is "
                            f"{self.config.max_mixes}: raise it or use smaller batches")
@@ -191,7 +238,7 @@ class LoRAHub:
             with self.peft.disable_adapter():
                 yield
             return
-        self.peft.set_adapter(name)
+        self.peft.set_adapter(self.peft_name(name))
         self.freeze()
         try:
             yield
@@ -210,7 +257,7 @@ class LoRAHub:
         """
         from peft.tuners.lora import LoraLayer
 
-        names = [self.check_adapter(n) for n in adapter_names]
+        names = [self.peft_name(self.check_adapter(n)) for n in adapter_names]
         if not names:
             raise ValueError("rows: no adapter names")
 
@@ -272,8 +319,8 @@ class LoRAHub:
             for name in self.adapter_names:
                 folder = tmp / ADAPTERS_DIR / name
                 folder.mkdir(parents=True)
-                self.peft.peft_config[name].save_pretrained(str(folder))
-                state = get_peft_model_state_dict(self.peft, adapter_name=name)
+                self.peft.peft_config[self.peft_name(name)].save_pretrained(str(folder))
+                state = get_peft_model_state_dict(self.peft, adapter_name=self.peft_name(name))
                 save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
                           str(folder / ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
             save_file({"description_embeddings": self.description_embeddings.cpu().contiguous()},
@@ -299,7 +346,7 @@ class LoRAHub:
 
     @classmethod
     def from_pretrained(cls, hub_dir: str | os.PathLike, llm: Any, encoder: Any = None,
-                        cache_path: Any = None) -> LoRAHub:
+                        cache_path: Any = None, attach_to: LoRAHub | None = None) -> LoRAHub:
         """Rebuild a saved hub on `llm` (a fresh `FrozenLLM` of the base model it was trained on).
 
         Args:
@@ -307,9 +354,11 @@ class LoRAHub:
             llm: the frozen LLM; another model than the hub's (type, sizes, embedding weights) is refused.
             encoder: the sentence encoder to reuse (it must be the hub's); None loads `config.encoder_name_or_path`.
             cache_path: embedding cache of an encoder loaded here.
+            attach_to: a hub already on `llm`: this one loads beside it (its own peft names), and `attach_to`
+                keeps serving as it was whether this load succeeds or fails (then `attach_to.unload()` drops it).
 
         Raises:
-            HubError: one line naming the file or field at fault.
+            HubError: one line naming the file or field at fault (every file is checked before the LLM is touched).
         """
         from .history import HistoryEncoder
         from .lora_hub_files import resolve_hub
@@ -332,7 +381,8 @@ class LoRAHub:
         emb = read_descriptions(hub_dir / DESCRIPTIONS_NAME, len(names), encoder.dim)
         try:
             return cls(llm, config, {a["name"]: a["description"] for a in doc["adapters"]}, encoder,
-                       doc["general"].get("description", ""), _load_from=hub_dir, _embeddings=emb)
+                       doc["general"].get("description", ""), _load_from=hub_dir, _embeddings=emb,
+                       _attach_to=attach_to)
         except (RuntimeError, KeyError, ValueError) as e:  # weights that do not fit this model's layers
             raise HubError(f"{hub_dir / ADAPTERS_DIR}: adapter weights do not fit the LLM "
                            f"({' '.join(str(e).split())[:200]})") from None
@@ -340,14 +390,17 @@ class LoRAHub:
 
 
 def rank_adapters(encoder: Any, names: Sequence[str], description_embeddings: torch.Tensor,
-                  persona_texts: Sequence[str | None], top_k: int, temperature: float) -> list[Retrieval]:
+                  persona_texts: Sequence[str | None], top_k: int, temperature: float,
+                  cache: bool = True) -> list[Retrieval]:
     """Top-k of `names` per persona text by cosine similarity of its embedding to the (K, D) description
-    embeddings, with softmax(scores / temperature) weights; an empty persona text gets the general adapter."""
+    embeddings, with softmax(scores / temperature) weights; an empty persona text gets the general adapter.
+    `cache=False`: the texts are embedded without being written to the encoder's cache."""
     k = min(top_k, len(names))
     out: list[Retrieval | None] = [None] * len(persona_texts)
     warm = [i for i, p in enumerate(persona_texts) if p and p.strip()]
     if warm:
-        emb = encoder.encode([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
+        embed = encoder.encode if cache else encoder.encode_uncached
+        emb = embed([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
         scores, idx = (emb @ description_embeddings.T).topk(k, dim=-1)  # (N, k) cosine
         weights = torch.softmax(scores / temperature, dim=-1)
         for row, i in enumerate(warm):

@@ -22,8 +22,14 @@ Only the engine thread runs the LLM; `encoder_lock` serialises use of the histor
 the HTTP threads (history uploads, context building).
 
 With a LoRA hub (`pplug serve --hub`, `pplug+lora-hub`), a user's context also holds the adapters their
-persona text retrieves (general for a cold start or a privacy-mode vector), and each batch runs every row
-through its own user's (merged) adapters in the same forward pass (`LoRAHub.rows`).
+persona text retrieves (a stored user's: the persona text of their history; a privacy-mode request's: the
+`persona` text it carries; general for a cold start or a vector without persona text), and each batch runs
+every row through its own user's (merged) adapters in the same forward pass (`LoRAHub.rows`). The hub is
+versioned like the checkpoint: the same check before a batch stats the hub run folder's LATEST too, loads a
+newly promoted (or rolled back) hub version beside the serving one on the same LLM, swaps the `HubSnapshot`
+between batches and then unloads the old adapters; a version that does not load is logged and the last good
+hub keeps serving. Contexts are keyed by the hub version as well, and a row whose adapters were retrieved
+from an older hub retrieves again from the one serving its batch.
 
 With `pplug serve --engine vllm`, `Engine.generator` (`pplug.serve_vllm.VLLMGenerator`) generates the rows of
 generation tasks on vLLM from the same soft prompts; label tasks are still scored on the HF model.
@@ -72,6 +78,15 @@ class Snapshot:
 
 
 @dataclass
+class HubSnapshot:
+    """The LoRA hub version being served; swapped as a whole when the hub's LATEST changes."""
+
+    hub: Any
+    folder: Path
+    version: str
+
+
+@dataclass
 class UserContext:
     """What a user's soft prompt is computed from (cached per user, see the module docstring)."""
 
@@ -88,6 +103,8 @@ class UserContext:
     """`TaskSpec.history_stats` sent by a privacy-mode client (stored users: computed from `items`)."""
     retrieval: Any = None
     """The LoRA hub adapters the user's persona text retrieves (served with a hub; None: the general one)."""
+    hub_version: str | None = None
+    """The hub version `retrieval` was made with (another one serving: retrieved again)."""
 
 
 @dataclass
@@ -136,7 +153,8 @@ class Engine:
         expose_soft_prompts: add each row's soft prompt (P x D floats) to its result (tests, debugging;
             off in production: it is derived from the user's history).
         hub: a LoRA hub folder (or hub run folder) of the checkpoint's base LLM; the checkpoint must be a
-            `pplug` one (`pplug+lora-hub`). A promoted hub version is served after a restart.
+            `pplug` one (`pplug+lora-hub`). A hub run folder's LATEST is checked with the checkpoint's (every
+            `reload_interval` seconds): a promoted or rolled back hub version is served without a restart.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, store: UserStoreBase, device: str = "auto",
@@ -153,24 +171,29 @@ class Engine:
         self.snapshot = self._snapshot(self._to_device(model), folder)
         self.encoder = model.history_encoder
         self.spec = get_task(model.config.task)
-        self.hub = None
+        self._embedding_cache = embedding_cache
+        self.hub_root = Path(hub) if hub is not None else None
+        self.hub_snapshot: HubSnapshot | None = None
         if hub is not None:
             from .hub_methods import hub_method, load_hub
+            from .lora_hub_files import resolve_hub
 
-            self.hub = load_hub(hub, model.llm, self.encoder, cache_path=embedding_cache)
-            hub_method(model, self.hub)  # a pplug checkpoint, the hub on its LLM
             if self.snapshot.decoding in ("mbr", "preference", "reward-mbr"):  # sampled candidates regroup rows
                 raise ValueError(f"{folder}: decoding {self.snapshot.decoding!r} cannot run with a LoRA hub's "
                                  "per-row adapters; serve a checkpoint that decodes greedily")
-            if self.hub.config.task != self.spec.name:
-                raise ValueError(f"{hub}: a LoRA hub for {self.hub.config.task}, but the checkpoint is "
-                                 f"{self.spec.name}")
+            hub_folder = resolve_hub(hub)
+            self._check_hub_task(hub_folder)
+            loaded = load_hub(hub_folder, model.llm, self.encoder, cache_path=embedding_cache)
+            hub_method(model, loaded)  # a pplug checkpoint, the hub on its LLM
+            self.hub_snapshot = HubSnapshot(loaded, hub_folder, hub_folder.name)
         self.encoder_lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[tuple, UserContext]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._latest_stat = self._stat_latest()
+        self._latest_stat = self._stat_latest(self.root)
+        self._hub_stat = self._stat_latest(self.hub_root) if self.hub_root is not None else None
         self._last_check = time.monotonic()
-        self.stats = {"batches": 0, "rows": 0, "max_batch_seen": 0, "reloads": 0, "cache_hits": 0, "cache_misses": 0}
+        self.stats = {"batches": 0, "rows": 0, "max_batch_seen": 0, "reloads": 0, "hub_reloads": 0, "cache_hits": 0,
+                      "cache_misses": 0}
         self.generator: Any = None
         """What generates instead of the HF model (`pplug.serve_vllm.attach` sets a VLLMGenerator); None: HF."""
         self.engine_info = {"name": "hf", "generation": "hf", "scoring": "hf"}
@@ -186,20 +209,45 @@ class Engine:
         cfg = model.config  # the folder describes itself: method, retrieval and decoding
         return Snapshot(model, folder, folder.name, cfg.method, cfg.retrieval_k, cfg.retriever, cfg.decoding)
 
-    def _stat_latest(self) -> tuple | None:
+    @property
+    def hub(self) -> Any:
+        """The LoRA hub being served (None: served without one)."""
+        snap = self.hub_snapshot
+        return snap.hub if snap is not None else None
+
+    @property
+    def hub_version(self) -> str | None:
+        snap = self.hub_snapshot
+        return snap.version if snap is not None else None
+
+    @staticmethod
+    def _stat_latest(root: Path) -> tuple | None:
         try:
-            st = (self.root / LATEST_FILE).stat()
+            st = (root / LATEST_FILE).stat()
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
+    def _check_hub_task(self, folder: Path) -> None:
+        from .lora_hub_files import read_hub_json
+
+        task = read_hub_json(folder)["config"].task
+        if task != self.spec.name:
+            raise ValueError(f"{folder}: a LoRA hub for {task}, but the checkpoint is {self.spec.name}")
+
     def maybe_reload(self) -> bool:
-        """Serve a newly promoted version if LATEST changed (a stat; the LLM and encoder are reused)."""
+        """Serve a newly promoted checkpoint or hub version if its LATEST changed (a stat each, at most every
+        `reload_interval` seconds; the LLM and encoder are reused). Runs on the engine thread, between batches."""
         now = time.monotonic()
         if now - self._last_check < self.reload_interval:
             return False
         self._last_check = now
-        stat = self._stat_latest()
+        model = self._reload_model()
+        hub = self._reload_hub()
+        return model or hub
+
+    def _reload_model(self) -> bool:
+        stat = self._stat_latest(self.root)
         if stat == self._latest_stat:
             return False
         self._latest_stat = stat
@@ -218,6 +266,36 @@ class Engine:
         self.snapshot = snap
         self.stats["reloads"] += 1
         print(f"pplug serve: now serving {snap.version} ({snap.folder})", file=sys.stderr)
+        return True
+
+    def _reload_hub(self) -> bool:
+        """Serve the hub version the hub run folder's LATEST names, loaded in full beside the serving one before
+        the swap; a version that does not load (missing or corrupt files, another base LLM or encoder, another
+        task) is logged and the serving hub stays."""
+        cur = self.hub_snapshot
+        if cur is None:
+            return False
+        stat = self._stat_latest(self.hub_root)
+        if stat == self._hub_stat:
+            return False
+        self._hub_stat = stat
+        try:
+            from .hub_methods import load_hub
+            from .lora_hub_files import resolve_hub
+
+            folder = resolve_hub(self.hub_root)
+            if folder == cur.folder:
+                return False
+            self._check_hub_task(folder)
+            hub = load_hub(folder, cur.hub.llm, self.encoder, cache_path=self._embedding_cache, attach_to=cur.hub)
+        except Exception as e:  # HubError / CheckpointError and whatever else: the last good hub keeps serving
+            print(f"pplug serve: keeping hub {cur.version}: cannot load the new hub LATEST of {self.hub_root} "
+                  f"({' '.join(str(e).split())})", file=sys.stderr)
+            return False
+        self.hub_snapshot = HubSnapshot(hub, folder, folder.name)
+        cur.hub.unload()  # no batch runs meanwhile (this is the engine thread): the old adapters leave the LLM
+        self.stats["hub_reloads"] += 1
+        print(f"pplug serve: now serving hub {folder.name} ({folder})", file=sys.stderr)
         return True
 
     # --- per-user context ---
@@ -240,7 +318,8 @@ class Engine:
     def _stored_context(self, user_id: str, version: tuple) -> tuple[UserContext, bool]:
         # the version is read before the rows: an interaction landing in between only makes the entry newer
         # than its key, and the next request re-reads it
-        key = (version, self.snapshot.version)
+        hub = self.hub_snapshot
+        key = (version, self.snapshot.version, hub.version if hub is not None else None)
         with self._cache_lock:
             hit = self._cache.get(user_id)
             if hit is not None and hit[0] == key:
@@ -256,8 +335,9 @@ class Engine:
             if not self.store.has_user(user_id):
                 raise UnknownUserError(user_id)
             emb = self.encoder.encode(texts) if texts else torch.zeros(0, self.encoder.dim)
-            ctx = UserContext(user_id, items, emb, persona, cold_start=not items,
-                              retrieval=self.retrieval(items) if self.hub is not None else None)
+            ctx = UserContext(user_id, items, emb, persona, cold_start=not items)
+            if hub is not None:
+                ctx.retrieval, ctx.hub_version = self._retrieve(ctx, hub.hub), hub.version
             with self._cache_lock:
                 self._cache[user_id] = (key, ctx)
                 self._cache.move_to_end(user_id)
@@ -269,6 +349,31 @@ class Engine:
     def retrieval(self, items: list[dict]) -> Any:
         """The hub adapters a history retrieves (through its persona text; no history: the general one)."""
         return self.hub.retrieve_for_histories([items])[0]
+
+    def private_context(self, emb: torch.Tensor, persona: str | None, stats: list[float] | None) -> UserContext:
+        """A privacy-mode request's context: the client's embeddings, its persona text and, with a hub, the
+        adapters that persona text retrieves (the rule of stored users' persona texts; no persona text: the
+        general adapter). The persona text is embedded without touching the embedding cache."""
+        ctx = UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True, stats=stats)
+        hub = self.hub_snapshot
+        if hub is not None:
+            ctx.retrieval, ctx.hub_version = self._retrieve(ctx, hub.hub), hub.version
+        return ctx
+
+    @staticmethod
+    def _retrieve(ctx: UserContext, hub: Any, cache: bool = True) -> Any:
+        """One rule for every context: the adapters a persona text retrieves (`LoRAHub.retrieve`), the text being
+        a stored user's history persona text (`LoRAHub.persona_text`) or a privacy-mode request's own `persona`
+        (embedded uncached); an empty text gets the general adapter."""
+        text = ctx.persona if ctx.private else hub.persona_text(ctx.items)
+        return hub.retrieve([text], cache=cache and not ctx.private)[0]
+
+    def _row_retrieval(self, ctx: UserContext, hub: HubSnapshot) -> Any:
+        """The row's adapters on the hub serving its batch (retrieved again when the context's came from another
+        hub version; uncached, so the engine thread never writes the embedding cache)."""
+        if ctx.retrieval is not None and ctx.hub_version == hub.version:
+            return ctx.retrieval
+        return self._retrieve(ctx, hub.hub, cache=False)
 
     def invalidate(self, user_id: str) -> int:
         """Drop a user's cached context (after erasure; other changes already change the key)."""
@@ -302,7 +407,7 @@ class Engine:
     def run_batch(self, rows: list[Row]) -> list[dict]:
         """Outputs for rows of possibly different users: one embedder call, one LLM pass per generation budget."""
         self.maybe_reload()
-        snap = self.snapshot
+        snap, hsnap = self.snapshot, self.hub_snapshot
         model, llm = snap.model, snap.model.llm
         n_max = model.config.max_history
         kept = [r.ctx.emb[-n_max:] for r in rows]
@@ -329,12 +434,13 @@ class Engine:
             groups: dict[int | None, list[int]] = {}
             for i, r in enumerate(rows):
                 groups.setdefault(r.max_new_tokens or spec.max_new_tokens, []).append(i)
-        retrievals = [r.ctx.retrieval or self.retrieval([]) for r in rows] if self.hub is not None else None
+        hub = hsnap.hub if hsnap is not None else None
+        retrievals = [self._row_retrieval(r.ctx, hsnap) for r in rows] if hsnap is not None else None
         for budget, idx in groups.items():
             sub = _Prefixed(llm, prefix[idx], model.config, self.generator)
             batch = PPlugBatch([rows[i].prompt for i in idx], [queries[i] for i in idx], [[] for _ in idx],
                                history_stats=stats[idx].tolist() if stats is not None else None)
-            with (self.hub.rows(self.hub.adapters_for([retrievals[i] for i in idx])) if retrievals
+            with (hub.rows(hub.adapters_for([retrievals[i] for i in idx])) if retrievals
                   else contextlib.nullcontext()):
                 texts = decode(sub, spec, batch, decoding=snap.decoding, max_new_tokens=budget)
             probs = sub.last_logp.float().softmax(-1).cpu() if sub.last_logp is not None else None
@@ -350,6 +456,7 @@ class Engine:
                 from .hub_methods import adapters_meta
 
                 o["adapters"] = adapters_meta(retrievals[i])
+                o["hub_version"] = hsnap.version
             o.update(version=snap.version, decoding=snap.decoding if spec.labels else "greedy", batch_size=len(rows),
                      prompt_tokens=n_prompt[i] + int(prefix.shape[1]),
                      completion_tokens=len(llm.tokenizer(o["text"], add_special_tokens=False)["input_ids"]))
@@ -437,4 +544,4 @@ def _settle(fut: asyncio.Future, res: Any) -> None:
         fut.set_result(res)
 
 
-__all__ = ["Batcher", "Engine", "Row", "Snapshot", "UserContext"]
+__all__ = ["Batcher", "Engine", "HubSnapshot", "Row", "Snapshot", "UserContext"]

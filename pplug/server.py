@@ -1,6 +1,7 @@
 """`pplug serve`: an OpenAI-compatible HTTP server, one frozen LLM personalising outputs for many users.
 
-    GET  /health                         no key: status, served version, engine (hf / vllm), batching counters
+    GET  /health                         no key: status, served version (and hub version), engine (hf / vllm),
+                                         batching counters
     GET  /v1/models                      the served model (id = --model-name, default "pplug-<run folder>")
     POST /v1/completions                 OpenAI completions; `user` picks the user whose history personalises
     POST /v1/chat/completions            OpenAI chat; the input is the last "user" message's content
@@ -14,7 +15,10 @@ Keys (`Authorization: Bearer <key>`): the admin key (`--admin-key` or $PPLUG_ADM
 generate for any `user`; a user key (created with the user; the store keeps only its sha256) reaches only
 that user's data and generates only for that user. An unknown `user` (admin key) or a user without history
 is a cold start: the checkpoint's learned default user vector, said in the reply's `pplug.cold_start`.
-Instead of `user`, a request may carry `user_vector` (privacy mode, see `pplug.private`).
+Instead of `user`, a request may carry `user_vector` (privacy mode, see `pplug.private`). With `--hub`, a stored
+user's adapters are retrieved from the persona text of their history, a `user_vector`'s from the `persona` text
+it carries (none: the general adapter); replies say which hub version served them (`pplug.hub_version`), and a
+promoted hub version is picked up without a restart, as checkpoint versions are.
 
 Outputs are task-aware: the checkpoint's task decides the prompt (plain content is wrapped in the task's
 instruction) and the decoding (labels and ratings are scored, ratings with the checkpoint's decoding;
@@ -107,9 +111,10 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         limits: request bounds.
         expose_soft_prompts: replies carry `pplug.soft_prompt` (the P x D prompt each input got); for tests and
             debugging only.
-        hub: a LoRA hub folder: each row also runs through its user's retrieved adapters (`pplug+lora-hub`);
-            replies name them (`pplug.adapters`), and history uploads say which adapters the user retrieves
-            before and after (`adapters`).
+        hub: a LoRA hub folder or hub run folder: each row also runs through its user's retrieved adapters
+            (`pplug+lora-hub`); replies name them (`pplug.adapters`) and the hub version (`pplug.hub_version`),
+            and history uploads say which adapters the user retrieves before and after (`adapters`). A hub run
+            folder's LATEST is checked with the checkpoint's (`reload_interval`).
         llm_engine: "hf" (everything on the HF model) or "vllm" (generation on vLLM from the same soft prompts,
             label scoring on the HF model; see `pplug.serve_vllm`).
         vllm_args: more `vllm.LLM` arguments for llm_engine="vllm" (e.g. {"enforce_eager": True}).
@@ -229,7 +234,8 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
     @app.get("/health")
     async def health():
         snap = engine.snapshot
-        return {"status": "ok", "model": name, "version": snap.version, "task": engine.spec.name,
+        return {"status": "ok", "model": name, "version": snap.version, "hub_version": engine.hub_version,
+                "task": engine.spec.name,
                 "device": str(engine.device), "max_batch": batcher.max_batch, "window_ms": batcher.window * 1000,
                 "engine": dict(engine.engine_info), "stats": dict(engine.stats)}
 
@@ -240,6 +246,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "pplug",
                                             "pplug": {"version": snap.version, "task": engine.spec.name,
                                                       "method": snap.method + ("+lora-hub" if engine.hub else ""),
+                                                      "hub_version": engine.hub_version,
                                                       "decoding": snap.decoding}}]}
 
     # --- generation ---
@@ -263,8 +270,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
             except ValueError as e:
                 raise APIError(400, str(e), "invalid_request_error", "user_vector", "invalid_value") from None
             persona = body.user_vector.get("persona") or None
-            return UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True,
-                               stats=stats), False
+            return engine.private_context(emb, persona, stats), False
         user = body.user if body.user is not None else who
         if body.user is not None:
             try:
@@ -298,8 +304,9 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
                 "label_probs": [o["label_probs"] for o in outs] if engine.spec.labels else None}
         if engine.expose_soft_prompts:
             meta["soft_prompt"] = [o["soft_prompt"] for o in outs]
-        if engine.hub is not None:  # each input's adapters and their weights
+        if engine.hub is not None:  # each input's adapters and their weights, and the hub version they came from
             meta["adapters"] = [o["adapters"] for o in outs]
+            meta["hub_version"] = outs[0]["hub_version"]
         usage = {"prompt_tokens": sum(o["prompt_tokens"] for o in outs),
                  "completion_tokens": sum(o["completion_tokens"] for o in outs)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

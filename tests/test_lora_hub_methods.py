@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_lora_hub import LABELS, PROFILES, _hub, _llm, _profile  # noqa: F401  (fixtures come from conftest)
+from test_lora_hub import LABELS, PROFILES, _hub, _llm, _profile, _randomise  # noqa: F401  (fixtures: conftest)
 
 from pplug.data import Example
 from pplug.lora_hub import GENERAL, LoRAHub
@@ -218,6 +218,175 @@ def test_serve_with_a_hub_names_each_rows_adapters_and_history_shows_the_change(
             assert r.status_code == 200, r.text
             (meta,) = r.json()["pplug"]["adapters"]
             assert meta["names"][0] == first and len(meta["names"]) == len(meta["weights"])
+
+
+def _hub_run(hub_dir: Path, root: Path) -> Path:
+    """A hub run folder serving final/ (a copy of the module's hub), as `pplug hub retrain` lays it out."""
+    import shutil
+
+    shutil.copytree(hub_dir, root / "final")
+    return root
+
+
+def _promote(root: Path, version: str, hub: LoRAHub | None = None, parent: str = "final") -> Path:
+    """Write hub version `version` beside final/ (its report names `parent`) and point LATEST at it."""
+    from pplug.checkpoints import set_latest
+
+    folder = root / version
+    if hub is not None:
+        hub.save_pretrained(folder)
+    (folder / "adapt_report.json").write_text(json.dumps({"version": version, "parent": parent}))
+    set_latest(root, version)
+    return folder
+
+
+def _hub_server(pplug_run: Path, hub: Path, tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from pplug.server import create_app
+
+    app = create_app(pplug_run, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8,
+                     window_ms=20, reload_interval=0, model_name="pplug-run",
+                     embedding_cache=tmp_path / "emb.sqlite", hub=str(hub))
+    return app, TestClient(app)
+
+
+def _ask(client, **who) -> dict:
+    r = client.post("/v1/completions", json={"model": "pplug-run", "prompt": "the kettle broke", **who},
+                    headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200, r.text
+    return r.json()["pplug"]
+
+
+def _peft_names(app) -> set[str]:
+    return set(app.state.engine.hub.peft.peft_config)
+
+
+def test_a_promoted_hub_version_is_served_at_the_next_request_without_a_restart(
+        pplug_run, hub_dir, tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path):
+    from pplug.lora_hub_adapt import rollback_hub
+
+    root = _hub_run(hub_dir, tmp_path / "hubrun")
+    app, client = _hub_server(pplug_run, root, tmp_path)
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    with client:
+        assert client.post("/v1/users", json={"user_id": "bo"}, headers=auth).status_code == 201
+        r = client.post("/v1/users/bo/history", json={"items": PROFILES["generous"]}, headers=auth)
+        assert r.status_code == 200, r.text
+        first = _ask(client, user="bo")
+        assert first["hub_version"] == "final" and first["adapters"][0]["names"][0] == "generous"
+        assert client.get("/health").json()["hub_version"] == "final"
+        own = _peft_names(app)
+
+        _promote(root, "v0001", _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, seed=1))  # other weights
+        second = _ask(client, user="bo")
+        assert second["hub_version"] == "v0001" and second["version"] == "final"  # the checkpoint did not change
+        assert second["adapters"][0]["names"][0] == "generous"  # the same adapter name, its new weights:
+        assert second["label_probs"][0] != pytest.approx(first["label_probs"][0], abs=1e-4)
+        health = client.get("/health").json()
+        assert health["hub_version"] == "v0001" and health["stats"]["hub_reloads"] == 1
+        served = client.get("/v1/models", headers=auth).json()["data"][0]["pplug"]
+        assert served["hub_version"] == "v0001"
+        assert len(_peft_names(app)) == len(own) and _peft_names(app) != own  # the old adapters left the LLM
+
+        assert rollback_hub(root) == "final"  # a rollback is a change of LATEST like any other
+        third = _ask(client, user="bo")
+        assert third["hub_version"] == "final"
+        assert third["label_probs"][0] == pytest.approx(first["label_probs"][0], abs=1e-5)
+        assert client.get("/health").json()["stats"]["hub_reloads"] == 2
+        assert len(_peft_names(app)) == len(own)
+
+        # a row prepared on one hub version and batched on the next retrieves again from the one serving it
+        engine = app.state.engine
+        row = engine.prepare("the kettle broke", engine.user_context("bo")[0])
+        assert row.ctx.hub_version == "final" and row.ctx.retrieval.adapters[0] == "generous"
+        cfg = engine.hub.config
+        renamed = LoRAHub(_llm(tiny_causal_llm_dir), cfg, {f"{n}-b": cfg.persona_text(p) for n, p in PROFILES.items()},
+                          encoder)
+        _randomise(renamed, 3)
+        _promote(root, "v0002", renamed)
+        out = engine.run_batch([row])[0]
+        assert out["hub_version"] == "v0002" and out["adapters"]["names"][0] == "generous-b"
+
+
+def test_a_broken_hub_version_keeps_the_last_good_hub_serving(pplug_run, hub_dir, tiny_causal_llm_dir,
+                                                              tiny_encoder_dir, encoder, tmp_path, capfd):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from pplug.checkpoints import set_latest
+    from pplug.lora_hub import LoRAHubConfig
+    from pplug.lora_hub_files import read_hub_json
+    from pplug.private import embed_user
+
+    root = _hub_run(hub_dir, tmp_path / "hubrun")
+    app, client = _hub_server(pplug_run, root, tmp_path)
+    persona = read_hub_json(hub_dir)["config"].persona_text(PROFILES["harsh"])
+    private = {"user_vector": {**embed_user(pplug_run, PROFILES["harsh"]), "persona": persona}}
+    with client:
+        good = _ask(client, **private)
+        assert good["hub_version"] == "final" and good["adapters"][0]["names"][0] == "harsh"
+        own = _peft_names(app)
+        capfd.readouterr()
+
+        missing = root / "v0001"  # a version with a missing adapter file
+        shutil.copytree(root / "final", missing)
+        (missing / "adapters" / "harsh" / "adapter_model.safetensors").unlink()
+        other = root / "v0002"  # a version made on another base LLM of the same shapes
+        shutil.copytree(root / "final", other)
+        doc = json.loads((other / "hub.json").read_text())
+        doc["base_model"]["embedding_fingerprint"] = "0" * 16
+        (other / "hub.json").write_text(json.dumps(doc))
+        unfit = root / "v0003"  # files all there, but one adapter's weights do not fit the layers (r 8, not 4)
+        shutil.copytree(root / "final", unfit)
+        cfg = LoRAHubConfig(task="LaMP_3", base_model_name_or_path=str(tiny_causal_llm_dir),
+                            encoder_name_or_path=str(tiny_encoder_dir), r=8)
+        wide = LoRAHub(_llm(tiny_causal_llm_dir), cfg, {n: n for n in PROFILES}, encoder).save_pretrained(
+            tmp_path / "wide")
+        save_file(load_file(str(wide / "adapters" / "middling" / "adapter_model.safetensors")),
+                  str(unfit / "adapters" / "middling" / "adapter_model.safetensors"))
+        for version, said in (("v0001", "adapters/harsh/adapter_model.safetensors: missing"),
+                              ("v0002", "field 'base_model': made for base LLM"),
+                              ("v0003", "adapter weights do not fit the LLM"),
+                              ("v0009", "names 'v0009', which is not a checkpoint folder")):
+            if version == "v0009":  # LATEST names a folder that is not there
+                set_latest(root, version)
+            else:
+                _promote(root, version)
+            got = _ask(client, **private)
+            assert got["hub_version"] == "final", version  # the last good hub serves on, unchanged
+            assert got["label_probs"][0] == pytest.approx(good["label_probs"][0], abs=1e-5)
+            err = capfd.readouterr().err
+            assert "pplug serve: keeping hub final: cannot load" in err and said in err, (version, err)
+            assert _peft_names(app) == own  # nothing of the broken version stays in the LLM
+        assert client.get("/health").json()["stats"]["hub_reloads"] == 0
+        _promote(root, "v0004", _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, seed=2))  # a good one again
+        assert _ask(client, **private)["hub_version"] == "v0004"
+
+
+def test_a_private_request_retrieves_adapters_from_its_persona_text(pplug_run, hub_dir, tmp_path):
+    from pplug.embedding_cache import text_key
+    from pplug.private import embed_user
+
+    app, client = _hub_server(pplug_run, hub_dir, tmp_path)
+    engine = app.state.engine
+    doc = embed_user(pplug_run, PROFILES["generous"])
+    with client:
+        persona = engine.hub.persona_text(PROFILES["harsh"])  # the text a stored harsh user's history tells
+        assert persona
+        with_persona = _ask(client, user_vector={**doc, "persona": persona})
+        assert with_persona["private"] is True and with_persona["hub_version"] == "hub"
+        (meta,) = with_persona["adapters"]
+        # privacy mode keeps nothing: the persona text was embedded without the embedding cache
+        assert not engine.encoder.cache.get_many(engine.encoder.identity, [text_key(persona)])
+        assert text_key(persona) not in engine.encoder._memory
+        stored = engine.hub.retrieve_for_histories([PROFILES["harsh"]])[0]  # the stored users' rule
+        assert meta["names"] == stored.adapters and meta["names"][0] == "harsh" != GENERAL
+        assert meta["weights"] == pytest.approx(stored.weights, abs=1e-5)
+        for cold in ({**doc, "persona": None}, {**doc, "persona": "  "}, doc):  # no persona text: general
+            (meta,) = _ask(client, user_vector=cold)["adapters"]
+            assert meta == {"names": [GENERAL], "weights": [1.0]}
 
 
 def test_hub_retrain_makes_a_new_version_and_keeps_the_old_one_serving_until_promoted(hub_dir, tiny_encoder_dir,
