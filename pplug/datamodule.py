@@ -88,7 +88,10 @@ class LaMPDataModule(L.LightningDataModule):
         eval_batch_size: rows per validation/test batch (None: 2 x batch_size).
         max_train_examples: seeded random subset of the training split (None: all).
         max_val_examples: seeded random subset of the validation split (None: all).
-        max_test_examples: seeded random subset of the test split (None: all).
+        max_test_examples: seeded random subset of the test split (None: all). When validation and test read
+            the same split and validation is a subset, the test questions are drawn from the rest: the
+            decoding picked on validation is then scored on questions it was not picked on (unless validation
+            took the whole split).
         seed: subsampling seed.
         num_workers: DataLoader workers.
         method: method the prompts are built for (linked from `--model.method`).
@@ -162,7 +165,7 @@ class LaMPDataModule(L.LightningDataModule):
         if kind is not None:
             ensure_default_data(Path(self.hparams.root).parent, kind=kind)
 
-    def _load(self, split: str, n: int | None, seed_offset: int) -> list:
+    def _load(self, split: str, n: int | None, seed_offset: int, exclude: frozenset[str] = frozenset()) -> list:
         from .data import LaMPDataError, load_outputs, load_split
         from .tasks import get_task
 
@@ -176,7 +179,8 @@ class LaMPDataModule(L.LightningDataModule):
                 raise LaMPDataError(f"{loaded.outputs_path}: field 'task': {file_task}, but the model is "
                                     f"configured for {loaded.task.name} (set --model.task {file_task})")
         self.task_spec = loaded.task
-        return subsample(loaded.examples, n, hp.seed + seed_offset)
+        rest = [ex for ex in loaded.examples if ex.id not in exclude]
+        return subsample(rest or loaded.examples, n, hp.seed + seed_offset)  # validation took all: test on all
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -185,7 +189,11 @@ class LaMPDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and "val" not in self.splits:
             self.splits["val"] = self._load(hp.val_split, hp.max_val_examples, 1)
         if stage in ("test", None) and "test" not in self.splits:
-            self.splits["test"] = self._load(hp.test_split, hp.max_test_examples, 2)
+            held = frozenset()
+            if hp.val_split == hp.test_split and hp.max_val_examples is not None:
+                val = self.splits.get("val") or self._load(hp.val_split, hp.max_val_examples, 1)
+                held = frozenset(ex.id for ex in val)
+            self.splits["test"] = self._load(hp.test_split, hp.max_test_examples, 2, exclude=held)
 
     def encode_histories(self, encoder: Any, stage: str | None = None) -> int:
         """Embed every history item of the splits a stage uses before its first step, in large batches and

@@ -203,6 +203,24 @@ def test_datamodule_batches_for_methods(synth_dir):
     assert [e.id for e in a.splits["train"]] == [e.id for e in b2.splits["train"]]
 
 
+def test_test_questions_are_not_the_validation_questions(synth_dir):
+    """The decoding is picked on validation; a test subsample of the same split leaves those questions out,
+    and a validation that takes the whole split leaves the test on all of it."""
+    from pplug.datamodule import LaMPDataModule
+
+    dm = LaMPDataModule(root=str(synth_dir), task="LaMP_3", max_val_examples=5, max_test_examples=None)
+    dm.setup(None)
+    val, test = {e.id for e in dm.splits["val"]}, {e.id for e in dm.splits["test"]}
+    n_dev = len(dm._load("dev", None, 0))
+    assert len(val) == 5 and not val & test and len(test) == n_dev - 5
+    only_test = LaMPDataModule(root=str(synth_dir), task="LaMP_3", max_val_examples=5, max_test_examples=None)
+    only_test.setup("test")  # `trainer.test` alone: the same questions, val drawn as fit draws it
+    assert {e.id for e in only_test.splits["test"]} == test
+    whole = LaMPDataModule(root=str(synth_dir), task="LaMP_3", max_val_examples=None, max_test_examples=None)
+    whole.setup(None)
+    assert len(whole.splits["test"]) == len(whole.splits["val"]) == n_dev
+
+
 def test_history_dropout_keeps_order_and_drops_some(tiny_config, tmp_path):
     from pplug.train_module import PPlugLitModule
 
