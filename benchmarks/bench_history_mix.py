@@ -9,6 +9,12 @@ chosen k, on the same trained models and questions, with mean ± sd over seeds a
 (`pplug.stats`) of the mixed PPlug rows against every other row and the no-model floors. One forward pass
 per question and model: the mixes are computed from the recorded label log-probabilities.
 
+Calibration (`--calibrate`): on the same held-out training questions, each seed's model (with the chosen k)
+also gets one log-offset per label, fitted by the NLL of the gold label, p_cal = softmax(log p + b): the
+label shares the model learned in training corrected toward what held-out questions show. Scored as
+`pplug+mix+cal`, beside the model alone and the mix. `--split` scores another split of --data than dev (a
+shift check's in-domain questions, say).
+
 Train the runs first (a rating set, any methods; `--train-only` skips the benchmark's own scoring):
 
     python benchmarks/bench_real_lamp.py --sets music_ratings --methods retrieval pplug --seeds 0 1 2 \\
@@ -99,6 +105,22 @@ def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None) -> tor
     return mix_history_prior(logp, stats, k, task.name, list(task.labels)).softmax(dim=-1)
 
 
+def fit_label_offsets(logp: torch.Tensor, gold_idx: torch.Tensor, steps: int = 200) -> torch.Tensor:
+    """(C,) log-offsets b minimising the mean NLL of the gold labels under softmax(logp + b) (a convex fit)."""
+    b = torch.zeros(logp.shape[1], requires_grad=True)
+    opt = torch.optim.LBFGS([b], max_iter=steps, line_search_fn="strong_wolfe")
+    logp = logp.detach()
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logp + b, gold_idx)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return b.detach() - b.detach().mean()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoints", required=True, help="a set's folder of bench_real_lamp (seed<k>/<method>/final)")
@@ -110,6 +132,8 @@ def main() -> None:
     p.add_argument("--max-dev", type=int, default=None)
     p.add_argument("--grid", nargs="+", type=float, default=list(GRID))
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--split", default="dev", help="the split of --data scored (default dev)")
+    p.add_argument("--calibrate", action="store_true", help="also score pplug+mix+cal (label offsets, held-out fit)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -121,7 +145,7 @@ def main() -> None:
 
     t0 = time.monotonic()
     ck_root = Path(args.checkpoints)
-    train, dev = load_split(args.data, "train"), load_split(args.data, "dev")
+    train, dev = load_split(args.data, "train"), load_split(args.data, args.split)
     task = dev.task
     if not task.is_rating:
         sys.exit(f"{args.data}: {task.name} is not a rating task; this benchmark scores ratings (MAE, RMSE)")
@@ -132,6 +156,7 @@ def main() -> None:
     nll: dict[str, dict[str, list[float]]] = {m: {str(k): [] for k in grid} for m in args.methods}
     heldout_metrics: dict[str, dict] = {m: {} for m in args.methods}
     dev_dists: dict[str, dict[str, tuple]] = {m: {} for m in args.methods}
+    held_dists: dict[str, dict[str, tuple]] = {m: {} for m in args.methods}
     llm = encoder = None
     for seed in args.seeds:
         used = {ex.id for ex in subsample(train.examples, args.max_train, seed)}
@@ -149,6 +174,7 @@ def main() -> None:
                 return loaded[0]
 
             logp, stats = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size)
+            held_dists[m][f"seed{seed}"] = (logp, stats, gold_idx)
             golds = {ex.id: ex.output for ex in held}
             for k in grid:
                 probs = mixed(logp, stats, task, k)
@@ -158,7 +184,7 @@ def main() -> None:
                 cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
                 cell["mae_median"].append(aggregate("mae", list(sc["median"]["mae"].values())))
                 cell["rmse_expected"].append(aggregate("rmse", list(sc["expected"]["rmse"].values())))
-            dev_dists[m][f"seed{seed}"] = cached_distributions(ckpt, "dev", load_model, m, task, dev_examples,
+            dev_dists[m][f"seed{seed}"] = cached_distributions(ckpt, args.split, load_model, m, task, dev_examples,
                                                                args.batch_size)
             print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
@@ -176,19 +202,29 @@ def main() -> None:
         print(f"  {m}: chosen k = {chosen[m]}")
 
     preds: dict[str, dict[str, dict[str, str]]] = {}
+    offsets: dict[str, dict[str, list[float]]] = {m: {} for m in args.methods}
     for m in args.methods:
         for label, (logp, stats) in dev_dists[m].items():
             for name, k in ((m, None), (f"{m}+mix", chosen[m])):
                 for d, outs in decoded(task, mixed(logp, stats, task, k)).items():
                     preds.setdefault(f"{name} [{d}]", {})[label] = dict(zip(dev_golds, outs))
+            if args.calibrate:
+                h_logp, h_stats, h_gold = held_dists[m][label]
+                b = fit_label_offsets(mixed(h_logp, h_stats, task, chosen[m]).clamp_min(1e-12).log(), h_gold)
+                offsets[m][label] = [round(x, 4) for x in b.tolist()]
+                cal = (mixed(logp, stats, task, chosen[m]).clamp_min(1e-12).log() + b).softmax(dim=-1)
+                for d, outs in decoded(task, cal).items():
+                    preds.setdefault(f"{m}+mix+cal [{d}]", {})[label] = dict(zip(dev_golds, outs))
+        if args.calibrate:
+            print(f"  {m}: label log-offsets fitted on held-out questions: {json.dumps(offsets[m])}")
     train_golds = list(train.golds().values())
     for name, outs in floor_predictions(task, dev_examples, train_golds).items():
         if name in ("always-5", "user mean rating") or not task.is_rating:
             preds[f"floor: {name}"] = {"seed0": outs}
-    refs = [r for r in preds if r.startswith("pplug+mix [")]
+    refs = [r for r in preds if r.startswith(("pplug+mix [", "pplug+mix+cal ["))]
     summary = summarize(task, dev_golds, preds, refs)
     print()
-    print(summary_table(summary, title=f"{task.name} dev (n={len(dev_golds)}), {len(args.seeds)} seeds"))
+    print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))
     for line in comparison_lines(summary, metrics=["mae", "rmse"]):
         if ("[median]" in line.split(" - ")[0] and " mae:" in line) or \
                 ("[expected]" in line.split(" - ")[0] and " rmse:" in line):
@@ -198,6 +234,7 @@ def main() -> None:
         from pplug.io import atomic_write_json
 
         atomic_write_json(args.out, {"meta": run_meta(device="cpu"), "settings": vars(args), "chosen_k": chosen,
+                                     "label_offsets": offsets if args.calibrate else None,
                                      "heldout": {m: {"nll": {k: sum(v) / len(v) for k, v in nll[m].items()},
                                                      "metrics": heldout_metrics[m]} for m in args.methods},
                                      "dev": summary})

@@ -11,6 +11,9 @@
 - `later_than_training`: the dev questions of users who also have training questions, dated at or after
   every one of them. The same time shift without retraining (the trained models never saw these golds);
   it needs dated histories (acl_titles has them; music_ratings and enron_subjects do not).
+- `topic_shift`: users split by what they write about: the users at one end of the main topic direction
+  are held out whole (another domain and other users, as a new product category brings), the users at the
+  other end are fitted on, and the users in between are left out so that the two groups stay apart.
 - `write_slice`: a slice as a LaMP split folder `pplug.evaluate.evaluate` reads, with the source's train
   files linked beside it (the no-model floors read train golds).
 
@@ -20,8 +23,9 @@ The synthetic domain shift (item topics change, the personal signal stays) is `p
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 from pathlib import Path
 
 from pplug.data import Example, write_split
@@ -107,6 +111,55 @@ def later_than_training(train: Sequence[Example], dev: Sequence[Example]) -> tup
                    f"of that user's training questions (never trained on)")
 
 
+def topic_shift(train: Sequence[Example], dev: Sequence[Example], embed: Callable[[list[str]], Any],
+                query_text: Callable[[str], str] = str, shifted_share: float = 0.25, gap_share: float = 0.15,
+                ) -> tuple[list[Example], list[Example], list[Example], str]:
+    """(fit_train, fit_dev, shifted, note): a domain shift inside one set, by the users' topics.
+
+    Each user is placed by the mean embedding (`embed(texts) -> (N, d)`, unit rows) of the contents of their
+    questions (`query_text(input)`, never the outputs), centred, projected on the first principal direction of
+    the users' means. The end of that direction whose `shifted_share` of users lies farther from the centre
+    (the more distinct topic) is the shifted group: all their questions, train and dev, with their own
+    histories, form `shifted`. The users beyond the next `gap_share` are fitted on (`fit_train`, their train
+    questions) and checked in-domain (`fit_dev`, their dev questions); the users in between are in neither.
+    """
+    import numpy as np
+
+    if not 0 < shifted_share < 1 or not 0 <= gap_share < 1 - shifted_share:
+        raise ValueError(f"need 0 < shifted_share < 1 and 0 <= gap_share < 1 - shifted_share, got "
+                         f"{shifted_share}, {gap_share}")
+    by_user: dict[str, list[Example]] = {}
+    for ex in (*train, *dev):
+        if ex.user_id is None:
+            raise ValueError(f"question {ex.id!r}: field 'user_id' is missing; a topic split needs users")
+        by_user.setdefault(ex.user_id, []).append(ex)
+    users = sorted(by_user)
+    if len(users) < 4:
+        raise ValueError(f"a topic split needs at least 4 users, got {len(users)}")
+    texts = sorted({query_text(ex.input) for exs in by_user.values() for ex in exs})
+    row = {t: i for i, t in enumerate(texts)}
+    emb = np.asarray(embed(texts), dtype=np.float64)  # (T, d)
+    means = np.stack([emb[[row[query_text(ex.input)] for ex in by_user[u]]].mean(0) for u in users])  # (U, d)
+    means = means / np.linalg.norm(means, axis=1, keepdims=True).clip(1e-12)
+    centred = means - means.mean(0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]  # (d,) first principal direction
+    proj = centred @ direction  # (U,)
+    n_shift = max(1, round(shifted_share * len(users)))
+    order = np.argsort(proj, kind="stable")
+    if abs(proj[order[:n_shift]].mean()) < abs(proj[order[-n_shift:]].mean()):
+        order = order[::-1]  # the shifted end is the more distinct one
+    n_gap = round(gap_share * len(users))
+    shifted_users = {users[i] for i in order[:n_shift]}
+    fit_users = {users[i] for i in order[n_shift + n_gap:]}
+    fit_train = [ex for ex in train if ex.user_id in fit_users]
+    fit_dev = [ex for ex in dev if ex.user_id in fit_users]
+    shifted = [ex for ex in (*train, *dev) if ex.user_id in shifted_users]
+    note = (f"{len(shifted_users)} shifted users ({len(shifted)} questions), {len(fit_users)} fitted users "
+            f"({len(fit_train)} train / {len(fit_dev)} dev questions), {len(users) - len(shifted_users) - len(fit_users)}"
+            f" users between them left out")
+    return fit_train, fit_dev, shifted, note
+
+
 def write_slice(out: str | Path, split: str, task_name: str, examples: Sequence[Example],
                 train_from: str | Path | None = None) -> Path:
     """Write `examples` as split `split` of the LaMP folder `out`; link `train_from`'s train files beside it.
@@ -127,4 +180,4 @@ def write_slice(out: str | Path, split: str, task_name: str, examples: Sequence[
     return out
 
 
-__all__ = ["cold_start", "later_than_training", "latest_items", "time_shift_holdout", "write_slice"]
+__all__ = ["cold_start", "later_than_training", "latest_items", "time_shift_holdout", "topic_shift", "write_slice"]

@@ -74,3 +74,54 @@ def test_write_slice_links_train_and_loads(tmp_path):
     assert [len(ex.profile) for ex in loaded] == [4] * 4 and loaded.task.name == "LaMP_3"
     assert (out / "train_questions.json").is_symlink() and len(load_split(out, "train")) == 6
     write_slice(tmp_path / "slices", "cold_start", "LaMP_3", sl, train_from=src)  # rewriting is fine
+
+
+def test_topic_shift_holds_out_the_distinct_topic_users_whole():
+    """12 users write about rock, 4 about hip-hop: the 4 are the shifted group with all their questions; the users
+    fitted on are the other end, with a gap between; outputs never decide the split; bad input is refused."""
+    import numpy as np
+    import pytest
+
+    from pplug.slices import topic_shift
+
+    words = {"guitar": 0, "riff": 1, "rhyme": 2, "beat": 3}
+
+    def embed(texts):  # a bag of topic words, unit rows
+        out = np.zeros((len(texts), 4)) + 1e-3
+        for i, t in enumerate(texts):
+            for w in t.split():
+                if w in words:
+                    out[i, words[w]] += 1
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def user(u: str, topic: str, lean: float):  # lean: how far to the rock end, so users are ordered
+        rock = ["guitar"] * int(1 + 4 * lean)
+        text = " ".join(rock + ["riff"]) if topic == "rock" else "rhyme beat rhyme"
+        train = [Example(f"{u}-t{k}", f"review: {text} {k}", [], "5" if topic == "rock" else "1", u) for k in range(3)]
+        return train, [Example(f"{u}-d", f"review: {text} dev", [], "4", u)]
+
+    train, dev = [], []
+    for i in range(12):
+        t, d = user(f"rock{i:02d}", "rock", i / 11)
+        train += t
+        dev += d
+    for i in range(4):
+        t, d = user(f"hiphop{i}", "hiphop", 0)
+        train += t
+        dev += d
+    fit_train, fit_dev, shifted, note = topic_shift(train, dev, embed, query_text=lambda x: x.split("review: ")[1],
+                                                    shifted_share=0.25, gap_share=0.25)
+    assert {ex.user_id for ex in shifted} == {f"hiphop{i}" for i in range(4)}
+    assert len(shifted) == 16  # every question of theirs, train and dev
+    fitted = {ex.user_id for ex in fit_train}
+    assert len(fitted) == 8 and not fitted & {ex.user_id for ex in shifted}
+    assert fitted == {ex.user_id for ex in fit_dev} and all(ex in dev for ex in fit_dev)
+    assert "4 shifted users" in note and "4 users between them left out" in note
+    # the outputs do not move anyone: the same texts with other outputs give the same groups
+    flipped = [Example(ex.id, ex.input, ex.profile, "3", ex.user_id) for ex in train]
+    assert {ex.user_id for ex in topic_shift(flipped, dev, embed, query_text=lambda x: x.split("review: ")[1],
+                                             shifted_share=0.25, gap_share=0.25)[2]} == {ex.user_id for ex in shifted}
+    with pytest.raises(ValueError, match="user_id"):
+        topic_shift([Example("q", "review: x", [], "5", None)], [], embed)
+    with pytest.raises(ValueError, match="shifted_share"):
+        topic_shift(train, dev, embed, shifted_share=0.8, gap_share=0.3)
