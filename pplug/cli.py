@@ -327,7 +327,9 @@ def _add_serve(sub) -> None:
     p.add_argument("--admin-key", default=None, help="admin API key (default: $PPLUG_ADMIN_KEY; else a random one)")
     p.add_argument("--max-batch", type=int, default=32, help="rows per forward pass (1: no batching)")
     p.add_argument("--batch-window-ms", type=float, default=10.0, help="wait for more requests after the first")
-    p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks of LATEST")
+    p.add_argument("--reload-interval", type=float, default=1.0,
+                   help="seconds between checks of the checkpoint's LATEST and, with --hub, the hub's LATEST "
+                        "(a newly promoted version of either is served without a restart)")
     p.add_argument("--model-name", default=None, help="model id clients pass (default: pplug-<run folder>)")
     p.add_argument("--embedding-cache", default=None, help="embedding cache file (default: the shared pplug cache)")
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default: warning)")

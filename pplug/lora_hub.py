@@ -168,14 +168,14 @@ class LoRAHub:
         return self.config.persona_text(profile)
 
     def retrieve(self, persona_texts: Sequence[str | None], top_k: int | None = None,
-                 temperature: float | None = None, cache: bool = True) -> list[Retrieval]:
+                 temperature: float | None = None) -> list[Retrieval]:
         """Top-k adapters per persona text by cosine similarity to the descriptions, softmax-weighted.
 
-        An empty or missing persona text (a cold-start user) gets the general adapter with weight 1.
-        `cache=False` embeds the texts without writing them to the encoder's cache (a privacy-mode request's).
+        An empty or missing persona text (a cold-start user) gets the general adapter with weight 1. Persona
+        texts are embedded without the embedding cache (`rank_adapters`).
         """
         return rank_adapters(self.encoder, self.names, self.description_embeddings, persona_texts,
-                             top_k or self.config.top_k, temperature or self.config.temperature, cache=cache)
+                             top_k or self.config.top_k, temperature or self.config.temperature)
 
     def retrieve_for_histories(self, profiles: Sequence[Sequence[dict]]) -> list[Retrieval]:
         """`retrieve` on the persona text of each user's history (profile items)."""
@@ -390,16 +390,19 @@ class LoRAHub:
 
 
 def rank_adapters(encoder: Any, names: Sequence[str], description_embeddings: torch.Tensor,
-                  persona_texts: Sequence[str | None], top_k: int, temperature: float,
-                  cache: bool = True) -> list[Retrieval]:
+                  persona_texts: Sequence[str | None], top_k: int, temperature: float) -> list[Retrieval]:
     """Top-k of `names` per persona text by cosine similarity of its embedding to the (K, D) description
     embeddings, with softmax(scores / temperature) weights; an empty persona text gets the general adapter.
-    `cache=False`: the texts are embedded without being written to the encoder's cache."""
+
+    Persona texts are always embedded uncached (`encode_uncached`: never written to the embedding cache nor its
+    in-process LRU). A persona text is derived from a user's history, and erasure removes only the cached vectors
+    of the history texts; so a retrieval leaves nothing of a stored user behind to erase. It is one short text
+    per user and retrieval (the server keeps each user's retrieval with the rest of their context)."""
     k = min(top_k, len(names))
     out: list[Retrieval | None] = [None] * len(persona_texts)
     warm = [i for i, p in enumerate(persona_texts) if p and p.strip()]
     if warm:
-        embed = encoder.encode if cache else encoder.encode_uncached
+        embed = getattr(encoder, "encode_uncached", None) or encoder.encode  # an encoder without a cache
         emb = embed([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
         scores, idx = (emb @ description_embeddings.T).topk(k, dim=-1)  # (N, k) cosine
         weights = torch.softmax(scores / temperature, dim=-1)

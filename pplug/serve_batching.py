@@ -23,7 +23,8 @@ the HTTP threads (history uploads, context building).
 
 With a LoRA hub (`pplug serve --hub`, `pplug+lora-hub`), a user's context also holds the adapters their
 persona text retrieves (a stored user's: the persona text of their history; a privacy-mode request's: the
-`persona` text it carries; general for a cold start or a vector without persona text), and each batch runs
+`persona` text it carries; general for a cold start or a vector without persona text; either text embedded
+uncached, so erasure has no persona vector to remove), and each batch runs
 every row through its own user's (merged) adapters in the same forward pass (`LoRAHub.rows`). The hub is
 versioned like the checkpoint: the same check before a batch stats the hub run folder's LATEST too, loads a
 newly promoted (or rolled back) hub version beside the serving one on the same LLM, swaps the `HubSnapshot`
@@ -361,19 +362,20 @@ class Engine:
         return ctx
 
     @staticmethod
-    def _retrieve(ctx: UserContext, hub: Any, cache: bool = True) -> Any:
+    def _retrieve(ctx: UserContext, hub: Any) -> Any:
         """One rule for every context: the adapters a persona text retrieves (`LoRAHub.retrieve`), the text being
-        a stored user's history persona text (`LoRAHub.persona_text`) or a privacy-mode request's own `persona`
-        (embedded uncached); an empty text gets the general adapter."""
+        a stored user's history persona text (`LoRAHub.persona_text`) or a privacy-mode request's own `persona`;
+        an empty text gets the general adapter. Either text is embedded uncached (`rank_adapters`): nothing of
+        it reaches the embedding cache, so erasure has nothing of it to remove."""
         text = ctx.persona if ctx.private else hub.persona_text(ctx.items)
-        return hub.retrieve([text], cache=cache and not ctx.private)[0]
+        return hub.retrieve([text])[0]
 
     def _row_retrieval(self, ctx: UserContext, hub: HubSnapshot) -> Any:
         """The row's adapters on the hub serving its batch (retrieved again when the context's came from another
-        hub version; uncached, so the engine thread never writes the embedding cache)."""
+        hub version)."""
         if ctx.retrieval is not None and ctx.hub_version == hub.version:
             return ctx.retrieval
-        return self._retrieve(ctx, hub.hub, cache=False)
+        return self._retrieve(ctx, hub.hub)
 
     def invalidate(self, user_id: str) -> int:
         """Drop a user's cached context (after erasure; other changes already change the key)."""

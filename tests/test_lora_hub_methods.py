@@ -471,3 +471,37 @@ def test_the_cost_benchmark_runs_on_a_tiny_model(tiny_causal_llm_dir, tmp_path):
         assert set(doc["seconds_per_row"][kind]["mixed"]) == {"1", "4"}
     assert len(doc["adapter_bytes"]) == 4 and doc["adapter_bytes"]["general"] > 0 and doc["rss_bytes"]["peak"] > 0
     assert set(doc["meta"]) == {"command", "code_version", "host", "device", "dtype"}
+
+
+def test_erasing_a_stored_user_leaves_no_vector_of_their_persona_text_in_the_embedding_cache(pplug_run, hub_dir,
+                                                                                               tmp_path):
+    import sqlite3
+
+    from pplug.embedding_cache import text_key
+    from pplug.hub_commands import folder_retrieval
+
+    app, client = _hub_server(pplug_run, hub_dir, tmp_path)
+    engine = app.state.engine
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    items = _profile(5, 5, "zebracorn")  # a history (and so a persona text) only this user has
+    with client:
+        assert client.post("/v1/users", json={"user_id": "eve"}, headers=auth).status_code == 201
+        r = client.post("/v1/users/eve/history", json={"items": items}, headers=auth)  # retrieves before/after
+        assert r.status_code == 200, r.text
+        stored = engine.store.history_items("eve", task=T3.name)
+        persona = engine.hub.persona_text(stored)
+        assert persona and "zebracorn" in persona
+        (meta,) = _ask(client, user="eve")["adapters"]  # the user's context: retrieval through the persona text
+        assert meta["names"][0] != GENERAL
+        folder_retrieval(str(hub_dir), stored, engine.encoder)  # the CLI's path (`pplug user add-history --hub`)
+        mine = {text_key(T3.history_text(it)) for it in stored}
+        assert mine <= set(engine.encoder.cache.get_many(engine.encoder.identity, sorted(mine)))  # cached, to erase
+        r = client.delete("/v1/users/eve", headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["removed"]["embedding_cache_rows"] == len(mine)
+        gone = mine | {text_key(persona)}
+        db = sqlite3.connect(tmp_path / "emb.sqlite")  # the cache file, read with a separate connection
+        keys = {bytes(k) for (k,) in db.execute("SELECT key FROM embeddings")}
+        db.close()
+        assert not keys & gone, "a vector of the erased user's history or persona text survived erasure"
+        assert not set(engine.encoder._memory) & gone  # nor in the in-process LRU
