@@ -99,6 +99,12 @@ class PPlugConfig:
     fine-tuning, Lukasik et al. 2025). 0 = off (PPlug as published); the music rating recipe's value is
     measured in docs/results.md."""
 
+    label_loss: str = "tokens"
+    """What the cross-entropy trains on label tasks with single-token labels ("1".."5"). "tokens": the target's
+    tokens over the whole vocabulary, EOS included (PPlug as published). "labels": the gold label against the
+    other labels only (the softmax over the task's labels at the answer position), which is all that label
+    scoring ever reads: no gradient goes to making the LLM stop after the label."""
+
     history_mix_items: float | None = None
     """Label tasks whose history holds the labels (ratings, tags): mix the user's own label shares into the
     decoded distribution, p = (n * h_u + k * p_model) / (n + k), with h_u the shares of each label in the user's
@@ -167,6 +173,10 @@ class PPlugConfig:
             raise ValueError(f"rating_loss_weight must be a number >= 0, got {self.rating_loss_weight!r}")
         if self.rating_loss_weight and not task.is_rating:
             raise ValueError(f"rating_loss_weight applies to rating tasks, not {task.name} (set it to 0)")
+        if self.label_loss not in ("tokens", "labels"):
+            raise ValueError(f"label_loss must be 'tokens' or 'labels', got {self.label_loss!r}")
+        if self.label_loss == "labels" and not task.labels:
+            raise ValueError(f"label_loss 'labels' applies to label tasks, not {task.name} (set it to 'tokens')")
         if self.history_mix_items is not None:
             if isinstance(self.history_mix_items, bool) or not isinstance(self.history_mix_items, (int, float)) \
                     or not self.history_mix_items > 0:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .batch import PPlugBatch
@@ -169,7 +170,7 @@ class PPlugModel(nn.Module):
         `rating_loss_weight` x the squared error of the expected rating (`expected` decoding's answer)."""
         if batch.targets is None:
             raise ValueError("PPlugModel.forward needs batch.targets")
-        if not self.config.rating_loss_weight:
+        if not self.config.rating_loss_weight and self.config.label_loss == "tokens":
             return self.llm(self.prefix(batch), batch.prompts, batch.targets)
         return self.loss_and_label_logprobs(batch)[0]
 
@@ -188,6 +189,12 @@ class PPlugModel(nn.Module):
         task = get_task(self.config.task)
         labels = list(task.labels)
         loss, logp = self.llm(self.prefix(batch), batch.prompts, batch.targets, choices=labels)  # (B, C)
+        if self.config.label_loss == "labels":  # the gold among the labels only: cross_entropy renormalises
+            unknown = [t for t in batch.targets if t not in labels]
+            if unknown:
+                raise ValueError(f"label_loss 'labels' needs targets among {labels}, got {unknown[:3]!r}")
+            gold = torch.tensor([labels.index(t) for t in batch.targets], device=logp.device)
+            loss = F.cross_entropy(logp, gold)
         weight = self.config.rating_loss_weight
         if weight:
             try:
