@@ -428,3 +428,34 @@ def test_loss_and_label_scores_in_one_pass_equal_the_two_passes(tiny_config, sha
     multi = PPlugModel.from_config(dataclasses.replace(tiny_config, task="LaMP_2"), llm=shared[0],
                                    history_encoder=shared[1])
     assert not multi.scores_labels_with_loss  # multi-token tags keep the two passes
+
+
+def test_label_loss_labels_is_the_cross_entropy_among_the_labels(tiny_config, shared):
+    """label_loss="labels": the gold label against the other labels only (plus the rating term when set);
+    "tokens" stays the vocabulary-wide token loss; non-label tasks and unknown targets are refused."""
+    torch.manual_seed(0)
+    tokens = PPlugModel.from_config(tiny_config, llm=shared[0], history_encoder=shared[1])
+    among = PPlugModel.from_config(dataclasses.replace(tiny_config, label_loss="labels"), llm=shared[0],
+                                   history_encoder=shared[1])
+    among.embedder.load_state_dict(tokens.embedder.state_dict())
+    batch = _batch([HIST_A, HIST_B], targets=["5", "1"])
+    logp = tokens.choice_logprobs(batch, ["1", "2", "3", "4", "5"])  # (B, 5) over the whole vocabulary
+    want = -(logp.log_softmax(-1)[0, 4] + logp.log_softmax(-1)[1, 0]) / 2
+    torch.testing.assert_close(among(batch), want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(among(batch), tokens(batch))  # the vocabulary-wide loss is another number
+    opt = torch.optim.AdamW(among.trainable_parameters(), lr=1e-1)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = among(batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    # (the tiny random LLM reads a soft prompt weakly, so the drop is small; a detached loss would not move)
+    assert losses[-1] < losses[0] - 0.02 and all(b <= a + 1e-4 for a, b in zip(losses, losses[1:])), losses
+    with pytest.raises(ValueError, match="targets among"):
+        among(_batch([HIST_A], targets=["great"]))
+    with pytest.raises(ValueError, match="label_loss must be"):
+        dataclasses.replace(tiny_config, label_loss="vocab")
+    with pytest.raises(ValueError, match="applies to label tasks, not LaMP_5"):
+        dataclasses.replace(tiny_config, task="LaMP_5", label_loss="labels")
