@@ -221,7 +221,9 @@ def main() -> None:
     for name, outs in floor_predictions(task, dev_examples, train_golds).items():
         if name in ("always-5", "user mean rating") or not task.is_rating:
             preds[f"floor: {name}"] = {"seed0": outs}
-    refs = [r for r in preds if r.startswith(("pplug+mix [", "pplug+mix+cal ["))]
+    # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows
+    refs = [r for r in preds if not r.startswith("floor:")] if args.calibrate else \
+        [r for r in preds if r.startswith("pplug+mix [")]
     summary = summarize(task, dev_golds, preds, refs)
     print()
     print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))

@@ -402,6 +402,48 @@ def history_mix_heldout(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
+def rating_shift(results: Path) -> str:
+    """bench_rating_shift: each variant's decodings on the shifted users and in-domain, against always-5 (MAE of
+    the median) and the user's mean rating (RMSE of the expected rating), paired intervals over questions."""
+    name = "rating_shift"
+    if not (Path(results) / f"{name}.json").is_file():
+        return "_no results file yet: run `python benchmarks/bench_rating_shift.py`_"
+    d = load(results, name)
+    out = []
+    labels = {"pplug": "model alone", "pplug+mix": "+ the user's label shares (k on held-out)",
+              "pplug+mix+cal": "+ shares + label offsets (held-out fit)"}
+    for set_name, s in d["sets"].items():
+        body = []
+        for variant, v in s["variants"].items():
+            for row, label in labels.items():
+                line = [variant if row == "pplug" else "", label]
+                for split in ("dev", "indomain"):
+                    if split not in v:
+                        line += ["", ""]
+                        continue
+                    summ = v[split]["dev"]
+                    for dec, metric, floor in (("median", "mae", "floor: always-5"),
+                                               ("expected", "rmse", "floor: user mean rating")):
+                        key = f"{row} [{dec}]"
+                        cell = summ["cells"][key][metric]
+                        c = summ["comparisons"].get(key, {}).get(floor, {}).get(metric)
+                        verdict = "" if c is None else f" ({c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}])"
+                        line.append(f"{fmt_value(list(cell['values'].values()))}{verdict}")
+                body.append(line)
+        floors = []
+        for split in ("dev", "indomain"):
+            summ = next(iter(s["variants"].values())).get(split, {}).get("dev")
+            if summ:
+                floors.append(f"{'shifted' if split == 'dev' else 'in-domain'} (n={summ['n']}): always-5 MAE "
+                              f"{summ['cells']['floor: always-5']['mae']['mean']:.3f}, user's mean RMSE "
+                              f"{summ['cells']['floor: user mean rating']['rmse']['mean']:.3f}")
+        header = ["variant", "decoding", "shifted MAE (median) (- always-5)", "shifted RMSE (expected) (- user mean)",
+                  "in-domain MAE (- always-5)", "in-domain RMSE (- user mean)"]
+        out.append(f"**{set_name}**: {s['note']}. Floors: {'; '.join(floors)}.\n\n" + markdown_table(header, body))
+    return "\n\n".join(out) + ("\n\nEach cell: mean ± sd over seeds, then the paired bootstrap 95% interval of the row "
+                              "minus the floor (seeds pooled per question; below 0 is better).\n\n") + sources(results, [name])
+
+
 def serve_demo(results: Path) -> str:
     """bench_serve_demo: the docs' users (opposite histories) on one review, per checkpoint: answer and P(label)."""
     name = "serve_demo"
@@ -584,6 +626,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
     "make_train": make_train,
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
+    "make_train_100_steps": lambda results: make_train(results, "make_train_100_steps.json"),
+    "rating_shift": rating_shift,
     "attention": attention,
     "summary_music": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
