@@ -266,7 +266,8 @@ def make_train(results: Path, name: str = "make_train.json") -> str:
                    f"{d.get('meta', {}).get('host', 'not recorded')}).")
     cc = d.get("clean_clone")
     if cc:
-        shared += (f"\n\nFrom a fresh `git clone` (pip cache warm), `make train` took **{cc['total_s'] / 60:.1f} min**: "
+        caches = cc.get("caches", "pip cache warm")
+        shared += (f"\n\nFrom a fresh `git clone` ({caches}), `make train` took **{cc['total_s'] / 60:.1f} min**: "
                    f"set-up {cc['setup_s'] / 60:.1f} min + train.py {cc['train_s'] / 60:.1f} min ({cc['dtype']}, "
                    f"host {cc['host']}); PPlug MAE {cc['pplug']['mae']:.3f}.")
     return (markdown_table(header, body) + shared + f"\n\nSource: `{name}`: `{m.get('command', nr)}` (code "
