@@ -255,7 +255,8 @@ def make_train(results: Path, name: str = "make_train.json") -> str:
     nr = "not recorded"
     jobs = d.get("jobs", 1)
     shared = (f"\n\nWall times: {jobs} trainings ran at once, each on an equal share of the cores, so a lone "
-              "run is faster." if jobs > 1 else "")
+              "run is faster (and its sums run in another order: `make train` alone uses every core)."
+              if jobs > 1 else "")
     below = sum(r["pplug"]["mae"] < c["mae"] for r in runs)
     shared = (f"\n\nPPlug's MAE is below the history-blind ceiling in **{below} of {len(runs)}** runs"
               + ("." if below == len(runs) else ": at this budget the recipe does not learn the user signal in "
@@ -269,7 +270,8 @@ def make_train(results: Path, name: str = "make_train.json") -> str:
         caches = cc.get("caches", "pip cache warm")
         shared += (f"\n\nFrom a fresh `git clone` ({caches}), `make train` took **{cc['total_s'] / 60:.1f} min**: "
                    f"set-up {cc['setup_s'] / 60:.1f} min + train.py {cc['train_s'] / 60:.1f} min ({cc['dtype']}, "
-                   f"host {cc['host']}); PPlug MAE {cc['pplug']['mae']:.3f}.")
+                   f"host {cc['host']}); PPlug MAE {cc['pplug']['mae']:.3f}, "
+                   f"{'below' if cc['pplug']['mae'] < c['mae'] else 'not below'} the history-blind ceiling.")
     return (markdown_table(header, body) + shared + f"\n\nSource: `{name}`: `{m.get('command', nr)}` (code "
             f"{m.get('code_version', nr)}; host {m.get('host', nr)}; device {m.get('device', nr)}; dtype "
             f"{m.get('dtype', nr)})")
@@ -628,6 +630,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "make_train": make_train,
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
     "make_train_100_steps": lambda results: make_train(results, "make_train_100_steps.json"),
+    "make_train_label_loss": lambda results: make_train(results, "make_train_label_loss.json"),
     "rating_shift": rating_shift,
     "attention": attention,
     "summary_music": T(
