@@ -12,7 +12,10 @@ per question and model: the mixes are computed from the recorded label log-proba
 Calibration (`--calibrate`): on the same held-out training questions, each seed's model (with the chosen k)
 also gets one log-offset per label, fitted by the NLL of the gold label, p_cal = softmax(log p + b): the
 label shares the model learned in training corrected toward what held-out questions show. Scored as
-`pplug+mix+cal`, beside the model alone and the mix. `--split` scores another split of --data than dev (a
+`pplug+mix+cal`, beside the model alone and the mix. And a label-shift correction that needs no gold of the
+scored split, `pplug+mix+prior`: p ∝ p_mix x π_scored / π_train, π_train the training golds' label shares
+and π_scored the label shares of the scored questions' own histories pooled (what a new domain's users have
+rated before), so a domain whose users rate higher moves every answer up by the same factor. `--split` scores another split of --data than dev (a
 shift check's in-domain questions, say).
 
 Train the runs first (a rating set, any methods; `--train-only` skips the benchmark's own scoring):
@@ -121,6 +124,17 @@ def fit_label_offsets(logp: torch.Tensor, gold_idx: torch.Tensor, steps: int = 2
     return b.detach() - b.detach().mean()
 
 
+def label_shift(probs: torch.Tensor, stats: torch.Tensor, task, train_golds: list[str]) -> torch.Tensor:
+    """(N, C) probabilities reweighted by π_scored / π_train (see the module docstring), renormalised."""
+    shares, n = task.history_label_shares(stats)  # (N, C), (N,)
+    scored = (shares * n.unsqueeze(-1)).sum(0)  # (C,) label counts over the scored questions' histories
+    gold_labels = [str(int(float(g))) for g in train_golds]
+    train = torch.tensor([gold_labels.count(lab) for lab in task.labels], dtype=torch.float32)  # (C,)
+    ratio = (scored / scored.sum().clamp_min(1e-12) + 1e-3) / (train / train.sum() + 1e-3)  # smoothed: no 0 / 0
+    out = probs * ratio
+    return out / out.sum(dim=-1, keepdim=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoints", required=True, help="a set's folder of bench_real_lamp (seed<k>/<method>/final)")
@@ -215,6 +229,9 @@ def main() -> None:
                 cal = (mixed(logp, stats, task, chosen[m]).clamp_min(1e-12).log() + b).softmax(dim=-1)
                 for d, outs in decoded(task, cal).items():
                     preds.setdefault(f"{m}+mix+cal [{d}]", {})[label] = dict(zip(dev_golds, outs))
+                shifted = label_shift(mixed(logp, stats, task, chosen[m]), stats, task, list(train.golds().values()))
+                for d, outs in decoded(task, shifted).items():
+                    preds.setdefault(f"{m}+mix+prior [{d}]", {})[label] = dict(zip(dev_golds, outs))
         if args.calibrate:
             print(f"  {m}: label log-offsets fitted on held-out questions: {json.dumps(offsets[m])}")
     train_golds = list(train.golds().values())

@@ -82,7 +82,7 @@ def build_synth_shift(out: Path) -> str:
 def train_run(set_name: str, data: Path, variant: str, seed: int, args) -> float:
     """One train.py run in <checkpoints>/<set>/<variant>/seed<k>/pplug; returns wall seconds (0: reused)."""
     ck = Path(args.checkpoints) / set_name / variant
-    if (ck / f"seed{seed}" / "pplug" / "final" / "config.json").is_file():
+    if (ck / f"seed{seed}" / "pplug" / "final" / "pplug_config.json").is_file():
         return 0.0
     cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / SETS[set_name]),
            "--checkpoints_dir", str(ck), "--run", f"seed{seed}/pplug", "--data.root", str(data),

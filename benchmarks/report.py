@@ -414,7 +414,8 @@ def rating_shift(results: Path) -> str:
     d = load(results, name)
     out = []
     labels = {"pplug": "model alone", "pplug+mix": "+ the user's label shares (k on held-out)",
-              "pplug+mix+cal": "+ shares + label offsets (held-out fit)"}
+              "pplug+mix+cal": "+ shares + label offsets (held-out fit)",
+              "pplug+mix+prior": "+ shares + label shift (the scored users' history shares)"}
     for set_name, s in d["sets"].items():
         body = []
         for variant, v in s["variants"].items():
@@ -428,6 +429,9 @@ def rating_shift(results: Path) -> str:
                     for dec, metric, floor in (("median", "mae", "floor: always-5"),
                                                ("expected", "rmse", "floor: user mean rating")):
                         key = f"{row} [{dec}]"
+                        if key not in summ["cells"]:
+                            line.append("")
+                            continue
                         cell = summ["cells"][key][metric]
                         c = summ["comparisons"].get(key, {}).get(floor, {}).get(metric)
                         verdict = "" if c is None else f" ({c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}])"

@@ -426,3 +426,26 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     out.unlink()
     mix.main()
     assert json.loads(out.read_text())["dev"]["cells"] == report["dev"]["cells"]
+
+
+def test_rating_shift_levers_calibrate_on_held_out_and_shift_to_the_scored_histories():
+    """bench_history_mix's decode-time levers: the label offsets fitted on held-out questions move the
+    distribution toward the held-out golds; the label shift moves it toward the scored users' history shares."""
+    import torch
+
+    import bench_history_mix as mix
+    from pplug.tasks import get_task
+
+    task = get_task("LaMP_3")
+    torch.manual_seed(0)
+    logp = torch.log_softmax(torch.randn(200, 5), dim=-1)  # a model with no preference
+    gold = torch.full((200,), 4)  # but every held-out answer is "5"
+    b = mix.fit_label_offsets(logp, gold)
+    assert int(b.argmax()) == 4 and (logp + b).softmax(-1)[:, 4].mean() > logp.softmax(-1)[:, 4].mean() + 0.3
+    # label shift: the scored users rated 5 in every history item, training golds were uniform
+    stats = torch.tensor([task.history_stats([{"id": str(i), "text": "x", "score": "5"} for i in range(4)])] * 3)
+    probs = torch.full((3, 5), 0.2)
+    shifted = mix.label_shift(probs, stats, task, ["1", "2", "3", "4", "5"])
+    assert torch.allclose(shifted.sum(-1), torch.ones(3)) and bool((shifted[:, 4] > 0.9).all())
+    same = mix.label_shift(probs, stats, task, ["5"] * 5)  # training already rated like the scored users
+    assert torch.allclose(same, probs, atol=1e-3)
