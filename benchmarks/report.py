@@ -420,7 +420,7 @@ def rating_shift(results: Path) -> str:
         body = []
         for variant, v in s["variants"].items():
             for row, label in labels.items():
-                line = [variant if row == "pplug" else "", label]
+                line = [f"{variant} ({len(v['train_seconds'])} seeds)" if row == "pplug" else "", label]
                 for split in ("dev", "indomain"):
                     if split not in v:
                         line += ["", ""]
