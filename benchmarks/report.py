@@ -635,6 +635,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
     "make_train_100_steps": lambda results: make_train(results, "make_train_100_steps.json"),
     "make_train_label_loss": lambda results: make_train(results, "make_train_label_loss.json"),
+    "make_train_lr2e-3_clip": lambda results: make_train(results, "make_train_lr2e-3_clip.json"),
     "rating_shift": rating_shift,
     "attention": attention,
     "summary_music": T(
