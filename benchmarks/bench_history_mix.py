@@ -15,8 +15,8 @@ label shares the model learned in training corrected toward what held-out questi
 `pplug+mix+cal`, beside the model alone and the mix. And a label-shift correction that needs no gold of the
 scored split, `pplug+mix+prior`: p ∝ p_mix x π_scored / π_train, π_train the training golds' label shares
 and π_scored the label shares of the scored questions' own histories pooled (what a new domain's users have
-rated before), so a domain whose users rate higher moves every answer up by the same factor. `--split` scores another split of --data than dev (a
-shift check's in-domain questions, say).
+rated before), so a domain whose users rate higher moves every answer up by the same factor. `--split`
+scores another split of --data than dev (a shift check's in-domain questions, say).
 
 Train the runs first (a rating set, any methods; `--train-only` skips the benchmark's own scoring):
 
@@ -215,6 +215,7 @@ def main() -> None:
         chosen[m] = min(grid, key=lambda k: sum(nll[m][str(k)]))
         print(f"  {m}: chosen k = {chosen[m]}")
 
+    train_golds = list(train.golds().values())
     preds: dict[str, dict[str, dict[str, str]]] = {}
     offsets: dict[str, dict[str, list[float]]] = {m: {} for m in args.methods}
     for m in args.methods:
@@ -226,15 +227,15 @@ def main() -> None:
                 h_logp, h_stats, h_gold = held_dists[m][label]
                 b = fit_label_offsets(mixed(h_logp, h_stats, task, chosen[m]).clamp_min(1e-12).log(), h_gold)
                 offsets[m][label] = [round(x, 4) for x in b.tolist()]
-                cal = (mixed(logp, stats, task, chosen[m]).clamp_min(1e-12).log() + b).softmax(dim=-1)
+                p_mix = mixed(logp, stats, task, chosen[m])  # (N, C), the `+mix` row's distribution
+                cal = (p_mix.clamp_min(1e-12).log() + b).softmax(dim=-1)
                 for d, outs in decoded(task, cal).items():
                     preds.setdefault(f"{m}+mix+cal [{d}]", {})[label] = dict(zip(dev_golds, outs))
-                shifted = label_shift(mixed(logp, stats, task, chosen[m]), stats, task, list(train.golds().values()))
+                shifted = label_shift(p_mix, stats, task, train_golds)
                 for d, outs in decoded(task, shifted).items():
                     preds.setdefault(f"{m}+mix+prior [{d}]", {})[label] = dict(zip(dev_golds, outs))
         if args.calibrate:
             print(f"  {m}: label log-offsets fitted on held-out questions: {json.dumps(offsets[m])}")
-    train_golds = list(train.golds().values())
     for name, outs in floor_predictions(task, dev_examples, train_golds).items():
         if name in ("always-5", "user mean rating") or not task.is_rating:
             preds[f"floor: {name}"] = {"seed0": outs}
