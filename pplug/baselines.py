@@ -155,7 +155,7 @@ def build_batch(
     """
     spec = get_method(method)
     k = resolve_k(spec, retrieval_k)
-    prompts, queries, histories, stats = [], [], [], []
+    prompts, queries, histories, stats, labels = [], [], [], [], []
     for i, ex in enumerate(examples):
         items: Sequence[dict] = ()
         if k:
@@ -171,13 +171,15 @@ def build_batch(
         # are cheap and serve decoding too (`history_mix_items`).
         histories.append([task.history_text(it) for it in hist] if spec.use_user_embedding else [])
         stats.append(task.history_stats(hist))
+        labels.append(task.history_label_indices(hist) if spec.use_user_embedding else [])
     targets = None
     if with_targets:
         missing = [ex.id for ex in examples if ex.output is None]
         if missing:
             raise ValueError(f"record {missing[0]}: field 'output': missing (needed as a training target)")
         targets = [str(ex.output) for ex in examples]
-    return PPlugBatch(prompts=prompts, queries=queries, histories=histories, targets=targets, history_stats=stats)
+    return PPlugBatch(prompts=prompts, queries=queries, histories=histories, targets=targets, history_stats=stats,
+                      history_labels=labels if task.labels and task.output_field else None)
 
 
 __all__ = [

@@ -15,6 +15,8 @@ class PPlugBatch:
         histories: encoder texts of each row's history items, most recent last; may be [].
         targets: target text per row (training / loss only).
         history_stats: `TaskSpec.history_stats` of each row's history (models with `config.user_stats`).
+        history_labels: `TaskSpec.history_label_indices` of each row's history items, aligned with `histories`
+            (models with `config.label_token`).
     """
 
     prompts: list[str]
@@ -22,11 +24,20 @@ class PPlugBatch:
     histories: list[list[str]]
     targets: list[str] | None = None
     history_stats: list[list[float]] | None = None
+    history_labels: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
         if self.history_stats is not None and len(self.history_stats) != n:
             raise ValueError(f"PPlugBatch: history_stats ({len(self.history_stats)}) must have one row per prompt ({n})")
+        if self.history_labels is not None:
+            if len(self.history_labels) != n:
+                raise ValueError(f"PPlugBatch: history_labels ({len(self.history_labels)}) must have one row per "
+                                 f"prompt ({n})")
+            for i, (labels, hist) in enumerate(zip(self.history_labels, self.histories)):
+                if len(labels) != len(hist):
+                    raise ValueError(f"PPlugBatch: row {i} has {len(hist)} history items but {len(labels)} "
+                                     "history_labels")
         if len(self.queries) != n or len(self.histories) != n or (self.targets is not None and len(self.targets) != n):
             raise ValueError(
                 f"PPlugBatch: prompts ({n}), queries ({len(self.queries)}), histories ({len(self.histories)})"

@@ -85,6 +85,22 @@ class PPlugConfig:
     because its one generation run (enron_subjects, one seed) scored far lower, though with the same
     "Subject:" collapse PPlug as published showed on one of three seeds there, so it is unproven (docs/recipes.md)."""
 
+    stats_init: str = "random"
+    """How the statistics token S_u (`user_stats`) starts. "random": S_u = MLP(s_u) with a random MLP scaled like a
+    token (PPlug's projector init). "labels": S_u = sum_c share_c * E_c + MLP(s_u), with E_c the frozen LLM's own
+    token embedding of label c (trained from there) and the MLP's last layer at zero, so at step one S_u already
+    reads to the LLM as a soft mixture of the user's usual labels ("mostly 4s") instead of noise the LLM must
+    first learn to decode. Label tasks whose history holds the labels only; the synthetic default uses it."""
+
+    label_token: bool = False
+    """Add one more soft-prompt vector A_u = sum_i w_i * E_{y_i}: the labels y_i the user gave to their past items,
+    as the LLM's own label token embeddings E (trainable, started from the frozen LLM's), weighted by the same
+    input-aware attention w_i that pools P_u (renormalised over the items that hold a label; a zero vector when
+    none does). Where P_u must learn to carry a label out of a sentence embedding, A_u hands the LLM the labels
+    of the past items most like this input directly. Label tasks whose history holds the labels only; needs
+    batches from `build_batch` (`PPlugBatch.history_labels`). Off by default (not in the paper); the synthetic
+    default turns it on (docs/recipes.md)."""
+
     input_token: bool = False
     """Add one more soft-prompt vector: the input encoder's embedding of the current input e_x (the same one the
     input-aware attention reads) through its own MLP. A small frozen LLM reads a review's sentiment poorly
@@ -184,9 +200,16 @@ class PPlugConfig:
             if not (task.labels and task.output_field):
                 raise ValueError(f"history_mix_items applies to label tasks whose history holds the labels, not "
                                  f"{task.name} (set it to null)")
-        for name in ("user_stats", "input_token"):
+        if self.stats_init not in ("random", "labels"):
+            raise ValueError(f"stats_init must be 'random' or 'labels', got {self.stats_init!r}")
+        for name in ("user_stats", "input_token", "label_token"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        reads_labels = {"label_token": self.label_token,
+                        "stats_init: labels": self.user_stats and self.stats_init == "labels"}
+        for name, on in reads_labels.items():
+            if on and not (task.labels and task.output_field):
+                raise ValueError(f"{name} applies to label tasks whose history holds the labels, not {task.name}")
         for name in ("max_history", "max_input_tokens", "max_target_tokens", "max_encoder_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -201,6 +224,16 @@ class PPlugConfig:
     def reads_history_stats(self) -> bool:
         """Whether serving needs each user's `TaskSpec.history_stats` (`user_stats`, `history_mix_items`)."""
         return self.user_stats or self.history_mix_items is not None
+
+    @property
+    def reads_history_labels(self) -> bool:
+        """Whether the embedder needs the label of each history item (`label_token`; `PPlugBatch.history_labels`)."""
+        return self.label_token and self.use_user_embedding
+
+    @property
+    def reads_label_embeddings(self) -> bool:
+        """Whether the embedder keeps a table of the LLM's label token embeddings (`label_token`, `stats_init`)."""
+        return self.use_user_embedding and (self.label_token or (self.user_stats and self.stats_init == "labels"))
 
     @property
     def use_user_embedding(self) -> bool:

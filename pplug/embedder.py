@@ -8,10 +8,14 @@ PPlug (Liu et al. 2024):
                                                      "mixed": g * softmax + (1 - g) / N, g = sigmoid(learned))
     P_u     = sum_i w_i * Proj(h_i),  Proj = Linear(d_enc -> d_llm) -> GELU -> Linear(d_llm -> T * d_llm)
     S_u     = MLP(s_u)                              (optional, `user_stats`: s_u = TaskSpec.history_stats, the
-                                                     user's rating/label shares, output lengths, history size)
+                                                     user's rating/label shares, output lengths, history size;
+                                                     `stats_init="labels"`: + sum_c share_c * E_c, E_c the LLM's
+                                                     token embedding of label c)
+    A_u     = sum_i w_i * E_{y_i}                   (optional, `label_token`: the labels of the past items,
+                                                     weighted by the same attention, over labelled items)
     X       = MLP(e_x)                              (optional, `input_token`: the encoder's reading of the input)
     I       = MLP(v)                                (one learned instruction vector per task)
-    prefix  = [I ; P_u ; S_u ; X]                   (B, 1 + T [+ 1] [+ 1], d_llm), prepended to Emb(x)
+    prefix  = [I ; P_u ; S_u ; A_u ; X]             (B, 1 + T [+ 1] [+ 1] [+ 1], d_llm), prepended to Emb(x)
 
 `num_user_tokens` T > 1 widens Proj's last layer to T * d_llm and reshapes: each user token is its own
 slice of the same attention-pooled projection (cheap, one attention per row). A user with no history
@@ -65,11 +69,15 @@ class UserEmbedder(nn.Module):
         token_norm: mean L2 norm of the LLM's token embeddings; the prefix vectors are initialised to it.
         sentence_encoder: the frozen sentence-transformers model of the HistoryEncoder; with
             `input_encoder="trainable"` a deep copy of it becomes the trainable input encoder.
+        label_embeddings: (num_labels, token_dim) the LLM's token embedding of each task label
+            (`FrozenLLM.text_embeddings`), the start of the trainable label table that `label_token` and
+            `stats_init="labels"` read (`config.reads_label_embeddings`); random token-sized vectors if None.
 
     Input shapes: history_emb (batch_size, num_items, encoder_dim), history_mask (batch_size, num_items),
     queries: list of batch_size strings (trainable input encoder) or (batch_size, encoder_dim) frozen embeddings.
     Output shape: (batch_size, num_prefix_tokens, token_dim), num_prefix_tokens = use_instruction +
-    (T + user_stats + input_token) * use_user_embedding.
+    (T + user_stats + label_token + input_token) * use_user_embedding; history_labels (batch_size, num_items)
+    long, the label index of each item, -1 for none (`label_token`).
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class UserEmbedder(nn.Module):
         token_dim: int,
         token_norm: float = 1.0,
         sentence_encoder: nn.Module | None = None,
+        label_embeddings: torch.Tensor | None = None,
     ):
         super().__init__()
         self.config = config
@@ -112,10 +121,22 @@ class UserEmbedder(nn.Module):
             self.default_user = nn.Parameter(F.normalize(default, dim=-1) * token_norm)
             if config.aggregation == "mixed":
                 self.mix_logit = nn.Parameter(torch.zeros(()))  # sigmoid(0) = 0.5: half attention, half mean
+            if config.reads_label_embeddings:
+                num_labels = len(get_task(config.task).labels)
+                if label_embeddings is None:
+                    label_embeddings = F.normalize(torch.randn(num_labels, token_dim, generator=g), dim=-1) * token_norm
+                if tuple(label_embeddings.shape) != (num_labels, token_dim):
+                    raise ValueError(f"label_embeddings must be ({num_labels}, {token_dim}) for {config.task}, "
+                                     f"got {tuple(label_embeddings.shape)}")
+                self.label_table = nn.Parameter(label_embeddings.detach().float().clone())  # (C, D)
             if config.user_stats:
                 self.stats_dim = get_task(config.task).stats_dim
                 self.stats_mlp = _mlp(self.stats_dim, token_dim, token_dim)
-                _calibrate_output_norm(self.stats_mlp, self.stats_dim, 1, token_norm, seed + 2)
+                if self.stats_reads_labels:  # S_u starts as the user's soft label; the MLP learns the rest
+                    nn.init.zeros_(self.stats_mlp[-1].weight)
+                    nn.init.zeros_(self.stats_mlp[-1].bias)
+                else:
+                    _calibrate_output_norm(self.stats_mlp, self.stats_dim, 1, token_norm, seed + 2)
             if config.input_token:
                 self.input_mlp = _mlp(encoder_dim, token_dim, token_dim)
                 _calibrate_output_norm(self.input_mlp, encoder_dim, 1, token_norm, seed + 3)
@@ -127,10 +148,15 @@ class UserEmbedder(nn.Module):
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Soft-prompt length P = [instruction] + [T user tokens] + [statistics token] + [input token]."""
-        extra = int(self.config.user_stats) + int(self.config.input_token)
+        """Soft-prompt length P = [instruction] + [T user tokens] + [statistics] + [label token] + [input token]."""
+        extra = int(self.config.user_stats) + int(self.config.label_token) + int(self.config.input_token)
         user = (self.num_user_tokens + extra) * int(self.config.use_user_embedding)
         return int(self.config.use_instruction) + user
+
+    @property
+    def stats_reads_labels(self) -> bool:
+        """True when S_u adds the share-weighted label embeddings (`stats_init="labels"`)."""
+        return self.config.user_stats and self.config.stats_init == "labels"
 
     @property
     def needs_query_text(self) -> bool:
@@ -196,15 +222,17 @@ class UserEmbedder(nn.Module):
         return w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def user_embedding(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
-                       query_emb: torch.Tensor | None) -> torch.Tensor:
-        """P_u: (B, T, token_dim). Rows without history get the learned default user vector."""
+                       query_emb: torch.Tensor | None, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """P_u: (B, T, token_dim). Rows without history get the learned default user vector.
+
+        `weights` (B, N): precomputed `attention_weights` (forward shares them with the label token)."""
         device = self._device()
         history_emb = history_emb.to(device).float()
         history_mask = history_mask.to(device)
         b, n, _ = history_emb.shape
         if n == 0:
             return self.default_user.unsqueeze(0).expand(b, -1, -1)
-        w = self.attention_weights(history_emb, history_mask, query_emb)  # (B, N)
+        w = weights if weights is not None else self.attention_weights(history_emb, history_mask, query_emb)
         proj = self.projector(history_emb)  # (B, N, T * token_dim)
         user = torch.einsum("bn,bnk->bk", w, proj).view(b, self.num_user_tokens, self.token_dim)  # (B, T, D)
         has_history = history_mask.to(torch.bool).any(dim=-1)  # (B,)
@@ -219,18 +247,37 @@ class UserEmbedder(nn.Module):
         if stats.dim() != 2 or stats.shape[1] != self.stats_dim:
             raise ValueError(f"history stats must be (batch, {self.stats_dim}) for {self.config.task}, "
                              f"got {tuple(stats.shape)}")
-        return self.stats_mlp(stats.to(self._device()).float()).unsqueeze(1)
+        stats = stats.to(self._device()).float()
+        out = self.stats_mlp(stats)  # (B, D)
+        if self.stats_reads_labels:
+            out = out + stats[:, : self.label_table.shape[0]] @ self.label_table  # shares (B, C) @ (C, D)
+        return out.unsqueeze(1)
+
+    def label_token(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
+        """A_u: (B, N) attention weights + (B, N) label index per item (-1: none) -> (B, 1, token_dim).
+
+        The weights are renormalised over the items that hold a label; a row with none gets a zero vector."""
+        labels = history_labels.to(weights.device).long()
+        if labels.shape != weights.shape:
+            raise ValueError(f"history_labels must be {tuple(weights.shape)} like the history, got {tuple(labels.shape)}")
+        has_label = labels >= 0  # (B, N)
+        w = weights * has_label
+        w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)  # (B, N); all-zero rows stay 0
+        onehot = F.one_hot(labels.clamp_min(0), self.label_table.shape[0]).float() * has_label[..., None]  # (B, N, C)
+        soft = torch.einsum("bn,bnc->bc", w, onehot)  # (B, C): the attended share of each label
+        return (soft @ self.label_table).unsqueeze(1)  # (B, 1, D)
 
     def forward(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
                 queries: Sequence[str] | torch.Tensor | None = None,
-                stats: torch.Tensor | None = None) -> torch.Tensor:
-        """Soft prompt for each row: (B, P, token_dim) = [instruction; user tokens; statistics token; input token].
+                stats: torch.Tensor | None = None, history_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft prompt for each row: (B, P, token_dim) = [instruction; user tokens; statistics; labels; input].
 
         Args:
             history_emb: (B, N, encoder_dim) history embeddings (N may be 0).
             history_mask: (B, N), True for real items.
             queries: B texts or (B, encoder_dim) frozen embeddings; may be None when `needs_query` is False.
             stats: (B, stats_dim) `TaskSpec.history_stats` per row; needed with `config.user_stats`.
+            history_labels: (B, N) long label index per history item, -1 for none; needed with `label_token`.
         """
         b = history_emb.shape[0]
         parts = []
@@ -243,11 +290,23 @@ class UserEmbedder(nn.Module):
                 if queries is None:
                     raise ValueError("input-aware aggregation and input_token need the queries")
                 q = self.embed_query(queries)  # (B, encoder_dim)
-            parts.append(self.user_embedding(history_emb, history_mask, q))
+            n = history_emb.shape[1]
+            w = None
+            if n:
+                w = self.attention_weights(history_emb.to(self._device()).float(),
+                                           history_mask.to(self._device()), q)  # (B, N)
+            parts.append(self.user_embedding(history_emb, history_mask, q, weights=w))
             if self.config.user_stats:
                 if stats is None:
                     raise ValueError("config.user_stats: the embedder needs each row's history statistics")
                 parts.append(self.stats_token(stats))
+            if self.config.label_token:
+                if history_labels is None:
+                    raise ValueError("config.label_token: the embedder needs the label of each history item")
+                if n == 0:
+                    parts.append(torch.zeros(b, 1, self.token_dim, device=self._device()))
+                else:
+                    parts.append(self.label_token(w, history_labels))
             if self.config.input_token:
                 parts.append(self.input_mlp(q).unsqueeze(1))  # (B, 1, token_dim)
         return torch.cat(parts, dim=1)

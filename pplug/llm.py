@@ -157,6 +157,17 @@ class FrozenLLM(nn.Module):
         # no special tokens: prompt and target are glued as ids; EOS is added explicitly where it belongs
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
+    @torch.no_grad()
+    def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, token_dim) float32 on the CPU: the mean input embedding of each text's tokens (a label's own token
+        for single-token labels), the LLM-native start of the embedder's label table."""
+        rows = []
+        for ids in self._tokenize(texts):
+            if not ids:
+                raise ValueError(f"text_embeddings: a text of {list(texts)!r} has no tokens")
+            rows.append(self.embed(torch.tensor(ids)).float().mean(dim=0).cpu())
+        return torch.stack(rows)
+
     def single_token(self, choices: Sequence[str]) -> bool:
         """True when every choice is one token (then `forward(choices=...)` scores them in the loss's pass)."""
         return all(len(ids) == 1 for ids in self._tokenize(choices))

@@ -82,8 +82,10 @@ class PPlugModel(nn.Module):
             llm.max_input_tokens, llm.max_target_tokens = config.max_input_tokens, config.max_target_tokens
         if history_encoder is None:
             history_encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device=llm.device)
+        labels = llm.text_embeddings(get_task(config.task).labels) if config.reads_label_embeddings else None
         embedder = UserEmbedder(config, encoder_dim=history_encoder.dim, token_dim=llm.token_dim,
-                                token_norm=llm.token_norm, sentence_encoder=history_encoder.model)
+                                token_norm=llm.token_norm, sentence_encoder=history_encoder.model,
+                                label_embeddings=labels)
         return cls(config, llm, history_encoder, embedder).to(llm.device)
 
     # --- parameters ---
@@ -149,7 +151,7 @@ class PPlugModel(nn.Module):
         return emb.to(self.device), mask.to(self.device)
 
     def prefix(self, batch: PPlugBatch) -> torch.Tensor:
-        """Soft prompt per row: (B, P, token_dim) = [instruction; user tokens; statistics; input token]."""
+        """Soft prompt per row: (B, P, token_dim) = [instruction; user tokens; statistics; labels; input token]."""
         emb, mask = self.history_tensors(batch.histories)
         queries = None
         if self.embedder.needs_query:
@@ -161,7 +163,13 @@ class PPlugModel(nn.Module):
                 raise ValueError("this model reads the user's history statistics (config.user_stats): build the "
                                  "batch with pplug.baselines.build_batch, or pass PPlugBatch(history_stats=...)")
             stats = torch.tensor(batch.history_stats, dtype=torch.float32)
-        return self.embedder(emb, mask, queries, stats)
+        labels = None
+        if self.config.reads_history_labels:
+            if batch.history_labels is None:
+                raise ValueError("this model reads the label of each history item (config.label_token): build the "
+                                 "batch with pplug.baselines.build_batch, or pass PPlugBatch(history_labels=...)")
+            labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
+        return self.embedder(emb, mask, queries, stats, labels)
 
     # --- the three uses ---
 
@@ -312,7 +320,7 @@ class PPlugModel(nn.Module):
         config, meta = cls.load_checkpoint_config(ckpt_dir)
         if config_overrides:
             fixed = {"num_user_tokens", "use_instruction", "input_encoder", "aggregation", "user_stats", "input_token",
-                     "task", "base_model_name_or_path", "encoder_name_or_path", "method"}
+                     "label_token", "stats_init", "task", "base_model_name_or_path", "encoder_name_or_path", "method"}
             bad = sorted(set(config_overrides) & fixed)
             if bad:
                 raise CheckpointError(f"{ckpt_dir}: {bad} define the saved weights and cannot be overridden")
@@ -373,6 +381,17 @@ def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float
     w = (n / (n + k)).unsqueeze(-1)  # (B, 1): the weight of the user's own shares
     probs = (1 - w) * logp.float().softmax(dim=-1).cpu() + w * shares  # (B, C)
     return probs.clamp_min(1e-12).log().to(logp.device)
+
+
+def history_label_tensor(history_labels: Sequence[Sequence[int]], max_history: int, n: int) -> torch.Tensor:
+    """(B, n) long: each row's `max_history` most recent label indices, left-aligned like `history_tensors`'s
+    items, -1 where a row is shorter."""
+    out = torch.full((len(history_labels), n), -1, dtype=torch.long)
+    for i, row in enumerate(history_labels):
+        kept = list(row)[-max_history:] if row else []
+        if kept:
+            out[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
+    return out
 
 
 def _task_max_new_tokens(task: str, fallback: int) -> int:

@@ -66,6 +66,9 @@ def embed_user(checkpoint: str | Path, items: Sequence[dict], task: str | None =
     folder = resolve_checkpoint(checkpoint)
     config, meta = PPlugModel.load_checkpoint_config(folder)
     spec = get_task(task or config.task)
+    if config.reads_history_labels:
+        raise ValueError(f"{folder}: this checkpoint reads the label of each history item (label_token), which a "
+                         "user vector does not carry; serve this user by id instead")
     if encoder is None:
         encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=":memory:")
     want = (meta.get("encoder") or {}).get("identity")

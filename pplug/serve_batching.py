@@ -58,7 +58,7 @@ from .data import Example
 from .fast_adapt import GENERATE_PERSONA_CHARS
 from .history import top_k
 from .inference import decode
-from .model import PPlugBatch, PPlugModel, mix_history_prior
+from .model import PPlugBatch, PPlugModel, history_label_tensor, mix_history_prior
 from .persona import render
 from .runtime import resolve_device
 from .store import UnknownUserError, UserStoreBase
@@ -428,7 +428,10 @@ class Engine:
         if model.config.reads_history_stats:  # the same items the embeddings cover
             stats = torch.tensor([r.ctx.stats if r.ctx.stats is not None else spec.history_stats(r.ctx.items[-n_max:])
                                   for r in rows])
-        prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats)  # (B, P, D)
+        labels = None
+        if model.config.reads_history_labels:  # the same items the embeddings cover (stored users only)
+            labels = history_label_tensor([spec.history_label_indices(r.ctx.items[-n_max:]) for r in rows], n_max, n)
+        prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats, labels)  # (B, P, D)
         outs: list[dict] = [{} for _ in rows]
         if spec.labels:
             groups = {None: list(range(len(rows)))}

@@ -263,6 +263,10 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
             if body.user is not None:
                 raise APIError(400, "send either user or user_vector, not both", "invalid_request_error", "user_vector")
             snap = engine.snapshot
+            if snap.model.config.reads_history_labels:  # the label of each item is what privacy mode never sends
+                raise APIError(400, "this checkpoint reads the label of each history item (label_token), which a "
+                               "user_vector does not carry: send a stored user id", "invalid_request_error",
+                               "user_vector", "unsupported")
             try:
                 stats_dim = engine.spec.stats_dim if snap.model.config.reads_history_stats else None
                 emb, stats = parse_user_vector(body.user_vector, engine.encoder.identity, engine.encoder.dim,

@@ -165,26 +165,37 @@ class TaskSpec:
         size = math.log1p(len(items)) / _HISTORY_SIZE_LOG
         if not self.output_field:
             return [size]
-        values = [str(it.get(self.output_field, "")).strip() for it in items]
         if self.labels:
             counts = [0.0] * len(self.labels)
-            index = {label: i for i, label in enumerate(self.labels)}
-            for v in values:
-                if self.is_rating:  # "5", "5.0" and 5 are the same score
-                    try:
-                        v = str(int(float(v)))
-                    except ValueError:
-                        continue
-                if v in index:
-                    counts[index[v]] += 1
+            for c in self.history_label_indices(items):
+                if c >= 0:
+                    counts[c] += 1
             total = sum(counts)
             return [c / total if total else 0.0 for c in counts] + [size]
+        values = [str(it.get(self.output_field, "")).strip() for it in items]
         lengths = [math.log1p(len(v.split())) / math.log(65) for v in values if v]
         if not lengths:
             return [0.0, 0.0, size]
         mean = sum(lengths) / len(lengths)
         spread = math.sqrt(sum((x - mean) ** 2 for x in lengths) / len(lengths))
         return [mean, spread, size]
+
+    def history_label_indices(self, items: Sequence[dict]) -> list[int]:
+        """The index in `labels` of each item's output (what `label_token` reads), -1 where the item holds no known
+        label; ratings read "5", "5.0" and 5 as the same score. All -1 for tasks without labels in the history."""
+        if not (self.labels and self.output_field):
+            return [-1] * len(items)
+        index = {label: i for i, label in enumerate(self.labels)}
+        out = []
+        for it in items:
+            v = str(it.get(self.output_field, "")).strip()
+            if self.is_rating:
+                try:
+                    v = str(int(float(v)))
+                except ValueError:
+                    v = ""
+            out.append(index.get(v, -1))
+        return out
 
     def history_label_shares(self, stats: Any) -> tuple[Any, Any]:
         """`history_stats` of a label task read back from a (B, stats_dim) tensor: the (B, C) label shares and

@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import grad_norm
 
+from .batch import PPlugBatch
 from .callbacks import LogProgress
 from .config import PPlugConfig
 from .datamodule import Collator, LaMPBatch, LaMPDataModule
@@ -151,19 +152,22 @@ class PPlugLitModule(L.LightningModule):
         """Batches are text; the model tokenises and moves tensors itself."""
         return batch
 
-    def _drop_history(self, histories: list[list[str]]) -> list[list[str]]:
-        """PPlug's augmentation: with prob `history_dropout`, drop a random 1-50% of a row's items."""
+    def _drop_history(self, batch: PPlugBatch) -> PPlugBatch:
+        """PPlug's augmentation: with prob `history_dropout`, drop a random 1-50% of a row's items (and their labels)."""
         p = self.hparams.history_dropout
         if p <= 0:
-            return histories
-        out = []
-        for hist in histories:
+            return batch
+        histories, labels = [], [] if batch.history_labels is not None else None
+        for i, hist in enumerate(batch.histories):
+            keep = range(len(hist))
             if len(hist) > 1 and self._rng.random() < p:
                 n_drop = max(1, round(len(hist) * self._rng.uniform(0.01, 0.5)))
                 drop = set(self._rng.sample(range(len(hist)), min(n_drop, len(hist) - 1)))
-                hist = [h for i, h in enumerate(hist) if i not in drop]
-            out.append(hist)
-        return out
+                keep = [j for j in keep if j not in drop]
+            histories.append([hist[j] for j in keep])
+            if labels is not None:
+                labels.append([batch.history_labels[i][j] for j in keep])
+        return replace(batch, histories=histories, history_labels=labels)
 
     # --- steps ---
 
@@ -171,7 +175,7 @@ class PPlugLitModule(L.LightningModule):
         """Loss on the targets (all stages) and, for val/test, predictions collected for scoring."""
         b = batch.batch
         if stage == "train" and self.hparams.history_dropout > 0:
-            b = replace(b, histories=self._drop_history(b.histories))
+            b = self._drop_history(b)
         loss, probs = None, None
         if b.targets is not None:
             if stage != "train" and self.model.scores_labels_with_loss:  # loss and label scores in one pass

@@ -329,6 +329,87 @@ def test_history_stats_token_reads_the_users_outputs(tiny_config, shared, tmp_pa
     torch.testing.assert_close(loaded.prefix(batch), model.prefix(batch))
 
 
+def test_stats_token_starts_as_the_users_soft_label(tiny_config, shared, tmp_path):
+    """`stats_init: labels`: at init S_u is exactly sum_c share_c * E_c (the LLM's own label token embeddings), and
+    training reaches both the label table and the MLP."""
+    from pplug.baselines import build_batch
+    from pplug.data import Example
+    from pplug.tasks import get_task
+
+    cfg = dataclasses.replace(tiny_config, user_stats=True, stats_init="labels")
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    task = get_task("LaMP_3")
+    table = shared[0].text_embeddings(task.labels)  # (5, D)
+    review = "What is the score of the following review? review: fine"
+    fives = [{"id": f"{i}", "text": "an album", "score": "5"} for i in range(4)]
+    mixed = [dict(it, score=s) for it, s in zip(fives, "1155")]
+    batch = build_batch(task, [Example("a", review, fives, "5"), Example("b", review, mixed, "1")], "pplug")
+    stats_token = model.prefix(batch)[:, -1]  # (2, D)
+    torch.testing.assert_close(stats_token[0], table[4])
+    torch.testing.assert_close(stats_token[1], (table[0] + table[4]) / 2)
+    model(batch).backward()
+    assert model.embedder.label_table.grad.abs().sum() > 0
+    assert model.embedder.stats_mlp[-1].weight.grad.abs().sum() > 0
+    loaded = PPlugModel.from_pretrained(model.save_pretrained(tmp_path / "ck"), llm=shared[0],
+                                        history_encoder=shared[1])
+    assert loaded.config.stats_init == "labels"
+    torch.testing.assert_close(loaded.prefix(batch), model.prefix(batch))
+
+
+def test_label_token_weighs_the_labels_of_past_items_by_the_attention(tiny_config, shared, tmp_path):
+    """`label_token`: A_u = sum_i w_i E_{y_i} with the attention's own weights over the labelled items; a cold-start
+    row gets zeros; the token follows the labels alone; it needs the labels and round-trips."""
+    from pplug.baselines import build_batch
+    from pplug.checkpoints import CheckpointError
+    from pplug.data import Example
+    from pplug.tasks import get_task
+
+    cfg = dataclasses.replace(tiny_config, label_token=True, temperature=0.1)
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    task = get_task("LaMP_3")
+    table = model.embedder.label_table.detach()  # (5, D), the LLM's label tokens at init
+    torch.testing.assert_close(table, shared[0].text_embeddings(task.labels))
+    history = [{"id": "1", "text": "wonderful, loved it", "score": "5"},
+               {"id": "2", "text": "dreadful and boring", "score": "1"},
+               {"id": "3", "text": "no score given", "score": "n/a"}]  # no label: left out of A_u
+    review = "What is the score of the following review? review: wonderful, loved it"
+    rows = [Example("a", review, history, "5"), Example("b", review, [], "5")]
+    batch = build_batch(task, rows, "pplug")
+    assert batch.history_labels == [[4, 0, -1], []]
+    prefix = model.prefix(batch)  # (2, instruction + user + label token, D)
+    assert prefix.shape[1] == model.embedder.num_prefix_tokens == 3
+    emb, mask = model.history_tensors(batch.histories)
+    w = model.embedder.attention_weights(emb, mask, model.embedder.embed_query(batch.queries))[0, :2].detach()
+    assert w[0] > w[1]  # the item like the input weighs more
+    torch.testing.assert_close(prefix[0, -1], (w[0] * table[4] + w[1] * table[0]) / (w[0] + w[1]))
+    assert prefix[1, -1].abs().max() == 0  # cold start
+    flipped = dataclasses.replace(batch, history_labels=[[0, 4, -1], []])
+    assert (model.prefix(flipped)[0, -1] - prefix[0, -1]).abs().max() > 1e-3
+    torch.testing.assert_close(model.prefix(flipped)[0, :-1], prefix[0, :-1])  # only the label token moved
+    with pytest.raises(ValueError, match="label of each history item"):
+        model.prefix(dataclasses.replace(batch, history_labels=None))
+    with pytest.raises(ValueError, match="history_labels"):
+        dataclasses.replace(batch, history_labels=[[4, 0], []])
+    folder = model.save_pretrained(tmp_path / "ck")
+    loaded = PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1])
+    torch.testing.assert_close(loaded.prefix(batch), prefix)
+    with pytest.raises(CheckpointError, match="label_token"):
+        PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1], label_token=False)
+
+
+def test_label_reading_fields_need_a_task_whose_history_holds_labels(tiny_config):
+    from pplug.config import PPlugConfig
+
+    with pytest.raises(ValueError, match="label_token applies to label tasks"):
+        PPlugConfig(**{**tiny_config.to_dict(), "task": "LaMP_5", "label_token": True})
+    with pytest.raises(ValueError, match="stats_init: labels applies"):
+        PPlugConfig(**{**tiny_config.to_dict(), "task": "LaMP_1", "user_stats": True, "stats_init": "labels"})
+    with pytest.raises(ValueError, match="stats_init must be"):
+        PPlugConfig(**{**tiny_config.to_dict(), "stats_init": "zeros"})
+
+
 def test_input_token_round_trips_and_cannot_be_overridden(tiny_config, shared, tmp_path):
     """A checkpoint with `input_token` rebuilds from its folder alone, gives the same prefix, and refuses to load
     with the field flipped (it defines the saved weights)."""

@@ -439,3 +439,42 @@ def test_history_mix_checkpoint_serves_the_mixed_distribution(tiny_config, tmp_p
         batch = user_batch(store, "lover", [spec.make_input(text)], spec, max_history=8,
                            encoder=model.history_encoder, budget=model.llm.prompt_budget())
     assert _close(got, model.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-5)
+
+
+def test_label_token_checkpoint_serves_what_the_library_computes(tiny_config, tmp_path):
+    """A `label_token` checkpoint reads each stored item's label in the server as in the library; privacy mode,
+    whose document carries no per-item labels, is refused with a clear 400 (and `embed_user` says why)."""
+    from pplug.adapt import user_batch
+    from pplug.model import PPlugModel
+    from pplug.private import embed_user
+    from pplug.server import create_app
+    from pplug.store import UserStore
+    from pplug.tasks import get_task
+
+    root = tmp_path / "run"
+    cfg = dataclasses.replace(tiny_config, max_history=8, label_token=True, user_stats=True, stats_init="labels")
+    PPlugModel.from_config(cfg, cache_path=":memory:").save_pretrained(root / "final")
+    with pytest.raises(ValueError, match="label_token"):
+        embed_user(root / "final", LOVER)
+    app = create_app(root, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=4, window_ms=10,
+                     reload_interval=3600, model_name="pplug-run", embedding_cache=tmp_path / "emb.sqlite",
+                     expose_soft_prompts=True)
+    srv = Server(app)
+    text = "the acting was okay I guess"
+    try:
+        _user(srv, "lover", LOVER + HATER[:2])
+        resp = srv.complete(text, user="lover")
+        got, soft = _probs(resp), _soft(resp)
+        private = srv.complete(text, user_vector={"embeddings": [], "encoder": "x", "task": "LaMP_3", "dim": 1})
+    finally:
+        srv.close()
+    assert private.status_code == 400 and "label_token" in private.text
+    model = PPlugModel.from_pretrained(root / "final", cache_path=":memory:")
+    spec = get_task("LaMP_3")
+    with UserStore(tmp_path / "store.sqlite") as store:
+        batch = user_batch(store, "lover", [spec.make_input(text)], spec, max_history=8,
+                           encoder=model.history_encoder, budget=model.llm.prompt_budget())
+    assert batch.history_labels == [[4] * 6 + [0] * 2]
+    torch = pytest.importorskip("torch")
+    torch.testing.assert_close(soft, model.prefix(batch)[0].float(), atol=1e-5, rtol=1e-5)
+    assert _close(got, model.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-5)

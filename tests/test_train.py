@@ -222,16 +222,20 @@ def test_test_questions_are_not_the_validation_questions(synth_dir):
 
 
 def test_history_dropout_keeps_order_and_drops_some(tiny_config, tmp_path):
+    from pplug.batch import PPlugBatch
     from pplug.train_module import PPlugLitModule
 
     m = PPlugLitModule(base_model_name_or_path=tiny_config.base_model_name_or_path,
                        encoder_name_or_path=tiny_config.encoder_name_or_path, history_dropout=1.0,
                        embedding_cache=str(tmp_path / "c.sqlite"), input_encoder="frozen")
     hist = [[f"item {i}" for i in range(20)] for _ in range(50)]
-    out = m._drop_history(hist)
-    for h in out:
+    labels = [list(range(20)) for _ in range(50)]  # item i carries label i: the labels must follow their items
+    batch = PPlugBatch(prompts=["p"] * 50, queries=["q"] * 50, histories=hist, history_labels=labels)
+    out = m._drop_history(batch)
+    for h, y in zip(out.histories, out.history_labels):
         assert 10 <= len(h) <= 19  # 1-50% of 20 items dropped
         assert h == sorted(h, key=lambda s: int(s.split()[1]))
+        assert y == [int(s.split()[1]) for s in h]
 
 
 def _responsive_tiny_llm(tokenizer_dir: Path, out: Path) -> Path:
