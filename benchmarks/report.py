@@ -277,6 +277,21 @@ def make_train(results: Path, name: str = "make_train.json") -> str:
             f"{m.get('dtype', nr)})")
 
 
+def init_reading(results: Path) -> str:
+    """bench_init_reading: what the frozen LLM reads from untrained prefixes (correlations of its expected rating
+    with the user's mean score, the attended past scores and the gold; the median decoding's MAE), and the floors."""
+    name = "init_reading"
+    if not (Path(results) / f"{name}.json").is_file():
+        return "_no results file yet: run `python benchmarks/bench_init_reading.py --out ...`_"
+    d = load(results, name)
+    header = ["untrained prefix", "r(user's mean score)", "r(attended past scores)", "r(gold)", "MAE (median)"]
+    body = [[k, f"{r['r_user_mean']:+.3f}", f"{r['r_attended_labels']:+.3f}", f"{r['r_gold']:+.3f}",
+             f"{r['mae']:.3f}"] for k, r in d["rows"].items()]
+    body += [[f"floor: {k}", "", "", "", f"{v:.3f}"] for k, v in d["floors_mae"].items()]
+    return (markdown_table(header, body) + f"\n\n{d['n']} dev questions of the synthetic default; r is Pearson's "
+            "correlation of the expected rating (softmax over 1-5) with each quantity.\n\n" + sources(results, [name]))
+
+
 def attention(results: Path) -> str:
     """bench_attention: how many history items the input-aware attention reads, and how much of its mass lands
     on the past reviews of the input's sentiment, per temperature: a fresh embedder, and the `make train`
@@ -636,6 +651,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "make_train_100_steps": lambda results: make_train(results, "make_train_100_steps.json"),
     "make_train_label_loss": lambda results: make_train(results, "make_train_label_loss.json"),
     "make_train_lr2e-3_clip": lambda results: make_train(results, "make_train_lr2e-3_clip.json"),
+    "make_train_without_label_tokens": lambda results: make_train(results, "make_train_without_label_tokens.json"),
+    "init_reading": init_reading,
     "rating_shift": rating_shift,
     "attention": attention,
     "summary_music": T(
