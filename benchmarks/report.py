@@ -653,6 +653,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "make_train_lr2e-3_clip": lambda results: make_train(results, "make_train_lr2e-3_clip.json"),
     "make_train_without_label_tokens": lambda results: make_train(results, "make_train_without_label_tokens.json"),
     "init_reading": init_reading,
+    "make_train_encoder_lr3e-4": lambda results: make_train(results, "make_train_encoder_lr3e-4.json"),
     "rating_shift": rating_shift,
     "attention": attention,
     "summary_music": T(
