@@ -42,6 +42,8 @@ VARIANTS: dict[str, list[str]] = {
     "base": [],
     # PPlug's augmentation: every training row loses a random 1-50% of its history items
     "history-drop": ["--model.history_dropout", "1.0"],
+    # the synthetic default's label tokens: the user's shares as a soft label, and the attended past scores
+    "label-tokens": ["--model.stats_init", "labels", "--model.label_token", "true"],
 }
 SETS = {"music_topic_shift": "configs/real/music_ratings.yaml", "synth_ratings_shift": "configs/synth_ratings.yaml"}
 
