@@ -206,7 +206,7 @@ class PPlugConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         reads_labels = {"label_token": self.label_token,
-                        "stats_init: labels": self.user_stats and self.stats_init == "labels"}
+                        "stats_init: labels": self.stats_reads_labels}
         for name, on in reads_labels.items():
             if on and not (task.labels and task.output_field):
                 raise ValueError(f"{name} applies to label tasks whose history holds the labels, not {task.name}")
@@ -233,7 +233,12 @@ class PPlugConfig:
     @property
     def reads_label_embeddings(self) -> bool:
         """Whether the embedder keeps a table of the LLM's label token embeddings (`label_token`, `stats_init`)."""
-        return self.use_user_embedding and (self.label_token or (self.user_stats and self.stats_init == "labels"))
+        return self.use_user_embedding and (self.label_token or self.stats_reads_labels)
+
+    @property
+    def stats_reads_labels(self) -> bool:
+        """Whether the statistics token adds the share-weighted label embeddings (`user_stats` + `stats_init`)."""
+        return self.user_stats and self.stats_init == "labels"
 
     @property
     def use_user_embedding(self) -> bool:

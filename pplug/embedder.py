@@ -132,7 +132,7 @@ class UserEmbedder(nn.Module):
             if config.user_stats:
                 self.stats_dim = get_task(config.task).stats_dim
                 self.stats_mlp = _mlp(self.stats_dim, token_dim, token_dim)
-                if self.stats_reads_labels:  # S_u starts as the user's soft label; the MLP learns the rest
+                if self.config.stats_reads_labels:  # S_u starts as the user's soft label; the MLP learns the rest
                     nn.init.zeros_(self.stats_mlp[-1].weight)
                     nn.init.zeros_(self.stats_mlp[-1].bias)
                 else:
@@ -152,11 +152,6 @@ class UserEmbedder(nn.Module):
         extra = int(self.config.user_stats) + int(self.config.label_token) + int(self.config.input_token)
         user = (self.num_user_tokens + extra) * int(self.config.use_user_embedding)
         return int(self.config.use_instruction) + user
-
-    @property
-    def stats_reads_labels(self) -> bool:
-        """True when S_u adds the share-weighted label embeddings (`stats_init="labels"`)."""
-        return self.config.user_stats and self.config.stats_init == "labels"
 
     @property
     def needs_query_text(self) -> bool:
@@ -249,7 +244,7 @@ class UserEmbedder(nn.Module):
                              f"got {tuple(stats.shape)}")
         stats = stats.to(self._device()).float()
         out = self.stats_mlp(stats)  # (B, D)
-        if self.stats_reads_labels:
+        if self.config.stats_reads_labels:
             out = out + stats[:, : self.label_table.shape[0]] @ self.label_table  # shares (B, C) @ (C, D)
         return out.unsqueeze(1)
 
