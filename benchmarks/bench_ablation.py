@@ -11,10 +11,15 @@ encoder frozen or not, number of user tokens, mean instead of input-aware attent
 persona derived from the history written after the soft prompt.
 
 With `--seeds 0 1 2` every variant is trained once per seed (seed_everything and data.seed) and scored on
-the same dev questions; cells are mean ± sd over the seeds, and each variant gets paired bootstrap 95%
-intervals against `base`, `none` and the floors (`pplug.stats`; "leads" only where the interval excludes 0).
+the same dev questions; cells are mean ± sd over the seeds, and each variant (`base` too) gets paired bootstrap
+95% intervals against the other variants, `none` and the floors (`pplug.stats`; "leads" only where the interval
+excludes 0).
 
     python benchmarks/bench_ablation.py --set music_ratings --seeds 0 1 2 --variants base mean-attention
+
+Seeds can run side by side as separate processes on one `--checkpoints` folder (`--seeds 0`, `--seeds 1`, ...);
+a last run with every seed and `--reuse-preds` then reads each variant's predictions back (where they are newer
+than its weights and answer every question) and writes the pooled summary without decoding again.
 
 `--cold-start` scores the same trained variants on the cold-start shift check instead of dev: the same
 seeded dev questions with each user's history cut to the 4 latest items where fewer than 50 users are
@@ -30,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_lamp import ROOT, SETS, run_evaluate, train_method  # noqa: E402
+from bench_real_lamp import ROOT, SETS, earlier_predictions, run_evaluate, train_method  # noqa: E402
 from meta import run_meta  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -48,6 +53,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "paper": ("--model.user_stats", "false", "--model.aggregation", "input_aware"),
     "rating-loss": ("--model.rating_loss_weight", "1.0"),
     "input-token": ("--model.input_token", "true"),
+    "label-tokens": ("--model.stats_init", "labels", "--model.label_token", "true"),
 }
 """Variant name -> train.py overrides on top of the set's config. `base` is the set's config as it is: for the
 rating sets that already includes `user_stats` + `mixed` (configs/real/music_ratings.yaml), so there `paper`
@@ -76,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-batch-size", type=int, default=16)
     p.add_argument("--cold-start", action="store_true",
                    help="with --seeds: score on the cold-start slice of the dev questions instead of dev")
+    p.add_argument("--reuse-preds", action="store_true",
+                   help="with --seeds: read a variant's predictions from an earlier scoring of the same questions "
+                        "(newer than its weights) instead of decoding again, e.g. after seeds ran side by side")
     args = p.parse_args(argv)
     if args.cold_start and not args.seeds:
         p.error("--cold-start needs --seeds")
@@ -127,6 +136,7 @@ def run_seeds(args) -> int:
     from pplug.evaluate import floor_predictions
     from pplug.io import atomic_write_json
     from pplug.stats import comparison_lines, summarize, summary_table
+    from pplug.evaluate import scored_rows
     from pplug.inference import SCORED_DECODINGS, subsample
 
     data = Path(args.root) / args.set
@@ -144,6 +154,8 @@ def run_seeds(args) -> int:
         scored, split, max_examples, suffix = ckpt_root / "slices", "cold_start", None, ".cold_start"
         write_slice(scored, split, dev.task.name, cold, train_from=data)
         print(f"[{args.set}] cold-start slice: {note}", flush=True)
+    scored_split = load_split(scored, split)
+    scored_golds = {ex.id: ex.output for ex in subsample(scored_split.examples, max_examples, args.seed)}
     preds: dict[str, dict[str, dict[str, str]]] = {}
     train_s: dict[str, dict[str, float]] = {}
     for i, seed in enumerate(args.seeds):
@@ -161,15 +173,27 @@ def run_seeds(args) -> int:
                 mark.write_text(f"{seconds}\n")
             train_s.setdefault(name, {})[label] = seconds
             first = i == 0 and j == 0  # `none` and the floors do not depend on the seed or the variant
-            report = run_evaluate(args, [f"pplug={ck / name}"], scored, split,
-                                  methods=["none", "pplug"] if first else ["pplug"], max_examples=max_examples,
-                                  decodings=SCORED_DECODINGS, out=str(ck / "eval" / f"{name}{suffix}.json"),
-                                  floors=False,
-                                  seed=args.seed, progress=False, persona=name == "persona")
-            for row, path in report["files"].items():
-                preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = load_outputs(path)[1]
-            print(f"[{args.set}] seed {seed} {name}: {seconds:.0f} s; "
-                  f"{json.dumps({k: v for k, v in report['metrics'].items() if k.startswith('pplug')})}", flush=True)
+            methods = ["none", "pplug"] if first else ["pplug"]
+            stem = ck / "eval" / f"{name}{suffix}"
+            earlier = None
+            if args.reuse_preds:  # a variant scored by an earlier run of one seed (runs of seeds side by side)
+                rows = [r for m in methods for r in scored_rows(scored_split.task, m, SCORED_DECODINGS)]
+                earlier = earlier_predictions(stem, rows, ck / name / "final", scored_golds)
+            if earlier:
+                files = earlier
+                print(f"[{args.set}] seed {seed} {name}: {seconds:.0f} s; reusing its predictions in {stem.parent}",
+                      flush=True)
+            else:
+                report = run_evaluate(args, [f"pplug={ck / name}"], scored, split, methods=methods,
+                                      max_examples=max_examples, decodings=SCORED_DECODINGS,
+                                      out=str(stem.with_suffix(".json")), floors=False,
+                                      seed=args.seed, progress=False, persona=name == "persona")
+                files = {row: load_outputs(path)[1] for row, path in report["files"].items()}
+                print(f"[{args.set}] seed {seed} {name}: {seconds:.0f} s; "
+                      f"{json.dumps({k: v for k, v in report['metrics'].items() if k.startswith('pplug')})}",
+                      flush=True)
+            for row, p in files.items():
+                preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = p
     dev = load_split(scored, split)
     examples = subsample(dev.examples, max_examples, args.seed)
     try:
@@ -179,9 +203,8 @@ def run_seeds(args) -> int:
     for floor, p in floor_predictions(dev.task, examples, train_golds).items():
         preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
     golds = {ex.id: ex.output for ex in examples}
-    variant_rows = [r for r in preds if r.startswith("pplug ") and not r.startswith("pplug base")]
-    refs = variant_rows or [r for r in preds if r.startswith("pplug base")]
-    summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed)
+    refs = [r for r in preds if r.startswith("pplug ")]  # every variant, base too, against every row
+    summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed, compare_refs=True)
     atomic_write_json(out, {"meta": run_meta(device=args.device), "settings": {k: v for k, v in vars(args).items()
                                                                           if k != "train_args"},
                             "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,

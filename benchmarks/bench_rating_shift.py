@@ -44,6 +44,8 @@ VARIANTS: dict[str, list[str]] = {
     "history-drop": ["--model.history_dropout", "1.0"],
     # the synthetic default's label tokens: the user's shares as a soft label, and the attended past scores
     "label-tokens": ["--model.stats_init", "labels", "--model.label_token", "true"],
+    # and the input encoder's embedding of the review as one more prefix vector (reads the new domain's wording)
+    "label-tokens-input": ["--model.stats_init", "labels", "--model.label_token", "true", "--model.input_token", "true"],
 }
 SETS = {"music_topic_shift": "configs/real/music_ratings.yaml", "synth_ratings_shift": "configs/synth_ratings.yaml"}
 

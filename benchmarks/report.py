@@ -420,10 +420,9 @@ def history_mix_heldout(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
-def rating_shift(results: Path) -> str:
+def rating_shift(results: Path, name: str = "rating_shift") -> str:
     """bench_rating_shift: each variant's decodings on the shifted users and in-domain, against always-5 (MAE of
     the median) and the user's mean rating (RMSE of the expected rating), paired intervals over questions."""
-    name = "rating_shift"
     if not (Path(results) / f"{name}.json").is_file():
         return "_no results file yet: run `python benchmarks/bench_rating_shift.py`_"
     d = load(results, name)
@@ -464,6 +463,43 @@ def rating_shift(results: Path) -> str:
         out.append(f"**{set_name}**: {s['note']}. Floors: {'; '.join(floors)}.\n\n" + markdown_table(header, body))
     return "\n\n".join(out) + ("\n\nEach cell: mean ± sd over seeds, then the paired bootstrap 95% interval of the row "
                               "minus the floor (seeds pooled per question; below 0 is better).\n\n") + sources(results, [name])
+
+
+RATINGS_ANY_DOMAIN = (  # (label, results file, rating_shift split or None, the row as that file names it)
+    ("music_ratings dev, in-domain", "ablation_music_ratings_label_tokens", None, "pplug label-tokens"),
+    ("music_topic_shift: shifted users", "rating_shift_music_label_tokens", "dev", "pplug+mix"),
+    ("music_topic_shift: fitted users' dev", "rating_shift_music_label_tokens", "indomain", "pplug+mix"),
+    ("synthetic shift: another product domain", "rating_shift_synth_label_tokens", "dev", "pplug+mix"),
+    ("synthetic shift: the same users unshifted", "rating_shift_synth_label_tokens", "indomain", "pplug+mix"),
+)
+"""The rows of the `ratings_any_domain` table: where configs/real/ratings_any_domain.yaml was scored."""
+
+
+def ratings_any_domain(results: Path) -> str:
+    """configs/real/ratings_any_domain.yaml in-domain and under each shift check: MAE (median) against always-5 and
+    RMSE (expected) against the user's mean, with the paired intervals (3 seeds, seeds pooled per question)."""
+    body, used = [], []
+    for label, name, split, row in RATINGS_ANY_DOMAIN:
+        if not (Path(results) / f"{name}.json").is_file():
+            body.append([label, "_no results file yet_", "", "", ""])
+            continue
+        d = load(results, name)
+        if split is None:
+            summ = summaries(d)["dev"]
+        else:
+            ((_, s),) = d["sets"].items()
+            summ = s["variants"]["label-tokens"][split]["dev"]
+        used.append(name)
+        line = [f"{label} (n={summ['n']})"]
+        for dec, metric, floor in (("median", "mae", "floor: always-5"), ("expected", "rmse", "floor: user mean rating")):
+            key = row_key(row, dec)
+            line.append(fmt_value(list(summ["cells"][key][metric]["values"].values())))
+            c = summ["comparisons"].get(key, {}).get(floor, {}).get(metric)
+            line.append(fmt_interval(metric, c) if c else "")
+        body.append(line)
+    header = ["configs/real/ratings_any_domain.yaml, 3 seeds", "MAE (median) ↓", "minus always 5",
+              "RMSE (expected) ↓", "minus the user's mean"]
+    return markdown_table(header, body) + "\n\n" + sources(results, list(dict.fromkeys(used)))
 
 
 def serve_demo(results: Path) -> str:
@@ -516,6 +552,104 @@ def lora_hub_cost(results: Path) -> str:
         note += (f" Batch {', '.join(missing)} asked for but not measured: the run was stopped at its time limit "
                  f"(the sizes above took {d['seconds']:.0f} s).")
     return markdown_table(header, body) + "\n\n" + note + "\n\n" + sources(results, [name])
+
+
+LORA_HUB_SLICES = ("cold-start", "time-shift", "time-shift-dev")
+"""The shift slices bench_lora_hub.py may score besides dev, in column order (one column each where present)."""
+
+
+def lora_hub_files(results: Path) -> list[str]:
+    """The results files of bench_lora_hub.py in `results` (lora_hub_<set>.json; not lora_hub_cost.json)."""
+    return sorted(p.stem for p in Path(results).glob("lora_hub_*.json")
+                  if _load(p).get("benchmark") == "bench_lora_hub")
+
+
+def lora_hub(results: Path) -> str:
+    """bench_lora_hub: per results file, the rows (`none`, `pplug`, `lora-hub`, `pplug+lora-hub`, floors) on dev and
+    each shift slice; the paired intervals of each hub row minus `pplug`, `none` and the floors; the OPPU users'
+    questions with every row restricted to them and OPPU minus each; a verdict line that says where the hub does
+    not help; and the training seconds per seed."""
+    from pplug.stats import interval_verdict, mean_sd
+    from pplug.tasks import get_task
+
+    names = lora_hub_files(results)
+    if not names:
+        return "_no results file yet: run `python benchmarks/bench_lora_hub.py --set SET`_"
+    parts: list[str] = []
+    for name in names:
+        d = load(results, name)
+        ((set_name, e),) = d["sets"].items()
+        task, slices = get_task(e["task"]), e["slices"]
+        dev = slices["dev"]
+        if task.is_rating:
+            main = [Col("MAE (median) ↓", "mae", "median", file=name), Col("RMSE (expected) ↓", "rmse", "expected",
+                                                                          file=name)]
+        else:
+            main = [Col("ROUGE-1 ↑", "rouge1", file=name), Col("ROUGE-L ↑", "rougeL", file=name)]
+        cols = list(main)
+        for key in LORA_HUB_SLICES:
+            if key in slices:
+                cols += [Col(f"{key} {c.header.split(' (')[0].rstrip(' ↑↓')} (n={slices[key]['n']})", c.metric,
+                             c.dec, key, name) for c in main[:1]]
+        floors = [Row(r, r) for r in dev["cells"] if r.startswith("floor:")]
+        rows = [Row("none", "none (frozen LLM)"), Row("pplug", "pplug"), Row("lora-hub", "**lora-hub**"),
+                Row("pplug+lora-hub", "**pplug+lora-hub**"), *floors]
+        used: list[str] = [name]
+        seeds = e["seeds"]
+        body = [[r.label, *(_cell(results, r, c)[1] for c in cols)] for r in rows]
+        n_seeds = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        out = [markdown_table([f"{set_name} (dev n={dev['n']}), {n_seeds}", *(c.header for c in cols)],
+                              body)]
+        pairs = [("pplug+lora-hub", "pplug"), ("pplug+lora-hub", "none"), ("lora-hub", "pplug"), ("lora-hub", "none"),
+                 ("pplug", "none"), *((ref, f.key) for ref in ("pplug+lora-hub", "lora-hub", "pplug") for f in floors)]
+        body = [[f"{ref} minus {other}", *(_interval(results, Row(other, other, ref=ref), c, used) for c in cols)]
+                for ref, other in pairs]
+        out.append(markdown_table(["paired 95% interval", *(c.header.replace(f" (n={slices[c.slice]['n']})", "")
+                                                             for c in cols)], body))
+        said, helps = [], False
+        for ref, other in (("lora-hub", "none"), ("lora-hub", "pplug"), ("pplug+lora-hub", "pplug")):
+            words = []
+            for c in main:
+                comp = dev["comparisons"].get(row_key(ref, c.dec), {}).get(row_key(other, c.dec), {}).get(c.metric)
+                if comp:
+                    v = interval_verdict(c.metric, (comp["diff"], comp["lo"], comp["hi"])).split(" ")[0]
+                    words.append(f"{c.header.split(' (')[0]} {v}")
+                    helps = helps or v == "leads"
+            if words:
+                said.append(f"`{ref}` minus `{other}`: {', '.join(words)}")
+        verdict = (f"On dev, {'; '.join(said)}. "
+                   + ("The hub does not help at this model size and budget: no dev interval excludes 0 in its favour."
+                      if not helps else "Leads: the interval excludes 0 in the hub's favour; tie: no measurable "
+                                        "effect at this size and budget; behind: worse."))
+        out.append(verdict)
+        if "oppu" in slices:
+            o = slices["oppu"]
+            o_cols = [Col(c.header, c.metric, c.dec, "oppu", name) for c in main]
+            o_rows = [Row("oppu", "**OPPU** (a LoRA per user)"), *rows]
+            body = [[r.label, *(_cell(results, r, c)[1] for c in o_cols),
+                     *(_interval(results, Row(r.key, r.label, ref="oppu"), c, used) if r.key != "oppu" else ""
+                       for c in o_cols)] for r in o_rows]
+            header = [f"OPPU users' dev questions (n={o['n']}, {len(o.get('users', {}))} users)",
+                      *(c.header for c in o_cols), *(f"OPPU minus row: {c.header.rstrip(' ↑↓')}" for c in o_cols)]
+            out.append(markdown_table(header, body))
+        secs = []
+        for what, label in (("pplug", "PPlug"), ("hub", "the hub"), ("oppu", "OPPU")):
+            vals = [v for v in e["train_seconds"].get(what, {}).values() if v is not None]
+            if vals:
+                m, sd = mean_sd(vals)
+                secs.append(f"{label} {m:.0f}" + (f" ± {sd:.0f}" if sd is not None else "") + " s")
+        s = d["settings"]
+        retr = list(e.get("retrieval", {}).values())
+        cold = (f"; {retr[0]['cold_start']} of the {dev['n']} dev questions' users are cold start (the general "
+                f"adapter)" if retr else "")
+        pplug = (f"PPlug reused from `{s['pplug_checkpoints']}`" if s.get("pplug_checkpoints")
+                 else f"PPlug {s['max_steps']} steps")
+        out.append(f"Training per seed: {', '.join(secs)} (K = {s['k']} groups, <= {s['hub_steps']} steps per hub "
+                   f"adapter, {pplug}, OPPU <= {s['oppu_steps']} steps per user, batch {s['batch_size']}, "
+                   f"{s['max_train']} training questions){cold}.")
+        out.append(sources(results, used))
+        parts.append("\n\n".join(out))
+    return "\n\n".join(parts)
 
 
 # --- the module table of docs/architecture.md --------------------------------------------------------
@@ -603,6 +737,7 @@ GPU = "real_lamp_music_gpu"
 ACL, ENRON = "real_lamp_acl_seeds_cpu", "real_lamp_enron_clip_cpu"
 SYNTH, SYNTH_PUBLISHED = "synth_shift_all_methods_cpu", "synth_shift_published_all_methods_cpu"
 RATING_LOSS, STEPS_200 = "ablation_music_ratings_rating_loss_cpu", "ablation_music_ratings_200steps_cpu"
+LABEL_TOKENS = "ablation_music_ratings_label_tokens"
 INPUT_TOKEN, INPUT_TOKEN_FROZEN = "real_lamp_music_input_token_cpu", "real_lamp_music_input_token_frozen_cpu"
 SYNTH_TOKEN, SYNTH_TOKEN_FROZEN = "synth_shift_input_token_cpu", "synth_shift_input_token_frozen_cpu"
 
@@ -655,6 +790,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "init_reading": init_reading,
     "make_train_encoder_lr3e-4": lambda results: make_train(results, "make_train_encoder_lr3e-4.json"),
     "rating_shift": rating_shift,
+    "rating_shift_synth_label_tokens": lambda results: rating_shift(results, "rating_shift_synth_label_tokens"),
+    "rating_shift_music_label_tokens": lambda results: rating_shift(results, "rating_shift_music_label_tokens"),
+    "ratings_any_domain": ratings_any_domain,
     "attention": attention,
     "summary_music": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug",
@@ -725,6 +863,18 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
               Row(USER_MEAN.key, "100 steps minus the user's mean", ref="pplug rating-loss", file=RATING_LOSS),
               Row(ALWAYS_5.key, "200 steps minus always 5", ref="pplug base", file=STEPS_200),
               Row(USER_MEAN.key, "200 steps minus the user's mean", ref="pplug base", file=STEPS_200))),
+    "ablation_label_tokens_music": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug label-tokens",
+        cols=_with_file([MAE, MAE_EXPECTED, RMSE], LABEL_TOKENS),
+        rows=(Row("pplug base", "the rating recipe (configs/real/music_ratings.yaml)"),
+              Row("pplug label-tokens", "+ label tokens (configs/real/ratings_any_domain.yaml)"), *RATING_FLOORS)),
+    "ablation_label_tokens_music_intervals": T(
+        interval_table, caption="minus", cols=_with_file([MAE, RMSE], LABEL_TOKENS),
+        rows=(Row("pplug base", "label tokens minus the rating recipe", ref="pplug label-tokens"),
+              Row(ALWAYS_5.key, "label tokens minus always 5", ref="pplug label-tokens"),
+              Row(USER_MEAN.key, "label tokens minus the user's mean", ref="pplug label-tokens"),
+              Row(ALWAYS_5.key, "the rating recipe minus always 5", ref="pplug base"),
+              Row(USER_MEAN.key, "the rating recipe minus the user's mean", ref="pplug base"))),
     "ablation_tokens": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug user-tokens-4",
         cols=_with_file([MAE, MAE_EXPECTED, RMSE], "ablation_music_ratings_tokens4_seeds_cpu"),
@@ -813,6 +963,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "store_replicas": store_replicas,
     # docs/adaptation.md
     "lora_hub_cost": lora_hub_cost,
+    # "lora_hub": lora_hub,  # bench_lora_hub.py's tables: register with the marker that shows them
     "serve_demo": serve_demo,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,

@@ -149,7 +149,7 @@ def row_decoding(row: str) -> str | None:
 
 
 def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str, Mapping[str, Mapping[str, str]]],
-              refs: Sequence[str], n_resamples: int = 2000, seed: int = 0) -> dict:
+              refs: Sequence[str], n_resamples: int = 2000, seed: int = 0, compare_refs: bool = False) -> dict:
     """Mean ± sd of every row over seeds, and paired bootstrap intervals of each ref row minus the others.
 
     Args:
@@ -160,6 +160,8 @@ def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str
         refs: rows compared with the others (e.g. "pplug", "pplug [median]"); each is compared with every
             other row of the same decoding (`row_decoding`) and with every floor.
         n_resamples, seed: bootstrap draws and their seed.
+        compare_refs: also compare the refs with each other (variants of one method, say); by default a ref is
+            compared with the rows that are not refs only.
 
     Returns:
         {"cells": {row: {metric: {"mean", "sd", "values"}}},
@@ -194,7 +196,8 @@ def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str
             continue
         comparisons[ref] = {}
         for other in scores:
-            if other == ref or other in refs or row_decoding(other) not in (None, row_decoding(ref)):
+            if other == ref or (other in refs and not compare_refs) \
+                    or row_decoding(other) not in (None, row_decoding(ref)):
                 continue
             out = {}
             for m in scores[ref][next(iter(scores[ref]))]:

@@ -125,3 +125,20 @@ def test_summarize_pairs_same_decoding_and_floors():
     assert c["leads"] and c["hi"] < 0 and set(c["per_seed"]) == {"seed0", "seed1"}
     assert "±" in summary_table(s)
     assert any("leads" in line for line in comparison_lines(s, ["mae"]))
+
+
+def test_summarize_compares_refs_with_each_other_only_when_asked():
+    golds, _ = _ratings(40)
+    ids = list(golds)
+    exact = {i: golds[i] for i in ids}
+    off = {i: str(min(5, int(golds[i]) + 2)) for i in ids}
+    preds = {"pplug base": {"seed0": off}, "pplug label-tokens": {"seed0": exact},
+             "floor: always-5": {"seed0": {i: "5" for i in ids}}}
+    refs = ["pplug base", "pplug label-tokens"]
+    apart = summarize("LaMP_3", golds, preds, refs=refs, n_resamples=200)
+    assert set(apart["comparisons"]["pplug label-tokens"]) == {"floor: always-5"}
+    both = summarize("LaMP_3", golds, preds, refs=refs, n_resamples=200, compare_refs=True)
+    assert set(both["comparisons"]["pplug label-tokens"]) == {"pplug base", "floor: always-5"}
+    better = both["comparisons"]["pplug label-tokens"]["pplug base"]["mae"]
+    worse = both["comparisons"]["pplug base"]["pplug label-tokens"]["mae"]
+    assert better["leads"] and better["hi"] < 0 and worse["lo"] > 0 and not worse["leads"]
