@@ -15,7 +15,7 @@ the gold) is the ceiling any selection rule could reach, not a decoding.
 
 Reported per method and decoding: ROUGE-1 / ROUGE-L (sampling decodings: mean over seeds, with the per-seed
 values), the paired bootstrap 95% interval of (decoding - greedy) over questions (per-question scores averaged
-over seeds first), and seconds per row relative to greedy (greedy: its own pass; beam: its own pass; sampling
+over seeds first; for reward-mbr also of (reward-mbr - preference), the same pools), and seconds per row relative to greedy (greedy: its own pass; beam: its own pass; sampling
 decodings: pool time (greedy + samples) + selection time). Writes `benchmarks/results/decoding_<set>.json`
 (metrics only). Data: /work/shared/data/real_lamp/<set> (skips with a message when absent).
 """
@@ -169,10 +169,12 @@ def summarise(res: dict, golds: list[str], n_seeds: int, n_boot: int) -> dict:
     for name in out:
         if "seconds_per_row" in out[name]:
             out[name]["latency_vs_greedy"] = out[name]["seconds_per_row"] / g_sec
-        if name != "greedy":
-            out[name]["minus_greedy"] = {
-                m: paired_bootstrap([a - b for a, b in zip(per_q[name][m], per_q["greedy"][m])], n_boot)
-                for m in ("rouge1", "rougeL")}
+        # reward-mbr is set against greedy and against today's preference decoding, on the same pools
+        for ref in ("greedy", "preference") if name in REWARD_SELECTIONS else ("greedy",):
+            if name != ref and ref in per_q:
+                out[name][f"minus_{ref}"] = {
+                    m: paired_bootstrap([a - b for a, b in zip(per_q[name][m], per_q[ref][m])], n_boot)
+                    for m in ("rouge1", "rougeL")}
     return out
 
 

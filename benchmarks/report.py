@@ -321,25 +321,28 @@ def attention(results: Path) -> str:
 def decoding(results: Path, set_name: str, stem: str = "decoding") -> str:
     """bench_decoding: every decoding of each method, its difference to greedy and its cost per row (`stem`:
     "decoding_reward" for the run with reward-mbr, whose facet models' held-out pair accuracy follows)."""
+    from pplug.stats import format_interval
+
     name = f"{stem}_{set_name}"
     d = load(results, name)
+    # a column pair per reference the benchmark compared with: greedy always, preference for reward-mbr
+    refs = [ref for ref in ("greedy", "preference")
+            if any(f"minus_{ref}" in r for decs in d["methods"].values() for r in decs.values())]
+
+    def ci(r: dict, ref: str, m: str) -> str:
+        diff = r.get(f"minus_{ref}")
+        return format_interval((diff[m]["mean"], diff[m]["lo"], diff[m]["hi"])) if diff else ""
+
     body = []
     for method, decs in d["methods"].items():
         for dec, r in decs.items():
-            diff = r.get("minus_greedy")
-
-            def ci(m: str, diff: dict | None = diff) -> str:
-                if not diff:
-                    return ""
-                from pplug.stats import format_interval
-
-                return format_interval((diff[m]["mean"], diff[m]["lo"], diff[m]["hi"]))
-
-            body.append([method, dec, f"{r['rouge1']:.3f}", f"{r['rougeL']:.3f}", ci("rouge1"), ci("rougeL"),
+            body.append([method, dec, f"{r['rouge1']:.3f}", f"{r['rougeL']:.3f}",
+                         *(ci(r, ref, m) for ref in refs for m in ("rouge1", "rougeL")),
                          f"{r['seconds_per_row']:.3f}" if "seconds_per_row" in r else "",
                          f"{r['latency_vs_greedy']:.1f}" if "latency_vs_greedy" in r else ""])
     header = [f"{set_name} (n={d['n']}, {len(d['settings']['seeds'])} sampling seeds)", "decoding", "ROUGE-1",
-              "ROUGE-L", "ROUGE-1 minus greedy [95% CI]", "ROUGE-L minus greedy [95% CI]", "s/row", "x greedy"]
+              "ROUGE-L", *(f"{m} minus {ref} [95% CI]" for ref in refs for m in ("ROUGE-1", "ROUGE-L")), "s/row",
+              "x greedy"]
     facets = d.get("preference_models")
     note = ("\n\nFacet models (pairwise accuracy on held-out users' pairs, pairs trained on): " + "; ".join(
         f"{f} {r['val_pair_accuracy']:.3f} ({r['pairs']} pairs)" for f, r in facets.items()) + ".") if facets else ""
