@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_lamp import (ROOT, SETS, build_slices, earlier_predictions, pearson_rows,  # noqa: E402
-                             run_evaluate, train_device_args, train_method)
+from bench_real_lamp import (ROOT, SETS, build_slices, check_against_evaluate, earlier_predictions,  # noqa: E402
+                             pearson_rows, run_evaluate, train_device_args, train_method)
 from meta import run_meta  # noqa: E402
 
 SLICES = ("cold-start", "time-shift", "time-shift-dev")
@@ -447,12 +447,7 @@ def run(args) -> dict:
             preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
         summary = summarize(task, golds, preds, hub_rows(preds, (*HUB_METHODS, "pplug")), n_resamples=args.resamples,
                             seed=args.seed, compare_refs=True)
-        for row, by_label in reported.items():  # the per-question scores must give evaluate's own numbers
-            for label, metrics in by_label.items():
-                for m, v in metrics.items():
-                    got_v = summary["cells"].get(row, {}).get(m, {}).get("values", {}).get(label)
-                    if got_v is not None and abs(got_v - v) > 1e-6:
-                        raise RuntimeError(f"{name} {row} {label} {m}: per-question mean {got_v} != evaluate's {v}")
+        check_against_evaluate(summary, reported, name)
         summary["pearson_r"] = pearson_rows(task, golds, preds)
         summary.update(note=note, split=split, eval_seconds=round(time.monotonic() - t0, 1))
         entry["slices"][name] = summary

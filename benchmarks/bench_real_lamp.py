@@ -409,6 +409,16 @@ def earlier_predictions(stem: Path, rows: list[str], weights: Path | None,
     return out
 
 
+def check_against_evaluate(summary: dict, reported: dict, name: str) -> None:
+    """The per-question scores must give `evaluate`'s own numbers: reported = row -> seed label -> metrics."""
+    for row, by_label in reported.items():
+        for label, metrics in by_label.items():
+            for m, v in metrics.items():
+                got = summary["cells"].get(row, {}).get(m, {}).get("values", {}).get(label)
+                if got is not None and abs(got - v) > 1e-6:
+                    raise RuntimeError(f"{name} {row} {label} {m}: per-question mean {got} != evaluate's {v}")
+
+
 def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     """Train every method once per seed, score all on the same questions of every slice, and summarise.
 
@@ -476,12 +486,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
         for floor, p in floor_predictions(task, examples, train_golds).items():
             preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
         summary = summarize(task, golds, preds, reference_rows(preds), n_resamples=args.resamples, seed=args.seed)
-        for row, by_label in reported.items():  # the per-question scores must give evaluate's own numbers
-            for label, metrics in by_label.items():
-                for m, v in metrics.items():
-                    got = summary["cells"].get(row, {}).get(m, {}).get("values", {}).get(label)
-                    if got is not None and abs(got - v) > 1e-6:
-                        raise RuntimeError(f"{name} {row} {label} {m}: per-question mean {got} != evaluate's {v}")
+        check_against_evaluate(summary, reported, name)
         summary["pearson_r"] = pearson_rows(task, golds, preds)
         summary.update(note=note, split=split, eval_seconds=round(time.monotonic() - t0, 1))
         entry["task"] = task.name
