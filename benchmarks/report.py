@@ -795,6 +795,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "rating_shift": rating_shift,
     "rating_shift_synth_label_tokens": lambda results: rating_shift(results, "rating_shift_synth_label_tokens"),
     "rating_shift_music_label_tokens": lambda results: rating_shift(results, "rating_shift_music_label_tokens"),
+    "rating_shift_synth_label_tokens_input": lambda results: rating_shift(results,
+                                                                          "rating_shift_synth_label_tokens_input"),
     "ratings_any_domain": ratings_any_domain,
     "attention": attention,
     "summary_music": T(
