@@ -968,7 +968,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "store_replicas": store_replicas,
     # docs/adaptation.md
     "lora_hub_cost": lora_hub_cost,
-    # "lora_hub": lora_hub,  # bench_lora_hub.py's tables: register with the marker that shows them
+    "lora_hub": lora_hub,
     "serve_demo": serve_demo,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,
