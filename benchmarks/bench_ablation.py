@@ -133,10 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_seeds(args) -> int:
     """--seeds: every variant once per seed, the same dev questions, mean ± sd and paired intervals."""
     from pplug.data import load_outputs, load_split
-    from pplug.evaluate import floor_predictions
+    from pplug.evaluate import floor_predictions, scored_rows
     from pplug.io import atomic_write_json
     from pplug.stats import comparison_lines, summarize, summary_table
-    from pplug.evaluate import scored_rows
     from pplug.inference import SCORED_DECODINGS, subsample
 
     data = Path(args.root) / args.set
@@ -154,8 +153,9 @@ def run_seeds(args) -> int:
         scored, split, max_examples, suffix = ckpt_root / "slices", "cold_start", None, ".cold_start"
         write_slice(scored, split, dev.task.name, cold, train_from=data)
         print(f"[{args.set}] cold-start slice: {note}", flush=True)
-    scored_split = load_split(scored, split)
-    scored_golds = {ex.id: ex.output for ex in subsample(scored_split.examples, max_examples, args.seed)}
+    dev = load_split(scored, split)
+    examples = subsample(dev.examples, max_examples, args.seed)  # the questions every variant answers
+    golds = {ex.id: ex.output for ex in examples}
     preds: dict[str, dict[str, dict[str, str]]] = {}
     train_s: dict[str, dict[str, float]] = {}
     for i, seed in enumerate(args.seeds):
@@ -177,8 +177,8 @@ def run_seeds(args) -> int:
             stem = ck / "eval" / f"{name}{suffix}"
             earlier = None
             if args.reuse_preds:  # a variant scored by an earlier run of one seed (runs of seeds side by side)
-                rows = [r for m in methods for r in scored_rows(scored_split.task, m, SCORED_DECODINGS)]
-                earlier = earlier_predictions(stem, rows, ck / name / "final", scored_golds)
+                rows = [r for m in methods for r in scored_rows(dev.task, m, SCORED_DECODINGS)]
+                earlier = earlier_predictions(stem, rows, ck / name / "final", golds)
             if earlier:
                 files = earlier
                 print(f"[{args.set}] seed {seed} {name}: {seconds:.0f} s; reusing its predictions in {stem.parent}",
@@ -194,17 +194,15 @@ def run_seeds(args) -> int:
                       flush=True)
             for row, p in files.items():
                 preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = p
-    dev = load_split(scored, split)
-    examples = subsample(dev.examples, max_examples, args.seed)
     try:
         train_golds = list(load_split(data, "train", dev.task).golds().values())
     except (ValueError, FileNotFoundError):
         train_golds = None
     for floor, p in floor_predictions(dev.task, examples, train_golds).items():
         preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
-    golds = {ex.id: ex.output for ex in examples}
     refs = [r for r in preds if r.startswith("pplug ")]  # every variant, base too, against every row
-    summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed, compare_refs=True)
+    summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed,
+                        compare_refs=True)
     atomic_write_json(out, {"meta": run_meta(device=args.device), "settings": {k: v for k, v in vars(args).items()
                                                                           if k != "train_args"},
                             "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,

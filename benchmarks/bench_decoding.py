@@ -15,8 +15,9 @@ the gold) is the ceiling any selection rule could reach, not a decoding.
 
 Reported per method and decoding: ROUGE-1 / ROUGE-L (sampling decodings: mean over seeds, with the per-seed
 values), the paired bootstrap 95% interval of (decoding - greedy) over questions (per-question scores averaged
-over seeds first; for reward-mbr also of (reward-mbr - preference), the same pools), and seconds per row relative to greedy (greedy: its own pass; beam: its own pass; sampling
-decodings: pool time (greedy + samples) + selection time). Writes `benchmarks/results/decoding_<set>.json`
+over seeds first; for reward-mbr also of (reward-mbr - preference), the same pools), and seconds per row
+relative to greedy (greedy: its own pass; beam: its own pass; sampling decodings: pool time (greedy + samples)
++ selection time). Writes `benchmarks/results/decoding_<set>.json`
 (metrics only). Data: /work/shared/data/real_lamp/<set> (skips with a message when absent).
 """
 
