@@ -482,11 +482,12 @@ def run(args) -> dict:
         summary.update(note=f"the dev questions of {len(users)} users drawn with seed {args.seed}, each with a LoRA "
                             f"of their own trained on their history", split="dev",
                        eval_seconds=round(time.monotonic() - t0, 1),
-                       users={u: {"history_items": len(d["history"]), "questions": len(d["scored"])}
-                              for u, d in users.items()},
-                       training={label: {a["user"]: {k: a.get(k) for k in ("examples", "steps", "first_loss",
-                                                                            "last_loss")}
-                                         for a in r.get("adapters", {}).values()} for label, r in records.items()})
+                       # keyed by adapter name: the results file holds no user id of the data
+                       users={adapter_name(i): {"history_items": len(d["history"]), "questions": len(d["scored"])}
+                              for i, d in enumerate(users.values())},
+                       training={label: {name: {k: a.get(k) for k in ("examples", "steps", "first_loss", "last_loss")}
+                                         for name, a in r.get("adapters", {}).items()}
+                                 for label, r in records.items()})
         entry["slices"][OPPU] = summary
         print(summary_table(summary, title=f"{args.set} OPPU users' dev questions (n={len(ids)}); mean ± sd over "
                                            f"seeds {args.seeds}"))
