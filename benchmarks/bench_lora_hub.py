@@ -172,16 +172,6 @@ def checkpoint_config(run: Path) -> Any:
     return PPlugModel.load_checkpoint_config(resolve(run))[0]
 
 
-def frozen_models(args, cfg: Any) -> tuple[Any, Any]:
-    """A fresh frozen LLM and sentence encoder as `pplug evaluate` loads them for `cfg`'s checkpoint."""
-    from pplug.history import HistoryEncoder
-    from pplug.llm import FrozenLLM
-
-    llm = FrozenLLM(cfg.base_model_name_or_path, dtype=cfg.torch_dtype, device=args.device,
-                    max_input_tokens=cfg.max_input_tokens, max_target_tokens=cfg.max_target_tokens)
-    return llm, HistoryEncoder(cfg.encoder_name_or_path, cache_path=args.embedding_cache, device=llm.device)
-
-
 def hub_config(args, cfg: Any) -> Any:
     from pplug.lora_hub_config import LoRAHubConfig
 
@@ -197,6 +187,7 @@ def hub_run(args, cfg: Any, seed: int, ck: Path, train_root: Path, train_split: 
     from pplug.inference import subsample
     from pplug.lora_hub_files import read_hub_json
     from pplug.lora_hub_train import HubTrainConfig, train_hub
+    from pplug.model import load_frozen
 
     folder, mark = ck / "hub", ck / "hub.train_seconds"
     settings = {"k": args.k, "hub_steps": args.hub_steps, "hub_epochs": args.hub_epochs, "hub_lr": args.hub_lr,
@@ -211,7 +202,7 @@ def hub_run(args, cfg: Any, seed: int, ck: Path, train_root: Path, train_split: 
     print(f"[{args.set}] seed {seed}: training the hub (K={args.k}, <= {args.hub_steps} steps per adapter, "
           f"{len(examples)} examples) ...", flush=True)
     t0 = time.monotonic()
-    llm, encoder = frozen_models(args, cfg)
+    llm, encoder = load_frozen(cfg, cache_path=args.embedding_cache, device=args.device)
     train = HubTrainConfig(num_adapters=args.k, epochs=args.hub_epochs, max_steps=args.hub_steps,
                            batch_size=args.batch_size, lr=args.hub_lr, seed=seed)
     hub, record = train_hub(llm, encoder, examples, hub_config(args, cfg), train,
@@ -270,12 +261,13 @@ def oppu_run(args, cfg: Any, seed: int, ck: Path, users: dict[str, dict]) -> tup
     from pplug.lora_hub import LoRAHub
     from pplug.lora_hub_files import read_hub_json
     from pplug.lora_hub_train import HubTrainConfig, fit_adapter
+    from pplug.model import load_frozen
 
     folder, mark = ck / "oppu", ck / "oppu.train_seconds"
     settings = {"users": sorted(users), "oppu_steps": args.oppu_steps, "oppu_epochs": args.oppu_epochs,
                 "oppu_lr": args.oppu_lr, "r": args.r, "lora_alpha": args.lora_alpha, "batch_size": args.batch_size,
                 "base_model": cfg.base_model_name_or_path, "max_input_tokens": cfg.max_input_tokens}
-    llm, encoder = frozen_models(args, cfg)
+    llm, encoder = load_frozen(cfg, cache_path=args.embedding_cache, device=args.device)
     seconds = _reused(mark, folder / "hub.json", settings)
     if seconds is not None:
         return LoRAHub.from_pretrained(folder, llm, encoder=encoder), encoder, seconds, \
@@ -304,20 +296,13 @@ def oppu_run(args, cfg: Any, seed: int, ck: Path, users: dict[str, dict]) -> tup
     return hub, encoder, seconds, record
 
 
-def decodings_of(task: Any) -> list[str]:
-    """The decodings `evaluate` scores for `task` when asked for SCORED_DECODINGS (ratings: all three)."""
-    from pplug.inference import SCORED_DECODINGS
-
-    return [d for d in SCORED_DECODINGS if d in task.decodings] or [task.decodings[0]]
-
-
 def score_oppu(args, cfg: Any, task: Any, hub: Any, encoder: Any, users: dict[str, dict]) -> dict[str, dict]:
     """Each OPPU user's scored questions through their own adapter (the `none` prompts the adapters trained on):
     row ("oppu", "oppu [expected]", ...) -> id -> prediction."""
-    from pplug.evaluate import prediction_row
-    from pplug.inference import FrozenBaseline, predict
+    from pplug.evaluate import applicable_decodings, prediction_row
+    from pplug.inference import SCORED_DECODINGS, FrozenBaseline, predict
 
-    decs = decodings_of(task)
+    decs = applicable_decodings(task, SCORED_DECODINGS)
     names = {u: adapter_name(i) for i, u in enumerate(users)}
     out: dict[str, dict[str, str]] = {prediction_row(OPPU, d, decs): {} for d in decs}
     model = FrozenBaseline(hub.llm)

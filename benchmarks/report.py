@@ -423,6 +423,11 @@ def history_mix_heldout(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
+RATING_FLOOR_CHECKS = (("median", "mae", "floor: always-5"), ("expected", "rmse", "floor: user mean rating"))
+"""(decoding, metric, floor) of each shift check: MAE of the median against always-5, RMSE of the expected rating
+against the user's mean."""
+
+
 def rating_shift(results: Path, name: str = "rating_shift") -> str:
     """bench_rating_shift: each variant's decodings on the shifted users and in-domain, against always-5 (MAE of
     the median) and the user's mean rating (RMSE of the expected rating), paired intervals over questions."""
@@ -443,8 +448,7 @@ def rating_shift(results: Path, name: str = "rating_shift") -> str:
                         line += ["", ""]
                         continue
                     summ = v[split]["dev"]
-                    for dec, metric, floor in (("median", "mae", "floor: always-5"),
-                                               ("expected", "rmse", "floor: user mean rating")):
+                    for dec, metric, floor in RATING_FLOOR_CHECKS:
                         key = f"{row} [{dec}]"
                         if key not in summ["cells"]:
                             line.append("")
@@ -494,7 +498,7 @@ def ratings_any_domain(results: Path) -> str:
             summ = s["variants"]["label-tokens"][split]["dev"]
         used.append(name)
         line = [f"{label} (n={summ['n']})"]
-        for dec, metric, floor in (("median", "mae", "floor: always-5"), ("expected", "rmse", "floor: user mean rating")):
+        for dec, metric, floor in RATING_FLOOR_CHECKS:
             key = row_key(row, dec)
             line.append(fmt_value(list(summ["cells"][key][metric]["values"].values())))
             c = summ["comparisons"].get(key, {}).get(floor, {}).get(metric)

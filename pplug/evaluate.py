@@ -271,7 +271,7 @@ def evaluate(
     if foreign:
         raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
                          f"{', '.join(task.decodings)}")
-    decs = _applicable(task, decodings)
+    decs = applicable_decodings(task, decodings)
 
     out_path = Path(out) if out else _default_out(selected, split)
     stem = out_path.with_suffix("") if out_path.suffix == ".json" else out_path
@@ -340,14 +340,14 @@ def prediction_row(method: str, decoding: str, decodings: Sequence[str]) -> str:
     return method if len(decodings) == 1 or decoding == "argmax" else f"{method} [{decoding}]"
 
 
-def _applicable(task: TaskSpec, decodings: Sequence[str]) -> list[str]:
+def applicable_decodings(task: TaskSpec, decodings: Sequence[str]) -> list[str]:
     """The asked decodings the task has, else its default (a generation task asked for rating decodings)."""
     return [d for d in decodings if d in task.decodings] or [task.decodings[0]]
 
 
 def scored_rows(task: TaskSpec, method: str, decodings: Sequence[str]) -> list[str]:
     """The rows `evaluate` writes for `method` when asked for `decodings`."""
-    decs = _applicable(task, decodings)
+    decs = applicable_decodings(task, decodings)
     return [prediction_row(method, d, decs) for d in decs]
 
 

@@ -76,8 +76,7 @@ class PPlugModel(nn.Module):
                 the LLM's device.
         """
         if llm is None:
-            llm = FrozenLLM(config.base_model_name_or_path, dtype=config.torch_dtype, device=device,
-                            max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens)
+            llm, history_encoder = load_frozen(config, history_encoder, cache_path, device)
         else:  # the config's limits win over whatever the shared LLM was built with
             llm.max_input_tokens, llm.max_target_tokens = config.max_input_tokens, config.max_target_tokens
         if history_encoder is None:
@@ -360,6 +359,17 @@ class PPlugModel(nn.Module):
                                       f"{tuple(expected[k].shape)}")
         model.embedder.load_state_dict(own)
         return model
+
+
+def load_frozen(config: PPlugConfig, history_encoder: HistoryEncoder | None = None, cache_path=None,
+                device: str | torch.device = "auto") -> tuple[FrozenLLM, HistoryEncoder]:
+    """The frozen LLM (the config's dtype and token limits) and sentence encoder a `config` runs on, loaded fresh
+    (`history_encoder`, when given, is kept): what `PPlugModel.from_config` builds a model on."""
+    llm = FrozenLLM(config.base_model_name_or_path, dtype=config.torch_dtype, device=device,
+                    max_input_tokens=config.max_input_tokens, max_target_tokens=config.max_target_tokens)
+    if history_encoder is None:
+        history_encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device=llm.device)
+    return llm, history_encoder
 
 
 def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float]] | torch.Tensor | None,
