@@ -30,6 +30,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pplug.tasks import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -571,6 +575,43 @@ def lora_hub_files(results: Path) -> list[str]:
                   if _load(p).get("benchmark") == "bench_lora_hub")
 
 
+def lora_hub_main_cols(task: "TaskSpec", name: str) -> list[Col]:
+    """The two dev columns of a bench_lora_hub results file: MAE (median) and RMSE (expected) for ratings,
+    ROUGE-1 and ROUGE-L for generation."""
+    if task.is_rating:
+        return [Col("MAE (median) ↓", "mae", "median", file=name), Col("RMSE (expected) ↓", "rmse", "expected",
+                                                                      file=name)]
+    return [Col("ROUGE-1 ↑", "rouge1", file=name), Col("ROUGE-L ↑", "rougeL", file=name)]
+
+
+def lora_hub_summary(results: Path) -> str:
+    """bench_lora_hub across sets: per set, the main dev metric of `none`, `pplug`, `lora-hub`, `pplug+lora-hub` and
+    the no-model floors, and the paired intervals of each hub row minus `pplug` and of `lora-hub` minus `none` (the detail per set:
+    `lora_hub`)."""
+    from pplug.tasks import get_task
+
+    names = lora_hub_files(results)
+    if not names:
+        return "_no results file yet: run `python benchmarks/bench_lora_hub.py --set SET`_"
+    body, used = [], []
+    for name in names:
+        ((set_name, e),) = load(results, name)["sets"].items()
+        col = lora_hub_main_cols(get_task(e["task"]), name)[0]
+        n_seeds = len(e["seeds"])
+        label = f"{set_name} (n={e['slices']['dev']['n']}, {n_seeds} seed{'s' if n_seeds > 1 else ''}), {col.header}"
+        floors = [r for r in e["slices"]["dev"]["cells"] if r.startswith("floor:")]
+        body.append([label, *(_cell(results, Row(m, m), col)[1] for m in ("none", "pplug", *HUB_ROWS)),
+                     "; ".join(f"{f.removeprefix('floor: ')} {_cell(results, Row(f, f), col)[1]}" for f in floors),
+                     *(_interval(results, Row(other, other, ref=ref), col, used)
+                       for ref, other in (("lora-hub", "pplug"), ("pplug+lora-hub", "pplug"), ("lora-hub", "none")))])
+    header = ["dev set, metric", "none", "pplug", "lora-hub", "pplug+lora-hub", "floors", "lora-hub minus pplug",
+              "pplug+lora-hub minus pplug", "lora-hub minus none"]
+    return markdown_table(header, body) + "\n\n" + sources(results, used)
+
+
+HUB_ROWS = ("lora-hub", "pplug+lora-hub")
+
+
 def lora_hub(results: Path) -> str:
     """bench_lora_hub: per results file, the rows (`none`, `pplug`, `lora-hub`, `pplug+lora-hub`, floors) on dev and
     each shift slice; the paired intervals of each hub row minus `pplug`, `none` and the floors; the OPPU users'
@@ -588,11 +629,7 @@ def lora_hub(results: Path) -> str:
         ((set_name, e),) = d["sets"].items()
         task, slices = get_task(e["task"]), e["slices"]
         dev = slices["dev"]
-        if task.is_rating:
-            main = [Col("MAE (median) ↓", "mae", "median", file=name), Col("RMSE (expected) ↓", "rmse", "expected",
-                                                                          file=name)]
-        else:
-            main = [Col("ROUGE-1 ↑", "rouge1", file=name), Col("ROUGE-L ↑", "rougeL", file=name)]
+        main = lora_hub_main_cols(task, name)
         cols = list(main)
         for key in LORA_HUB_SLICES:
             if key in slices:
@@ -973,6 +1010,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     # docs/adaptation.md
     "lora_hub_cost": lora_hub_cost,
     "lora_hub": lora_hub,
+    "lora_hub_summary": lora_hub_summary,
     "serve_demo": serve_demo,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,

@@ -81,6 +81,13 @@ def test_bench_lora_hub_core_on_tiny_models(tiny_config, tmp_path, capsys):
     assert "OPPU users' dev questions" in text and "cold-start MAE" in text and "Training per seed" in text
     assert "lora_hub_music_ratings.json" in text
     assert report.lora_hub(tmp_path).startswith("_no results file yet")
+    summary = report.lora_hub_summary(out.parent)  # one row per results file, the main metric and three intervals
+    (row,) = [line for line in summary.splitlines() if line.startswith("| music_ratings (n=6, 2 seeds), MAE")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 9 and all(cells) and cells[2].count("±") == 1
+    assert cells[5].startswith("always-5 ") and "; user mean rating " in cells[5]  # the no-model floors
+    assert all(c.split(" ")[-1] in ("leads", "behind", "tie") for c in cells[6:])
+    assert report.lora_hub_summary(tmp_path).startswith("_no results file yet")
 
 
 def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_path, monkeypatch, capsys):
