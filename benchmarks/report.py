@@ -657,7 +657,7 @@ def lora_hub(results: Path) -> str:
                 comp = dev["comparisons"].get(row_key(ref, c.dec), {}).get(row_key(other, c.dec), {}).get(c.metric)
                 if comp:
                     v = interval_verdict(c.metric, (comp["diff"], comp["lo"], comp["hi"])).split(" ")[0]
-                    words.append(f"{c.header.split(' (')[0]} {v}")
+                    words.append(f"{c.header.split(' (')[0].rstrip(' ↑↓')} {v}")
                     helps = helps or v == "leads"
             if words:
                 said.append(f"`{ref}` minus `{other}`: {', '.join(words)}")
