@@ -584,10 +584,13 @@ def lora_hub_main_cols(task: "TaskSpec", name: str) -> list[Col]:
     return [Col("ROUGE-1 ↑", "rouge1", file=name), Col("ROUGE-L ↑", "rougeL", file=name)]
 
 
+HUB_ROWS = ("lora-hub", "pplug+lora-hub")
+
+
 def lora_hub_summary(results: Path) -> str:
     """bench_lora_hub across sets: per set, the main dev metric of `none`, `pplug`, `lora-hub`, `pplug+lora-hub` and
-    the no-model floors, and the paired intervals of each hub row minus `pplug` and of `lora-hub` minus `none` (the detail per set:
-    `lora_hub`)."""
+    the no-model floors, and the paired intervals of each hub row minus `pplug` and of `lora-hub` minus `none`
+    (the detail per set: `lora_hub`)."""
     from pplug.tasks import get_task
 
     names = lora_hub_files(results)
@@ -607,9 +610,6 @@ def lora_hub_summary(results: Path) -> str:
     header = ["dev set, metric", "none", "pplug", "lora-hub", "pplug+lora-hub", "floors", "lora-hub minus pplug",
               "pplug+lora-hub minus pplug", "lora-hub minus none"]
     return markdown_table(header, body) + "\n\n" + sources(results, used)
-
-
-HUB_ROWS = ("lora-hub", "pplug+lora-hub")
 
 
 def lora_hub(results: Path) -> str:
