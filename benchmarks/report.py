@@ -510,7 +510,7 @@ def ratings_any_domain(results: Path) -> str:
         body.append(line)
     header = ["configs/real/ratings_any_domain.yaml, 3 seeds", "MAE (median) ↓", "minus always 5",
               "RMSE (expected) ↓", "minus the user's mean"]
-    return markdown_table(header, body) + "\n\n" + sources(results, list(dict.fromkeys(used)))
+    return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
 def serve_demo(results: Path) -> str:
@@ -587,28 +587,49 @@ def lora_hub_main_cols(task: "TaskSpec", name: str) -> list[Col]:
 HUB_ROWS = ("lora-hub", "pplug+lora-hub")
 
 
+def lora_hub_retrained(d: dict) -> bool:
+    """Whether a bench_lora_hub results file trained PPlug and the hub on the fit split (`--slices time-shift`)."""
+    return "time-shift" in d["settings"].get("slices", [])
+
+
 def lora_hub_summary(results: Path) -> str:
     """bench_lora_hub across sets: per set, the main dev metric of `none`, `pplug`, `lora-hub`, `pplug+lora-hub` and
-    the no-model floors, and the paired intervals of each hub row minus `pplug` and of `lora-hub` minus `none`
-    (the detail per set: `lora_hub`)."""
+    the no-model floors, the paired intervals of each hub row minus `pplug` and of `lora-hub` minus `none`, and the
+    verdicts of both hub rows minus `pplug` on each shift slice, a retrained time-shift file's included (the detail
+    per set: `lora_hub`)."""
     from pplug.tasks import get_task
 
     names = lora_hub_files(results)
     if not names:
         return "_no results file yet: run `python benchmarks/bench_lora_hub.py --set SET`_"
+    by_set: dict[str, list[str]] = {}
+    for name in names:  # the file trained on the whole train split first: its dev is the set's row
+        d = load(results, name)
+        by_set.setdefault(next(iter(d["sets"])), []).append(name)
     body, used = [], []
-    for name in names:
-        ((set_name, e),) = load(results, name)["sets"].items()
-        col = lora_hub_main_cols(get_task(e["task"]), name)[0]
+    for set_name, files in by_set.items():
+        files.sort(key=lambda n: lora_hub_retrained(load(results, n)))
+        e = load(results, files[0])["sets"][set_name]
+        col = lora_hub_main_cols(get_task(e["task"]), files[0])[0]
         n_seeds = len(e["seeds"])
         label = f"{set_name} (n={e['slices']['dev']['n']}, {n_seeds} seed{'s' if n_seeds > 1 else ''}), {col.header}"
         floors = [r for r in e["slices"]["dev"]["cells"] if r.startswith("floor:")]
+        shifts = []
+        for name in files:
+            slices = load(results, name)["sets"][set_name]["slices"]
+            for key in LORA_HUB_SLICES:
+                if key in slices and not any(s.startswith(f"{key} ") for s in shifts):
+                    c = Col(col.header, col.metric, col.dec, key, name)
+                    words = [_interval(results, Row("pplug", "pplug", ref=ref), c, used).split(" ")[-1]
+                             for ref in HUB_ROWS]
+                    shifts.append(f"{key} (n={slices[key]['n']}) {' / '.join(words)}")
         body.append([label, *(_cell(results, Row(m, m), col)[1] for m in ("none", "pplug", *HUB_ROWS)),
                      "; ".join(f"{f.removeprefix('floor: ')} {_cell(results, Row(f, f), col)[1]}" for f in floors),
                      *(_interval(results, Row(other, other, ref=ref), col, used)
-                       for ref, other in (("lora-hub", "pplug"), ("pplug+lora-hub", "pplug"), ("lora-hub", "none")))])
+                       for ref, other in (("lora-hub", "pplug"), ("pplug+lora-hub", "pplug"), ("lora-hub", "none"))),
+                     "; ".join(shifts)])
     header = ["dev set, metric", "none", "pplug", "lora-hub", "pplug+lora-hub", "floors", "lora-hub minus pplug",
-              "pplug+lora-hub minus pplug", "lora-hub minus none"]
+              "pplug+lora-hub minus pplug", "lora-hub minus none", "shift slices: lora-hub / pplug+lora-hub minus pplug"]
     return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
@@ -642,7 +663,8 @@ def lora_hub(results: Path) -> str:
         seeds = e["seeds"]
         body = [[r.label, *(_cell(results, r, c)[1] for c in cols)] for r in rows]
         n_seeds = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
-        out = [markdown_table([f"{set_name} (dev n={dev['n']}), {n_seeds}", *(c.header for c in cols)],
+        trained = ", PPlug and the hub trained on the fit split" if lora_hub_retrained(d) else ""
+        out = [markdown_table([f"{set_name} (dev n={dev['n']}), {n_seeds}{trained}", *(c.header for c in cols)],
                               body)]
         pairs = [("pplug+lora-hub", "pplug"), ("pplug+lora-hub", "none"), ("lora-hub", "pplug"), ("lora-hub", "none"),
                  ("pplug", "none"), *((ref, f.key) for ref in ("pplug+lora-hub", "lora-hub", "pplug") for f in floors)]

@@ -84,15 +84,19 @@ def test_bench_lora_hub_core_on_tiny_models(tiny_config, tmp_path, capsys):
     summary = report.lora_hub_summary(out.parent)  # one row per results file, the main metric and three intervals
     (row,) = [line for line in summary.splitlines() if line.startswith("| music_ratings (n=6, 2 seeds), MAE")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 9 and all(cells) and cells[2].count("±") == 1
+    assert len(cells) == 10 and all(cells) and cells[2].count("±") == 1
     assert cells[5].startswith("always-5 ") and "; user mean rating " in cells[5]  # the no-model floors
-    assert all(c.split(" ")[-1] in ("leads", "behind", "tie") for c in cells[6:])
+    assert all(c.split(" ")[-1] in ("leads", "behind", "tie") for c in cells[6:9])
+    slice_name, n, lora_hub, slash, stacked = cells[9].split(" ")  # each hub row minus pplug on the shift slice
+    assert (slice_name, n, slash) == ("cold-start", f"(n={e['slices']['cold-start']['n']})", "/")
+    assert {lora_hub, stacked} <= {"leads", "behind", "tie"}
     assert report.lora_hub_summary(tmp_path).startswith("_no results file yet")
 
 
 def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_path, monkeypatch, capsys):
     import pytest
 
+    from benchmarks import report
     from pplug.data import load_split
     from pplug.lora_hub_files import read_hub_json
     from pplug.model import PPlugModel
@@ -110,7 +114,7 @@ def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_p
         return 1.0
 
     monkeypatch.setattr(bench, "train_method", fake_train)
-    out = tmp_path / "out.json"
+    out = tmp_path / "results" / "lora_hub_music_ratings_time_shift.json"
     argv = ["--set", "music_ratings", "--root", str(root), "--seeds", "3", "--k", "2", "--hub-steps", "1",
             "--max-train", "10", "--max-dev", "4", "--oppu-users", "0", "--slices", "time-shift",
             "--checkpoints", str(tmp_path / "ck"), "--out", str(out), "--device", "cpu", "--resamples", "20",
@@ -126,3 +130,7 @@ def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_p
     assert json.loads((hub.parent / "hub.settings.json").read_text())["train"].endswith(":fit")
     with pytest.raises(SystemExit):  # reused PPlug runs trained on the whole train split
         bench.parse_args(["--slices", "time-shift", "--pplug-checkpoints", str(tmp_path)])
+    # the renderers say which models the retrained file scored, and the summary shows its time-shift verdicts
+    assert "1 seed, PPlug and the hub trained on the fit split |" in report.lora_hub(out.parent)
+    (row,) = [line for line in report.lora_hub_summary(out.parent).splitlines() if line.startswith("| music")]
+    assert f"| time-shift (n={e['slices']['time-shift']['n']}) " in row
