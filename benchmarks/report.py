@@ -710,8 +710,9 @@ def lora_hub(results: Path) -> str:
                 f"adapter)" if retr else "")
         pplug = (f"PPlug reused from `{s['pplug_checkpoints']}`" if s.get("pplug_checkpoints")
                  else f"PPlug {s['max_steps']} steps")
+        oppu = f", OPPU <= {s['oppu_steps']} steps per user" if s.get("oppu_users") else ""
         out.append(f"Training per seed: {', '.join(secs)} (K = {s['k']} groups, <= {s['hub_steps']} steps per hub "
-                   f"adapter, {pplug}, OPPU <= {s['oppu_steps']} steps per user, batch {s['batch_size']}, "
+                   f"adapter, {pplug}{oppu}, batch {s['batch_size']}, "
                    f"{s['max_train']} training questions){cold}.")
         out.append(sources(results, used))
         parts.append("\n\n".join(out))
