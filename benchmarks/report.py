@@ -603,31 +603,31 @@ def lora_hub_summary(results: Path) -> str:
     if not names:
         return "_no results file yet: run `python benchmarks/bench_lora_hub.py --set SET`_"
     by_set: dict[str, list[str]] = {}
-    for name in names:  # the file trained on the whole train split first: its dev is the set's row
-        d = load(results, name)
-        by_set.setdefault(next(iter(d["sets"])), []).append(name)
+    for name in names:
+        ((set_name, _),) = load(results, name)["sets"].items()
+        by_set.setdefault(set_name, []).append(name)
     body, used = [], []
     for set_name, files in by_set.items():
-        files.sort(key=lambda n: lora_hub_retrained(load(results, n)))
+        files.sort(key=lambda n: lora_hub_retrained(load(results, n)))  # whole-train-split file first: its dev
         e = load(results, files[0])["sets"][set_name]
         col = lora_hub_main_cols(get_task(e["task"]), files[0])[0]
         n_seeds = len(e["seeds"])
         label = f"{set_name} (n={e['slices']['dev']['n']}, {n_seeds} seed{'s' if n_seeds > 1 else ''}), {col.header}"
         floors = [r for r in e["slices"]["dev"]["cells"] if r.startswith("floor:")]
-        shifts = []
+        shifts: dict[str, str] = {}  # slice -> its verdicts, from the first file that scored it
         for name in files:
             slices = load(results, name)["sets"][set_name]["slices"]
             for key in LORA_HUB_SLICES:
-                if key in slices and not any(s.startswith(f"{key} ") for s in shifts):
+                if key in slices and key not in shifts:
                     c = Col(col.header, col.metric, col.dec, key, name)
                     words = [_interval(results, Row("pplug", "pplug", ref=ref), c, used).split(" ")[-1]
                              for ref in HUB_ROWS]
-                    shifts.append(f"{key} (n={slices[key]['n']}) {' / '.join(words)}")
+                    shifts[key] = f"{key} (n={slices[key]['n']}) {' / '.join(words)}"
         body.append([label, *(_cell(results, Row(m, m), col)[1] for m in ("none", "pplug", *HUB_ROWS)),
                      "; ".join(f"{f.removeprefix('floor: ')} {_cell(results, Row(f, f), col)[1]}" for f in floors),
                      *(_interval(results, Row(other, other, ref=ref), col, used)
                        for ref, other in (("lora-hub", "pplug"), ("pplug+lora-hub", "pplug"), ("lora-hub", "none"))),
-                     "; ".join(shifts)])
+                     "; ".join(shifts.values())])
     header = ["dev set, metric", "none", "pplug", "lora-hub", "pplug+lora-hub", "floors", "lora-hub minus pplug",
               "pplug+lora-hub minus pplug", "lora-hub minus none", "shift slices: lora-hub / pplug+lora-hub minus pplug"]
     return markdown_table(header, body) + "\n\n" + sources(results, used)
