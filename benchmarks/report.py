@@ -629,7 +629,8 @@ def lora_hub_summary(results: Path) -> str:
                        for ref, other in (("lora-hub", "pplug"), ("pplug+lora-hub", "pplug"), ("lora-hub", "none"))),
                      "; ".join(shifts.values())])
     header = ["dev set, metric", "none", "pplug", "lora-hub", "pplug+lora-hub", "floors", "lora-hub minus pplug",
-              "pplug+lora-hub minus pplug", "lora-hub minus none", "shift slices: lora-hub / pplug+lora-hub minus pplug"]
+              "pplug+lora-hub minus pplug", "lora-hub minus none",
+              "shift slices: lora-hub / pplug+lora-hub minus pplug"]
     return markdown_table(header, body) + "\n\n" + sources(results, used)
 
 
