@@ -35,7 +35,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from pplug.train_module import LaMPDataModule, LogProgress, PPlugLitModule  # noqa: E402
+from pplug.train.data import LaMPDataModule
+from pplug.train.callbacks import LogProgress
+from pplug.train.module import PPlugLitModule  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
@@ -59,7 +61,7 @@ class PPlugCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         """Add the run's TensorBoard logger, a ModelCheckpoint on the task's main val metric, and (without a
         terminal) progress as log lines instead of a bar."""
-        from pplug.tasks import get_task
+        from pplug.core.tasks import get_task
 
         cfg = self.config
         trainer_cfg = self._get(self.config_init, "trainer", default={})
@@ -126,8 +128,8 @@ def cli_main(args: list[str] | None = None) -> dict:
         result["verdict"] = personalization_verdict(rows, trained, task.main_metric, task.higher_is_better)
         result["seconds"]["total"] = round(time.monotonic() - t0, 1)
         result["n_test"] = len(dm.splits["test"])
-        from pplug.io import atomic_write_json
-        from pplug.metrics import format_table
+        from pplug.core.io import atomic_write_json
+        from pplug.lamp.metrics import format_table
 
         atomic_write_json(Path(result["run_dir"]) / "metrics.json", result)
         title = f"{task.name} {dm.hparams.test_split} (n={len(dm.splits['test'])}, {cfg['data']['root']})"
@@ -173,15 +175,15 @@ def personalization_verdict(rows: dict[str, dict[str, float]], trained: str, met
 
 
 def _run_dir(trainer) -> Path:
-    from pplug.train_module import run_dir
+    from pplug.train.module import run_dir
 
     return run_dir(trainer)
 
 
 def _score_none(model: PPlugLitModule, dm: LaMPDataModule) -> dict[str, dict[str, float]]:
     """The frozen LLM with no prefix on the test examples (same prompts, same decoding)."""
-    from pplug.inference import FrozenBaseline, predict, task_decodings
-    from pplug.metrics import score
+    from pplug.decode.inference import FrozenBaseline, predict, task_decodings
+    from pplug.lamp.metrics import score
 
     examples = dm.splits["test"]
     main = model.config.decoding
@@ -206,7 +208,7 @@ def _synth_reference(root: str) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    from pplug.data import LaMPDataError
+    from pplug.lamp.data import LaMPDataError
 
     try:
         cli_main()

@@ -5,14 +5,14 @@
 
 Each variant is PPlug trained by train.py with the set's config (configs/real/<set>.yaml) plus a few
 overrides (below), for the same steps, batch, train subsample and lr; then every variant is scored on the
-same seeded dev subsample with `pplug.evaluate.evaluate`, next to `none` and the no-model floors, in one
+same seeded dev subsample with `pplug.decode.evaluate.evaluate`, next to `none` and the no-model floors, in one
 table. The issue's questions: learning rate (run it twice with --lr), temperature, history length, input
 encoder frozen or not, number of user tokens, mean instead of input-aware attention, and the textual
 persona derived from the history written after the soft prompt.
 
 With `--seeds 0 1 2` every variant is trained once per seed (seed_everything and data.seed) and scored on
 the same dev questions; cells are mean ± sd over the seeds, and each variant (`base` too) gets paired bootstrap
-95% intervals against the other variants, `none` and the floors (`pplug.stats`; "leads" only where the interval
+95% intervals against the other variants, `none` and the floors (`pplug.lamp.stats`; "leads" only where the interval
 excludes 0).
 
     python benchmarks/bench_ablation.py --set music_ratings --seeds 0 1 2 --variants base mean-attention
@@ -23,7 +23,7 @@ than its weights and answer every question) and writes the pooled summary withou
 
 `--cold-start` scores the same trained variants on the cold-start shift check instead of dev: the same
 seeded dev questions with each user's history cut to the 4 latest items where fewer than 50 users are
-naturally that cold (`pplug.slices.cold_start`, as `bench_real_lamp.py --slices cold-start` builds it).
+naturally that cold (`pplug.lamp.slices.cold_start`, as `bench_real_lamp.py --slices cold-start` builds it).
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         return run_seeds(args)
 
-    from pplug.evaluate import evaluate
-    from pplug.metrics import format_table
-    from pplug.inference import SCORED_DECODINGS
+    from pplug.decode.evaluate import evaluate
+    from pplug.lamp.metrics import format_table
+    from pplug.decode.inference import SCORED_DECODINGS
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -132,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_seeds(args) -> int:
     """--seeds: every variant once per seed, the same dev questions, mean ± sd and paired intervals."""
-    from pplug.data import load_outputs, load_split
-    from pplug.evaluate import floor_predictions, scored_rows
-    from pplug.io import atomic_write_json
-    from pplug.stats import comparison_lines, summarize, summary_table
-    from pplug.inference import SCORED_DECODINGS, subsample
+    from pplug.lamp.data import load_outputs, load_split
+    from pplug.decode.evaluate import floor_predictions, scored_rows
+    from pplug.core.io import atomic_write_json
+    from pplug.lamp.stats import comparison_lines, summarize, summary_table
+    from pplug.decode.inference import SCORED_DECODINGS, subsample
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -146,7 +146,7 @@ def run_seeds(args) -> int:
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}_seeds.json")
     scored, split, max_examples, suffix = data, "dev", args.max_dev, ""
     if args.cold_start:
-        from pplug.slices import cold_start, write_slice
+        from pplug.lamp.slices import cold_start, write_slice
 
         dev = load_split(data, "dev")
         cold, note = cold_start(subsample(dev.examples, args.max_dev, args.seed), max_items=4)

@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def attention_figures(model, examples, temperatures: list[float]) -> dict[str, dict[str, float]]:
-    from pplug.baselines import build_batch
-    from pplug.synth_vocab import text_sentiment
-    from pplug.tasks import get_task
+    from pplug.methods.batches import build_batch
+    from pplug.synth.vocab import text_sentiment
+    from pplug.core.tasks import get_task
 
     task = get_task(model.config.task)
     batch = build_batch(task, examples, model.config.method, causal=True, max_history=model.config.max_history)
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
-    from pplug.config import PPlugConfig
-    from pplug.data import load_split
-    from pplug.model import PPlugModel
-    from pplug.synth import ensure_default_data
+    from pplug.modeling.config import PPlugConfig
+    from pplug.lamp.data import load_split
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import ensure_default_data
 
     if Path(args.data) == ROOT / "lamp_data" / "synthetic" / "ratings":
         ensure_default_data(ROOT / "lamp_data" / "synthetic")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name.split()[-1]} | {r['effective_items']:.1f} | {r['history_items']:.1f} | "
               f"{r['mass_on_same_sentiment']:.3f} | {r['same_sentiment_share']:.3f} |")
     if args.out:
-        from pplug.io import atomic_write_json
+        from pplug.core.io import atomic_write_json
 
         atomic_write_json(Path(args.out), {"meta": run_meta(device="cpu", dtype="float32"),
                                            "checkpoint": args.checkpoint, "n": len(examples), "mix_gate": gate,

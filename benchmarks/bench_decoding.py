@@ -6,7 +6,7 @@
 
 Every method decodes the same dev questions (a seeded subset) with the same frozen LLM. Greedy and beam run
 once; the sampling decodings run once per sampling seed on one candidate pool per (method, seed): the greedy
-output + `--num-samples` samples (`pplug.decoding.candidate_pools`), from which `mbr` (ROUGE-1 consensus),
+output + `--num-samples` samples (`pplug.decode.choose.candidate_pools`), from which `mbr` (ROUGE-1 consensus),
 `preference` (w = 0.5) and `preference w=1` (similarity to the user's past outputs alone) select; the pool is
 shared, so the comparisons between them are paired. With `--preference-models` (a folder of `pplug prefs train`)
 `reward-mbr` (w = 0.5: consensus and the user's retrieved facet reward) and `reward-mbr w=1` (the reward alone)
@@ -48,8 +48,8 @@ REWARD_SELECTIONS = ("reward-mbr", "reward-mbr w=1")
 def row_rewards_for(pools, rows, past, args) -> list:
     """Each row's facet reward of its pool, as `--decoding reward-mbr` computes it (`row_rewards`: weights
     retrieved from the persona text of the user's history, the user's past outputs summarised)."""
-    from pplug.decoding import DecodingSpec, RowContext
-    from pplug.preference_models import row_rewards
+    from pplug.decode.choose import DecodingSpec, RowContext
+    from pplug.decode.preference import row_rewards
 
     spec = DecodingSpec("reward-mbr", preference_models=args.preference_models)
     ctx = RowContext(user_outputs=past, profiles=[ex.profile for ex in rows])
@@ -57,8 +57,8 @@ def row_rewards_for(pools, rows, past, args) -> list:
 
 
 def rouge_rows(preds: list[str], golds: list[str]) -> dict[str, list[float]]:
-    """Per-question ROUGE-1 / ROUGE-L F (the scorer of pplug.metrics)."""
-    from pplug.metrics import _rouge_scorer
+    """Per-question ROUGE-1 / ROUGE-L F (the scorer of pplug.lamp.metrics)."""
+    from pplug.lamp.metrics import _rouge_scorer
 
     sc = _rouge_scorer()
     out: dict[str, list[float]] = {"rouge1": [], "rougeL": []}
@@ -90,10 +90,17 @@ def host() -> dict:
 def run_method(model, task, examples, method: str, args, budget) -> dict:
     """Predictions and seconds of every decoding for one method: {decoding: {"preds": [[...] per seed],
     "seconds": total, "candidates": total}}."""
-    from pplug.baselines import build_batch
-    from pplug.decoding import (Candidates, DecodingSpec, candidate_pools, mbr_select, preference_select,
-                                reward_mbr_select, user_outputs)
-    from pplug.inference import clean_generation, decode
+    from pplug.methods.batches import build_batch
+    from pplug.decode.choose import (
+        Candidates,
+        DecodingSpec,
+        candidate_pools,
+        mbr_select,
+        preference_select,
+        reward_mbr_select,
+        user_outputs,
+    )
+    from pplug.decode.inference import clean_generation, decode
 
     max_hist = model.config.max_history if hasattr(model, "config") else None
     encoder = args.encoder
@@ -227,10 +234,10 @@ def main(argv=None) -> int:
     if not (root / "dev_questions.json").is_file():
         print(f"skipped: {root}/dev_questions.json not found (set PPLUG_REAL_LAMP)")
         return 0
-    from pplug.data import load_split
-    from pplug.evaluate import MethodRun, load_models
-    from pplug.io import atomic_write_json
-    from pplug.inference import subsample
+    from pplug.lamp.data import load_split
+    from pplug.decode.evaluate import MethodRun, load_models
+    from pplug.core.io import atomic_write_json
+    from pplug.decode.inference import subsample
 
     t_start = time.perf_counter()
     runs = {"none": MethodRun("none"), "pplug": MethodRun("pplug", Path(args.checkpoint))}
@@ -252,7 +259,7 @@ def main(argv=None) -> int:
                "meta": run_meta(device=str(llm.device), dtype=args.dtype),
                "settings": {k: v for k, v in vars(args).items() if k not in ("encoder",)}, "methods": {}}
     if args.preference_models:  # the facet models' own record: held-out pair accuracy, pairs, users
-        from pplug.preference_models import load_set
+        from pplug.decode.preference import load_set
 
         prefs = load_set(args.preference_models, encoder)
         results["preference_models"] = {n: m.training_record for n, m in prefs.models.items()}

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pplug.history import HistoryEncoder  # noqa: E402
+from pplug.encode.history import HistoryEncoder  # noqa: E402
 
 WORDS = ("great terrible value battery screen sound quality price delivery broke love hate works fine cheap "
          "expensive recommend return refund colour size fits small large comfortable noisy quiet fast slow").split()

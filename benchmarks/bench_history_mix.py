@@ -6,7 +6,7 @@ k is chosen on held-out *training* questions (the training questions each seed's
 the model never saw their answers), by the mean negative log-likelihood of the gold label pooled over
 seeds: a proper score, so one k serves every decoding. Then dev is scored with the model alone and with the
 chosen k, on the same trained models and questions, with mean ± sd over seeds and paired bootstrap intervals
-(`pplug.stats`) of the mixed PPlug rows against every other row and the no-model floors. One forward pass
+(`pplug.lamp.stats`) of the mixed PPlug rows against every other row and the no-model floors. One forward pass
 per question and model: the mixes are computed from the recorded label log-probabilities.
 
 Calibration (`--calibrate`): on the same held-out training questions, each seed's model (with the chosen k)
@@ -46,7 +46,7 @@ GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 
 class _Recorder:
-    """Quacks like the model for `pplug.inference.predict`; keeps each batch's label log-probs of the model
+    """Quacks like the model for `pplug.decode.inference.predict`; keeps each batch's label log-probs of the model
     alone (no mix) and the rows' history statistics, in example order."""
 
     def __init__(self, model):
@@ -64,7 +64,7 @@ class _Recorder:
 
 def label_distributions(model, method: str, task, examples: list, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) log-probs of the model alone and (N, stats_dim) history statistics, one row per example."""
-    from pplug.inference import predict
+    from pplug.decode.inference import predict
 
     rec = _Recorder(model)
     cfg = model.config
@@ -96,14 +96,14 @@ def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, e
 
 def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
     """The `median` and `expected` decodings of (N, C) probabilities."""
-    from pplug.inference import decode_labels
+    from pplug.decode.inference import decode_labels
 
     return decode_labels(task, probs, ["median", "expected"])
 
 
 def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None) -> torch.Tensor:
     """(N, C) probabilities with `history_mix_items` = k (None: the model alone)."""
-    from pplug.model import mix_history_prior
+    from pplug.modeling.model import mix_history_prior
 
     return mix_history_prior(logp, stats, k, task.name, list(task.labels)).softmax(dim=-1)
 
@@ -151,11 +151,11 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    from pplug.data import load_split
-    from pplug.evaluate import floor_predictions
-    from pplug.inference import subsample
-    from pplug.model import PPlugModel
-    from pplug.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
+    from pplug.lamp.data import load_split
+    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.inference import subsample
+    from pplug.modeling.model import PPlugModel
+    from pplug.lamp.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
 
     t0 = time.monotonic()
     ck_root = Path(args.checkpoints)
@@ -251,7 +251,7 @@ def main() -> None:
             print(line)
     print(f"\n{time.monotonic() - t0:.0f} s")
     if args.out:
-        from pplug.io import atomic_write_json
+        from pplug.core.io import atomic_write_json
 
         atomic_write_json(args.out, {"meta": run_meta(device="cpu"), "settings": vars(args), "chosen_k": chosen,
                                      "label_offsets": offsets if args.calibrate else None,

@@ -47,7 +47,7 @@ def default_config(dtype: str):
     """`configs/default.yaml`'s model section as a PPlugConfig (the optimiser settings left out)."""
     import yaml
 
-    from pplug.config import PPlugConfig
+    from pplug.modeling.config import PPlugConfig
 
     model = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text(encoding="utf-8"))["model"]
     fields = {f.name for f in dataclasses.fields(PPlugConfig)}
@@ -62,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
-    from pplug.baselines import build_batch
-    from pplug.batch import PPlugBatch
-    from pplug.data import load_split
-    from pplug.history import HistoryEncoder
-    from pplug.llm import FrozenLLM
-    from pplug.model import PPlugModel
-    from pplug.synth import ensure_default_data
-    from pplug.tasks import get_task
+    from pplug.methods.batches import build_batch
+    from pplug.core.batch import PPlugBatch
+    from pplug.lamp.data import load_split
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.llm import FrozenLLM
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import ensure_default_data
+    from pplug.core.tasks import get_task
 
     data = ensure_default_data(ROOT / "lamp_data" / "synthetic")
     examples = load_split(data, "dev").examples[: args.n]
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, mae in floors.items():
         print(f"{name:40s} mae {mae:.3f}")
     if args.out:
-        from pplug.io import atomic_write_json
+        from pplug.core.io import atomic_write_json
 
         atomic_write_json(Path(args.out), {"meta": run_meta(device="cpu", dtype=args.dtype), "n": len(examples),
                                            "rows": rows, "floors_mae": floors})
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def pooled(model, batches, golds, user_means, attended) -> dict[str, float]:
     """The expected rating's correlations and the median decoding's MAE over every batch's rows together."""
-    from pplug.tasks import get_task
+    from pplug.core.tasks import get_task
 
     labels = list(get_task("LaMP_3").labels)
     with torch.no_grad():

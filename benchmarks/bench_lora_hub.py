@@ -10,19 +10,19 @@ Per seed (`--seeds`), on the set's train split (configs/real/<set>.yaml) and the
 
 - PPlug: trained by train.py (`bench_real_lamp.train_method`, `--max-steps` steps), or reused from
   `--pplug-checkpoints DIR` laid out as `DIR/seed<s>/<--pplug-run>/final` (bench_ablation's `base` runs are);
-- the hub: `pplug.lora_hub_train.train_hub` (what `pplug hub train` runs) on the frozen LLM, encoder, dtype and
+- the hub: `pplug.hub.train.train_hub` (what `pplug hub train` runs) on the frozen LLM, encoder, dtype and
   prompt budget of that PPlug checkpoint: `--k` groups of users by persona text, one LoRA each plus the general
   one, at most `--hub-steps` optimizer steps per adapter;
 - OPPU (one PEFT LoRA per user, Tan et al. 2024): for `--oppu-users` dev users drawn with `--seed` (the same
   users for every training seed), one adapter per user trained by the hub's own loop (`fit_adapter`, the `none`
   method's prompts, as the hub's adapters) on that user's history items turned into (input -> output) examples
-  (`pplug.fast_adapt.item_example`), at most `--oppu-steps` steps; an item whose input is one of that user's
+  (`pplug.adapt.fast.item_example`), at most `--oppu-steps` steps; an item whose input is one of that user's
   scored dev questions is left out.
 
-Scored on the same seeded dev questions (`--max-dev`, `--seed`) with `pplug.evaluate.evaluate(..., hub=DIR)`:
+Scored on the same seeded dev questions (`--max-dev`, `--seed`) with `pplug.decode.evaluate.evaluate(..., hub=DIR)`:
 `none`, `pplug`, `lora-hub`, `pplug+lora-hub` (all rating decodings for ratings), plus the no-model floors.
 Each cell is mean ± sd over the seeds (`none` and the floors do not depend on the seed); paired bootstrap 95%
-intervals (`pplug.stats.summarize`, seeds pooled per question) of `pplug+lora-hub` and `lora-hub` minus `pplug`,
+intervals (`pplug.lamp.stats.summarize`, seeds pooled per question) of `pplug+lora-hub` and `lora-hub` minus `pplug`,
 `none` and the floors, and of `pplug` minus `none` and the floors. OPPU is scored on its users' dev questions only
 (slice "oppu"), beside every other row restricted to those same questions, with the intervals of OPPU minus
 each; with 8 users that is 8 questions on music_ratings and acl_titles (one dev question per user), so its
@@ -137,7 +137,7 @@ def _reused(mark: Path, done: Path, settings: dict) -> float | None:
 
 
 def _mark(mark: Path, seconds: float, settings: dict) -> None:
-    from pplug.io import atomic_write_json
+    from pplug.core.io import atomic_write_json
 
     mark.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(mark.with_suffix(".settings.json"), settings)
@@ -166,14 +166,14 @@ def pplug_run(args, seed: int, ck: Path, train_root: Path, extra: tuple[str, ...
 
 def checkpoint_config(run: Path) -> Any:
     """The PPlugConfig of a run's serving checkpoint: its frozen LLM, encoder, dtype, prompt budget, task."""
-    from pplug.checkpoints import resolve
-    from pplug.model import PPlugModel
+    from pplug.core.checkpoints import resolve
+    from pplug.modeling.model import PPlugModel
 
     return PPlugModel.load_checkpoint_config(resolve(run))[0]
 
 
 def hub_config(args, cfg: Any) -> Any:
-    from pplug.lora_hub_config import LoRAHubConfig
+    from pplug.hub.config import LoRAHubConfig
 
     return LoRAHubConfig(task=cfg.task, base_model_name_or_path=cfg.base_model_name_or_path,
                          encoder_name_or_path=cfg.encoder_name_or_path, r=args.r, lora_alpha=args.lora_alpha,
@@ -183,11 +183,11 @@ def hub_config(args, cfg: Any) -> Any:
 def hub_run(args, cfg: Any, seed: int, ck: Path, train_root: Path, train_split: str
             ) -> tuple[Path, float, dict]:
     """Train (or resume) the seed's hub on the train subsample PPlug trained on; (folder, seconds, record)."""
-    from pplug.data import load_split
-    from pplug.inference import subsample
-    from pplug.lora_hub_files import read_hub_json
-    from pplug.lora_hub_train import HubTrainConfig, train_hub
-    from pplug.model import load_frozen
+    from pplug.lamp.data import load_split
+    from pplug.decode.inference import subsample
+    from pplug.hub.files import read_hub_json
+    from pplug.hub.train import HubTrainConfig, train_hub
+    from pplug.modeling.model import load_frozen
 
     folder, mark = ck / "hub", ck / "hub.train_seconds"
     settings = {"k": args.k, "hub_steps": args.hub_steps, "hub_epochs": args.hub_epochs, "hub_lr": args.hub_lr,
@@ -225,7 +225,7 @@ def oppu_users(task: Any, examples: list, n: int, seed: int, min_items: int = 2)
     A user's history is the union of their questions' profiles (by item id), minus any item whose input is one of
     their scored questions (its gold would be trained on); users with fewer than `min_items` such items are not
     drawn. Empty where the task's items carry no (input, output) pair."""
-    from pplug.fast_adapt import item_example
+    from pplug.adapt.fast import item_example
 
     if n <= 0 or not (task.input_field and task.output_field):
         return {}
@@ -258,10 +258,10 @@ def oppu_run(args, cfg: Any, seed: int, ck: Path, users: dict[str, dict]) -> tup
 
     The adapters live in a `LoRAHub` (one per user instead of one per group: its peft plumbing, save and load);
     nothing is retrieved, each user's questions run through their own adapter (`score_oppu`)."""
-    from pplug.lora_hub import LoRAHub
-    from pplug.lora_hub_files import read_hub_json
-    from pplug.lora_hub_train import HubTrainConfig, fit_adapter
-    from pplug.model import load_frozen
+    from pplug.hub.model import LoRAHub
+    from pplug.hub.files import read_hub_json
+    from pplug.hub.train import HubTrainConfig, fit_adapter
+    from pplug.modeling.model import load_frozen
 
     folder, mark = ck / "oppu", ck / "oppu.train_seconds"
     settings = {"users": sorted(users), "oppu_steps": args.oppu_steps, "oppu_epochs": args.oppu_epochs,
@@ -299,8 +299,8 @@ def oppu_run(args, cfg: Any, seed: int, ck: Path, users: dict[str, dict]) -> tup
 def score_oppu(args, cfg: Any, task: Any, hub: Any, encoder: Any, users: dict[str, dict]) -> dict[str, dict]:
     """Each OPPU user's scored questions through their own adapter (the `none` prompts the adapters trained on):
     row ("oppu", "oppu [expected]", ...) -> id -> prediction."""
-    from pplug.evaluate import applicable_decodings, prediction_row
-    from pplug.inference import SCORED_DECODINGS, FrozenBaseline, predict
+    from pplug.decode.evaluate import applicable_decodings, prediction_row
+    from pplug.decode.inference import SCORED_DECODINGS, FrozenBaseline, predict
 
     decs = applicable_decodings(task, SCORED_DECODINGS)
     names = {u: adapter_name(i) for i, u in enumerate(users)}
@@ -325,9 +325,9 @@ def score_seed(args, task: Any, run: Path, hub: Path, ck: Path, name: str, folde
     `none` only with `first` (it does not depend on the seed). When every row was decoded before (newer than its
     weights, answering every question) they are read back; otherwise all are decoded again, together, so that every
     row runs at the PPlug checkpoint's prompt budget (`evaluate` takes `none`'s and the hub's from it)."""
-    from pplug.data import load_outputs
-    from pplug.evaluate import scored_rows
-    from pplug.inference import SCORED_DECODINGS
+    from pplug.lamp.data import load_outputs
+    from pplug.decode.evaluate import scored_rows
+    from pplug.decode.inference import SCORED_DECODINGS
 
     stem = ck / "eval" / f"{name}_preds"
     weights = {"none": [None], "pplug": [run / "final"], "lora-hub": [hub], "pplug+lora-hub": [run / "final", hub]}
@@ -353,7 +353,7 @@ def score_seed(args, task: Any, run: Path, hub: Path, ck: Path, name: str, folde
 
 def retrieval_counts(args, hub: Path, examples: list) -> dict:
     """How the scored questions' users were served: cold start (the general adapter) and each top adapter."""
-    from pplug.lora_hub import retrieve_from_folder
+    from pplug.hub.model import retrieve_from_folder
 
     _, got = retrieve_from_folder(hub, [ex.profile for ex in examples], cache_path=args.embedding_cache)
     first: dict[str, int] = {}
@@ -369,11 +369,11 @@ def hub_rows(rows, methods) -> list[str]:
 
 def run(args) -> dict:
     """Every seed's runs, every slice's scores; returns the results JSON (also written to --out)."""
-    from pplug.data import load_split
-    from pplug.evaluate import floor_predictions
-    from pplug.inference import subsample
-    from pplug.io import atomic_write_json
-    from pplug.stats import comparison_lines, summarize, summary_table
+    from pplug.lamp.data import load_split
+    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.inference import subsample
+    from pplug.core.io import atomic_write_json
+    from pplug.lamp.stats import comparison_lines, summarize, summary_table
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():

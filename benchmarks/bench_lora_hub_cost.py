@@ -4,7 +4,7 @@ different adapter per row, on the shipped default LLM.
     OMP_NUM_THREADS=2 python benchmarks/bench_lora_hub_cost.py [--batches 1 8 32] [--repeats 5] [--new-tokens 8]
 
 Loads the default frozen LLM (SmolLM2-135M-Instruct, offline) twice: once as it is ("none": no hub loaded), once
-with a hub of K=8 fresh adapters plus the general one (`pplug.lora_hub.LoRAHub`, r=8 on peft's default target
+with a hub of K=8 fresh adapters plus the general one (`pplug.hub.model.LoRAHub`, r=8 on peft's default target
 modules), their B matrices set at random so each adapter's update is not zero (the cost is the same either way).
 For each batch size it times, interleaved `--repeats` times after one warm-up call per setting:
 
@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from meta import run_meta  # noqa: E402
-from pplug.llm import FrozenLLM  # noqa: E402
-from pplug.lora_hub import LoRAHub, LoRAHubConfig  # noqa: E402
-from pplug.prompts import compose_prompt  # noqa: E402
-from pplug.tasks import get_task  # noqa: E402
+from pplug.modeling.llm import FrozenLLM  # noqa: E402
+from pplug.hub.model import LoRAHub
+from pplug.hub.config import LoRAHubConfig  # noqa: E402
+from pplug.methods.prompts import compose_prompt  # noqa: E402
+from pplug.core.tasks import get_task  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "lora_hub_cost.json"
 REVIEWS = ["battery died after two days", "works perfectly, love it", "good value for the price",

@@ -6,7 +6,7 @@ another domain, and keep its lead in-domain?
 Two shift checks, built under --checkpoints (git-ignored; the real data is never copied into the repository):
 
 - `music_topic_shift`: ../shared/data/real_lamp/music_ratings split by what its users review
-  (`pplug.slices.topic_shift` on the default sentence encoder): the users at the distinct end of the main
+  (`pplug.lamp.slices.topic_shift` on the default sentence encoder): the users at the distinct end of the main
   topic direction (on this set: hip-hop, R&B and soul reviewers) are held out whole, every question of theirs
   with their own history, as a new product category brings other users with histories in that category;
   the users at the other end are trained on (their train questions) and checked in-domain (their dev
@@ -52,9 +52,9 @@ SETS = {"music_topic_shift": "configs/real/music_ratings.yaml", "synth_ratings_s
 
 def build_topic_shift(root: Path, out: Path) -> str:
     """Write music_topic_shift (train, dev = shifted users, indomain = fitted users' dev) once; returns the note."""
-    from pplug.data import load_split, write_split
-    from pplug.history import HistoryEncoder
-    from pplug.slices import topic_shift
+    from pplug.lamp.data import load_split, write_split
+    from pplug.encode.history import HistoryEncoder
+    from pplug.lamp.slices import topic_shift
 
     note_file = out / "topic_shift.json"
     if note_file.is_file():
@@ -71,8 +71,8 @@ def build_topic_shift(root: Path, out: Path) -> str:
 
 def build_synth_shift(out: Path) -> str:
     """Write the synthetic shift (dev = another product domain) and its unshifted dev as split `indomain`."""
-    from pplug.data import write_split
-    from pplug.synth import load_synthetic, make_synthetic
+    from pplug.lamp.data import write_split
+    from pplug.synth.generate import load_synthetic, make_synthetic
 
     if not (out / "indomain_questions.json").is_file():
         make_synthetic(out, kind="ratings", domain_shift=True)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
 
-    from pplug.io import atomic_write_json
+    from pplug.core.io import atomic_write_json
 
     datasets: dict[str, tuple[Path, str]] = {}
     for set_name in args.sets:

@@ -8,7 +8,7 @@ For each set (configs/real/<set>.yaml) it trains prompt-tuned, retrieval, pplug 
 train.py (same steps, batch, subsample, input length; validation skipped so the budget goes to training:
 final/ holds the last weights), then evaluates them together with `none` and the no-model floors
 (always-5 and the user's mean rating for ratings; the first N words of the content for titles/subjects,
-N = median train gold length) on the same dev subsample via `pplug.evaluate.evaluate`. Prints one table
+N = median train gold length) on the same dev subsample via `pplug.decode.evaluate.evaluate`. Prints one table
 per set and writes everything to --out (JSON). The real data lives in ../shared/data/real_lamp and is never
 copied into the repository; a missing set is skipped with a message.
 
@@ -23,18 +23,18 @@ held-out scores exist, so an interrupted selection resumes; delete a run folder 
 Seeds and statistics (`--seeds 0 1 2`): every method is trained once per seed (seed_everything and
 data.seed), all are scored on the same dev questions (the `--seed` subsample), and each cell is reported as
 mean ± sd over the seeds, with paired bootstrap 95% intervals of PPlug minus every other row and every
-no-model floor on those questions (`pplug.stats`: per-question ROUGE / absolute error / squared error,
+no-model floor on those questions (`pplug.lamp.stats`: per-question ROUGE / absolute error / squared error,
 questions resampled with replacement, seeds pooled per question). "leads" is printed only where the interval
 excludes 0. `none` (greedy, no weights) and the floors do not depend on the seed and are scored once.
 
     python benchmarks/bench_real_lamp.py --sets music_ratings --methods prompt-tuned retrieval pplug \
         --seeds 0 1 2 --max-steps 100 --max-dev 150 --slices cold-start
 
-Shift checks (`--slices`, `pplug.slices`): cold-start (users with at most 4 history items, or every dev
+Shift checks (`--slices`, `pplug.lamp.slices`): cold-start (users with at most 4 history items, or every dev
 question with its history cut to its 4 latest items where too few users are that cold), time-shift (each
 training user's latest training question, held out of training: every method then trains on the rest),
 time-shift-dev (dev questions of users who also have training questions, dated at or after all of them: the
-same shift with no retraining, for sets with dated histories; `pplug.slices.later_than_training`).
+same shift with no retraining, for sets with dated histories; `pplug.lamp.slices.later_than_training`).
 `--val-holdout N` (seeds path) trains every method on the training split minus N seeded questions,
 validates on those every `--val-every` steps (default a quarter of the steps) and keeps the best validation's
 weights (train.py's ModelCheckpoint on the task's main metric) instead of the last step's: a guard against a
@@ -92,7 +92,7 @@ def reference_rows(rows) -> list[str]:
 
 def synth_data(set_name: str, ckpt_root: Path) -> tuple[Path, dict]:
     """Generate (once) a synthetic set under the checkpoints folder; returns its folder and synth_report.json."""
-    from pplug.synth import REPORT_NAME, make_synthetic
+    from pplug.synth.generate import REPORT_NAME, make_synthetic
 
     folder = ckpt_root / "data"
     if not (folder / REPORT_NAME).is_file():
@@ -140,9 +140,9 @@ def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str
     """
     import statistics
 
-    from pplug.data import load_outputs, load_split
-    from pplug.evaluate import floor_predictions
-    from pplug.inference import subsample
+    from pplug.lamp.data import load_outputs, load_split
+    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.inference import subsample
 
     split = load_split(data, "dev")
     if getattr(split.task.output_kind, "value", "") != "rating":
@@ -165,7 +165,7 @@ def write_selection_split(data: Path, out: Path, n_heldout: int, seed: int) -> P
     An existing split in `out` is reused (runs trained on it are reused too), but only if it holds as many
     held-out questions as asked: a split written for another N raises instead of silently changing the run.
     """
-    from pplug.data import load_split, write_split
+    from pplug.lamp.data import load_split, write_split
 
     train = load_split(data, "train")
     n = min(n_heldout, len(train.examples) // 5)
@@ -183,8 +183,8 @@ def write_selection_split(data: Path, out: Path, n_heldout: int, seed: int) -> P
 
 def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> tuple[str, dict]:
     """Train `method` once per lr on the fit split; keep the best on the held-out split. Returns (run, table)."""
-    from pplug.evaluate import evaluate
-    from pplug.tasks import get_task
+    from pplug.decode.evaluate import evaluate
+    from pplug.core.tasks import get_task
 
     sel = write_selection_split(data, ckpt_root / "selection_data", args.heldout, args.seed)
     table: dict = {}
@@ -256,8 +256,8 @@ def default_jobs(device: str, n_runs: int, gb_per_job: float = GB_PER_TRAINING) 
 
 
 def run_evaluate(args, checkpoints: list[str], data: Path, split: str, **kw) -> dict:
-    """`pplug.evaluate.evaluate` with this benchmark's device and evaluation batch (the one place both are set)."""
-    from pplug.evaluate import evaluate
+    """`pplug.decode.evaluate.evaluate` with this benchmark's device and evaluation batch (the one place both are set)."""
+    from pplug.decode.evaluate import evaluate
 
     return evaluate(checkpoints, str(data), split, batch_size=args.eval_batch_size, device=args.device, **kw)
 
@@ -266,15 +266,15 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     """The splits scored: {name: (folder, split, max_examples, note)}, plus the training root and overrides.
 
     dev unless --slices-only. cold-start: the dev questions scored (the same seeded subsample) whose users have
-    at most 4 history items, or all of them cut to 4 items (`pplug.slices.cold_start`). time-shift: each
+    at most 4 history items, or all of them cut to 4 items (`pplug.lamp.slices.cold_start`). time-shift: each
     training user's latest training question, held out of training (so every method then trains on `fit`).
     time-shift-dev: the dev questions of users seen in training dated after their training questions (a
     seeded subsample of at most --max-dev); skipped with a message where histories are not dated.
     Slice files go under the checkpoints folder (git-ignored), never into the repository.
     """
-    from pplug.data import load_split
-    from pplug.slices import cold_start, later_than_training, time_shift_holdout, write_slice
-    from pplug.inference import subsample
+    from pplug.lamp.data import load_split
+    from pplug.lamp.slices import cold_start, later_than_training, time_shift_holdout, write_slice
+    from pplug.decode.inference import subsample
 
     slices: dict[str, tuple[Path, str, int | None, str]] = {}
     if not args.slices_only:
@@ -364,7 +364,7 @@ def pearson_rows(task, golds: dict[str, str], preds: dict[str, dict[str, dict[st
     """Ratings: Pearson r with the gold of each [expected] row and of the user-mean floor, mean ± sd over seeds."""
     import statistics
 
-    from pplug.stats import mean_sd
+    from pplug.lamp.stats import mean_sd
 
     if getattr(task.output_kind, "value", "") != "rating":
         return {}
@@ -387,11 +387,11 @@ def earlier_predictions(stem: Path, rows: list[str], weights: Path | None,
                         golds: dict[str, str]) -> dict[str, dict[str, str]] | None:
     """--reuse-preds: one method's predictions from an earlier scoring of the same slice, row -> (id -> output).
 
-    None (score again) unless every row's file (`pplug.evaluate.prediction_path`) exists, answers every
+    None (score again) unless every row's file (`pplug.decode.evaluate.prediction_path`) exists, answers every
     question scored now, and was written after the weights it came from (`weights`: the run's final/).
     """
-    from pplug.data import load_outputs
-    from pplug.evaluate import prediction_path
+    from pplug.lamp.data import load_outputs
+    from pplug.decode.evaluate import prediction_path
 
     paths = {row: prediction_path(stem, row) for row in rows}
     if not all(p.is_file() for p in paths.values()):
@@ -423,12 +423,12 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     """Train every method once per seed, score all on the same questions of every slice, and summarise.
 
     Returns the set's JSON entry: per slice, mean ± sd of every row over seeds and paired bootstrap
-    intervals of PPlug minus every other row (`pplug.stats.summarize`); metrics only, no predictions.
+    intervals of PPlug minus every other row (`pplug.lamp.stats.summarize`); metrics only, no predictions.
     """
-    from pplug.data import load_outputs, load_split
-    from pplug.evaluate import floor_predictions, prediction_path, scored_rows
-    from pplug.stats import comparison_lines, summarize, summary_table
-    from pplug.inference import SCORED_DECODINGS, subsample
+    from pplug.lamp.data import load_outputs, load_split
+    from pplug.decode.evaluate import floor_predictions, prediction_path, scored_rows
+    from pplug.lamp.stats import comparison_lines, summarize, summary_table
+    from pplug.decode.inference import SCORED_DECODINGS, subsample
 
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
@@ -549,7 +549,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train every method once per seed (seed_everything and data.seed) and report mean ± sd "
                         "and paired bootstrap intervals of PPlug minus each row on the same questions")
     p.add_argument("--slices", nargs="+", default=[], choices=SLICES,
-                   help="also score these shift slices (pplug.slices); time-shift trains on train minus each "
+                   help="also score these shift slices (pplug.lamp.slices); time-shift trains on train minus each "
                         "user's latest training question; time-shift-dev scores dev questions dated after their "
                         "user's training questions (no retraining)")
     p.add_argument("--slices-only", action="store_true",
@@ -619,9 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     from meta import run_meta  # benchmarks/ is this script's folder
     multi, method_lr = args.multi, args.method_lr_map
 
-    from pplug.evaluate import evaluate
-    from pplug.inference import SCORED_DECODINGS
-    from pplug.io import atomic_write_json
+    from pplug.decode.evaluate import evaluate
+    from pplug.decode.inference import SCORED_DECODINGS
+    from pplug.core.io import atomic_write_json
 
     skip = ("train_args", "method_lr_map", "multi")
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,

@@ -24,7 +24,7 @@ from meta import run_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pplug.io import atomic_write_json  # noqa: E402
+from pplug.core.io import atomic_write_json  # noqa: E402
 
 ADMIN = "pplug-demo-admin"
 HISTORIES = {
@@ -46,7 +46,7 @@ def demo(checkpoint: Path) -> dict:
     """The docs' calls against one checkpoint; returns each user's answer and label probabilities."""
     from fastapi.testclient import TestClient
 
-    from pplug.server import create_app
+    from pplug.serve.app import create_app
 
     with tempfile.TemporaryDirectory(prefix="pplug-demo-") as tmp:
         app = create_app(checkpoint, Path(tmp) / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=4,

@@ -64,15 +64,15 @@ def make_checkpoint(out: Path, model: str, task: str) -> Path:
     """An untrained PPlug checkpoint on the tiny random LLM or the real default one (cost only)."""
     import torch
 
-    from pplug.config import PPlugConfig
-    from pplug.model import PPlugModel
+    from pplug.modeling.config import PPlugConfig
+    from pplug.modeling.model import PPlugModel
 
     torch.manual_seed(0)
     base = "default"
     if model == "tiny":
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-        from pplug.models import resolve_llm
+        from pplug.core.weights import resolve_llm
 
         tok = AutoTokenizer.from_pretrained(resolve_llm("default"))
         cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
@@ -278,9 +278,9 @@ def main(argv=None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="pplug-bench-server-"))
     run = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work, args.model, args.task)
-    from pplug.checkpoints import resolve
-    from pplug.model import PPlugModel
-    from pplug.tasks import get_task
+    from pplug.core.checkpoints import resolve
+    from pplug.modeling.model import PPlugModel
+    from pplug.core.tasks import get_task
 
     task = get_task(PPlugModel.load_checkpoint_config(resolve(run))[0].task)
     if not task.labels:
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     for b, u in zip(results["load"]["batched"], results["load"]["unbatched"]):
         print(f"c={b['concurrency']:<3d} batched/unbatched throughput: {b['rps'] / u['rps']:.2f}x")
     if args.out:
-        from pplug.io import atomic_write_json
+        from pplug.core.io import atomic_write_json
 
         atomic_write_json(args.out, results)
         print(f"wrote {args.out}")

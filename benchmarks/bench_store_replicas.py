@@ -210,7 +210,7 @@ def main(argv=None) -> int:
             server.cleanup()
         shutil.rmtree(work, ignore_errors=True)
     if args.out:
-        from pplug.io import atomic_write_json
+        from pplug.core.io import atomic_write_json
 
         atomic_write_json(args.out, results)
         print(f"wrote {args.out}")

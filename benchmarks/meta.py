@@ -22,7 +22,7 @@ NOT_RECORDED = "not recorded"
 """The value of a key whose fact a results file does not know."""
 
 HOST_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "bf16")
-"""The CPU flags that decide float32 against bfloat16 speed (`pplug.runtime.cpu_has_native_bf16`)."""
+"""The CPU flags that decide float32 against bfloat16 speed (`pplug.core.runtime.cpu_has_native_bf16`)."""
 
 META_KEYS = ("command", "code_version", "host", "device", "dtype")
 
@@ -68,7 +68,7 @@ def device_description(device: str | None = "auto") -> str:
     try:
         import torch
 
-        from pplug.runtime import resolve_device
+        from pplug.core.runtime import resolve_device
 
         dev = resolve_device(device)
         if dev.type == "cuda":
@@ -79,9 +79,9 @@ def device_description(device: str | None = "auto") -> str:
 
 
 def dtype_description(dtype: str | None = "auto", device: str | None = "auto") -> str:
-    """The LLM dtype `dtype` resolves to on `device` ("auto" -> the `pplug.runtime.resolve_dtype` rule)."""
+    """The LLM dtype `dtype` resolves to on `device` ("auto" -> the `pplug.core.runtime.resolve_dtype` rule)."""
     try:
-        from pplug.runtime import resolve_device, resolve_dtype
+        from pplug.core.runtime import resolve_device, resolve_dtype
 
         return resolve_dtype(dtype, resolve_device(device))
     except Exception:  # noqa: BLE001

@@ -13,9 +13,9 @@ and everything outside the markers is hand-written prose. `RENDERERS` maps each 
 renders it from the results folder (one table is not a result: `modules`, the module list of
 docs/architecture.md, is rendered from pplug/ and each module's docstring). Cells are mean ± sd over training
 seeds (a value alone where one run decides it: `none`, the no-model floors); intervals are the paired
-bootstrap 95% intervals that the benchmarks stored (`pplug.stats.summarize`), printed with
-`pplug.stats.format_interval`; "leads" and "behind" mean the interval excludes 0
-(`pplug.stats.interval_verdict`). Under each table, every results file it read is named with its command, code
+bootstrap 95% intervals that the benchmarks stored (`pplug.lamp.stats.summarize`), printed with
+`pplug.lamp.stats.format_interval`; "leads" and "behind" mean the interval excludes 0
+(`pplug.lamp.stats.interval_verdict`). Under each table, every results file it read is named with its command, code
 version, host, device and dtype (the file's `"meta"`).
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pplug.tasks import TaskSpec
+    from pplug.core.tasks import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -92,8 +92,8 @@ def row_key(key: str, decoding: str | None) -> str:
 
 
 def fmt_value(values: Sequence[float], digits: int = 3) -> str:
-    """"0.456 ± 0.013" over seeds, or the value alone for one run (`pplug.stats.mean_sd`)."""
-    from pplug.stats import mean_sd
+    """"0.456 ± 0.013" over seeds, or the value alone for one run (`pplug.lamp.stats.mean_sd`)."""
+    from pplug.lamp.stats import mean_sd
 
     mean, sd = mean_sd(values)
     return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
@@ -101,7 +101,7 @@ def fmt_value(values: Sequence[float], digits: int = 3) -> str:
 
 def fmt_interval(metric: str, c: dict, digits: int = 3) -> str:
     """"-0.063 [-0.098, -0.024] leads" from a stored comparison ({"diff", "lo", "hi"})."""
-    from pplug.stats import format_interval, interval_verdict
+    from pplug.lamp.stats import format_interval, interval_verdict
 
     iv = (c["diff"], c["lo"], c["hi"])
     verdict = interval_verdict(metric, iv)
@@ -325,7 +325,7 @@ def attention(results: Path) -> str:
 def decoding(results: Path, set_name: str, stem: str = "decoding") -> str:
     """bench_decoding: every decoding of each method, its difference to greedy and its cost per row (`stem`:
     "decoding_reward" for the run with reward-mbr, whose facet models' held-out pair accuracy follows)."""
-    from pplug.stats import format_interval
+    from pplug.lamp.stats import format_interval
 
     name = f"{stem}_{set_name}"
     d = load(results, name)
@@ -597,7 +597,7 @@ def lora_hub_summary(results: Path) -> str:
     the no-model floors, the paired intervals of each hub row minus `pplug` and of `lora-hub` minus `none`, and the
     verdicts of both hub rows minus `pplug` on each shift slice, a retrained time-shift file's included (the detail
     per set: `lora_hub`)."""
-    from pplug.tasks import get_task
+    from pplug.core.tasks import get_task
 
     names = lora_hub_files(results)
     if not names:
@@ -639,8 +639,8 @@ def lora_hub(results: Path) -> str:
     each shift slice; the paired intervals of each hub row minus `pplug`, `none` and the floors; the OPPU users'
     questions with every row restricted to them and OPPU minus each; a verdict line that says where the hub does
     not help; and the training seconds per seed."""
-    from pplug.stats import interval_verdict, mean_sd
-    from pplug.tasks import get_task
+    from pplug.lamp.stats import interval_verdict, mean_sd
+    from pplug.core.tasks import get_task
 
     names = lora_hub_files(results)
     if not names:
@@ -720,42 +720,50 @@ def lora_hub(results: Path) -> str:
     return "\n\n".join(parts)
 
 
-# --- the module table of docs/architecture.md --------------------------------------------------------
+# --- the folders of docs/architecture.md -------------------------------------------------------------
 
-MODULE_GROUPS = (
-    ("The line: load, encode, embed, prefix, decode, score",
-     ("tasks", "data", "history", "embedding_cache", "embedder", "llm", "sampling", "batch", "prompts", "baselines",
-      "methods", "model", "config", "version", "inference", "decoding", "preference_models", "metrics", "stats",
-      "runtime", "checkpoints", "models", "io")),
-    ("Training and evaluation", ("train_module", "datamodule", "callbacks", "preference_models_train", "evaluate",
-                                 "slices", "synth", "synth_vocab", "synth_report", "download")),
-    ("Users, adaptation, serving", ("persona", "persona_schema", "persona_render", "persona_history", "store",
-                                    "store_base", "store_schema", "store_memory", "store_postgres", "store_pg_schema",
-                                    "validation", "adapt", "fast_adapt", "slow_adapt", "lora_hub", "lora_hub_config",
-                                    "lora_hub_files", "lora_hub_train", "lora_hub_adapt", "hub_methods", "server",
-                                    "api_schema", "serve_batching", "private")),
-    ("Entry points", ("__init__", "cli", "commands", "hub_commands")),
-)
-"""Where each module of pplug/ sits in docs/architecture.md; a module not named here is listed last."""
+def folder_layers(package: Path = ROOT / "pplug") -> dict[str, tuple[str, ...]]:
+    """Each folder of pplug/ -> the folders its `__init__` docstring says it may import ("May import: a, b.";
+    "nothing of pplug" and "every folder" are the two ends), in the order of the data flow (fewest first)."""
+    import ast
+
+    declared = {}
+    for init in sorted(Path(package).glob("*/__init__.py")):
+        text = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        line = next((ln for ln in text.splitlines() if ln.startswith("May import:")), None)
+        if line is None:
+            raise ValueError(f"{init}: the docstring has no 'May import:' line")
+        declared[init.parent.name] = line[len("May import:"):].strip().rstrip(".")
+    every = tuple(declared)
+    layers = {name: (() if spec == "nothing of pplug" else every if spec == "every folder"
+                     else tuple(n.strip() for n in spec.split(","))) for name, spec in declared.items()}
+    return {name: tuple(n for n in deps if n != name)
+            for name, deps in sorted(layers.items(), key=lambda kv: (len(kv[1]), kv[0]))}
 
 
 def modules(results: Path, package: Path = ROOT / "pplug") -> str:
-    """Every module of pplug/ with the first paragraph of its own docstring, grouped by layer."""
+    """The folders of pplug/, each with its own docstring and what it may import, then every file in it with
+    the first paragraph of the file's docstring."""
     import ast
 
-    def doc(path: Path) -> str:
+    def doc(path: Path, first_only: bool = True) -> str:
         text = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-        return " ".join(text.split("\n\n")[0].split()).replace("|", "\\|")
+        text = text.split("\n\n")[0] if first_only else text.split("\nMay import:")[0]
+        return " ".join(text.split()).replace("|", "\\|")
 
-    found = {p.stem: p for p in sorted(Path(package).glob("*.py"))}
-    groups = [(title, [n for n in names if n in found]) for title, names in MODULE_GROUPS]
-    named = {n for _, names in groups for n in names}
-    groups.append(("Other modules", [n for n in found if n not in named]))
-    parts = []
-    for title, names in groups:
-        if names:
-            parts.append(f"**{title}**\n\n" + markdown_table(["file", "what it owns"],
-                                                              [[f"`{n}.py`", doc(found[n])] for n in names]))
+    layers = folder_layers(package)
+    rows = [[f"`{name}/`", doc(Path(package) / name / "__init__.py", first_only=False),
+             "nothing" if not deps else "every folder" if len(deps) == len(layers) - 1 else ", ".join(deps)]
+            for name, deps in layers.items()]
+    parts = ["**The folders**, from the ground up (a folder imports only those before it):\n\n"
+             + markdown_table(["folder", "what it owns", "may import"], rows)]
+    for name in layers:
+        files = [f for f in sorted((Path(package) / name).glob("*.py")) if not f.stem.startswith("__")]
+        parts.append(f"**`pplug/{name}/`**\n\n" + markdown_table(
+            ["file", "what it owns"], [[f"`{f.name}`", doc(f)] for f in files]))
+    top = [f for f in sorted(Path(package).glob("*.py"))]
+    parts.append("**`pplug/` itself**\n\n" + markdown_table(["file", "what it owns"],
+                                                              [[f"`{f.name}`", doc(f)] for f in top]))
     return "\n\n".join(parts)
 
 

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._moved import install as _install_moved_paths
 from .version import __version__
 
+_install_moved_paths()  # pplug 0.1's module paths, deprecated
+
 _PUBLIC = {
-    "PPlugConfig": "pplug.config",
-    "PPlugModel": "pplug.model",
-    "PPlugBatch": "pplug.batch",
-    "personalize": "pplug.inference",
+    "PPlugConfig": "pplug.modeling.config",
+    "PPlugModel": "pplug.modeling.model",
+    "PPlugBatch": "pplug.core.batch",
+    "personalize": "pplug.decode.inference",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .batch import PPlugBatch
-    from .config import PPlugConfig
-    from .inference import personalize
-    from .model import PPlugModel
+    from pplug.core.batch import PPlugBatch
+    from pplug.modeling.config import PPlugConfig
+    from pplug.decode.inference import personalize
+    from pplug.modeling.model import PPlugModel
 
 
 def __getattr__(name: str) -> Any:

@@ -165,7 +165,7 @@ def tiny_config(tiny_causal_llm_dir, tiny_encoder_dir):
 
     Session-scoped: tests that change fields should use `dataclasses.replace(tiny_config, ...)`.
     """
-    from pplug.config import PPlugConfig
+    from pplug.modeling.config import PPlugConfig
 
     return PPlugConfig(
         base_model_name_or_path=str(tiny_causal_llm_dir),
@@ -185,8 +185,8 @@ def gen_model(tiny_config):
 
     import torch
 
-    from pplug.history import HistoryEncoder
-    from pplug.model import PPlugModel
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.model import PPlugModel
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(tiny_config, task="LaMP_6", max_input_tokens=48)

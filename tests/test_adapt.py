@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from pplug.adapt import AdaptError, adapt, add_history, item_example, user_batch
-from pplug.checkpoints import (
+from pplug.adapt.fast import AdaptError, add_history, item_example, user_batch
+from pplug.adapt.slow import adapt
+from pplug.core.checkpoints import (
     LATEST_FILE,
     REPORT_FILE,
     CheckpointError,
@@ -20,9 +21,9 @@ from pplug.checkpoints import (
     serving_version,
     versions,
 )
-from pplug.data import read_items
-from pplug.store import UserStore
-from pplug.tasks import get_task
+from pplug.lamp.data import read_items
+from pplug.store.sqlite import UserStore
+from pplug.core.tasks import get_task
 
 LAMP3 = get_task("LaMP_3")
 
@@ -36,8 +37,8 @@ def _reviews(n: int, start: int = 0, score: str = "4") -> list[dict]:
 @pytest.fixture(scope="module")
 def parts(tiny_config, tmp_path_factory):
     """One tiny model (its frozen LLM and encoder are shared by every test here) and its checkpoint."""
-    from pplug.history import HistoryEncoder
-    from pplug.model import PPlugModel
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.model import PPlugModel
 
     cache = tmp_path_factory.mktemp("cache") / "emb.sqlite"
     encoder = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=cache)
@@ -190,7 +191,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
     res = _adapt(store, root, parts, min_new=8, metric="loss")
     assert res.status == "noop" and "last attempt" in res.message  # the refused window is not retried
 
-    # The task's main metric (MAE via pplug.metrics.score) decides by default.
+    # The task's main metric (MAE via pplug.lamp.metrics.score) decides by default.
     _fill(store, parts, n=6, start=22, user="bob", score="2")
     res = _adapt(store, root, parts, min_new=8, lr=3e-3)
     v = res.report["validation"]
@@ -225,7 +226,7 @@ def test_lock_prevents_a_concurrent_run(parts, store, root):
 
 
 def test_interrupted_run_keeps_last_good_version(parts, store, root, monkeypatch):
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     _fill(store, parts, n=10)
 
@@ -251,7 +252,7 @@ def test_interrupted_run_keeps_last_good_version(parts, store, root, monkeypatch
 
 
 def test_cli_life_cycle(parts, tmp_path, root, monkeypatch, capsys, tiny_encoder_dir):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     monkeypatch.setenv("PPLUG_CACHE_DIR", str(tmp_path / "cache"))
     db = str(tmp_path / "cli.sqlite")

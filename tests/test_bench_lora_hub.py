@@ -19,8 +19,8 @@ def test_bench_lora_hub_core_on_tiny_models(tiny_config, tmp_path, capsys):
     from safetensors.torch import load_file
 
     from benchmarks import report
-    from pplug.model import PPlugModel
-    from pplug.synth import make_synthetic
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import make_synthetic
 
     root = tmp_path / "data"
     make_synthetic(root / "music_ratings", kind="ratings", n_users=6, min_train=1, max_train=2, min_history=3,
@@ -97,10 +97,10 @@ def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_p
     import pytest
 
     from benchmarks import report
-    from pplug.data import load_split
-    from pplug.lora_hub_files import read_hub_json
-    from pplug.model import PPlugModel
-    from pplug.synth import make_synthetic
+    from pplug.lamp.data import load_split
+    from pplug.hub.files import read_hub_json
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import make_synthetic
 
     root = tmp_path / "data"
     make_synthetic(root / "music_ratings", kind="ratings", n_users=5, min_train=2, max_train=3, min_history=3,

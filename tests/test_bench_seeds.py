@@ -62,8 +62,9 @@ def test_device_args_and_jobs(monkeypatch):
 def test_gpu_configs_hold_the_reference_budget():
     import dataclasses
 
-    from pplug.config import PPlugConfig
-    from pplug.train_module import LaMPDataModule, PPlugLitModule
+    from pplug.modeling.config import PPlugConfig
+    from pplug.train.data import LaMPDataModule
+    from pplug.train.module import PPlugLitModule
 
     # --model.<field>: the LitModule's own settings and, through its **config, every PPlugConfig field
     model_keys = set(inspect.signature(PPlugLitModule.__init__).parameters) | {
@@ -84,10 +85,10 @@ def test_gpu_configs_hold_the_reference_budget():
 
 def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
     """Stubbed training and evaluation: the seeds path must pool, check and write what evaluate reported."""
-    from pplug.data import load_split, write_outputs
-    from pplug.metrics import score
-    from pplug.synth import make_synthetic
-    from pplug.inference import subsample
+    from pplug.lamp.data import load_split, write_outputs
+    from pplug.lamp.metrics import score
+    from pplug.synth.generate import make_synthetic
+    from pplug.decode.inference import subsample
 
     data = tmp_path / "data"
     make_synthetic(data, kind="ratings", n_users=30, seed=1, min_history=2, max_history=12, min_train=2, max_train=3)
@@ -145,10 +146,10 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
 def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsys):
     import bench_ablation as ablation
 
-    from pplug.data import load_split, write_outputs
-    from pplug.metrics import score
-    from pplug.synth import make_synthetic
-    from pplug.inference import subsample
+    from pplug.lamp.data import load_split, write_outputs
+    from pplug.lamp.metrics import score
+    from pplug.synth.generate import make_synthetic
+    from pplug.decode.inference import subsample
 
     make_synthetic(tmp_path / "music_ratings", kind="ratings", n_users=20, seed=2, min_train=2, max_train=3)
     monkeypatch.setattr(ablation, "train_method", lambda *a, **k: 1.0)
@@ -196,7 +197,7 @@ def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsy
 
 
 def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
-    from pplug.synth import make_synthetic
+    from pplug.synth.generate import make_synthetic
 
     data = tmp_path / "data"
     make_synthetic(data, kind="ratings", n_users=10, seed=1)
@@ -220,7 +221,7 @@ def test_reference_rows_are_pplug_and_pplug_on_retrieval():
 
 
 def test_synthetic_shift_set(tmp_path):
-    from pplug.data import load_split
+    from pplug.lamp.data import load_split
 
     folder, report = bench.synth_data("synth_ratings_shift", tmp_path / "ck")
     assert report["config"]["domain_shift"] is True and report["history_blind_ceiling"]["mae"] > 0
@@ -231,7 +232,7 @@ def test_synthetic_shift_set(tmp_path):
 
 
 def test_slices_only_scores_no_dev(tmp_path):
-    from pplug.synth import make_synthetic
+    from pplug.synth.generate import make_synthetic
 
     with pytest.raises(SystemExit):
         bench.parse_args(["--slices-only"])  # nothing to score
@@ -245,7 +246,7 @@ def test_slices_only_scores_no_dev(tmp_path):
 
 
 def test_time_shift_dev_scores_later_dev_questions_without_retraining(tmp_path, capsys):
-    from pplug.data import Example, load_split, write_split
+    from pplug.lamp.data import Example, load_split, write_split
 
     def ex(qid, user, years):
         profile = [{"id": f"{qid}-{y}", "title": f"t{y}", "abstract": "a", "date": f"{y}-01-01"} for y in years]
@@ -269,8 +270,8 @@ def test_time_shift_dev_scores_later_dev_questions_without_retraining(tmp_path, 
 
 
 def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatch):
-    from pplug.data import load_split
-    from pplug.synth import make_synthetic
+    from pplug.lamp.data import load_split
+    from pplug.synth.generate import make_synthetic
 
     with pytest.raises(SystemExit):
         bench.parse_args(["--val-holdout", "20"])  # single-seed path: no
@@ -301,8 +302,8 @@ def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatc
 
 
 def test_selection_split_is_reused_only_for_the_same_size(tmp_path):
-    from pplug.data import load_split
-    from pplug.synth import make_synthetic
+    from pplug.lamp.data import load_split
+    from pplug.synth.generate import make_synthetic
 
     data = tmp_path / "data"
     make_synthetic(data, kind="ratings", n_users=10, seed=1)
@@ -331,11 +332,11 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
     import os
     import time
 
-    from pplug.data import load_split, write_outputs
-    from pplug.evaluate import prediction_path, scored_rows
-    from pplug.inference import subsample
-    from pplug.metrics import score
-    from pplug.synth import make_synthetic
+    from pplug.lamp.data import load_split, write_outputs
+    from pplug.decode.evaluate import prediction_path, scored_rows
+    from pplug.decode.inference import subsample
+    from pplug.lamp.metrics import score
+    from pplug.synth.generate import make_synthetic
 
     data = tmp_path / "data"
     make_synthetic(data, kind="titles", n_users=12, seed=3, min_train=2, max_train=3)
@@ -348,7 +349,7 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
     calls = []
 
     def fake_evaluate(a, checkpoints, folder, split, methods, max_examples, decodings, floors, seed, out,
-                      progress, max_new_tokens):  # writes files the way pplug.evaluate.evaluate does
+                      progress, max_new_tokens):  # writes files the way pplug.decode.evaluate.evaluate does
         calls.append((Path(out).parent.parent.name, list(methods)))
         loaded = load_split(folder, split)
         golds = {ex.id: ex.output for ex in subsample(loaded.examples, max_examples, seed)}
@@ -387,15 +388,15 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
 
 def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tiny_config, capsys, monkeypatch):
     """bench_history_mix.py end to end on tiny models: held-out training questions are the ones the train
-    subsample left out, k comes from the grid, and the model-alone rows equal `pplug.inference.predict`'s."""
+    subsample left out, k comes from the grid, and the model-alone rows equal `pplug.decode.inference.predict`'s."""
     import dataclasses
 
     import bench_history_mix as mix
 
-    from pplug.data import load_split
-    from pplug.inference import predict, subsample
-    from pplug.model import PPlugModel
-    from pplug.synth import make_synthetic
+    from pplug.lamp.data import load_split
+    from pplug.decode.inference import predict, subsample
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import make_synthetic
 
     data = tmp_path / "data"
     make_synthetic(data, "ratings", n_users=6, seed=0)
@@ -416,7 +417,7 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     loaded = PPlugModel.from_pretrained(ckpt, cache_path=":memory:")
     want = predict(loaded, dev.task, examples, "pplug", ["median"], max_history=loaded.config.max_history)["median"]
     golds = {ex.id: ex.output for ex in examples}
-    from pplug.stats import example_scores
+    from pplug.lamp.stats import example_scores
 
     mae = sum(example_scores(dev.task, want, golds)["mae"].values()) / len(golds)
     assert report["dev"]["cells"]["pplug [median]"]["mae"]["mean"] == pytest.approx(mae)
@@ -434,7 +435,7 @@ def test_rating_shift_levers_calibrate_on_held_out_and_shift_to_the_scored_histo
     import torch
 
     import bench_history_mix as mix
-    from pplug.tasks import get_task
+    from pplug.core.tasks import get_task
 
     task = get_task("LaMP_3")
     torch.manual_seed(0)

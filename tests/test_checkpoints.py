@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from pplug.checkpoints import LATEST_FILE, REPORT_FILE, resolve, rollback, serving_version
-from pplug.data import Example, write_split
-from pplug.tasks import get_task
+from pplug.core.checkpoints import LATEST_FILE, REPORT_FILE, resolve, rollback, serving_version
+from pplug.lamp.data import Example, write_split
+from pplug.core.tasks import get_task
 
 LAMP3 = get_task("LaMP_3")
 TEXTS = ["the battery died fast", "great sound and price", "screen is fine", "delivery was slow"]
@@ -29,7 +29,7 @@ def _examples() -> list[Example]:
 @pytest.fixture
 def run(tiny_config, tmp_path, monkeypatch):
     """A run folder: final/ (seed 0), v0001/ (its weights scaled up, so its outputs clearly differ), LATEST."""
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     monkeypatch.setenv("PPLUG_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
@@ -48,8 +48,8 @@ def run(tiny_config, tmp_path, monkeypatch):
 def _served_outputs(root, tmp_path, capsys) -> dict[str, list[str]]:
     """Expected-value ratings of the four examples from `pplug generate`, `pplug evaluate` and (for q0's user)
     `pplug user generate`, all given the run folder."""
-    from pplug.cli import main
-    from pplug.store import UserStore
+    from pplug.cli.main import main
+    from pplug.store.sqlite import UserStore
 
     data = tmp_path / "data"
     write_split(data, "dev", "LaMP_3", _examples())
@@ -93,8 +93,8 @@ def test_generate_evaluate_and_user_generate_serve_the_same_version(run, tmp_pat
 
 def test_saved_folder_alone_reproduces_a_retrieval_method(tiny_config, tmp_path):
     from pplug import PPlugModel, personalize
-    from pplug.baselines import method_config
-    from pplug.inference import predict
+    from pplug.methods.registry import method_config
+    from pplug.decode.inference import predict
 
     cfg = dataclasses.replace(method_config(tiny_config, "retrieval"), retrieval_k=1, retriever="embedding",
                               decoding="expected")
@@ -115,7 +115,7 @@ def test_saved_folder_alone_reproduces_a_retrieval_method(tiny_config, tmp_path)
 
 
 def test_latest_naming_a_missing_version_is_one_clear_error(run):
-    from pplug.checkpoints import CheckpointError
+    from pplug.core.checkpoints import CheckpointError
 
     (run / LATEST_FILE).write_text("v0007\n")
     with pytest.raises(CheckpointError, match="names 'v0007', which is not a checkpoint folder"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pplug.data import Example, LaMPDataError, load_outputs, load_split, write_outputs, write_split
+from pplug.lamp.data import Example, LaMPDataError, load_outputs, load_split, write_outputs, write_split
 
 Q3 = "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 " \
      "without further explanation. review: "  # fmt: skip

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fakes import BagOfWords
-from pplug.baselines import build_batch
-from pplug.data import Example
-from pplug.decoding import (
+from pplug.methods.batches import build_batch
+from pplug.lamp.data import Example
+from pplug.decode.choose import (
     Candidates,
     DecodingSpec,
     RowContext,
@@ -19,7 +19,7 @@ from pplug.decoding import (
     preference_select,
     user_outputs,
 )
-from pplug.tasks import get_task
+from pplug.core.tasks import get_task
 
 T6 = get_task("LaMP_6")
 
@@ -122,7 +122,7 @@ def test_per_row_settings_in_one_batch_match_rows_alone(gen_model):
 
 
 def test_decode_dispatch_keeps_argmax_and_rejects_generation_decodings_for_ratings(gen_model):
-    from pplug.inference import decode
+    from pplug.decode.inference import decode
 
     exs = _examples()[:2]
     batch = build_batch(T6, exs, "pplug", with_targets=False, max_history=8)
@@ -138,8 +138,8 @@ def test_personalize_and_evaluate_take_generation_decodings(gen_model, tmp_path)
     import json
 
     import pplug
-    from pplug.cli import main
-    from pplug.data import write_split
+    from pplug.cli.main import main
+    from pplug.lamp.data import write_split
 
     exs = _examples()
     specs = [DecodingSpec("mbr", num_samples=2, temperature=4.0), DecodingSpec("greedy")] * 2
@@ -165,7 +165,7 @@ def test_personalize_and_evaluate_take_generation_decodings(gen_model, tmp_path)
 
 
 def test_first_line_stop_ends_sequences_after_their_first_non_empty_line(gen_model):
-    from pplug.inference import clean_generation
+    from pplug.decode.inference import clean_generation
 
     llm = gen_model.llm
     for text in ("budget review\nmore text", "\n\n  budget\nx", "no newline at all", "\n \n"):

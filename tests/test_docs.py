@@ -119,7 +119,7 @@ def python_blocks(text: str) -> list[str]:
 
 def test_readme_python_example_runs(tiny_config, tmp_path, monkeypatch, capsys):
     """The README's example, on a tiny random PPlug model saved where the example loads its checkpoint."""
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     (example,) = [b for b in python_blocks((ROOT / "README.md").read_text(encoding="utf-8")) if "personalize" in b]
     assert '"checkpoints/pplug-synthetic"' in example
@@ -190,7 +190,7 @@ def _flags(tokens: list[str]) -> list[str]:
 def _pplug_problems(tokens: list[str]) -> list[str]:
     import argparse
 
-    from pplug.cli import build_parser
+    from pplug.cli.main import build_parser
 
     parser, path = build_parser(), ["pplug"]
     rest = tokens[1:]
@@ -216,12 +216,12 @@ def train_py_fields() -> dict[str, set[str]]:
     options (LightningCLI's own and train.py's `add_argument`s)."""
     from lightning.pytorch import Trainer
 
-    from pplug.config import PPlugConfig
+    from pplug.modeling.config import PPlugConfig
 
     try:
-        from pplug.datamodule import LaMPDataModule
+        from pplug.train.data import LaMPDataModule
     except ImportError:
-        from pplug.train_module import LaMPDataModule
+        from pplug.train.data import LaMPDataModule
     source = (ROOT / "train.py").read_text(encoding="utf-8")
     top = set(re.findall(r'add_argument\(\s*"--(\w+)"', source)) | {"config", "seed_everything", "print_config"}
     return {"model": {f.name for f in dataclasses.fields(PPlugConfig)},
@@ -332,20 +332,31 @@ def test_doc_links_resolve():
 
 
 def test_dotted_names_in_the_docs_exist():
-    """Every `pplug.<module>.<name>` and `pplug/<file>.py` the docs name is importable / present."""
+    """Every `pplug.<module path>[.<name>]` and `pplug/<path>.py` the docs name is importable / present, at
+    its current path (a deprecated alias of pplug 0.1's flat layout counts as a problem)."""
     import importlib
+    import warnings
 
     problems = []
     for doc in DOCS:
         text = doc.read_text(encoding="utf-8")
-        for mod, name in set(re.findall(r"\bpplug\.(\w+)\.(\w+)\b", text)):
-            if name.endswith("_"):  # a pattern such as run_<command>
+        for dotted in set(re.findall(r"\bpplug(?:\.\w+)+\b", text)):
+            parts = dotted.split(".")
+            if parts[-1].endswith("_") or parts[-1] in ("json", "safetensors", "erasing", "adapters", "hub_version"):  # run_<command>, files
                 continue
-            try:
-                if not hasattr(importlib.import_module(f"pplug.{mod}"), name):
-                    problems.append(f"{doc.name}: pplug.{mod}.{name}")
-            except ImportError:
-                problems.append(f"{doc.name}: no module pplug.{mod}")
-        files = set(re.findall(r"\bpplug/\w+\.py\b", text))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                try:  # the longest importable prefix, then attributes
+                    for cut in range(len(parts), 0, -1):
+                        try:
+                            obj = importlib.import_module(".".join(parts[:cut]))
+                            break
+                        except ModuleNotFoundError:
+                            continue
+                    for name in parts[cut:]:
+                        obj = getattr(obj, name)
+                except (AttributeError, DeprecationWarning, ImportError) as e:
+                    problems.append(f"{doc.name}: {dotted} ({type(e).__name__})")
+        files = set(re.findall(r"\bpplug/[\w/]+\.py\b", text))
         problems += [f"{doc.name}: {f}" for f in files if not (ROOT / f).is_file()]
     assert not problems, "\n".join(problems)

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from pplug import cli
-from pplug.data import load_split
-from pplug.download import DownloadError, download, file_urls, target_dir
+from pplug.lamp.data import load_split
+from pplug.lamp.download import DownloadError, download, file_urls, target_dir
 
 Q = [{"id": "310", "input": "What is the score ... review: fine", "profile": [{"id": "1", "text": "ok", "score": "4"}]}]
 O = {"task": "LaMP_3", "golds": [{"id": "310", "output": "4"}]}

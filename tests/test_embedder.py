@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pplug.config import PPlugConfig
-from pplug.embedder import UserEmbedder
+from pplug.modeling.config import PPlugConfig
+from pplug.modeling.embedder import UserEmbedder
 
 BSZ, N_HIST, D_ENC, D_LLM = 3, 5, 16, 32
 TOKEN_NORM = 4.0

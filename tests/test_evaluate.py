@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pplug.baselines import BM25, build_batch, get_method, method_config, retrieve
-from pplug.data import Example
-from pplug.prompts import compose_prompt
-from pplug.tasks import get_task
+from pplug.methods.batches import BM25, build_batch, retrieve
+from pplug.methods.registry import get_method, method_config
+from pplug.lamp.data import Example
+from pplug.methods.prompts import compose_prompt
+from pplug.core.tasks import get_task
 
 T3 = get_task("LaMP_3")
 T5 = get_task("LaMP_5")
@@ -41,8 +42,8 @@ def test_compose_prompt_layout():
 def test_retrieved_items_are_fitted_to_the_prompt_budget(tiny_causal_llm_dir, tiny_seq2seq_llm_dir):
     """Retrieved text gets what the instruction + input leave, or its guaranteed share of the limit; after the
     LLM's middle cut the retrieved text, the instruction and the answer cue are all still there."""
-    from pplug.llm import FrozenLLM, truncate_middle
-    from pplug.prompts import MIN_CONTEXT_TOKENS, PromptBudget
+    from pplug.modeling.llm import FrozenLLM, truncate_middle
+    from pplug.methods.prompts import MIN_CONTEXT_TOKENS, PromptBudget
 
     llm = FrozenLLM(str(tiny_causal_llm_dir), max_input_tokens=77)
     assert llm.prompt_budget().max_tokens == 77
@@ -104,7 +105,7 @@ def test_methods_configs_and_batches(tiny_config):
 
 
 def test_floors():
-    from pplug.evaluate import floor_predictions
+    from pplug.decode.evaluate import floor_predictions
 
     exs = [_ex("1", "x", PROFILE), _ex("2", "y", [])]
     f = floor_predictions(T3, exs)
@@ -117,7 +118,7 @@ def test_floors():
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from pplug.synth import make_synthetic
+    from pplug.synth.generate import make_synthetic
 
     out = tmp_path_factory.mktemp("synth_eval")
     make_synthetic(out, kind="ratings", n_users=4, min_train=1, max_train=2, min_history=2, max_history=4)
@@ -127,8 +128,8 @@ def synth(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def runs(tiny_config, tmp_path_factory) -> Path:
     """A folder of runs with one final/ per method, as benchmarks/bench_real_lamp.py lays them out."""
-    from pplug.history import HistoryEncoder
-    from pplug.model import PPlugModel
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.model import PPlugModel
 
     root = tmp_path_factory.mktemp("runs")
     enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
@@ -139,7 +140,7 @@ def runs(tiny_config, tmp_path_factory) -> Path:
 
 
 def test_resolve_checkpoint_forms(runs, tmp_path):
-    from pplug.evaluate import resolve_checkpoints
+    from pplug.decode.evaluate import resolve_checkpoints
 
     r = resolve_checkpoints([str(runs)])
     assert set(r) == {"pplug", "prompt-tuned"}
@@ -171,7 +172,7 @@ def test_resolve_checkpoint_forms(runs, tmp_path):
 
 
 def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     out = tmp_path / "preds.json"
     rc = main(["evaluate", "--checkpoint", str(runs), "--data", str(synth), "--split", "dev", "--out", str(out),
@@ -193,8 +194,8 @@ def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
         assert all(g["output"] in {"1", "2", "3", "4", "5"} for g in doc["golds"])
     assert len(ids) == 5
     # the metrics file re-scores to the same numbers (`pplug score` code path)
-    from pplug.data import load_outputs, load_split
-    from pplug.metrics import score
+    from pplug.lamp.data import load_outputs, load_split
+    from pplug.lamp.metrics import score
 
     golds = {ex.id: ex.output for ex in load_split(synth, "dev").examples if ex.id in set(ids)}
     _, p = load_outputs(report["files"]["pplug"])
@@ -202,7 +203,7 @@ def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
 
 
 def test_evaluate_none_alone_and_errors(tiny_config, synth, tmp_path, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     out = tmp_path / "dev_preds.none.json"  # one row goes to exactly this file, dots in its name and all
     assert main(["evaluate", "--data", str(synth), "--method", "none", "--base-model",
@@ -219,8 +220,8 @@ def test_evaluate_none_alone_and_errors(tiny_config, synth, tmp_path, capsys):
 
 def test_evaluate_seq2seq_generation_task(tiny_config, tiny_seq2seq_llm_dir, tmp_path):
     """A generation task on a seq2seq LLM: prompts without the cue, first line of greedy output kept."""
-    from pplug.data import write_split
-    from pplug.evaluate import evaluate
+    from pplug.lamp.data import write_split
+    from pplug.decode.evaluate import evaluate
 
     exs = [Example(id=str(i), input=T5.make_input(f"we propose method {i}"), output="A title",
                    profile=[{"id": "p", "title": "Old title", "abstract": "old abstract"}]) for i in range(3)]
@@ -248,8 +249,8 @@ def test_dataclass_replace_keeps_other_fields(tiny_config):
 def test_benchmarks_scored_decodings_apply_to_every_task():
     """The benchmarks pass SCORED_DECODINGS for every set: `evaluate` must accept them for any task (a list
     with generation-only decodings once made every rating benchmark fail after training)."""
-    from pplug.inference import SCORED_DECODINGS
-    from pplug.tasks import TASKS
+    from pplug.decode.inference import SCORED_DECODINGS
+    from pplug.core.tasks import TASKS
 
     for task in TASKS.values() if isinstance(TASKS, dict) else TASKS:
         assert all(d in task.decodings or d in ("expected", "median") for d in SCORED_DECODINGS), task.name

@@ -1,5 +1,5 @@
 """Fuzzing `pplug serve` from its own OpenAPI schema (schemathesis strategies driven by hypothesis), with tiny
-random models behind it, and `pplug.validation` with generated history items.
+random models behind it, and `pplug.store.validation` with generated history items.
 
 The properties: no request gets a 5xx, every error reply is in OpenAI's shape, and a refused request leaves
 the SQLite store as it was (integrity_check "ok" and every row of every table the same). Runs are
@@ -25,7 +25,7 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 
 @pytest.fixture(scope="module")
 def fuzzed(run_dir, tmp_path_factory):  # noqa: F811 - run_dir is the imported fixture
-    from pplug.server import create_app
+    from pplug.serve.app import create_app
 
     store = tmp_path_factory.mktemp("fuzz") / "store.sqlite"
     app = create_app(run_dir, store, admin_key=ADMIN, device="cpu", max_batch=4, window_ms=1, reload_interval=3600,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pplug.history import EmbeddingCache, HistoryEncoder, HistoryIndex, text_key, top_k
+from pplug.encode.cache import EmbeddingCache, text_key
+from pplug.encode.history import HistoryEncoder, HistoryIndex, top_k
 
 TEXTS = ["the movie was great", "terrible service", "would buy again", "five stars", "not worth the money"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pplug.llm import FrozenLLM, truncate_middle
+from pplug.modeling.llm import FrozenLLM, truncate_middle
 
 PROMPTS = ["What is the score of the following review: the movie was great", "review: bad"]
 TARGETS = ["5", "one star"]

@@ -1,4 +1,4 @@
-"""The LoRA hub (`pplug.lora_hub`): save/load, retrieval by persona, merged and per-row adapters, training.
+"""The LoRA hub (`pplug.hub.model`): save/load, retrieval by persona, merged and per-row adapters, training.
 
 Tiny random Llama + tiny random BERT encoder from conftest. Fresh adapters start as the frozen LLM itself
 (peft sets B = 0), so `_randomise` gives every adapter its own non-zero update before outputs are compared.
@@ -12,7 +12,8 @@ import shutil
 import pytest
 import torch
 
-from pplug.lora_hub import BASE, GENERAL, HubError, LoRAHub, LoRAHubConfig, Retrieval
+from pplug.hub.config import BASE, GENERAL, HubError, LoRAHubConfig, Retrieval
+from pplug.hub.model import LoRAHub
 
 LABELS = ["1", "2", "3", "4", "5"]
 PROMPTS = ["review: the movie was great and I loved the acting\nScore:", "review: terrible service\nScore:",
@@ -20,14 +21,14 @@ PROMPTS = ["review: the movie was great and I loved the acting\nScore:", "review
 
 
 def _llm(path):
-    from pplug.llm import FrozenLLM
+    from pplug.modeling.llm import FrozenLLM
 
     return FrozenLLM(str(path), dtype="float32", device="cpu", max_input_tokens=64, max_target_tokens=16)
 
 
 @pytest.fixture(scope="module")
 def encoder(tiny_encoder_dir):
-    from pplug.history import HistoryEncoder
+    from pplug.encode.history import HistoryEncoder
 
     return HistoryEncoder(str(tiny_encoder_dir), cache_path=":memory:", device="cpu")
 
@@ -223,8 +224,8 @@ def saved_hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path_factory):
 
 
 def _write_data(root):
-    from pplug.data import Example, write_split
-    from pplug.tasks import get_task
+    from pplug.lamp.data import Example, write_split
+    from pplug.core.tasks import get_task
 
     task = get_task("LaMP_3")
     examples = []
@@ -243,7 +244,7 @@ def test_pplug_hub_train_groups_users_and_trains_one_adapter_per_group(tiny_caus
                                                                        encoder, tmp_path, capsys):
     from peft.tuners.lora import LoraLayer
 
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     _write_data(tmp_path / "data")
     out = tmp_path / "hub"
@@ -287,8 +288,8 @@ def test_pplug_hub_train_groups_users_and_trains_one_adapter_per_group(tiny_caus
 def test_users_group_by_history_too_and_too_few_users_are_refused(encoder):
     import numpy as np
 
-    from pplug.lora_hub_train import group_users, user_embeddings
-    from pplug.tasks import get_task
+    from pplug.hub.train import group_users, user_embeddings
+    from pplug.core.tasks import get_task
 
     profiles = [PROFILES["harsh"], PROFILES["harsh"][:3], PROFILES["generous"], PROFILES["generous"][1:]]
     emb = user_embeddings(encoder, get_task("LaMP_3"), profiles, [], "history", None)

@@ -12,9 +12,10 @@ import torch
 
 from test_lora_hub import LABELS, PROFILES, _hub, _llm, _profile, _randomise  # noqa: F401  (fixtures: conftest)
 
-from pplug.data import Example
-from pplug.lora_hub import GENERAL, LoRAHub
-from pplug.tasks import get_task
+from pplug.lamp.data import Example
+from pplug.hub.config import GENERAL
+from pplug.hub.model import LoRAHub
+from pplug.core.tasks import get_task
 
 T3 = get_task("LaMP_3")
 ADMIN = "admin-secret"
@@ -22,7 +23,7 @@ ADMIN = "admin-secret"
 
 @pytest.fixture(scope="module")
 def encoder(tiny_encoder_dir):
-    from pplug.history import HistoryEncoder
+    from pplug.encode.history import HistoryEncoder
 
     return HistoryEncoder(str(tiny_encoder_dir), cache_path=":memory:", device="cpu")
 
@@ -36,7 +37,7 @@ def hub_dir(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path_factory) ->
 
 @pytest.fixture(scope="module")
 def pplug_run(tiny_config, tmp_path_factory) -> Path:
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     root = tmp_path_factory.mktemp("run") / "pplug"
     cfg = dataclasses.replace(tiny_config, max_history=8)
@@ -46,7 +47,7 @@ def pplug_run(tiny_config, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from pplug.synth import make_synthetic
+    from pplug.synth.generate import make_synthetic
 
     out = tmp_path_factory.mktemp("synth_hub")
     make_synthetic(out, kind="ratings", n_users=4, min_train=1, max_train=2, min_history=2, max_history=4)
@@ -60,7 +61,7 @@ def _examples() -> list[Example]:
 
 
 def test_method_table_has_the_hub_rows(tiny_config):
-    from pplug.methods import get_method, method_config
+    from pplug.methods.registry import get_method, method_config
 
     assert get_method("lora-hub").use_hub and not get_method("lora-hub").trainable
     assert get_method("pplug+lora-hub").use_hub and get_method("pplug+lora-hub").use_user_embedding
@@ -73,7 +74,7 @@ def test_method_table_has_the_hub_rows(tiny_config):
 
 def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(pplug_run, hub_dir, synth, tmp_path,
                                                                              capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     common = ["evaluate", "--checkpoint", str(pplug_run), "--data", str(synth), "--max-examples", "6",
               "--decoding", "expected", "--embedding-cache", str(tmp_path / "c.sqlite"), "--device", "cpu"]
@@ -100,10 +101,10 @@ def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(p
 
 def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir, tiny_encoder_dir, encoder,
                                                              pplug_run):
-    from pplug.baselines import build_batch
-    from pplug.hub_methods import load_hub, method_rows
-    from pplug.inference import FrozenBaseline, personalize
-    from pplug.model import PPlugModel
+    from pplug.methods.batches import build_batch
+    from pplug.hub.methods import load_hub, method_rows
+    from pplug.decode.inference import FrozenBaseline, personalize
+    from pplug.modeling.model import PPlugModel
 
     hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
     exs = _examples()
@@ -122,7 +123,7 @@ def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir
     batched = personalize(hub, exs, decoding="expected", batch_size=4)
     alone = [personalize(hub, [ex], decoding="expected")[0] for ex in exs]
     assert [float(x) for x in batched] == pytest.approx([float(x) for x in alone], abs=2e-4)
-    from pplug.inference import predict
+    from pplug.decode.inference import predict
 
     with pytest.raises(ValueError, match="decodes with argmax, greedy or beam"):  # sampled candidates regroup rows
         predict(model, "LaMP_5", exs, "lora-hub", ["mbr"], hub=hub)
@@ -144,7 +145,7 @@ def _save(hub: LoRAHub, path: Path) -> Path:
 def test_a_hub_of_another_base_llm_is_refused_in_one_line(pplug_run, hub_dir, synth, tmp_path, capsys):
     import shutil
 
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     other = tmp_path / "other"
     shutil.copytree(hub_dir, other)
@@ -160,7 +161,7 @@ def test_a_hub_of_another_base_llm_is_refused_in_one_line(pplug_run, hub_dir, sy
 
 
 def test_generate_runs_both_hub_methods(pplug_run, hub_dir, tmp_path, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     (tmp_path / "h.json").write_text(json.dumps(PROFILES["harsh"]))
     base = ["generate", "--input", T3.make_input("the kettle broke"), "--history", str(tmp_path / "h.json"),
@@ -173,7 +174,7 @@ def test_generate_runs_both_hub_methods(pplug_run, hub_dir, tmp_path, capsys):
 
 
 def test_add_history_reports_the_adapters_before_and_after(hub_dir, pplug_run, tiny_encoder_dir, tmp_path, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     store = ["--store", str(tmp_path / "store.sqlite")]
     assert main(["user", "create", "ana", *store]) == 0
@@ -197,7 +198,7 @@ def test_add_history_reports_the_adapters_before_and_after(hub_dir, pplug_run, t
 def test_serve_with_a_hub_names_each_rows_adapters_and_history_shows_the_change(pplug_run, hub_dir, tmp_path):
     from fastapi.testclient import TestClient
 
-    from pplug.server import create_app
+    from pplug.serve.app import create_app
 
     app = create_app(pplug_run, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8,
                      window_ms=50, reload_interval=3600, model_name="pplug-run",
@@ -230,7 +231,7 @@ def _hub_run(hub_dir: Path, root: Path) -> Path:
 
 def _promote(root: Path, version: str, hub: LoRAHub | None = None, parent: str = "final") -> Path:
     """Write hub version `version` beside final/ (its report names `parent`) and point LATEST at it."""
-    from pplug.checkpoints import set_latest
+    from pplug.core.checkpoints import set_latest
 
     folder = root / version
     if hub is not None:
@@ -243,7 +244,7 @@ def _promote(root: Path, version: str, hub: LoRAHub | None = None, parent: str =
 def _hub_server(pplug_run: Path, hub: Path, tmp_path: Path):
     from fastapi.testclient import TestClient
 
-    from pplug.server import create_app
+    from pplug.serve.app import create_app
 
     app = create_app(pplug_run, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8,
                      window_ms=20, reload_interval=0, model_name="pplug-run",
@@ -264,7 +265,7 @@ def _peft_names(app) -> set[str]:
 
 def test_a_promoted_hub_version_is_served_at_the_next_request_without_a_restart(
         pplug_run, hub_dir, tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path):
-    from pplug.lora_hub_adapt import rollback_hub
+    from pplug.hub.adapt import rollback_hub
 
     root = _hub_run(hub_dir, tmp_path / "hubrun")
     app, client = _hub_server(pplug_run, root, tmp_path)
@@ -315,10 +316,10 @@ def test_a_broken_hub_version_keeps_the_last_good_hub_serving(pplug_run, hub_dir
 
     from safetensors.torch import load_file, save_file
 
-    from pplug.checkpoints import set_latest
-    from pplug.lora_hub import LoRAHubConfig
-    from pplug.lora_hub_files import read_hub_json
-    from pplug.private import embed_user
+    from pplug.core.checkpoints import set_latest
+    from pplug.hub.config import LoRAHubConfig
+    from pplug.hub.files import read_hub_json
+    from pplug.serve.privacy import embed_user
 
     root = _hub_run(hub_dir, tmp_path / "hubrun")
     app, client = _hub_server(pplug_run, root, tmp_path)
@@ -366,8 +367,8 @@ def test_a_broken_hub_version_keeps_the_last_good_hub_serving(pplug_run, hub_dir
 
 
 def test_a_private_request_retrieves_adapters_from_its_persona_text(pplug_run, hub_dir, tmp_path):
-    from pplug.embedding_cache import text_key
-    from pplug.private import embed_user
+    from pplug.encode.cache import text_key
+    from pplug.serve.privacy import embed_user
 
     app, client = _hub_server(pplug_run, hub_dir, tmp_path)
     engine = app.state.engine
@@ -393,12 +394,12 @@ def test_hub_retrain_makes_a_new_version_and_keeps_the_old_one_serving_until_pro
                                                                                     tmp_path, capsys):
     import shutil
 
-    from pplug.checkpoints import serving_version, versions
-    from pplug.cli import main
-    from pplug.lora_hub_adapt import retrain_hub
-    from pplug.lora_hub_config import HUB_CONFIG_NAME
-    from pplug.lora_hub_train import HubTrainConfig
-    from pplug.store import UserStore
+    from pplug.core.checkpoints import serving_version, versions
+    from pplug.cli.main import main
+    from pplug.hub.adapt import retrain_hub
+    from pplug.hub.config import HUB_CONFIG_NAME
+    from pplug.hub.train import HubTrainConfig
+    from pplug.store.sqlite import UserStore
 
     root = tmp_path / "hubrun"
     shutil.copytree(hub_dir, root / "final")
@@ -477,8 +478,8 @@ def test_erasing_a_stored_user_leaves_no_vector_of_their_persona_text_in_the_emb
                                                                                                tmp_path):
     import sqlite3
 
-    from pplug.embedding_cache import text_key
-    from pplug.hub_commands import folder_retrieval
+    from pplug.encode.cache import text_key
+    from pplug.hub.commands import folder_retrieval
 
     app, client = _hub_server(pplug_run, hub_dir, tmp_path)
     engine = app.state.engine

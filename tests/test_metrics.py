@@ -8,8 +8,8 @@ import math
 import pytest
 
 from pplug import cli
-from pplug.data import LaMPDataError, write_outputs
-from pplug.metrics import accuracy_f1, format_table, rating_value, score
+from pplug.lamp.data import LaMPDataError, write_outputs
+from pplug.lamp.metrics import accuracy_f1, format_table, rating_value, score
 
 
 def test_lamp1_accuracy_f1_with_whitespace_and_unknown():

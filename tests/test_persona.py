@@ -6,18 +6,9 @@ import json
 
 import pytest
 
-from pplug.persona import (
-    Persona,
-    PersonaError,
-    apply_updates,
-    derive_from_history,
-    diff,
-    load_persona,
-    parse_persona,
-    render,
-    save_persona,
-    top_topics,
-)
+from pplug.persona.schema import Persona, PersonaError, apply_updates, diff, load_persona, parse_persona, save_persona
+from pplug.persona.from_history import derive_from_history, top_topics
+from pplug.persona.render import render
 
 PERSONA_YAML = """\
 identity: {name: Ana, type: reviewer}
@@ -197,10 +188,10 @@ def test_top_topics_deterministic_ties():
 
 def test_history_persona_text_feeds_the_training_prompts():
     """The persona ablation: a LaMP user's derived persona lands in the prompt after the soft prompt."""
-    from pplug.data import Example
-    from pplug.persona import history_persona_text
-    from pplug.tasks import get_task
-    from pplug.train_module import Collator
+    from pplug.lamp.data import Example
+    from pplug.persona.from_history import history_persona_text
+    from pplug.core.tasks import get_task
+    from pplug.train.data import Collator
 
     task = get_task("LaMP_3")
     harsh = [{"id": str(i), "text": f"Item {i} broke quickly.", "score": "1"} for i in range(6)]

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 
 from fakes import BagOfWords
-from pplug.baselines import build_batch
-from pplug.data import Example
-from pplug.decoding import DecodingSpec, RowContext, decode_rows, user_outputs
-from pplug.preference_models import FacetModel, PreferenceModelError, PreferenceSet, summarise_user
-from pplug.preference_models_train import PrefsTrainConfig, train_preference_models
-from pplug.tasks import get_task
+from pplug.methods.batches import build_batch
+from pplug.lamp.data import Example
+from pplug.decode.choose import DecodingSpec, RowContext, decode_rows, user_outputs
+from pplug.decode.preference import FacetModel, PreferenceModelError, PreferenceSet, summarise_user
+from pplug.train.preference import PrefsTrainConfig, train_preference_models
+from pplug.core.tasks import get_task
 
 T6 = get_task("LaMP_6")
 
@@ -94,7 +94,7 @@ def test_bad_folders_and_another_encoder_are_one_clear_line(trained, tmp_path):
 
 
 def test_retrieval_weights_follow_the_persona_text():
-    from pplug.history import HistoryEncoder
+    from pplug.encode.history import HistoryEncoder
 
     enc = HistoryEncoder("default", cache_path=":memory:", device="cpu")  # the real MiniLM, offline
     models = train_preference_models(enc, _users(12, (1, 3), title=True),
@@ -148,8 +148,8 @@ def test_reward_mbr_per_row_sets_and_weights_in_one_batch_equal_rows_alone(gen_m
 def test_prefs_train_and_evaluate_reward_mbr_from_the_command_line(gen_model, tiny_config, tmp_path):
     import json
 
-    from pplug.cli import main
-    from pplug.data import write_split
+    from pplug.cli.main import main
+    from pplug.lamp.data import write_split
 
     users = _users(12, (1, 3), title=True)
     train = [Example(id=f"t{u}", input=T6.make_input("an email body"), output=outs[0],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pplug.data import load_split
+from pplug.lamp.data import load_split
 
 REAL = Path(os.environ.get("PPLUG_REAL_LAMP", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_lamp"))
 SETS = {  # set -> (task, instruction every input starts with)

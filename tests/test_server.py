@@ -68,7 +68,7 @@ class Server:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_config) -> Path:
     """A run folder with final/ (a tiny random PPlug model) and its own embedding cache."""
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     root = tmp_path_factory.mktemp("serve") / "run"
     cfg = dataclasses.replace(tiny_config, max_history=8)
@@ -79,7 +79,7 @@ def run_dir(tmp_path_factory, tiny_config) -> Path:
 
 @pytest.fixture(scope="module")
 def served(run_dir):
-    from pplug.server import create_app
+    from pplug.serve.app import create_app
 
     app = create_app(run_dir, run_dir.parent / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=16,
                      window_ms=150, reload_interval=3600, model_name="pplug-run",
@@ -146,10 +146,10 @@ def test_health_models_and_openai_shape(served):
 
 
 def test_personalization_follows_history_and_matches_library(served, run_dir, tiny_config):
-    from pplug.adapt import user_batch
-    from pplug.model import PPlugModel
-    from pplug.store import UserStore
-    from pplug.tasks import get_task
+    from pplug.adapt.fast import user_batch
+    from pplug.modeling.model import PPlugModel
+    from pplug.store.sqlite import UserStore
+    from pplug.core.tasks import get_task
 
     _user(served, "lover", LOVER)
     _user(served, "hater", HATER)
@@ -214,7 +214,7 @@ def test_isolation_between_keys(served):
 
 
 def test_bad_input_is_a_4xx_in_openai_shape_and_changes_nothing(served, run_dir):
-    from pplug.store import UserStore
+    from pplug.store.sqlite import UserStore
 
     key = _user(served, "careful", LOVER[:3])
     before = served.call("GET", "/v1/users/careful").json()
@@ -247,8 +247,8 @@ def test_bad_input_is_a_4xx_in_openai_shape_and_changes_nothing(served, run_dir)
 
 
 def test_privacy_mode_user_vector_equals_stored_history(served, run_dir, tmp_path):
-    from pplug.cli import main
-    from pplug.private import embed_user
+    from pplug.cli.main import main
+    from pplug.serve.privacy import embed_user
 
     _user(served, "stored", HATER)
     (tmp_path / "history.json").write_text(json.dumps(HATER))
@@ -271,8 +271,8 @@ def test_privacy_mode_user_vector_equals_stored_history(served, run_dir, tmp_pat
 
 
 def test_erasure_removes_everything_of_the_user(served, run_dir):
-    from pplug.history import text_key
-    from pplug.tasks import get_task
+    from pplug.encode.cache import text_key
+    from pplug.core.tasks import get_task
 
     spec = get_task("LaMP_3")
     mine = [_review(f"{MARKER} secret diary entry {i}", 2) for i in range(4)]
@@ -317,9 +317,9 @@ def test_latest_promotion_is_picked_up_without_restart(run_dir, tmp_path):
 
     import torch
 
-    from pplug.io import atomic_write_text
-    from pplug.model import PPlugModel
-    from pplug.server import create_app
+    from pplug.core.io import atomic_write_text
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.app import create_app
 
     root = tmp_path / "run"
     shutil.copytree(run_dir / "final", root / "final")
@@ -362,7 +362,7 @@ def test_batcher_fails_only_the_bad_row():
     """A batch that raises is retried row by row: the other callers still get their outputs."""
     import asyncio
 
-    from pplug.serve_batching import Batcher
+    from pplug.serve.batching import Batcher
 
     class Engine:
         def __init__(self):
@@ -393,9 +393,9 @@ def test_privacy_mode_carries_history_stats_for_user_stats_checkpoints(tiny_conf
     """A `user_stats` checkpoint needs the rating shares from the client too; older documents get a 400-worthy error."""
     import dataclasses
 
-    from pplug.model import PPlugModel
-    from pplug.private import embed_user, parse_user_vector
-    from pplug.tasks import get_task
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.privacy import embed_user, parse_user_vector
+    from pplug.core.tasks import get_task
 
     cfg = dataclasses.replace(tiny_config, user_stats=True)
     ck = PPlugModel.from_config(cfg, cache_path=tmp_path / "e.sqlite").save_pretrained(tmp_path / "ck")
@@ -412,12 +412,12 @@ def test_privacy_mode_carries_history_stats_for_user_stats_checkpoints(tiny_conf
 def test_history_mix_checkpoint_serves_the_mixed_distribution(tiny_config, tmp_path):
     """With `history_mix_items` the server's label probabilities are the library's mixed ones, and privacy mode
     carries the statistics the mix reads."""
-    from pplug.adapt import user_batch
-    from pplug.model import PPlugModel
-    from pplug.private import embed_user
-    from pplug.server import create_app
-    from pplug.store import UserStore
-    from pplug.tasks import get_task
+    from pplug.adapt.fast import user_batch
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.privacy import embed_user
+    from pplug.serve.app import create_app
+    from pplug.store.sqlite import UserStore
+    from pplug.core.tasks import get_task
 
     root = tmp_path / "run"
     cfg = dataclasses.replace(tiny_config, max_history=8, history_mix_items=2.0)
@@ -444,12 +444,12 @@ def test_history_mix_checkpoint_serves_the_mixed_distribution(tiny_config, tmp_p
 def test_label_token_checkpoint_serves_what_the_library_computes(tiny_config, tmp_path):
     """A `label_token` checkpoint reads each stored item's label in the server as in the library; privacy mode,
     whose document carries no per-item labels, is refused with a clear 400 (and `embed_user` says why)."""
-    from pplug.adapt import user_batch
-    from pplug.model import PPlugModel
-    from pplug.private import embed_user
-    from pplug.server import create_app
-    from pplug.store import UserStore
-    from pplug.tasks import get_task
+    from pplug.adapt.fast import user_batch
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.privacy import embed_user
+    from pplug.serve.app import create_app
+    from pplug.store.sqlite import UserStore
+    from pplug.core.tasks import get_task
 
     root = tmp_path / "run"
     cfg = dataclasses.replace(tiny_config, max_history=8, label_token=True, user_stats=True, stats_init="labels")

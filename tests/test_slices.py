@@ -1,9 +1,9 @@
-"""pplug.slices: cold-start and time-shift slices, written as LaMP folders evaluate reads."""
+"""pplug.lamp.slices: cold-start and time-shift slices, written as LaMP folders evaluate reads."""
 
 from __future__ import annotations
 
-from pplug.data import Example, load_split
-from pplug.slices import cold_start, later_than_training, latest_items, time_shift_holdout, write_slice
+from pplug.lamp.data import Example, load_split
+from pplug.lamp.slices import cold_start, later_than_training, latest_items, time_shift_holdout, write_slice
 
 
 def _ex(qid: str, user: str, n_items: int, dated: bool = False, output: str = "3") -> Example:
@@ -82,7 +82,7 @@ def test_topic_shift_holds_out_the_distinct_topic_users_whole():
     import numpy as np
     import pytest
 
-    from pplug.slices import topic_shift
+    from pplug.lamp.slices import topic_shift
 
     words = {"guitar": 0, "riff": 1, "rhyme": 2, "beat": 3}
 

@@ -1,4 +1,4 @@
-"""pplug.stats: per-question scores that give the official metrics back, paired bootstrap, mean ± sd, summaries."""
+"""pplug.lamp.stats: per-question scores that give the official metrics back, paired bootstrap, mean ± sd, summaries."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from pplug.metrics import score
-from pplug.stats import (
+from pplug.lamp.metrics import score
+from pplug.lamp.stats import (
     aggregate,
     comparison_lines,
     example_scores,

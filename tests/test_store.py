@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pplug.store import DuplicateUserError, StoreError, UnknownUserError, UserStore, default_store_path
+from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError, default_store_path
+from pplug.store.sqlite import UserStore
 
 
 class BagOfWordsEncoder:
@@ -215,7 +216,7 @@ def test_delete_user_erases_in_one_transaction_and_keeps_others(store):
     store.add_interactions("ana", [{"text": "a1", "score": "1"}, {"text": "a2", "score": "2"}],
                            embeddings=np.ones((2, 4)), encoder="enc")
     store.add_interactions("bob", [{"text": "b1", "score": "3"}])
-    from pplug.persona import Persona
+    from pplug.persona.schema import Persona
 
     store.update_persona("ana", Persona.from_dict({"identity": {"name": "Ana"}}))
     store.set_api_key_hash("ana", "ab" * 32)

@@ -9,8 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-from pplug.persona import Persona
-from pplug.store import DuplicateUserError, StoreError, UnknownUserError, UserStore, open_store
+from pplug.persona.schema import Persona
+from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError
+from pplug.store import open_store
+from pplug.store.sqlite import UserStore
 from test_store import BagOfWordsEncoder
 
 
@@ -93,7 +95,7 @@ def test_migrations_recorded_and_a_newer_store_refused_in_one_line(store_url):
 
 
 def test_postgres_migrates_a_fresh_database_once(postgres_url):
-    from pplug.store_postgres import PostgresStore
+    from pplug.store.postgres import PostgresStore
 
     with pytest.raises(StoreError, match="no pplug user store"):
         open_store(postgres_url, create=False)
@@ -158,7 +160,7 @@ def test_postgres_reconnects_after_the_connection_drops(postgres_url):
 
 
 def test_memory_top_k_is_the_same_on_sqlite_faiss_pgvector_and_postgres_faiss(tmp_path, postgres_url):
-    from pplug.store_postgres import PostgresStore
+    from pplug.store.postgres import PostgresStore
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((40, 16)).astype(np.float32)
@@ -205,7 +207,7 @@ def test_persona_objects_are_accepted_on_both_backends(store):
 
 
 def test_pplug_user_commands_take_either_store(store_url, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     store_url = store_url.replace("postgres:@", "postgres:s3cret@")  # the test server trusts any password
     assert "s3cret" in store_url or not store_url.startswith("postgresql")

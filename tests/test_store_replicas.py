@@ -74,7 +74,7 @@ class Replica:
 
 @pytest.fixture
 def replicas(tmp_path, tiny_config, postgres_url):
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     run_dir = tmp_path / "run"
     model = PPlugModel.from_config(dataclasses.replace(tiny_config, max_history=8), cache_path=":memory:")

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from pplug import cli
-from pplug.data import load_split
-from pplug.metrics import score
-from pplug.synth import (
+from pplug.lamp.data import load_split
+from pplug.lamp.metrics import score
+from pplug.synth.generate import (
     REPORT_NAME,
     SynthConfig,
     ensure_default_data,
@@ -160,7 +160,7 @@ def test_cli_synth(tmp_path, capsys):
 
 
 def test_domain_shift_ratings_keeps_train_and_the_personal_signal(tmp_path):
-    from pplug.synth import PRODUCTS, SENTIMENT_PHRASES, SHIFTED_PRODUCTS, SHIFTED_SENTIMENT_PHRASES
+    from pplug.synth.generate import PRODUCTS, SENTIMENT_PHRASES, SHIFTED_PRODUCTS, SHIFTED_SENTIMENT_PHRASES
 
     plain, shifted = tmp_path / "plain", tmp_path / "shifted"
     make_synthetic(plain, kind="ratings", seed=4, **SMALL)
@@ -187,7 +187,7 @@ def test_domain_shift_ratings_keeps_train_and_the_personal_signal(tmp_path):
 
 
 def test_domain_shift_titles_and_tags(tmp_path):
-    from pplug.synth import SHIFTED_TOPICS, TOPICS, paper_topic_method
+    from pplug.synth.generate import SHIFTED_TOPICS, TOPICS, paper_topic_method
 
     report = make_synthetic(tmp_path, kind="titles", seed=0, domain_shift=True, **SMALL)
     dev = load_split(tmp_path, "dev")

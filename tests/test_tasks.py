@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pplug.tasks import MOVIE_TAGS, TASKS, OutputKind, TaskSpec, get_task
+from pplug.core.tasks import MOVIE_TAGS, TASKS, OutputKind, TaskSpec, get_task
 
 ALL = ("LaMP_1", "LaMP_2", "LaMP_2N", "LaMP_3", "LaMP_4", "LaMP_5", "LaMP_6", "LaMP_7")
 
@@ -134,7 +134,7 @@ def test_history_stats_rating_shares_lengths_and_cold_start():
 
 
 def test_validation_scores_every_rating_decoding_but_only_the_main_one_otherwise():
-    from pplug.inference import task_decodings
+    from pplug.decode.inference import task_decodings
 
     assert task_decodings(get_task("LaMP_3"), "median") == ["median", "argmax", "expected"]
     assert task_decodings(get_task("LaMP_2"), "argmax") == ["argmax"]

@@ -23,7 +23,7 @@ def _train_module():
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory) -> Path:
-    from pplug.synth import make_synthetic
+    from pplug.synth.generate import make_synthetic
 
     out = tmp_path_factory.mktemp("synth")
     make_synthetic(out, kind="ratings", n_users=6, min_train=2, max_train=3, min_history=3, max_history=6)
@@ -86,7 +86,7 @@ def test_grad_norm_is_logged_every_step(trained_run):
 def test_ckpt_holds_only_trainable_weights(trained_run):
     from safetensors.torch import load_file
 
-    from pplug.model import PPlugModel
+    from pplug.modeling.model import PPlugModel
 
     run_dir, _, cache = trained_run
     final = load_file(str(run_dir / "final" / "pplug.safetensors"))
@@ -102,8 +102,8 @@ def test_ckpt_holds_only_trainable_weights(trained_run):
 
 def test_val_metric_equals_pplug_score(trained_run, tmp_path):
     """The val/<metric> logged at the last validation equals `pplug score` on the predictions it wrote."""
-    from pplug.cli import main
-    from pplug.data import load_outputs, load_split, write_outputs
+    from pplug.cli.main import main
+    from pplug.lamp.data import load_outputs, load_split, write_outputs
 
     run_dir, result, _ = trained_run
     preds = run_dir / "predictions" / "val_last.json"
@@ -134,7 +134,7 @@ def test_final_serves_the_decoding_validation_picked(trained_run):
 
 
 def test_evaluate_from_trained_run(trained_run, synth_dir, tmp_path, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     run_dir, _, cache = trained_run
     out = tmp_path / "preds.json"
@@ -169,7 +169,7 @@ def test_resume_from_interrupted_run(tiny_config, synth_dir, tmp_path):
 
 
 def test_unknown_method_and_task_mismatch(tiny_config, synth_dir, tmp_path):
-    from pplug.train_module import PPlugLitModule
+    from pplug.train.module import PPlugLitModule
 
     with pytest.raises(ValueError, match="unknown method"):
         PPlugLitModule(method="bogus", base_model_name_or_path=tiny_config.base_model_name_or_path,
@@ -179,7 +179,7 @@ def test_unknown_method_and_task_mismatch(tiny_config, synth_dir, tmp_path):
 
 
 def test_datamodule_batches_for_methods(synth_dir):
-    from pplug.train_module import LaMPDataModule
+    from pplug.train.data import LaMPDataModule
 
     for method, k in (("pplug", 0), ("retrieval", 2), ("pplug+retrieval", 1), ("prompt-tuned", 0)):
         dm = LaMPDataModule(root=str(synth_dir), task="LaMP_3", method=method, batch_size=3, max_history=4,
@@ -206,7 +206,7 @@ def test_datamodule_batches_for_methods(synth_dir):
 def test_test_questions_are_not_the_validation_questions(synth_dir):
     """The decoding is picked on validation; a test subsample of the same split leaves those questions out,
     and a validation that takes the whole split leaves the test on all of it."""
-    from pplug.datamodule import LaMPDataModule
+    from pplug.train.data import LaMPDataModule
 
     dm = LaMPDataModule(root=str(synth_dir), task="LaMP_3", max_val_examples=5, max_test_examples=None)
     dm.setup(None)
@@ -222,8 +222,8 @@ def test_test_questions_are_not_the_validation_questions(synth_dir):
 
 
 def test_history_dropout_keeps_order_and_drops_some(tiny_config, tmp_path):
-    from pplug.batch import PPlugBatch
-    from pplug.train_module import PPlugLitModule
+    from pplug.core.batch import PPlugBatch
+    from pplug.train.module import PPlugLitModule
 
     m = PPlugLitModule(base_model_name_or_path=tiny_config.base_model_name_or_path,
                        encoder_name_or_path=tiny_config.encoder_name_or_path, history_dropout=1.0,
@@ -267,7 +267,7 @@ def test_pplug_learns_user_signal_beyond_history_blind_ceiling(tiny_causal_llm_d
     separate "1 is the score for ..." from "5 is the score for ...") must beat synth's history-blind ceiling on
     dev MAE by a wide margin.
     """
-    from pplug.synth import make_synthetic
+    from pplug.synth.generate import make_synthetic
 
     data = tmp_path / "strong"
     report = make_synthetic(data, kind="ratings", n_users=40, biases=(-4, 4), noise=0.0, min_train=4, max_train=6,
@@ -300,8 +300,8 @@ class _FixedLogprobs:
 
 def test_rating_decodings_argmax_expected_median():
     """argmax = mode, expected = mean, median = the first rating whose cumulative probability reaches 1/2."""
-    from pplug.tasks import get_task
-    from pplug.inference import decode
+    from pplug.core.tasks import get_task
+    from pplug.decode.inference import decode
 
     probs = [[0.40, 0.05, 0.10, 0.05, 0.40],  # bimodal: mode is a tie (first wins), median is 3
              [0.00, 0.00, 0.10, 0.35, 0.55],  # skewed high: median 5, mean 4.45
@@ -322,8 +322,9 @@ def test_every_shipped_config_names_known_fields_with_valid_values(path):
 
     import yaml
 
-    from pplug.config import PPlugConfig
-    from pplug.train_module import LaMPDataModule, PPlugLitModule
+    from pplug.modeling.config import PPlugConfig
+    from pplug.train.data import LaMPDataModule
+    from pplug.train.module import PPlugLitModule
 
     def params(cls) -> set[str]:
         return {n for n, p in inspect.signature(cls.__init__).parameters.items()

@@ -1,4 +1,4 @@
-"""`pplug.validation`: the rules for user ids and history items, and that the store, `add_history` and
+"""`pplug.store.validation`: the rules for user ids and history items, and that the store, `add_history` and
 `pplug user add-history` refuse bad input whole (one message naming the item and field, no row written)."""
 
 from __future__ import annotations
@@ -10,11 +10,20 @@ from hypothesis import HealthCheck, given, settings
 from test_fuzz_api import ITEMS, expected_score, first_bad, snapshot
 from test_store import BagOfWordsEncoder
 
-from pplug.adapt import add_history
-from pplug.store import StoreError, UserStore
-from pplug.tasks import get_task
-from pplug.validation import (MAX_HISTORY_FILE_BYTES, MAX_ITEM_CHARS, MAX_TEXT_CHARS, InvalidInputError,
-                              check_item, check_items, check_user_id, item_json_schema)
+from pplug.adapt.fast import add_history
+from pplug.store.schema import StoreError
+from pplug.store.sqlite import UserStore
+from pplug.core.tasks import get_task
+from pplug.store.validation import (
+    MAX_HISTORY_FILE_BYTES,
+    MAX_ITEM_CHARS,
+    MAX_TEXT_CHARS,
+    InvalidInputError,
+    check_item,
+    check_items,
+    check_user_id,
+    item_json_schema,
+)
 
 LAMP3 = get_task("LaMP_3")
 
@@ -134,7 +143,7 @@ def test_add_history_takes_all_or_nothing(tmp_path):
 
 @pytest.fixture
 def cli_store(tmp_path, capsys):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     db = tmp_path / "cli.sqlite"
     assert main(["user", "create", "ana", "--store", str(db), "--task", "LaMP_3"]) == 0
@@ -161,7 +170,7 @@ def _huge_file(path) -> None:
     ("huge file", None, f"over the limit of {MAX_HISTORY_FILE_BYTES}"),
 ])
 def test_cli_add_history_refuses_malformed_files(cli_store, tmp_path, capsys, name, content, says):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     path = tmp_path / "history.json"
     if content is None:
@@ -178,7 +187,7 @@ def test_cli_add_history_refuses_malformed_files(cli_store, tmp_path, capsys, na
 
 @pytest.mark.parametrize("user_id", ["../../etc/passwd", "a/b", "..", "x" * 300, "bad\x1bid"])
 def test_cli_refuses_bad_user_ids(tmp_path, capsys, user_id):
-    from pplug.cli import main
+    from pplug.cli.main import main
 
     db = tmp_path / "cli.sqlite"
     assert main(["user", "create", user_id, "--store", str(db)]) == 2

@@ -1,0 +1,5 @@
+"""`python -m pplug.cli ...`: the `pplug` command."""
+
+from pplug.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,368 @@
+"""`pplug evaluate`: every method on the same examples with the same frozen LLM, side by side.
+
+    pplug evaluate --checkpoint checkpoints/bench --data lamp_data/synthetic --split dev --out eval/preds.json
+
+Checkpoints: each trainable method has its own trained weights (`python train.py --model.method X`
+writes `checkpoints/<run>/final/`). `--checkpoint` takes any mix of
+- `method=DIR` pairs (`pplug=checkpoints/a prompt-tuned=checkpoints/b/final`);
+- a checkpoint folder, or a run folder (its serving version: LATEST, else final/; `pplug.core.checkpoints.resolve`);
+  the method, retrieval_k and retriever are the folder's own (`pplug_config.json`);
+- a folder of runs (`checkpoints/bench/<method>/final/`, as benchmarks/bench_real_lamp.py writes).
+`none` needs no checkpoint (the frozen LLM as is); `pplug+retrieval` falls back to the `pplug` weights
+with a top-1 retrieved item when it has no weights of its own (as the PPlug paper adds retrieval).
+`--hub DIR` (a LoRA hub of the same base LLM) adds `lora-hub` (the input alone, each row through its user's
+retrieved adapters) and, with `pplug` weights, `pplug+lora-hub` (those weights and the adapters together).
+The frozen LLM and sentence encoder are loaded once and shared by all methods; decoding is
+`pplug.decode.inference.predict`, the path that serves models. Outputs: LaMP-format predictions per method, a
+metrics JSON, and one table (`pplug.lamp.metrics.format_table`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pplug.core.checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
+from .inference import FrozenBaseline, check_decodings, predict, subsample
+from pplug.methods.registry import METHODS, get_method
+from pplug.core.tasks import TaskSpec
+
+
+@dataclass
+class MethodRun:
+    """One method to evaluate: its weights (None for `none`) and prompt settings."""
+
+    method: str
+    checkpoint: Path | None = None
+    retrieval_k: int | None = None
+    retriever: str = "bm25"
+    note: str = ""
+
+
+def _is_run(path: Path) -> bool:
+    """A checkpoint folder, or a run folder with a serving version."""
+    return is_checkpoint(path) or is_checkpoint(path / BASE_VERSION) or (path / LATEST_FILE).is_file()
+
+
+def _describe(path: Path, method: str | None = None) -> MethodRun:
+    """The MethodRun of a checkpoint or run folder: its serving folder and its own saved settings."""
+    from pplug.modeling.model import PPlugModel
+
+    folder = resolve(path)
+    config, _ = PPlugModel.load_checkpoint_config(folder)
+    spec = get_method(method or config.method)
+    if not spec.trainable:
+        raise ValueError(f"{folder}: method 'none' takes no checkpoint")
+    return MethodRun(spec.name, folder, retrieval_k=config.retrieval_k, retriever=config.retriever)
+
+
+def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
+    """`--checkpoint` values -> method -> MethodRun (see the module docstring for the accepted forms)."""
+    runs: dict[str, MethodRun] = {}
+
+    def add(run: MethodRun, origin: str) -> None:
+        if run.method in runs and runs[run.method].checkpoint != run.checkpoint:
+            raise ValueError(f"two checkpoints for method '{run.method}': {runs[run.method].checkpoint} and "
+                             f"{run.checkpoint} (from {origin}); pass method=DIR pairs")
+        runs[run.method] = run
+
+    for s in specs:
+        method, _, path_s = s.partition("=") if "=" in s and s.split("=", 1)[0] in METHODS else ("", "", s)
+        path = Path(path_s)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: checkpoint folder not found")
+        if _is_run(path) or method:
+            add(_describe(path, method or None), s)
+            continue
+        subs = [sub for sub in sorted(p for p in path.iterdir() if p.is_dir()) if _is_run(sub)]
+        if not subs:
+            raise FileNotFoundError(f"{path}: no pplug_config.json, no final/ and no run folders with a final/ inside")
+        for sub in subs:
+            add(_describe(sub, sub.name if sub.name in METHODS else None), str(sub))
+    return runs
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def floor_predictions(task: Any, examples: Sequence[Any], train_golds: Sequence[str] | None = None
+                      ) -> dict[str, dict[str, str]]:
+    """No-model floors: ratings -> always-5 and the user's mean profile rating; generation -> the first N words
+    of the input's content (N = median gold length in words over `train_golds`, else over profile titles)."""
+    floors: dict[str, dict[str, str]] = {}
+    if task.is_rating:
+        floors["always-5"] = {ex.id: "5" for ex in examples}
+        mean = {}
+        for ex in examples:
+            scores = [float(it["score"]) for it in ex.profile if str(it.get("score", "")).strip()]
+            mean[ex.id] = f"{statistics.fmean(scores):.4f}" if scores else "5"
+        floors["user mean rating"] = mean
+    elif task.is_classification:
+        majority = {}
+        for ex in examples:
+            field = task.output_field
+            tags = [it[field] for it in ex.profile if field in it] if field else []
+            majority[ex.id] = max(set(tags), key=tags.count) if tags else task.labels[0]
+        floors["user majority label"] = majority
+    else:
+        lengths = [len(g.split()) for g in (train_golds or []) if g and g.strip()]
+        if not lengths:
+            lengths = [len(str(it.get("title", "")).split()) for ex in examples for it in ex.profile
+                       if str(it.get("title", "")).strip()]
+        n = max(1, int(round(statistics.median(lengths)))) if lengths else 8
+        floors[f"first {n} words"] = {ex.id: " ".join(task.query_text(ex.input).split()[:n]) for ex in examples}
+    return floors
+
+
+def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encoder_name: str | None = None,
+                embedding_cache: str | None = None, device: str = "auto", dtype: str | None = None):
+    """Load the frozen LLM and sentence encoder once, then every method's weights around them.
+
+    Args:
+        runs: method -> MethodRun.
+        base_model / encoder_name: frozen models when no checkpoint names them (`none` alone).
+        embedding_cache: history-embedding cache file.
+        device: "auto" (cuda, then mps, then cpu) or a device name.
+        dtype: the frozen LLM's dtype (None: the checkpoints' `torch_dtype`, "auto" for new ones).
+
+    Returns:
+        (models: method -> model object, llm, history encoder, base config)
+    """
+    from pplug.modeling.config import PPlugConfig
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.llm import FrozenLLM
+    from pplug.modeling.model import PPlugModel
+
+    configs = {m: PPlugModel.load_checkpoint_config(r.checkpoint)[0] for m, r in runs.items() if r.checkpoint}
+    bases = {c.base_model_name_or_path for c in configs.values()}
+    encs = {c.encoder_name_or_path for c in configs.values()}
+    if len(bases) > 1 or len(encs) > 1:
+        raise ValueError(f"checkpoints were trained on different frozen models (LLMs {sorted(bases)}, encoders "
+                         f"{sorted(encs)}); methods must share one to be compared")
+    base_cfg = next(iter(configs.values()), None)
+    base = base_model or (base_cfg.base_model_name_or_path if base_cfg else "default")
+    enc_name = encoder_name or (base_cfg.encoder_name_or_path if base_cfg else "default")
+    if base_cfg is None:
+        base_cfg = PPlugConfig(base_model_name_or_path=base, encoder_name_or_path=enc_name)
+    llm = FrozenLLM(base, dtype=dtype or base_cfg.torch_dtype, device=device,
+                    max_input_tokens=base_cfg.max_input_tokens, max_target_tokens=base_cfg.max_target_tokens)
+    encoder = HistoryEncoder(enc_name, cache_path=embedding_cache, device=llm.device)
+    models: dict[str, Any] = {}
+    for m, r in runs.items():
+        if r.checkpoint is None:
+            models[m] = FrozenBaseline(llm)
+        else:
+            models[m] = PPlugModel.from_pretrained(r.checkpoint, llm=llm, history_encoder=encoder).eval()
+    return models, llm, encoder, base_cfg
+
+
+def evaluate(
+    checkpoints: Sequence[str],
+    data: str,
+    split: str = "dev",
+    methods: Sequence[str] | None = None,
+    max_examples: int | None = None,
+    decodings: Sequence[str] = ("argmax",),
+    out: str | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    base_model: str | None = None,
+    embedding_cache: str | None = None,
+    floors: bool = False,
+    num_beams: int = 1,
+    progress: bool = True,
+    persona: bool = False,
+    max_new_tokens: int | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    decoding_options: Any = None,
+    hub: str | None = None,
+) -> dict:
+    """Evaluate methods on one split and write predictions + metrics.
+
+    Args:
+        checkpoints: `--checkpoint` values (see module docstring); may be empty for `none` alone.
+        data: folder with the LaMP split files.
+        split: split name ("dev").
+        methods: methods to run (None: `none` + every method with weights, + pplug+retrieval when pplug has some).
+        max_examples: seeded random subset of the split.
+        decodings: "argmax", "expected" and/or "median" (the last two apply to ratings; other tasks ignore them).
+        out: predictions path; one method -> exactly this file, several -> `<stem>.<method>.json`; the metrics
+            go to `<stem>.metrics.json`. None: `<run>/eval/<split>_preds.json` of the first checkpoint, or
+            `eval/<split>_preds.json`.
+        batch_size: rows per forward pass (None: 16 on CPU, 64 on a GPU).
+        seed: subsampling seed.
+        base_model: frozen LLM for `none` when no checkpoint names one.
+        embedding_cache: history-embedding cache file.
+        floors: also score the no-model floors (`floor_predictions`).
+        num_beams: beams for generation tasks.
+        progress: progress bars on stderr.
+        persona: write the persona derived from each user's history into every method's prompt (the AI
+            Persona ablation; pair it with checkpoints trained with `--data.persona true`).
+        max_new_tokens: generation budget of generation tasks (None: the task's, `TaskSpec.max_new_tokens`).
+        device: "auto" (cuda, then mps, then cpu) or a device name.
+        dtype: the frozen LLM's dtype (None: the checkpoints' own; "auto" decides for the device).
+        decoding_options: a `pplug.decode.choose.DecodingSpec` with the sampling / selection settings of the
+            candidate decodings ("greedy", "beam", "mbr", "preference") of generation tasks.
+        hub: a LoRA hub folder or hub run folder for the hub methods (`lora-hub`, `pplug+lora-hub`); it must
+            be made for the checkpoints' base LLM.
+
+    Returns:
+        {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
+         "cost": {row: {"candidates_per_row", "seconds_per_row"}} (generation tasks)}
+    """
+    from pplug.lamp.data import load_split, write_outputs
+    from pplug.core.io import atomic_write_json
+    from pplug.lamp.metrics import format_table, score
+
+    check_decodings(decodings)
+    runs = resolve_checkpoints(checkpoints)
+    if methods is None:
+        methods = ["none"] + [m for m in METHODS if m in runs]
+        if "pplug" in runs and "pplug+retrieval" not in runs:
+            methods.append("pplug+retrieval")
+        if hub is not None:
+            methods += ["lora-hub"] + (["pplug+lora-hub"] if "pplug" in runs else [])
+    methods = [get_method(m).name for m in methods]
+    selected: dict[str, MethodRun] = {}
+    for m in methods:
+        if get_method(m).use_hub and hub is None:
+            raise ValueError(f"method '{m}' needs a LoRA hub: pass --hub DIR (`pplug hub train` makes one)")
+        if m in ("none", "lora-hub"):
+            selected[m] = MethodRun(m, note=f"LoRA hub {hub}" if m == "lora-hub" else "")
+        elif m == "pplug+lora-hub" and "pplug" in runs:
+            r = runs["pplug"]
+            selected[m] = MethodRun(m, r.checkpoint, retriever=r.retriever, note=f"pplug weights + LoRA hub {hub}")
+        elif m in runs:
+            selected[m] = runs[m]
+        elif m == "pplug+retrieval" and "pplug" in runs:
+            r = runs["pplug"]
+            selected[m] = MethodRun(m, r.checkpoint, retrieval_k=1, retriever=r.retriever,
+                                    note="pplug weights + top-1 retrieved item")
+        else:
+            raise ValueError(f"method '{m}' needs trained weights: train them with `python train.py --model.method "
+                             f"{m}` and pass --checkpoint {m}=checkpoints/<run>")
+    if hub is not None and base_model is None and not any(r.checkpoint for r in selected.values()):
+        from pplug.hub.files import read_hub_json, resolve_hub
+
+        base_model = read_hub_json(resolve_hub(hub))["config"].base_model_name_or_path  # `lora-hub` alone
+    models, llm, encoder, base_cfg = load_models(selected, base_model=base_model, embedding_cache=embedding_cache,
+                                                 device=device, dtype=dtype)
+    hub_model = None
+    if hub is not None:
+        from pplug.hub.methods import load_hub
+
+        hub_model = load_hub(hub, llm, encoder, cache_path=embedding_cache)  # another base LLM: one-line HubError
+    loaded = load_split(data, split, None if not any(r.checkpoint for r in selected.values()) else base_cfg.task)
+    task = loaded.task
+    if hub_model is not None and hub_model.config.task != task.name:
+        raise ValueError(f"{hub}: a LoRA hub for {hub_model.config.task}, but {data} holds {task.name}")
+    for m, r in selected.items():
+        if r.checkpoint is not None and models[m].config.task != task.name:
+            raise ValueError(f"{r.checkpoint}: trained for {models[m].config.task}, but {data} holds {task.name}")
+    examples = subsample(loaded.examples, max_examples, seed)
+    golds = {ex.id: ex.output for ex in examples if ex.output is not None}
+    foreign = [d for d in decodings if d not in task.decodings and d not in ("expected", "median")]
+    if foreign:
+        raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
+                         f"{', '.join(task.decodings)}")
+    decs = applicable_decodings(task, decodings)
+
+    out_path = Path(out) if out else _default_out(selected, split)
+    stem = out_path.with_suffix("") if out_path.suffix == ".json" else out_path
+    many = len(selected) * len(decs) > 1
+    results: dict[str, dict[str, float]] = {}
+    files: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    all_preds: dict[str, dict[str, str]] = {}
+    cost: dict[str, dict[str, float]] = {}
+    for m, r in selected.items():
+        t0 = time.monotonic()
+        cfg = models[m].config if r.checkpoint is not None else base_cfg
+        max_hist = cfg.max_history
+        # the LLM is shared: apply this method's prompt budget (from_pretrained set the last loaded one's)
+        llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
+        personas = None
+        if persona:
+            from pplug.persona.from_history import history_personas
+
+            personas = history_personas(task, examples, max_hist)
+        # label decodings share one pass; generation decodings run one at a time, so each has its own cost
+        for group in [[d] for d in decs] if task.is_generation else [decs]:
+            stats: dict = {}
+            preds = predict(models[m], task, examples, m, group, batch_size=batch_size, max_history=max_hist,
+                            retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
+                            max_new_tokens=max_new_tokens, progress=progress, personas=personas,
+                            options=decoding_options, stats=stats, hub=hub_model)
+            for dec, p in preds.items():
+                row = prediction_row(m, dec, decs)
+                all_preds[row] = p
+                if stats.get("rows"):
+                    cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
+                                 "seconds_per_row": round(stats["seconds"] / stats["rows"], 4)}
+        seconds[m] = round(time.monotonic() - t0, 2)
+    if floors:
+        train_golds = None
+        try:
+            train_golds = list(load_split(data, "train", task).golds().values())
+        except (ValueError, FileNotFoundError):
+            pass
+        for name, p in floor_predictions(task, examples, train_golds).items():
+            all_preds[f"floor: {name}"] = p
+    for row, p in all_preds.items():
+        if golds and len(golds) == len(examples):
+            results[row] = score(task, p, golds)
+        if not row.startswith("floor:"):
+            path = prediction_path(stem, row) if many else Path(f"{stem}.json")  # `out` itself (a dotted name too)
+            write_outputs(path, task.name, p)
+            files[row] = str(path)
+    report = {"task": task.name, "split": split, "data": str(data), "n": len(examples),
+              "decodings": decs, "metrics": results, "files": files, "seconds": seconds, "cost": cost,
+              "checkpoints": {m: str(r.checkpoint) if r.checkpoint else None for m, r in selected.items()},
+              "notes": {m: r.note for m, r in selected.items() if r.note},
+              **({"hub": str(hub)} if hub is not None else {})}
+    metrics_path = Path(f"{stem}.metrics.json")
+    atomic_write_json(metrics_path, report)
+    report["metrics_file"] = str(metrics_path)
+    if results:
+        report["table"] = format_table(results, title=f"{task.name} {split} (n={len(examples)}, {data})")
+    return report
+
+
+def prediction_row(method: str, decoding: str, decodings: Sequence[str]) -> str:
+    """The results row of `method` under `decoding`: the bare method for argmax or a lone decoding, else
+    "method [decoding]" ("pplug", "pplug [median]")."""
+    return method if len(decodings) == 1 or decoding == "argmax" else f"{method} [{decoding}]"
+
+
+def applicable_decodings(task: TaskSpec, decodings: Sequence[str]) -> list[str]:
+    """The asked decodings the task has, else its default (a generation task asked for rating decodings)."""
+    return [d for d in decodings if d in task.decodings] or [task.decodings[0]]
+
+
+def scored_rows(task: TaskSpec, method: str, decodings: Sequence[str]) -> list[str]:
+    """The rows `evaluate` writes for `method` when asked for `decodings`."""
+    decs = applicable_decodings(task, decodings)
+    return [prediction_row(method, d, decs) for d in decs]
+
+
+def prediction_path(stem: str | Path, row: str) -> Path:
+    """Where `evaluate` writes a row's predictions when it writes several rows: `<stem>.<row slug>.json`."""
+    slug = row.replace(" [", ".").replace("]", "").replace(" ", "_").replace(":", "")
+    return Path(f"{stem}.{slug}.json")
+
+
+def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
+    for r in selected.values():
+        if r.checkpoint is not None:
+            return r.checkpoint.parent / "eval" / f"{split}_preds.json"
+    return Path("eval") / f"{split}_preds.json"
+
+
+__all__ = ["MethodRun", "evaluate", "floor_predictions", "load_models", "prediction_path",
+           "prediction_row", "resolve_checkpoints", "scored_rows"]

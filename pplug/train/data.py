@@ -1,0 +1,255 @@
+"""LaMP splits (or examples held in memory) as text batches for one method, for Lightning.
+
+    LaMP files --LaMPDataModule--> Collator --> LaMPBatch(ids, golds, PPlugBatch)
+
+`LaMPDataModule` loads, subsamples (seeded) and collates LaMP splits, or the examples slow adaptation
+passes in, into text batches for a method: prompts from `pplug.methods.prompts`, retrieval from `pplug.methods.batches`.
+The model tokenises the text on its own device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from pplug.methods.batches import build_batch, retrieve
+from pplug.methods.registry import get_method, resolve_k
+from pplug.decode.inference import subsample
+
+
+@dataclass
+class LaMPBatch:
+    """A collated batch: record ids, gold outputs (None where unknown) and the model's text batch."""
+
+    ids: list[str]
+    golds: list[str | None]
+    batch: Any
+    """The `PPlugBatch` (prompts, queries, histories, targets)."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class _Examples(Dataset):
+    def __init__(self, examples: list) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int):
+        return self.examples[i]
+
+
+class Collator:
+    """Examples -> LaMPBatch for one method (picklable, so DataLoader workers can use it)."""
+
+    def __init__(self, task: Any, method: str, causal: bool, max_history: int | None,
+                 retrieved: dict[str, list[dict]] | None, retrieval_k: int | None, with_targets: bool,
+                 persona: bool = False, budget: Any = None, persona_text: dict[str, str | None] | None = None,
+                 ) -> None:
+        self.task, self.method, self.causal = task, method, causal
+        self.max_history, self.retrieved, self.retrieval_k = max_history, retrieved, retrieval_k
+        self.with_targets, self.persona, self.budget = with_targets, persona, budget
+        self.persona_text = persona_text
+
+    def __call__(self, examples: list) -> LaMPBatch:
+        retrieved = [self.retrieved.get(ex.id, []) for ex in examples] if self.retrieved is not None else None
+        with_targets = self.with_targets and all(ex.output is not None for ex in examples)
+        personas = None
+        if self.persona_text is not None:  # given per example (slow adaptation: the store's personas)
+            personas = [self.persona_text.get(ex.id) for ex in examples]
+        elif self.persona:
+            from pplug.persona.from_history import history_personas
+
+            personas = history_personas(self.task, examples, self.max_history)
+        batch = build_batch(self.task, examples, self.method, causal=self.causal, max_history=self.max_history,
+                            retrieved=retrieved, retrieval_k=self.retrieval_k, with_targets=with_targets,
+                            personas=personas, budget=self.budget)
+        return LaMPBatch(ids=[ex.id for ex in examples], golds=[ex.output for ex in examples], batch=batch)
+
+
+class LaMPDataModule(L.LightningDataModule):
+    """LaMP splits as text batches for one method.
+
+    `LaMPDataModule.from_examples(task, train, val, ...)` serves examples held in memory instead of files.
+
+    Args:
+        root: folder with `{split}_questions.json` / `{split}_outputs.json` (e.g. lamp_data/synthetic);
+            None for a module made by `from_examples`.
+        task: LaMP task (linked from `--model.task` by train.py); None = from the outputs file.
+        train_split: split trained on.
+        val_split: split validated on (metrics logged as `val/<metric>`).
+        test_split: split `trainer.test` evaluates.
+        batch_size: training rows per step (per device).
+        eval_batch_size: rows per validation/test batch (None: 2 x batch_size).
+        max_train_examples: seeded random subset of the training split (None: all).
+        max_val_examples: seeded random subset of the validation split (None: all).
+        max_test_examples: seeded random subset of the test split (None: all). When validation and test read
+            the same split and validation is a subset, the test questions are drawn from the rest: the
+            decoding picked on validation is then scored on questions it was not picked on (unless validation
+            took the whole split).
+        seed: subsampling seed.
+        num_workers: DataLoader workers.
+        method: method the prompts are built for (linked from `--model.method`).
+        retrieval_k: retrieved items per prompt (linked from `--model.retrieval_k`).
+        retriever: "bm25" or "embedding" (linked from `--model.retriever`).
+        max_history: most recent history items kept (linked from `--model.max_history`).
+        persona: write the persona derived from each user's history into the prompt after the soft prompt
+            (`pplug.persona.history_persona_text`; the AI Persona ablation). Evaluate with `--persona` too.
+    """
+
+    def __init__(
+        self,
+        root: str | None = "lamp_data/synthetic/ratings",
+        task: str | None = None,
+        train_split: str = "train",
+        val_split: str = "dev",
+        test_split: str = "dev",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        max_train_examples: int | None = None,
+        max_val_examples: int | None = None,
+        max_test_examples: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        method: str = "pplug",
+        retrieval_k: int | None = None,
+        retriever: str = "bm25",
+        max_history: int = 512,
+        persona: bool = False,
+    ) -> None:
+        super().__init__()
+        get_method(method)
+        self.save_hyperparameters(logger=False)
+        self.causal = True
+        self.encoder = None
+        self.budget = None
+        self.splits: dict[str, list] = {}
+        self.task_spec = None
+        self.persona_text: dict[str, str | None] | None = None
+        self._retrieved: dict[str, dict[str, list[dict]]] = {}
+
+    @classmethod
+    def from_examples(cls, task: Any, train: list, val: list, persona_text: dict[str, str | None] | None = None,
+                      **hparams: Any) -> LaMPDataModule:
+        """A data module over examples held in memory (train and val; test = val), e.g. interactions.
+
+        Args:
+            task: the TaskSpec or name.
+            train, val: pplug.lamp.data.Example records with outputs.
+            persona_text: persona text per example id, written after the soft prompt (None: no persona).
+            **hparams: the other settings (batch_size, method, retrieval_k, retriever, max_history, seed, ...).
+        """
+        from pplug.core.tasks import get_task
+
+        dm = cls(root=None, task=get_task(task).name, **hparams)
+        dm.task_spec = get_task(task)
+        dm.splits = {"train": list(train), "val": list(val), "test": list(val)}
+        dm.persona_text = persona_text
+        return dm
+
+    def connect(self, causal: bool = True, encoder: Any = None, budget: Any = None) -> None:
+        """Settings only the model knows: causal LLM (answer cue), the history encoder (embedding retrieval)
+        and the LLM's prompt budget (retrieved items are fitted to it)."""
+        self.causal, self.encoder, self.budget = causal, encoder, budget
+
+    def prepare_data(self) -> None:
+        """Write the synthetic default data set on first use (rank 0 only)."""
+        from pplug.synth.generate import ensure_default_data
+
+        kind = _default_synth_kind(self.hparams.root) if self.hparams.root is not None else None
+        if kind is not None:
+            ensure_default_data(Path(self.hparams.root).parent, kind=kind)
+
+    def _load(self, split: str, n: int | None, seed_offset: int, exclude: frozenset[str] = frozenset()) -> list:
+        from pplug.lamp.data import LaMPDataError, load_outputs, load_split
+        from pplug.core.tasks import get_task
+
+        hp = self.hparams
+        if hp.root is None:
+            raise LaMPDataError(f"split {split!r}: no data root and no examples given (data.root is null)")
+        loaded = load_split(hp.root, split, hp.task)
+        if hp.task is not None and loaded.outputs_path is not None:
+            file_task = get_task(load_outputs(loaded.outputs_path)[0]).name
+            if not loaded.task.accepts_outputs_of(file_task):
+                raise LaMPDataError(f"{loaded.outputs_path}: field 'task': {file_task}, but the model is "
+                                    f"configured for {loaded.task.name} (set --model.task {file_task})")
+        self.task_spec = loaded.task
+        rest = [ex for ex in loaded.examples if ex.id not in exclude]
+        return subsample(rest or loaded.examples, n, hp.seed + seed_offset)  # validation took all: test on all
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in ("fit", None) and "train" not in self.splits:
+            self.splits["train"] = self._load(hp.train_split, hp.max_train_examples, 0)
+        if stage in ("fit", "validate", None) and "val" not in self.splits:
+            self.splits["val"] = self._load(hp.val_split, hp.max_val_examples, 1)
+        if stage in ("test", None) and "test" not in self.splits:
+            held = frozenset()
+            if hp.val_split == hp.test_split and hp.max_val_examples is not None:
+                val = self.splits.get("val") or self._load(hp.val_split, hp.max_val_examples, 1)
+                held = frozenset(ex.id for ex in val)
+            self.splits["test"] = self._load(hp.test_split, hp.max_test_examples, 2, exclude=held)
+
+    def encode_histories(self, encoder: Any, stage: str | None = None) -> int:
+        """Embed every history item of the splits a stage uses before its first step, in large batches and
+        with progress shown, instead of a few per training step; returns how many texts that was (the
+        cache makes a second call, or a second run, nearly free)."""
+        from pplug.methods.batches import recent_history
+
+        self.setup(stage)
+        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage or "", tuple(self.splits))
+        texts = {self.task_spec.history_text(it) for name in names if name in self.splits
+                 for ex in self.splits[name] for it in recent_history(ex.profile, self.hparams.max_history)}
+        encoder.encode(sorted(texts), show_progress=True)
+        return len(texts)
+
+    def retrieved_for(self, name: str) -> dict[str, list[dict]] | None:
+        """Retrieved items per example id of a split (computed once; None for methods without retrieval)."""
+        hp = self.hparams
+        k = resolve_k(hp.method, hp.retrieval_k)
+        if k == 0:
+            return None
+        if name not in self._retrieved:
+            self._retrieved[name] = {
+                ex.id: retrieve(self.task_spec, ex, k, retriever=hp.retriever, encoder=self.encoder,
+                                max_history=hp.max_history)
+                for ex in self.splits[name]
+            }
+        return self._retrieved[name]
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        if name not in self.splits:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
+        collate = Collator(self.task_spec, hp.method, self.causal, hp.max_history, self.retrieved_for(name),
+                           hp.retrieval_k, with_targets=True, persona=hp.persona, budget=self.budget,
+                           persona_text=self.persona_text)
+        bs = hp.batch_size if name == "train" else (hp.eval_batch_size or 2 * hp.batch_size)
+        return DataLoader(_Examples(self.splits[name]), batch_size=bs, shuffle=shuffle, collate_fn=collate,
+                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _default_synth_kind(root: str) -> str | None:
+    """"ratings" for `.../lamp_data/synthetic/ratings` (a default synthetic set, generated on demand), else None."""
+    p = Path(root)
+    if p.parent.name == "synthetic" and p.parent.parent.name == "lamp_data" and p.name in ("ratings", "tags", "titles"):
+        return p.name
+    return None
+
+
+__all__ = ["Collator", "LaMPBatch", "LaMPDataModule"]
