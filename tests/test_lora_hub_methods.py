@@ -63,9 +63,10 @@ def _examples() -> list[Example]:
 def test_method_table_has_the_hub_rows(tiny_config):
     from pplug.methods.registry import get_method, method_config
 
-    assert get_method("lora-hub").use_hub and not get_method("lora-hub").trainable
-    assert get_method("pplug+lora-hub").use_hub and get_method("pplug+lora-hub").use_user_embedding
-    assert not any(get_method(m).use_hub for m in ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"))
+    assert get_method("lora-hub").plugin == "hub" and not get_method("lora-hub").trainable
+    assert get_method("pplug+lora-hub").plugin == "hub" and get_method("pplug+lora-hub").use_user_embedding
+    assert get_method("pplug+lora-hub").weights_of == "pplug"
+    assert not any(get_method(m).plugin for m in ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"))
     with pytest.raises(ValueError, match="train method 'pplug'"):
         dataclasses.replace(tiny_config, method="pplug+lora-hub")
     with pytest.raises(ValueError, match="no trainable parts"):
@@ -84,7 +85,7 @@ def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(p
     for row in ("none", "pplug", "pplug+retrieval", "lora-hub", "pplug+lora-hub"):
         assert f"| {row} |" in printed
     report = json.loads((tmp_path / "hub.metrics.json").read_text())
-    assert report["hub"] == str(hub_dir) and report["notes"]["pplug+lora-hub"].startswith("pplug weights + LoRA hub")
+    assert report["hub"] == str(hub_dir) and report["notes"]["pplug+lora-hub"].startswith("pplug weights + hub ")
     plain = json.loads((tmp_path / "plain.metrics.json").read_text())
 
     def preds(path):
@@ -102,7 +103,8 @@ def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(p
 def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir, tiny_encoder_dir, encoder,
                                                              pplug_run):
     from pplug.methods.batches import build_batch
-    from pplug.hub.methods import load_hub, method_rows
+    from pplug.hub.methods import load_hub
+    from pplug.methods.registry import method_rows
     from pplug.decode.inference import FrozenBaseline, personalize
     from pplug.modeling.model import PPlugModel
 
@@ -112,7 +114,7 @@ def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir
 
     def logp(rows):
         batch = build_batch(T3, rows, "lora-hub", with_targets=False, budget=hub.llm.prompt_budget())
-        with method_rows(hub, "lora-hub", [ex.profile for ex in rows]) as got:
+        with method_rows(hub.llm, "lora-hub", [ex.profile for ex in rows]) as got:
             return model.choice_logprobs(batch, LABELS), got
 
     together, retrievals = logp(exs)
@@ -126,16 +128,22 @@ def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir
     from pplug.decode.inference import predict
 
     with pytest.raises(ValueError, match="decodes with argmax, greedy or beam"):  # sampled candidates regroup rows
-        predict(model, "LaMP_5", exs, "lora-hub", ["mbr"], hub=hub)
+        predict(model, "LaMP_5", exs, "lora-hub", ["mbr"])
 
     # pplug+lora-hub through the Python API: the model's prefix and the rows' adapters
     pmodel = PPlugModel.from_pretrained(pplug_run, device="cpu", cache_path=":memory:")
     phub = load_hub(_save(hub, pplug_run.parent / "phub"), pmodel.llm, pmodel.history_encoder)
-    both = personalize(pmodel, exs, decoding="expected", hub=phub)
+    assert pmodel.llm.plugins == {"hub": phub}
+    both = personalize(pmodel, exs, decoding="expected", method="pplug+lora-hub")
     assert [float(x) for x in both] == pytest.approx(
-        [float(personalize(pmodel, [ex], decoding="expected", hub=phub)[0]) for ex in exs], abs=2e-4)
-    with pytest.raises(ValueError, match="another LLM"):
-        personalize(pmodel, exs, hub=hub)
+        [float(personalize(pmodel, [ex], decoding="expected", method="pplug+lora-hub")[0]) for ex in exs], abs=2e-4)
+    own = personalize(pmodel, exs, decoding="expected")  # its own method: the frozen LLM's layers, no adapters
+    assert own != both
+    with pytest.raises(ValueError, match="does not run a 'pplug' model's weights"):
+        personalize(pmodel, exs, method="lora-hub")
+    bare = PPlugModel.from_pretrained(pplug_run, device="cpu", cache_path=":memory:")  # no hub on its LLM
+    with pytest.raises(ValueError, match="needs a LoRA hub: pass --hub DIR"):
+        personalize(bare, exs, method="pplug+lora-hub")
 
 
 def _save(hub: LoRAHub, path: Path) -> Path:

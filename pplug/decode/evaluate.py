@@ -10,8 +10,9 @@ writes `checkpoints/<run>/final/`). `--checkpoint` takes any mix of
 - a folder of runs (`checkpoints/bench/<method>/final/`, as benchmarks/bench_real_lamp.py writes).
 `none` needs no checkpoint (the frozen LLM as is); `pplug+retrieval` falls back to the `pplug` weights
 with a top-1 retrieved item when it has no weights of its own (as the PPlug paper adds retrieval).
-`--hub DIR` (a LoRA hub of the same base LLM) adds `lora-hub` (the input alone, each row through its user's
-retrieved adapters) and, with `pplug` weights, `pplug+lora-hub` (those weights and the adapters together).
+A method plug-in's folder (`plugins`; the command line's `--hub DIR`, a LoRA hub of the same base LLM) adds the
+plug-in's methods (`lora-hub`: the input alone, each row through its user's retrieved adapters; with `pplug`
+weights, `pplug+lora-hub`: those weights and the adapters together).
 The frozen LLM and sentence encoder are loaded once and shared by all methods; decoding is
 `pplug.decode.inference.predict`, the path that serves models. Outputs: LaMP-format predictions per method, a
 metrics JSON, and one table (`pplug.lamp.metrics.format_table`).
@@ -28,7 +29,7 @@ from typing import Any
 
 from pplug.core.checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
 from .inference import FrozenBaseline, check_decodings, predict, subsample
-from pplug.methods.registry import METHODS, get_method
+from pplug.methods.registry import METHODS, get_method, get_plugin
 from pplug.core.tasks import TaskSpec
 
 
@@ -181,7 +182,7 @@ def evaluate(
     device: str = "auto",
     dtype: str | None = None,
     decoding_options: Any = None,
-    hub: str | None = None,
+    plugins: dict[str, str] | None = None,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -209,8 +210,8 @@ def evaluate(
         dtype: the frozen LLM's dtype (None: the checkpoints' own; "auto" decides for the device).
         decoding_options: a `pplug.decode.choose.DecodingSpec` with the sampling / selection settings of the
             candidate decodings ("greedy", "beam", "mbr", "preference") of generation tasks.
-        hub: a LoRA hub folder or hub run folder for the hub methods (`lora-hub`, `pplug+lora-hub`); it must
-            be made for the checkpoints' base LLM.
+        plugins: method plug-in name -> its folder (`{"hub": "hubs/lamp3"}`: a LoRA hub or hub run folder for
+            `lora-hub`, `pplug+lora-hub`); each must be made for the checkpoints' base LLM.
 
     Returns:
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
@@ -226,42 +227,40 @@ def evaluate(
         methods = ["none"] + [m for m in METHODS if m in runs]
         if "pplug" in runs and "pplug+retrieval" not in runs:
             methods.append("pplug+retrieval")
-        if hub is not None:
-            methods += ["lora-hub"] + (["pplug+lora-hub"] if "pplug" in runs else [])
+        for name in plugins or {}:
+            methods += [m.name for m in get_plugin(name).methods if m.weights_of is None or m.weights_of in runs]
     methods = [get_method(m).name for m in methods]
+    plugins = dict(plugins or {})
     selected: dict[str, MethodRun] = {}
     for m in methods:
-        if get_method(m).use_hub and hub is None:
-            raise ValueError(f"method '{m}' needs a LoRA hub: pass --hub DIR (`pplug hub train` makes one)")
-        if m in ("none", "lora-hub"):
-            selected[m] = MethodRun(m, note=f"LoRA hub {hub}" if m == "lora-hub" else "")
-        elif m == "pplug+lora-hub" and "pplug" in runs:
-            r = runs["pplug"]
-            selected[m] = MethodRun(m, r.checkpoint, retriever=r.retriever, note=f"pplug weights + LoRA hub {hub}")
+        spec = get_method(m)
+        if spec.plugin is not None and spec.plugin not in plugins:
+            raise ValueError(f"method '{m}' needs {get_plugin(spec.plugin).needs}")
+        with_plugin = f"{spec.plugin} {plugins[spec.plugin]}" if spec.plugin else ""
+        if not spec.trainable:
+            selected[m] = MethodRun(m, note=with_plugin)
         elif m in runs:
             selected[m] = runs[m]
-        elif m == "pplug+retrieval" and "pplug" in runs:
-            r = runs["pplug"]
-            selected[m] = MethodRun(m, r.checkpoint, retrieval_k=1, retriever=r.retriever,
-                                    note="pplug weights + top-1 retrieved item")
+        elif spec.weights_of in runs:  # another method's weights, run with retrieval or a plug-in
+            r = runs[spec.weights_of]
+            added = with_plugin or f"top-{spec.retrieval_k} retrieved item"
+            selected[m] = MethodRun(m, r.checkpoint, retrieval_k=spec.retrieval_k or None, retriever=r.retriever,
+                                    note=f"{spec.weights_of} weights + {added}")
         else:
             raise ValueError(f"method '{m}' needs trained weights: train them with `python train.py --model.method "
                              f"{m}` and pass --checkpoint {m}=checkpoints/<run>")
-    if hub is not None and base_model is None and not any(r.checkpoint for r in selected.values()):
-        from pplug.hub.files import read_hub_json, resolve_hub
-
-        base_model = read_hub_json(resolve_hub(hub))["config"].base_model_name_or_path  # `lora-hub` alone
+    if plugins and base_model is None and not any(r.checkpoint for r in selected.values()):
+        name, folder = next(iter(plugins.items()))  # a plug-in's method alone: the LLM it was made for
+        base_model = get_plugin(name).base_model(folder)
     models, llm, encoder, base_cfg = load_models(selected, base_model=base_model, embedding_cache=embedding_cache,
                                                  device=device, dtype=dtype)
-    hub_model = None
-    if hub is not None:
-        from pplug.hub.methods import load_hub
-
-        hub_model = load_hub(hub, llm, encoder, cache_path=embedding_cache)  # another base LLM: one-line HubError
+    loaded_plugins = {name: get_plugin(name).load(folder, llm, encoder, cache_path=embedding_cache)
+                      for name, folder in plugins.items()}  # onto `llm`; another base LLM: a one-line error
     loaded = load_split(data, split, None if not any(r.checkpoint for r in selected.values()) else base_cfg.task)
     task = loaded.task
-    if hub_model is not None and hub_model.config.task != task.name:
-        raise ValueError(f"{hub}: a LoRA hub for {hub_model.config.task}, but {data} holds {task.name}")
+    for name, plugin in loaded_plugins.items():
+        if plugin.task != task.name:
+            raise ValueError(f"{plugins[name]}: a {name} for {plugin.task}, but {data} holds {task.name}")
     for m, r in selected.items():
         if r.checkpoint is not None and models[m].config.task != task.name:
             raise ValueError(f"{r.checkpoint}: trained for {models[m].config.task}, but {data} holds {task.name}")
@@ -298,7 +297,7 @@ def evaluate(
             preds = predict(models[m], task, examples, m, group, batch_size=batch_size, max_history=max_hist,
                             retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
                             max_new_tokens=max_new_tokens, progress=progress, personas=personas,
-                            options=decoding_options, stats=stats, hub=hub_model)
+                            options=decoding_options, stats=stats)
             for dec, p in preds.items():
                 row = prediction_row(m, dec, decs)
                 all_preds[row] = p
@@ -325,7 +324,7 @@ def evaluate(
               "decodings": decs, "metrics": results, "files": files, "seconds": seconds, "cost": cost,
               "checkpoints": {m: str(r.checkpoint) if r.checkpoint else None for m, r in selected.items()},
               "notes": {m: r.note for m, r in selected.items() if r.note},
-              **({"hub": str(hub)} if hub is not None else {})}
+              **{name: str(folder) for name, folder in plugins.items()}}
     metrics_path = Path(f"{stem}.metrics.json")
     atomic_write_json(metrics_path, report)
     report["metrics_file"] = str(metrics_path)

@@ -27,9 +27,10 @@ from typing import Any
 import torch
 
 from pplug.methods.batches import build_batch, retrieve
-from pplug.methods.registry import get_method, resolve_k
+from pplug.methods.registry import MethodPlugin, get_method, method_rows, require_plugin, resolve_k
 from pplug.core.runtime import default_batch_size, progress as progress_bar
 from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
+from pplug.modeling.label_rules import decode_labels
 
 DECODINGS: tuple[str, ...] = tuple(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))
 """Every decoding name any task supports."""
@@ -137,23 +138,6 @@ def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str]
     return out if many else out[decodings[0]]
 
 
-def decode_labels(task: TaskSpec, probs: torch.Tensor, decodings: Sequence[str]) -> dict[str, list[str]]:
-    """Label decodings of (B, C) probabilities over `task.labels`: decoding -> one output string per row."""
-    out: dict[str, list[str]] = {}
-    for d in decodings:
-        if d == "expected" and task.is_rating:
-            values = torch.tensor([float(x) for x in task.labels], dtype=torch.float32)  # (C,)
-            out[d] = [f"{v:.4f}" for v in (probs * values).sum(dim=-1).tolist()]
-        elif d == "median" and task.is_rating:
-            cdf = probs.cumsum(dim=-1)  # (B, C), labels in ascending order "1".."5"
-            # first label with cdf >= 1/2 (the tolerance keeps an exact 50/50 split from rounding past it)
-            idx = (cdf < 0.5 - 1e-6).sum(dim=-1).clamp_max(len(task.labels) - 1)
-            out[d] = [task.labels[i] for i in idx.tolist()]
-        else:
-            out[d] = [task.labels[i] for i in probs.argmax(dim=-1).tolist()]
-    return out
-
-
 def clean_generation(text: str) -> str:
     """First non-empty line of a generated text, stripped (LLMs often continue past the answer)."""
     for line in text.strip().splitlines():
@@ -174,8 +158,7 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
             batch_size: int | None = None, max_history: int | None = None, retrieval_k: int | None = None,
             retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
             personas: Sequence[str | None] | None = None, progress: bool = False, options: Any = None,
-            specs: Sequence[Any] | None = None, stats: dict | None = None, hub: Any = None
-            ) -> dict[str, dict[str, str]]:
+            specs: Sequence[Any] | None = None, stats: dict | None = None) -> dict[str, dict[str, str]]:
     """Decode `examples` with one method, in chunks: decoding -> (example id -> prediction).
 
     Prompts come from `pplug.methods.batches.build_batch`, the code the training data module uses. Causal vs
@@ -188,8 +171,8 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         model: PPlugModel or FrozenBaseline.
         task: the TaskSpec (or its name).
         examples: pplug.lamp.data.Example records; rows may belong to different users.
-        method: the prompt method ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval", "lora-hub",
-            "pplug+lora-hub").
+        method: the prompt method ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval", or a
+            plug-in's such as "lora-hub", "pplug+lora-hub": its plug-in must be loaded onto the model's LLM).
         decodings: decoding names (`decode`).
         batch_size: rows per forward pass (None: 16 on CPU, 64 on a GPU).
         max_history, retrieval_k, retriever, encoder: history and retrieval settings (`build_batch`).
@@ -197,11 +180,10 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
         personas: optional persona text per example, written after the soft prompt.
         progress: a bar on a terminal, a line every few seconds in a log.
         options, specs, stats: candidate decodings and their cost (see above).
-        hub: the `LoRAHub` loaded on the model's LLM, if any: hub methods run each row through its user's
-            retrieved adapters; the others run without the hub's (`pplug.hub.methods.method_rows`).
-    """
-    from pplug.hub.methods import method_rows
 
+    Every batch runs inside `method_rows` (`pplug.methods.registry`): a plug-in's method through its plug-in,
+    row by row; every other method as if no plug-in were loaded.
+    """
     task = get_task(task)
     if specs is not None:
         specs = list(specs)
@@ -211,8 +193,8 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
     else:
         decodings = check_decodings(decodings)
     sampled = {"mbr", "preference", "reward-mbr"} & set(decodings)
-    if hub is not None and get_method(method).use_hub and (specs is not None or sampled):
-        # a hub's per-row adapters follow the batch's rows; per-row specs and sampled candidates regroup them
+    if get_method(method).plugin and (specs is not None or sampled):
+        # a plug-in's per-row state follows the batch's rows; per-row specs and sampled candidates regroup them
         raise ValueError(f"method '{method}' decodes with argmax, greedy or beam (the same for every row)")
     llm = model.llm
     causal = not llm.is_seq2seq
@@ -236,7 +218,7 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
 
                 rows_ctx = RowContext(keys=[ex.id for ex in rows], encoder=encoder,
                                       profiles=[ex.profile for ex in rows], user_outputs=[user_outputs(task, ex.profile, max_history) for ex in rows])
-            with method_rows(hub, method, [ex.profile for ex in rows]):
+            with method_rows(llm, method, [ex.profile for ex in rows]):
                 if specs is not None:
                     preds = {"per-row": decode(model, task, batch, specs=specs[i : i + batch_size], rows=rows_ctx,
                                                max_new_tokens=max_new_tokens, stats=stats)}
@@ -252,17 +234,18 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
 def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch_size: int | None = None,
                 personas: Sequence[str | None] | None = None, device: str | torch.device | None = None,
                 progress: bool = False, num_beams: int = 1, max_new_tokens: int | None = None,
-                options: Any = None, hub: Any = None, **decoding_options: Any) -> list[str]:
+                options: Any = None, method: str | None = None, **decoding_options: Any) -> list[str]:
     """Personalized outputs for LaMP-style examples, one per example, in order; rows may be different users.
 
     The prompt method, retrieval settings and default decoding are the checkpoint's own (`model.config`),
-    so a saved folder alone reproduces what it was trained and tuned to do. With a LoRA hub, every row also
-    runs through its user's retrieved adapters (`pplug+lora-hub`); a `LoRAHub` as `model` runs `lora-hub`
-    (the hub's frozen LLM on the input alone, the task's default decoding).
+    so a saved folder alone reproduces what it was trained and tuned to do. `method` runs the model's weights
+    another way, e.g. "pplug+lora-hub" with a LoRA hub loaded onto `model.llm`; a method plug-in as `model` (a
+    `LoRAHub`) runs its own method alone (`lora-hub`: the frozen LLM on the input, the task's default decoding).
 
     Args:
-        model: a `PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>")`), or a `LoRAHub`
-            (`LoRAHub.from_pretrained("hubs/lamp3", FrozenLLM("default"))`).
+        model: a `PPlugModel` (e.g. `PPlugModel.from_pretrained("checkpoints/<run>")`), or a loaded method
+            plug-in (`pplug.methods.registry.MethodPlugin`, e.g. `pplug.hub.methods.load_hub("hubs/lamp3",
+            FrozenLLM("default"))`).
         examples: `pplug.lamp.data.Example` records (input + that user's profile, i.e. history items).
         decoding: None (the checkpoint's), "argmax", or for ratings "expected" / "median"; for generation tasks
             also "greedy", "beam", "mbr", "preference", "reward-mbr", a `pplug.decode.choose.DecodingSpec`, or a list
@@ -273,18 +256,16 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
         progress: progress on stderr (a bar on a terminal, lines in a log).
         num_beams, max_new_tokens: generation settings (None: the task's budget).
         options: a DecodingSpec with the settings of a named candidate decoding, or
-        hub: a `LoRAHub` loaded on the model's LLM (`pplug.hub.methods.load_hub(dir, model.llm, ...)`); the model
-            must be a `pplug` one.
+        method: None (the checkpoint's), or a method that runs these weights: "pplug+retrieval", or a plug-in's
+            ("pplug+lora-hub" after `pplug.hub.methods.load_hub(dir, model.llm)`).
         **decoding_options: its fields one by one (num_samples, temperature, top_p, preference_weight, utility,
             seed, preference_models).
     """
     from .choose import DecodingSpec
-    from pplug.hub.methods import hub_method
-    from pplug.hub.model import LoRAHub
 
-    if isinstance(model, LoRAHub):
-        return _personalize_hub(model, list(examples), decoding, batch_size, progress, num_beams, max_new_tokens)
-    method = hub_method(model, hub) if hub is not None else model.config.method
+    if isinstance(model, MethodPlugin):
+        return _personalize_plugin(model, list(examples), decoding, batch_size, progress, num_beams, max_new_tokens)
+    method = _runs_weights_of(model, method)
     examples = list(examples)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
@@ -303,23 +284,35 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
     preds = predict(model, cfg.task, examples, method, [decoding] if specs is None else [],
                     batch_size=batch_size, max_history=cfg.max_history, retrieval_k=cfg.retrieval_k,
                     retriever=cfg.retriever, encoder=model.history_encoder, personas=personas, progress=progress,
-                    num_beams=num_beams, max_new_tokens=max_new_tokens, options=options, specs=specs, hub=hub)
+                    num_beams=num_beams, max_new_tokens=max_new_tokens, options=options, specs=specs)
     preds = next(iter(preds.values()))
     return [preds[i] for i in ids]
 
 
-def _personalize_hub(hub: Any, examples: list, decoding: Any, batch_size: int | None, progress: bool,
-                     num_beams: int, max_new_tokens: int | None) -> list[str]:
-    """`personalize` of the `lora-hub` method: the hub's LLM on the input alone, each row through its adapters."""
-    task = get_task(hub.config.task)
+def _runs_weights_of(model: Any, method: str | None) -> str:
+    """The method `personalize` runs `model` as: its own, or one that runs its weights (ValueError otherwise)."""
+    own = model.config.method
+    if method is None or method == own:
+        return own
+    spec = get_method(method)
+    if spec.weights_of != own:
+        raise ValueError(f"personalize: method '{spec.name}' does not run a '{own}' model's weights")
+    require_plugin(model.llm, spec)
+    return spec.name
+
+
+def _personalize_plugin(plugin: MethodPlugin, examples: list, decoding: Any, batch_size: int | None,
+                        progress: bool, num_beams: int, max_new_tokens: int | None) -> list[str]:
+    """`personalize` of a plug-in's method alone (`lora-hub`): its frozen LLM on the input, rows through it."""
+    task = get_task(plugin.task)
     if decoding is not None and not isinstance(decoding, str):
-        raise ValueError("personalize: the lora-hub method takes a decoding name (argmax, expected, median, ...)")
+        raise ValueError(f"personalize: the {plugin.alone} method takes a decoding name (argmax, expected, ...)")
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
         raise ValueError("personalize: example ids must be unique")
-    preds = predict(FrozenBaseline(hub.llm), task, examples, "lora-hub", [decoding or task.decodings[0]],
-                    batch_size=batch_size, encoder=hub.encoder, progress=progress, num_beams=num_beams,
-                    max_new_tokens=max_new_tokens, hub=hub)
+    preds = predict(FrozenBaseline(plugin.llm), task, examples, plugin.alone, [decoding or task.decodings[0]],
+                    batch_size=batch_size, encoder=plugin.encoder, progress=progress, num_beams=num_beams,
+                    max_new_tokens=max_new_tokens)
     preds = next(iter(preds.values()))
     return [preds[i] for i in ids]
 

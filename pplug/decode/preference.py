@@ -271,15 +271,15 @@ class PreferenceSet:
 
     def weights(self, persona_texts: Sequence[str | None]) -> list[dict[str, float]]:
         """Facet weights per persona text: the LoRA hub's retrieval rule over every facet (softmax over cosine,
-        `pplug.hub.model.rank_adapters`); an empty persona text (cold start) gets uniform weights."""
-        from pplug.hub.model import rank_adapters
+        `pplug.encode.history.rank_descriptions`); an empty persona text (cold start) gets uniform weights."""
+        from pplug.encode.history import rank_descriptions
 
         out = []
-        for r in rank_adapters(self.encoder, self.names, self._desc, persona_texts, len(self.names), self.temperature):
-            if r.cold_start:
+        for r in rank_descriptions(self.encoder, self._desc, persona_texts, len(self.names), self.temperature):
+            if r is None:
                 out.append({n: 1.0 / len(self.names) for n in self.names})
             else:
-                out.append({n: float(w) for n, w in zip(r.adapters, r.weights)})
+                out.append({self.names[j]: float(w) for j, w in zip(r[0], r[1])})
         return out
 
     def scores(self, texts: Sequence[str], user: UserSummary | None) -> dict[str, torch.Tensor]:

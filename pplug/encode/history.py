@@ -16,6 +16,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,6 +190,29 @@ class HistoryEncoder:
             return torch.zeros(0, self.dim)
         vecs = self._run_encoder(texts).astype(self.cache.dtype).astype(np.float32)
         return torch.from_numpy(vecs).float()
+
+
+def rank_descriptions(encoder: Any, description_embeddings: torch.Tensor, persona_texts: Sequence[str | None],
+                      top_k: int, temperature: float) -> list[tuple[list[int], list[float], list[float]] | None]:
+    """Per persona text, its top-k descriptions by cosine similarity to their (K, D) unit-norm embeddings:
+    (indices, softmax(scores / temperature) weights, cosine scores), best first; None for an empty text.
+
+    The one retrieval rule of the LoRA hub's adapters and of the preference models' facets. Persona texts are
+    embedded uncached (`encode_uncached`: never written to the embedding cache nor its in-process LRU): a
+    persona text is derived from a user's history, and erasure removes only the cached vectors of the history
+    texts, so a retrieval leaves nothing of a stored user behind to erase.
+    """
+    k = min(top_k, description_embeddings.shape[0])
+    out: list[tuple[list[int], list[float], list[float]] | None] = [None] * len(persona_texts)
+    warm = [i for i, p in enumerate(persona_texts) if p and p.strip()]
+    if warm:
+        embed = getattr(encoder, "encode_uncached", None) or encoder.encode  # an encoder without a cache
+        emb = embed([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
+        scores, idx = (emb @ description_embeddings.T).topk(k, dim=-1)  # (N, k) cosine
+        weights = torch.softmax(scores / temperature, dim=-1)  # (N, k)
+        for row, i in enumerate(warm):
+            out[i] = (idx[row].tolist(), weights[row].tolist(), scores[row].tolist())
+    return out
 
 
 def top_k(history_emb: torch.Tensor, query_emb: torch.Tensor, k: int) -> list[int]:

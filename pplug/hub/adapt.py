@@ -69,7 +69,7 @@ def retrain_hub(store: Any, hub_root: str | os.PathLike, min_new: int = 32, val_
         RunBusyError: another run holds the lock.  AdaptError: bad settings or unusable interactions.
     """
     from pplug.encode.history import HistoryEncoder
-    from .methods import load_hub, row_retrievals
+    from .methods import load_hub
     from pplug.modeling.llm import FrozenLLM
     from .files import read_hub_json
     from .train import HubTrainConfig, fit_adapter
@@ -126,7 +126,7 @@ def retrain_hub(store: Any, hub_root: str | os.PathLike, min_new: int = 32, val_
         if metric not in before:
             raise AdaptError(f"validation returned {sorted(before)}, without the deciding metric {metric!r}")
         t0 = time.monotonic()
-        first = [r.adapters[0] for r in row_retrievals(hub, [e.profile for e in train_ex])]
+        first = [r.adapters[0] for r in hub.retrieve_for_histories([e.profile for e in train_ex])]
         steps: dict[str, dict] = {}
         for name in hub.names:  # the rows this adapter serves (their best match); the general one: every row
             group = [e for e, a in zip(train_ex, first) if a == name]
@@ -169,7 +169,7 @@ def _validate(hub: Any, task: Any, examples: list, train_config: Any) -> dict[st
 
     decoding = task.decodings[0]
     preds = predict(FrozenBaseline(hub.llm), task, examples, "lora-hub", [decoding],
-                    batch_size=train_config.batch_size, encoder=hub.encoder, hub=hub)[decoding]
+                    batch_size=train_config.batch_size, encoder=hub.encoder)[decoding]  # hub: in hub.llm.plugins
     return score(task, preds, {e.id: e.output for e in examples})
 
 

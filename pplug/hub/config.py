@@ -15,6 +15,8 @@ ADAPTERS_DIR = "adapters"
 ADAPTER_CONFIG_NAME = "adapter_config.json"  # peft's names
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 GENERAL = "general"
+PLUGIN_NAME = "hub"
+"""The hub's name among method plug-ins (`pplug.methods.registry`) and its command line option, `--hub DIR`."""
 BASE = "__base__"
 """peft's name for "no adapter" in a mixed batch: the row runs through the frozen LLM alone."""
 FORMAT_VERSION = 1
@@ -125,4 +127,4 @@ def check_name(name: str) -> str:
     return name
 
 
-__all__ = ["BASE", "GENERAL", "HubError", "LoRAHubConfig", "Retrieval", "check_name"]
+__all__ = ["BASE", "GENERAL", "PLUGIN_NAME", "HubError", "LoRAHubConfig", "Retrieval", "check_name"]

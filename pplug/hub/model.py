@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from pplug.core.io import atomic_write_json, publish_folder
+from pplug.encode.history import rank_descriptions
 from .config import (
     ADAPTER_WEIGHTS_NAME,
     ADAPTERS_DIR,
@@ -48,6 +49,7 @@ from .config import (
     GENERAL,
     HUB_CONFIG_NAME,
     MIX_PREFIX,
+    PLUGIN_NAME,
     HubError,
     LoRAHubConfig,
     Retrieval,
@@ -131,6 +133,7 @@ class LoRAHub:
         self.description_embeddings = (_embeddings if _embeddings is not None
                                        else encoder.encode([descriptions[n] for n in self.names]).float())  # (K, D)
         self._mixes: OrderedDict[tuple, str] = OrderedDict()
+        llm.__dict__.setdefault("plugins", {})[PLUGIN_NAME] = self  # the latest hub loaded is the one methods use
 
     # --- adapters ---
 
@@ -152,6 +155,8 @@ class LoRAHub:
                 self.peft.delete_adapter(self.peft_name(name))
         self._mixes.clear()
         self.freeze()
+        if getattr(self.llm, "plugins", {}).get(PLUGIN_NAME) is self:
+            del self.llm.plugins[PLUGIN_NAME]
 
     def freeze(self) -> None:
         """No LoRA weight requires a gradient (training unfreezes one adapter at a time)."""
@@ -240,6 +245,27 @@ class LoRAHub:
         return names
 
     # --- running ---
+
+    alone = "lora-hub"
+    """The method a hub runs on its frozen LLM without PPlug weights (`pplug.methods.registry.MethodPlugin`)."""
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @contextlib.contextmanager
+    def row_context(self, method: Any, profiles: Sequence[Sequence[dict]]) -> Iterator[list[Retrieval] | None]:
+        """Calls on the LLM inside run as `method` runs them (`MethodPlugin.row_context`): a hub method ->
+        each row through the adapters its user's persona text retrieves (merged), yielding the retrievals; any
+        other method (None) -> the frozen LLM's own layers, exactly as with no hub loaded. A user with no
+        history (cold start) gets the general adapter."""
+        if method is None:
+            with self.use(BASE):
+                yield None
+            return
+        retrievals = self.retrieve_for_histories([list(p) for p in profiles])
+        with self.rows(self.adapters_for(retrievals)):
+            yield retrievals
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[None]:
@@ -403,24 +429,12 @@ class LoRAHub:
 
 def rank_adapters(encoder: Any, names: Sequence[str], description_embeddings: torch.Tensor,
                   persona_texts: Sequence[str | None], top_k: int, temperature: float) -> list[Retrieval]:
-    """Top-k of `names` per persona text by cosine similarity of its embedding to the (K, D) description
-    embeddings, with softmax(scores / temperature) weights; an empty persona text gets the general adapter.
-
-    Persona texts are always embedded uncached (`encode_uncached`: never written to the embedding cache nor its
-    in-process LRU). A persona text is derived from a user's history, and erasure removes only the cached vectors
-    of the history texts; so a retrieval leaves nothing of a stored user behind to erase. It is one short text
-    per user and retrieval (the server keeps each user's retrieval with the rest of their context)."""
-    k = min(top_k, len(names))
-    out: list[Retrieval | None] = [None] * len(persona_texts)
-    warm = [i for i, p in enumerate(persona_texts) if p and p.strip()]
-    if warm:
-        embed = getattr(encoder, "encode_uncached", None) or encoder.encode  # an encoder without a cache
-        emb = embed([persona_texts[i] for i in warm]).float()  # (N, D), unit norm
-        scores, idx = (emb @ description_embeddings.T).topk(k, dim=-1)  # (N, k) cosine
-        weights = torch.softmax(scores / temperature, dim=-1)
-        for row, i in enumerate(warm):
-            out[i] = Retrieval([names[j] for j in idx[row].tolist()], weights[row].tolist(), scores[row].tolist())
-    return [r if r is not None else Retrieval([GENERAL], [1.0]) for r in out]
+    """Top-k of `names` per persona text (`pplug.encode.history.rank_descriptions`: cosine to the (K, D)
+    description embeddings, softmax(scores / temperature) weights); an empty persona text gets the general
+    adapter."""
+    ranked = rank_descriptions(encoder, description_embeddings, persona_texts, top_k, temperature)
+    return [Retrieval([names[j] for j in r[0]], r[1], r[2]) if r is not None else Retrieval([GENERAL], [1.0])
+            for r in ranked]
 
 
 def retrieve_from_folder(hub_dir: str | os.PathLike, profiles: Sequence[Sequence[dict]], encoder: Any = None,

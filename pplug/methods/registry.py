@@ -14,16 +14,26 @@
 
 `retrieval` gets a trained instruction embedding too, so it competes with PPlug on equal terms (the
 frozen LLM alone cannot even produce the answer format). `pplug.methods.batches` retrieves and builds the batches.
-The two hub methods take a LoRA hub (`pplug.hub.model`, trained by `pplug hub train`) besides any PPlug weights:
-the adapters each row runs through follow from its user's persona text (`pplug.hub.methods`).
+
+Plug-ins add methods. A plug-in is a module named in the `pplug.methods` entry-point group (pyproject.toml);
+importing it calls `register_plugin` with its `PluginSpec`: its methods, how to load it onto a frozen LLM and
+what it was made for. Loaded, it sits in `FrozenLLM.plugins` and decides how each row of a batch runs
+(`method_rows`), so decoding, evaluation and serving know methods only by their specs. The LoRA hub
+(`pplug.hub.methods`: `lora-hub`, `pplug+lora-hub`) is one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+PLUGIN_GROUP = "pplug.methods"
+"""The entry-point group of method plug-ins: each entry names a module that calls `register_plugin`."""
 
 
 class Method(str, Enum):
@@ -52,8 +62,10 @@ class MethodSpec:
     """Default number of retrieved history items written into the prompt (0 = no retrieval)."""
     description: str
     """One line for tables and help."""
-    use_hub: bool = False
-    """Whether each row runs through its user's retrieved LoRA hub adapters (needs a hub, `--hub DIR`)."""
+    plugin: str | None = None
+    """The plug-in each row runs through (its `PluginSpec.name`), loaded onto the frozen LLM; None: none."""
+    weights_of: str | None = None
+    """The method whose trained weights this one runs (`pplug+retrieval` and `pplug+lora-hub` run `pplug`'s)."""
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -63,39 +75,139 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("prompt-tuned", True, False, 0, "trained task soft prompt (instruction embedding) only"),
         MethodSpec("retrieval", True, False, 2, "BM25 top-k history items in the prompt + trained instruction"),
         MethodSpec("pplug", True, True, 0, "PPlug: instruction + input-aware user embedding"),
-        MethodSpec("pplug+retrieval", True, True, 1, "PPlug + top-1 retrieved history item in the prompt"),
-        MethodSpec("lora-hub", False, False, 0, "frozen LLM, raw prompt, each row through its retrieved hub adapters",
-                   use_hub=True),
-        MethodSpec("pplug+lora-hub", True, True, 0, "PPlug (its weights) + each row's retrieved hub adapters",
-                   use_hub=True),
+        MethodSpec("pplug+retrieval", True, True, 1, "PPlug + top-1 retrieved history item in the prompt",
+                   weights_of="pplug"),
     )
 }
-"""All methods by name, in table order."""
+"""All methods by name, in table order (the plug-ins' after the built-in ones, once loaded)."""
 
 RETRIEVERS = ("bm25", "embedding")
 
 
+@runtime_checkable
+class MethodPlugin(Protocol):
+    """A plug-in loaded onto a frozen LLM (`PluginSpec.load`): what decides how each row of a batch runs."""
+
+    llm: Any
+    """The `FrozenLLM` it is loaded on (its `plugins` holds it under the spec's name)."""
+    encoder: Any
+    """Its frozen sentence encoder (`HistoryEncoder`)."""
+    task: str
+    """The LaMP task it was made for."""
+    alone: str
+    """The method that runs the plug-in on the frozen LLM without trained weights (a plug-in passed to
+    `personalize` as the model runs it)."""
+
+    def row_context(self, method: MethodSpec | None,
+                    profiles: Sequence[Sequence[dict]]) -> contextlib.AbstractContextManager:
+        """Calls on `llm` inside run as `method` runs them with this plug-in (None: a method without it, which
+        must run exactly as with no plug-in loaded); yields per-row metadata for replies, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plug-in's entry in the registry."""
+
+    name: str
+    """Its name (`MethodSpec.plugin` of its methods) and the command line option that names its folder."""
+    methods: tuple[MethodSpec, ...]
+    """The methods it adds."""
+    load: Callable[..., MethodPlugin]
+    """(folder, llm, encoder=None, cache_path=None) -> the plug-in, loaded onto `llm` and added to `llm.plugins`."""
+    base_model: Callable[[str], str]
+    """folder -> the base LLM (name or path) it was made for, read without loading it."""
+    needs: str
+    """What to pass when a method needs it and it is not loaded (one line of an error)."""
+
+
+PLUGINS: dict[str, PluginSpec] = {}
+"""Registered plug-ins by name."""
+
+
+def register_plugin(spec: PluginSpec) -> PluginSpec:
+    """Add a plug-in and its methods to the registry (a plug-in module calls this when imported)."""
+    for m in spec.methods:
+        if m.name in METHODS and METHODS[m.name] != m:
+            raise ValueError(f"plug-in {spec.name!r}: method {m.name!r} is taken")
+        METHODS[m.name] = m
+    PLUGINS[spec.name] = spec
+    return spec
+
+
+def load_plugins() -> None:
+    """Import every plug-in module of the `pplug.methods` entry-point group (each registers itself)."""
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name not in PLUGINS:
+            ep.load()
+
+
+def get_plugin(name: str) -> PluginSpec:
+    """A registered plug-in by name; ValueError listing the known ones."""
+    if name not in PLUGINS:
+        load_plugins()
+    if name not in PLUGINS:
+        raise ValueError(f"unknown plug-in {name!r}; installed: {', '.join(PLUGINS) or 'none'}")
+    return PLUGINS[name]
+
+
 def get_method(name: str | Method | MethodSpec) -> MethodSpec:
-    """Look up a method by name; unknown names raise ValueError listing the known ones."""
+    """Look up a method by name (a plug-in's too); unknown names raise ValueError listing the known ones."""
     if isinstance(name, MethodSpec):
         return name
     key = name.value if isinstance(name, Method) else str(name).strip().lower()
+    if key not in METHODS:
+        load_plugins()
     if key not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
     return METHODS[key]
 
 
+def method_names() -> list[str]:
+    """Every method's name, the plug-ins' included, in table order (for command line choices)."""
+    load_plugins()
+    return list(METHODS)
+
+
+def require_plugin(llm: Any, method: str | MethodSpec) -> Any:
+    """The loaded plug-in `method` runs through (None for a method without one); ValueError naming what to
+    pass when it is not loaded onto `llm`."""
+    spec = get_method(method)
+    if spec.plugin is None:
+        return None
+    plugin = getattr(llm, "plugins", {}).get(spec.plugin)
+    if plugin is None:
+        raise ValueError(f"method '{spec.name}' needs {get_plugin(spec.plugin).needs}")
+    return plugin
+
+
+@contextlib.contextmanager
+def method_rows(llm: Any, method: str | MethodSpec, profiles: Sequence[Sequence[dict]]) -> Iterator[Any]:
+    """Calls on `llm` inside run as `method` runs them: through its plug-in, row by row (each row's user
+    history in `profiles`), and without every other plug-in loaded onto `llm`. Yields the method's plug-in's
+    per-row metadata (None for a method without one)."""
+    spec = get_method(method)
+    require_plugin(llm, spec)
+    meta = None
+    with contextlib.ExitStack() as stack:
+        for name, plugin in getattr(llm, "plugins", {}).items():
+            mine = stack.enter_context(plugin.row_context(spec if spec.plugin == name else None, profiles))
+            meta = mine if spec.plugin == name else meta
+        yield meta
+
+
 def method_config(config: Any, method: str | MethodSpec) -> Any:
     """The PPlugConfig a trainable method uses (same fields, `use_user_embedding` set by the method).
 
-    `none` and `lora-hub` have no trainable parts and so no PPlugConfig of its own, and `pplug+lora-hub` runs
-    a `pplug` model with a hub; they raise ValueError here.
+    `none` and `lora-hub` have no trainable parts and so no PPlugConfig of their own, and a plug-in's method
+    that runs another method's weights (`pplug+lora-hub`) trains that method; they raise ValueError here.
     """
     spec = get_method(method)
     if not spec.trainable:
         raise ValueError(f"method '{spec.name}' has no trainable parts: use the frozen LLM directly")
-    if spec.use_hub:
-        raise ValueError(f"method '{spec.name}' is a pplug model run with a LoRA hub: train method 'pplug'")
+    if spec.plugin is not None and spec.weights_of is not None:
+        raise ValueError(f"method '{spec.name}' runs a {spec.weights_of} model with the {spec.plugin} plug-in: "
+                         f"train method '{spec.weights_of}'")
     return dataclasses.replace(config, method=spec.name, use_instruction=True)
 
 
@@ -110,4 +222,6 @@ def resolve_k(method: str | MethodSpec, retrieval_k: int | None) -> int:
     return k
 
 
-__all__ = ["METHODS", "Method", "MethodSpec", "RETRIEVERS", "get_method", "method_config", "resolve_k"]
+__all__ = ["METHODS", "Method", "MethodPlugin", "MethodSpec", "PLUGINS", "PluginSpec", "RETRIEVERS", "get_method",
+           "get_plugin", "load_plugins", "method_config", "method_names", "method_rows", "register_plugin",
+           "require_plugin", "resolve_k"]

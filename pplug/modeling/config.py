@@ -164,9 +164,9 @@ class PPlugConfig:
         if not spec.trainable:
             raise ValueError(f"method {spec.name!r} has nothing to train (so no PPlugConfig); evaluate it with "
                              "`pplug evaluate`")
-        if spec.use_hub:  # the hub's adapters train with `pplug hub train`; the model is a pplug one
-            raise ValueError(f"method {spec.name!r} runs a 'pplug' model with a LoRA hub: train method 'pplug' "
-                             "(and the hub with `pplug hub train`)")
+        if spec.plugin is not None and spec.weights_of is not None:  # the plug-in trains on its own
+            raise ValueError(f"method {spec.name!r} runs a {spec.weights_of!r} model with the {spec.plugin} plug-in: "
+                             f"train method {spec.weights_of!r} (and the {spec.plugin} on its own)")
         self.method = spec.name
         if self.retrieval_k is not None and (not isinstance(self.retrieval_k, int) or self.retrieval_k < 1):
             raise ValueError(f"retrieval_k must be an integer >= 1 or None, got {self.retrieval_k!r}")
