@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11:
-#   make train   set up .venv, then train PPlug on the embedded default and print evaluation metrics
+#   make train   set up .venv, then train PPlug on the synthetic default (configs/synthetic.yaml over
+#                configs/base.yaml) and print evaluation metrics
 #   make test    set up .venv, then run the test suite (offline, < 10 minutes on 2 CPU cores)
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -29,7 +30,7 @@ $(TESTS): $(STAMP)
 	touch $(TESTS)
 
 train: setup
-	$(PY) train.py
+	$(PY) train.py --config configs/synthetic.yaml
 
 test: $(TESTS)
 	$(PY) -m pytest -q tests

@@ -1,6 +1,6 @@
 """Train PPlug (or a baseline) with LightningCLI, then evaluate it on dev next to the `none` baseline.
 
-    python train.py                                   # PPlug on the synthetic default (configs/default.yaml)
+    python train.py                                   # PPlug on the synthetic default (configs/synthetic.yaml)
     python train.py --config configs/lamp3.yaml       # official LaMP_3 files under lamp_data/LaMP_3
     python train.py --config configs/real/music_ratings.yaml --trainer.max_steps 100 --data.root DIR
     python train.py --model.method prompt-tuned --run prompt-tuned   # a baseline's instruction embedding
@@ -11,8 +11,9 @@
 No `fit` subcommand: train.py runs fit, then test on `data.test_split` (dev by default; `--test false`
 skips it), then scores the frozen LLM alone (`none`) on the same examples and prints one table (plus the
 history-blind ceiling when the data is synthetic). LightningCLI is built with `run=False` so the
-command line stays `python train.py [--config X] [--field value ...]`; `configs/default.yaml` is always
-read first (it *is* the synthetic default) and any `--config` / `--field` overrides it.
+command line stays `python train.py [--config X] [--field value ...]`. Configs layer: `configs/base.yaml` (PPlug as
+published) is always read first, then the recipe (`--config X`; `configs/synthetic.yaml` when none is named), then
+any `--field value`; a recipe lists only what differs from the base.
 
 Everything of a run lands in `<checkpoints_dir>/<run>/`: `config.yaml` (resolved config), TensorBoard
 events, `checkpoints/{step-*,last}.ckpt` (trainable weights + optimizer only, for resuming), validation /
@@ -37,10 +38,11 @@ from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from pplug.train.data import LaMPDataModule
 from pplug.train.callbacks import LogProgress
-from pplug.train.module import PPlugLitModule  # noqa: E402
+from pplug.train.module import PPlugLitModule, lit_module  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
+BASE_CONFIG = HERE / "configs" / "base.yaml"
+SYNTHETIC_CONFIG = HERE / "configs" / "synthetic.yaml"
 
 
 class PPlugCLI(LightningCLI):
@@ -94,12 +96,12 @@ def cli_main(args: list[str] | None = None) -> dict:
     """Parse, fit, test and compare; returns {"metrics": {row: {metric: value}}, "run_dir", "seconds"}."""
     t0 = time.monotonic()
     cli = PPlugCLI(
-        PPlugLitModule,
+        lit_module,  # PPlugLitModule with its TrainConfig's fields as flat --model.<field> flags
         LaMPDataModule,
         run=False,
         args=args,
         save_config_kwargs={"overwrite": True},  # a resumed run rewrites its config.yaml
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]} if DEFAULT_CONFIG.is_file() else {},
+        parser_kwargs={"default_config_files": config_layers(sys.argv[1:] if args is None else args)},
     )
     cfg, trainer, model, dm = cli.config, cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=dm, ckpt_path=cfg["ckpt_path"])
@@ -140,6 +142,13 @@ def cli_main(args: list[str] | None = None) -> dict:
         print(f"\nrun folder: {result['run_dir']}  (final weights: {result['run_dir']}/final)  "
               f"total {result['seconds']['total']:.0f} s")
     return result
+
+
+def config_layers(args: list[str]) -> list[str]:
+    """The config files read under `args`, in order: the base, and the synthetic recipe when `args` name no recipe
+    (`python train.py` trains the synthetic default). A missing file is skipped."""
+    names_a_recipe = any(a in ("-c", "--config") or a.startswith("--config=") for a in args)
+    return [str(BASE_CONFIG)] + ([] if names_a_recipe else [str(SYNTHETIC_CONFIG)])
 
 
 CEILING_ROW = "history-blind ceiling (synth, full dev)"

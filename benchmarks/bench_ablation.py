@@ -136,7 +136,8 @@ def run_seeds(args) -> int:
     from pplug.decode.evaluate import floor_predictions, scored_rows
     from pplug.core.io import atomic_write_json
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
-    from pplug.decode.inference import SCORED_DECODINGS, subsample
+    from pplug.decode.inference import SCORED_DECODINGS
+    from pplug.lamp.data import subsample
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():

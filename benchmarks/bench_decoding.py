@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     from pplug.lamp.data import load_split
     from pplug.decode.evaluate import MethodRun, load_models
     from pplug.core.io import atomic_write_json
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
 
     t_start = time.perf_counter()
     runs = {"none": MethodRun("none"), "pplug": MethodRun("pplug", Path(args.checkpoint))}

@@ -96,14 +96,14 @@ def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, e
 
 def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
     """The `median` and `expected` decodings of (N, C) probabilities."""
-    from pplug.decode.inference import decode_labels
+    from pplug.modeling.label_rules import decode_labels
 
     return decode_labels(task, probs, ["median", "expected"])
 
 
 def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None) -> torch.Tensor:
     """(N, C) probabilities with `history_mix_items` = k (None: the model alone)."""
-    from pplug.modeling.model import mix_history_prior
+    from pplug.modeling.label_rules import mix_history_prior
 
     return mix_history_prior(logp, stats, k, task.name, list(task.labels)).softmax(dim=-1)
 
@@ -153,7 +153,7 @@ def main() -> None:
 
     from pplug.lamp.data import load_split
     from pplug.decode.evaluate import floor_predictions
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
     from pplug.modeling.model import PPlugModel
     from pplug.lamp.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_init_reading.py --n 100 --out benchmarks/results/init_reading.json
 
 A 60-step budget leaves little room for the LLM to learn to decode a soft prompt it has never seen. This
-scores *untrained* embedders built from `configs/default.yaml`'s model settings on the synthetic ratings and
+scores *untrained* embedders built from `configs/synthetic.yaml`'s model settings on the synthetic ratings and
 asks whether the expected rating the frozen LLM gives (softmax over "1".."5") already follows the user:
 
 - r(user mean): Pearson correlation with the mean score of the user's history (what `user_stats` carries);
@@ -44,12 +44,14 @@ def pearson(xs: list[float], ys: list[float]) -> float:
 
 
 def default_config(dtype: str):
-    """`configs/default.yaml`'s model section as a PPlugConfig (the optimiser settings left out)."""
+    """The synthetic default's model section (`configs/synthetic.yaml` over `configs/base.yaml`) as a PPlugConfig
+    (the optimiser settings left out)."""
     import yaml
 
     from pplug.modeling.config import PPlugConfig
 
-    model = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text(encoding="utf-8"))["model"]
+    model = {k: v for name in ("base.yaml", "synthetic.yaml")
+             for k, v in yaml.safe_load((ROOT / "configs" / name).read_text(encoding="utf-8"))["model"].items()}
     fields = {f.name for f in dataclasses.fields(PPlugConfig)}
     return PPlugConfig(**{**{k: v for k, v in model.items() if k in fields}, "torch_dtype": dtype})
 

@@ -19,7 +19,7 @@ Per seed (`--seeds`), on the set's train split (configs/real/<set>.yaml) and the
   (`pplug.adapt.fast.item_example`), at most `--oppu-steps` steps; an item whose input is one of that user's
   scored dev questions is left out.
 
-Scored on the same seeded dev questions (`--max-dev`, `--seed`) with `pplug.decode.evaluate.evaluate(..., hub=DIR)`:
+Scored on the same seeded dev questions (`--max-dev`, `--seed`) with `pplug.decode.evaluate.evaluate(..., plugins={"hub": DIR})`:
 `none`, `pplug`, `lora-hub`, `pplug+lora-hub` (all rating decodings for ratings), plus the no-model floors.
 Each cell is mean ± sd over the seeds (`none` and the floors do not depend on the seed); paired bootstrap 95%
 intervals (`pplug.lamp.stats.summarize`, seeds pooled per question) of `pplug+lora-hub` and `lora-hub` minus `pplug`,
@@ -184,7 +184,7 @@ def hub_run(args, cfg: Any, seed: int, ck: Path, train_root: Path, train_split: 
             ) -> tuple[Path, float, dict]:
     """Train (or resume) the seed's hub on the train subsample PPlug trained on; (folder, seconds, record)."""
     from pplug.lamp.data import load_split
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
     from pplug.hub.files import read_hub_json
     from pplug.hub.train import HubTrainConfig, train_hub
     from pplug.modeling.model import load_frozen
@@ -344,7 +344,7 @@ def score_seed(args, task: Any, run: Path, hub: Path, ck: Path, name: str, folde
     preds = {}
     report = run_evaluate(args, [f"pplug={run}"], folder, split, methods=methods, max_examples=max_examples,
                           decodings=SCORED_DECODINGS, out=str(stem.with_suffix(".json")), floors=False, seed=args.seed,
-                          progress=False, hub=str(hub), embedding_cache=args.embedding_cache,
+                          progress=False, plugins={"hub": str(hub)}, embedding_cache=args.embedding_cache,
                           max_new_tokens=args.max_new_tokens)
     for row, path in report["files"].items():
         preds[row] = load_outputs(path)[1]
@@ -353,7 +353,7 @@ def score_seed(args, task: Any, run: Path, hub: Path, ck: Path, name: str, folde
 
 def retrieval_counts(args, hub: Path, examples: list) -> dict:
     """How the scored questions' users were served: cold start (the general adapter) and each top adapter."""
-    from pplug.hub.model import retrieve_from_folder
+    from pplug.hub.retrieval import retrieve_from_folder
 
     _, got = retrieve_from_folder(hub, [ex.profile for ex in examples], cache_path=args.embedding_cache)
     first: dict[str, int] = {}
@@ -371,7 +371,7 @@ def run(args) -> dict:
     """Every seed's runs, every slice's scores; returns the results JSON (also written to --out)."""
     from pplug.lamp.data import load_split
     from pplug.decode.evaluate import floor_predictions
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
     from pplug.core.io import atomic_write_json
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_make_train.py                          # seeds 0 1 2 x {float32, bfloat16}
     python benchmarks/bench_make_train.py --seeds 0 --dtypes float32 --no-history-seeds
 
-Each run is `python train.py --seed_everything S --model.torch_dtype D` (configs/default.yaml, the embedded
+Each run is `python train.py --seed_everything S --model.torch_dtype D` (configs/synthetic.yaml, the embedded
 synthetic data), timed from the outside; one at a time by default, so each wall time is the command's own
 (`--jobs 2` halves the benchmark's time on 2 cores, and the table says the runs shared them). Its
 `metrics.json` gives PPlug's MAE (the decoding saved with the checkpoint, what `make train` prints first),

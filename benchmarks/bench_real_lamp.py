@@ -78,7 +78,7 @@ TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
 
 def config_path(set_name: str, suffix: str = "") -> Path:
     """The train.py config of a set: configs/real/<set><suffix>.yaml, or configs/synth_ratings.yaml for synthetic
-    sets (train.py reads configs/default.yaml under it)."""
+    sets (train.py reads configs/base.yaml under it)."""
     if set_name in SYNTH_SETS:
         return ROOT / "configs" / "synth_ratings.yaml"
     return ROOT / "configs" / "real" / f"{set_name}{suffix}.yaml"
@@ -142,7 +142,7 @@ def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str
 
     from pplug.lamp.data import load_outputs, load_split
     from pplug.decode.evaluate import floor_predictions
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
 
     split = load_split(data, "dev")
     if getattr(split.task.output_kind, "value", "") != "rating":
@@ -274,7 +274,7 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     """
     from pplug.lamp.data import load_split
     from pplug.lamp.slices import cold_start, later_than_training, time_shift_holdout, write_slice
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
 
     slices: dict[str, tuple[Path, str, int | None, str]] = {}
     if not args.slices_only:
@@ -428,7 +428,8 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     from pplug.lamp.data import load_outputs, load_split
     from pplug.decode.evaluate import floor_predictions, prediction_path, scored_rows
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
-    from pplug.decode.inference import SCORED_DECODINGS, subsample
+    from pplug.decode.inference import SCORED_DECODINGS
+    from pplug.lamp.data import subsample
 
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)

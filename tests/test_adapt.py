@@ -24,6 +24,7 @@ from pplug.core.checkpoints import (
 from pplug.lamp.data import read_items
 from pplug.store.sqlite import UserStore
 from pplug.core.tasks import get_task
+from pplug.train.config import TrainConfig
 
 LAMP3 = get_task("LaMP_3")
 
@@ -163,7 +164,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
     assert res.status == "noop" and "4 new" in res.message and versions(root) == []
 
     _fill(store, parts, n=8, start=4)
-    res = _adapt(store, root, parts, min_new=8, metric="loss", lr=3e-3, epochs=3)
+    res = _adapt(store, root, parts, min_new=8, metric="loss", training=TrainConfig(lr=3e-3, epochs=3))
     assert res.status == "promoted", res.message
     assert res.version == "v0001" and (root / LATEST_FILE).read_text().strip() == "v0001"
     assert sorted(p.name for p in (root / "v0001").iterdir()) == [REPORT_FILE, "pplug.safetensors",
@@ -172,6 +173,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
     assert report["parent"] == "final" and report["n_interactions"] == 12
     assert report["n_train"] + report["n_val"] == 12 and report["watermark"] == 12
     assert report["validation"]["candidate"]["loss"] < report["validation"]["parent"]["loss"]
+    assert report["train"]["lr"] == 3e-3 and report["train"]["epochs"] == 3  # the TrainConfig it trained with
     assert resolve(root) == root / "v0001"
 
     res = _adapt(store, root, parts, min_new=8, metric="loss")
@@ -193,7 +195,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
 
     # The task's main metric (MAE via pplug.lamp.metrics.score) decides by default.
     _fill(store, parts, n=6, start=22, user="bob", score="2")
-    res = _adapt(store, root, parts, min_new=8, lr=3e-3)
+    res = _adapt(store, root, parts, min_new=8, training=TrainConfig(lr=3e-3, epochs=2))
     v = res.report["validation"]
     assert res.report["metric"] == "mae" and set(v["parent"]) == {"mae", "rmse"}
     assert res.status == ("promoted" if v["candidate"]["mae"] <= v["parent"]["mae"] else "refused")
@@ -210,7 +212,7 @@ def test_adapt_promotes_noops_refuses_and_rolls_back(parts, store, root):
 def test_custom_validation_refuses_deterministically(parts, store, root):
     _fill(store, parts, n=10)
     figures = iter([{"mae": 0.5}, {"mae": 0.9}])  # parent first, then the candidate
-    res = _adapt(store, root, parts, min_new=5, epochs=1, evaluate_fn=lambda model, examples: next(figures))
+    res = _adapt(store, root, parts, min_new=5, training=TrainConfig(epochs=1), evaluate_fn=lambda model, examples: next(figures))
     assert res.status == "refused" and "mae 0.5000 -> 0.9000" in res.message
     assert not (root / LATEST_FILE).exists() and versions(root) == []
 
@@ -239,7 +241,7 @@ def test_interrupted_run_keeps_last_good_version(parts, store, root, monkeypatch
 
     monkeypatch.setattr(PPlugModel, "save_pretrained", killed)
     with pytest.raises(KeyboardInterrupt):
-        _adapt(store, root, parts, min_new=5, metric="loss", lr=3e-3, evaluate_fn=lambda m, e: {"loss": 1.0})
+        _adapt(store, root, parts, min_new=5, metric="loss", training=TrainConfig(lr=3e-3, epochs=2), evaluate_fn=lambda m, e: {"loss": 1.0})
     assert serving_version(root) == "final" and versions(root) == []
     assert list(root.glob(".tmp-v*"))  # debris of the killed run...
     monkeypatch.undo()

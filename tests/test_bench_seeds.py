@@ -64,16 +64,23 @@ def test_gpu_configs_hold_the_reference_budget():
 
     from pplug.modeling.config import PPlugConfig
     from pplug.train.data import LaMPDataModule
-    from pplug.train.module import PPlugLitModule
+    from pplug.train.module import PPlugLitModule, lit_module
 
-    # --model.<field>: the LitModule's own settings and, through its **config, every PPlugConfig field
-    model_keys = set(inspect.signature(PPlugLitModule.__init__).parameters) | {
-        f.name for f in dataclasses.fields(PPlugConfig)}
+    # --model.<field>: the optimiser's flags (train.py's `lit_module`), the LitModule's own settings and, through
+    # its **config, every PPlugConfig field
+    model_keys = set(inspect.signature(lit_module).parameters) | set(
+        inspect.signature(PPlugLitModule.__init__).parameters) | {f.name for f in dataclasses.fields(PPlugConfig)}
     data_keys = set(inspect.signature(LaMPDataModule.__init__).parameters)
+    base = yaml.safe_load((bench.ROOT / "configs" / "base.yaml").read_text())
+
+    def over_base(path):  # a recipe as train.py reads it: over configs/base.yaml
+        recipe = yaml.safe_load(path.read_text())
+        return {key: {**base.get(key, {}), **recipe.get(key, {})} for key in ("trainer", "model", "data")}
+
     for name in bench.SETS:
         path = bench.config_path(name, ".gpu")
-        cfg = yaml.safe_load(path.read_text())
-        cpu = yaml.safe_load(bench.config_path(name).read_text())
+        cfg = over_base(path)
+        cpu = over_base(bench.config_path(name))
         assert cfg["trainer"]["max_steps"] == 1000 and cfg["trainer"]["limit_val_batches"] == 0
         assert cfg["model"]["max_input_tokens"] == 384 and cfg["model"]["lr"] == 0.001
         assert cfg["model"]["torch_dtype"] == "auto" and cfg["model"]["task"] == cpu["model"]["task"]
@@ -88,7 +95,7 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
     from pplug.lamp.data import load_split, write_outputs
     from pplug.lamp.metrics import score
     from pplug.synth.generate import make_synthetic
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
 
     data = tmp_path / "data"
     make_synthetic(data, kind="ratings", n_users=30, seed=1, min_history=2, max_history=12, min_train=2, max_train=3)
@@ -149,7 +156,7 @@ def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsy
     from pplug.lamp.data import load_split, write_outputs
     from pplug.lamp.metrics import score
     from pplug.synth.generate import make_synthetic
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
 
     make_synthetic(tmp_path / "music_ratings", kind="ratings", n_users=20, seed=2, min_train=2, max_train=3)
     monkeypatch.setattr(ablation, "train_method", lambda *a, **k: 1.0)
@@ -334,7 +341,7 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
 
     from pplug.lamp.data import load_split, write_outputs
     from pplug.decode.evaluate import prediction_path, scored_rows
-    from pplug.decode.inference import subsample
+    from pplug.lamp.data import subsample
     from pplug.lamp.metrics import score
     from pplug.synth.generate import make_synthetic
 
@@ -394,7 +401,8 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     import bench_history_mix as mix
 
     from pplug.lamp.data import load_split
-    from pplug.decode.inference import predict, subsample
+    from pplug.decode.inference import predict
+    from pplug.lamp.data import subsample
     from pplug.modeling.model import PPlugModel
     from pplug.synth.generate import make_synthetic
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from pplug import cli
+from pplug.cli.main import main
 from pplug.lamp.data import load_split
 from pplug.lamp.download import DownloadError, download, file_urls, target_dir
 
@@ -138,8 +138,8 @@ def test_existing_files_kept_unless_overwrite(server, tmp_path):
 
 def test_cli_download(server, tmp_path, capsys):
     base, www = server
-    rc = cli.main(["download", "LaMP_3", "--split", "dev", "--root", str(tmp_path), "--base-url", base])
+    rc = main(["download", "LaMP_3", "--split", "dev", "--root", str(tmp_path), "--base-url", base])
     assert rc == 0 and (tmp_path / "LaMP_3" / "dev_questions.json").is_file()
-    rc = cli.main(["download", "LaMP_4", "--split", "dev", "--root", str(tmp_path), "--base-url", base])
+    rc = main(["download", "LaMP_4", "--split", "dev", "--root", str(tmp_path), "--base-url", base])
     err = capsys.readouterr().err
     assert rc == 2 and "LaMP_4/dev/dev_questions.json: HTTP 404" in err and err.count("\n") == 1

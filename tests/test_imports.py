@@ -145,7 +145,7 @@ def test_folders_import_only_the_folders_below_them():
 
 
 def test_the_tower_is_low_and_every_file_is_small():
-    graph = import_graph()
+    graph = {m: deps for m, deps in import_graph().items() if not m.endswith(".__main__")}  # `python -m` doors
     top = max(floors(graph).values())
     assert top <= MAX_FLOORS, f"{top} import floors"
     long = [f"{p.relative_to(PACKAGE_DIR.parent)}: {n}" for p in sorted(PACKAGE_DIR.rglob("*.py"))

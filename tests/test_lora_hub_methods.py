@@ -487,7 +487,7 @@ def test_erasing_a_stored_user_leaves_no_vector_of_their_persona_text_in_the_emb
     import sqlite3
 
     from pplug.encode.cache import text_key
-    from pplug.hub.commands import folder_retrieval
+    from pplug.cli.hub_option import folder_retrieval
 
     app, client = _hub_server(pplug_run, hub_dir, tmp_path)
     engine = app.state.engine

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pplug import cli
+from pplug.cli.main import main
 from pplug.lamp.data import LaMPDataError, write_outputs
 from pplug.lamp.metrics import accuracy_f1, format_table, rating_value, score
 
@@ -119,7 +119,7 @@ def test_cli_score_writes_metrics(tmp_path, capsys):
     write_outputs(tmp_path / "golds.json", "LaMP_3", {"a": "5", "b": "1"})
     write_outputs(tmp_path / "preds.json", "LaMP_3", {"a": "4", "b": "x"})
     out = tmp_path / "m" / "metrics.json"
-    rc = cli.main(["score", "--preds", str(tmp_path / "preds.json"), "--golds", str(tmp_path / "golds.json"),
+    rc = main(["score", "--preds", str(tmp_path / "preds.json"), "--golds", str(tmp_path / "golds.json"),
                    "--out", str(out)])  # fmt: skip
     assert rc == 0
     obj = json.loads(out.read_text())
@@ -131,11 +131,11 @@ def test_cli_score_writes_metrics(tmp_path, capsys):
 def test_cli_score_errors_are_one_line(tmp_path, capsys):
     write_outputs(tmp_path / "golds.json", "LaMP_3", {"a": "5"})
     write_outputs(tmp_path / "preds.json", "LaMP_4", {"a": "5"})
-    rc = cli.main(["score", "--preds", str(tmp_path / "preds.json"), "--golds", str(tmp_path / "golds.json")])
+    rc = main(["score", "--preds", str(tmp_path / "preds.json"), "--golds", str(tmp_path / "golds.json")])
     err = capsys.readouterr().err
     assert rc == 2 and "LaMP_4 but the golds are LaMP_3" in err and err.count("\n") == 1
     write_outputs(tmp_path / "preds.json", "LaMP_3", {"b": "5"})
-    rc = cli.main(["score", "--preds", str(tmp_path / "preds.json"), "--golds", str(tmp_path / "golds.json"),
+    rc = main(["score", "--preds", str(tmp_path / "preds.json"), "--golds", str(tmp_path / "golds.json"),
                    "--out", str(tmp_path / "never.json")])  # fmt: skip
     assert rc == 2 and "ids do not match" in capsys.readouterr().err
     assert not (tmp_path / "never.json").exists()

@@ -233,7 +233,7 @@ def test_weights_must_fit_the_config(model, tmp_path, shared):
 
 
 def test_cli_generate_single_input_and_questions_file(model, tmp_path, shared, capsys, monkeypatch):
-    from pplug import cli
+    from pplug.cli.main import main
 
     ckpt = model.save_pretrained(tmp_path / "run" / "final")
     hist = tmp_path / "hist.json"
@@ -244,7 +244,7 @@ def test_cli_generate_single_input_and_questions_file(model, tmp_path, shared, c
     monkeypatch.setattr(PPlugModel, "from_pretrained",
                         classmethod(lambda cls, d, llm=None, **kw: real(d, llm=shared[0], history_encoder=shared[1], **kw)))
     inp = "What is the score of the following review on a scale of 1 to 5? review: the movie was great"
-    assert cli.main(["generate", "--checkpoint", str(tmp_path / "run"), "--input", inp, "--history", str(hist)]) == 0
+    assert main(["generate", "--checkpoint", str(tmp_path / "run"), "--input", inp, "--history", str(hist)]) == 0
     assert capsys.readouterr().out.strip() in {"1", "2", "3", "4", "5"}
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps([
@@ -252,13 +252,13 @@ def test_cli_generate_single_input_and_questions_file(model, tmp_path, shared, c
         {"id": "b", "input": inp, "profile": []},
     ]))
     preds = tmp_path / "preds.json"
-    assert cli.main(["generate", "--checkpoint", str(ckpt), "--questions", str(questions), "--out", str(preds),
+    assert main(["generate", "--checkpoint", str(ckpt), "--questions", str(questions), "--out", str(preds),
                      "--decoding", "expected"]) == 0
     doc = json.loads(preds.read_text())
     assert doc["task"] == "LaMP_3" and [g["id"] for g in doc["golds"]] == ["a", "b"]
     assert all(1.0 <= float(g["output"]) <= 5.0 for g in doc["golds"])
     # one-line errors
-    assert cli.main(["generate", "--checkpoint", str(tmp_path / "missing"), "--input", inp,
+    assert main(["generate", "--checkpoint", str(tmp_path / "missing"), "--input", inp,
                      "--history", str(hist)]) == 2
     assert "error:" in capsys.readouterr().err
 
@@ -443,7 +443,7 @@ def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_c
     from pplug.methods.batches import build_batch
     from pplug.lamp.data import Example
     from pplug.decode.inference import decode
-    from pplug.modeling.model import mix_history_prior
+    from pplug.modeling.label_rules import mix_history_prior
     from pplug.core.tasks import get_task
 
     task, labels = get_task("LaMP_3"), ["1", "2", "3", "4", "5"]
@@ -474,6 +474,37 @@ def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_c
     for other in ("LaMP_1", "LaMP_5"):
         with pytest.raises(ValueError, match=f"history_mix_items applies to label tasks.*{other}"):
             dataclasses.replace(tiny_config, task=other, history_mix_items=4.0)
+
+
+def test_a_prefixed_model_decodes_as_the_model_from_its_soft_prompts(tiny_config, shared):
+    """`PrefixedModel` (what `pplug serve` decodes with) gives the model's own outputs, history prior included,
+    from soft prompts computed beforehand; a greedy row goes to its generator when it has one."""
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
+    from pplug.modeling.prefixed import PrefixedModel
+    from pplug.core.tasks import get_task
+
+    task, labels = get_task("LaMP_3"), ["1", "2", "3", "4", "5"]
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(dataclasses.replace(tiny_config, history_mix_items=4.0), llm=shared[0],
+                                   history_encoder=shared[1])
+    lover = [{"id": f"{i}", "text": "an album", "score": "5"} for i in range(4)]
+    review = "What is the score of the following review? review: fine"
+    batch = build_batch(task, [Example("a", review, lover, "5"), Example("b", review, [], "5")], "pplug")
+    prefixed = PrefixedModel(model, model.prefix(batch))  # (2, P, D)
+    assert torch.equal(prefixed.choice_logprobs(batch, labels), model.choice_logprobs(batch, labels))
+    assert prefixed.generate(batch, max_new_tokens=4) == model.generate(batch, max_new_tokens=4)
+
+    class Generator:
+        def generate(self, prefix, prompts, max_new_tokens):
+            return [f"{tuple(prefix.shape)} {max_new_tokens}"] * len(prompts)
+
+    routed = PrefixedModel(model, model.prefix(batch), Generator())
+    assert routed.generate(batch) == [f"{tuple(routed.soft_prompts.shape)} {task.max_new_tokens}"] * 2
+    assert routed.generate(batch, max_new_tokens=3, num_beams=2) == model.generate(batch, 3, num_beams=2)
+    with pytest.raises(ValueError, match="3 rows for 2 precomputed soft prompts"):
+        prefixed.choice_logprobs(build_batch(task, [Example(f"{i}", review, lover, "5") for i in range(3)], "pplug"),
+                                 labels)
 
 
 def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config, shared):

@@ -65,11 +65,11 @@ def test_cli_accepts_engine():
 
 
 def test_engine_vllm_without_vllm_is_one_line_error(monkeypatch, tmp_path, capsys):
-    from pplug import cli
+    from pplug.cli.main import main
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
     store = tmp_path / "store.sqlite"
-    rc = cli.main(["serve", "--checkpoint", str(tmp_path / "no-such-run"), "--engine", "vllm", "--admin-key", "k",
+    rc = main(["serve", "--checkpoint", str(tmp_path / "no-such-run"), "--engine", "vllm", "--admin-key", "k",
                    "--store", str(store)])
     err = capsys.readouterr().err.strip()
     assert rc == 2

@@ -213,6 +213,22 @@ def test_isolation_between_keys(served):
     assert served.call("GET", "/v1/users/iso-b").json()["history"] == {"LaMP_3": 2}  # untouched
 
 
+def test_the_key_is_a_bearer_token_checked_before_the_body(served):
+    doc = served.call("GET", "/openapi.json", key=None).json()
+    assert doc["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http", "scheme": "bearer", "description": "the admin key, or a user's key (`pplug-u-...`)"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert op.get("security") == (None if path == "/health" else [{"HTTPBearer": []}]), (method, path)
+    headers = {"Authorization": f"bearer   {ADMIN}"}  # the scheme in any case, the key stripped
+    assert served.call("GET", "/v1/models", key=None, headers=headers).status_code == 200
+    for auth in ("Basic abc", "Bearer", "Bearerkey"):
+        r = served.call("GET", "/v1/models", key=None, headers={"Authorization": auth})
+        assert r.status_code == 401 and r.json()["error"]["message"].startswith("missing API key"), auth
+    r = served.call("POST", "/v1/users", key=None, json={"no": "user_id"})  # no key and a bad body: the key first
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
 def test_bad_input_is_a_4xx_in_openai_shape_and_changes_nothing(served, run_dir):
     from pplug.store.sqlite import UserStore
 

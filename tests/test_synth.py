@@ -8,17 +8,11 @@ from collections import Counter
 
 import pytest
 
-from pplug import cli
+from pplug.cli.main import main
 from pplug.lamp.data import load_split
 from pplug.lamp.metrics import score
-from pplug.synth.generate import (
-    REPORT_NAME,
-    SynthConfig,
-    ensure_default_data,
-    make_synthetic,
-    movie_candidates,
-    text_sentiment,
-)
+from pplug.synth.generate import REPORT_NAME, SynthConfig, ensure_default_data, make_synthetic
+from pplug.synth.vocab import movie_candidates, text_sentiment
 
 SMALL = dict(n_users=40, min_history=10, max_history=14, min_train=4, max_train=6)
 
@@ -150,7 +144,7 @@ def test_ensure_default_data_writes_once(tmp_path):
 
 
 def test_cli_synth(tmp_path, capsys):
-    rc = cli.main(["synth", "--kind", "tags", "--out", str(tmp_path), "--users", "12", "--seed", "5"])
+    rc = main(["synth", "--kind", "tags", "--out", str(tmp_path), "--users", "12", "--seed", "5"])
     assert rc == 0
     assert (tmp_path / "dev_questions.json").is_file() and (tmp_path / REPORT_NAME).is_file()
     assert "history_blind_ceiling" in capsys.readouterr().out
@@ -160,7 +154,7 @@ def test_cli_synth(tmp_path, capsys):
 
 
 def test_domain_shift_ratings_keeps_train_and_the_personal_signal(tmp_path):
-    from pplug.synth.generate import PRODUCTS, SENTIMENT_PHRASES, SHIFTED_PRODUCTS, SHIFTED_SENTIMENT_PHRASES
+    from pplug.synth.vocab import PRODUCTS, SENTIMENT_PHRASES, SHIFTED_PRODUCTS, SHIFTED_SENTIMENT_PHRASES
 
     plain, shifted = tmp_path / "plain", tmp_path / "shifted"
     make_synthetic(plain, kind="ratings", seed=4, **SMALL)
@@ -187,7 +181,7 @@ def test_domain_shift_ratings_keeps_train_and_the_personal_signal(tmp_path):
 
 
 def test_domain_shift_titles_and_tags(tmp_path):
-    from pplug.synth.generate import SHIFTED_TOPICS, TOPICS, paper_topic_method
+    from pplug.synth.vocab import SHIFTED_TOPICS, TOPICS, paper_topic_method
 
     report = make_synthetic(tmp_path, kind="titles", seed=0, domain_shift=True, **SMALL)
     dev = load_split(tmp_path, "dev")
@@ -200,6 +194,6 @@ def test_domain_shift_titles_and_tags(tmp_path):
 
 
 def test_cli_synth_domain_shift(tmp_path, capsys):
-    assert cli.main(["synth", "--out", str(tmp_path), "--users", "10", "--domain-shift"]) == 0
+    assert main(["synth", "--out", str(tmp_path), "--users", "10", "--domain-shift"]) == 0
     assert json.loads((tmp_path / REPORT_NAME).read_text())["config"]["domain_shift"] is True
     assert "history_blind_ceiling" in capsys.readouterr().out

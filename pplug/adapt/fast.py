@@ -18,7 +18,7 @@ from typing import Any
 from pplug.persona.schema import Persona, PersonaError, apply_updates, diff
 from pplug.persona.from_history import derive_from_history
 from pplug.persona.render import render
-from pplug.store.sqlite import UserStore
+from pplug.store.base import UserStoreBase
 from pplug.store.validation import check_items
 
 GENERATE_PERSONA_CHARS = 400
@@ -47,7 +47,7 @@ class AddHistoryResult:
 
 
 def add_history(
-    store: UserStore,
+    store: UserStoreBase,
     user_id: str,
     items: Sequence[dict],
     encoder: Any,
@@ -170,7 +170,7 @@ def item_example(task: Any, item: dict, profile: list[dict], example_id: str, us
 
 
 def user_batch(
-    store: UserStore,
+    store: UserStoreBase,
     user_id: str,
     inputs: Sequence[str],
     task: Any,

@@ -9,8 +9,9 @@ Slow adaptation (`adapt`), from cron, on a run folder (layout: `pplug.core.check
     lock -> nothing new since the last attempt? no-op -> examples from interactions newer than the serving
     version's watermark -> hold out the most recent slice -> score the serving model on it -> continue
     training it through the training stack (`PPlugLitModule(init_from=serving version)` + a
-    `LaMPDataModule` over the examples in memory: the optimizer groups, warmup/decay schedule and history
-    dropout of train.py) -> score again -> not worse? save into .tmp-vNNNN, rename to vNNNN, replace LATEST.
+    `LaMPDataModule` over the examples in memory, with one `TrainConfig`: the optimizer groups, warmup/decay
+    schedule and history dropout of train.py) -> score again -> not worse? save into .tmp-vNNNN, rename to vNNNN,
+    replace LATEST.
 
 A run killed at any point leaves LATEST naming the last good version; leftover temp folders are removed
 by the next run.
@@ -18,6 +19,7 @@ by the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -50,7 +52,11 @@ from .fast import (
 )
 from pplug.core.io import atomic_write_json
 from pplug.persona.render import render
-from pplug.store.sqlite import UserStore
+from pplug.store.base import UserStoreBase
+from pplug.train.config import TrainConfig
+
+ADAPT_TRAINING = TrainConfig(epochs=2)
+"""Slow adaptation's training: PPlug's optimisation, two passes over the new interactions."""
 
 
 @dataclass
@@ -68,19 +74,12 @@ class AdaptResult:
 
 
 def adapt(
-    store: UserStore,
+    store: UserStoreBase,
     checkpoint_root: str | Path,
     min_new: int = 32,
-    epochs: int = 2,
-    lr: float = 1e-3,
-    encoder_lr: float | None = 1e-4,
-    weight_decay: float = 1e-4,
-    warmup_ratio: float = 0.05,
-    history_dropout: float = 0.0,
-    batch_size: int = 8,
+    training: TrainConfig = ADAPT_TRAINING,
     val_fraction: float = 0.2,
     metric: str | None = None,
-    seed: int = 0,
     persona_fields: Sequence[str] | None = None,
     use_persona: bool = True,
     evaluate_fn: Callable[[Any, list[Any]], dict[str, float]] | None = None,
@@ -94,13 +93,13 @@ def adapt(
         store: the user store (all users' interactions of the checkpoint's task are used).
         checkpoint_root: the run folder (`checkpoints/<run>/`) holding final/, vNNNN/ and LATEST.
         min_new: do nothing until at least this many interactions arrived since the serving version.
-        epochs, lr, encoder_lr, weight_decay, warmup_ratio, history_dropout, batch_size: training, exactly as
-            train.py's `PPlugLitModule` does it (AdamW with `encoder_lr` for the trainable input encoder,
-            linear warmup then decay, PPlug's history dropout).
+        training: how the serving checkpoint trains on, exactly as train.py's `PPlugLitModule` does it (AdamW
+            with `encoder_lr` for the trainable input encoder, linear warmup then decay, PPlug's history dropout);
+            its epochs, max_steps, max_grad_norm, batch_size and seed (shuffling, dropout draws, torch) set the
+            Trainer and the data module.
         val_fraction: share of the new interactions (the most recent ones) held out for validation.
         metric: the figure that decides promotion; default the task's main metric via
             `pplug.lamp.metrics.score` with the checkpoint's decoding; "loss" uses the validation LM loss.
-        seed: seeds shuffling, dropout draws and torch.
         persona_fields, use_persona: the persona text in the prompts (as `user generate` serves it).
         evaluate_fn: custom validation, (model, examples) -> {metric: value}; overrides `metric`'s scorer.
         embedding_cache: history-embedding cache file (None: the shared pplug cache).
@@ -167,10 +166,9 @@ def adapt(
         persona_text = {e.id: persona_of[e.user_id] for e in examples}
 
         say(f"loading {parent_dir}")
-        L.seed_everything(seed, verbose=False)
-        lit = PPlugLitModule(init_from=str(parent_dir), lr=lr, encoder_lr=encoder_lr, weight_decay=weight_decay,
-                             warmup_ratio=warmup_ratio, history_dropout=history_dropout,
-                             embedding_cache=embedding_cache, write_final=False, **config.to_dict())
+        L.seed_everything(training.seed, verbose=False)
+        lit = PPlugLitModule.from_config(config, training, init_from=str(parent_dir), embedding_cache=embedding_cache,
+                                         write_final=False)
         model = lit.model
         dev = resolve_device(device)
         model.to(dev)
@@ -181,7 +179,7 @@ def adapt(
             model.eval()
             if evaluate_fn is not None:
                 return dict(evaluate_fn(model, val_ex))
-            return _validate(model, spec, val_ex, metric, batch_size, [persona_text[e.id] for e in val_ex])
+            return _validate(model, spec, val_ex, metric, training.batch_size, [persona_text[e.id] for e in val_ex])
 
         say(f"{len(examples)} new interactions from {len({e.user_id for e in examples})} users: "
             f"train {len(train_ex)}, validate {len(val_ex)} ({metric})")
@@ -189,11 +187,14 @@ def adapt(
         if metric not in before:
             raise AdaptError(f"validation returned {sorted(before)}, without the deciding metric {metric!r}")
 
-        dm = LaMPDataModule.from_examples(spec, train_ex, val_ex, persona_text=persona_text, batch_size=batch_size,
-                                          method=config.method, retrieval_k=config.retrieval_k,
-                                          retriever=config.retriever, max_history=config.max_history, seed=seed)
+        dm = LaMPDataModule.from_examples(spec, train_ex, val_ex, persona_text=persona_text,
+                                          batch_size=training.batch_size, method=config.method,
+                                          retrieval_k=config.retrieval_k, retriever=config.retriever,
+                                          max_history=config.max_history, seed=training.seed)
         tty = sys.stderr.isatty()
-        trainer = L.Trainer(max_epochs=epochs, accelerator="cpu" if dev.type == "cpu" else "auto", devices=1,
+        trainer = L.Trainer(max_epochs=training.epochs, max_steps=training.max_steps or -1,
+                            gradient_clip_val=training.max_grad_norm,
+                            accelerator="cpu" if dev.type == "cpu" else "auto", devices=1,
                             logger=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
                             enable_model_summary=False, enable_progress_bar=tty,
                             callbacks=[] if tty else [LogProgress(every_n_steps=10)],
@@ -204,7 +205,7 @@ def adapt(
         finally:
             shutil.rmtree(root / f".tmp-train-{os.getpid()}", ignore_errors=True)
         losses = [float(v) for k, v in trainer.callback_metrics.items() if k == "train/loss_epoch"]
-        say(f"trained {epochs} epoch(s), {trainer.global_step} steps in {time.monotonic() - t0:.1f} s"
+        say(f"trained {training.epochs} epoch(s), {trainer.global_step} steps in {time.monotonic() - t0:.1f} s"
             + (f"; last epoch train loss {losses[-1]:.4f}" if losses else ""))
         after = validate()
         a, b = float(after[metric]), float(before[metric])
@@ -226,9 +227,7 @@ def adapt(
             "interaction_ids": [int(examples[0].id), int(examples[-1].id)],
             "watermark": last_seen,
             "method": config.method,
-            "train": {"epochs": epochs, "steps": int(trainer.global_step), "lr": lr, "encoder_lr": encoder_lr,
-                      "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "history_dropout": history_dropout,
-                      "batch_size": batch_size, "seed": seed, "loss": losses,
+            "train": {**dataclasses.asdict(training), "steps": int(trainer.global_step), "loss": losses,
                       "seconds": round(time.monotonic() - t0, 1)},
             "persona_in_prompt": bool(use_persona),
         }
@@ -275,5 +274,5 @@ def _validate(model: Any, task: Any, examples: list, metric: str, batch_size: in
     return score(task, preds, {e.id: e.output for e in examples})
 
 
-__all__ = ["AdaptError", "AdaptResult", "AddHistoryResult", "GENERATE_PERSONA_CHARS", "PersonaProposer", "adapt",
-           "add_history", "item_example", "llm_proposer", "user_batch"]
+__all__ = ["ADAPT_TRAINING", "AdaptError", "AdaptResult", "AddHistoryResult", "GENERATE_PERSONA_CHARS",
+           "PersonaProposer", "adapt", "add_history", "item_example", "llm_proposer", "user_batch"]

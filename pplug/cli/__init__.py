@@ -1,13 +1,7 @@
-"""The `pplug` command line: a table of verbs -> typed functions (`main`) and their bodies (`commands`).
+"""The `pplug` command line: a table of verbs -> typed functions (`main`), the parsers built from their
+signatures (`signatures`), the verbs by theme (`data`, `users`, `hub`, `models`, `serve`), the `--hub DIR`
+option of other verbs (`hub_option`) and what they share (`commands`). The `pplug` script and
+`python -m pplug.cli` run `pplug.cli.main.main`.
 
 May import: every folder.
 """
-
-from __future__ import annotations
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The `pplug` entry point (`pplug.cli.main.main`), imported on call so `import pplug.cli` stays light."""
-    from .main import main as run
-
-    return run(argv)

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from pplug.core.checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
-from .inference import FrozenBaseline, check_decodings, predict, subsample
+from .inference import FrozenBaseline, check_decodings, predict
+from pplug.lamp.data import subsample
 from pplug.methods.registry import METHODS, get_method, get_plugin
 from pplug.core.tasks import TaskSpec
 

@@ -8,18 +8,17 @@ adaptation's validation, train.py's `none` row and the LitModule's validation, s
 scored by the code that serves it. Nothing here imports Lightning.
 
 Decodings (`TaskSpec.decodings`): labels and ratings are decoded by scoring every label with
-`choice_logprobs` (one forward pass): `argmax` takes the most likely label; for ratings `expected` is
-the expected value of the distribution over "1".."5" (a float string, which the official LaMP_3 scorer
-parses; it minimises the expected squared error, so RMSE) and `median` its median (the smallest rating
-whose cumulative probability reaches 1/2; it minimises the expected absolute error, so MAE). Generation
-tasks keep the first non-empty line of: `argmax` greedy (beam search with `num_beams` > 1), or the
-per-row candidate decodings of `pplug.decode.choose` ("greedy", "beam", "mbr", "preference", "reward-mbr"),
-whose settings may differ from row to row within one batch.
+`choice_logprobs` (one forward pass), by the rules of `pplug.modeling.label_rules`: `argmax` takes the most
+likely label; for ratings `expected` is the expected value of the distribution over "1".."5" (a float
+string, which the official LaMP_3 scorer parses; it minimises the expected squared error, so RMSE) and
+`median` its median (the smallest rating whose cumulative probability reaches 1/2; it minimises the expected
+absolute error, so MAE). Generation tasks keep the first non-empty line of: `argmax` greedy (beam search
+with `num_beams` > 1), or the per-row candidate decodings of `pplug.decode.choose` ("greedy", "beam", "mbr",
+"preference", "reward-mbr"), whose settings may differ from row to row within one batch.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -144,14 +143,6 @@ def clean_generation(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
-
-
-def subsample(examples: list, n: int | None, seed: int) -> list:
-    """A seeded random subset of `n` examples in file order (all of them when n is None or larger)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    idx = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in idx]
 
 
 def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: str, decodings: Sequence[str],
@@ -318,4 +309,4 @@ def _personalize_plugin(plugin: MethodPlugin, examples: list, decoding: Any, bat
 
 
 __all__ = ["DECODINGS", "FrozenBaseline", "check_decodings", "clean_generation", "decode", "decode_labels",
-           "personalize", "predict", "subsample", "task_decodings"]
+           "personalize", "predict", "task_decodings"]

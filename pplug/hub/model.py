@@ -39,7 +39,6 @@ from typing import Any
 import torch
 
 from pplug.core.io import atomic_write_json, publish_folder
-from pplug.encode.history import rank_descriptions
 from .config import (
     ADAPTER_WEIGHTS_NAME,
     ADAPTERS_DIR,
@@ -56,6 +55,7 @@ from .config import (
     check_name,
 )
 from .files import check_adapter_folder, check_encoder, read_descriptions, read_hub_json
+from .retrieval import rank_adapters
 from pplug.version import __version__
 
 
@@ -426,33 +426,4 @@ class LoRAHub:
                            f"({' '.join(str(e).split())[:200]})") from None
 
 
-
-def rank_adapters(encoder: Any, names: Sequence[str], description_embeddings: torch.Tensor,
-                  persona_texts: Sequence[str | None], top_k: int, temperature: float) -> list[Retrieval]:
-    """Top-k of `names` per persona text (`pplug.encode.history.rank_descriptions`: cosine to the (K, D)
-    description embeddings, softmax(scores / temperature) weights); an empty persona text gets the general
-    adapter."""
-    ranked = rank_descriptions(encoder, description_embeddings, persona_texts, top_k, temperature)
-    return [Retrieval([names[j] for j in r[0]], r[1], r[2]) if r is not None else Retrieval([GENERAL], [1.0])
-            for r in ranked]
-
-
-def retrieve_from_folder(hub_dir: str | os.PathLike, profiles: Sequence[Sequence[dict]], encoder: Any = None,
-                         cache_path: Any = None) -> tuple[list[str], list[Retrieval]]:
-    """(persona texts, retrievals) of users' histories against a saved hub, without loading its LLM."""
-    from pplug.encode.history import HistoryEncoder
-    from .files import resolve_hub
-
-    hub_dir = resolve_hub(hub_dir)
-    doc = read_hub_json(hub_dir)
-    config: LoRAHubConfig = doc["config"]
-    encoder = encoder or HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device="cpu")
-    check_encoder(doc, encoder, hub_dir / HUB_CONFIG_NAME)
-    names = [a["name"] for a in doc["adapters"]]
-    emb = read_descriptions(hub_dir / DESCRIPTIONS_NAME, len(names), encoder.dim)
-    texts = [config.persona_text(p) for p in profiles]
-    return texts, rank_adapters(encoder, names, emb, texts, config.top_k, config.temperature)
-
-
-__all__ = ["BASE", "GENERAL", "HubError", "LoRAHub", "LoRAHubConfig", "Retrieval", "rank_adapters",
-           "retrieve_from_folder"]
+__all__ = ["BASE", "GENERAL", "HubError", "LoRAHub", "LoRAHubConfig", "Retrieval"]

@@ -23,45 +23,37 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pplug.train.config import TrainConfig
 from .config import GENERAL, LoRAHubConfig
 from .model import LoRAHub
 
 
-@dataclass
-class HubTrainConfig:
-    """How a hub is trained (recorded in hub.json under `training`)."""
+@dataclass(frozen=True)
+class HubTrainConfig(TrainConfig):
+    """How a hub is trained (recorded in hub.json under `training`): `TrainConfig` with LoRA's defaults, each
+    adapter on its own (epochs and max_steps count per adapter, seed also seeds the clustering), and how users
+    are grouped. `encoder_lr` and `history_dropout` are PPlug's: an adapter has no input encoder and its prompts
+    read no history."""
 
+    lr: float = 2e-4
+    """Peak AdamW learning rate of the LoRA weights."""
+    encoder_lr: float | None = None
+    """Unused: an adapter has no input encoder."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this (None: no clipping)."""
     num_adapters: int = 8
     """K: the number of user groups, one adapter each (besides the general adapter)."""
     group_by: Literal["persona", "history"] = "persona"
     """What is clustered: the embedding of each user's persona text, or the mean embedding of their history."""
-    epochs: int = 1
-    """Passes over each group's examples."""
-    max_steps: int | None = None
-    """Optimizer steps per adapter at most (None: as many as the epochs take)."""
-    batch_size: int = 8
-    """Examples per optimizer step."""
-    lr: float = 2e-4
-    """Peak AdamW learning rate of the LoRA weights."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    warmup_ratio: float = 0.05
-    """Share of each adapter's steps with linear warmup; then linear decay to 0."""
-    max_grad_norm: float | None = 1.0
-    """Gradient norm clipping (None: no clipping)."""
-    seed: int = 0
-    """Seed of the clustering, the adapters' initialisation and the batch order."""
 
     def __post_init__(self) -> None:
-        if self.num_adapters < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"num_adapters, epochs and batch_size must be >= 1, got {self.num_adapters}, "
-                             f"{self.epochs}, {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        super().__post_init__()
+        if self.num_adapters < 1:
+            raise ValueError(f"num_adapters must be >= 1, got {self.num_adapters}")
         if self.group_by not in ("persona", "history"):
             raise ValueError(f"group_by must be 'persona' or 'history', got {self.group_by!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0 or self.lr <= 0:
-            raise ValueError(f"warmup_ratio must be in [0, 1) and lr > 0, got {self.warmup_ratio}, {self.lr}")
 
 
 def user_profiles(examples: Sequence[Any]) -> dict[str, list[dict]]:
@@ -119,7 +111,7 @@ def fit_adapter(hub: LoRAHub, name: str, examples: Sequence[Any], config: HubTra
     hub.peft.set_adapter(name)  # peft: the active adapter's weights train, the others' do not
     params = [p for p in llm.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(round(config.warmup_ratio * total)), total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, config.warmup_steps(total), total)
     rng = random.Random(f"{config.seed}:{name}")
     losses: list[float] = []
     t0, step = time.monotonic(), 0

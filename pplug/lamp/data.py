@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -416,3 +417,11 @@ def write_split(root: str | Path, split: str, task_name: str, examples: list[Exa
     if examples and all(ex.output is not None for ex in examples):
         o = write_outputs(root / f"{split}_outputs.json", task_name, {ex.id: ex.output for ex in examples})
     return q, o
+
+
+def subsample(examples: list, n: int | None, seed: int) -> list:
+    """A seeded random subset of `n` examples in file order (all of them when n is None or larger)."""
+    if n is None or n >= len(examples):
+        return list(examples)
+    idx = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in idx]

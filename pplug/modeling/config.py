@@ -134,7 +134,7 @@ class PPlugConfig:
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper). The scores are cosines in [-1, 1], so
     at 1.0 the weights stay within a factor e^2 of each other, close to a plain mean of the history; the
-    synthetic default (`configs/default.yaml`) uses 0.05 so the attention can pick the items like the input
+    synthetic default (`configs/synthetic.yaml`) uses 0.05 so the attention can pick the items like the input
     (docs/recipes.md). 1.0 is PPlug as published and what the real recipes were measured with."""
 
     max_history: int = 512

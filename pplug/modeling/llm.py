@@ -19,13 +19,14 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pplug.core.runtime import DTYPES, resolve_device, resolve_dtype
-from .sampling import FirstLineStop, RowSampler, per_row, row_seed, sample_causal
+from .sampling import FirstLineStop, RowSampler, row_sampler, row_seed, sample_ids
 
 
 def _first_label(labels: torch.Tensor) -> int:
@@ -97,6 +98,8 @@ class FrozenLLM(nn.Module):
         model = model.to(dev)
         self.model = model
         self.tokenizer = tokenizer
+        self.plugins: dict[str, Any] = {}
+        """Method plug-ins loaded onto this LLM, by name (`pplug.methods.registry.method_rows` runs rows through them)."""
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self.max_input_tokens = max_input_tokens
         self.max_target_tokens = max_target_tokens
@@ -408,49 +411,25 @@ class FrozenLLM(nn.Module):
                max_new_tokens: int = 32, seed: int | Sequence[int] = 0, first_line: bool = False) -> list[list[str]]:
         """`num_samples` sampled continuations per row (temperature / nucleus sampling), in one batched pass.
 
-        Every setting may be one value or one per row. Each row is repeated `num_samples[i]` times (so rows
-        may ask for different counts) and every sampled sequence draws from its own `torch.Generator`, seeded
-        from the row's seed and the sample's index: a row's samples do not depend on the other rows of the
-        batch, on the batch size or on the global RNG (with an int seed, row i gets the seed (seed, i)).
-        The draw happens in `RowSampler`. Causal LMs read each row's prompt once and copy its KV cache to the
-        row's samples (prefill is most of the cost for short outputs); seq2seq models go through HF generate
-        with the sampler as a logits processor. `first_line`: a sequence stops once its first non-empty line
-        is complete (what `clean_generation` keeps), see `FirstLineStop`.
+        Every setting may be one value or one per row (`row_sampler`: a row's samples depend on its own seed
+        only, not on the other rows, the batch size or the global RNG); how the sequences are drawn:
+        `sample_ids`. `first_line`: a sequence stops once its first non-empty line is complete (what
+        `clean_generation` keeps), see `FirstLineStop`.
 
         Returns:
             B lists of decoded continuations (special tokens dropped, whitespace stripped), `num_samples[i]` each.
         """
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        b = len(prompts)
-        counts, temps, tops = (per_row(v, b, name) for v, name in
-                               ((num_samples, "num_samples"), (temperature, "temperature"), (top_p, "top_p")))
-        seeds = [row_seed(seed, i) for i in range(b)] if isinstance(seed, int) else per_row(seed, b, "seed")
-        if any(int(n) < 0 for n in counts) or any(t <= 0 for t in temps) or any(not 0 < p <= 1 for p in tops):
-            raise ValueError("sample: num_samples must be >= 0, temperature > 0 and top_p in (0, 1]")
-        prefix = self._check_prefix(prefix, b)
-        rep = torch.tensor([int(n) for n in counts], dtype=torch.long)
-        if int(rep.sum()) == 0:
-            return [[] for _ in range(b)]
+        owner, sampler = row_sampler(len(prompts), num_samples, temperature, top_p, seed)
+        prefix = self._check_prefix(prefix, len(prompts))
+        if not owner:
+            return [[] for _ in prompts]
         inputs = self._generation_inputs(prefix, self.prompt_ids(prompts))
-        owner = [i for i in range(b) for _ in range(int(counts[i]))]
-        index = [j for i in range(b) for j in range(int(counts[i]))]
-        sampler = RowSampler([temps[i] for i in owner], [tops[i] for i in owner],
-                             [row_seed(seeds[i], j) for i, j in zip(owner, index)])
         stop = self.first_line_stop() if first_line else None
-        if self.is_seq2seq:
-            inputs = {k: v.repeat_interleave(rep.to(v.device), dim=0) for k, v in inputs.items()}  # (S, ...)
-            extra = {"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
-                                      logits_processor=LogitsProcessorList([sampler]),
-                                      pad_token_id=self.pad_id, eos_token_id=self.eos_id, **extra)
-        else:
-            out = sample_causal(self.model, inputs, torch.tensor(owner, device=self.device), sampler, max_new_tokens,
-                                stop, self.pad_id, self.eos_id, self._keep_arg)
-        texts = [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-        result: list[list[str]] = [[] for _ in range(b)]
-        for i, t in zip(owner, texts):
-            result[i].append(t)
+        out = sample_ids(self.model, inputs, owner, sampler, max_new_tokens, stop, self.pad_id, self.eos_id,
+                         self.is_seq2seq, self._keep_arg)  # (S, T)
+        result: list[list[str]] = [[] for _ in prompts]
+        for i, text in zip(owner, self.tokenizer.batch_decode(out, skip_special_tokens=True)):
+            result[i].append(text.strip())
         return result
 
     def first_line_stop(self) -> FirstLineStop:

@@ -38,6 +38,7 @@ from .config import PPlugConfig
 from .embedder import UserEmbedder
 from pplug.encode.history import HistoryEncoder
 from pplug.core.io import publish_folder
+from .label_rules import expected_rating, mix_history_prior
 from .llm import FrozenLLM
 from pplug.core.tasks import get_task
 from pplug.version import __version__
@@ -209,27 +210,37 @@ class PPlugModel(nn.Module):
             except ValueError:
                 raise ValueError(f"rating_loss_weight needs numeric targets, got {list(batch.targets)[:3]!r}") \
                     from None
-            values = torch.tensor([float(x) for x in labels], device=logp.device)  # (C,)
-            expected = (logp.softmax(dim=-1) * values).sum(dim=-1)  # (B,), renormalised over the labels
+            expected = expected_rating(logp.softmax(dim=-1), labels)  # (B,), renormalised over the labels
             loss = loss + weight * (expected - gold).pow(2).mean()
         mixed = mix_history_prior(logp.detach(), batch.history_stats, self.config.history_mix_items, task.name, labels)
         return loss, mixed
 
     @torch.no_grad()
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1,
-                 **kwargs) -> list[str]:
-        """One generated string per row (greedy or beam search). max_new_tokens defaults to the task's."""
+                 prefix: torch.Tensor | None = None, **kwargs) -> list[str]:
+        """One generated string per row (greedy or beam search). max_new_tokens defaults to the task's;
+        `prefix`: the batch's soft prompts (B, P, D) when already computed (else `self.prefix(batch)`)."""
         if max_new_tokens is None:
-            max_new_tokens = _task_max_new_tokens(self.config.task, self.config.max_target_tokens)
-        return self.llm.generate(self.prefix(batch), batch.prompts, max_new_tokens=max_new_tokens,
-                                 num_beams=num_beams, **kwargs)
+            max_new_tokens = self.default_max_new_tokens
+        return self.llm.generate(self.prefix(batch) if prefix is None else prefix, batch.prompts,
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
 
     @torch.no_grad()
-    def choice_logprobs(self, batch: PPlugBatch, choices: list[str]) -> torch.Tensor:
+    def choice_logprobs(self, batch: PPlugBatch, choices: list[str], prefix: torch.Tensor | None = None
+                        ) -> torch.Tensor:
         """(B, C) log p(choice | prefix, prompt), summed over the choice's tokens; with
-        `config.history_mix_items`, the log of that distribution mixed with the user's own label shares."""
-        logp = self.llm.choice_logprobs(self.prefix(batch), batch.prompts, choices)
+        `config.history_mix_items`, the log of that distribution mixed with the user's own label shares.
+        `prefix`: the batch's soft prompts (B, P, D) when already computed (else `self.prefix(batch)`)."""
+        logp = self.llm.choice_logprobs(self.prefix(batch) if prefix is None else prefix, batch.prompts, choices)
         return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices)
+
+    @property
+    def default_max_new_tokens(self) -> int:
+        """The generation budget when none is asked for: the task's (unknown task: the config's target budget)."""
+        try:
+            return int(get_task(self.config.task).max_new_tokens)
+        except ValueError:  # unknown task: the config's target budget is a safe bound
+            return self.config.max_target_tokens
 
     # --- checkpoints ---
 
@@ -372,27 +383,6 @@ def load_frozen(config: PPlugConfig, history_encoder: HistoryEncoder | None = No
     return llm, history_encoder
 
 
-def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float]] | torch.Tensor | None,
-                      k: float | None, task: str, choices: Sequence[str]) -> torch.Tensor:
-    """`PPlugConfig.history_mix_items` = k applied to label log-probs: (B, C) -> (B, C) log p, where
-    p = (n * h + k * softmax(logp)) / (n + k), h the user's label shares and n their history size, both read
-    off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`). Rows whose history holds no label (cold
-    start) keep the model's distribution. Returns `logp` unchanged when k is None."""
-    if k is None:
-        return logp
-    spec = get_task(task)
-    if list(choices) != list(spec.labels):
-        raise ValueError(f"history_mix_items mixes over {spec.name}'s labels {list(spec.labels)}, got {list(choices)}")
-    if history_stats is None:
-        raise ValueError("history_mix_items needs each row's history statistics: build the batch with "
-                         "pplug.methods.batches.build_batch, or pass PPlugBatch(history_stats=...)")
-    stats = torch.as_tensor(history_stats, dtype=torch.float32).reshape(logp.shape[0], -1)  # (B, C + 1)
-    shares, n = spec.history_label_shares(stats)  # (B, C) summing to 1 (0 without labels), (B,) items
-    w = (n / (n + k)).unsqueeze(-1)  # (B, 1): the weight of the user's own shares
-    probs = (1 - w) * logp.float().softmax(dim=-1).cpu() + w * shares  # (B, C)
-    return probs.clamp_min(1e-12).log().to(logp.device)
-
-
 def history_label_tensor(history_labels: Sequence[Sequence[int]], max_history: int, n: int) -> torch.Tensor:
     """(B, n) long: each row's `max_history` most recent label indices, left-aligned like `history_tensors`'s
     items, -1 where a row is shorter."""
@@ -402,13 +392,6 @@ def history_label_tensor(history_labels: Sequence[Sequence[int]], max_history: i
         if kept:
             out[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
     return out
-
-
-def _task_max_new_tokens(task: str, fallback: int) -> int:
-    try:
-        return int(get_task(task).max_new_tokens)
-    except ValueError:  # unknown task: the config's target budget is a safe bound
-        return fallback
 
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "PPlugBatch", "PPlugModel"]

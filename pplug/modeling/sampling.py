@@ -1,7 +1,9 @@
 """Sampling from a frozen LLM, one generator per sequence: what `FrozenLLM.sample` runs.
 
 - `RowSampler`: a logits processor that draws each sequence's token with its own temperature, top-p and
-  `torch.Generator`, so a row's samples do not depend on the rest of the batch.
+  `torch.Generator`, so a row's samples do not depend on the rest of the batch; `row_sampler` makes the one
+  for a batch's per-row settings.
+- `sample_ids`: the sampled token ids, through `sample_causal` or HF generate (seq2seq).
 - `sample_causal`: the loop for causal LMs. B prompts are prefilled once and the KV cache is copied to the
   S sampled sequences (prefill is most of the cost for short outputs).
 - `FirstLineStop`: a sequence stops once its first non-empty line is complete.
@@ -50,6 +52,45 @@ class RowSampler:
         token = order.gather(-1, pos.unsqueeze(-1))  # (S, 1)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, token, 0.0)
+
+
+def row_sampler(b: int, num_samples: int | Sequence[int], temperature: float | Sequence[float],
+                top_p: float | Sequence[float], seed: int | Sequence[int]) -> tuple[list[int], RowSampler]:
+    """What `FrozenLLM.sample` draws for B rows: (owner, sampler), owner[s] the row of sampled sequence s (row i
+    repeated num_samples[i] times, so rows may ask for different counts) and the `RowSampler` that draws
+    sequence s with its row's temperature and top-p from its own generator, seeded `row_seed(row seed, s's
+    index within the row)`. Every setting is one value or one per row (an int seed gives row i the seed
+    `row_seed(seed, i)`); ValueError for an invalid one."""
+    counts, temps, tops = (per_row(v, b, name) for v, name in
+                           ((num_samples, "num_samples"), (temperature, "temperature"), (top_p, "top_p")))
+    seeds = [row_seed(seed, i) for i in range(b)] if isinstance(seed, int) else per_row(seed, b, "seed")
+    if any(int(n) < 0 for n in counts) or any(t <= 0 for t in temps) or any(not 0 < p <= 1 for p in tops):
+        raise ValueError("sample: num_samples must be >= 0, temperature > 0 and top_p in (0, 1]")
+    owner = [i for i in range(b) for _ in range(int(counts[i]))]
+    index = [j for i in range(b) for j in range(int(counts[i]))]
+    sampler = RowSampler([temps[i] for i in owner], [tops[i] for i in owner],
+                         [row_seed(seeds[i], j) for i, j in zip(owner, index)])
+    return owner, sampler
+
+
+def sample_ids(model: nn.Module, inputs: dict, owner: list[int], sampler: RowSampler, max_new_tokens: int,
+               stop: FirstLineStop | None, pad_id: int, eos_id: int, is_seq2seq: bool,
+               keep_arg: str | None = None) -> torch.Tensor:
+    """(S, T) token ids of the S sampled sequences (`owner[s]` = the row of sequence s) of the HF model `model`,
+    from its generation `inputs` for the B rows (`inputs_embeds`, `attention_mask`). Causal LMs run
+    `sample_causal` (each row's prompt read once, its KV cache copied to the row's sequences: prefill is most
+    of the cost for short outputs); seq2seq models run HF generate on the rows repeated, with `sampler` as
+    the logits processor."""
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    rows = torch.tensor(owner, device=inputs["attention_mask"].device)  # (S,)
+    if not is_seq2seq:
+        return sample_causal(model, inputs, rows, sampler, max_new_tokens, stop, pad_id, eos_id, keep_arg)
+    inputs = {k: v.index_select(0, rows.to(v.device)) for k, v in inputs.items()}  # (S, ...)
+    extra = {"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}
+    return model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+                          logits_processor=LogitsProcessorList([sampler]), pad_token_id=pad_id, eos_token_id=eos_id,
+                          **extra)
 
 
 def sample_causal(model: nn.Module, inputs: dict, owner: torch.Tensor, sampler: RowSampler, max_new_tokens: int,
@@ -138,4 +179,4 @@ def per_row(value, b: int, name: str) -> list:
     return value
 
 
-__all__ = ["FirstLineStop", "RowSampler", "per_row", "row_seed", "sample_causal"]
+__all__ = ["FirstLineStop", "RowSampler", "per_row", "row_sampler", "row_seed", "sample_causal", "sample_ids"]

@@ -1,5 +1,7 @@
-"""`pplug serve`: the OpenAI-compatible app (`app`), what goes over the wire (`schema`), the batching engine
-(`batching`), the vLLM engine (`vllm`) and privacy mode (`privacy`).
+"""`pplug serve`: the OpenAI-compatible app (`app`) and its routes by group (`routes_info`, `routes_generate`,
+`routes_users`) over the shared state and the caller's key (`access`), what goes over the wire (`schema`),
+users' contexts and requests' rows (`contexts`), the batching engine (`batching`), the vLLM engine (`vllm`)
+and privacy mode (`privacy`).
 
 May import: core, lamp, encode, persona, methods, modeling, synth, decode, store, train, adapt, hub.
 """

@@ -25,80 +25,32 @@ instruction) and the decoding (labels and ratings are scored, ratings with the c
 generation is greedy, the first line kept). Sampling parameters (temperature, top_p, ...) are accepted and
 ignored: outputs are deterministic. Every error is a 4xx/5xx JSON body in OpenAI's shape
 `{"error": {"message", "type", "param", "code"}}`, and a rejected request changes nothing.
+
+`create_app` builds the app (errors, the body limit) from the routers of `pplug.serve.routes_info`,
+`pplug.serve.routes_generate` and `pplug.serve.routes_users`; the key of a request and the state the routes
+share are the dependencies of `pplug.serve.access`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import os
-import secrets
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .schema import (
-    APIError,
-    ChatBody,
-    CompletionBody,
-    CreateUserBody,
-    GenerateBody,
-    HistoryBody,
-    Limits,
-    error_response,
-)
-from pplug.adapt.fast import AdaptError, add_history
-from pplug.persona.schema import PersonaError
-from .privacy import parse_user_vector
-from .batching import Batcher, Engine, UserContext
-from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError
-from pplug.store.base import UserStoreBase
 from pplug.store import open_store
-from pplug.core.tasks import get_task
-from pplug.store.validation import InvalidInputError, check_items, check_user_id, item_json_schema
-
-USER_KEY_PREFIX = "pplug-u-"
-
-
-def hash_key(key: str) -> str:
-    """sha256 hex of an API key (what the store keeps)."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-# --- the app ---
-
-
-def erase_user(store: UserStoreBase, user_id: str, encoder: Any) -> dict[str, int]:
-    """Erasure across the store and the embedding cache; returns counts of what was removed.
-
-    Cached embeddings of the user's history texts are deleted unless another user has the same text (then
-    kept and counted under "embedding_cache_kept_shared"). Cache deletes run first: should the store
-    transaction then fail, the cache is merely colder, and the user can be erased again.
-    """
-    def texts(rows) -> set[str]:
-        out = set()
-        for r in rows:  # the same text the item was embedded from (see add_history / backfill_memory)
-            try:
-                out.add(get_task(r.task).history_text(r.item) if r.task else json.dumps(r.item, sort_keys=True))
-            except (ValueError, KeyError):
-                continue
-        return out
-
-    mine = texts(store.history(user_id))
-    shared = mine & texts(r for r in store.interactions_since(0) if r.user_id != user_id)  # a scan: erasure is rare
-    cache_rows = encoder.forget(sorted(mine - shared))
-    counts = store.delete_user(user_id)
-    return {**counts, "embedding_cache_rows": cache_rows, "embedding_cache_kept_shared": len(shared)}
+from pplug.store.base import UserStoreBase
+from pplug.store.validation import item_json_schema
+from . import routes_generate, routes_info, routes_users
+from .access import ServerState
+from .batching import Batcher, Engine
+from .schema import APIError, Limits, error_response
 
 
 def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStoreBase, admin_key: str | None = None,
@@ -149,7 +101,6 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
     batcher = Batcher(engine, max_batch=max_batch, window_ms=window_ms)
     root = Path(checkpoint).resolve()
     name = model_name or f"pplug-{(root.parent if root.name == engine.snapshot.version else root).name}"
-    started = int(time.time())
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -158,7 +109,10 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         batcher.stop()
 
     app = FastAPI(title="pplug", lifespan=lifespan)
+    app.state.server = ServerState(store, engine, batcher, limits, admin_key, name, int(time.time()))
     app.state.engine, app.state.batcher, app.state.store = engine, batcher, store
+    for group in (routes_info, routes_generate, routes_users):
+        app.include_router(group.router)
     routes_schema = app.openapi
 
     def openapi() -> dict:
@@ -168,8 +122,12 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         return doc
 
     app.openapi = openapi
+    _answer_errors_in_openai_shape(app, limits)
+    return app
 
-    # --- errors: every reply in OpenAI's shape ---
+
+def _answer_errors_in_openai_shape(app: FastAPI, limits: Limits) -> None:
+    """Every error reply in OpenAI's shape, and bodies over `limits.max_body_bytes` refused before they are read."""
 
     @app.exception_handler(APIError)
     async def _api_error(request, e: APIError):
@@ -183,12 +141,12 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
             return error_response(400, "request body is not valid JSON", "invalid_request_error", None, "invalid_json")
         param = ".".join(loc) or None
         return error_response(400, f"{param or 'body'}: {err.get('msg', 'invalid')}", "invalid_request_error", param,
-                               "missing_field" if err.get("type") == "missing" else "invalid_value")
+                              "missing_field" if err.get("type") == "missing" else "invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e: StarletteHTTPException):
         return error_response(e.status_code, str(e.detail), "invalid_request_error", None,
-                               "not_found" if e.status_code == 404 else None)
+                              "not_found" if e.status_code == 404 else None)
 
     @app.exception_handler(Exception)
     async def _crash(request, e: Exception):
@@ -200,247 +158,8 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
             return error_response(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}",
-                                   "invalid_request_error", None, "request_too_large")
+                                  "invalid_request_error", None, "request_too_large")
         return await call_next(request)
 
-    # --- auth ---
 
-    def principal(request: Request) -> str | None:
-        """None for the admin, else the user id the key belongs to (401 otherwise)."""
-        auth = request.headers.get("authorization", "")
-        scheme, _, key = auth.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_request_error",
-                           None, "invalid_api_key")
-        key = key.strip()
-        if hmac.compare_digest(key.encode(), admin_key.encode()):
-            return None
-        uid = store.user_for_api_key_hash(hash_key(key)) if key.startswith(USER_KEY_PREFIX) else None
-        if uid is None:
-            raise APIError(401, "invalid API key", "invalid_request_error", None, "invalid_api_key")
-        return uid
-
-    def invalid(e: InvalidInputError) -> APIError:
-        return APIError(400, str(e), "invalid_request_error", e.param, e.code)
-
-    def require_access(who: str | None, user_id: str) -> None:
-        if who is not None and who != user_id:  # same reply whether the other user exists or not
-            raise APIError(403, f"this key may not access user {user_id!r}", "permission_error", None, "permission_denied")
-        try:  # only the admin gets this far with another id: a bad one is named, never looked up
-            check_user_id(user_id)
-        except InvalidInputError as e:
-            raise invalid(e) from None
-
-    def require_admin(who: str | None) -> None:
-        if who is not None:
-            raise APIError(403, "this needs the admin key", "permission_error", None, "permission_denied")
-
-    def require_user(user_id: str) -> None:
-        if not store.has_user(user_id):
-            raise APIError(404, f"unknown user {user_id!r}", "invalid_request_error", "user_id", "user_not_found")
-
-    # --- info ---
-
-    @app.get("/health")
-    async def health():
-        snap = engine.snapshot
-        return {"status": "ok", "model": name, "version": snap.version, "hub_version": engine.hub_version,
-                "task": engine.spec.name,
-                "device": str(engine.device), "max_batch": batcher.max_batch, "window_ms": batcher.window * 1000,
-                "engine": dict(engine.engine_info), "stats": dict(engine.stats)}
-
-    @app.get("/v1/models")
-    async def models(request: Request):
-        principal(request)
-        snap = engine.snapshot
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "pplug",
-                                            "pplug": {"version": snap.version, "task": engine.spec.name,
-                                                      "method": snap.method + ("+lora-hub" if engine.hub else ""),
-                                                      "hub_version": engine.hub_version,
-                                                      "decoding": snap.decoding}}]}
-
-    # --- generation ---
-
-    def context_for(who: str | None, body: GenerateBody) -> tuple[UserContext, bool]:
-        if body.model != name:
-            raise APIError(404, f"model {body.model!r} does not exist; this server serves {name!r}",
-                           "invalid_request_error", "model", "model_not_found")
-        if body.stream:
-            raise APIError(400, "stream=true is not supported", "invalid_request_error", "stream", "unsupported")
-        if body.n != 1:
-            raise APIError(400, "n must be 1 (outputs are deterministic)", "invalid_request_error", "n", "unsupported")
-        if body.user_vector is not None:
-            if body.user is not None:
-                raise APIError(400, "send either user or user_vector, not both", "invalid_request_error", "user_vector")
-            snap = engine.snapshot
-            if snap.model.config.reads_history_labels:  # the label of each item is what privacy mode never sends
-                raise APIError(400, "this checkpoint reads the label of each history item (label_token), which a "
-                               "user_vector does not carry: send a stored user id", "invalid_request_error",
-                               "user_vector", "unsupported")
-            try:
-                stats_dim = engine.spec.stats_dim if snap.model.config.reads_history_stats else None
-                emb, stats = parse_user_vector(body.user_vector, engine.encoder.identity, engine.encoder.dim,
-                                               engine.spec.name, snap.model.config.max_history, stats_dim)
-            except ValueError as e:
-                raise APIError(400, str(e), "invalid_request_error", "user_vector", "invalid_value") from None
-            persona = body.user_vector.get("persona") or None
-            return engine.private_context(emb, persona, stats), False
-        user = body.user if body.user is not None else who
-        if body.user is not None:
-            try:
-                check_user_id(body.user, param="user")
-            except InvalidInputError as e:
-                raise invalid(e) from None
-        if who is not None and user != who:
-            raise APIError(403, "a user key generates only for its own user", "permission_error", "user",
-                           "permission_denied")
-        return engine.user_context(user)
-
-    async def generate(request: Request, body: GenerateBody, inputs: list[str], max_tokens: int | None) -> tuple:
-        who = principal(request)
-        if not inputs or len(inputs) > limits.max_prompts:
-            raise APIError(400, f"between 1 and {limits.max_prompts} prompts per request", "invalid_request_error", "prompt")
-        for x in inputs:
-            if not x.strip():
-                raise APIError(400, "the input is empty", "invalid_request_error", "prompt", "invalid_value")
-            if len(x) > limits.max_input_chars:
-                raise APIError(400, f"input of {len(x)} characters is over the limit of {limits.max_input_chars}",
-                               "invalid_request_error", "prompt", "input_too_large")
-        if max_tokens is not None and max_tokens > limits.max_new_tokens:
-            raise APIError(400, f"max_tokens {max_tokens} is over the limit of {limits.max_new_tokens}",
-                           "invalid_request_error", "max_tokens", "invalid_value")
-        ctx, hit = await run_in_threadpool(context_for, who, body)
-        rows = [await run_in_threadpool(engine.prepare, x, ctx, max_tokens) for x in inputs]
-        outs = await asyncio.gather(*(batcher.submit(r) for r in rows))
-        meta = {"user": ctx.user_id, "private": ctx.private, "cold_start": ctx.cold_start,
-                "history_items": outs[0]["history_items"], "version": outs[0]["version"], "task": engine.spec.name,
-                "decoding": outs[0]["decoding"], "batch_size": [o["batch_size"] for o in outs], "context_cache_hit": hit,
-                "label_probs": [o["label_probs"] for o in outs] if engine.spec.labels else None}
-        if engine.expose_soft_prompts:
-            meta["soft_prompt"] = [o["soft_prompt"] for o in outs]
-        if engine.hub is not None:  # each input's adapters and their weights, and the hub version they came from
-            meta["adapters"] = [o["adapters"] for o in outs]
-            meta["hub_version"] = outs[0]["hub_version"]
-        usage = {"prompt_tokens": sum(o["prompt_tokens"] for o in outs),
-                 "completion_tokens": sum(o["completion_tokens"] for o in outs)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return outs, meta, usage
-
-    @app.post("/v1/completions")
-    async def completions(request: Request, body: CompletionBody):
-        inputs = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-        outs, meta, usage = await generate(request, body, inputs, body.max_tokens)
-        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": name, "choices": [{"text": o["text"], "index": i, "logprobs": None, "finish_reason": "stop"}
-                                           for i, o in enumerate(outs)],
-                "usage": usage, "pplug": meta}
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request, body: ChatBody):
-        users = [m for m in body.messages if m.role == "user"]
-        if not users:
-            raise APIError(400, "messages: no message with role 'user'", "invalid_request_error", "messages")
-        content = users[-1].content
-        if isinstance(content, list):  # OpenAI content parts: keep the text parts
-            content = "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
-        outs, meta, usage = await generate(request, body, [content or ""], body.max_completion_tokens or body.max_tokens)
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": name, "choices": [{"index": 0, "message": {"role": "assistant", "content": outs[0]["text"]},
-                                            "finish_reason": "stop", "logprobs": None}],
-                "usage": usage, "pplug": meta}
-
-    # --- users ---
-
-    @app.post("/v1/users", status_code=201)
-    async def create_user(request: Request, body: CreateUserBody):
-        require_admin(principal(request))
-        key = USER_KEY_PREFIX + secrets.token_urlsafe(24)
-
-        try:
-            check_user_id(body.user_id)
-            task = get_task(body.task or engine.spec.name).name
-        except InvalidInputError as e:
-            raise invalid(e) from None
-        except ValueError as e:
-            raise APIError(400, str(e), "invalid_request_error", "task", "invalid_value") from None
-
-        def work():
-            try:
-                store.create_user(body.user_id, body.persona, task=task)
-            except DuplicateUserError as e:
-                raise APIError(409, str(e), "invalid_request_error", "user_id", "user_exists") from None
-            except InvalidInputError as e:
-                raise invalid(e) from None
-            except (StoreError, PersonaError, ValueError) as e:
-                raise APIError(400, str(e), "invalid_request_error", "persona", "invalid_value") from None
-            store.set_api_key_hash(body.user_id, hash_key(key))
-            return store.user_task(body.user_id)
-
-        task = await run_in_threadpool(work)
-        return {"object": "user", "user_id": body.user_id, "task": task, "persona_version": 1, "api_key": key}
-
-    @app.get("/v1/users")
-    async def list_users(request: Request):
-        require_admin(principal(request))
-        return {"object": "list", "data": await run_in_threadpool(store.users)}
-
-    @app.get("/v1/users/{user_id}")
-    async def show_user(request: Request, user_id: str):
-        require_access(principal(request), user_id)
-
-        def work():
-            require_user(user_id)
-            return {"object": "user", "user_id": user_id, "task": store.user_task(user_id),
-                    "history": store.count_by_task(user_id), "persona_version": store.persona_version(user_id),
-                    "persona": store.persona(user_id).to_dict()}
-
-        return await run_in_threadpool(work)
-
-    @app.post("/v1/users/{user_id}/history")
-    async def post_history(request: Request, user_id: str, body: HistoryBody):
-        require_access(principal(request), user_id)
-        if not body.items:
-            raise APIError(400, "items: empty list", "invalid_request_error", "items", "invalid_value")
-        if len(body.items) > limits.max_history_items:
-            raise APIError(400, f"items: {len(body.items)} items, at most {limits.max_history_items} per request",
-                           "invalid_request_error", "items", "history_too_large")
-
-        def work():
-            require_user(user_id)
-            task = store.user_task(user_id) or engine.spec.name
-            try:  # every item checked before the first write (add_history checks again, under the store's limit)
-                items = check_items(body.items, task, max_item_chars=limits.max_item_chars)
-                with engine.encoder_lock:
-                    before = engine.retrieval(store.history_items(user_id, task=task)) if engine.hub else None
-                    res = add_history(store, user_id, items, engine.encoder, task=task)
-                    after = engine.retrieval(store.history_items(user_id, task=task)) if engine.hub else None
-            except InvalidInputError as e:
-                raise invalid(e) from None
-            except (AdaptError, UnknownUserError, StoreError, ValueError) as e:
-                raise APIError(400, str(e), "invalid_request_error", "items", "invalid_value") from None
-            return {"object": "history", "user_id": user_id, "added": len(res.ids), "ids": res.ids,
-                    "history_items": store.count_interactions(user_id), "persona_version": res.persona_version,
-                    "persona_diff": res.diff,
-                    **({"adapters": {"before": before.adapters, "after": after.adapters,
-                                     "weights": {"before": before.weights, "after": after.weights}}}
-                       if engine.hub else {})}
-
-        return await run_in_threadpool(work)
-
-    @app.delete("/v1/users/{user_id}")
-    async def delete_user(request: Request, user_id: str):
-        require_access(principal(request), user_id)
-
-        def work():
-            require_user(user_id)
-            with engine.encoder_lock:  # no request can re-cache the user's texts or context meanwhile
-                removed = erase_user(store, user_id, engine.encoder)
-                removed["soft_prompt_cache_entries"] = engine.invalidate(user_id)
-            return {"object": "user.deleted", "user_id": user_id, "deleted": True, "removed": removed}
-
-        return await run_in_threadpool(work)
-
-    return app
-
-
-__all__ = ["APIError", "Limits", "create_app", "erase_user", "hash_key"]
+__all__ = ["APIError", "Limits", "create_app"]

@@ -38,12 +38,7 @@ from .base import UserStoreBase
 from .schema import (
     SCHEMA,
     SCHEMA_VERSION,
-    STORE_FILENAME,
-    DuplicateUserError,
-    Interaction,
-    PersonaChange,
     StoreError,
-    UnknownUserError,
     default_store_path,
 )
 

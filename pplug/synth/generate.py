@@ -47,17 +47,12 @@ from .vocab import (
     SHIFTED_PRODUCTS,
     SHIFTED_SENTIMENT_PHRASES,
     SHIFTED_TOPICS,
-    TAG_GROUP_OF,
     TAG_GROUPS,
     TAG_PHRASES,
     TITLE_STYLES,
     TOPICS,
     capitalize,
     format_title,
-    movie_candidates,
-    paper_topic_method,
-    text_sentiment,
-    title_style,
 )
 from pplug.core.tasks import get_task
 
@@ -317,33 +312,5 @@ def load_synthetic(folder: str | Path, split: str) -> LaMPSplit:
     return load_split(folder, split)
 
 
-__all__ = [
-    "KINDS",
-    "REPORT_NAME",
-    "SynthConfig",
-    "TASK_OF_KIND",
-    "ensure_default_data",
-    "load_synthetic",
-    "make_synthetic",
-    "ABSTRACT_TEMPLATES",
-    "FILLERS",
-    "METHODS",
-    "PRODUCTS",
-    "SENTIMENT_PHRASES",
-    "SHIFTED_FILLERS",
-    "SHIFTED_METHODS",
-    "SHIFTED_PRODUCTS",
-    "SHIFTED_SENTIMENT_PHRASES",
-    "SHIFTED_TOPICS",
-    "TAG_GROUPS",
-    "TAG_GROUP_OF",
-    "TAG_PHRASES",
-    "TITLE_STYLES",
-    "TOPICS",
-    "capitalize",
-    "format_title",
-    "movie_candidates",
-    "paper_topic_method",
-    "text_sentiment",
-    "title_style",
-]
+__all__ = ["KINDS", "REPORT_NAME", "SynthConfig", "TASK_OF_KIND", "ensure_default_data", "load_synthetic",
+           "make_synthetic"]

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pplug.methods.batches import build_batch, retrieve
 from pplug.methods.registry import get_method, resolve_k
-from pplug.decode.inference import subsample
+from pplug.lamp.data import subsample
 
 
 @dataclass

@@ -3,10 +3,12 @@
     LaMP files --LaMPDataModule--> (ids, PPlugBatch) --PPlugLitModule.model_step--> loss / predictions
                                                       (one PPlugModel: frozen LLM + trainable embedder)
 
-- `PPlugLitModule` builds one `PPlugModel` from one `PPlugConfig`: its `**config` keyword arguments are
-  exactly the config's fields (LightningCLI follows them into the dataclass, so every field shows as
-  `--model.<field>` with its type and default; nothing is declared twice), plus the optimisation settings.
-  One `model_step` serves train, val and test. Validation decodes with `pplug.decode.inference` (the code that
+- `PPlugLitModule` builds one `PPlugModel` from one `PPlugConfig` and trains it with one `TrainConfig`
+  (`pplug.train.config`, the optimisation settings slow adaptation and the LoRA hub read too). Its `**config`
+  keyword arguments are exactly the config's fields (LightningCLI follows them into the dataclass, so every field
+  shows as `--model.<field>` with its type and default; nothing is declared twice). train.py hands LightningCLI
+  `lit_module`, which takes the `TrainConfig` fields the module applies as flat `--model.lr`-style flags: the keys
+  every run's config.yaml has. One `model_step` serves train, val and test. Validation decodes with `pplug.decode.inference` (the code that
   serves the model) and scores with `pplug.lamp.metrics.score`, the code behind `pplug score`; predictions are
   written next to the run, so a logged `val/<metric>` can be re-checked by hand.
 - `.ckpt` files keep only trainable weights + optimiser state (`on_save_checkpoint` drops the frozen LLM
@@ -30,6 +32,7 @@ from lightning.pytorch.utilities import grad_norm
 
 from pplug.core.batch import PPlugBatch
 from .callbacks import LogProgress
+from .config import OPTIMIZER_FIELDS, TrainConfig
 from pplug.modeling.config import PPlugConfig
 from .data import Collator, LaMPBatch, LaMPDataModule
 from pplug.decode.inference import decode, decode_labels, task_decodings
@@ -49,13 +52,10 @@ class PPlugLitModule(L.LightningModule):
     """Trains one method's trainable parts around a frozen LLM.
 
     Args:
-        lr: peak AdamW learning rate of the embedder's MLPs and instruction embedding.
-        encoder_lr: learning rate of the trainable input encoder (a pretrained transformer needs a smaller one;
-            None = `lr`).
-        weight_decay: AdamW weight decay (PPlug: 1e-4).
-        warmup_ratio: fraction of the optimizer steps with linear warmup; then linear decay to 0 (PPlug: 0.05).
-        history_dropout: probability that a training row loses a random 1-50% of its history items (PPlug's
-            augmentation made 10 such copies of every example; drawing per step is the same in expectation).
+        training: the optimisation settings. The module applies `lr`, `encoder_lr`, `weight_decay`, `warmup_ratio`
+            and `history_dropout`; the loop's fields (epochs, steps, batch size, clipping, seed) are for whoever
+            builds the Trainer and the data module (slow adaptation: from this same `TrainConfig`; train.py: from
+            its `--trainer.*` and `--data.*` flags).
         num_beams: beams for generation tasks at validation/test.
         max_new_tokens: generation budget (None: the task's).
         embedding_cache: SQLite file of the history-embedding cache (None: the shared pplug cache).
@@ -73,11 +73,7 @@ class PPlugLitModule(L.LightningModule):
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        encoder_lr: float | None = 1e-4,
-        weight_decay: float = 1e-4,
-        warmup_ratio: float = 0.05,
-        history_dropout: float = 0.0,
+        training: TrainConfig = TrainConfig(),
         num_beams: int = 1,
         max_new_tokens: int | None = None,
         embedding_cache: str | None = None,
@@ -92,14 +88,13 @@ class PPlugLitModule(L.LightningModule):
         from pplug.modeling.model import PPlugModel
         from pplug.core.tasks import get_task
 
-        if not 0.0 <= history_dropout <= 1.0:
-            raise ValueError(f"history_dropout must be in [0, 1], got {history_dropout}")
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
         cfg = PPlugConfig(**config)  # validates every field (unknown method / task / dtype -> ValueError)
         resolve_k(cfg.method, cfg.retrieval_k)  # validates k
-        # logger=False: hyper-parameters go to the run's config.yaml (LightningCLI) rather than every event file
-        self.save_hyperparameters(logger=False)
+        self.train_config = training
+        # logger=False: hyper-parameters go to the run's config.yaml (LightningCLI) rather than every event file.
+        # The optimiser's fields stay flat, under the keys of config.yaml, so a .ckpt holds plain data as before.
+        self.save_hyperparameters(logger=False, ignore=["training"])
+        self.hparams.update({name: getattr(training, name) for name in OPTIMIZER_FIELDS})
         # Built on the CPU: Lightning moves the module (and, through PPlugModel._apply, the history encoder)
         # to the accelerator, and `setup` re-decides an "auto" dtype for it.
         encoder = HistoryEncoder(cfg.encoder_name_or_path, cache_path=embedding_cache, device="cpu")
@@ -121,9 +116,11 @@ class PPlugLitModule(L.LightningModule):
         self._val_scores: list[tuple[float, dict[str, dict[str, float]]]] = []  # (monitored value, per decoding)
 
     @classmethod
-    def from_config(cls, config: PPlugConfig, **training: Any) -> PPlugLitModule:
-        """The LitModule for `config` (a `PPlugConfig`) with optimisation settings as keyword arguments."""
-        return cls(**training, **config.to_dict())
+    def from_config(cls, config: PPlugConfig, training: TrainConfig = TrainConfig(),
+                    **settings: Any) -> PPlugLitModule:
+        """The LitModule for `config` (a `PPlugConfig`) trained with `training`; `settings` are the module's own
+        (`init_from`, `embedding_cache`, `write_final`, ...)."""
+        return cls(training, **settings, **config.to_dict())
 
     # --- helpers ---
 
@@ -154,7 +151,7 @@ class PPlugLitModule(L.LightningModule):
 
     def _drop_history(self, batch: PPlugBatch) -> PPlugBatch:
         """PPlug's augmentation: with prob `history_dropout`, drop a random 1-50% of a row's items (and their labels)."""
-        p = self.hparams.history_dropout
+        p = self.train_config.history_dropout
         if p <= 0:
             return batch
         histories, labels = [], [] if batch.history_labels is not None else None
@@ -174,7 +171,7 @@ class PPlugLitModule(L.LightningModule):
     def model_step(self, batch: LaMPBatch, stage: str) -> torch.Tensor | None:
         """Loss on the targets (all stages) and, for val/test, predictions collected for scoring."""
         b = batch.batch
-        if stage == "train" and self.hparams.history_dropout > 0:
+        if stage == "train" and self.train_config.history_dropout > 0:
             b = self._drop_history(b)
         loss, probs = None, None
         if b.targets is not None:
@@ -275,26 +272,21 @@ class PPlugLitModule(L.LightningModule):
     # --- optimisation ---
 
     def configure_optimizers(self) -> dict:
-        """AdamW with two groups (input encoder at `encoder_lr`, the rest at `lr`); linear warmup then decay."""
-        hp = self.hparams
+        """AdamW with two groups (the trainable input encoder at `encoder_lr`, the rest at `lr`); linear warm-up,
+        then linear decay to 0 at the run's last step."""
+        t = self.train_config
+        encoder = self.model.embedder.input_encoder if t.encoder_lr is not None else None
+        in_encoder = {id(p) for p in encoder.parameters()} if encoder is not None else set()
         enc, rest = [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            (enc if "input_encoder" in name and hp.encoder_lr is not None else rest).append(p)
-        groups = [{"params": rest, "lr": hp.lr}]
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (enc if id(p) in in_encoder else rest).append(p)
+        groups = [{"params": rest, "lr": t.lr}]
         if enc:
-            groups.append({"params": enc, "lr": hp.encoder_lr})
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+            groups.append({"params": enc, "lr": t.encoder_lr})
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(round(hp.warmup_ratio * total))
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = pplug_linear_schedule(optimizer, t.warmup_steps(total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- checkpoints ---
@@ -341,10 +333,52 @@ class PPlugLitModule(L.LightningModule):
         return best
 
 
+def lit_module(
+    lr: float = TrainConfig.lr,
+    encoder_lr: float | None = TrainConfig.encoder_lr,
+    weight_decay: float = TrainConfig.weight_decay,
+    warmup_ratio: float = TrainConfig.warmup_ratio,
+    history_dropout: float = TrainConfig.history_dropout,
+    **settings: Any,
+) -> PPlugLitModule:
+    """`PPlugLitModule` as train.py's LightningCLI builds it: the `TrainConfig` fields the module applies are flat
+    flags (`--model.lr`), the keys every run's config.yaml has had; `settings` are the module's own arguments and
+    the `PPlugConfig` fields.
+
+    Args:
+        lr: peak AdamW learning rate of the embedder's MLPs and instruction embedding (`TrainConfig.lr`).
+        encoder_lr: learning rate of the trainable input encoder; None: `lr` (`TrainConfig.encoder_lr`).
+        weight_decay: AdamW weight decay (`TrainConfig.weight_decay`).
+        warmup_ratio: share of the steps with a linear warm-up, then linear decay to 0 (`TrainConfig.warmup_ratio`).
+        history_dropout: probability that a training row loses 1-50% of its history (`TrainConfig.history_dropout`).
+    """
+    training = TrainConfig(lr=lr, encoder_lr=encoder_lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+                           history_dropout=history_dropout)
+    return PPlugLitModule(training, **settings)
+
+
+def pplug_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                          total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """PPlug's learning-rate curve: optimizer step s (from 0) takes lr * (s + 1) / (warmup_steps + 1) during the
+    warm-up, then lr * (total_steps - s) / (total_steps - warmup_steps), down to 0 after the last step.
+
+    It is transformers' `get_linear_schedule_with_warmup` one step on. Its warm-up starts at lr 0, a step that
+    moves no weight while AdamW's moments take its gradient in; pplug's first step has always taken
+    lr / (warmup_steps + 1). Entering the transformers curve for warmup_steps + 1 and total_steps + 1 steps at its
+    step 1 (`last_epoch=0`, which makes LambdaLR read each group's `initial_lr`) gives exactly that curve.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps + 1, total_steps + 1, last_epoch=0)
+
+
 def run_dir(trainer: L.Trainer) -> Path:
     """The run folder: the logger's log_dir (checkpoints/<run>/), else the trainer's default_root_dir."""
     d = trainer.log_dir if trainer.loggers else None
     return Path(d or trainer.default_root_dir)
 
 
-__all__ = ["Collator", "LaMPBatch", "LaMPDataModule", "LogProgress", "PPlugLitModule", "run_dir"]
+__all__ = ["Collator", "LaMPBatch", "LaMPDataModule", "LogProgress", "PPlugLitModule", "lit_module", "pplug_linear_schedule",
+           "run_dir"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,26 +182,5 @@ def train_preference_models(encoder: Any, users: list[list[str]], cfg: PrefsTrai
     return models
 
 
-def run_prefs(args) -> int:
-    """`pplug prefs train`: facet models from a LaMP split's users."""
-    from pplug.lamp.data import load_split
-    from pplug.decode.choose import user_outputs
-    from pplug.encode.history import HistoryEncoder
-    from pplug.decode.inference import subsample
-
-    cfg = PrefsTrainConfig(facets=tuple(args.facets), max_users=args.max_users, items_per_user=args.items_per_user,
-                           hidden=args.hidden, epochs=args.epochs, seed=args.seed)
-    split = load_split(args.data, args.split, args.task)
-    examples = subsample(split.examples, cfg.max_users, cfg.seed)
-    users = [user_outputs(split.task, ex.profile, cfg.max_history) for ex in examples]
-    encoder = HistoryEncoder(args.encoder, cache_path=args.embedding_cache, device="cpu")
-    models = train_preference_models(encoder, users, cfg, split.task.name, args.out)
-    for f, m in models.items():
-        r = m.training_record
-        print(f"wrote {Path(args.out) / f}: {r['pairs']} pairs of {r['users']} users, pair accuracy "
-              f"train {r['train_pair_accuracy']} / held-out {r['val_pair_accuracy']}", file=sys.stdout)
-    return 0
-
-
-__all__ = ["PairwiseFacetModule", "PrefsTrainConfig", "build_pairs", "perturb", "run_prefs", "train_facet",
+__all__ = ["PairwiseFacetModule", "PrefsTrainConfig", "build_pairs", "perturb", "train_facet",
            "train_preference_models"]

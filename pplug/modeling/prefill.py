@@ -1,0 +1,198 @@
+"""One prompt prefill for many soft prompts: a causal LLM's keys and values of each distinct prompt, computed
+once without gradient and shared by every row that reads that prompt.
+
+    prompts --distinct--> U prompt bodies --left-padded, no-grad forward--> keys/values (U, H, L, d) per layer
+    rows (B, each names its prompt) --packed per prompt--> (U', C, D): the continuations of all rows that read
+        one prompt side by side in one sequence --forward of those C positions only--> logits per row
+
+This works because the LLM is frozen and the soft prompt comes after the prompt (`soft_prompt_position:
+after_prompt`): the prompt's keys and values then depend on nothing trainable, so a training step runs the
+forward and backward passes over the few soft vectors and target tokens alone, and the k history-drop copies
+of a question, the methods scored on one question, or the many users asked about one item read one prefill.
+
+Why the rows of one prompt are packed along the sequence rather than the batch: a batch row per continuation
+would copy the prompt's keys and values once per row (80 copies of a 128-token cache at k = 10, batch 8), which
+costs more than the continuations themselves on a CPU. Packed, each sequence reads its prompt's cache once, and a
+4D attention mask keeps the continuations apart: a continuation sees its prompt and its own earlier positions,
+nothing of its neighbours. A prompt with more continuations than `max_packed` positions is split over several
+sequences, each reading the same cache.
+
+Why it is exact: prompts are left-padded, so every prompt ends at the same column; padded keys are masked out,
+and each continuation's position ids go on from its prompt's own length. The logits equal those of one forward
+over [prompt; soft prompt; target] (tests/test_prefill.py checks it to 1e-5 in float32).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The keyword a causal LM's forward takes a key/value cache under ("cache" in recent transformers)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@dataclass
+class PromptKV:
+    """The frozen LLM's keys and values of U distinct prompts, and which of them each of B rows reads."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    """Per layer, (keys, values), each (U, H_kv, L, d_head): the left-padded prompts' cache."""
+    mask: torch.Tensor
+    """(U, L) long: 1 on each prompt's real tokens (right-aligned), 0 on its left padding."""
+    row_prompt: torch.Tensor
+    """(B,) long: the distinct prompt each row reads."""
+    config: object = None
+    """The LLM's config (the cache class reads its layer types)."""
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.row_prompt.shape[0])
+
+    @property
+    def num_prompts(self) -> int:
+        return int(self.mask.shape[0])
+
+    def lengths(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(R,) each row's prompt length in tokens (all B rows, or `rows`, indices into them)."""
+        idx = self.row_prompt if rows is None else self.row_prompt[rows]
+        return self.mask.sum(-1)[idx]
+
+    def cache(self, prompts: torch.Tensor) -> object:
+        """A transformers cache holding the keys and values of the distinct prompts `prompts` (one per sequence
+        of a forward; a prompt may repeat). The cache grows by the forward's own keys, so each forward gets a
+        fresh one; the stored keys and values are only copied when `prompts` is not 0..U-1 in order."""
+        from transformers import DynamicCache
+
+        same = prompts.shape[0] == self.num_prompts and bool((prompts == torch.arange(
+            self.num_prompts, device=prompts.device)).all())
+        data = [(k, v) if same else (k.index_select(0, prompts), v.index_select(0, prompts)) for k, v in self.layers]
+        return DynamicCache(ddp_cache_data=data, config=self.config)
+
+
+def distinct_prompts(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """(the distinct token-id prompts in first-seen order, each row's index among them)."""
+    seen: dict[tuple[int, ...], int] = {}
+    rows = []
+    for ids in prompt_ids:
+        rows.append(seen.setdefault(tuple(ids), len(seen)))
+    return [list(p) for p in seen], rows
+
+
+@torch.no_grad()
+def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[int]], pad_id: int,
+            batch_size: int | None = None) -> PromptKV:
+    """The keys and values of every distinct prompt of `prompt_ids` (one per row), left-padded, no gradient.
+
+    Args:
+        model: a causal LM (`transformers` `*ForCausalLM`), frozen.
+        embed: its input embedding.
+        prompt_ids: each row's prompt token ids (non-empty).
+        pad_id: the id written in the padding (masked out; any id works).
+        batch_size: distinct prompts per forward pass (None: all at once).
+    """
+    distinct, rows = distinct_prompts(prompt_ids)
+    device = embed.weight.device
+    length = max(len(p) for p in distinct)
+    ids = torch.full((len(distinct), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(distinct), length, dtype=torch.long)
+    for i, p in enumerate(distinct):
+        ids[i, length - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, length - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)  # (U, L): each prompt counts from 0 at its first token
+    step = batch_size or len(distinct)
+    one_logit = {"logits_to_keep": 1} if _keeps_logits(model) else {}  # only the cache is wanted
+    keys: list[list[torch.Tensor]] = []
+    values: list[list[torch.Tensor]] = []
+    for s in range(0, len(distinct), step):
+        sl = slice(s, s + step)
+        out = model(inputs_embeds=embed(ids[sl]), attention_mask=mask[sl], position_ids=position_ids[sl],
+                    use_cache=True, **one_logit)
+        layers = _layers(out.cache if "cache" in out else out.past_key_values)
+        if not keys:
+            keys, values = [[] for _ in layers], [[] for _ in layers]
+        for j, (k, v) in enumerate(layers):
+            keys[j].append(k)
+            values[j].append(v)
+    return PromptKV([(torch.cat(k), torch.cat(v)) for k, v in zip(keys, values)], mask,
+                    torch.tensor(rows, dtype=torch.long, device=device), getattr(model, "config", None))
+
+
+def run_after(model: nn.Module, kv: PromptKV, pieces: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
+              max_packed: int = 512) -> list[torch.Tensor]:
+    """Logits of each row's continuation read after its cached prompt: row i's `pieces[i]` (n_i, D) input
+    embeddings ([soft prompt; target]), and of them only the positions `keep[i]` (k_i,) (e.g. those that predict
+    its target tokens). Returns, per row, (k_i, V) logits, with gradients to the pieces.
+
+    Args:
+        model: the causal LM the cache was made with.
+        kv: the prompts' keys and values and each row's prompt (`prefill`).
+        pieces: one (n_i, D) tensor per row, in the cache's row order.
+        keep: one long tensor of positions (0 <= p < n_i) per row.
+        max_packed: the most continuation positions one sequence packs (bounds the (C, L + C) attention mask).
+    """
+    if len(pieces) != kv.num_rows or len(keep) != kv.num_rows:
+        raise ValueError(f"run_after: {len(pieces)} pieces and {len(keep)} keeps for {kv.num_rows} rows")
+    device = kv.mask.device
+    # sequences: each holds consecutive rows of one prompt, at most max_packed positions (one row at least)
+    seqs: list[tuple[int, list[int]]] = []
+    open_seq: dict[int, int] = {}
+    for i, u in enumerate(kv.row_prompt.tolist()):
+        n = int(pieces[i].shape[0])
+        j = open_seq.get(u)
+        if j is None or sum(int(pieces[r].shape[0]) for r in seqs[j][1]) + n > max_packed:
+            open_seq[u] = j = len(seqs)
+            seqs.append((u, []))
+        seqs[j][1].append(i)
+    length = max(sum(int(pieces[r].shape[0]) for r in rows) for _, rows in seqs)
+    prompt_len = kv.mask.shape[1]
+    embeds = pieces[0].new_zeros(len(seqs), length, pieces[0].shape[-1])
+    position_ids = torch.zeros(len(seqs), length, dtype=torch.long, device=device)
+    allow = torch.zeros(len(seqs), length, prompt_len + length, dtype=torch.bool, device=device)
+    allow[:, torch.arange(length), prompt_len + torch.arange(length)] = True  # padding reads itself, never NaN
+    lengths = kv.mask.sum(-1)
+    where: list[tuple[int, int]] = [(0, 0)] * kv.num_rows  # row -> (sequence, start)
+    for s_idx, (u, rows) in enumerate(seqs):
+        start = 0
+        for r in rows:
+            n = int(pieces[r].shape[0])
+            span = slice(start, start + n)
+            position_ids[s_idx, span] = lengths[u] + torch.arange(n, device=device)
+            allow[s_idx, span, :prompt_len] = kv.mask[u].bool()  # its prompt, without the left padding
+            allow[s_idx, span, prompt_len + start: prompt_len + start + n] = torch.ones(
+                n, n, dtype=torch.bool, device=device).tril()  # itself, causally; never its neighbours
+            where[r] = (s_idx, start)
+            start += n
+    # the pieces carry the gradients: write them in with index_put, not in-place slices of a leaf
+    seq_idx = torch.cat([torch.full((int(pieces[r].shape[0]),), where[r][0], device=device) for r in range(kv.num_rows)])
+    pos_idx = torch.cat([where[r][1] + torch.arange(int(pieces[r].shape[0]), device=device) for r in range(kv.num_rows)])
+    embeds = embeds.index_put((seq_idx, pos_idx), torch.cat(list(pieces)).to(embeds.dtype))
+    wanted = sorted({where[r][1] + int(p) for r in range(kv.num_rows) for p in keep[r].tolist()})
+    column = {p: c for c, p in enumerate(wanted)}
+    extra = {"logits_to_keep": torch.tensor(wanted, device=device)} if _keeps_logits(model) else {}
+    out = model(inputs_embeds=embeds, attention_mask=allow[:, None], position_ids=position_ids, use_cache=True,
+                **{cache_argument(model): kv.cache(torch.tensor([u for u, _ in seqs], device=device))}, **extra)
+    logits = out.logits if extra else out.logits[:, wanted]  # (S, K, V): the wanted columns
+    return [logits[where[r][0], [column[where[r][1] + int(p)] for p in keep[r].tolist()]]
+            for r in range(kv.num_rows)]
+
+
+def _keeps_logits(model: nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a transformers cache (the `layers` of recent versions, or tuples)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(k, v) for k, v in cache]
+
+
+__all__ = ["PromptKV", "cache_argument", "distinct_prompts", "prefill", "run_after"]
