@@ -210,7 +210,7 @@ def test_serve_with_a_hub_names_each_rows_adapters_and_history_shows_the_change(
 
     app = create_app(pplug_run, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8,
                      window_ms=50, reload_interval=3600, model_name="pplug-run",
-                     embedding_cache=tmp_path / "emb.sqlite", hub=str(hub_dir))
+                     embedding_cache=tmp_path / "emb.sqlite", plugins={"hub": str(hub_dir)})
     auth = {"Authorization": f"Bearer {ADMIN}"}
     with TestClient(app) as client:
         served = client.get("/v1/models", headers=auth).json()["data"][0]["pplug"]
@@ -256,7 +256,7 @@ def _hub_server(pplug_run: Path, hub: Path, tmp_path: Path):
 
     app = create_app(pplug_run, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8,
                      window_ms=20, reload_interval=0, model_name="pplug-run",
-                     embedding_cache=tmp_path / "emb.sqlite", hub=str(hub))
+                     embedding_cache=tmp_path / "emb.sqlite", plugins={"hub": str(hub)})
     return app, TestClient(app)
 
 
@@ -268,7 +268,7 @@ def _ask(client, **who) -> dict:
 
 
 def _peft_names(app) -> set[str]:
-    return set(app.state.engine.hub.peft.peft_config)
+    return set(app.state.engine.plugin.peft.peft_config)
 
 
 def test_a_promoted_hub_version_is_served_at_the_next_request_without_a_restart(
@@ -308,14 +308,14 @@ def test_a_promoted_hub_version_is_served_at_the_next_request_without_a_restart(
         # a row prepared on one hub version and batched on the next retrieves again from the one serving it
         engine = app.state.engine
         row = engine.prepare("the kettle broke", engine.user_context("bo")[0])
-        assert row.ctx.hub_version == "final" and row.ctx.retrieval.adapters[0] == "generous"
-        cfg = engine.hub.config
+        assert row.ctx.plugin_version == "final" and row.ctx.plugin_state.adapters[0] == "generous"
+        cfg = engine.plugin.config
         renamed = LoRAHub(_llm(tiny_causal_llm_dir), cfg, {f"{n}-b": cfg.persona_text(p) for n, p in PROFILES.items()},
                           encoder)
         _randomise(renamed, 3)
         _promote(root, "v0002", renamed)
         out = engine.run_batch([row])[0]
-        assert out["hub_version"] == "v0002" and out["adapters"]["names"][0] == "generous-b"
+        assert out["plugin_version"]["hub_version"] == "v0002" and out["plugin"]["adapters"]["names"][0] == "generous-b"
 
 
 def test_a_broken_hub_version_keeps_the_last_good_hub_serving(pplug_run, hub_dir, tiny_causal_llm_dir,
@@ -382,7 +382,7 @@ def test_a_private_request_retrieves_adapters_from_its_persona_text(pplug_run, h
     engine = app.state.engine
     doc = embed_user(pplug_run, PROFILES["generous"])
     with client:
-        persona = engine.hub.persona_text(PROFILES["harsh"])  # the text a stored harsh user's history tells
+        persona = engine.plugin.persona_text(PROFILES["harsh"])  # the text a stored harsh user's history tells
         assert persona
         with_persona = _ask(client, user_vector={**doc, "persona": persona})
         assert with_persona["private"] is True and with_persona["hub_version"] == "hub"
@@ -390,7 +390,7 @@ def test_a_private_request_retrieves_adapters_from_its_persona_text(pplug_run, h
         # privacy mode keeps nothing: the persona text was embedded without the embedding cache
         assert not engine.encoder.cache.get_many(engine.encoder.identity, [text_key(persona)])
         assert text_key(persona) not in engine.encoder._memory
-        stored = engine.hub.retrieve_for_histories([PROFILES["harsh"]])[0]  # the stored users' rule
+        stored = engine.plugin.retrieve_for_histories([PROFILES["harsh"]])[0]  # the stored users' rule
         assert meta["names"] == stored.adapters and meta["names"][0] == "harsh" != GENERAL
         assert meta["weights"] == pytest.approx(stored.weights, abs=1e-5)
         for cold in ({**doc, "persona": None}, {**doc, "persona": "  "}, doc):  # no persona text: general
@@ -498,7 +498,7 @@ def test_erasing_a_stored_user_leaves_no_vector_of_their_persona_text_in_the_emb
         r = client.post("/v1/users/eve/history", json={"items": items}, headers=auth)  # retrieves before/after
         assert r.status_code == 200, r.text
         stored = engine.store.history_items("eve", task=T3.name)
-        persona = engine.hub.persona_text(stored)
+        persona = engine.plugin.persona_text(stored)
         assert persona and "zebracorn" in persona
         (meta,) = _ask(client, user="eve")["adapters"]  # the user's context: retrieval through the persona text
         assert meta["names"][0] != GENERAL

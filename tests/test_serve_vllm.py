@@ -103,7 +103,7 @@ def test_engine_vllm_refuses_a_lora_hub():
 
     from pplug.serve.vllm import VLLMUnavailable, attach
 
-    engine = SimpleNamespace(hub=object(), generator=None)
+    engine = SimpleNamespace(plugin=object(), plugin_snapshot=SimpleNamespace(name="hub"), generator=None)
     with pytest.raises(VLLMUnavailable, match="--hub"):
         attach(engine)
     assert engine.generator is None

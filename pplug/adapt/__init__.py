@@ -1,7 +1,7 @@
 """Life-long adaptation: fast (`fast`: new history changes the output at once, no training) and slow (`slow`:
 versioned retraining that never loses the last good model).
 
-May import: core, lamp, encode, persona, methods, modeling, synth, decode, store, train.
+May import: core, lamp, persona, methods, modeling, decode, store, train.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ def serve(*, checkpoint: str, store: str | None = None, host: str = "127.0.0.1",
 
     import uvicorn
 
+    from pplug.cli.hub_option import hub_plugins
     from pplug.serve.app import create_app
     from pplug.store.schema import default_store_path
 
@@ -49,7 +50,7 @@ def serve(*, checkpoint: str, store: str | None = None, host: str = "127.0.0.1",
     app = create_app(checkpoint, store or default_store_path(), admin_key=admin_key, device=device,
                      max_batch=max_batch, window_ms=batch_window_ms, reload_interval=reload_interval,
                      model_name=model_name, embedding_cache=embedding_cache, llm_engine=engine,
-                     expose_soft_prompts=expose_soft_prompts, **({"hub": hub} if hub else {}))
+                     expose_soft_prompts=expose_soft_prompts, plugins=hub_plugins(hub))
     snapshot = app.state.engine.snapshot
     print(f"pplug serve: {snapshot.folder} (version {snapshot.version}, task {app.state.engine.spec.name}) on "
           f"http://{host}:{port} (store {app.state.store.location}, max batch {max_batch}, "

@@ -2,5 +2,5 @@
 training (`train`), slow adaptation (`adapt`) and the `lora-hub` / `pplug+lora-hub` methods it registers
 (`methods`).
 
-May import: core, lamp, encode, persona, methods, modeling, synth, decode, store, train, adapt.
+May import: core, lamp, encode, persona, methods, modeling, decode, train, adapt.
 """

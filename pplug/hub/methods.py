@@ -16,7 +16,7 @@ from typing import Any
 
 from pplug.methods.registry import MethodSpec, PluginSpec, register_plugin
 
-from .config import PLUGIN_NAME, Retrieval
+from .config import PLUGIN_NAME
 from .files import read_hub_json, resolve_hub
 
 
@@ -39,9 +39,9 @@ def hub_base_model(hub_dir: str | os.PathLike) -> str:
     return read_hub_json(resolve_hub(hub_dir))["config"].base_model_name_or_path
 
 
-def adapters_meta(retrieval: Retrieval) -> dict[str, Any]:
-    """What a reply says about a row's adapters: {"names": [...], "weights": [...]}."""
-    return {"names": list(retrieval.adapters), "weights": [round(float(w), 6) for w in retrieval.weights]}
+def hub_task(hub_dir: str | os.PathLike) -> str:
+    """The task a saved hub (or hub run folder) was trained for, read from its hub.json."""
+    return read_hub_json(resolve_hub(hub_dir))["config"].task
 
 
 HUB = register_plugin(PluginSpec(
@@ -53,10 +53,12 @@ HUB = register_plugin(PluginSpec(
                    plugin=PLUGIN_NAME, weights_of="pplug"),
     ),
     load=load_hub,
+    resolve=resolve_hub,
     base_model=hub_base_model,
+    task=hub_task,
     needs="a LoRA hub: pass --hub DIR (`pplug hub train` makes one)",
 ))
 """The hub's entry in the method registry."""
 
 
-__all__ = ["HUB", "adapters_meta", "hub_base_model", "load_hub"]
+__all__ = ["HUB", "hub_base_model", "hub_task", "load_hub"]

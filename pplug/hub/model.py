@@ -55,11 +55,12 @@ from .config import (
     check_name,
 )
 from .files import check_adapter_folder, check_encoder, read_descriptions, read_hub_json
+from .plugin import HubPlugin
 from .retrieval import rank_adapters
 from pplug.version import __version__
 
 
-class LoRAHub:
+class LoRAHub(HubPlugin):
     """K named LoRA adapters plus a general one on a frozen LLM, with a description embedding each.
 
     Args:
@@ -245,27 +246,6 @@ class LoRAHub:
         return names
 
     # --- running ---
-
-    alone = "lora-hub"
-    """The method a hub runs on its frozen LLM without PPlug weights (`pplug.methods.registry.MethodPlugin`)."""
-
-    @property
-    def task(self) -> str:
-        return self.config.task
-
-    @contextlib.contextmanager
-    def row_context(self, method: Any, profiles: Sequence[Sequence[dict]]) -> Iterator[list[Retrieval] | None]:
-        """Calls on the LLM inside run as `method` runs them (`MethodPlugin.row_context`): a hub method ->
-        each row through the adapters its user's persona text retrieves (merged), yielding the retrievals; any
-        other method (None) -> the frozen LLM's own layers, exactly as with no hub loaded. A user with no
-        history (cold start) gets the general adapter."""
-        if method is None:
-            with self.use(BASE):
-                yield None
-            return
-        retrievals = self.retrieve_for_histories([list(p) for p in profiles])
-        with self.rows(self.adapters_for(retrievals)):
-            yield retrievals
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[None]:

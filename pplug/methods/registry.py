@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 PLUGIN_GROUP = "pplug.methods"
@@ -101,7 +102,33 @@ class MethodPlugin(Protocol):
     def row_context(self, method: MethodSpec | None,
                     profiles: Sequence[Sequence[dict]]) -> contextlib.AbstractContextManager:
         """Calls on `llm` inside run as `method` runs them with this plug-in (None: a method without it, which
-        must run exactly as with no plug-in loaded); yields per-row metadata for replies, or None."""
+        must run exactly as with no plug-in loaded); yields each row's state (`state_for_history`), or None."""
+        ...
+
+    # what a server needs: the per-user state it caches, running rows from it, and what replies say of it
+
+    def state_for_history(self, items: Sequence[dict]) -> Any:
+        """The plug-in's state for a stored user, from their history items (a hub: the retrieved adapters)."""
+        ...
+
+    def state_for_persona(self, persona_text: str | None) -> Any:
+        """The state for a privacy-mode request, from the persona text it carries."""
+        ...
+
+    def run_rows(self, states: Sequence[Any]) -> contextlib.AbstractContextManager:
+        """Every forward pass inside runs row i with `states[i]`."""
+        ...
+
+    def describe(self, state: Any) -> dict[str, Any]:
+        """Reply fields about one row's state (a hub: {"adapters": {"names", "weights"}})."""
+        ...
+
+    def describe_change(self, before: Any, after: Any) -> dict[str, Any]:
+        """Reply fields of a history upload about the user's state before and after it."""
+        ...
+
+    def unload(self) -> None:
+        """Leave the LLM (a newer version was loaded beside it, `load(..., attach_to=...)`)."""
         ...
 
 
@@ -114,9 +141,14 @@ class PluginSpec:
     methods: tuple[MethodSpec, ...]
     """The methods it adds."""
     load: Callable[..., MethodPlugin]
-    """(folder, llm, encoder=None, cache_path=None) -> the plug-in, loaded onto `llm` and added to `llm.plugins`."""
-    base_model: Callable[[str], str]
+    """(folder, llm, encoder=None, cache_path=None, attach_to=None) -> the plug-in, loaded onto `llm` (beside
+    `attach_to`, the version it replaces) and added to `llm.plugins`."""
+    resolve: Callable[[str | Path], Path]
+    """folder or run folder -> the folder to load (a run folder: the version its LATEST names)."""
+    base_model: Callable[[str | Path], str]
     """folder -> the base LLM (name or path) it was made for, read without loading it."""
+    task: Callable[[str | Path], str]
+    """folder -> the LaMP task it was made for, read without loading it."""
     needs: str
     """What to pass when a method needs it and it is not loaded (one line of an error)."""
 

@@ -239,7 +239,7 @@ class PPlugModel(nn.Module):
         """The generation budget when none is asked for: the task's (unknown task: the config's target budget)."""
         try:
             return int(get_task(self.config.task).max_new_tokens)
-        except ValueError:  # unknown task: the config's target budget is a safe bound
+        except ValueError:
             return self.config.max_target_tokens
 
     # --- checkpoints ---

@@ -3,5 +3,5 @@
 users' contexts and requests' rows (`contexts`), the batching engine (`batching`), the vLLM engine (`vllm`)
 and privacy mode (`privacy`).
 
-May import: core, lamp, encode, persona, methods, modeling, synth, decode, store, train, adapt, hub.
+May import: core, lamp, encode, persona, methods, modeling, decode, store, adapt.
 """

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 import sys
 import time
 from pathlib import Path
@@ -56,8 +57,8 @@ from .schema import APIError, Limits, error_response
 def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserStoreBase, admin_key: str | None = None,
                device: str = "auto", max_batch: int = 32, window_ms: float = 10.0, reload_interval: float = 1.0,
                model_name: str | None = None, embedding_cache: Any = None, limits: Limits | None = None,
-               expose_soft_prompts: bool = False, hub: str | os.PathLike | None = None, llm_engine: str = "hf",
-               vllm_args: dict | None = None) -> FastAPI:
+               expose_soft_prompts: bool = False, plugins: Mapping[str, str | os.PathLike] | None = None,
+               llm_engine: str = "hf", vllm_args: dict | None = None) -> FastAPI:
     """The server app (load the model once; `uvicorn.run(app)` serves it).
 
     Args:
@@ -73,10 +74,11 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         limits: request bounds.
         expose_soft_prompts: replies carry `pplug.soft_prompt` (the P x D prompt each input got); for tests and
             debugging only.
-        hub: a LoRA hub folder or hub run folder: each row also runs through its user's retrieved adapters
-            (`pplug+lora-hub`); replies name them (`pplug.adapters`) and the hub version (`pplug.hub_version`),
-            and history uploads say which adapters the user retrieves before and after (`adapters`). A hub run
-            folder's LATEST is checked with the checkpoint's (`reload_interval`).
+        plugins: at most one method plug-in name -> its folder. `{"hub": DIR}` (`--hub DIR`): a LoRA hub folder
+            or hub run folder: each row also runs through its user's retrieved adapters (`pplug+lora-hub`);
+            replies name them (`pplug.adapters`) and the hub version (`pplug.hub_version`), and history uploads
+            say which adapters the user retrieves before and after (`adapters`). A run folder's LATEST is
+            checked with the checkpoint's (`reload_interval`).
         llm_engine: "hf" (everything on the HF model) or "vllm" (generation on vLLM from the same soft prompts,
             label scoring on the HF model; see `pplug.serve.vllm`).
         vllm_args: more `vllm.LLM` arguments for llm_engine="vllm" (e.g. {"enforce_eager": True}).
@@ -93,7 +95,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
         require_vllm()
     store = store if isinstance(store, UserStoreBase) else open_store(store)
     engine = Engine(checkpoint, store, device=device, reload_interval=reload_interval, embedding_cache=embedding_cache,
-                    expose_soft_prompts=expose_soft_prompts, hub=hub)
+                    expose_soft_prompts=expose_soft_prompts, plugins=plugins)
     if llm_engine == "vllm":
         from .vllm import attach
 

@@ -14,12 +14,13 @@ The user's context a row is read against (cached per user), the row itself and t
 Only the engine thread runs the LLM; `encoder_lock` serialises use of the history encoder's cache between
 the HTTP threads (history uploads, context building, erasure).
 
-With a LoRA hub (`pplug serve --hub`, `pplug+lora-hub`), a user's context also holds the adapters their
-persona text retrieves (`pplug.serve.contexts.retrieve_adapters`), and each batch runs every row through its
-own user's (merged) adapters in the same forward pass (`LoRAHub.rows`). The hub is versioned like the
-checkpoint: the same check before a batch stats the hub run folder's LATEST too, loads a newly promoted (or
-rolled back) hub version beside the serving one on the same LLM, swaps the `HubSnapshot` between batches and
-then unloads the old adapters; a version that does not load is logged and the last good hub keeps serving.
+With a method plug-in (`pplug.methods.registry`; the LoRA hub: `pplug serve --hub`, `pplug+lora-hub`), a
+user's context also holds the plug-in's state for the user (`pplug.serve.contexts.plugin_state`; a hub: the
+adapters their persona text retrieves), and each batch runs every row through its own state in the same forward
+pass (`MethodPlugin.run_rows`). The plug-in is versioned like the checkpoint: the same check before a batch stats
+its run folder's LATEST too, loads a newly promoted (or rolled back) version beside the serving one on the same
+LLM, swaps the `PluginSnapshot` between batches and then unloads the old one; a version that does not load is
+logged and the last good one keeps serving.
 
 With `pplug serve --engine vllm`, `Engine.generator` (`pplug.serve.vllm.VLLMGenerator`) generates the rows of
 generation tasks on vLLM from the same soft prompts; label tasks are still scored on the HF model.
@@ -34,6 +35,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +46,12 @@ from pplug.core.checkpoints import LATEST_FILE, resolve as resolve_checkpoint
 from pplug.core.runtime import resolve_device
 from pplug.core.tasks import get_task
 from pplug.decode.inference import decode
-from pplug.methods.registry import get_method
+from pplug.methods.registry import PLUGINS, get_plugin, load_plugins
 from pplug.modeling.label_rules import decode_labels
 from pplug.modeling.model import PPlugModel, history_label_tensor
 from pplug.modeling.prefixed import PrefixedModel
 from pplug.store.base import UserStoreBase
-from .contexts import HubSnapshot, Row, Snapshot, UserContext, UserContexts, prepare_row, row_retrieval
+from .contexts import PluginSnapshot, Row, Snapshot, UserContext, UserContexts, prepare_row, row_state
 
 
 class Engine:
@@ -64,14 +66,15 @@ class Engine:
         max_cached_users: size of the per-user context LRU.
         expose_soft_prompts: add each row's soft prompt (P x D floats) to its result (tests, debugging;
             off in production: it is derived from the user's history).
-        hub: a LoRA hub folder (or hub run folder) of the checkpoint's base LLM; the checkpoint must be a
-            `pplug` one (`pplug+lora-hub`). A hub run folder's LATEST is checked with the checkpoint's (every
-            `reload_interval` seconds): a promoted or rolled back hub version is served without a restart.
+        plugins: at most one method plug-in name -> its folder (`{"hub": DIR}`: a LoRA hub or hub run folder of
+            the checkpoint's base LLM, served as `pplug+lora-hub` with a `pplug` checkpoint). A run folder's LATEST
+            is checked with the checkpoint's (every `reload_interval` seconds): a promoted or rolled back version
+            is served without a restart.
     """
 
     def __init__(self, checkpoint: str | os.PathLike, store: UserStoreBase, device: str = "auto",
                  reload_interval: float = 1.0, embedding_cache: Any = None, max_cached_users: int = 4096,
-                 expose_soft_prompts: bool = False, hub: str | os.PathLike | None = None):
+                 expose_soft_prompts: bool = False, plugins: Mapping[str, str | os.PathLike] | None = None):
         self.root = Path(checkpoint)
         self.store = store
         self.device = resolve_device(device)
@@ -83,27 +86,33 @@ class Engine:
         self.encoder = model.history_encoder
         self.spec = get_task(model.config.task)
         self._embedding_cache = embedding_cache
-        self.hub_root = Path(hub) if hub is not None else None
-        self.hub_snapshot: HubSnapshot | None = None
-        if hub is not None:
-            from pplug.hub.files import resolve_hub
-            from pplug.hub.methods import load_hub
-
-            if self.snapshot.decoding in ("mbr", "preference", "reward-mbr"):  # sampled candidates regroup rows
-                raise ValueError(f"{folder}: decoding {self.snapshot.decoding!r} cannot run with a LoRA hub's "
-                                 "per-row adapters; serve a checkpoint that decodes greedily")
-            hub_folder = resolve_hub(hub)
-            self._check_hub_task(hub_folder)
-            loaded = load_hub(hub_folder, model.llm, self.encoder, cache_path=embedding_cache)
-            if get_method("pplug+lora-hub").weights_of != model.config.method:
-                raise ValueError(f"{folder}: a LoRA hub combines with a 'pplug' checkpoint (method pplug+lora-hub); "
+        self.served_method = model.config.method
+        """The method served: the checkpoint's own, or the plug-in's method that runs its weights."""
+        self.plugin_root: Path | None = None
+        self.plugin_snapshot: PluginSnapshot | None = None
+        if plugins:
+            if len(plugins) > 1:
+                raise ValueError(f"serve one method plug-in at a time, not {', '.join(plugins)}")
+            (name, root), = plugins.items()
+            spec = get_plugin(name)
+            combined = [m for m in spec.methods if m.weights_of == model.config.method]
+            if not combined:
+                raise ValueError(f"{folder}: the {name} plug-in combines with a "
+                                 f"{' or '.join(repr(m.weights_of) for m in spec.methods if m.weights_of)} checkpoint; "
                                  f"this one is '{model.config.method}'")
-            self.hub_snapshot = HubSnapshot(loaded, hub_folder, hub_folder.name)
+            if self.snapshot.decoding in ("mbr", "preference", "reward-mbr"):  # sampled candidates regroup rows
+                raise ValueError(f"{folder}: decoding {self.snapshot.decoding!r} cannot run with the {name} "
+                                 "plug-in's per-row state; serve a checkpoint that decodes greedily")
+            self.plugin_root, plugin_folder = Path(root), spec.resolve(root)
+            self._check_plugin_task(name, plugin_folder)
+            loaded = spec.load(plugin_folder, model.llm, self.encoder, cache_path=embedding_cache)
+            self.plugin_snapshot = PluginSnapshot(name, loaded, plugin_folder, plugin_folder.name)
+            self.served_method = combined[0].name
         self._latest_stat = self._stat_latest(self.root)
-        self._hub_stat = self._stat_latest(self.hub_root) if self.hub_root is not None else None
+        self._plugin_stat = self._stat_latest(self.plugin_root) if self.plugin_root is not None else None
         self._last_check = time.monotonic()
-        self.stats = {"batches": 0, "rows": 0, "max_batch_seen": 0, "reloads": 0, "hub_reloads": 0, "cache_hits": 0,
-                      "cache_misses": 0}
+        self.stats = {"batches": 0, "rows": 0, "max_batch_seen": 0, "reloads": 0, "cache_hits": 0, "cache_misses": 0,
+                      **({f"{self.plugin_snapshot.name}_reloads": 0} if self.plugin_snapshot else {})}
         self.contexts = UserContexts(store, self.spec, self.encoder, max_cached_users, self.stats)
         self.encoder_lock = self.contexts.encoder_lock
         self.generator: Any = None
@@ -122,15 +131,18 @@ class Engine:
         return Snapshot(model, folder, folder.name, cfg.method, cfg.retrieval_k, cfg.retriever, cfg.decoding)
 
     @property
-    def hub(self) -> Any:
-        """The LoRA hub being served (None: served without one)."""
-        snap = self.hub_snapshot
-        return snap.hub if snap is not None else None
+    def plugin(self) -> Any:
+        """The method plug-in being served (None: served without one)."""
+        snap = self.plugin_snapshot
+        return snap.plugin if snap is not None else None
 
-    @property
-    def hub_version(self) -> str | None:
-        snap = self.hub_snapshot
-        return snap.version if snap is not None else None
+    def plugin_versions(self) -> dict[str, str | None]:
+        """`<name>_version` of every installed method plug-in: the served one's version, None for the others
+        (replies always carry the keys, e.g. `hub_version`)."""
+        load_plugins()
+        snap = self.plugin_snapshot
+        return {f"{name}_version": snap.version if snap is not None and snap.name == name else None
+                for name in PLUGINS}
 
     @staticmethod
     def _stat_latest(root: Path) -> tuple | None:
@@ -140,23 +152,21 @@ class Engine:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _check_hub_task(self, folder: Path) -> None:
-        from pplug.hub.files import read_hub_json
-
-        task = read_hub_json(folder)["config"].task
+    def _check_plugin_task(self, name: str, folder: Path) -> None:
+        task = get_plugin(name).task(folder)
         if task != self.spec.name:
-            raise ValueError(f"{folder}: a LoRA hub for {task}, but the checkpoint is {self.spec.name}")
+            raise ValueError(f"{folder}: a {name} for {task}, but the checkpoint is {self.spec.name}")
 
     def maybe_reload(self) -> bool:
-        """Serve a newly promoted checkpoint or hub version if its LATEST changed (a stat each, at most every
+        """Serve a newly promoted checkpoint or plug-in version if its LATEST changed (a stat each, at most every
         `reload_interval` seconds; the LLM and encoder are reused). Runs on the engine thread, between batches."""
         now = time.monotonic()
         if now - self._last_check < self.reload_interval:
             return False
         self._last_check = now
         model = self._reload_model()
-        hub = self._reload_hub()
-        return model or hub
+        plugin = self._reload_plugin()
+        return model or plugin
 
     def _reload_model(self) -> bool:
         stat = self._stat_latest(self.root)
@@ -180,34 +190,33 @@ class Engine:
         print(f"pplug serve: now serving {snap.version} ({snap.folder})", file=sys.stderr)
         return True
 
-    def _reload_hub(self) -> bool:
-        """Serve the hub version the hub run folder's LATEST names, loaded in full beside the serving one before
+    def _reload_plugin(self) -> bool:
+        """Serve the plug-in version its run folder's LATEST names, loaded in full beside the serving one before
         the swap; a version that does not load (missing or corrupt files, another base LLM or encoder, another
-        task) is logged and the serving hub stays."""
-        cur = self.hub_snapshot
+        task) is logged and the serving version stays."""
+        cur = self.plugin_snapshot
         if cur is None:
             return False
-        stat = self._stat_latest(self.hub_root)
-        if stat == self._hub_stat:
+        stat = self._stat_latest(self.plugin_root)
+        if stat == self._plugin_stat:
             return False
-        self._hub_stat = stat
+        self._plugin_stat = stat
+        spec = get_plugin(cur.name)
         try:
-            from pplug.hub.methods import load_hub
-            from pplug.hub.files import resolve_hub
-
-            folder = resolve_hub(self.hub_root)
+            folder = spec.resolve(self.plugin_root)
             if folder == cur.folder:
                 return False
-            self._check_hub_task(folder)
-            hub = load_hub(folder, cur.hub.llm, self.encoder, cache_path=self._embedding_cache, attach_to=cur.hub)
-        except Exception as e:  # HubError / CheckpointError and whatever else: the last good hub keeps serving
-            print(f"pplug serve: keeping hub {cur.version}: cannot load the new hub LATEST of {self.hub_root} "
-                  f"({' '.join(str(e).split())})", file=sys.stderr)
+            self._check_plugin_task(cur.name, folder)
+            loaded = spec.load(folder, cur.plugin.llm, self.encoder, cache_path=self._embedding_cache,
+                               attach_to=cur.plugin)
+        except Exception as e:  # HubError / CheckpointError and whatever else: the last good version keeps serving
+            print(f"pplug serve: keeping {cur.name} {cur.version}: cannot load the new {cur.name} LATEST of "
+                  f"{self.plugin_root} ({' '.join(str(e).split())})", file=sys.stderr)
             return False
-        self.hub_snapshot = HubSnapshot(hub, folder, folder.name)
-        cur.hub.unload()  # no batch runs meanwhile (this is the engine thread): the old adapters leave the LLM
-        self.stats["hub_reloads"] += 1
-        print(f"pplug serve: now serving hub {folder.name} ({folder})", file=sys.stderr)
+        self.plugin_snapshot = PluginSnapshot(cur.name, loaded, folder, folder.name)
+        cur.plugin.unload()  # no batch runs meanwhile (this is the engine thread): the old version leaves the LLM
+        self.stats[f"{cur.name}_reloads"] += 1
+        print(f"pplug serve: now serving {cur.name} {folder.name} ({folder})", file=sys.stderr)
         return True
 
     # --- per-user context ---
@@ -218,19 +227,19 @@ class Engine:
 
     def user_context(self, user_id: str | None) -> tuple[UserContext, bool]:
         """(the user's context, cache hit?); unknown or absent users get the cold-start context."""
-        return self.contexts.get(user_id, self.snapshot.version, self.hub_snapshot)
+        return self.contexts.get(user_id, self.snapshot.version, self.plugin_snapshot)
 
     def private_context(self, emb: torch.Tensor, persona: str | None, stats: list[float] | None) -> UserContext:
         """A privacy-mode request's context (`UserContexts.private`)."""
-        return self.contexts.private(emb, persona, stats, self.hub_snapshot)
+        return self.contexts.private(emb, persona, stats, self.plugin_snapshot)
 
     def invalidate(self, user_id: str) -> int:
         """Drop a user's cached context (after erasure; other changes already change the key)."""
         return self.contexts.invalidate(user_id)
 
-    def retrieval(self, items: list[dict]) -> Any:
-        """The hub adapters a history retrieves (through its persona text; no history: the general one)."""
-        return self.hub.retrieve_for_histories([items])[0]
+    def plugin_state(self, items: list[dict]) -> Any:
+        """The served plug-in's state for a history (a LoRA hub: the adapters its persona text retrieves)."""
+        return self.plugin.state_for_history(items)
 
     # --- rows and batches ---
 
@@ -269,7 +278,7 @@ class Engine:
     def run_batch(self, rows: list[Row]) -> list[dict]:
         """Outputs for rows of possibly different users: one embedder call, one LLM pass per generation budget."""
         self.maybe_reload()
-        snap, hsnap, spec = self.snapshot, self.hub_snapshot, self.spec
+        snap, psnap, spec = self.snapshot, self.plugin_snapshot, self.spec
         model, llm = snap.model, snap.model.llm
         prefix, stats, n_items = self._soft_prompts(model, rows)  # (B, P, D), (B, S) or None
         outs: list[dict] = [{} for _ in rows]
@@ -279,15 +288,13 @@ class Engine:
             groups: dict[int | None, list[int]] = {}
             for i, r in enumerate(rows):
                 groups.setdefault(r.max_new_tokens or spec.max_new_tokens, []).append(i)
-        hub = hsnap.hub if hsnap is not None else None
-        retrievals = [row_retrieval(r.ctx, hsnap) for r in rows] if hsnap is not None else None
+        states = [row_state(r.ctx, psnap) for r in rows] if psnap is not None else None
         for budget, idx in groups.items():
             prompted = PrefixedModel(model, prefix[idx], self.generator)
             batch = PPlugBatch([rows[i].prompt for i in idx], [rows[i].query for i in idx], [[] for _ in idx],
                                history_stats=stats[idx].tolist() if stats is not None else None)
             probs = None
-            with (hub.rows(hub.adapters_for([retrievals[i] for i in idx])) if retrievals
-                  else contextlib.nullcontext()):
+            with (psnap.plugin.run_rows([states[i] for i in idx]) if states else contextlib.nullcontext()):
                 if spec.labels:  # scored as `decode` scores them, and the distribution is part of the reply
                     probs = prompted.choice_logprobs(batch, list(spec.labels)).float().cpu().softmax(dim=-1)  # (b, C)
                     texts = decode_labels(spec, probs, [snap.decoding])[snap.decoding]
@@ -301,11 +308,9 @@ class Engine:
         for i, o in enumerate(outs):
             if self.expose_soft_prompts:
                 o["soft_prompt"] = prefix[i].float().cpu().tolist()
-            if retrievals:
-                from pplug.hub.methods import adapters_meta
-
-                o["adapters"] = adapters_meta(retrievals[i])
-                o["hub_version"] = hsnap.version
+            if states:  # what the plug-in says of the row (a hub: its adapters), and the version that served it
+                o["plugin"] = psnap.plugin.describe(states[i])
+                o["plugin_version"] = {f"{psnap.name}_version": psnap.version}
             o.update(version=snap.version, decoding=snap.decoding if spec.labels else "greedy", batch_size=len(rows),
                      prompt_tokens=n_prompt[i] + int(prefix.shape[1]),
                      completion_tokens=len(llm.tokenizer(o["text"], add_special_tokens=False)["input_ids"]))
@@ -393,4 +398,4 @@ def _settle(fut: asyncio.Future, res: Any) -> None:
         fut.set_result(res)
 
 
-__all__ = ["Batcher", "Engine", "HubSnapshot", "Row", "Snapshot", "UserContext"]
+__all__ = ["Batcher", "Engine", "PluginSnapshot", "Row", "Snapshot", "UserContext"]

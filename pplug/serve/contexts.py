@@ -1,6 +1,6 @@
 """What a request to `pplug serve` becomes before it is batched: the user's context (cached) and the request's row.
 
-The served versions (`Snapshot`, `HubSnapshot`) are what a context and a row are read against; `Row` is one
+The served versions (`Snapshot`, `PluginSnapshot`) are what a context and a row are read against; `Row` is one
 request's row of a batch (`prepare_row`: the prompt text of the checkpoint's method and the query).
 
 Per-user cache (`UserContexts`, of `UserContext`): the user's history items of the checkpoint's task, their
@@ -15,11 +15,12 @@ without touching the persistent embedding cache (`HistoryEncoder.encode_uncached
 what users asked. `encoder_lock` serialises use of the history encoder's cache between the HTTP threads
 (history uploads, context building, erasure).
 
-With a LoRA hub, a user's context also holds the adapters their persona text retrieves (`retrieve_adapters`:
-a stored user's, the persona text of their history; a privacy-mode request's, the `persona` text it carries;
-general for a cold start or a vector without persona text; either text embedded uncached, so erasure has no
-persona vector to remove). Contexts are keyed by the hub version as well, and a row whose adapters were
-retrieved from an older hub retrieves again from the one serving its batch (`row_retrieval`).
+With a method plug-in served (a LoRA hub, `--hub DIR`), a user's context also holds the plug-in's state for
+the user (`plugin_state`; a hub: the adapters their persona text retrieves: a stored user's, the persona text of
+their history; a privacy-mode request's, the `persona` text it carries; general for a cold start or a vector
+without persona text; either text embedded uncached, so erasure has no persona vector to remove). Contexts are
+keyed by the plug-in version as well, and a row whose state came from an older version is made again on the one
+serving its batch (`row_state`).
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ class Snapshot:
 
 
 @dataclass
-class HubSnapshot:
-    """The LoRA hub version being served; swapped as a whole when the hub's LATEST changes."""
+class PluginSnapshot:
+    """The method plug-in version being served (a LoRA hub); swapped as a whole when its LATEST changes."""
 
-    hub: Any
+    name: str
+    """The plug-in's registry name ("hub"), the prefix of its reply fields (`hub_version`)."""
+    plugin: Any
+    """The loaded plug-in (`pplug.methods.registry.MethodPlugin`)."""
     folder: Path
     version: str
 
@@ -82,10 +86,10 @@ class UserContext:
     private: bool = False
     stats: list[float] | None = None
     """`TaskSpec.history_stats` sent by a privacy-mode client (stored users: computed from `items`)."""
-    retrieval: Any = None
-    """The LoRA hub adapters the user's persona text retrieves (served with a hub; None: the general one)."""
-    hub_version: str | None = None
-    """The hub version `retrieval` was made with (another one serving: retrieved again)."""
+    plugin_state: Any = None
+    """What the served plug-in keeps for the user (a LoRA hub: the adapters their persona text retrieves)."""
+    plugin_version: str | None = None
+    """The plug-in version `plugin_state` was made with (another one serving: made again)."""
 
 
 @dataclass
@@ -118,20 +122,21 @@ class UserContexts:
         """The context of a user without history: the checkpoint's learned default user vector."""
         return UserContext(user_id, [], torch.zeros(0, self.encoder.dim), None, cold_start=True)
 
-    def get(self, user_id: str | None, version: str, hub: HubSnapshot | None) -> tuple[UserContext, bool]:
-        """(the user's context for checkpoint `version` and `hub`, cache hit?); unknown or absent users get the
-        cold-start context."""
+    def get(self, user_id: str | None, version: str, plugin: PluginSnapshot | None) -> tuple[UserContext, bool]:
+        """(the user's context for checkpoint `version` and the served `plugin`, cache hit?); unknown or absent
+        users get the cold-start context."""
         user_version = None if user_id is None else self.store.user_version(user_id)
         if user_version is None:
             if user_id is not None:  # erased, maybe through another replica: drop what this one still holds
                 self.invalidate(user_id)
             return self.cold(user_id), False
         try:
-            return self._stored(user_id, (user_version, version, hub.version if hub is not None else None), hub)
+            return self._stored(user_id, (user_version, version, plugin.version if plugin is not None else None),
+                                plugin)
         except UnknownUserError:  # erased between the check and the reads
             return self.cold(user_id), False
 
-    def _stored(self, user_id: str, key: tuple, hub: HubSnapshot | None) -> tuple[UserContext, bool]:
+    def _stored(self, user_id: str, key: tuple, plugin: PluginSnapshot | None) -> tuple[UserContext, bool]:
         # the user's version is read before the rows: an interaction landing in between only makes the entry
         # newer than its key, and the next request re-reads it
         with self._cache_lock:
@@ -150,8 +155,8 @@ class UserContexts:
                 raise UnknownUserError(user_id)
             emb = self.encoder.encode(texts) if texts else torch.zeros(0, self.encoder.dim)
             ctx = UserContext(user_id, items, emb, persona, cold_start=not items)
-            if hub is not None:
-                ctx.retrieval, ctx.hub_version = retrieve_adapters(ctx, hub.hub), hub.version
+            if plugin is not None:
+                ctx.plugin_state, ctx.plugin_version = plugin_state(ctx, plugin.plugin), plugin.version
             with self._cache_lock:
                 self._cache[user_id] = (key, ctx)
                 self._cache.move_to_end(user_id)
@@ -161,12 +166,12 @@ class UserContexts:
         return ctx, False
 
     def private(self, emb: torch.Tensor, persona: str | None, stats: list[float] | None,
-                hub: HubSnapshot | None) -> UserContext:
+                plugin: PluginSnapshot | None) -> UserContext:
         """A privacy-mode request's context: the client's embeddings (N, d_enc), its persona text and, with a
-        hub, the adapters that persona text retrieves (`retrieve_adapters`)."""
+        served plug-in, what that persona text gives it (`plugin_state`)."""
         ctx = UserContext(None, [], emb, persona, cold_start=emb.shape[0] == 0, private=True, stats=stats)
-        if hub is not None:
-            ctx.retrieval, ctx.hub_version = retrieve_adapters(ctx, hub.hub), hub.version
+        if plugin is not None:
+            ctx.plugin_state, ctx.plugin_version = plugin_state(ctx, plugin.plugin), plugin.version
         return ctx
 
     def invalidate(self, user_id: str) -> int:
@@ -175,21 +180,19 @@ class UserContexts:
             return int(self._cache.pop(user_id, None) is not None)
 
 
-def retrieve_adapters(ctx: UserContext, hub: Any) -> Any:
-    """One rule for every context: the adapters a persona text retrieves (`LoRAHub.retrieve`), the text being
-    a stored user's history persona text (`LoRAHub.persona_text`) or a privacy-mode request's own `persona`;
-    an empty text gets the general adapter. Either text is embedded uncached (`rank_adapters`): nothing of
-    it reaches the embedding cache, so erasure has nothing of it to remove."""
-    text = ctx.persona if ctx.private else hub.persona_text(ctx.items)
-    return hub.retrieve([text])[0]
+def plugin_state(ctx: UserContext, plugin: Any) -> Any:
+    """One rule for every context: a stored user's state comes from their history, a privacy-mode request's
+    from its own persona text (a LoRA hub: the adapters that persona text retrieves, embedded uncached, so
+    nothing of it reaches the embedding cache and erasure has nothing of it to remove)."""
+    return plugin.state_for_persona(ctx.persona) if ctx.private else plugin.state_for_history(ctx.items)
 
 
-def row_retrieval(ctx: UserContext, hub: HubSnapshot) -> Any:
-    """The row's adapters on the hub serving its batch (retrieved again when the context's came from another
-    hub version)."""
-    if ctx.retrieval is not None and ctx.hub_version == hub.version:
-        return ctx.retrieval
-    return retrieve_adapters(ctx, hub.hub)
+def row_state(ctx: UserContext, plugin: PluginSnapshot) -> Any:
+    """The row's state on the plug-in version serving its batch (made again when the context's came from
+    another version)."""
+    if ctx.plugin_state is not None and ctx.plugin_version == plugin.version:
+        return ctx.plugin_state
+    return plugin_state(ctx, plugin.plugin)
 
 
 def prepare_row(snap: Snapshot, spec: TaskSpec, encoder: HistoryEncoder, input_text: str, ctx: UserContext,
@@ -214,5 +217,5 @@ def prepare_row(snap: Snapshot, spec: TaskSpec, encoder: HistoryEncoder, input_t
     return Row(batch.prompts[0], batch.queries[0], ctx, max_new_tokens)
 
 
-__all__ = ["HubSnapshot", "Row", "Snapshot", "UserContext", "UserContexts", "prepare_row", "retrieve_adapters",
-           "row_retrieval"]
+__all__ = ["PluginSnapshot", "Row", "Snapshot", "UserContext", "UserContexts", "plugin_state", "prepare_row",
+           "row_state"]

@@ -86,9 +86,9 @@ async def generate(state: ServerState, who: str | None, body: GenerateBody, inpu
             "label_probs": [o["label_probs"] for o in outs] if engine.spec.labels else None}
     if engine.expose_soft_prompts:
         meta["soft_prompt"] = [o["soft_prompt"] for o in outs]
-    if engine.hub is not None:  # each input's adapters and their weights, and the hub version they came from
-        meta["adapters"] = [o["adapters"] for o in outs]
-        meta["hub_version"] = outs[0]["hub_version"]
+    if engine.plugin is not None:  # what the plug-in says of each input (a hub: its adapters), and its version
+        meta.update({key: [o["plugin"][key] for o in outs] for key in outs[0]["plugin"]})
+        meta.update(outs[0]["plugin_version"])
     usage = {"prompt_tokens": sum(o["prompt_tokens"] for o in outs),
              "completion_tokens": sum(o["completion_tokens"] for o in outs)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

@@ -13,7 +13,7 @@ router = APIRouter()
 async def health(state: State):
     engine, batcher = state.engine, state.batcher
     snap = engine.snapshot
-    return {"status": "ok", "model": state.model_name, "version": snap.version, "hub_version": engine.hub_version,
+    return {"status": "ok", "model": state.model_name, "version": snap.version, **engine.plugin_versions(),
             "task": engine.spec.name,
             "device": str(engine.device), "max_batch": batcher.max_batch, "window_ms": batcher.window * 1000,
             "engine": dict(engine.engine_info), "stats": dict(engine.stats)}
@@ -26,8 +26,8 @@ async def models(state: State):
     return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": state.started,
                                         "owned_by": "pplug",
                                         "pplug": {"version": snap.version, "task": engine.spec.name,
-                                                  "method": snap.method + ("+lora-hub" if engine.hub else ""),
-                                                  "hub_version": engine.hub_version,
+                                                  "method": engine.served_method,
+                                                  **engine.plugin_versions(),
                                                   "decoding": snap.decoding}}]}
 
 

@@ -121,9 +121,10 @@ async def post_history(state: State, who: Caller, user_id: str, body: HistoryBod
         try:  # every item checked before the first write (add_history checks again, under the store's limit)
             items = check_items(body.items, task, max_item_chars=limits.max_item_chars)
             with engine.encoder_lock:
-                before = engine.retrieval(store.history_items(user_id, task=task)) if engine.hub else None
+                plugin = engine.plugin  # what the new items change of the user's plug-in state (a hub: adapters)
+                before = engine.plugin_state(store.history_items(user_id, task=task)) if plugin else None
                 res = add_history(store, user_id, items, engine.encoder, task=task)
-                after = engine.retrieval(store.history_items(user_id, task=task)) if engine.hub else None
+                after = engine.plugin_state(store.history_items(user_id, task=task)) if plugin else None
         except InvalidInputError as e:
             raise invalid(e) from None
         except (AdaptError, UnknownUserError, StoreError, ValueError) as e:
@@ -131,9 +132,7 @@ async def post_history(state: State, who: Caller, user_id: str, body: HistoryBod
         return {"object": "history", "user_id": user_id, "added": len(res.ids), "ids": res.ids,
                 "history_items": store.count_interactions(user_id), "persona_version": res.persona_version,
                 "persona_diff": res.diff,
-                **({"adapters": {"before": before.adapters, "after": after.adapters,
-                                 "weights": {"before": before.weights, "after": after.weights}}}
-                   if engine.hub else {})}
+                **(plugin.describe_change(before, after) if plugin else {})}
 
     return await run_in_threadpool(work)
 

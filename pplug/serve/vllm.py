@@ -136,8 +136,9 @@ class VLLMGenerator:
 
 def attach(engine: Any, gpu_memory_utilization: float = 0.5, **engine_args: Any) -> VLLMGenerator:
     """Load vLLM for a `pplug.serve.batching.Engine` and route its generation through it (scoring stays on HF)."""
-    if getattr(engine, "hub", None) is not None:
-        raise VLLMUnavailable("--engine vllm does not run LoRA hub adapters (--hub); serve the hub with --engine hf")
+    if getattr(engine, "plugin", None) is not None:
+        name = engine.plugin_snapshot.name
+        raise VLLMUnavailable(f"--engine vllm does not run method plug-ins (--{name}); serve them with --engine hf")
     gen = VLLMGenerator(engine.snapshot.model.llm, gpu_memory_utilization=gpu_memory_utilization, **engine_args)
     engine.generator = gen
     engine.engine_info = {"name": "vllm", "generation": "vllm", "scoring": "hf", "vllm": gen.version}

@@ -8,9 +8,10 @@
   keyword arguments are exactly the config's fields (LightningCLI follows them into the dataclass, so every field
   shows as `--model.<field>` with its type and default; nothing is declared twice). train.py hands LightningCLI
   `lit_module`, which takes the `TrainConfig` fields the module applies as flat `--model.lr`-style flags: the keys
-  every run's config.yaml has. One `model_step` serves train, val and test. Validation decodes with `pplug.decode.inference` (the code that
-  serves the model) and scores with `pplug.lamp.metrics.score`, the code behind `pplug score`; predictions are
-  written next to the run, so a logged `val/<metric>` can be re-checked by hand.
+  every run's config.yaml has. One `model_step` serves train, val and test. Validation decodes with
+  `pplug.decode.inference` (the code that serves the model) and scores with `pplug.lamp.metrics.score`, the code
+  behind `pplug score`; predictions are written next to the run, so a logged `val/<metric>` can be re-checked by
+  hand.
 - `.ckpt` files keep only trainable weights + optimiser state (`on_save_checkpoint` drops the frozen LLM
   and encoder; `strict_loading=False` lets them load back). At fit end rank 0 writes `<run>/final/` with
   `PPlugModel.save_pretrained` (weights of the best validation checkpoint when one exists).
@@ -380,5 +381,5 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(d or trainer.default_root_dir)
 
 
-__all__ = ["Collator", "LaMPBatch", "LaMPDataModule", "LogProgress", "PPlugLitModule", "lit_module", "pplug_linear_schedule",
-           "run_dir"]
+__all__ = ["Collator", "LaMPBatch", "LaMPDataModule", "LogProgress", "PPlugLitModule", "lit_module",
+           "pplug_linear_schedule", "run_dir"]
