@@ -239,11 +239,12 @@ def candidate_pools(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_n
         prefix = _prefix(model, batch)
     sub = prefix[rows] if prefix is not None else None  # (R, P, D)
     prompts = [batch.prompts[i] for i in rows]
-    greedy = llm.generate(sub, prompts, max_new_tokens=max_new_tokens, **_stop(llm, first_line))
+    position = getattr(model, "soft_prompt_position", "prefix")  # where the model puts its soft prompt
+    greedy = llm.generate(sub, prompts, max_new_tokens=max_new_tokens, position=position, **_stop(llm, first_line))
     sampled = llm.sample(sub, prompts, num_samples=[specs[i].num_samples for i in rows],
                          temperature=[specs[i].temperature for i in rows], top_p=[specs[i].top_p for i in rows],
                          max_new_tokens=max_new_tokens, seed=[row_seed(specs[i].seed, keys[i]) for i in rows],
-                         first_line=first_line)
+                         first_line=first_line, position=position)
     for i, g, s in zip(rows, greedy, sampled):
         pools[i] = Candidates([clean(g)] + [clean(t) for t in s])
     return pools
@@ -283,6 +284,7 @@ def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_t
     for width in sorted(widths):  # greedy rows, then one pass per beam width
         idx = [i for i, s in enumerate(specs) if not s.samples and (1 if s.name == "greedy" else s.num_beams) == width]
         texts = llm.generate(prefix[idx] if prefix is not None else None, [batch.prompts[i] for i in idx],
+                             position=getattr(model, "soft_prompt_position", "prefix"),
                              max_new_tokens=max_new_tokens, num_beams=width, **_stop(llm, first_line and width == 1))
         for i, t in zip(idx, texts):
             out[i] = clean(t)

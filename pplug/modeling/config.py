@@ -67,6 +67,14 @@ class PPlugConfig:
     num_user_tokens: int = 1
     """Number of soft-prompt vectors the user embedding is projected into (PPlug uses 1)."""
 
+    soft_prompt_position: str = "prefix"
+    """Where the soft prompt sits for a causal LLM. "prefix": in front of the prompt (PPlug as published).
+    "after_prompt": after the prompt, before the answer; the frozen LLM's keys and values of the prompt then
+    depend on nothing trainable, so each distinct prompt is prefilled once without gradient and shared by every
+    row that reads it (`pplug.modeling.prefill`): a training step runs forward and backward over the few soft
+    vectors and target tokens only, and history-drop copies of a question or many users asked about one item
+    share one prefill. Seq2seq LLMs take "prefix" only."""
+
     use_instruction: bool = True
     """Prepend the trainable task instruction embedding (PPlug's I)."""
 
@@ -174,6 +182,11 @@ class PPlugConfig:
             raise ValueError(f"retriever must be one of {list(RETRIEVERS)}, got {self.retriever!r}")
         if self.decoding not in task.decodings:
             raise ValueError(f"decoding {self.decoding!r} does not apply to {task.name}; choose from {list(task.decodings)}")
+        from .prefill import SOFT_PROMPT_POSITIONS
+
+        if self.soft_prompt_position not in SOFT_PROMPT_POSITIONS:
+            raise ValueError(f"soft_prompt_position must be one of {list(SOFT_PROMPT_POSITIONS)}, "
+                             f"got {self.soft_prompt_position!r}")
         if not isinstance(self.num_user_tokens, int) or self.num_user_tokens < 1:
             raise ValueError(f"num_user_tokens must be an integer >= 1, got {self.num_user_tokens!r}")
         if self.input_encoder not in {e.value for e in InputEncoder}:

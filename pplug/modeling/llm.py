@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pplug.core.runtime import DTYPES, resolve_device, resolve_dtype
+from .prefill import after_prompt_choices, after_prompt_loss, check_position
+from .seq2seq import seq2seq_choice_logprobs
 from .sampling import FirstLineStop, RowSampler, row_sampler, row_seed, sample_ids
 
 
@@ -263,11 +265,18 @@ class FrozenLLM(nn.Module):
         embeds, mask, pos, labels = self._right_padded(prefix, rows, labels_from=[len(p) for p in p_ids])
         return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": pos, "labels": labels}
 
-    def prompt_embeds(self, prefix: torch.Tensor | None, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Each row's [prefix; Emb(prompt)] as its own (P + L_i, D) tensor, no padding: the rows `build_inputs`
-        builds (same prefix cast, truncation, BOS rule), for engines taking one embedding per prompt (vLLM)."""
-        prefix = self._check_prefix(prefix, len(prompts))
-        return [torch.cat([prefix[i], self.embed(torch.tensor(ids))]) for i, ids in enumerate(self.prompt_ids(prompts))]
+    def prompt_embeds(self, prefix: torch.Tensor | None, prompts: Sequence[str],
+                      position: str = "prefix") -> list[torch.Tensor]:
+        """Each row's [prefix; Emb(prompt)] (`position` "after_prompt": [Emb(prompt); prefix]) as its own
+        (P + L_i, D) tensor, no padding: the rows `build_inputs` builds (same prefix cast, truncation, BOS
+        rule), for engines taking one embedding per prompt (vLLM)."""
+        prefix, after = self._check_prefix(prefix, len(prompts)), self._after(position)
+        return [torch.cat([self.embed(torch.tensor(ids)), prefix[i]] if after else
+                          [prefix[i], self.embed(torch.tensor(ids))]) for i, ids in enumerate(self.prompt_ids(prompts))]
+
+    def _after(self, position: str) -> bool:
+        """Whether the soft prompt goes after the prompt (`pplug.modeling.prefill`; causal LLMs only)."""
+        return check_position(position, self.is_seq2seq) == "after_prompt"
 
     # --- loss, scoring, generation ---
 
@@ -285,12 +294,15 @@ class FrozenLLM(nn.Module):
         return logits, length - logits.shape[1]
 
     def forward(self, prefix: torch.Tensor | None, prompts: Sequence[str], targets: Sequence[str],
-                choices: Sequence[str] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                choices: Sequence[str] | None = None,
+                position: str = "prefix") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Mean token cross-entropy of the targets given [prefix; prompt] (scalar; gradients flow to prefix).
 
         With `choices` (single-token answers such as "1".."5") also returns, from the same forward pass, the
         (B, C) log-probabilities of each choice at the position that predicts the target's first token (a
         softmax over the whole vocabulary, as `choice_logprobs` scores them), for a loss on the decoded answer.
+        `position` "after_prompt": given [prompt; prefix], each distinct prompt's prefill computed once without
+        gradient (`pplug.modeling.prefill.after_prompt_loss`).
         """
         choice_ids = None
         if choices is not None:
@@ -298,6 +310,9 @@ class FrozenLLM(nn.Module):
             if any(len(t) != 1 for t in ids):
                 raise ValueError(f"forward(choices=...) needs single-token choices, got {list(choices)!r}")
             choice_ids = [t[0] for t in ids]
+        if self._after(position) and prefix is not None and prefix.shape[1]:
+            return after_prompt_loss(self, self._check_prefix(prefix, len(prompts)), self.prompt_ids(prompts),
+                                     self.target_ids(targets), choice_ids)
         inputs = self.build_inputs(prefix, prompts, targets)
         labels = inputs.pop("labels")
         if self.is_seq2seq:  # teacher forcing: decoder input = labels shifted right (starting with the start token)
@@ -315,12 +330,13 @@ class FrozenLLM(nn.Module):
 
     @torch.no_grad()
     def choice_logprobs(self, prefix: torch.Tensor | None, prompts: Sequence[str],
-                        choices: Sequence[str]) -> torch.Tensor:
+                        choices: Sequence[str], position: str = "prefix") -> torch.Tensor:
         """log p(choice | prefix, prompt) summed over the choice's tokens (no EOS), for every row and choice.
 
         Single-token choice sets (e.g. "1".."5") take one forward pass over the B rows; multi-token sets
         take one pass over B * C rows (the seq2seq encoder still runs once). Choices are tokenised on their
-        own, exactly as targets are in training.
+        own, exactly as targets are in training. `position` "after_prompt": given [prompt; prefix], one prefill
+        per distinct prompt (`pplug.modeling.prefill.after_prompt_choices`).
 
         Returns:
             (B, C) float32 log-probabilities.
@@ -332,25 +348,10 @@ class FrozenLLM(nn.Module):
         c_ids = self._tokenize(choices)
         if any(len(ids) == 0 for ids in c_ids):
             raise ValueError(f"choice_logprobs: a choice tokenises to nothing: {list(choices)!r}")
+        if self._after(position) and prefix.shape[1]:
+            return after_prompt_choices(self, prefix, self.prompt_ids(prompts), c_ids)
         if self.is_seq2seq:
-            enc_in = self.build_inputs(prefix, prompts)
-            enc = self.model.get_encoder()(inputs_embeds=enc_in["inputs_embeds"],
-                                           attention_mask=enc_in["attention_mask"])
-            hidden = enc.last_hidden_state.repeat_interleave(c, dim=0)  # (B*C, S, D)
-            mask = enc_in["attention_mask"].repeat_interleave(c, dim=0)
-            t_len = max(len(t) for t in c_ids)
-            labels = torch.full((b * c, t_len), -100, dtype=torch.long)
-            for i in range(b * c):
-                t = c_ids[i % c]
-                labels[i, : len(t)] = torch.tensor(t)
-            labels = labels.to(self.device)
-            from transformers.modeling_outputs import BaseModelOutput
-
-            logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=hidden), attention_mask=mask,
-                                labels=labels, use_cache=False).logits.float()
-            lp = torch.log_softmax(logits, dim=-1)
-            tok = lp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
-            return tok.sum(-1).view(b, c)
+            return seq2seq_choice_logprobs(self, self.build_inputs(prefix, prompts), c_ids)
         p_ids = self.prompt_ids(prompts)
         if all(len(ids) == 1 for ids in c_ids):
             embeds, mask, pos, _ = self._right_padded(prefix, p_ids)
@@ -370,9 +371,11 @@ class FrozenLLM(nn.Module):
         tok = lp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (labels != -100)
         return tok.sum(-1).view(b, c)
 
-    def _generation_inputs(self, prefix: torch.Tensor, p_ids: list[list[int]]) -> dict[str, torch.Tensor]:
+    def _generation_inputs(self, prefix: torch.Tensor, p_ids: list[list[int]],
+                           position: str = "prefix") -> dict[str, torch.Tensor]:
         """`inputs_embeds` + `attention_mask` for HF generate: right-padded for seq2seq encoders, left-padded
-        ([pad; prefix; prompt], so every row continues from its own last token) for causal LMs."""
+        ([pad; prefix; prompt], or [pad; prompt; prefix] after the prompt, so every row continues from its own
+        last position) for causal LMs."""
         if self.is_seq2seq:
             embeds, mask, _, _ = self._right_padded(prefix, p_ids)
             return {"inputs_embeds": embeds, "attention_mask": mask}
@@ -387,12 +390,13 @@ class FrozenLLM(nn.Module):
         rows = []
         for i, r in enumerate(p_ids):
             pad = length - len(r)
-            rows.append(torch.cat([tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
+            rows.append(torch.cat([tok_emb[i, :pad], tok_emb[i, pad:], prefix[i]] if self._after(position)
+                                  else [tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
         return {"inputs_embeds": torch.stack(rows), "attention_mask": mask.to(self.device)}  # (B, P+L, D), (B, P+L)
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor | None, prompts: Sequence[str], max_new_tokens: int = 32,
-                 num_beams: int = 1, **kwargs) -> list[str]:
+                 num_beams: int = 1, position: str = "prefix", **kwargs) -> list[str]:
         """Deterministic generation (greedy, or beam search with `num_beams` > 1) from [prefix; prompt].
 
         Causal batches are left-padded: [pad; prefix; prompt] so every row continues from its own last token.
@@ -402,13 +406,14 @@ class FrozenLLM(nn.Module):
         gen_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                           pad_token_id=self.pad_id, eos_token_id=self.eos_id)
         gen_kwargs.update(kwargs)
-        out = self.model.generate(**self._generation_inputs(prefix, self.prompt_ids(prompts)), **gen_kwargs)
+        out = self.model.generate(**self._generation_inputs(prefix, self.prompt_ids(prompts), position), **gen_kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     @torch.no_grad()
     def sample(self, prefix: torch.Tensor | None, prompts: Sequence[str], num_samples: int | Sequence[int] = 8,
                temperature: float | Sequence[float] = 1.0, top_p: float | Sequence[float] = 1.0,
-               max_new_tokens: int = 32, seed: int | Sequence[int] = 0, first_line: bool = False) -> list[list[str]]:
+               max_new_tokens: int = 32, seed: int | Sequence[int] = 0, first_line: bool = False,
+               position: str = "prefix") -> list[list[str]]:
         """`num_samples` sampled continuations per row (temperature / nucleus sampling), in one batched pass.
 
         Every setting may be one value or one per row (`row_sampler`: a row's samples depend on its own seed
@@ -423,7 +428,7 @@ class FrozenLLM(nn.Module):
         prefix = self._check_prefix(prefix, len(prompts))
         if not owner:
             return [[] for _ in prompts]
-        inputs = self._generation_inputs(prefix, self.prompt_ids(prompts))
+        inputs = self._generation_inputs(prefix, self.prompt_ids(prompts), position)
         stop = self.first_line_stop() if first_line else None
         out = sample_ids(self.model, inputs, owner, sampler, max_new_tokens, stop, self.pad_id, self.eos_id,
                          self.is_seq2seq, self._keep_arg)  # (S, T)

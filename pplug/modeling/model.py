@@ -40,6 +40,7 @@ from pplug.encode.history import HistoryEncoder
 from pplug.core.io import publish_folder
 from .label_rules import expected_rating, mix_history_prior
 from .llm import FrozenLLM
+from .prefill import check_position
 from pplug.core.tasks import get_task
 from pplug.version import __version__
 
@@ -57,6 +58,7 @@ class PPlugModel(nn.Module):
     def __init__(self, config: PPlugConfig, llm: FrozenLLM, history_encoder: HistoryEncoder,
                  embedder: UserEmbedder):
         super().__init__()
+        check_position(config.soft_prompt_position, llm.is_seq2seq)  # a seq2seq LLM: one line, before any step
         self.config = config
         self.llm = llm
         self.history_encoder = history_encoder  # not an nn.Module: frozen, outside state_dict
@@ -113,6 +115,11 @@ class PPlugModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.llm.device
+
+    @property
+    def soft_prompt_position(self) -> str:
+        """Where the soft prompt sits in the LLM's input ("prefix" or "after_prompt", `PPlugConfig`)."""
+        return self.config.soft_prompt_position
 
     def _apply(self, fn, recurse: bool = True):
         # .to(device) / .cuda() / Lightning's device placement reach the history encoder too, which is not a
@@ -179,7 +186,7 @@ class PPlugModel(nn.Module):
         if batch.targets is None:
             raise ValueError("PPlugModel.forward needs batch.targets")
         if not self.config.rating_loss_weight and self.config.label_loss == "tokens":
-            return self.llm(self.prefix(batch), batch.prompts, batch.targets)
+            return self.llm(self.prefix(batch), batch.prompts, batch.targets, position=self.soft_prompt_position)
         return self.loss_and_label_logprobs(batch)[0]
 
     @property
@@ -196,7 +203,8 @@ class PPlugModel(nn.Module):
             raise ValueError("PPlugModel.loss_and_label_logprobs needs batch.targets")
         task = get_task(self.config.task)
         labels = list(task.labels)
-        loss, logp = self.llm(self.prefix(batch), batch.prompts, batch.targets, choices=labels)  # (B, C)
+        loss, logp = self.llm(self.prefix(batch), batch.prompts, batch.targets, choices=labels,
+                              position=self.soft_prompt_position)  # (B, C)
         if self.config.label_loss == "labels":  # the gold among the labels only: cross_entropy renormalises
             unknown = [t for t in batch.targets if t not in labels]
             if unknown:
@@ -223,7 +231,8 @@ class PPlugModel(nn.Module):
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens
         return self.llm.generate(self.prefix(batch) if prefix is None else prefix, batch.prompts,
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams, **kwargs)
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams,
+                                 position=self.soft_prompt_position, **kwargs)
 
     @torch.no_grad()
     def choice_logprobs(self, batch: PPlugBatch, choices: list[str], prefix: torch.Tensor | None = None
@@ -231,7 +240,8 @@ class PPlugModel(nn.Module):
         """(B, C) log p(choice | prefix, prompt), summed over the choice's tokens; with
         `config.history_mix_items`, the log of that distribution mixed with the user's own label shares.
         `prefix`: the batch's soft prompts (B, P, D) when already computed (else `self.prefix(batch)`)."""
-        logp = self.llm.choice_logprobs(self.prefix(batch) if prefix is None else prefix, batch.prompts, choices)
+        logp = self.llm.choice_logprobs(self.prefix(batch) if prefix is None else prefix, batch.prompts, choices,
+                                        position=self.soft_prompt_position)
         return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices)
 
     @property

@@ -184,6 +184,76 @@ def run_after(model: nn.Module, kv: PromptKV, pieces: Sequence[torch.Tensor], ke
             for r in range(kv.num_rows)]
 
 
+# --- the soft prompt after the prompt: what FrozenLLM runs for `soft_prompt_position: after_prompt` ---
+
+SOFT_PROMPT_POSITIONS = ("prefix", "after_prompt")
+"""Where the soft prompt sits: in front of the prompt (PPlug as published) or after it, where it can share the
+prompt's prefill (causal LLMs only)."""
+
+
+def check_position(position: str, is_seq2seq: bool) -> str:
+    """`position` if the LLM can take it; a one-line ValueError otherwise."""
+    if position not in SOFT_PROMPT_POSITIONS:
+        raise ValueError(f"soft_prompt_position must be one of {list(SOFT_PROMPT_POSITIONS)}, got {position!r}")
+    if position == "after_prompt" and is_seq2seq:
+        raise ValueError("soft_prompt_position 'after_prompt' needs a causal LLM; a seq2seq LLM reads its soft "
+                         "prompt in front of the encoder's input: use 'prefix'")
+    return position
+
+
+def after_prompt_loss(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int]], t_ids: list[list[int]],
+                      choice_ids: list[int] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """`FrozenLLM.forward` with the soft prompt after the prompt: the mean token cross-entropy of the targets
+    given [prompt; soft prompt], the prompts' prefill shared by the rows that read the same prompt.
+
+    Args:
+        llm: the `FrozenLLM` (causal).
+        prefix: (B, P, D) soft prompts, P >= 1, in the LLM's dtype.
+        p_ids, t_ids: each row's prompt and target token ids (targets end with EOS).
+        choice_ids: single-token answers' ids: also return the (B, C) log-probabilities at the position that
+            predicts the target's first token.
+    """
+    kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
+    p = prefix.shape[1]
+    # row i reads [soft_i; t_0 .. t_{T-2}]: position p-1+j predicts t_j
+    pieces = [torch.cat([prefix[i], llm.embed(torch.tensor(t[:-1], dtype=torch.long))]) for i, t in enumerate(t_ids)]
+    keep = [torch.arange(p - 1, p - 1 + len(t)) for t in t_ids]
+    logits = run_after(llm.model, kv, pieces, keep)  # B x (T_i, V)
+    flat = torch.cat(logits).float()  # (sum T_i, V)
+    gold = torch.tensor([tok for t in t_ids for tok in t], dtype=torch.long, device=flat.device)
+    loss = torch.nn.functional.cross_entropy(flat, gold)  # the mean over every target token, as with `prefix`
+    if choice_ids is None:
+        return loss
+    first = torch.stack([lg[0] for lg in logits]).float()  # (B, V): each row's first target position
+    return loss, torch.log_softmax(first, dim=-1)[:, choice_ids]
+
+
+@torch.no_grad()
+def after_prompt_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int]],
+                         c_ids: list[list[int]]) -> torch.Tensor:
+    """`FrozenLLM.choice_logprobs` with the soft prompt after the prompt: (B, C) log p(choice | prompt, soft
+    prompt) summed over each choice's tokens. Single-token choices read one position per row; a multi-token
+    choice set reads [soft_i; choice_c] for every row and choice, all B * C of them after one prefill per
+    distinct prompt."""
+    b, c, p = len(p_ids), len(c_ids), prefix.shape[1]
+    model, embed = llm.model, llm.model.get_input_embeddings()
+    if all(len(ids) == 1 for ids in c_ids):
+        kv = prefill(model, embed, p_ids, llm.pad_id)
+        last = run_after(model, kv, list(prefix), [torch.tensor([p - 1])] * b)  # B x (1, V)
+        lp = torch.log_softmax(torch.cat(last).float(), dim=-1)  # (B, V)
+        return lp[:, [ids[0] for ids in c_ids]]
+    kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id)  # B * C rows, B prefills
+    pieces, keep = [], []
+    for i in range(b):
+        for t in c_ids:
+            pieces.append(torch.cat([prefix[i], llm.embed(torch.tensor(t[:-1], dtype=torch.long))]))
+            keep.append(torch.arange(p - 1, p - 1 + len(t)))
+    logits = run_after(model, kv, pieces, keep)  # B*C x (len(choice), V)
+    out = torch.stack([torch.log_softmax(lg.float(), dim=-1).gather(
+        -1, torch.tensor(c_ids[r % c], device=lg.device)[:, None]).sum() for r, lg in enumerate(logits)])
+    return out.view(b, c)
+
+
 def _keeps_logits(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
@@ -195,4 +265,5 @@ def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(k, v) for k, v in cache]
 
 
-__all__ = ["PromptKV", "cache_argument", "distinct_prompts", "prefill", "run_after"]
+__all__ = ["SOFT_PROMPT_POSITIONS", "PromptKV", "after_prompt_choices", "after_prompt_loss", "cache_argument",
+           "check_position", "distinct_prompts", "prefill", "run_after"]

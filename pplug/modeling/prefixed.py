@@ -30,6 +30,7 @@ class PrefixedModel:
     def __init__(self, model: PPlugModel, soft_prompts: torch.Tensor, generator: Any = None):
         self.model, self.soft_prompts, self.generator = model, soft_prompts, generator
         self.llm, self.config, self.history_encoder = model.llm, model.config, model.history_encoder
+        self.soft_prompt_position = model.soft_prompt_position
 
     @property
     def device(self) -> torch.device:
@@ -50,7 +51,8 @@ class PrefixedModel:
         """`PPlugModel.generate` from the precomputed soft prompts; greedy rows on `generator` if there is one."""
         if self.generator is not None and num_beams == 1 and not kwargs:  # HF generate options stay on HF
             budget = self.model.default_max_new_tokens if max_new_tokens is None else max_new_tokens
-            return self.generator.generate(self.prefix(batch), batch.prompts, max_new_tokens=budget)
+            return self.generator.generate(self.prefix(batch), batch.prompts, max_new_tokens=budget,
+                                           position=self.soft_prompt_position)
         return self.model.generate(batch, max_new_tokens, num_beams, prefix=self.prefix(batch), **kwargs)
 
 

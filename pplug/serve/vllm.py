@@ -114,12 +114,13 @@ class VLLMGenerator:
 
     def generate(self, prefix: torch.Tensor | None, prompts: list[str], max_new_tokens: int = 32,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 stop: list[str] | None = None) -> list[str]:
-        """Continuations of [prefix; prompt] (special tokens dropped, whitespace stripped, as `FrozenLLM.generate`).
+                 stop: list[str] | None = None, position: str = "prefix") -> list[str]:
+        """Continuations of [prefix; prompt] ([prompt; prefix] with `position` "after_prompt") (special tokens
+        dropped, whitespace stripped, as `FrozenLLM.generate`).
 
         The default settings are greedy; `pplug serve` always asks for them (its outputs are deterministic).
         """
-        rows = self.llm.prompt_embeds(prefix, prompts)
+        rows = self.llm.prompt_embeds(prefix, prompts, position)
         params = sampling_params(max_new_tokens, temperature, top_p, seed, stop, eos_id=self.llm.eos_id)
         outs = self.engine.generate([{"prompt_embeds": r.detach().cpu()} for r in rows], params, use_tqdm=False)
         tok = self.llm.tokenizer

@@ -1,0 +1,168 @@
+"""The soft prompt after the prompt, and one prefill shared by every row that reads a prompt (pplug.modeling.prefill).
+
+Every cached computation is checked against the uncached one: one forward of the frozen LLM over
+[prompt; soft prompt; target], right-padded, no cache. Prompts of different lengths (left padding inside the
+cache), rows sharing a prompt (packed along the sequence), and sequences split by `max_packed` all give the
+uncached logits to 1e-5 in float32, and the same gradients to the soft prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pplug.modeling.prefill import distinct_prompts, prefill, run_after
+
+PROMPTS = ["What is the score of this review? the movie was great. Score:", "Five stars! Score:",
+           "What is the score of this review? the movie was great. Score:", "It was boring.",
+           "What is the score of this review? the movie was great. Score:"]
+TARGETS = ["5", "4 stars", "5", "1", "3"]
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_causal_llm_dir):
+    from pplug.modeling.llm import FrozenLLM
+
+    return FrozenLLM(str(tiny_causal_llm_dir), dtype="float32", max_input_tokens=64, max_target_tokens=8)
+
+
+def _soft(llm, b: int, p: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, p, llm.token_dim, generator=g) * 0.5).requires_grad_(True)  # (B, P, D)
+
+
+def _uncached_logits(llm, prompt_ids, pieces):
+    """Per row, the logits at every position of `pieces[i]` read after its prompt, from one plain forward over
+    [Emb(prompt); piece], right-padded (the computation the cache must reproduce)."""
+    rows = [torch.cat([llm.embed(torch.tensor(p)), piece]) for p, piece in zip(prompt_ids, pieces)]
+    length = max(r.shape[0] for r in rows)
+    embeds = torch.zeros(len(rows), length, llm.token_dim)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, r in enumerate(rows):
+        embeds[i, : r.shape[0]], mask[i, : r.shape[0]] = r, 1
+    logits = llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
+                       use_cache=False).logits
+    return [logits[i, len(p): len(p) + piece.shape[0]] for i, (p, piece) in enumerate(zip(prompt_ids, pieces))]
+
+
+def test_distinct_prompts_keep_first_seen_order():
+    distinct, rows = distinct_prompts([[1, 2], [3], [1, 2], [4, 5, 6], [3]])
+    assert distinct == [[1, 2], [3], [4, 5, 6]] and rows == [0, 1, 0, 2, 1]
+
+
+@pytest.mark.parametrize("max_packed", [512, 5, 1])
+def test_cached_continuations_equal_the_uncached_forward(llm, max_packed):
+    p_ids = llm.prompt_ids(PROMPTS)
+    pieces = [torch.randn(n, llm.token_dim, requires_grad=True) for n in (3, 2, 4, 1, 3)]
+    kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
+    assert kv.num_prompts == 3 and kv.num_rows == 5  # three distinct prompts, each prefilled once
+    got = run_after(llm.model, kv, pieces, [torch.arange(p.shape[0]) for p in pieces], max_packed=max_packed)
+    want = _uncached_logits(llm, p_ids, pieces)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    # row 0's logits depend on its own piece only, not on row 2's, packed beside it after the same prompt
+    grads = torch.autograd.grad(got[0].sum(), pieces, allow_unused=True, retain_graph=True)
+    assert grads[0].abs().sum() > 0 and (grads[2] is None or float(grads[2].abs().sum()) == 0.0)
+    g_cached = torch.autograd.grad(sum(x.square().sum() for x in got), pieces)
+    g_plain = torch.autograd.grad(sum(x.square().sum() for x in want), pieces)
+    for a, b in zip(g_cached, g_plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_row_never_reads_its_neighbours(llm):
+    """Two rows of one prompt packed side by side: changing one leaves the other's logits unchanged."""
+    p_ids = llm.prompt_ids([PROMPTS[0], PROMPTS[0]])
+    kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
+    a, b = torch.randn(3, llm.token_dim), torch.randn(3, llm.token_dim)
+    keep = [torch.arange(3)] * 2
+    first = run_after(llm.model, kv, [a, b], keep)[0]
+    again = run_after(llm.model, kv, [a, b * 5 + 1], keep)[0]
+    torch.testing.assert_close(first, again)
+
+
+def test_after_prompt_loss_and_gradients_equal_the_uncached_ones(llm):
+    soft = _soft(llm, len(PROMPTS))
+    p_ids, t_ids = llm.prompt_ids(PROMPTS), llm.target_ids(TARGETS)
+    loss = llm(soft, PROMPTS, TARGETS, position="after_prompt")
+    # uncached: [prompt; soft; target] and the cross-entropy of every target token
+    pieces = [torch.cat([soft[i], llm.embed(torch.tensor(t[:-1]))]) for i, t in enumerate(t_ids)]
+    logits = _uncached_logits(llm, p_ids, pieces)
+    p = soft.shape[1]
+    want = F.cross_entropy(torch.cat([lg[p - 1:] for lg in logits]), torch.tensor([x for t in t_ids for x in t]))
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
+    (g_cached,) = torch.autograd.grad(loss, soft)
+    (g_plain,) = torch.autograd.grad(want, soft)
+    torch.testing.assert_close(g_cached, g_plain, atol=1e-5, rtol=1e-4)
+    prefix_loss = llm(soft, PROMPTS, TARGETS)  # the same soft vectors in front read differently
+    assert abs(prefix_loss.item() - loss.item()) > 1e-4
+
+
+def test_after_prompt_choices_equal_the_uncached_scores(llm):
+    soft = _soft(llm, len(PROMPTS)).detach()
+    p_ids = llm.prompt_ids(PROMPTS)
+    for choices in (["1", "2", "3", "4", "5"], ["4 stars", "one star", "5"]):
+        got = llm.choice_logprobs(soft, PROMPTS, choices, position="after_prompt")  # (B, C)
+        c_ids = llm._tokenize(choices)
+        want = torch.zeros(len(PROMPTS), len(choices))
+        for j, t in enumerate(c_ids):
+            pieces = [torch.cat([soft[i], llm.embed(torch.tensor(t[:-1], dtype=torch.long))])
+                      for i in range(len(PROMPTS))]
+            for i, lg in enumerate(_uncached_logits(llm, p_ids, pieces)):
+                lp = torch.log_softmax(lg[soft.shape[1] - 1:], dim=-1)
+                want[i, j] = lp[torch.arange(len(t)), torch.tensor(t)].sum()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the loss pass returns the answer position's scores too, equal to choice_logprobs
+    _, lp = llm(soft, PROMPTS, ["5"] * len(PROMPTS), choices=["1", "2", "3", "4", "5"], position="after_prompt")
+    torch.testing.assert_close(lp, llm.choice_logprobs(soft, PROMPTS, ["1", "2", "3", "4", "5"],
+                                                       position="after_prompt"), atol=1e-5, rtol=1e-5)
+
+
+def test_generation_after_the_prompt_is_the_same_alone_and_batched(llm):
+    soft = _soft(llm, 2).detach()
+    prompts = [PROMPTS[0], PROMPTS[1]]  # different lengths: left padding
+    both = llm.generate(soft, prompts, max_new_tokens=4, position="after_prompt")
+    alone = [llm.generate(soft[i: i + 1], [prompts[i]], max_new_tokens=4, position="after_prompt")[0]
+             for i in range(2)]
+    assert both == alone
+    rows = llm.prompt_embeds(soft, prompts, position="after_prompt")
+    assert [r.shape[0] for r in rows] == [len(ids) + 3 for ids in llm.prompt_ids(prompts)]
+    torch.testing.assert_close(rows[0][-3:], soft[0])  # the soft prompt comes last
+
+
+def test_positions_are_checked_in_one_line(tiny_config, tiny_seq2seq_llm_dir):
+    from pplug.modeling.config import PPlugConfig
+    from pplug.modeling.llm import FrozenLLM
+    from pplug.modeling.model import PPlugModel
+
+    with pytest.raises(ValueError, match="soft_prompt_position must be one of"):
+        dataclasses.replace(tiny_config, soft_prompt_position="middle")
+    t5 = FrozenLLM(str(tiny_seq2seq_llm_dir), max_input_tokens=64)
+    with pytest.raises(ValueError, match="needs a causal LLM"):
+        t5.choice_logprobs(torch.zeros(1, 1, t5.token_dim), ["x"], ["1", "2"], position="after_prompt")
+    cfg = dataclasses.replace(tiny_config, base_model_name_or_path=str(tiny_seq2seq_llm_dir),
+                              soft_prompt_position="after_prompt")
+    with pytest.raises(ValueError, match="needs a causal LLM"):
+        PPlugModel.from_config(cfg, cache_path=":memory:")
+    assert PPlugConfig().soft_prompt_position == "prefix"  # PPlug as published stays the default
+
+
+def test_a_model_after_the_prompt_trains_saves_and_loads(tiny_config, tmp_path):
+    from pplug.core.batch import PPlugBatch
+    from pplug.modeling.model import PPlugModel
+
+    cfg = dataclasses.replace(tiny_config, soft_prompt_position="after_prompt")
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(cfg, cache_path=":memory:")
+    batch = PPlugBatch(PROMPTS[:2], ["the movie was great", "five stars"], [["good film", "bad film"], []],
+                       targets=["5", "4"])
+    loss = model(batch)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_parameters())
+    model.save_pretrained(tmp_path / "ck")
+    loaded = PPlugModel.from_pretrained(tmp_path / "ck", cache_path=":memory:", device="cpu")
+    assert loaded.config.soft_prompt_position == "after_prompt"
+    torch.testing.assert_close(loaded.choice_logprobs(batch, ["1", "2", "3", "4", "5"]),
+                               model.choice_logprobs(batch, ["1", "2", "3", "4", "5"]))
