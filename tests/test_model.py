@@ -496,7 +496,7 @@ def test_a_prefixed_model_decodes_as_the_model_from_its_soft_prompts(tiny_config
     assert prefixed.generate(batch, max_new_tokens=4) == model.generate(batch, max_new_tokens=4)
 
     class Generator:
-        def generate(self, prefix, prompts, max_new_tokens):
+        def generate(self, prefix, prompts, max_new_tokens, position="prefix"):
             return [f"{tuple(prefix.shape)} {max_new_tokens}"] * len(prompts)
 
     routed = PrefixedModel(model, model.prefix(batch), Generator())

@@ -56,7 +56,8 @@ def test_distinct_prompts_keep_first_seen_order():
 @pytest.mark.parametrize("max_packed", [512, 5, 1])
 def test_cached_continuations_equal_the_uncached_forward(llm, max_packed):
     p_ids = llm.prompt_ids(PROMPTS)
-    pieces = [torch.randn(n, llm.token_dim, requires_grad=True) for n in (3, 2, 4, 1, 3)]
+    g = torch.Generator().manual_seed(1)
+    pieces = [torch.randn(n, llm.token_dim, generator=g).requires_grad_(True) for n in (3, 2, 4, 1, 3)]
     kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
     assert kv.num_prompts == 3 and kv.num_rows == 5  # three distinct prompts, each prefilled once
     got = run_after(llm.model, kv, pieces, [torch.arange(p.shape[0]) for p in pieces], max_packed=max_packed)
@@ -76,7 +77,8 @@ def test_a_row_never_reads_its_neighbours(llm):
     """Two rows of one prompt packed side by side: changing one leaves the other's logits unchanged."""
     p_ids = llm.prompt_ids([PROMPTS[0], PROMPTS[0]])
     kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
-    a, b = torch.randn(3, llm.token_dim), torch.randn(3, llm.token_dim)
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(3, llm.token_dim, generator=g), torch.randn(3, llm.token_dim, generator=g)
     keep = [torch.arange(3)] * 2
     first = run_after(llm.model, kv, [a, b], keep)[0]
     again = run_after(llm.model, kv, [a, b * 5 + 1], keep)[0]
@@ -166,3 +168,61 @@ def test_a_model_after_the_prompt_trains_saves_and_loads(tiny_config, tmp_path):
     assert loaded.config.soft_prompt_position == "after_prompt"
     torch.testing.assert_close(loaded.choice_logprobs(batch, ["1", "2", "3", "4", "5"]),
                                model.choice_logprobs(batch, ["1", "2", "3", "4", "5"]))
+
+
+def test_history_drop_copies_follow_the_official_rule_and_the_seed():
+    import random
+
+    from pplug.lamp.data import Example
+    from pplug.train.augment import drop_history, history_copies
+
+    profile = [{"id": str(i), "text": f"review {i}", "score": "3"} for i in range(10)]
+    for seed in range(50):
+        kept = drop_history(profile, random.Random(seed))
+        assert 4 <= len(kept) <= 9 and kept == sorted(kept, key=lambda it: int(it["id"]))  # 1..5 dropped, in order
+    exs = [Example("q1", "in", profile), Example("q2", "in", profile[:2]), Example("q3", "in", profile[:3])]
+    rows = history_copies(exs, 4, seed=7)
+    assert [ex.id for ex in rows] == ["q1"] * 4 + ["q2"] + ["q3"] * 4  # copies next to their question
+    assert rows[0].profile == profile and all(len(r.profile) < 10 for r in rows[1:4])
+    assert [r.profile for r in rows] == [r.profile for r in history_copies(exs, 4, seed=7)]  # same seed, same draw
+    assert [r.profile for r in rows] != [r.profile for r in history_copies(exs, 4, seed=8)]
+    assert [r.profile for r in history_copies(exs, 4, seed=7, epoch=1)] != [r.profile for r in rows]
+    assert history_copies(exs, 1) == exs
+
+
+def test_copies_of_a_question_share_one_prefill_and_one_input_encoding(tiny_config):
+    """A step over k copies: the same loss as the copies' losses computed one row at a time (the packed rows
+    do not read each other), with one prefill and one input-encoder pass per question."""
+    from unittest import mock
+
+    from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
+    from pplug.modeling import prefill as prefill_module
+    from pplug.modeling.model import PPlugModel
+    from pplug.train.augment import history_copies
+
+    cfg = dataclasses.replace(tiny_config, soft_prompt_position="after_prompt")
+    torch.manual_seed(0)
+    model = PPlugModel.from_config(cfg, cache_path=":memory:").eval()
+    task = get_task("LaMP_3")
+    profile = [{"id": str(i), "text": t, "score": s} for i, (t, s) in
+               enumerate(zip(["great film", "boring", "okay I guess", "five stars", "one star"], "51353"))]
+    exs = [Example("q1", task.make_input("the movie was great"), profile, output="5"),
+           Example("q2", task.make_input("it was boring"), profile[:4], output="1")]
+    rows = history_copies(exs, 3, seed=0)
+    batch = build_batch(task, rows, "pplug", causal=True, max_history=32, with_targets=True,
+                        budget=model.llm.prompt_budget())
+    with mock.patch.object(prefill_module, "prefill", wraps=prefill_module.prefill) as spy, \
+            mock.patch.object(model.embedder.input_encoder, "forward",
+                              wraps=model.embedder.input_encoder.forward) as enc:
+        loss = model(batch)
+    assert spy.call_args.args[2] and len({tuple(p) for p in spy.call_args.args[2]}) == 2  # 6 rows, 2 prompts
+    assert enc.call_count == 1 and enc.call_args.args[0]["input_ids"].shape[0] == 2  # 2 distinct inputs
+    alone = []
+    for r in rows:
+        one = build_batch(task, [r], "pplug", causal=True, max_history=32, with_targets=True,
+                          budget=model.llm.prompt_budget())
+        alone.append((model(one), len(model.llm.target_ids(one.targets)[0])))
+    want = sum(l * n for l, n in alone) / sum(n for _, n in alone)  # the mean over every target token
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)

@@ -115,7 +115,7 @@ class _RecordingGenerator:
     def __init__(self, llm):
         self.llm, self.calls = llm, []
 
-    def generate(self, prefix, prompts, max_new_tokens=32):
+    def generate(self, prefix, prompts, max_new_tokens=32, position="prefix"):
         self.calls.append((prefix.clone(), list(prompts), max_new_tokens))
         return self.llm.generate(prefix, prompts, max_new_tokens=max_new_tokens)
 

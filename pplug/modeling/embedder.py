@@ -183,9 +183,13 @@ class UserEmbedder(nn.Module):
                 raise TypeError("the trainable input encoder needs query texts, got a tensor")
             # sentence-transformers >= 5 renamed tokenize -> preprocess
             prep = getattr(self.input_encoder, "preprocess", None) or self.input_encoder.tokenize
-            features = prep(list(queries))
+            texts = list(queries)
+            distinct = {t: i for i, t in enumerate(dict.fromkeys(texts))}  # history-drop copies share an input
+            features = prep(list(distinct))
             features = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-            emb = self.input_encoder(features)["sentence_embedding"]  # (B, d_enc), mean pooled
+            emb = self.input_encoder(features)["sentence_embedding"]  # (U, d_enc), mean pooled
+            if len(distinct) < len(texts):  # each distinct input encoded once, its rows read it
+                emb = emb[torch.tensor([distinct[t] for t in texts], device=emb.device)]  # (B, d_enc)
             return F.normalize(emb.float(), dim=-1)
         if self.query_proj is None:
             raise RuntimeError("this embedder does not use the input (aggregation='mean' without input_token, "

@@ -20,6 +20,8 @@ from pplug.methods.batches import build_batch, retrieve
 from pplug.methods.registry import get_method, resolve_k
 from pplug.lamp.data import subsample
 
+from .augment import history_copies
+
 
 @dataclass
 class LaMPBatch:
@@ -51,13 +53,21 @@ class Collator:
     def __init__(self, task: Any, method: str, causal: bool, max_history: int | None,
                  retrieved: dict[str, list[dict]] | None, retrieval_k: int | None, with_targets: bool,
                  persona: bool = False, budget: Any = None, persona_text: dict[str, str | None] | None = None,
-                 ) -> None:
+                 history_copies: int = 1, seed: int = 0) -> None:
         self.task, self.method, self.causal = task, method, causal
         self.max_history, self.retrieved, self.retrieval_k = max_history, retrieved, retrieval_k
         self.with_targets, self.persona, self.budget = with_targets, persona, budget
         self.persona_text = persona_text
+        self.history_copies, self.seed = history_copies, seed
+        self._draws: dict[str, int] = {}  # how often each question was collated: the epoch of its copies
 
     def __call__(self, examples: list) -> LaMPBatch:
+        if self.history_copies > 1:  # each question, then its history-drop copies (`pplug.train.augment`)
+            out = []
+            for ex in examples:
+                epoch = self._draws[ex.id] = self._draws.get(ex.id, -1) + 1
+                out.extend(history_copies([ex], self.history_copies, self.seed, epoch))
+            examples = out
         retrieved = [self.retrieved.get(ex.id, []) for ex in examples] if self.retrieved is not None else None
         with_targets = self.with_targets and all(ex.output is not None for ex in examples)
         personas = None
@@ -101,6 +111,10 @@ class LaMPDataModule(L.LightningDataModule):
         max_history: most recent history items kept (linked from `--model.max_history`).
         persona: write the persona derived from each user's history into the prompt after the soft prompt
             (`pplug.persona.history_persona_text`; the AI Persona ablation). Evaluate with `--persona` too.
+        history_copies: each training question this many times a step, the copies with random parts of the
+            history left out (the official PPlug recipe's augmentation, `pplug.train.augment`; users with at
+            most 2 items get none); `batch_size` counts questions. Cheap with `--model.soft_prompt_position
+            after_prompt`, where the copies share their question's prefill. 1: none.
     """
 
     def __init__(
@@ -122,9 +136,12 @@ class LaMPDataModule(L.LightningDataModule):
         retriever: str = "bm25",
         max_history: int = 512,
         persona: bool = False,
+        history_copies: int = 1,
     ) -> None:
         super().__init__()
         get_method(method)
+        if history_copies < 1:
+            raise ValueError(f"data.history_copies must be >= 1, got {history_copies}")
         self.save_hyperparameters(logger=False)
         self.causal = True
         self.encoder = None
@@ -229,7 +246,8 @@ class LaMPDataModule(L.LightningDataModule):
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         collate = Collator(self.task_spec, hp.method, self.causal, hp.max_history, self.retrieved_for(name),
                            hp.retrieval_k, with_targets=True, persona=hp.persona, budget=self.budget,
-                           persona_text=self.persona_text)
+                           persona_text=self.persona_text, seed=hp.seed,
+                           history_copies=hp.history_copies if name == "train" else 1)
         bs = hp.batch_size if name == "train" else (hp.eval_batch_size or 2 * hp.batch_size)
         return DataLoader(_Examples(self.splits[name]), batch_size=bs, shuffle=shuffle, collate_fn=collate,
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
