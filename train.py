@@ -36,8 +36,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from pplug.train.data import LaMPDataModule
 from pplug.train.callbacks import LogProgress
+from pplug.train.data import LaMPDataModule
 from pplug.train.module import PPlugLitModule, lit_module  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -54,6 +54,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "rating-loss": ("--model.rating_loss_weight", "1.0"),
     "input-token": ("--model.input_token", "true"),
     "label-tokens": ("--model.stats_init", "labels", "--model.label_token", "true"),
+    "after-prompt": ("--model.soft_prompt_position", "after_prompt"),
+    "after-prompt-copies-4": ("--model.soft_prompt_position", "after_prompt", "--data.history_copies", "4"),
+    "after-prompt-copies-10": ("--model.soft_prompt_position", "after_prompt", "--data.history_copies", "10"),
 }
 """Variant name -> train.py overrides on top of the set's config. `base` is the set's config as it is: for the
 rating sets that already includes `user_stats` + `mixed` (configs/real/music_ratings.yaml), so there `paper`
@@ -93,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_seeds(args)
 
     from pplug.decode.evaluate import evaluate
-    from pplug.lamp.metrics import format_table
     from pplug.decode.inference import SCORED_DECODINGS
+    from pplug.lamp.metrics import format_table
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -132,12 +135,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_seeds(args) -> int:
     """--seeds: every variant once per seed, the same dev questions, mean ± sd and paired intervals."""
-    from pplug.lamp.data import load_outputs, load_split
-    from pplug.decode.evaluate import floor_predictions, scored_rows
     from pplug.core.io import atomic_write_json
-    from pplug.lamp.stats import comparison_lines, summarize, summary_table
+    from pplug.decode.evaluate import floor_predictions, scored_rows
     from pplug.decode.inference import SCORED_DECODINGS
-    from pplug.lamp.data import subsample
+    from pplug.lamp.data import load_outputs, load_split, subsample
+    from pplug.lamp.stats import comparison_lines, summarize, summary_table
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():

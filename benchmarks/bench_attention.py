@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def attention_figures(model, examples, temperatures: list[float]) -> dict[str, dict[str, float]]:
+    from pplug.core.tasks import get_task
     from pplug.methods.batches import build_batch
     from pplug.synth.vocab import text_sentiment
-    from pplug.core.tasks import get_task
 
     task = get_task(model.config.task)
     batch = build_batch(task, examples, model.config.method, causal=True, max_history=model.config.max_history)
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
-    from pplug.modeling.config import PPlugConfig
     from pplug.lamp.data import load_split
+    from pplug.modeling.config import PPlugConfig
     from pplug.modeling.model import PPlugModel
     from pplug.synth.generate import ensure_default_data
 

@@ -90,7 +90,6 @@ def host() -> dict:
 def run_method(model, task, examples, method: str, args, budget) -> dict:
     """Predictions and seconds of every decoding for one method: {decoding: {"preds": [[...] per seed],
     "seconds": total, "candidates": total}}."""
-    from pplug.methods.batches import build_batch
     from pplug.decode.choose import (
         Candidates,
         DecodingSpec,
@@ -101,6 +100,7 @@ def run_method(model, task, examples, method: str, args, budget) -> dict:
         user_outputs,
     )
     from pplug.decode.inference import clean_generation, decode
+    from pplug.methods.batches import build_batch
 
     max_hist = model.config.max_history if hasattr(model, "config") else None
     encoder = args.encoder
@@ -234,10 +234,9 @@ def main(argv=None) -> int:
     if not (root / "dev_questions.json").is_file():
         print(f"skipped: {root}/dev_questions.json not found (set PPLUG_REAL_LAMP)")
         return 0
-    from pplug.lamp.data import load_split
-    from pplug.decode.evaluate import MethodRun, load_models
     from pplug.core.io import atomic_write_json
-    from pplug.lamp.data import subsample
+    from pplug.decode.evaluate import MethodRun, load_models
+    from pplug.lamp.data import load_split, subsample
 
     t_start = time.perf_counter()
     runs = {"none": MethodRun("none"), "pplug": MethodRun("pplug", Path(args.checkpoint))}

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from pplug.modeling.config import PPlugConfig  # noqa: E402
-from pplug.core.batch import PPlugBatch
-from pplug.modeling.model import PPlugModel  # noqa: E402
 from timing import paired_times  # noqa: E402
+
+from pplug.core.batch import PPlugBatch
+from pplug.modeling.config import PPlugConfig  # noqa: E402
+from pplug.modeling.model import PPlugModel  # noqa: E402
 
 REVIEWS = ["battery died after two days", "works perfectly, love it", "good value for the price",
            "broke immediately", "the colours are lovely", "arrived late and scratched", "exactly as described",

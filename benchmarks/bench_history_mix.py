@@ -151,11 +151,10 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    from pplug.lamp.data import load_split
     from pplug.decode.evaluate import floor_predictions
-    from pplug.lamp.data import subsample
-    from pplug.modeling.model import PPlugModel
+    from pplug.lamp.data import load_split, subsample
     from pplug.lamp.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
+    from pplug.modeling.model import PPlugModel
 
     t0 = time.monotonic()
     ck_root = Path(args.checkpoints)

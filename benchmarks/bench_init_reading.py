@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
 
-    from pplug.methods.batches import build_batch
     from pplug.core.batch import PPlugBatch
-    from pplug.lamp.data import load_split
+    from pplug.core.tasks import get_task
     from pplug.encode.history import HistoryEncoder
+    from pplug.lamp.data import load_split
+    from pplug.methods.batches import build_batch
     from pplug.modeling.llm import FrozenLLM
     from pplug.modeling.model import PPlugModel
     from pplug.synth.generate import ensure_default_data
-    from pplug.core.tasks import get_task
 
     data = ensure_default_data(ROOT / "lamp_data" / "synthetic")
     examples = load_split(data, "dev").examples[: args.n]

@@ -56,8 +56,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_lamp import (ROOT, SETS, build_slices, check_against_evaluate, earlier_predictions,  # noqa: E402
-                             pearson_rows, run_evaluate, train_device_args, train_method)
+from bench_real_lamp import (  # noqa: E402
+    ROOT,
+    SETS,
+    build_slices,
+    check_against_evaluate,
+    earlier_predictions,
+    pearson_rows,
+    run_evaluate,
+    train_device_args,
+    train_method,
+)
 from meta import run_meta  # noqa: E402
 
 SLICES = ("cold-start", "time-shift", "time-shift-dev")
@@ -183,10 +192,9 @@ def hub_config(args, cfg: Any) -> Any:
 def hub_run(args, cfg: Any, seed: int, ck: Path, train_root: Path, train_split: str
             ) -> tuple[Path, float, dict]:
     """Train (or resume) the seed's hub on the train subsample PPlug trained on; (folder, seconds, record)."""
-    from pplug.lamp.data import load_split
-    from pplug.lamp.data import subsample
     from pplug.hub.files import read_hub_json
     from pplug.hub.train import HubTrainConfig, train_hub
+    from pplug.lamp.data import load_split, subsample
     from pplug.modeling.model import load_frozen
 
     folder, mark = ck / "hub", ck / "hub.train_seconds"
@@ -258,8 +266,8 @@ def oppu_run(args, cfg: Any, seed: int, ck: Path, users: dict[str, dict]) -> tup
 
     The adapters live in a `LoRAHub` (one per user instead of one per group: its peft plumbing, save and load);
     nothing is retrieved, each user's questions run through their own adapter (`score_oppu`)."""
-    from pplug.hub.model import LoRAHub
     from pplug.hub.files import read_hub_json
+    from pplug.hub.model import LoRAHub
     from pplug.hub.train import HubTrainConfig, fit_adapter
     from pplug.modeling.model import load_frozen
 
@@ -325,9 +333,9 @@ def score_seed(args, task: Any, run: Path, hub: Path, ck: Path, name: str, folde
     `none` only with `first` (it does not depend on the seed). When every row was decoded before (newer than its
     weights, answering every question) they are read back; otherwise all are decoded again, together, so that every
     row runs at the PPlug checkpoint's prompt budget (`evaluate` takes `none`'s and the hub's from it)."""
-    from pplug.lamp.data import load_outputs
     from pplug.decode.evaluate import scored_rows
     from pplug.decode.inference import SCORED_DECODINGS
+    from pplug.lamp.data import load_outputs
 
     stem = ck / "eval" / f"{name}_preds"
     weights = {"none": [None], "pplug": [run / "final"], "lora-hub": [hub], "pplug+lora-hub": [run / "final", hub]}
@@ -369,10 +377,9 @@ def hub_rows(rows, methods) -> list[str]:
 
 def run(args) -> dict:
     """Every seed's runs, every slice's scores; returns the results JSON (also written to --out)."""
-    from pplug.lamp.data import load_split
-    from pplug.decode.evaluate import floor_predictions
-    from pplug.lamp.data import subsample
     from pplug.core.io import atomic_write_json
+    from pplug.decode.evaluate import floor_predictions
+    from pplug.lamp.data import load_split, subsample
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
 
     data = Path(args.root) / args.set

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from meta import run_meta  # noqa: E402
-from pplug.modeling.llm import FrozenLLM  # noqa: E402
-from pplug.hub.model import LoRAHub
-from pplug.hub.config import LoRAHubConfig  # noqa: E402
-from pplug.methods.prompts import compose_prompt  # noqa: E402
+
 from pplug.core.tasks import get_task  # noqa: E402
+from pplug.hub.config import LoRAHubConfig  # noqa: E402
+from pplug.hub.model import LoRAHub
+from pplug.methods.prompts import compose_prompt  # noqa: E402
+from pplug.modeling.llm import FrozenLLM  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "lora_hub_cost.json"
 REVIEWS = ["battery died after two days", "works perfectly, love it", "good value for the price",

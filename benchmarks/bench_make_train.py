@@ -36,8 +36,8 @@ from meta import run_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pplug.lamp.data import load_split, write_split  # noqa: E402
 from pplug.core.io import atomic_write_json  # noqa: E402
+from pplug.lamp.data import load_split, write_split  # noqa: E402
 from pplug.synth.generate import REPORT_NAME, ensure_default_data  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")

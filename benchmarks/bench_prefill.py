@@ -56,6 +56,7 @@ def child(args: argparse.Namespace) -> dict:
     """One setting in this process: its median seconds and the peak memory it added to the loaded model."""
     import torch
 
+    from pplug.lamp.data import load_split
     from pplug.methods.batches import build_batch
     from pplug.train.augment import history_copies
 
@@ -142,18 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--what", choices=["train", "score"], help=argparse.SUPPRESS)
     ap.add_argument("--position", help=argparse.SUPPRESS)
     ap.add_argument("--dtype", help=argparse.SUPPRESS)
-    ap.add_argument("--users-n", dest="users_n", type=int, help=argparse.SUPPRESS)
-    args, rest = ap.parse_known_args(argv)
-    if args.child:
-        extra = argparse.ArgumentParser()
-        extra.add_argument("--copies", type=int, default=1)
-        extra.add_argument("--users", type=int, default=1)
-        more = extra.parse_args(rest)
-        args.copies, args.users = more.copies, more.users
+    args = ap.parse_args(argv)
+    if args.child:  # one setting: --copies k / --users n name it
+        args.copies, args.users = args.copies[0], args.users[0]
         print(json.dumps(child(args)))
         return 0
-    if rest:
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     from meta import run_meta
 
     results: dict = {"settings": {k: getattr(args, k) for k in ("data", "batch", "score_batch", "repeats",

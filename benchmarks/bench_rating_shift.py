@@ -52,8 +52,8 @@ SETS = {"music_topic_shift": "configs/real/music_ratings.yaml", "synth_ratings_s
 
 def build_topic_shift(root: Path, out: Path) -> str:
     """Write music_topic_shift (train, dev = shifted users, indomain = fitted users' dev) once; returns the note."""
-    from pplug.lamp.data import load_split, write_split
     from pplug.encode.history import HistoryEncoder
+    from pplug.lamp.data import load_split, write_split
     from pplug.lamp.slices import topic_shift
 
     note_file = out / "topic_shift.json"

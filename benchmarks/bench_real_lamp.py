@@ -140,9 +140,8 @@ def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str
     """
     import statistics
 
-    from pplug.lamp.data import load_outputs, load_split
     from pplug.decode.evaluate import floor_predictions
-    from pplug.lamp.data import subsample
+    from pplug.lamp.data import load_outputs, load_split, subsample
 
     split = load_split(data, "dev")
     if getattr(split.task.output_kind, "value", "") != "rating":
@@ -183,8 +182,8 @@ def write_selection_split(data: Path, out: Path, n_heldout: int, seed: int) -> P
 
 def select_lr(set_name: str, method: str, args, ckpt_root: Path, data: Path) -> tuple[str, dict]:
     """Train `method` once per lr on the fit split; keep the best on the held-out split. Returns (run, table)."""
-    from pplug.decode.evaluate import evaluate
     from pplug.core.tasks import get_task
+    from pplug.decode.evaluate import evaluate
 
     sel = write_selection_split(data, ckpt_root / "selection_data", args.heldout, args.seed)
     table: dict = {}
@@ -272,9 +271,8 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     seeded subsample of at most --max-dev); skipped with a message where histories are not dated.
     Slice files go under the checkpoints folder (git-ignored), never into the repository.
     """
-    from pplug.lamp.data import load_split
+    from pplug.lamp.data import load_split, subsample
     from pplug.lamp.slices import cold_start, later_than_training, time_shift_holdout, write_slice
-    from pplug.lamp.data import subsample
 
     slices: dict[str, tuple[Path, str, int | None, str]] = {}
     if not args.slices_only:
@@ -390,8 +388,8 @@ def earlier_predictions(stem: Path, rows: list[str], weights: Path | None,
     None (score again) unless every row's file (`pplug.decode.evaluate.prediction_path`) exists, answers every
     question scored now, and was written after the weights it came from (`weights`: the run's final/).
     """
-    from pplug.lamp.data import load_outputs
     from pplug.decode.evaluate import prediction_path
+    from pplug.lamp.data import load_outputs
 
     paths = {row: prediction_path(stem, row) for row in rows}
     if not all(p.is_file() for p in paths.values()):
@@ -425,11 +423,10 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     Returns the set's JSON entry: per slice, mean ± sd of every row over seeds and paired bootstrap
     intervals of PPlug minus every other row (`pplug.lamp.stats.summarize`); metrics only, no predictions.
     """
-    from pplug.lamp.data import load_outputs, load_split
     from pplug.decode.evaluate import floor_predictions, prediction_path, scored_rows
-    from pplug.lamp.stats import comparison_lines, summarize, summary_table
     from pplug.decode.inference import SCORED_DECODINGS
-    from pplug.lamp.data import subsample
+    from pplug.lamp.data import load_outputs, load_split, subsample
+    from pplug.lamp.stats import comparison_lines, summarize, summary_table
 
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
@@ -620,9 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     from meta import run_meta  # benchmarks/ is this script's folder
     multi, method_lr = args.multi, args.method_lr_map
 
+    from pplug.core.io import atomic_write_json
     from pplug.decode.evaluate import evaluate
     from pplug.decode.inference import SCORED_DECODINGS
-    from pplug.core.io import atomic_write_json
 
     skip = ("train_args", "method_lr_map", "multi")
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,

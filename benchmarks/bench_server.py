@@ -279,8 +279,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pplug-bench-server-"))
     run = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work, args.model, args.task)
     from pplug.core.checkpoints import resolve
-    from pplug.modeling.model import PPlugModel
     from pplug.core.tasks import get_task
+    from pplug.modeling.model import PPlugModel
 
     task = get_task(PPlugModel.load_checkpoint_config(resolve(run))[0].task)
     if not task.labels:

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import paired_times  # noqa: E402
 
 from pplug.modeling.llm import FrozenLLM  # noqa: E402
-from timing import paired_times  # noqa: E402
 
 INSTRUCTION = ("What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, or 5 "
                "without further explanation. review: ")

@@ -639,8 +639,8 @@ def lora_hub(results: Path) -> str:
     each shift slice; the paired intervals of each hub row minus `pplug`, `none` and the floors; the OPPU users'
     questions with every row restricted to them and OPPU minus each; a verdict line that says where the hub does
     not help; and the training seconds per seed."""
-    from pplug.lamp.stats import interval_verdict, mean_sd
     from pplug.core.tasks import get_task
+    from pplug.lamp.stats import interval_verdict, mean_sd
 
     names = lora_hub_files(results)
     if not names:
@@ -854,6 +854,30 @@ def _seed_col(header: str, file: str, seed: int) -> Col:
     return Col(header, "rouge1", file=file, seeds=(f"seed{seed}",))
 
 
+def prefill_cost(results: Path, name: str = "prefill_cost") -> str:
+    """`bench_prefill.py`: training examples per second with history-drop copies, and scoring one item for many
+    users, the soft prompt in front (`prefix`) against after the prompt with a shared prefill, per dtype."""
+    d = load(results, name)
+    s = d["settings"]
+    parts = []
+    for dtype, train in d["train"].items():
+        body = [[setting, str(r["rows"]), f"{r['seconds']:.2f}", f"{r['examples_per_s']:.1f}",
+                 f"{r['cheaper_per_example_than_prefix']:.1f}x", f"{r['peak_mb_over_model']:.0f}"]
+                for setting, r in train.items()]
+        parts.append(f"Training, {dtype} ({s['batch']} questions a step, ~{next(iter(train.values()))['prompt_tokens']:.0f}"
+                     f"-token prompts, median of {s['repeats']} steps):\n\n" + markdown_table(
+                         ["setting (k = copies per question)", "rows", "s / step", "examples / s",
+                          "cheaper per example than prefix k=1", "peak MB over the loaded model"], body))
+        score = d["score"][dtype]
+        body = [[users, f"{r['prefix']['seconds']:.3f}", f"{r['after_prompt']['seconds']:.3f}",
+                 f"{r['cheaper_than_prefix']:.1f}x"] for users, r in score.items()]
+        parts.append(f"Scoring one item for many users, {dtype} (the prefix's rows {s['score_batch']} a pass, "
+                     f"the after-prompt rows in one call):\n\n" + markdown_table(
+                         ["users", "prefix s", "after_prompt s", "after_prompt cheaper by"], body))
+    parts.append(sources(results, [name]))
+    return "\n\n".join(parts)
+
+
 T = functools.partial
 RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
@@ -1044,6 +1068,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "lora_hub": lora_hub,
     "lora_hub_summary": lora_hub_summary,
     "serve_demo": serve_demo,
+    # docs/results.md: the shared prefill
+    "prefill_cost": prefill_cost,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,
 }

@@ -30,8 +30,8 @@ _PUBLIC = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from pplug.core.batch import PPlugBatch
-    from pplug.modeling.config import PPlugConfig
     from pplug.decode.inference import personalize
+    from pplug.modeling.config import PPlugConfig
     from pplug.modeling.model import PPlugModel
 
 

@@ -21,9 +21,9 @@ from pplug.core.checkpoints import (
     serving_version,
     versions,
 )
+from pplug.core.tasks import get_task
 from pplug.lamp.data import read_items
 from pplug.store.sqlite import UserStore
-from pplug.core.tasks import get_task
 from pplug.train.config import TrainConfig
 
 LAMP3 = get_task("LaMP_3")

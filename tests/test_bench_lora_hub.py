@@ -97,8 +97,8 @@ def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_p
     import pytest
 
     from benchmarks import report
-    from pplug.lamp.data import load_split
     from pplug.hub.files import read_hub_json
+    from pplug.lamp.data import load_split
     from pplug.modeling.model import PPlugModel
     from pplug.synth.generate import make_synthetic
 

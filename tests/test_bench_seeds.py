@@ -92,10 +92,9 @@ def test_gpu_configs_hold_the_reference_budget():
 
 def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
     """Stubbed training and evaluation: the seeds path must pool, check and write what evaluate reported."""
-    from pplug.lamp.data import load_split, write_outputs
+    from pplug.lamp.data import load_split, subsample, write_outputs
     from pplug.lamp.metrics import score
     from pplug.synth.generate import make_synthetic
-    from pplug.lamp.data import subsample
 
     data = tmp_path / "data"
     make_synthetic(data, kind="ratings", n_users=30, seed=1, min_history=2, max_history=12, min_train=2, max_train=3)
@@ -153,10 +152,9 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
 def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsys):
     import bench_ablation as ablation
 
-    from pplug.lamp.data import load_split, write_outputs
+    from pplug.lamp.data import load_split, subsample, write_outputs
     from pplug.lamp.metrics import score
     from pplug.synth.generate import make_synthetic
-    from pplug.lamp.data import subsample
 
     make_synthetic(tmp_path / "music_ratings", kind="ratings", n_users=20, seed=2, min_train=2, max_train=3)
     monkeypatch.setattr(ablation, "train_method", lambda *a, **k: 1.0)
@@ -339,9 +337,8 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
     import os
     import time
 
-    from pplug.lamp.data import load_split, write_outputs
     from pplug.decode.evaluate import prediction_path, scored_rows
-    from pplug.lamp.data import subsample
+    from pplug.lamp.data import load_split, subsample, write_outputs
     from pplug.lamp.metrics import score
     from pplug.synth.generate import make_synthetic
 
@@ -400,9 +397,8 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
 
     import bench_history_mix as mix
 
-    from pplug.lamp.data import load_split
     from pplug.decode.inference import predict
-    from pplug.lamp.data import subsample
+    from pplug.lamp.data import load_split, subsample
     from pplug.modeling.model import PPlugModel
     from pplug.synth.generate import make_synthetic
 
@@ -440,9 +436,9 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
 def test_rating_shift_levers_calibrate_on_held_out_and_shift_to_the_scored_histories():
     """bench_history_mix's decode-time levers: the label offsets fitted on held-out questions move the
     distribution toward the held-out golds; the label shift moves it toward the scored users' history shares."""
+    import bench_history_mix as mix
     import torch
 
-    import bench_history_mix as mix
     from pplug.core.tasks import get_task
 
     task = get_task("LaMP_3")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pplug.core.checkpoints import LATEST_FILE, REPORT_FILE, resolve, rollback, serving_version
-from pplug.lamp.data import Example, write_split
 from pplug.core.tasks import get_task
+from pplug.lamp.data import Example, write_split
 
 LAMP3 = get_task("LaMP_3")
 TEXTS = ["the battery died fast", "great sound and price", "screen is fine", "delivery was slow"]
@@ -93,8 +93,8 @@ def test_generate_evaluate_and_user_generate_serve_the_same_version(run, tmp_pat
 
 def test_saved_folder_alone_reproduces_a_retrieval_method(tiny_config, tmp_path):
     from pplug import PPlugModel, personalize
-    from pplug.methods.registry import method_config
     from pplug.decode.inference import predict
+    from pplug.methods.registry import method_config
 
     cfg = dataclasses.replace(method_config(tiny_config, "retrieval"), retrieval_k=1, retriever="embedding",
                               decoding="expected")

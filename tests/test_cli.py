@@ -14,8 +14,7 @@ from typing import Annotated, Literal
 
 import pytest
 
-from pplug.cli.main import main
-from pplug.cli.main import COMMANDS
+from pplug.cli.main import COMMANDS, main
 from pplug.cli.signatures import Flag, Group, add_parameters, call_verb
 
 # every verb `pplug` users have, nested ones as their path

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from fakes import BagOfWords
-from pplug.methods.batches import build_batch
-from pplug.lamp.data import Example
+
+from pplug.core.tasks import get_task
 from pplug.decode.choose import (
     Candidates,
     DecodingSpec,
@@ -19,7 +18,8 @@ from pplug.decode.choose import (
     preference_select,
     user_outputs,
 )
-from pplug.core.tasks import get_task
+from pplug.lamp.data import Example
+from pplug.methods.batches import build_batch
 
 T6 = get_task("LaMP_6")
 

@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import report  # noqa: E402
 
-
 # --- tables ------------------------------------------------------------------------------------------
 
 

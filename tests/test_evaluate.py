@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pplug.methods.batches import BM25, build_batch, retrieve
-from pplug.methods.registry import get_method, method_config
-from pplug.lamp.data import Example
-from pplug.methods.prompts import compose_prompt
 from pplug.core.tasks import get_task
+from pplug.lamp.data import Example
+from pplug.methods.batches import BM25, build_batch, retrieve
+from pplug.methods.prompts import compose_prompt
+from pplug.methods.registry import get_method, method_config
 
 T3 = get_task("LaMP_3")
 T5 = get_task("LaMP_5")
@@ -42,8 +42,8 @@ def test_compose_prompt_layout():
 def test_retrieved_items_are_fitted_to_the_prompt_budget(tiny_causal_llm_dir, tiny_seq2seq_llm_dir):
     """Retrieved text gets what the instruction + input leave, or its guaranteed share of the limit; after the
     LLM's middle cut the retrieved text, the instruction and the answer cue are all still there."""
-    from pplug.modeling.llm import FrozenLLM, truncate_middle
     from pplug.methods.prompts import MIN_CONTEXT_TOKENS, PromptBudget
+    from pplug.modeling.llm import FrozenLLM, truncate_middle
 
     llm = FrozenLLM(str(tiny_causal_llm_dir), max_input_tokens=77)
     assert llm.prompt_budget().max_tokens == 77
@@ -220,8 +220,8 @@ def test_evaluate_none_alone_and_errors(tiny_config, synth, tmp_path, capsys):
 
 def test_evaluate_seq2seq_generation_task(tiny_config, tiny_seq2seq_llm_dir, tmp_path):
     """A generation task on a seq2seq LLM: prompts without the cue, first line of greedy output kept."""
-    from pplug.lamp.data import write_split
     from pplug.decode.evaluate import evaluate
+    from pplug.lamp.data import write_split
 
     exs = [Example(id=str(i), input=T5.make_input(f"we propose method {i}"), output="A title",
                    profile=[{"id": "p", "title": "Old title", "abstract": "old abstract"}]) for i in range(3)]
@@ -249,8 +249,8 @@ def test_dataclass_replace_keeps_other_fields(tiny_config):
 def test_benchmarks_scored_decodings_apply_to_every_task():
     """The benchmarks pass SCORED_DECODINGS for every set: `evaluate` must accept them for any task (a list
     with generation-only decodings once made every rating benchmark fail after training)."""
-    from pplug.decode.inference import SCORED_DECODINGS
     from pplug.core.tasks import TASKS
+    from pplug.decode.inference import SCORED_DECODINGS
 
     for task in TASKS.values() if isinstance(TASKS, dict) else TASKS:
         assert all(d in task.decodings or d in ("expected", "median") for d in SCORED_DECODINGS), task.name

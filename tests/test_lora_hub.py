@@ -224,8 +224,8 @@ def saved_hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, tmp_path_factory):
 
 
 def _write_data(root):
-    from pplug.lamp.data import Example, write_split
     from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example, write_split
 
     task = get_task("LaMP_3")
     examples = []
@@ -288,8 +288,8 @@ def test_pplug_hub_train_groups_users_and_trains_one_adapter_per_group(tiny_caus
 def test_users_group_by_history_too_and_too_few_users_are_refused(encoder):
     import numpy as np
 
-    from pplug.hub.train import group_users, user_embeddings
     from pplug.core.tasks import get_task
+    from pplug.hub.train import group_users, user_embeddings
 
     profiles = [PROFILES["harsh"], PROFILES["harsh"][:3], PROFILES["generous"], PROFILES["generous"][1:]]
     emb = user_embeddings(encoder, get_task("LaMP_3"), profiles, [], "history", None)

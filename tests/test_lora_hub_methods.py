@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_lora_hub import LABELS, PROFILES, _hub, _llm, _profile, _randomise  # noqa: F401  (fixtures: conftest)
 
-from pplug.lamp.data import Example
+from pplug.core.tasks import get_task
 from pplug.hub.config import GENERAL
 from pplug.hub.model import LoRAHub
-from pplug.core.tasks import get_task
+from pplug.lamp.data import Example
 
 T3 = get_task("LaMP_3")
 ADMIN = "admin-secret"
@@ -102,10 +101,10 @@ def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(p
 
 def test_lora_hub_on_a_batch_of_users_equals_each_user_alone(tiny_causal_llm_dir, tiny_encoder_dir, encoder,
                                                              pplug_run):
-    from pplug.methods.batches import build_batch
-    from pplug.hub.methods import load_hub
-    from pplug.methods.registry import method_rows
     from pplug.decode.inference import FrozenBaseline, personalize
+    from pplug.hub.methods import load_hub
+    from pplug.methods.batches import build_batch
+    from pplug.methods.registry import method_rows
     from pplug.modeling.model import PPlugModel
 
     hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder)
@@ -402,8 +401,8 @@ def test_hub_retrain_makes_a_new_version_and_keeps_the_old_one_serving_until_pro
                                                                                     tmp_path, capsys):
     import shutil
 
-    from pplug.core.checkpoints import serving_version, versions
     from pplug.cli.main import main
+    from pplug.core.checkpoints import serving_version, versions
     from pplug.hub.adapt import retrain_hub
     from pplug.hub.config import HUB_CONFIG_NAME
     from pplug.hub.train import HubTrainConfig
@@ -486,8 +485,8 @@ def test_erasing_a_stored_user_leaves_no_vector_of_their_persona_text_in_the_emb
                                                                                                tmp_path):
     import sqlite3
 
-    from pplug.encode.cache import text_key
     from pplug.cli.hub_option import folder_retrieval
+    from pplug.encode.cache import text_key
 
     app, client = _hub_server(pplug_run, hub_dir, tmp_path)
     engine = app.state.engine

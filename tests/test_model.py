@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from pplug.core.batch import PPlugBatch
+from pplug.core.checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 from pplug.encode.history import HistoryEncoder
 from pplug.modeling.llm import FrozenLLM
-from pplug.core.checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from pplug.core.batch import PPlugBatch
 from pplug.modeling.model import PPlugModel
 
 HIST_A = ['5 is the score for "loved every minute"', '5 is the score for "brilliant acting"']
@@ -305,9 +305,9 @@ def test_missing_default_package_gives_a_clear_error(monkeypatch):
 
 def test_history_stats_token_reads_the_users_outputs(tiny_config, shared, tmp_path):
     """`user_stats`: one more prefix vector, made from the rating shares; it must change with them alone."""
-    from pplug.methods.batches import build_batch
-    from pplug.lamp.data import Example
     from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
 
     cfg = dataclasses.replace(tiny_config, user_stats=True, aggregation="mixed")
     torch.manual_seed(0)
@@ -334,9 +334,9 @@ def test_history_stats_token_reads_the_users_outputs(tiny_config, shared, tmp_pa
 def test_stats_token_starts_as_the_users_soft_label(tiny_config, shared, tmp_path):
     """`stats_init: labels`: at init S_u is exactly sum_c share_c * E_c (the LLM's own label token embeddings), and
     training reaches both the label table and the MLP."""
-    from pplug.methods.batches import build_batch
-    from pplug.lamp.data import Example
     from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
 
     cfg = dataclasses.replace(tiny_config, user_stats=True, stats_init="labels")
     torch.manual_seed(0)
@@ -362,10 +362,10 @@ def test_stats_token_starts_as_the_users_soft_label(tiny_config, shared, tmp_pat
 def test_label_token_weighs_the_labels_of_past_items_by_the_attention(tiny_config, shared, tmp_path):
     """`label_token`: A_u = sum_i w_i E_{y_i} with the attention's own weights over the labelled items; a cold-start
     row gets zeros; the token follows the labels alone; it needs the labels and round-trips."""
-    from pplug.methods.batches import build_batch
     from pplug.core.checkpoints import CheckpointError
-    from pplug.lamp.data import Example
     from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
 
     cfg = dataclasses.replace(tiny_config, label_token=True, temperature=0.1)
     torch.manual_seed(0)
@@ -415,10 +415,10 @@ def test_label_reading_fields_need_a_task_whose_history_holds_labels(tiny_config
 def test_input_token_round_trips_and_cannot_be_overridden(tiny_config, shared, tmp_path):
     """A checkpoint with `input_token` rebuilds from its folder alone, gives the same prefix, and refuses to load
     with the field flipped (it defines the saved weights)."""
-    from pplug.methods.batches import build_batch
     from pplug.core.checkpoints import CheckpointError
-    from pplug.lamp.data import Example
     from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
 
     cfg = dataclasses.replace(tiny_config, input_token=True)
     torch.manual_seed(0)
@@ -440,11 +440,11 @@ def test_input_token_round_trips_and_cannot_be_overridden(tiny_config, shared, t
 
 def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_config, shared, tmp_path):
     """`history_mix_items` = k: p = (n h + k p_model) / (n + k); cold start keeps the model; set at load; checked."""
-    from pplug.methods.batches import build_batch
-    from pplug.lamp.data import Example
-    from pplug.decode.inference import decode
-    from pplug.modeling.label_rules import mix_history_prior
     from pplug.core.tasks import get_task
+    from pplug.decode.inference import decode
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
+    from pplug.modeling.label_rules import mix_history_prior
 
     task, labels = get_task("LaMP_3"), ["1", "2", "3", "4", "5"]
     torch.manual_seed(0)
@@ -479,10 +479,10 @@ def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_c
 def test_a_prefixed_model_decodes_as_the_model_from_its_soft_prompts(tiny_config, shared):
     """`PrefixedModel` (what `pplug serve` decodes with) gives the model's own outputs, history prior included,
     from soft prompts computed beforehand; a greedy row goes to its generator when it has one."""
+    from pplug.core.tasks import get_task
     from pplug.lamp.data import Example
     from pplug.methods.batches import build_batch
     from pplug.modeling.prefixed import PrefixedModel
-    from pplug.core.tasks import get_task
 
     task, labels = get_task("LaMP_3"), ["1", "2", "3", "4", "5"]
     torch.manual_seed(0)
@@ -522,9 +522,9 @@ def test_mixed_aggregation_starts_halfway_between_attention_and_mean(tiny_config
 def test_loss_and_label_scores_in_one_pass_equal_the_two_passes(tiny_config, shared):
     """Evaluation of a single-token label task takes the loss and the label scores from one forward pass;
     both must equal what `forward` and `choice_logprobs` give on their own (history mix included)."""
-    from pplug.methods.batches import build_batch
-    from pplug.lamp.data import Example
     from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
 
     labels = ["1", "2", "3", "4", "5"]
     cfg = dataclasses.replace(tiny_config, rating_loss_weight=0.5, user_stats=True, history_mix_items=4.0)

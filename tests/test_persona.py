@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pplug.persona.schema import Persona, PersonaError, apply_updates, diff, load_persona, parse_persona, save_persona
 from pplug.persona.from_history import derive_from_history, top_topics
 from pplug.persona.render import render
+from pplug.persona.schema import Persona, PersonaError, apply_updates, diff, load_persona, parse_persona, save_persona
 
 PERSONA_YAML = """\
 identity: {name: Ana, type: reviewer}
@@ -188,9 +188,9 @@ def test_top_topics_deterministic_ties():
 
 def test_history_persona_text_feeds_the_training_prompts():
     """The persona ablation: a LaMP user's derived persona lands in the prompt after the soft prompt."""
+    from pplug.core.tasks import get_task
     from pplug.lamp.data import Example
     from pplug.persona.from_history import history_persona_text
-    from pplug.core.tasks import get_task
     from pplug.train.data import Collator
 
     task = get_task("LaMP_3")

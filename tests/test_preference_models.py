@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
 from fakes import BagOfWords
-from pplug.methods.batches import build_batch
-from pplug.lamp.data import Example
+
+from pplug.core.tasks import get_task
 from pplug.decode.choose import DecodingSpec, RowContext, decode_rows, user_outputs
 from pplug.decode.preference import FacetModel, PreferenceModelError, PreferenceSet, summarise_user
+from pplug.lamp.data import Example
+from pplug.methods.batches import build_batch
 from pplug.train.preference import PrefsTrainConfig, train_preference_models
-from pplug.core.tasks import get_task
 
 T6 = get_task("LaMP_6")
 

@@ -147,9 +147,9 @@ def test_health_models_and_openai_shape(served):
 
 def test_personalization_follows_history_and_matches_library(served, run_dir, tiny_config):
     from pplug.adapt.fast import user_batch
+    from pplug.core.tasks import get_task
     from pplug.modeling.model import PPlugModel
     from pplug.store.sqlite import UserStore
-    from pplug.core.tasks import get_task
 
     _user(served, "lover", LOVER)
     _user(served, "hater", HATER)
@@ -287,8 +287,8 @@ def test_privacy_mode_user_vector_equals_stored_history(served, run_dir, tmp_pat
 
 
 def test_erasure_removes_everything_of_the_user(served, run_dir):
-    from pplug.encode.cache import text_key
     from pplug.core.tasks import get_task
+    from pplug.encode.cache import text_key
 
     spec = get_task("LaMP_3")
     mine = [_review(f"{MARKER} secret diary entry {i}", 2) for i in range(4)]
@@ -409,9 +409,9 @@ def test_privacy_mode_carries_history_stats_for_user_stats_checkpoints(tiny_conf
     """A `user_stats` checkpoint needs the rating shares from the client too; older documents get a 400-worthy error."""
     import dataclasses
 
+    from pplug.core.tasks import get_task
     from pplug.modeling.model import PPlugModel
     from pplug.serve.privacy import embed_user, parse_user_vector
-    from pplug.core.tasks import get_task
 
     cfg = dataclasses.replace(tiny_config, user_stats=True)
     ck = PPlugModel.from_config(cfg, cache_path=tmp_path / "e.sqlite").save_pretrained(tmp_path / "ck")
@@ -429,11 +429,11 @@ def test_history_mix_checkpoint_serves_the_mixed_distribution(tiny_config, tmp_p
     """With `history_mix_items` the server's label probabilities are the library's mixed ones, and privacy mode
     carries the statistics the mix reads."""
     from pplug.adapt.fast import user_batch
-    from pplug.modeling.model import PPlugModel
-    from pplug.serve.privacy import embed_user
-    from pplug.serve.app import create_app
-    from pplug.store.sqlite import UserStore
     from pplug.core.tasks import get_task
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.app import create_app
+    from pplug.serve.privacy import embed_user
+    from pplug.store.sqlite import UserStore
 
     root = tmp_path / "run"
     cfg = dataclasses.replace(tiny_config, max_history=8, history_mix_items=2.0)
@@ -461,11 +461,11 @@ def test_label_token_checkpoint_serves_what_the_library_computes(tiny_config, tm
     """A `label_token` checkpoint reads each stored item's label in the server as in the library; privacy mode,
     whose document carries no per-item labels, is refused with a clear 400 (and `embed_user` says why)."""
     from pplug.adapt.fast import user_batch
-    from pplug.modeling.model import PPlugModel
-    from pplug.serve.privacy import embed_user
-    from pplug.serve.app import create_app
-    from pplug.store.sqlite import UserStore
     from pplug.core.tasks import get_task
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.app import create_app
+    from pplug.serve.privacy import embed_user
+    from pplug.store.sqlite import UserStore
 
     root = tmp_path / "run"
     cfg = dataclasses.replace(tiny_config, max_history=8, label_token=True, user_stats=True, stats_init="labels")
@@ -494,3 +494,44 @@ def test_label_token_checkpoint_serves_what_the_library_computes(tiny_config, tm
     torch = pytest.importorskip("torch")
     torch.testing.assert_close(soft, model.prefix(batch)[0].float(), atol=1e-5, rtol=1e-5)
     assert _close(got, model.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-5)
+
+
+def test_rank_one_input_for_many_users_in_one_batch(tiny_config, tmp_path):
+    """`POST /v1/rank` (admin): each user's label distribution for one input, equal to asking for each user
+    alone; with the soft prompt after the prompt the users' rows share the prompt's prefill. Wrong requests
+    are 4xx in OpenAI's shape."""
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.app import create_app
+
+    root = tmp_path / "run"
+    cfg = dataclasses.replace(tiny_config, max_history=8, soft_prompt_position="after_prompt")
+    PPlugModel.from_config(cfg, cache_path=":memory:").save_pretrained(root / "final")
+    app = create_app(root, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=8, window_ms=50,
+                     reload_interval=3600, model_name="pplug-run", embedding_cache=tmp_path / "emb.sqlite")
+    srv = Server(app)
+    try:
+        key = _user(srv, "lover", LOVER)
+        _user(srv, "hater", HATER)
+        text = "the acting was okay I guess"
+        users = ["hater", "lover", "nobody-yet", "lover"]
+        r = srv.call("POST", "/v1/rank", json={"model": "pplug-run", "input": text, "users": users})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [x["user"] for x in body["results"]] == users and body["pplug"]["soft_prompt_position"] == "after_prompt"
+        assert [x["cold_start"] for x in body["results"]] == [False, False, True, False]
+        ranked = {x["user"]: [x["label_probs"][k] for k in sorted(x["label_probs"])] for x in body["results"]}
+        for user in ("hater", "lover"):
+            assert _close(ranked[user], _probs(srv.complete(text, user=user)), tol=1e-5)
+        assert _dist(ranked["hater"], ranked["lover"]) > 0  # each user's own history
+        # wrong requests: a user key, another model, no users, too many, a bad id
+        assert srv.call("POST", "/v1/rank", key, json={"model": "pplug-run", "input": text,
+                                                        "users": ["lover"]}).status_code == 403
+        for bad, status, param in (({"model": "other", "input": text, "users": ["lover"]}, 404, "model"),
+                                   ({"model": "pplug-run", "input": text, "users": []}, 400, "users"),
+                                   ({"model": "pplug-run", "input": text, "users": ["x"] * 5000}, 400, "users"),
+                                   ({"model": "pplug-run", "input": text, "users": ["bad id!"]}, 400, "users"),
+                                   ({"model": "pplug-run", "input": " ", "users": ["lover"]}, 400, "input")):
+            r = srv.call("POST", "/v1/rank", json=bad)
+            assert r.status_code == status and r.json()["error"]["param"] == param, r.text
+    finally:
+        srv.close()

@@ -8,12 +8,12 @@ import threading
 
 import numpy as np
 import pytest
+from test_store import BagOfWordsEncoder
 
 from pplug.persona.schema import Persona
-from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError
 from pplug.store import open_store
+from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError
 from pplug.store.sqlite import UserStore
-from test_store import BagOfWordsEncoder
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def test_evaluate_from_trained_run(trained_run, synth_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "preds.metrics.json").read_text())
     assert report["n"] == 5
     for row in ("none", "pplug", "pplug [expected]", "none [expected]"):
-        task, preds = json.loads(Path(report["files"][row]).read_text())["task"], None
+        task = json.loads(Path(report["files"][row]).read_text())["task"]
         assert task == "LaMP_3"
         assert set(report["metrics"][row]) == {"mae", "rmse"}
 

@@ -11,9 +11,9 @@ from test_fuzz_api import ITEMS, expected_score, first_bad, snapshot
 from test_store import BagOfWordsEncoder
 
 from pplug.adapt.fast import add_history
+from pplug.core.tasks import get_task
 from pplug.store.schema import StoreError
 from pplug.store.sqlite import UserStore
-from pplug.core.tasks import get_task
 from pplug.store.validation import (
     MAX_HISTORY_FILE_BYTES,
     MAX_ITEM_CHARS,

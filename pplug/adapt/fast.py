@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pplug.persona.schema import Persona, PersonaError, apply_updates, diff
 from pplug.persona.from_history import derive_from_history
 from pplug.persona.render import render
+from pplug.persona.schema import Persona, PersonaError, apply_updates, diff
 from pplug.store.base import UserStoreBase
 from pplug.store.validation import check_items
 
@@ -202,10 +202,10 @@ def user_batch(
         encoder: a HistoryEncoder (the model's), for embedding recall.
         budget: the LLM's `PromptBudget` (recalled items are fitted to the prompt limit); None: no fitting.
     """
+    from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
     from pplug.methods.batches import build_batch
     from pplug.methods.registry import get_method, resolve_k
-    from pplug.lamp.data import Example
-    from pplug.core.tasks import get_task
 
     spec = get_task(task)
     items = store.history_items(user_id, task=spec.name)

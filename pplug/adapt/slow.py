@@ -40,6 +40,11 @@ from pplug.core.checkpoints import (
     serving_version,
     set_latest,
 )
+from pplug.core.io import atomic_write_json
+from pplug.persona.render import render
+from pplug.store.base import UserStoreBase
+from pplug.train.config import TrainConfig
+
 from .fast import (
     GENERATE_PERSONA_CHARS,
     AdaptError,
@@ -50,10 +55,6 @@ from .fast import (
     llm_proposer,
     user_batch,
 )
-from pplug.core.io import atomic_write_json
-from pplug.persona.render import render
-from pplug.store.base import UserStoreBase
-from pplug.train.config import TrainConfig
 
 ADAPT_TRAINING = TrainConfig(epochs=2)
 """Slow adaptation's training: PPlug's optimisation, two passes over the new interactions."""
@@ -115,12 +116,12 @@ def adapt(
     """
     import lightning as L
 
-    from pplug.lamp.metrics import METRIC_DIRECTIONS
-    from pplug.modeling.model import PPlugModel
     from pplug.core.runtime import resolve_device
     from pplug.core.tasks import get_task
-    from pplug.train.data import LaMPDataModule
+    from pplug.lamp.metrics import METRIC_DIRECTIONS
+    from pplug.modeling.model import PPlugModel
     from pplug.train.callbacks import LogProgress
+    from pplug.train.data import LaMPDataModule
     from pplug.train.module import PPlugLitModule
 
     say = log or (lambda m: print(f"pplug adapt: {m}", file=sys.stderr))
@@ -252,9 +253,9 @@ def _validate(model: Any, task: Any, examples: list, metric: str, batch_size: in
     `pplug.decode.inference.predict` makes with the checkpoint's own method and decoding (what serving does)."""
     import torch
 
-    from pplug.methods.batches import build_batch
     from pplug.decode.inference import predict
     from pplug.lamp.metrics import score
+    from pplug.methods.batches import build_batch
 
     cfg = model.config
     if metric == "loss":

@@ -70,7 +70,8 @@ def score(*, preds: str, golds: str, task: str | None = None, out: str | None = 
     from pplug.core.io import atomic_write_json
     from pplug.core.tasks import get_task
     from pplug.lamp.data import load_outputs
-    from pplug.lamp.metrics import format_table, score as lamp_score
+    from pplug.lamp.metrics import format_table
+    from pplug.lamp.metrics import score as lamp_score
 
     gold_task, gold_outputs = load_outputs(golds)
     pred_task, pred_outputs = load_outputs(preds)

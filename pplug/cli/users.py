@@ -224,7 +224,8 @@ def adapt(*, checkpoint: str, store: str | None = None, rollback: bool = False, 
         device: where to train: auto (cuda, then mps, then cpu), cuda, cpu
     """
     from pplug.adapt.slow import adapt as retrain_and_promote
-    from pplug.core.checkpoints import rollback as rollback_run, serving_version
+    from pplug.core.checkpoints import rollback as rollback_run
+    from pplug.core.checkpoints import serving_version
     from pplug.store import open_store
     from pplug.train.config import TrainConfig
 

@@ -35,9 +35,9 @@ from typing import Any
 
 import torch
 
+from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind
 from pplug.lamp.metrics import _rouge_scorer
 from pplug.modeling.sampling import row_seed
-from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind
 
 GENERATION_DECODINGS = tuple(d for d in DECODINGS_BY_KIND[OutputKind.GENERATION] if d != "argmax")
 UTILITIES = ("rouge1", "rougeL", "embedding")

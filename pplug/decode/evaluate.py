@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from pplug.core.checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, resolve
-from .inference import FrozenBaseline, check_decodings, predict
+from pplug.core.tasks import TaskSpec
 from pplug.lamp.data import subsample
 from pplug.methods.registry import METHODS, get_method, get_plugin
-from pplug.core.tasks import TaskSpec
+
+from .inference import FrozenBaseline, check_decodings, predict
 
 
 @dataclass
@@ -135,8 +136,8 @@ def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encod
     Returns:
         (models: method -> model object, llm, history encoder, base config)
     """
-    from pplug.modeling.config import PPlugConfig
     from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.config import PPlugConfig
     from pplug.modeling.llm import FrozenLLM
     from pplug.modeling.model import PPlugModel
 
@@ -218,8 +219,8 @@ def evaluate(
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
          "cost": {row: {"candidates_per_row", "seconds_per_row"}} (generation tasks)}
     """
-    from pplug.lamp.data import load_split, write_outputs
     from pplug.core.io import atomic_write_json
+    from pplug.lamp.data import load_split, write_outputs
     from pplug.lamp.metrics import format_table, score
 
     check_decodings(decodings)

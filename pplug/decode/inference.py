@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from pplug.core.runtime import default_batch_size
+from pplug.core.runtime import progress as progress_bar
+from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
 from pplug.methods.batches import build_batch, retrieve
 from pplug.methods.registry import MethodPlugin, get_method, method_rows, require_plugin, resolve_k
-from pplug.core.runtime import default_batch_size, progress as progress_bar
-from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
 from pplug.modeling.label_rules import decode_labels
 
 DECODINGS: tuple[str, ...] = tuple(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))

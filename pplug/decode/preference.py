@@ -262,8 +262,8 @@ class PreferenceSet:
 
     def persona_text(self, profile: Sequence[dict]) -> str:
         """The persona text of a user's history (the hub's: `pplug.persona.from_history.history_persona_text`)."""
-        from pplug.persona.from_history import history_persona_text
         from pplug.core.tasks import get_task
+        from pplug.persona.from_history import history_persona_text
 
         cfg = next(iter(self.models.values())).config
         items = list(profile)[-cfg.max_history:] if cfg.max_history else list(profile)

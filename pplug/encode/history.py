@@ -72,8 +72,8 @@ class HistoryEncoder:
     ):
         from sentence_transformers import SentenceTransformer
 
-        from pplug.core.weights import resolve_encoder
         from pplug.core.runtime import default_batch_size, resolve_device
+        from pplug.core.weights import resolve_encoder
 
         self.name_or_path = name_or_path
         path = resolve_encoder(name_or_path)

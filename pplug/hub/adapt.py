@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pplug.adapt.fast import AdaptError, item_example
 from pplug.adapt.slow import AdaptResult
 from pplug.core.checkpoints import (
     REPORT_FILE,
@@ -37,10 +38,9 @@ from pplug.core.checkpoints import (
     serving_version,
     set_latest,
 )
-from pplug.adapt.fast import AdaptError, item_example
 from pplug.core.io import atomic_write_json
-from .config import GENERAL, HUB_CONFIG_NAME
 
+from .config import GENERAL, HUB_CONFIG_NAME
 
 HubAdaptResult = AdaptResult
 """Outcome of one `retrain_hub` call: the same record as model adaptation's (status, message, version, report)."""
@@ -68,13 +68,14 @@ def retrain_hub(store: Any, hub_root: str | os.PathLike, min_new: int = 32, val_
     Raises:
         RunBusyError: another run holds the lock.  AdaptError: bad settings or unusable interactions.
     """
-    from pplug.encode.history import HistoryEncoder
-    from .methods import load_hub
-    from pplug.modeling.llm import FrozenLLM
-    from .files import read_hub_json
-    from .train import HubTrainConfig, fit_adapter
-    from pplug.lamp.metrics import METRIC_DIRECTIONS
     from pplug.core.tasks import get_task
+    from pplug.encode.history import HistoryEncoder
+    from pplug.lamp.metrics import METRIC_DIRECTIONS
+    from pplug.modeling.llm import FrozenLLM
+
+    from .files import read_hub_json
+    from .methods import load_hub
+    from .train import HubTrainConfig, fit_adapter
 
     root = Path(hub_root)
     if min_new < 2:

@@ -91,8 +91,8 @@ class LoRAHubConfig:
 
     def persona_text(self, profile: Any) -> str:
         """The persona text a user's history (profile items) tells; empty for a user with no history."""
-        from pplug.persona.from_history import history_persona_text
         from pplug.core.tasks import get_task
+        from pplug.persona.from_history import history_persona_text
 
         items = list(profile)[-self.max_history:] if self.max_history else list(profile)
         return history_persona_text(items, get_task(self.task), max_chars=self.persona_max_chars)

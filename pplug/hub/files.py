@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from pplug.version import __version__
+
 from .config import (
     ADAPTER_CONFIG_NAME,
     ADAPTER_WEIGHTS_NAME,
@@ -19,7 +21,6 @@ from .config import (
     LoRAHubConfig,
     check_name,
 )
-from pplug.version import __version__
 
 
 def resolve_hub(path: str | os.PathLike) -> Path:

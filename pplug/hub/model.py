@@ -39,6 +39,8 @@ from typing import Any
 import torch
 
 from pplug.core.io import atomic_write_json, publish_folder
+from pplug.version import __version__
+
 from .config import (
     ADAPTER_WEIGHTS_NAME,
     ADAPTERS_DIR,
@@ -57,7 +59,6 @@ from .config import (
 from .files import check_adapter_folder, check_encoder, read_descriptions, read_hub_json
 from .plugin import HubPlugin
 from .retrieval import rank_adapters
-from pplug.version import __version__
 
 
 class LoRAHub(HubPlugin):
@@ -379,6 +380,7 @@ class LoRAHub(HubPlugin):
             HubError: one line naming the file or field at fault (every file is checked before the LLM is touched).
         """
         from pplug.encode.history import HistoryEncoder
+
         from .files import resolve_hub
 
         hub_dir = resolve_hub(hub_dir)

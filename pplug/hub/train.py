@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pplug.train.config import TrainConfig
+
 from .config import GENERAL, LoRAHubConfig
 from .model import LoRAHub
 
@@ -97,8 +98,8 @@ def fit_adapter(hub: LoRAHub, name: str, examples: Sequence[Any], config: HubTra
     """Train adapter `name` on `examples` (the others stay frozen). Returns steps, first and last losses."""
     from transformers import get_linear_schedule_with_warmup
 
-    from pplug.train.data import Collator
     from pplug.core.tasks import get_task
+    from pplug.train.data import Collator
 
     llm, task = hub.llm, get_task(hub.config.task)
     collate = Collator(task, "none", not llm.is_seq2seq, hub.config.max_history, None, None, True,

@@ -19,9 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .data import LaMPDataError, parse_outputs, parse_questions
 from pplug.core.io import atomic_write_bytes
 from pplug.core.tasks import get_task
+
+from .data import LaMPDataError, parse_outputs, parse_questions
 
 BASE_URL = "https://ciir.cs.umass.edu/downloads/LaMP"
 SPLITS = ("train", "dev", "test")

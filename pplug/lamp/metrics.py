@@ -17,8 +17,10 @@
 from __future__ import annotations
 
 import math
-from .data import LaMPDataError, check_same_ids
+
 from pplug.core.tasks import OutputKind, TaskSpec, get_task
+
+from .data import LaMPDataError, check_same_ids
 
 METRIC_DIRECTIONS = {"accuracy": True, "f1": True, "mae": False, "rmse": False, "rouge1": True, "rougeL": True}
 """metric name -> True if higher is better."""

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .data import Example, write_split
 

@@ -18,8 +18,9 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-from .metrics import METRIC_DIRECTIONS, label_index, rating_value
 from pplug.core.tasks import OutputKind, TaskSpec, get_task
+
+from .metrics import METRIC_DIRECTIONS, label_index, rating_value
 
 ROOT_OF_MEAN = frozenset({"rmse"})
 """Metrics whose value is the square root of the mean per-question score (squared error)."""

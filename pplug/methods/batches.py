@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pplug.core.batch import PPlugBatch
-from .registry import METHODS, RETRIEVERS, Method, MethodSpec, get_method, method_config, resolve_k
-from .prompts import DEFAULT_MAX_ITEM_WORDS, compose_prompt
 
+from .prompts import DEFAULT_MAX_ITEM_WORDS, compose_prompt
+from .registry import METHODS, RETRIEVERS, Method, MethodSpec, get_method, method_config, resolve_k
 
 # --- BM25 ---
 

@@ -162,9 +162,9 @@ class PPlugConfig:
     see `pplug.core.runtime.resolve_dtype`), "float32", "bfloat16" or "float16". The embedder always runs in float32."""
 
     def __post_init__(self) -> None:
-        from pplug.methods.registry import RETRIEVERS, get_method
         from pplug.core.runtime import DTYPE_CHOICES
         from pplug.core.tasks import get_task
+        from pplug.methods.registry import RETRIEVERS, get_method
 
         task = get_task(self.task)  # unknown task -> ValueError listing the known ones
         self.task = task.name

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PPlugConfig
 from pplug.core.tasks import get_task
+
+from .config import PPlugConfig
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pplug.core.runtime import DTYPES, resolve_device, resolve_dtype
+
 from .prefill import after_prompt_choices, after_prompt_loss, check_position
-from .seq2seq import seq2seq_choice_logprobs
 from .sampling import FirstLineStop, RowSampler, row_sampler, row_seed, sample_ids
+from .seq2seq import seq2seq_choice_logprobs
 
 
 def _first_label(labels: torch.Tensor) -> int:

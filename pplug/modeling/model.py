@@ -34,15 +34,16 @@ from torch import nn
 
 from pplug.core.batch import PPlugBatch
 from pplug.core.checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, legacy_run_settings, resolve
+from pplug.core.io import publish_folder
+from pplug.core.tasks import get_task
+from pplug.encode.history import HistoryEncoder
+from pplug.version import __version__
+
 from .config import PPlugConfig
 from .embedder import UserEmbedder
-from pplug.encode.history import HistoryEncoder
-from pplug.core.io import publish_folder
 from .label_rules import expected_rating, mix_history_prior
 from .llm import FrozenLLM
 from .prefill import check_position
-from pplug.core.tasks import get_task
-from pplug.version import __version__
 
 FORMAT_VERSION = 2
 """2: the config records method, retrieval_k, retriever and decoding (1 lacked them; still read)."""

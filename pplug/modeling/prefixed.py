@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from pplug.core.batch import PPlugBatch
+
 from .model import PPlugModel
 
 

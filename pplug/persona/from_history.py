@@ -11,7 +11,6 @@ from typing import Any
 from .render import render
 from .schema import Persona, apply_updates
 
-
 _STOPWORDS = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
     between both but by can could did do does doing down during each few for from further had has have having he

@@ -7,7 +7,6 @@ import json
 
 from .schema import SECTIONS, Persona
 
-
 DEFAULT_FIELDS: tuple[str, ...] = ("identity", "demographics", "personality", "pattern", "preference", "extensions")
 """Fields `render` uses by default (short-term memory is left out: the embedding already reads history)."""
 

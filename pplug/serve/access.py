@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pplug.store.base import UserStoreBase
 from pplug.store.validation import InvalidInputError, check_user_id
+
 from .schema import APIError, Limits
 
 USER_KEY_PREFIX = "pplug-u-"

@@ -5,6 +5,8 @@
     GET  /v1/models                      the served model (id = --model-name, default "pplug-<run folder>")
     POST /v1/completions                 OpenAI completions; `user` picks the user whose history personalises
     POST /v1/chat/completions            OpenAI chat; the input is the last "user" message's content
+    POST /v1/rank                        admin: one input for many stored users (each user's output, label
+                                         distribution); users of one batch share the prompt's prefill
     POST /v1/users                       admin: create a user -> that user's API key (shown once)
     GET  /v1/users                       admin: list users
     GET  /v1/users/{id}                  admin or the user: persona, version, history counts
@@ -35,9 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pplug.store import open_store
 from pplug.store.base import UserStoreBase
 from pplug.store.validation import item_json_schema
+
 from . import routes_generate, routes_info, routes_users
 from .access import ServerState
 from .batching import Batcher, Engine

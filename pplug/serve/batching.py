@@ -42,7 +42,8 @@ from typing import Any
 import torch
 
 from pplug.core.batch import PPlugBatch
-from pplug.core.checkpoints import LATEST_FILE, resolve as resolve_checkpoint
+from pplug.core.checkpoints import LATEST_FILE
+from pplug.core.checkpoints import resolve as resolve_checkpoint
 from pplug.core.runtime import resolve_device
 from pplug.core.tasks import get_task
 from pplug.decode.inference import decode
@@ -51,6 +52,7 @@ from pplug.modeling.label_rules import decode_labels
 from pplug.modeling.model import PPlugModel, history_label_tensor
 from pplug.modeling.prefixed import PrefixedModel
 from pplug.store.base import UserStoreBase
+
 from .contexts import PluginSnapshot, Row, Snapshot, UserContext, UserContexts, prepare_row, row_state
 
 

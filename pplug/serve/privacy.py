@@ -60,8 +60,8 @@ def embed_user(checkpoint: str | Path, items: Sequence[dict], task: str | None =
         encoder: an already loaded HistoryEncoder (default: the checkpoint's encoder with a private
             in-memory cache, so nothing of the history is written to disk here either).
     """
-    from pplug.encode.history import HistoryEncoder
     from pplug.core.tasks import get_task
+    from pplug.encode.history import HistoryEncoder
 
     folder = resolve_checkpoint(checkpoint)
     config, meta = PPlugModel.load_checkpoint_config(folder)

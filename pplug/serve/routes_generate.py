@@ -1,8 +1,11 @@
-"""`pplug serve`'s generation routes, OpenAI's: `POST /v1/completions` and `POST /v1/chat/completions`.
+"""`pplug serve`'s generation routes, OpenAI's: `POST /v1/completions` and `POST /v1/chat/completions`; and
+pplug's own `POST /v1/rank`: one input for many users.
 
 A request's `user` (or, in privacy mode, its `user_vector`) picks whose history personalises the outputs; a
 user key generates only for its own user. The checks come first, then the user's context (cached), then one
-row per input, queued for the batcher; the reply carries what served it under `pplug`.
+row per input, queued for the batcher; the reply carries what served it under `pplug`. `/v1/rank` (admin key)
+queues one row per user for the same input: rows of one batch share their prompt, so with a checkpoint whose
+soft prompt comes after the prompt (`soft_prompt_position: after_prompt`) a batch of users pays one prefill.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from pplug.store.validation import InvalidInputError, check_user_id
-from .access import Caller, ServerState, State, invalid
+
+from .access import Caller, ServerState, State, invalid, require_admin
 from .contexts import UserContext
 from .privacy import parse_user_vector
-from .schema import APIError, ChatBody, CompletionBody, GenerateBody
+from .schema import APIError, ChatBody, CompletionBody, GenerateBody, RankBody
 
 router = APIRouter()
 
@@ -121,4 +125,41 @@ async def chat(state: State, who: Caller, body: ChatBody):
             "usage": usage, "pplug": meta}
 
 
-__all__ = ["context_for", "generate", "router"]
+@router.post("/v1/rank")
+async def rank(state: State, who: Caller, body: RankBody):
+    """One input for many stored users: each user's output (and label distribution), in the order asked."""
+    require_admin(who)
+    engine, limits = state.engine, state.limits
+    if body.model != state.model_name:
+        raise APIError(404, f"model {body.model!r} does not exist; this server serves {state.model_name!r}",
+                       "invalid_request_error", "model", "model_not_found")
+    if not body.users or len(body.users) > limits.max_rank_users:
+        raise APIError(400, f"between 1 and {limits.max_rank_users} users per request", "invalid_request_error",
+                       "users")
+    if not body.input.strip() or len(body.input) > limits.max_input_chars:
+        raise APIError(400, f"the input must be 1 to {limits.max_input_chars} characters", "invalid_request_error",
+                       "input", "invalid_value")
+    if body.max_tokens is not None and body.max_tokens > limits.max_new_tokens:
+        raise APIError(400, f"max_tokens {body.max_tokens} is over the limit of {limits.max_new_tokens}",
+                       "invalid_request_error", "max_tokens", "invalid_value")
+    for user in body.users:
+        try:
+            check_user_id(user, param="users")
+        except InvalidInputError as e:
+            raise invalid(e) from None
+
+    def rows() -> list:
+        return [engine.prepare(body.input, engine.user_context(u)[0], body.max_tokens) for u in body.users]
+
+    prepared = await run_in_threadpool(rows)
+    outs = await asyncio.gather(*(state.batcher.submit(r) for r in prepared))
+    results = [{"user": u, "text": o["text"], "cold_start": r.ctx.cold_start, "history_items": o["history_items"],
+                **({"label_probs": o["label_probs"]} if engine.spec.labels else {})}
+               for u, r, o in zip(body.users, prepared, outs)]
+    return {"object": "pplug.rank", "model": state.model_name, "created": int(time.time()), "results": results,
+            "pplug": {"version": outs[0]["version"], "task": engine.spec.name, "decoding": outs[0]["decoding"],
+                      "soft_prompt_position": engine.snapshot.model.soft_prompt_position,
+                      "batch_size": sorted({o["batch_size"] for o in outs})}}
+
+
+__all__ = ["context_for", "generate", "rank", "router"]

@@ -21,6 +21,7 @@ from pplug.persona.schema import PersonaError
 from pplug.store.base import UserStoreBase
 from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError
 from pplug.store.validation import InvalidInputError, check_items, check_user_id
+
 from .access import USER_KEY_PREFIX, Caller, ServerState, State, hash_key, invalid, require_access, require_admin
 from .schema import APIError, CreateUserBody, HistoryBody
 

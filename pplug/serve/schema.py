@@ -23,6 +23,8 @@ class Limits:
     """Items per history upload."""
     max_item_chars: int = MAX_ITEM_CHARS
     """Characters of one history item (its JSON); the store refuses more than `pplug.store.validation.MAX_ITEM_CHARS`."""
+    max_rank_users: int = 4_096
+    """Users one `POST /v1/rank` request asks about."""
 
 
 class APIError(Exception):
@@ -57,6 +59,15 @@ class GenerateBody(_Body):
 
 class CompletionBody(GenerateBody):
     prompt: str | list[str]
+
+
+class RankBody(_Body):
+    """`POST /v1/rank`: one input, many stored users (each user's output and, for label tasks, distribution)."""
+
+    model: str
+    input: str
+    users: list[str]
+    max_tokens: int | None = Field(None, ge=1)
 
 
 class ChatMessage(_Body):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pplug.persona.schema import Persona, diff
+
 from .memory import MemoryVectors
 from .schema import DuplicateUserError, Interaction, PersonaChange, StoreError, UnknownUserError, utc_now
 from .validation import check_items, check_user_id

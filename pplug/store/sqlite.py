@@ -42,6 +42,7 @@ from .schema import (
     default_store_path,
 )
 
+
 class UserStore(UserStoreBase):
     """SQLite-backed store of users, versioned personas, interactions and memory vectors.
 

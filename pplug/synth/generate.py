@@ -33,8 +33,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pplug.lamp.data import Example, LaMPSplit, load_split, write_split
 from pplug.core.io import atomic_write_json
+from pplug.core.tasks import get_task
+from pplug.lamp.data import Example, LaMPSplit, load_split, write_split
+
 from .report import ratings_report, tags_report, titles_report
 from .vocab import (
     ABSTRACT_TEMPLATES,
@@ -54,7 +56,6 @@ from .vocab import (
     capitalize,
     format_title,
 )
-from pplug.core.tasks import get_task
 
 KINDS = ("ratings", "tags", "titles")
 REPORT_NAME = "synth_report.json"

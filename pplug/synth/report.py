@@ -8,8 +8,10 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
+from pplug.core.tasks import MOVIE_TAGS, get_task
 from pplug.lamp.data import Example
 from pplug.lamp.metrics import accuracy_f1, rouge
+
 from .vocab import (
     TAG_GROUP_OF,
     TITLE_STYLES,
@@ -19,7 +21,6 @@ from .vocab import (
     text_sentiment,
     title_style,
 )
-from pplug.core.tasks import MOVIE_TAGS, get_task
 
 
 def _mae_rmse_of(preds: list[float], golds: list[float]) -> dict[str, float]:

@@ -16,9 +16,9 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from pplug.lamp.data import subsample
 from pplug.methods.batches import build_batch, retrieve
 from pplug.methods.registry import get_method, resolve_k
-from pplug.lamp.data import subsample
 
 from .augment import history_copies
 
@@ -184,8 +184,8 @@ class LaMPDataModule(L.LightningDataModule):
             ensure_default_data(Path(self.hparams.root).parent, kind=kind)
 
     def _load(self, split: str, n: int | None, seed_offset: int, exclude: frozenset[str] = frozenset()) -> list:
-        from pplug.lamp.data import LaMPDataError, load_outputs, load_split
         from pplug.core.tasks import get_task
+        from pplug.lamp.data import LaMPDataError, load_outputs, load_split
 
         hp = self.hparams
         if hp.root is None:

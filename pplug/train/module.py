@@ -32,12 +32,13 @@ import torch
 from lightning.pytorch.utilities import grad_norm
 
 from pplug.core.batch import PPlugBatch
-from .callbacks import LogProgress
-from .config import OPTIMIZER_FIELDS, TrainConfig
-from pplug.modeling.config import PPlugConfig
-from .data import Collator, LaMPBatch, LaMPDataModule
 from pplug.decode.inference import decode, decode_labels, task_decodings
 from pplug.methods.registry import get_method, resolve_k
+from pplug.modeling.config import PPlugConfig
+
+from .callbacks import LogProgress
+from .config import OPTIMIZER_FIELDS, TrainConfig
+from .data import Collator, LaMPBatch, LaMPDataModule
 
 # Intentional, so not worth a line in every log (train.py, slow adaptation): the frozen LLM stays in eval mode
 # while the embedder trains, and batches are text that the model tokenises on its own device.
@@ -85,9 +86,9 @@ class PPlugLitModule(L.LightningModule):
         **config: Any,
     ) -> None:
         super().__init__()
+        from pplug.core.tasks import get_task
         from pplug.encode.history import HistoryEncoder
         from pplug.modeling.model import PPlugModel
-        from pplug.core.tasks import get_task
 
         cfg = PPlugConfig(**config)  # validates every field (unknown method / task / dtype -> ValueError)
         resolve_k(cfg.method, cfg.retrieval_k)  # validates k
