@@ -573,3 +573,17 @@ def test_label_loss_labels_is_the_cross_entropy_among_the_labels(tiny_config, sh
         dataclasses.replace(tiny_config, label_loss="vocab")
     with pytest.raises(ValueError, match="applies to label tasks, not LaMP_5"):
         dataclasses.replace(tiny_config, task="LaMP_5", label_loss="labels")
+
+
+def test_every_model_decoding_reads_is_a_personalizer(tiny_config):
+    """PPlugModel, the frozen LLM alone and a model with precomputed soft prompts share one interface."""
+    from pplug.decode.inference import FrozenBaseline
+    from pplug.modeling.model import PPlugModel
+    from pplug.modeling.prefixed import PrefixedModel
+    from pplug.modeling.protocol import Personalizer
+
+    model = PPlugModel.from_config(tiny_config, cache_path=":memory:")
+    soft = torch.zeros(1, model.embedder.num_prefix_tokens, model.llm.token_dim)
+    for m in (model, FrozenBaseline(model.llm), PrefixedModel(model, soft)):
+        assert isinstance(m, Personalizer), type(m).__name__
+    assert not isinstance(model.llm, Personalizer)  # the LLM takes soft prompts, not batches: not one of them

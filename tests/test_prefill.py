@@ -226,3 +226,36 @@ def test_copies_of_a_question_share_one_prefill_and_one_input_encoding(tiny_conf
         alone.append((model(one), len(model.llm.target_ids(one.targets)[0])))
     want = sum(l * n for l, n in alone) / sum(n for _, n in alone)  # the mean over every target token
     torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_prefill_benchmark_runs_end_to_end_on_tiny_models(tiny_causal_llm_dir, tiny_encoder_dir, tmp_path,
+                                                              monkeypatch):
+    """benchmarks/bench_prefill.py on a tiny LLM: every setting runs, the JSON holds the ratios the docs render."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pplug.synth.generate import make_synthetic
+
+    make_synthetic(tmp_path / "data", kind="ratings", n_users=12, seed=0)
+    root = Path(__file__).resolve().parents[1]
+    tiny = json.dumps({"base_model_name_or_path": str(tiny_causal_llm_dir),
+                       "encoder_name_or_path": str(tiny_encoder_dir), "max_encoder_tokens": 64})
+    out = tmp_path / "prefill.json"
+    env = {**__import__("os").environ, "PPLUG_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_prefill.py"), "--data", str(tmp_path / "data"),
+           "--tiny", tiny, "--copies", "1", "3", "--prefix-copies", "1", "--users", "1", "4", "--repeats", "1",
+           "--batch", "2", "--threads", "1", "--max-input-tokens", "48", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(out.read_text())
+    train = res["train"]["float32"]
+    assert set(train) == {"prefix k=1", "after_prompt k=1", "after_prompt k=3"}
+    assert train["prefix k=1"]["cheaper_per_example_than_prefix"] == 1.0 and train["after_prompt k=3"]["rows"] > 2
+    assert set(res["score"]["float32"]) == {"1 users", "4 users"} and res["meta"]["command"]
+    from benchmarks import report
+
+    text = report.prefill_cost(out.parent, out.stem)
+    assert "after_prompt k=3" in text and "4 users" in text

@@ -37,6 +37,7 @@ import torch
 
 from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind
 from pplug.lamp.metrics import _rouge_scorer
+from pplug.modeling.protocol import Personalizer
 from pplug.modeling.sampling import row_seed
 
 GENERATION_DECODINGS = tuple(d for d in DECODINGS_BY_KIND[OutputKind.GENERATION] if d != "argmax")
@@ -224,7 +225,7 @@ def reward_mbr_select(cands: Candidates, reward: torch.Tensor | None, weight: fl
 # per-row decoding of a batch
 
 
-def candidate_pools(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_tokens: int,
+def candidate_pools(model: Personalizer, batch: Any, specs: Sequence[DecodingSpec], max_new_tokens: int,
                     keys: Sequence[str], clean: Callable[[str], str] = str.strip,
                     prefix: torch.Tensor | None = None, first_line: bool = False) -> list[Candidates | None]:
     """Greedy + `num_samples` samples for every sampling row (None for greedy / beam rows), in one greedy and
@@ -250,7 +251,7 @@ def candidate_pools(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_n
     return pools
 
 
-def decode_rows(model: Any, batch: Any, specs: Sequence[DecodingSpec], max_new_tokens: int,
+def decode_rows(model: Personalizer, batch: Any, specs: Sequence[DecodingSpec], max_new_tokens: int,
                 rows: RowContext | None = None, clean: Callable[[str], str] = str.strip,
                 stats: dict | None = None, first_line: bool = False) -> list[str]:
     """One output per row, each row decoded with its own spec (see the module docstring).
@@ -323,7 +324,7 @@ def _stop(llm: Any, first_line: bool) -> dict:
     return {"stopping_criteria": StoppingCriteriaList([llm.first_line_stop()])}
 
 
-def _prefix(model: Any, batch: Any) -> torch.Tensor | None:
+def _prefix(model: Personalizer, batch: Any) -> torch.Tensor | None:
     """The model's soft prompt for the batch, (B, P, D); None for models without one (the `none` baseline)."""
     return model.prefix(batch) if hasattr(model, "prefix") else None
 

@@ -31,6 +31,7 @@ from pplug.core.tasks import DECODINGS_BY_KIND, OutputKind, TaskSpec, get_task
 from pplug.methods.batches import build_batch, retrieve
 from pplug.methods.registry import MethodPlugin, get_method, method_rows, require_plugin, resolve_k
 from pplug.modeling.label_rules import decode_labels
+from pplug.modeling.protocol import Personalizer
 
 DECODINGS: tuple[str, ...] = tuple(dict.fromkeys(d for ds in DECODINGS_BY_KIND.values() for d in ds))
 """Every decoding name any task supports."""
@@ -83,7 +84,7 @@ class FrozenBaseline:
 
 
 @torch.no_grad()
-def decode(model: Any, task: TaskSpec, batch: Any, decoding: str | Sequence[str] = "argmax", num_beams: int = 1,
+def decode(model: Personalizer, task: TaskSpec, batch: Any, decoding: str | Sequence[str] = "argmax", num_beams: int = 1,
            max_new_tokens: int | None = None, *, options: Any = None, specs: Sequence[Any] | None = None,
            rows: Any = None, stats: dict | None = None) -> Any:
     """Predictions for a text batch, as LaMP output strings (see the module docstring for the decodings).
@@ -146,7 +147,7 @@ def clean_generation(text: str) -> str:
     return ""
 
 
-def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: str, decodings: Sequence[str],
+def predict(model: Personalizer, task: TaskSpec | str, examples: Sequence[Any], method: str, decodings: Sequence[str],
             batch_size: int | None = None, max_history: int | None = None, retrieval_k: int | None = None,
             retriever: str = "bm25", encoder: Any = None, num_beams: int = 1, max_new_tokens: int | None = None,
             personas: Sequence[str | None] | None = None, progress: bool = False, options: Any = None,
@@ -223,7 +224,7 @@ def predict(model: Any, task: TaskSpec | str, examples: Sequence[Any], method: s
     return out
 
 
-def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch_size: int | None = None,
+def personalize(model: Personalizer | MethodPlugin, examples: Sequence[Any], decoding: Any = None, batch_size: int | None = None,
                 personas: Sequence[str | None] | None = None, device: str | torch.device | None = None,
                 progress: bool = False, num_beams: int = 1, max_new_tokens: int | None = None,
                 options: Any = None, method: str | None = None, **decoding_options: Any) -> list[str]:
@@ -281,7 +282,7 @@ def personalize(model: Any, examples: Sequence[Any], decoding: Any = None, batch
     return [preds[i] for i in ids]
 
 
-def _runs_weights_of(model: Any, method: str | None) -> str:
+def _runs_weights_of(model: Personalizer, method: str | None) -> str:
     """The method `personalize` runs `model` as: its own, or one that runs its weights (ValueError otherwise)."""
     own = model.config.method
     if method is None or method == own:
