@@ -859,18 +859,26 @@ def prefill_cost(results: Path, name: str = "prefill_cost") -> str:
     users, the soft prompt in front (`prefix`) against after the prompt with a shared prefill, per dtype."""
     d = load(results, name)
     s = d["settings"]
+
+    def setting_order(setting: str) -> tuple:  # "prefix k=1" first, then by placement and copies
+        placement, _, k = setting.partition(" k=")
+        return placement != "prefix", int(k)
+
     parts = []
-    for dtype, train in d["train"].items():
+    for dtype in sorted(d["train"], key=lambda t: t != "float32"):
+        train = d["train"][dtype]
         body = [[setting, str(r["rows"]), f"{r['seconds']:.2f}", f"{r['examples_per_s']:.1f}",
                  f"{r['cheaper_per_example_than_prefix']:.1f}x", f"{r['peak_mb_over_model']:.0f}"]
-                for setting, r in train.items()]
-        parts.append(f"Training, {dtype} ({s['batch']} questions a step, ~{next(iter(train.values()))['prompt_tokens']:.0f}"
-                     f"-token prompts, median of {s['repeats']} steps):\n\n" + markdown_table(
+                for setting, r in sorted(train.items(), key=lambda kv: setting_order(kv[0]))]
+        parts.append(f"Training, {dtype} ({s['batch']} questions a step, prompts of at most {s['max_input_tokens']} "
+                     f"tokens, {next(iter(train.values()))['prompt_tokens']:.0f} on average; median of "
+                     f"{s['repeats']} steps):\n\n" + markdown_table(
                          ["setting (k = copies per question)", "rows", "s / step", "examples / s",
                           "cheaper per example than prefix k=1", "peak MB over the loaded model"], body))
         score = d["score"][dtype]
-        body = [[users, f"{r['prefix']['seconds']:.3f}", f"{r['after_prompt']['seconds']:.3f}",
-                 f"{r['cheaper_than_prefix']:.1f}x"] for users, r in score.items()]
+        body = [[users.split()[0], f"{r['prefix']['seconds']:.3f}", f"{r['after_prompt']['seconds']:.3f}",
+                 f"{r['cheaper_than_prefix']:.1f}x"] for users, r in sorted(score.items(), key=lambda kv: int(
+                     kv[0].split()[0]))]
         parts.append(f"Scoring one item for many users, {dtype} (the prefix's rows {s['score_batch']} a pass, "
                      f"the after-prompt rows in one call):\n\n" + markdown_table(
                          ["users", "prefix s", "after_prompt s", "after_prompt cheaper by"], body))
