@@ -14,6 +14,9 @@ of `--repeats` steps:
 - scoring: one input (a dev review) for N users with their own histories (`choice_logprobs` over "1".."5", the
   rows in one call), against the same N rows with the soft prompt in front (each row its own prompt pass).
 Prints a table of medians and the ratios against `prefix`, and writes them with the host, dtype and command.
+
+`--device` places the model (default cpu; `--device cuda` on a GPU, where each timed step waits for the GPU to
+finish and the peak memory is the GPU allocator's, not the process's resident memory).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _model(data: str, position: str, dtype: str, max_input_tokens: int, tiny: dict | None):
+def _model(data: str, position: str, dtype: str, max_input_tokens: int, tiny: dict | None, device: str):
     from pplug.lamp.data import load_split
     from pplug.modeling.config import PPlugConfig
     from pplug.modeling.model import PPlugModel
@@ -45,11 +48,39 @@ def _model(data: str, position: str, dtype: str, max_input_tokens: int, tiny: di
     import torch
 
     torch.manual_seed(0)
-    return PPlugModel.from_config(cfg, cache_path=None), split
+    return PPlugModel.from_config(cfg, cache_path=None, device=device), split
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KB
+
+
+def _memory_base_mb(device) -> float:
+    """What the loaded model holds, the peak's zero: on CUDA the allocator's memory now (its peak reset, so that
+    loading does not count), else this process's peak resident memory so far."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    return _rss_mb()
+
+
+def _peak_mb(device) -> float:
+    """The peak memory so far: the GPU allocator's on CUDA (the model's own memory is there), else this process's."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return _rss_mb()
+
+
+def _finished(device) -> None:
+    """Wait for the GPU's queued work: CUDA calls return before their kernels ran, so a clock read needs it."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -62,9 +93,9 @@ def child(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     tiny = json.loads(args.tiny) if args.tiny else None
-    model, split = _model(args.data, args.position, args.dtype, args.max_input_tokens, tiny)
+    model, split = _model(args.data, args.position, args.dtype, args.max_input_tokens, tiny, args.device)
     task, llm = split.task, model.llm
-    base = _rss_mb()
+    base = _memory_base_mb(llm.device)
     times = []
     if args.what == "train":
         examples = [ex for ex in split.examples if len(ex.profile) > 2][: args.batch]
@@ -79,6 +110,7 @@ def child(args: argparse.Namespace) -> dict:
             loss = model(batch)
             loss.backward()
             model.zero_grad(set_to_none=True)
+            _finished(llm.device)
             if r:
                 times.append(time.perf_counter() - t0)
         n = len(rows)
@@ -101,18 +133,19 @@ def child(args: argparse.Namespace) -> dict:
                                       batch.histories[s:s + chunk],
                                       history_stats=batch.history_stats[s:s + chunk] if batch.history_stats else None)
                     model.choice_logprobs(sub, labels)
+                _finished(llm.device)
                 if r:
                     times.append(time.perf_counter() - t0)
         n = args.users
     prompt_tokens = statistics.mean(len(ids) for ids in llm.prompt_ids(batch.prompts))
     return {"seconds": statistics.median(times), "times": [round(t, 4) for t in times], "rows": n,
-            "prompt_tokens": round(prompt_tokens, 1), "peak_mb_over_model": round(_rss_mb() - base, 1),
+            "prompt_tokens": round(prompt_tokens, 1), "peak_mb_over_model": round(_peak_mb(llm.device) - base, 1),
             "llm_dtype": str(llm.dtype).replace("torch.", "")}
 
 
 def run(args: argparse.Namespace, what: str, position: str, dtype: str, **extra) -> dict:
     cmd = [sys.executable, __file__, "--child", "--what", what, "--position", position, "--dtype", dtype,
-           "--data", args.data, "--repeats", str(args.repeats), "--batch", str(args.batch),
+           "--data", args.data, "--device", args.device, "--repeats", str(args.repeats), "--batch", str(args.batch),
            "--threads", str(args.threads), "--max-input-tokens", str(args.max_input_tokens),
            "--score-batch", str(args.score_batch), *(["--tiny", args.tiny] if args.tiny else []),
            *[x for k, v in extra.items() for x in (f"--{k}", str(v))]]
@@ -138,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-input-tokens", type=int, default=128)
     ap.add_argument("--tiny", default=None, help="JSON of PPlugConfig fields (tests: a tiny LLM and encoder)")
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, auto")
     ap.add_argument("--out", default=None)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--what", choices=["train", "score"], help=argparse.SUPPRESS)
@@ -170,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             aft = run(args, "score", "after_prompt", dtype, users=n)
             score[f"{n} users"] = {"prefix": pre, "after_prompt": aft,
                                    "cheaper_than_prefix": round(pre["seconds"] / aft["seconds"], 2)}
-    results["meta"] = run_meta(device="cpu", dtype="/".join(args.dtypes))
+    results["meta"] = run_meta(device=args.device, dtype="/".join(args.dtypes))
     for dtype in args.dtypes:
         print(f"\ntraining, {dtype} ({args.batch} questions a step):")
         print("| setting | rows | s / step | examples / s | per example vs prefix k=1 | peak MB over the model |")

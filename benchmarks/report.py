@@ -886,6 +886,27 @@ def prefill_cost(results: Path, name: str = "prefill_cost") -> str:
     return "\n\n".join(parts)
 
 
+PLACEMENT_MUSIC = "ablation_music_ratings_placement"
+PLACEMENT_ROWS = (
+    Row("pplug base", "soft prompt in front (the rating recipe), 100 steps"),
+    Row("pplug after-prompt", "after the prompt, 100 steps (equal steps)"),
+    Row("pplug after-prompt-copies-10", "after the prompt, 10 history-drop copies, 100 steps (equal steps)"),
+    Row("pplug after-prompt-copies-10-equal-wall", "after the prompt, 10 copies, 145 steps (equal wall time)"))
+
+
+def placement_training(results: Path, name: str = PLACEMENT_MUSIC) -> str:
+    """One line: each variant's training wall time, mean ± sd over the seeds, as the run measured it."""
+    from pplug.lamp.stats import mean_sd
+
+    d = load(results, name)
+    parts = []
+    for variant, per_seed in d["train_seconds"].items():
+        m, sd = mean_sd(list(per_seed.values()))
+        parts.append(f"{variant} {m / 60:.1f}" + (f" ± {sd / 60:.1f}" if sd is not None else "") + " min")
+    return ("Training wall time per seed (3 seeds side by side on 2 cores, one thread each, so these compare "
+            "variants with each other, not with a lone run): " + "; ".join(parts) + ".")
+
+
 T = functools.partial
 RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
@@ -1078,6 +1099,14 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "serve_demo": serve_demo,
     # docs/results.md: the shared prefill
     "prefill_cost": prefill_cost,
+    "ablation_placement_music": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds, float32", cols=_with_file([MAE, RMSE],
+                                                                                           PLACEMENT_MUSIC),
+        rows=(*PLACEMENT_ROWS, *RATING_FLOORS)),
+    "ablation_placement_music_intervals": T(
+        interval_table, caption="minus the soft prompt in front", cols=_with_file([MAE, RMSE], PLACEMENT_MUSIC),
+        rows=tuple(Row("pplug base", r.label, ref=r.key) for r in PLACEMENT_ROWS[1:])),
+    "ablation_placement_music_training": placement_training,
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,
 }

@@ -38,15 +38,13 @@ PLUGIN_GROUP = "pplug.methods"
 
 
 class Method(str, Enum):
-    """Names of the compared methods (CLI and config values)."""
+    """Names of the built-in methods (CLI and config values); plug-ins add theirs by name (`register_plugin`)."""
 
     NONE = "none"
     PROMPT_TUNED = "prompt-tuned"
     RETRIEVAL = "retrieval"
     PPLUG = "pplug"
     PPLUG_RETRIEVAL = "pplug+retrieval"
-    LORA_HUB = "lora-hub"
-    PPLUG_LORA_HUB = "pplug+lora-hub"
 
 
 @dataclass(frozen=True)
@@ -167,11 +165,20 @@ def register_plugin(spec: PluginSpec) -> PluginSpec:
     return spec
 
 
+BUNDLED_PLUGINS = {"hub": "pplug.hub.methods"}
+"""The plug-ins that ship with pplug (also in pyproject.toml's entry points): found from a source checkout that
+was never pip-installed, where entry points do not exist."""
+
+
 def load_plugins() -> None:
-    """Import every plug-in module of the `pplug.methods` entry-point group (each registers itself)."""
-    for ep in entry_points(group=PLUGIN_GROUP):
-        if ep.name not in PLUGINS:
-            ep.load()
+    """Import every plug-in module of the `pplug.methods` entry-point group and the bundled ones (each registers
+    itself when imported)."""
+    import importlib
+
+    found = {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
+    for name, module in {**BUNDLED_PLUGINS, **found}.items():
+        if name not in PLUGINS:
+            importlib.import_module(module.split(":")[0])
 
 
 def get_plugin(name: str) -> PluginSpec:
@@ -254,6 +261,6 @@ def resolve_k(method: str | MethodSpec, retrieval_k: int | None) -> int:
     return k
 
 
-__all__ = ["METHODS", "Method", "MethodPlugin", "MethodSpec", "PLUGINS", "PluginSpec", "RETRIEVERS", "get_method",
-           "get_plugin", "load_plugins", "method_config", "method_names", "method_rows", "register_plugin",
-           "require_plugin", "resolve_k"]
+__all__ = ["BUNDLED_PLUGINS", "METHODS", "Method", "MethodPlugin", "MethodSpec", "PLUGINS", "PluginSpec", "RETRIEVERS",
+           "get_method", "get_plugin", "load_plugins", "method_config", "method_names", "method_rows",
+           "register_plugin", "require_plugin", "resolve_k"]
