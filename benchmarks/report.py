@@ -900,8 +900,9 @@ def placement_training(results: Path, name: str = PLACEMENT_MUSIC) -> str:
 
     d = load(results, name)
     parts = []
-    for variant, per_seed in d["train_seconds"].items():
-        m, sd = mean_sd(list(per_seed.values()))
+    order = [r.key.removeprefix("pplug ") for r in PLACEMENT_ROWS]
+    for variant in sorted(d["train_seconds"], key=lambda v: order.index(v) if v in order else len(order)):
+        m, sd = mean_sd(list(d["train_seconds"][variant].values()))
         parts.append(f"{variant} {m / 60:.1f}" + (f" ± {sd / 60:.1f}" if sd is not None else "") + " min")
     return ("Training wall time per seed (3 seeds side by side on 2 cores, one thread each, so these compare "
             "variants with each other, not with a lone run): " + "; ".join(parts) + ".")
