@@ -258,4 +258,4 @@ def test_the_prefill_benchmark_runs_end_to_end_on_tiny_models(tiny_causal_llm_di
     from benchmarks import report
 
     text = report.prefill_cost(out.parent, out.stem)
-    assert "after_prompt k=3" in text and "4 users" in text
+    assert "| after_prompt k=3 |" in text and "| 4 |" in text
