@@ -182,11 +182,9 @@ class PPlugConfig:
             raise ValueError(f"retriever must be one of {list(RETRIEVERS)}, got {self.retriever!r}")
         if self.decoding not in task.decodings:
             raise ValueError(f"decoding {self.decoding!r} does not apply to {task.name}; choose from {list(task.decodings)}")
-        from .prefill import SOFT_PROMPT_POSITIONS
+        from .prefill import check_position
 
-        if self.soft_prompt_position not in SOFT_PROMPT_POSITIONS:
-            raise ValueError(f"soft_prompt_position must be one of {list(SOFT_PROMPT_POSITIONS)}, "
-                             f"got {self.soft_prompt_position!r}")
+        check_position(self.soft_prompt_position, is_seq2seq=False)  # the LLM's kind is checked when it is built
         if not isinstance(self.num_user_tokens, int) or self.num_user_tokens < 1:
             raise ValueError(f"num_user_tokens must be an integer >= 1, got {self.num_user_tokens!r}")
         if self.input_encoder not in {e.value for e in InputEncoder}:

@@ -24,6 +24,7 @@ over [prompt; soft prompt; target] (tests/test_prefill.py checks it to 1e-5 in f
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,10 +33,15 @@ import torch
 from torch import nn
 
 
+@functools.cache
+def _forward_arguments(model_class: type) -> frozenset[str]:
+    """The keyword arguments a model class's forward takes (read once per class: prefill runs every step)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
 def cache_argument(model: nn.Module) -> str:
     """The keyword a causal LM's forward takes a key/value cache under ("cache" in recent transformers)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in _forward_arguments(type(model)) else "past_key_values"
 
 
 @dataclass
@@ -59,11 +65,6 @@ class PromptKV:
     def num_prompts(self) -> int:
         return int(self.mask.shape[0])
 
-    def lengths(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(R,) each row's prompt length in tokens (all B rows, or `rows`, indices into them)."""
-        idx = self.row_prompt if rows is None else self.row_prompt[rows]
-        return self.mask.sum(-1)[idx]
-
     def cache(self, prompts: torch.Tensor) -> object:
         """A transformers cache holding the keys and values of the distinct prompts `prompts` (one per sequence
         of a forward; a prompt may repeat). The cache grows by the forward's own keys, so each forward gets a
@@ -86,8 +87,7 @@ def distinct_prompts(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int
 
 
 @torch.no_grad()
-def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[int]], pad_id: int,
-            batch_size: int | None = None) -> PromptKV:
+def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[int]], pad_id: int) -> PromptKV:
     """The keys and values of every distinct prompt of `prompt_ids` (one per row), left-padded, no gradient.
 
     Args:
@@ -95,7 +95,6 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
         embed: its input embedding.
         prompt_ids: each row's prompt token ids (non-empty).
         pad_id: the id written in the padding (masked out; any id works).
-        batch_size: distinct prompts per forward pass (None: all at once).
     """
     distinct, rows = distinct_prompts(prompt_ids)
     device = embed.weight.device
@@ -107,21 +106,9 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
         mask[i, length - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)  # (U, L): each prompt counts from 0 at its first token
-    step = batch_size or len(distinct)
     one_logit = {"logits_to_keep": 1} if _keeps_logits(model) else {}  # only the cache is wanted
-    keys: list[list[torch.Tensor]] = []
-    values: list[list[torch.Tensor]] = []
-    for s in range(0, len(distinct), step):
-        sl = slice(s, s + step)
-        out = model(inputs_embeds=embed(ids[sl]), attention_mask=mask[sl], position_ids=position_ids[sl],
-                    use_cache=True, **one_logit)
-        layers = _layers(out.cache if "cache" in out else out.past_key_values)
-        if not keys:
-            keys, values = [[] for _ in layers], [[] for _ in layers]
-        for j, (k, v) in enumerate(layers):
-            keys[j].append(k)
-            values[j].append(v)
-    return PromptKV([(torch.cat(k), torch.cat(v)) for k, v in zip(keys, values)], mask,
+    out = model(inputs_embeds=embed(ids), attention_mask=mask, position_ids=position_ids, use_cache=True, **one_logit)
+    return PromptKV(_layers(out.cache if "cache" in out else out.past_key_values), mask,
                     torch.tensor(rows, dtype=torch.long, device=device), getattr(model, "config", None))
 
 
@@ -141,44 +128,44 @@ def run_after(model: nn.Module, kv: PromptKV, pieces: Sequence[torch.Tensor], ke
     if len(pieces) != kv.num_rows or len(keep) != kv.num_rows:
         raise ValueError(f"run_after: {len(pieces)} pieces and {len(keep)} keeps for {kv.num_rows} rows")
     device = kv.mask.device
+    sizes = [int(p.shape[0]) for p in pieces]
+    row_prompt = kv.row_prompt.tolist()
     # sequences: each holds consecutive rows of one prompt, at most max_packed positions (one row at least)
-    seqs: list[tuple[int, list[int]]] = []
-    open_seq: dict[int, int] = {}
-    for i, u in enumerate(kv.row_prompt.tolist()):
-        n = int(pieces[i].shape[0])
+    seq_prompt: list[int] = []  # the prompt each sequence reads
+    filled: list[int] = []  # positions taken in each sequence
+    open_seq: dict[int, int] = {}  # prompt -> the sequence its next row may join
+    where: list[tuple[int, int]] = []  # row -> (sequence, start)
+    for i, u in enumerate(row_prompt):
         j = open_seq.get(u)
-        if j is None or sum(int(pieces[r].shape[0]) for r in seqs[j][1]) + n > max_packed:
-            open_seq[u] = j = len(seqs)
-            seqs.append((u, []))
-        seqs[j][1].append(i)
-    length = max(sum(int(pieces[r].shape[0]) for r in rows) for _, rows in seqs)
+        if j is None or filled[j] + sizes[i] > max_packed:
+            open_seq[u] = j = len(seq_prompt)
+            seq_prompt.append(u)
+            filled.append(0)
+        where.append((j, filled[j]))
+        filled[j] += sizes[i]
+    length = max(filled)
     prompt_len = kv.mask.shape[1]
-    embeds = pieces[0].new_zeros(len(seqs), length, pieces[0].shape[-1])
-    position_ids = torch.zeros(len(seqs), length, dtype=torch.long, device=device)
-    allow = torch.zeros(len(seqs), length, prompt_len + length, dtype=torch.bool, device=device)
+    embeds = pieces[0].new_zeros(len(seq_prompt), length, pieces[0].shape[-1])
+    position_ids = torch.zeros(len(seq_prompt), length, dtype=torch.long, device=device)
+    allow = torch.zeros(len(seq_prompt), length, prompt_len + length, dtype=torch.bool, device=device)
     allow[:, torch.arange(length), prompt_len + torch.arange(length)] = True  # padding reads itself, never NaN
     lengths = kv.mask.sum(-1)
-    where: list[tuple[int, int]] = [(0, 0)] * kv.num_rows  # row -> (sequence, start)
-    for s_idx, (u, rows) in enumerate(seqs):
-        start = 0
-        for r in rows:
-            n = int(pieces[r].shape[0])
-            span = slice(start, start + n)
-            position_ids[s_idx, span] = lengths[u] + torch.arange(n, device=device)
-            allow[s_idx, span, :prompt_len] = kv.mask[u].bool()  # its prompt, without the left padding
-            allow[s_idx, span, prompt_len + start: prompt_len + start + n] = torch.ones(
-                n, n, dtype=torch.bool, device=device).tril()  # itself, causally; never its neighbours
-            where[r] = (s_idx, start)
-            start += n
+    for r, (s_idx, start) in enumerate(where):
+        u, n = row_prompt[r], sizes[r]
+        span = slice(start, start + n)
+        position_ids[s_idx, span] = lengths[u] + torch.arange(n, device=device)
+        allow[s_idx, span, :prompt_len] = kv.mask[u].bool()  # its prompt, without the left padding
+        allow[s_idx, span, prompt_len + start: prompt_len + start + n] = torch.ones(
+            n, n, dtype=torch.bool, device=device).tril()  # itself, causally; never its neighbours
     # the pieces carry the gradients: write them in with index_put, not in-place slices of a leaf
-    seq_idx = torch.cat([torch.full((int(pieces[r].shape[0]),), where[r][0], device=device) for r in range(kv.num_rows)])
-    pos_idx = torch.cat([where[r][1] + torch.arange(int(pieces[r].shape[0]), device=device) for r in range(kv.num_rows)])
+    seq_idx = torch.cat([torch.full((n,), j, device=device) for (j, _), n in zip(where, sizes)])
+    pos_idx = torch.cat([start + torch.arange(n, device=device) for (_, start), n in zip(where, sizes)])
     embeds = embeds.index_put((seq_idx, pos_idx), torch.cat(list(pieces)).to(embeds.dtype))
     wanted = sorted({where[r][1] + int(p) for r in range(kv.num_rows) for p in keep[r].tolist()})
     column = {p: c for c, p in enumerate(wanted)}
     extra = {"logits_to_keep": torch.tensor(wanted, device=device)} if _keeps_logits(model) else {}
     out = model(inputs_embeds=embeds, attention_mask=allow[:, None], position_ids=position_ids, use_cache=True,
-                **{cache_argument(model): kv.cache(torch.tensor([u for u, _ in seqs], device=device))}, **extra)
+                **{cache_argument(model): kv.cache(torch.tensor(seq_prompt, device=device))}, **extra)
     logits = out.logits if extra else out.logits[:, wanted]  # (S, K, V): the wanted columns
     return [logits[where[r][0], [column[where[r][1] + int(p)] for p in keep[r].tolist()]]
             for r in range(kv.num_rows)]
@@ -201,6 +188,14 @@ def check_position(position: str, is_seq2seq: bool) -> str:
     return position
 
 
+def _teacher_forced(llm: nn.Module, soft: torch.Tensor, tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A row's continuation [soft; t_0 .. t_{T-2}] ((P + T - 1, D)) and the positions whose logits predict
+    t_0 .. t_{T-1} (P - 1 + j predicts t_j)."""
+    p = soft.shape[0]
+    piece = torch.cat([soft, llm.embed(torch.tensor(tokens[:-1], dtype=torch.long))])
+    return piece, torch.arange(p - 1, p - 1 + len(tokens))
+
+
 def after_prompt_loss(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int]], t_ids: list[list[int]],
                       choice_ids: list[int] | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`FrozenLLM.forward` with the soft prompt after the prompt: the mean token cross-entropy of the targets
@@ -214,10 +209,7 @@ def after_prompt_loss(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int
             predicts the target's first token.
     """
     kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
-    p = prefix.shape[1]
-    # row i reads [soft_i; t_0 .. t_{T-2}]: position p-1+j predicts t_j
-    pieces = [torch.cat([prefix[i], llm.embed(torch.tensor(t[:-1], dtype=torch.long))]) for i, t in enumerate(t_ids)]
-    keep = [torch.arange(p - 1, p - 1 + len(t)) for t in t_ids]
+    pieces, keep = zip(*(_teacher_forced(llm, prefix[i], t) for i, t in enumerate(t_ids)))
     logits = run_after(llm.model, kv, pieces, keep)  # B x (T_i, V)
     flat = torch.cat(logits).float()  # (sum T_i, V)
     gold = torch.tensor([tok for t in t_ids for tok in t], dtype=torch.long, device=flat.device)
@@ -243,11 +235,7 @@ def after_prompt_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[
         lp = torch.log_softmax(torch.cat(last).float(), dim=-1)  # (B, V)
         return lp[:, [ids[0] for ids in c_ids]]
     kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id)  # B * C rows, B prefills
-    pieces, keep = [], []
-    for i in range(b):
-        for t in c_ids:
-            pieces.append(torch.cat([prefix[i], llm.embed(torch.tensor(t[:-1], dtype=torch.long))]))
-            keep.append(torch.arange(p - 1, p - 1 + len(t)))
+    pieces, keep = zip(*(_teacher_forced(llm, prefix[i], t) for i in range(b) for t in c_ids))
     logits = run_after(model, kv, pieces, keep)  # B*C x (len(choice), V)
     out = torch.stack([torch.log_softmax(lg.float(), dim=-1).gather(
         -1, torch.tensor(c_ids[r % c], device=lg.device)[:, None]).sum() for r, lg in enumerate(logits)])
@@ -255,7 +243,7 @@ def after_prompt_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[
 
 
 def _keeps_logits(model: nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return "logits_to_keep" in _forward_arguments(type(model))
 
 
 def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
