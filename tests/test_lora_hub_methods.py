@@ -66,6 +66,11 @@ def test_method_table_has_the_hub_rows(tiny_config):
     assert get_method("pplug+lora-hub").plugin == "hub" and get_method("pplug+lora-hub").use_user_embedding
     assert get_method("pplug+lora-hub").weights_of == "pplug"
     assert not any(get_method(m).plugin for m in ("none", "prompt-tuned", "retrieval", "pplug", "pplug+retrieval"))
+    from pplug.methods.registry import get_plugin
+
+    assert get_plugin("hub").method_for("pplug").name == "pplug+lora-hub"
+    with pytest.raises(ValueError, match="combines with a 'pplug' .* this one is 'prompt-tuned'"):
+        get_plugin("hub").method_for("prompt-tuned")
     with pytest.raises(ValueError, match="train method 'pplug'"):
         dataclasses.replace(tiny_config, method="pplug+lora-hub")
     with pytest.raises(ValueError, match="no trainable parts"):

@@ -29,12 +29,7 @@ def hub_method(model: Any) -> str:
     ValueError for a model the hub does not combine with."""
     from pplug.hub.methods import HUB
 
-    combined = {spec.weights_of: spec.name for spec in HUB.methods if spec.weights_of}
-    own = model.config.method
-    if own not in combined:
-        raise ValueError(f"a LoRA hub combines with a {' or '.join(map(repr, combined))} model "
-                         f"(method {', '.join(combined.values())}); this one is '{own}'")
-    return combined[own]
+    return HUB.method_for(model.config.method).name
 
 
 def generate_models(hub_dir: str | None, checkpoint: Any, llm: Any,

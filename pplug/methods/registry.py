@@ -150,6 +150,16 @@ class PluginSpec:
     needs: str
     """What to pass when a method needs it and it is not loaded (one line of an error)."""
 
+    def method_for(self, own: str) -> MethodSpec:
+        """The plug-in's method that runs the weights of an `own` model (`pplug` -> `pplug+lora-hub`); a
+        one-line ValueError naming the methods it combines with otherwise."""
+        for spec in self.methods:
+            if spec.weights_of == own:
+                return spec
+        combines = [f"'{m.weights_of}' (as {m.name})" for m in self.methods if m.weights_of]
+        raise ValueError(f"the {self.name} plug-in combines with a {' or '.join(combines)} model; this one is "
+                         f"'{own}'")
+
 
 PLUGINS: dict[str, PluginSpec] = {}
 """Registered plug-ins by name."""

@@ -97,11 +97,10 @@ class Engine:
                 raise ValueError(f"serve one method plug-in at a time, not {', '.join(plugins)}")
             (name, root), = plugins.items()
             spec = get_plugin(name)
-            combined = [m for m in spec.methods if m.weights_of == model.config.method]
-            if not combined:
-                raise ValueError(f"{folder}: the {name} plug-in combines with a "
-                                 f"{' or '.join(repr(m.weights_of) for m in spec.methods if m.weights_of)} checkpoint; "
-                                 f"this one is '{model.config.method}'")
+            try:
+                combined = spec.method_for(model.config.method)
+            except ValueError as e:
+                raise ValueError(f"{folder}: {e}") from None
             if self.snapshot.decoding in ("mbr", "preference", "reward-mbr"):  # sampled candidates regroup rows
                 raise ValueError(f"{folder}: decoding {self.snapshot.decoding!r} cannot run with the {name} "
                                  "plug-in's per-row state; serve a checkpoint that decodes greedily")
@@ -109,7 +108,7 @@ class Engine:
             self._check_plugin_task(name, plugin_folder)
             loaded = spec.load(plugin_folder, model.llm, self.encoder, cache_path=embedding_cache)
             self.plugin_snapshot = PluginSnapshot(name, loaded, plugin_folder, plugin_folder.name)
-            self.served_method = combined[0].name
+            self.served_method = combined.name
         self._latest_stat = self._stat_latest(self.root)
         self._plugin_stat = self._stat_latest(self.plugin_root) if self.plugin_root is not None else None
         self._last_check = time.monotonic()
