@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -180,9 +181,11 @@ BUNDLED_PLUGINS = {"hub": "pplug.hub.methods"}
 was never pip-installed, where entry points do not exist."""
 
 
+@functools.cache
 def load_plugins() -> None:
     """Import every plug-in module of the `pplug.methods` entry-point group and the bundled ones (each registers
-    itself when imported)."""
+    itself when imported). Once per process: reading the installed packages' entry points is not free, and
+    servers ask on every `/health`."""
     import importlib
 
     found = {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
