@@ -4,7 +4,7 @@ through the adapters its user retrieves, and tell a server what a user retrieves
     user history / persona text --retrieve--> state: Retrieval (adapters, weights) --run_rows--> merged adapter
     per row, every row in one forward pass; other methods run on the frozen LLM's own layers (`use("__base__")`)
 
-`LoRAHub` (`pplug.hub.model`) inherits these; they only read what it has: `retrieve`, `rows`, `use`, `config`.
+`LoRAHub` (`pplug.hub.model`) inherits these; they only read what it has: `retrieve`, `retrieve_for_histories`, `rows`, `use`, `config`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class HubPlugin:
 
     def state_for_history(self, items: Sequence[dict]) -> Retrieval:
         """The adapters a stored user's history retrieves (through its persona text; none: the general one)."""
-        return self.retrieve([self.persona_text(list(items))])[0]
+        return self.retrieve_for_histories([list(items)])[0]
 
     def state_for_persona(self, persona_text: str | None) -> Retrieval:
         """The adapters a privacy-mode request's own persona text retrieves (none: the general one)."""
