@@ -4,7 +4,8 @@ through the adapters its user retrieves, and tell a server what a user retrieves
     user history / persona text --retrieve--> state: Retrieval (adapters, weights) --run_rows--> merged adapter
     per row, every row in one forward pass; other methods run on the frozen LLM's own layers (`use("__base__")`)
 
-`LoRAHub` (`pplug.hub.model`) inherits these; they only read what it has: `retrieve`, `retrieve_for_histories`, `rows`, `use`, `config`.
+`LoRAHub` (`pplug.hub.model`) inherits these; they only read what it has: `retrieve`, `retrieve_for_histories`,
+`rows`, `use`, `config`.
 """
 
 from __future__ import annotations
