@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_seeds(args) -> int:
     """--seeds: every variant once per seed, the same dev questions, mean ± sd and paired intervals."""
     from pplug.core.io import atomic_write_json
-    from pplug.decode.evaluate import floor_predictions, scored_rows
+    from pplug.decode.evaluate import scored_rows
+    from pplug.decode.floors import data_floors
     from pplug.decode.inference import SCORED_DECODINGS
     from pplug.lamp.data import load_outputs, load_split, subsample
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
@@ -203,11 +204,7 @@ def run_seeds(args) -> int:
                       flush=True)
             for row, p in files.items():
                 preds.setdefault(row.replace("pplug", f"pplug {name}", 1), {})[label] = p
-    try:
-        train_golds = list(load_split(data, "train", dev.task).golds().values())
-    except (ValueError, FileNotFoundError):
-        train_golds = None
-    for floor, p in floor_predictions(dev.task, examples, train_golds).items():
+    for floor, p in data_floors(dev.task, examples, data, args.seeds[0]).items():
         preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
     refs = [r for r in preds if r.startswith("pplug ")]  # every variant, base too, against every row
     summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed,

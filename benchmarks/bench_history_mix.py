@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.floors import floor_predictions
     from pplug.lamp.data import load_split, subsample
     from pplug.lamp.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
     from pplug.modeling.model import PPlugModel
@@ -235,7 +235,7 @@ def main() -> None:
                     preds.setdefault(f"{m}+mix+prior [{d}]", {})[label] = dict(zip(dev_golds, outs))
         if args.calibrate:
             print(f"  {m}: label log-offsets fitted on held-out questions: {json.dumps(offsets[m])}")
-    for name, outs in floor_predictions(task, dev_examples, train_golds).items():
+    for name, outs in floor_predictions(task, dev_examples, train.examples).items():
         if name in ("always-5", "user mean rating") or not task.is_rating:
             preds[f"floor: {name}"] = {"seed0": outs}
     # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows

@@ -312,14 +312,14 @@ def score_oppu(args, cfg: Any, task: Any, hub: Any, encoder: Any, users: dict[st
 
     decs = applicable_decodings(task, SCORED_DECODINGS)
     names = {u: adapter_name(i) for i, u in enumerate(users)}
-    out: dict[str, dict[str, str]] = {prediction_row(OPPU, d, decs): {} for d in decs}
+    out: dict[str, dict[str, str]] = {prediction_row(OPPU, d): {} for d in decs}
     model = FrozenBaseline(hub.llm)
     for u, d in users.items():
         with hub.use(names[u]):
             preds = predict(model, task, d["scored"], "none", decs, batch_size=args.eval_batch_size,
                             max_history=cfg.max_history, encoder=encoder, max_new_tokens=args.max_new_tokens)
         for dec, p in preds.items():
-            out[prediction_row(OPPU, dec, decs)].update(p)
+            out[prediction_row(OPPU, dec)].update(p)
     return out
 
 
@@ -378,7 +378,7 @@ def hub_rows(rows, methods) -> list[str]:
 def run(args) -> dict:
     """Every seed's runs, every slice's scores; returns the results JSON (also written to --out)."""
     from pplug.core.io import atomic_write_json
-    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.floors import data_floors
     from pplug.lamp.data import load_split, subsample
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
 
@@ -430,11 +430,7 @@ def run(args) -> dict:
                 reported.setdefault(row, {})[label] = m
             if name == "dev":
                 entry["retrieval"][label] = retrieval_counts(args, hub_dir, examples)
-        try:
-            train_golds = list(load_split(folder, "train", task).golds().values())
-        except (ValueError, FileNotFoundError):
-            train_golds = None
-        floors = floor_predictions(task, examples, train_golds)
+        floors = data_floors(task, examples, folder, args.seed)
         for floor, p in floors.items():
             preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
         summary = summarize(task, golds, preds, hub_rows(preds, (*HUB_METHODS, "pplug")), n_resamples=args.resamples,

@@ -1,16 +1,20 @@
 """Every method on the shared real LaMP-format sets, same budget, same frozen LLM, one table per set.
 
-    python benchmarks/bench_real_lamp.py                                   # all three sets (long on CPU)
+    python benchmarks/bench_real_lamp.py                                   # all five sets (long on CPU)
     python benchmarks/bench_real_lamp.py --sets music_ratings --max-steps 100 --max-dev 150
     python benchmarks/bench_real_lamp.py --sets music_ratings --lrs 1e-3 1e-2   # pick each method's lr
 
 For each set (configs/real/<set>.yaml) it trains prompt-tuned, retrieval, pplug and pplug+retrieval with
 train.py (same steps, batch, subsample, input length; validation skipped so the budget goes to training:
 final/ holds the last weights), then evaluates them together with `none` and the no-model floors
-(always-5 and the user's mean rating for ratings; the first N words of the content for titles/subjects,
-N = median train gold length) on the same dev subsample via `pplug.decode.evaluate.evaluate`. Prints one table
-per set and writes everything to --out (JSON). The real data lives in ../shared/data/real_lamp and is never
+(`pplug.decode.floors`: the train split's majority and the user's mean and majority for ratings and labels;
+the first N words of the content, N chosen on train, and the user's nearest past output for generation) on the
+same dev subsample via `pplug.decode.evaluate.evaluate`. Prints one table per set and writes everything to --out (JSON). The real data lives in ../shared/data/real_lamp and is never
 copied into the repository; a missing set is skipped with a message.
+
+A baseline's own budget: `--method-args retrieval='--model.max_input_tokens 256 --model.retrieval_k 4'` trains
+(and so scores) one method with its own train.py settings, e.g. a longer prompt so retrieved items do not take the
+input's room; the results' settings record it.
 
 Learning rate: a soft prompt alone (prompt-tuned, retrieval) needs a larger step than PPlug's projector
 MLP at a 100-step budget, so one shared lr would favour one method. With `--lrs A B ...` every method is
@@ -62,13 +66,14 @@ import argparse
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETS = ("music_ratings", "acl_titles", "enron_subjects")
+SETS = ("music_ratings", "acl_titles", "enron_subjects", "news_headlines", "news_categories")
 SYNTH_SETS: dict[str, dict] = {"synth_ratings": {}, "synth_ratings_shift": {"domain_shift": True}}
 """Synthetic checks (`pplug.synth`, trained with configs/synth_ratings.yaml: the default budget with the rating
 recipe of the real rating set): in-domain, and the domain shift whose
@@ -140,7 +145,7 @@ def rating_signal(report: dict, data: Path, max_dev: int, seed: int) -> dict[str
     """
     import statistics
 
-    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.floors import floor_predictions
     from pplug.lamp.data import load_outputs, load_split, subsample
 
     split = load_split(data, "dev")
@@ -343,6 +348,7 @@ def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: t
         seed, m = item
         ck = ckpt_root / f"seed{seed}"
         lr = ("--model.lr", args.method_lr_map[m]) if m in args.method_lr_map else ()
+        lr += getattr(args, "method_args_map", {}).get(m, ())
         print(f"[{set_name}] seed {seed}: training {m} ({args.max_steps} steps) ...", flush=True)
         t = round(train_method(set_name, m, args, ck, train_root, runs[m], (*extra, *lr), seed=seed, env=env), 1)
         ck.mkdir(parents=True, exist_ok=True)
@@ -423,7 +429,8 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     Returns the set's JSON entry: per slice, mean ± sd of every row over seeds and paired bootstrap
     intervals of PPlug minus every other row (`pplug.lamp.stats.summarize`); metrics only, no predictions.
     """
-    from pplug.decode.evaluate import floor_predictions, prediction_path, scored_rows
+    from pplug.decode.evaluate import prediction_path, scored_rows
+    from pplug.decode.floors import data_floors
     from pplug.decode.inference import SCORED_DECODINGS
     from pplug.lamp.data import load_outputs, load_split, subsample
     from pplug.lamp.stats import comparison_lines, summarize, summary_table
@@ -477,11 +484,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
                 preds.setdefault(row, {})[label] = load_outputs(path)[1]
             for row, metrics in report["metrics"].items():
                 reported.setdefault(row, {})[label] = metrics
-        try:
-            train_golds = list(load_split(folder, "train", task).golds().values())
-        except (ValueError, FileNotFoundError):
-            train_golds = None
-        for floor, p in floor_predictions(task, examples, train_golds).items():
+        for floor, p in data_floors(task, examples, folder, args.seed).items():
             preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
         summary = summarize(task, golds, preds, reference_rows(preds), n_resamples=args.resamples, seed=args.seed)
         check_against_evaluate(summary, reported, name)
@@ -569,6 +572,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --seeds: reuse a run's predictions from an earlier scoring of the same slice when "
                         "they answer every question and are newer than its weights (add a method or a seed "
                         "without decoding the others again)")
+    p.add_argument("--method-args", nargs="+", default=[], metavar="METHOD=ARGS",
+                   help="train.py arguments for one method only, e.g. retrieval='--model.max_input_tokens 256 "
+                        "--model.retrieval_k 4': a baseline's own prompt budget or k (its run names them)")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="extra train.py arguments (last)")
     args = p.parse_args(argv)
     args.config_suffix = ""
@@ -577,6 +583,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(method_lr) != len(pairs) or set(method_lr) - set(TRAINABLE) or not all(method_lr.values()):
         p.error(f"--method-lr takes METHOD=LR with METHOD in {TRAINABLE}; got {args.method_lr}")
     args.method_lr_map = method_lr
+    method_args = [x.split("=", 1) for x in args.method_args]
+    if any(len(kv) != 2 or kv[0] not in TRAINABLE or not kv[1].strip() for kv in method_args):
+        p.error(f"--method-args takes METHOD=ARGS with METHOD in {TRAINABLE}; got {args.method_args}")
+    args.method_args_map = {m: tuple(shlex.split(a)) for m, a in method_args}
     if args.preset:
         apply_preset(p, args, argv)
     multi = bool(args.seeds or args.slices or args.preset)
@@ -621,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     from pplug.decode.evaluate import evaluate
     from pplug.decode.inference import SCORED_DECODINGS
 
-    skip = ("train_args", "method_lr_map", "multi")
+    skip = ("train_args", "method_lr_map", "method_args_map", "multi")
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,
         "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {},
         "meta": run_meta(device=args.device, dtype=train_dtype(args.train_args))}

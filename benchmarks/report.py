@@ -54,7 +54,26 @@ def load(results: Path, name: str) -> dict:
     return _load(Path(results) / f"{name}.json")
 
 
+def _argmax_bare(row: str) -> str:
+    return row[: -len(" [argmax]")] if row.endswith(" [argmax]") else row
+
+
 def summaries(data: dict) -> dict[str, dict]:
+    """slice -> {"cells", "comparisons", "n", ...} for every results layout the benchmarks write; rows named
+    "pplug [argmax]" (every row names its decoding) are read as "pplug", the name results files used before."""
+    out = _summaries(data)
+    for s in out.values():
+        if "cells" in s:
+            s["cells"] = {_argmax_bare(k): v for k, v in s["cells"].items()}
+        if "comparisons" in s:
+            s["comparisons"] = {_argmax_bare(k): {_argmax_bare(o): c for o, c in v.items()}
+                                for k, v in s["comparisons"].items()}
+        if "pearson_r" in s:
+            s["pearson_r"] = {_argmax_bare(k): v for k, v in s["pearson_r"].items()}
+    return out
+
+
+def _summaries(data: dict) -> dict[str, dict]:
     """slice -> {"cells", "comparisons", "n", ...} for every results layout the benchmarks write.
 
     bench_real_lamp --seeds: sets.<set>.slices; one run of bench_real_lamp: sets.<set>.metrics (one value per

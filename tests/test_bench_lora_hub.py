@@ -41,23 +41,26 @@ def test_bench_lora_hub_core_on_tiny_models(tiny_config, tmp_path, capsys):
     assert d["benchmark"] == "bench_lora_hub" and set(d["meta"]) >= {"command", "code_version", "device"}
     e = d["sets"]["music_ratings"]
     dev = e["slices"]["dev"]
-    for row in ("none", "pplug", "lora-hub", "pplug+lora-hub", "lora-hub [median]", "pplug+lora-hub [expected]",
-                "floor: always-5", "floor: user mean rating"):
+    always = next(r for r in dev["cells"] if r.startswith("floor: always-"))  # the train split's majority
+    for row in ("none [argmax]", "pplug [argmax]", "lora-hub [argmax]", "pplug+lora-hub [argmax]",
+                "lora-hub [median]", "pplug+lora-hub [expected]", "floor: user mean rating",
+                "floor: user majority rating"):
         assert row in dev["cells"], row
-    assert set(dev["cells"]["lora-hub"]["mae"]["values"]) == {"seed0", "seed1"}  # one value per seed
-    assert set(dev["cells"]["none"]["mae"]["values"]) == {"seed0"}  # the frozen LLM does not depend on the seed
-    for ref in ("pplug+lora-hub", "lora-hub"):
-        assert {"pplug", "none", "floor: always-5", "floor: user mean rating"} <= set(dev["comparisons"][ref])
-    assert {"none", "floor: always-5"} <= set(dev["comparisons"]["pplug"])
-    assert "cold-start" in e["slices"] and e["slices"]["cold-start"]["comparisons"]["lora-hub"]["none"]
+    assert set(dev["cells"]["lora-hub [argmax]"]["mae"]["values"]) == {"seed0", "seed1"}  # one value per seed
+    assert set(dev["cells"]["none [argmax]"]["mae"]["values"]) == {"seed0"}  # the frozen LLM does not depend on the seed
+    for ref in ("pplug+lora-hub [argmax]", "lora-hub [argmax]"):
+        assert {"pplug [argmax]", "none [argmax]", always, "floor: user mean rating"} <= set(dev["comparisons"][ref])
+    assert {"none [argmax]", always} <= set(dev["comparisons"]["pplug [argmax]"])
+    assert "cold-start" in e["slices"] and e["slices"]["cold-start"]["comparisons"]["lora-hub [argmax]"]["none [argmax]"]
     assert set(e["train_seconds"]["hub"]) == {"seed0", "seed1"} and set(e["train_seconds"]["oppu"]) == {"seed0",
                                                                                                      "seed1"}
     assert set(e["hub_training"]["seed0"]) == {"general", "group-00", "group-01"}
     # OPPU: its users' questions, every other row restricted to them, intervals of OPPU minus each
     o = e["slices"]["oppu"]
     assert len(o["users"]) == 2 and o["n"] == sum(u["questions"] for u in o["users"].values())
-    assert {"oppu", "oppu [median]", "none", "pplug", "lora-hub", "pplug+lora-hub"} <= set(o["cells"])
-    assert {"none", "pplug", "lora-hub", "pplug+lora-hub"} <= set(o["comparisons"]["oppu"])
+    argmax = {f"{m} [argmax]" for m in ("none", "pplug", "lora-hub", "pplug+lora-hub")}
+    assert {"oppu [argmax]", "oppu [median]", *argmax} <= set(o["cells"])
+    assert argmax <= set(o["comparisons"]["oppu [argmax]"])
     assert all(t["steps"] >= 1 for t in o["training"]["seed0"].values())
     # each user got a LoRA of their own: trained (B != 0) and different from the other user's
     adapters = tmp_path / "ck" / "music_ratings" / "seed0" / "oppu" / "adapters"
@@ -123,7 +126,7 @@ def test_time_shift_trains_pplug_and_the_hub_on_the_fit_split(tiny_config, tmp_p
     ((data, run, extra, seed),) = calls
     assert run == "pplug" and seed == 3 and extra[:2] == ("--data.train_split", "fit") and data.name == "slices"
     e = json.loads(out.read_text())["sets"]["music_ratings"]
-    assert set(e["slices"]) == {"dev", "time-shift"} and "lora-hub" in e["slices"]["time-shift"]["cells"]
+    assert set(e["slices"]) == {"dev", "time-shift"} and "lora-hub [argmax]" in e["slices"]["time-shift"]["cells"]
     hub = tmp_path / "ck" / "music_ratings" / "seed3_fit" / "hub"
     fit_users = {ex.user_id for ex in load_split(data, "fit").examples}
     assert read_hub_json(hub)["training"]["users"] <= len(fit_users)

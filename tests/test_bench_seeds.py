@@ -183,7 +183,8 @@ def test_ablation_seeds_compares_variants_with_base(tmp_path, monkeypatch, capsy
     assert rc == 0
     summary = json.loads(out.read_text())["summary"]
     c = summary["comparisons"]["pplug mean-attention [median]"]
-    assert set(c) >= {"pplug base [median]", "none [median]", "floor: always-5"}
+    assert set(c) >= {"pplug base [median]", "none [median]"}
+    assert any(r.startswith("floor: always-") for r in c)  # the synthetic train split's most common rating
     assert c["pplug base [median]"]["mae"]["leads"]
     assert set(summary["cells"]["pplug base"]["mae"]["values"]) == {"seed0", "seed1"}
     assert "leads" in capsys.readouterr().out
@@ -385,7 +386,7 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
         os.utime(path, (now - age, now - age))
     bench.run_seeds("acl_titles", bench.parse_args([*argv, "--reuse-preds"]), data, ck)
     assert calls == [("seed1", ["pplug"])]
-    assert prediction_path(ck / "seed1" / "eval" / "dev_preds", "pplug").is_file()  # not dev_preds.json
+    assert prediction_path(ck / "seed1" / "eval" / "dev_preds", "pplug [argmax]").is_file()  # not dev_preds.json
     bench.run_seeds("acl_titles", bench.parse_args([*argv, "--reuse-preds"]), data, ck)
     assert calls == [("seed1", ["pplug"])]  # and found there: nothing decoded again
 

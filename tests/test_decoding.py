@@ -158,8 +158,8 @@ def test_personalize_and_evaluate_take_generation_decodings(gen_model, tmp_path)
                "--embedding-cache", str(tmp_path / "emb.sqlite")])
     assert rc == 0
     report = json.loads((tmp_path / "eval" / "preds.metrics.json").read_text())
-    assert set(report["metrics"]) == {"pplug", "pplug [mbr]", "pplug [preference]"}
-    assert report["cost"]["pplug"]["candidates_per_row"] == 1.0
+    assert set(report["metrics"]) == {"pplug [argmax]", "pplug [mbr]", "pplug [preference]"}
+    assert report["cost"]["pplug [argmax]"]["candidates_per_row"] == 1.0
     assert report["cost"]["pplug [mbr]"]["candidates_per_row"] == 3.0
     assert report["cost"]["pplug [preference]"]["seconds_per_row"] > 0
 

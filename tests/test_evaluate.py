@@ -105,15 +105,40 @@ def test_methods_configs_and_batches(tiny_config):
 
 
 def test_floors():
-    from pplug.decode.evaluate import floor_predictions
+    from pplug.decode.floors import floor_predictions
 
     exs = [_ex("1", "x", PROFILE), _ex("2", "y", [])]
-    f = floor_predictions(T3, exs)
-    assert f["always-5"] == {"1": "5", "2": "5"}
+    train = [_ex("t1", "a", [], "4"), _ex("t2", "b", [], "4"), _ex("t3", "c", [], "5")]
+    f = floor_predictions(T3, exs, train)
+    assert f["always-4"] == {"1": "4", "2": "4"}  # the training split's most common rating, not a fixed 5
     assert float(f["user mean rating"]["1"]) == pytest.approx(10 / 3, abs=1e-3)
-    ex5 = Example(id="9", input=T5.make_input("one two three four five six"), profile=[], output="t")
-    f5 = floor_predictions(T5, [ex5], train_golds=["a b c", "a b c d", "a b"])
-    assert f5 == {"first 3 words": {"9": "one two three"}}
+    assert f["user majority rating"]["1"] == "5"  # 1, 5 and 4 once each: a tie goes to the higher rating
+    assert f["user mean rating"]["2"] == f["user majority rating"]["2"] == "4"  # no history: the global majority
+
+
+def test_first_words_floor_is_fitted_on_train_by_rouge():
+    """N is the length whose prefix scores best on the training golds, not their median length: here every
+    gold is the input's first 5 words followed by words the input does not hold."""
+    from pplug.decode.floors import floor_predictions
+
+    words = "one two three four five six seven eight nine ten".split()
+    train = [Example(id=f"t{i}", input=T5.make_input(" ".join(words)), profile=[],
+                     output=" ".join(words[:5] + ["x"] * 10)) for i in range(4)]
+    ex5 = Example(id="9", input=T5.make_input(" ".join(words)), profile=[{"id": "p", "title": "Old", "abstract": "a"}],
+                  output="t")
+    f5 = floor_predictions(T5, [ex5], train)
+    assert f5["first 5 words"] == {"9": "one two three four five"}
+    assert f5["user's nearest past title"] == {"9": "Old"}
+
+
+def test_nearest_past_output_picks_the_most_similar_item():
+    from pplug.decode.floors import nearest_past_output
+
+    profile = [{"id": "a", "abstract": "graph neural networks for molecules", "title": "Graphs"},
+               {"id": "b", "abstract": "speech recognition with transformers", "title": "Speech"}]
+    ex = Example(id="1", input=T5.make_input("a transformer for speech recognition"), profile=profile, output="t")
+    assert nearest_past_output(T5, ex) == "Speech"
+    assert nearest_past_output(T5, Example(id="2", input=ex.input, profile=[], output="t")) == ""
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +205,8 @@ def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
                "--embedding-cache", str(tmp_path / "c.sqlite")])
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    for row in ("none", "prompt-tuned", "pplug", "pplug+retrieval", "floor: always-5", "floor: user mean rating"):
+    for row in ("none [argmax]", "prompt-tuned [argmax]", "pplug [argmax]", "pplug+retrieval [argmax]",
+                "floor: user mean rating", "floor: user majority rating"):
         assert f"| {row} |" in printed
     report = json.loads((tmp_path / "preds.metrics.json").read_text())
     assert report["notes"]["pplug+retrieval"].startswith("pplug weights")
@@ -198,8 +224,28 @@ def test_evaluate_all_methods_side_by_side(runs, synth, tmp_path, capsys):
     from pplug.lamp.metrics import score
 
     golds = {ex.id: ex.output for ex in load_split(synth, "dev").examples if ex.id in set(ids)}
-    _, p = load_outputs(report["files"]["pplug"])
-    assert score("LaMP_3", p, golds) == pytest.approx(report["metrics"]["pplug"])
+    _, p = load_outputs(report["files"]["pplug [argmax]"])
+    assert score("LaMP_3", p, golds) == pytest.approx(report["metrics"]["pplug [argmax]"])
+
+
+def test_evaluate_defaults_to_each_checkpoints_saved_decoding(tiny_config, synth, tmp_path):
+    """What a user gets is what is scored: with no --decoding, a checkpoint saved with `median` is scored with
+    median, and the row says so."""
+    import dataclasses
+
+    from pplug.decode.evaluate import evaluate
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.model import PPlugModel
+
+    cfg = dataclasses.replace(method_config(tiny_config, "pplug"), decoding="median")
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
+    PPlugModel.from_config(cfg, history_encoder=enc).save_pretrained(tmp_path / "median")
+    report = evaluate([f"pplug={tmp_path / 'median'}"], str(synth), methods=["none", "pplug"], max_examples=3,
+                      out=str(tmp_path / "p.json"), progress=False)
+    assert set(report["metrics"]) == {"none [median]", "pplug [median]"}
+    report = evaluate([f"pplug={tmp_path / 'median'}"], str(synth), methods=["pplug"], max_examples=3,
+                      decodings=["argmax"], out=str(tmp_path / "q.json"), progress=False)
+    assert set(report["metrics"]) == {"pplug [argmax]"}
 
 
 def test_evaluate_none_alone_and_errors(tiny_config, synth, tmp_path, capsys):
@@ -228,8 +274,8 @@ def test_evaluate_seq2seq_generation_task(tiny_config, tiny_seq2seq_llm_dir, tmp
     write_split(tmp_path / "d", "dev", "LaMP_5", exs)
     report = evaluate([], str(tmp_path / "d"), methods=["none"], base_model=str(tiny_seq2seq_llm_dir),
                       out=str(tmp_path / "p.json"), floors=True, progress=False)
-    assert set(report["metrics"]) == {"none", "floor: first 2 words"}
-    assert set(report["metrics"]["none"]) == {"rouge1", "rougeL"}
+    assert set(report["metrics"]) == {"none [argmax]", "floor: first 2 words", "floor: user's nearest past title"}
+    assert set(report["metrics"]["none [argmax]"]) == {"rouge1", "rougeL"}
     doc = json.loads((tmp_path / "p.json").read_text())
     assert all("\n" not in g["output"] for g in doc["golds"])
     # a generation budget cuts every output short: greedy, so each is a prefix of the task-budget output

@@ -87,7 +87,7 @@ def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(p
     assert main(common + ["--hub", str(hub_dir), "--out", str(tmp_path / "hub.json")]) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     for row in ("none", "pplug", "pplug+retrieval", "lora-hub", "pplug+lora-hub"):
-        assert f"| {row} |" in printed
+        assert f"| {row} [expected] |" in printed
     report = json.loads((tmp_path / "hub.metrics.json").read_text())
     assert report["hub"] == str(hub_dir) and report["notes"]["pplug+lora-hub"].startswith("pplug weights + hub ")
     plain = json.loads((tmp_path / "plain.metrics.json").read_text())
@@ -95,10 +95,10 @@ def test_both_hub_rows_run_in_evaluate_and_leave_the_other_methods_as_they_are(p
     def preds(path):
         return {g["id"]: g["output"] for g in json.loads(Path(path).read_text())["golds"]}
 
-    for m in ("none", "pplug"):  # byte-identical with a hub loaded on the same LLM
+    for m in ("none [expected]", "pplug [expected]"):  # byte-identical with a hub loaded on the same LLM
         assert preds(report["files"][m]) == preds(plain["files"][m])
-    assert preds(report["files"]["lora-hub"]) != preds(plain["files"]["none"])  # the adapters do act
-    assert preds(report["files"]["pplug+lora-hub"]) != preds(plain["files"]["pplug"])
+    assert preds(report["files"]["lora-hub [expected]"]) != preds(plain["files"]["none [expected]"])  # adapters act
+    assert preds(report["files"]["pplug+lora-hub [expected]"]) != preds(plain["files"]["pplug [expected]"])
     # a hub method without a hub: one line
     assert main(common + ["--method", "lora-hub"]) == 2
     assert "method 'lora-hub' needs a LoRA hub: pass --hub DIR" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def generate(*, checkpoint: str | None = None, hub: str | None = None,
 
 def evaluate(*, checkpoint: Annotated[Sequence[str], Flag(nargs="*", metavar="[METHOD=]DIR")] = (), data: str,
              split: str = "dev", out: str | None = None, method: Sequence[Method] | None = None,
-             max_examples: int | None = None, decoding: Sequence[Decoding] = ("argmax",),
+             max_examples: int | None = None, decoding: Sequence[Decoding] | None = None,
              batch_size: int | None = None, seed: int = 0, base_model: str | None = None,
              embedding_cache: str | None = None, floors: bool = False, num_beams: int = 1,
              max_new_tokens: int | None = None, persona: bool = False, hub: str | None = None,
@@ -118,9 +118,9 @@ def evaluate(*, checkpoint: Annotated[Sequence[str], Flag(nargs="*", metavar="[M
         decoding: label tasks: most likely label (argmax); ratings also expected value (best for RMSE) or
             median (best for MAE) over 1..5; generation tasks: argmax (= greedy, beams with --num-beams),
             greedy, beam, mbr (minimum Bayes risk over sampled candidates), preference (weighted toward the
-            user's past outputs) or reward-mbr (weighted by the user's facet preference models); several give
-            rows 'method [expected]', 'method [mbr]' ... (the cost per row of generation decodings goes into
-            the metrics JSON)
+            user's past outputs) or reward-mbr (weighted by the user's facet preference models); every row
+            names its decoding ('pplug [median]', 'none [argmax]'); the cost per row of generation decodings goes
+            into the metrics JSON (default: each checkpoint's saved decoding, what it serves)
         batch_size: rows per forward pass (default: 16 CPU, 64 GPU)
         seed: subsampling seed
         base_model: frozen LLM for `none` when no checkpoint is given

@@ -20,7 +20,6 @@ metrics JSON, and one table (`pplug.lamp.metrics.format_table`).
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pplug.core.tasks import TaskSpec
 from pplug.lamp.data import subsample
 from pplug.methods.registry import METHODS, get_method, get_plugin
 
+from .floors import data_floors
 from .inference import FrozenBaseline, check_decodings, predict
 
 
@@ -93,35 +93,6 @@ def resolve_checkpoints(specs: Sequence[str]) -> dict[str, MethodRun]:
 # evaluation
 
 
-def floor_predictions(task: Any, examples: Sequence[Any], train_golds: Sequence[str] | None = None
-                      ) -> dict[str, dict[str, str]]:
-    """No-model floors: ratings -> always-5 and the user's mean profile rating; generation -> the first N words
-    of the input's content (N = median gold length in words over `train_golds`, else over profile titles)."""
-    floors: dict[str, dict[str, str]] = {}
-    if task.is_rating:
-        floors["always-5"] = {ex.id: "5" for ex in examples}
-        mean = {}
-        for ex in examples:
-            scores = [float(it["score"]) for it in ex.profile if str(it.get("score", "")).strip()]
-            mean[ex.id] = f"{statistics.fmean(scores):.4f}" if scores else "5"
-        floors["user mean rating"] = mean
-    elif task.is_classification:
-        majority = {}
-        for ex in examples:
-            field = task.output_field
-            tags = [it[field] for it in ex.profile if field in it] if field else []
-            majority[ex.id] = max(set(tags), key=tags.count) if tags else task.labels[0]
-        floors["user majority label"] = majority
-    else:
-        lengths = [len(g.split()) for g in (train_golds or []) if g and g.strip()]
-        if not lengths:
-            lengths = [len(str(it.get("title", "")).split()) for ex in examples for it in ex.profile
-                       if str(it.get("title", "")).strip()]
-        n = max(1, int(round(statistics.median(lengths)))) if lengths else 8
-        floors[f"first {n} words"] = {ex.id: " ".join(task.query_text(ex.input).split()[:n]) for ex in examples}
-    return floors
-
-
 def load_models(runs: dict[str, MethodRun], base_model: str | None = None, encoder_name: str | None = None,
                 embedding_cache: str | None = None, device: str = "auto", dtype: str | None = None):
     """Load the frozen LLM and sentence encoder once, then every method's weights around them.
@@ -170,7 +141,7 @@ def evaluate(
     split: str = "dev",
     methods: Sequence[str] | None = None,
     max_examples: int | None = None,
-    decodings: Sequence[str] = ("argmax",),
+    decodings: Sequence[str] | None = None,
     out: str | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -194,7 +165,9 @@ def evaluate(
         split: split name ("dev").
         methods: methods to run (None: `none` + every method with weights, + pplug+retrieval when pplug has some).
         max_examples: seeded random subset of the split.
-        decodings: "argmax", "expected" and/or "median" (the last two apply to ratings; other tasks ignore them).
+        decodings: "argmax", "expected" and/or "median" (the last two apply to ratings; other tasks ignore them),
+            or a generation task's candidate decodings. None: each checkpoint's saved decoding (what the model
+            serves), the first checkpoint's for methods without weights. Every row names its decoding.
         out: predictions path; one method -> exactly this file, several -> `<stem>.<method>.json`; the metrics
             go to `<stem>.metrics.json`. None: `<run>/eval/<split>_preds.json` of the first checkpoint, or
             `eval/<split>_preds.json`.
@@ -202,7 +175,7 @@ def evaluate(
         seed: subsampling seed.
         base_model: frozen LLM for `none` when no checkpoint names one.
         embedding_cache: history-embedding cache file.
-        floors: also score the no-model floors (`floor_predictions`).
+        floors: also score the no-model floors (`pplug.decode.floors`, fitted on the data's train split).
         num_beams: beams for generation tasks.
         progress: progress bars on stderr.
         persona: write the persona derived from each user's history into every method's prompt (the AI
@@ -223,7 +196,8 @@ def evaluate(
     from pplug.lamp.data import load_split, write_outputs
     from pplug.lamp.metrics import format_table, score
 
-    check_decodings(decodings)
+    if decodings is not None:
+        check_decodings(decodings)
     runs = resolve_checkpoints(checkpoints)
     if methods is None:
         methods = ["none"] + [m for m in METHODS if m in runs]
@@ -268,15 +242,21 @@ def evaluate(
             raise ValueError(f"{r.checkpoint}: trained for {models[m].config.task}, but {data} holds {task.name}")
     examples = subsample(loaded.examples, max_examples, seed)
     golds = {ex.id: ex.output for ex in examples if ex.output is not None}
-    foreign = [d for d in decodings if d not in task.decodings and d not in ("expected", "median")]
-    if foreign:
-        raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
-                         f"{', '.join(task.decodings)}")
-    decs = applicable_decodings(task, decodings)
+    if decodings is not None:
+        foreign = [d for d in decodings if d not in task.decodings and d not in ("expected", "median")]
+        if foreign:
+            raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
+                             f"{', '.join(task.decodings)}")
+    saved = next((models[m].config.decoding for m, r in selected.items() if r.checkpoint is not None), None)
+    method_decs = {m: applicable_decodings(task, decodings if decodings is not None else
+                                           [models[m].config.decoding if r.checkpoint is not None else saved or
+                                            task.decodings[0]])
+                   for m, r in selected.items()}
+    decs = list(dict.fromkeys(d for ds in method_decs.values() for d in ds))
 
     out_path = Path(out) if out else _default_out(selected, split)
     stem = out_path.with_suffix("") if out_path.suffix == ".json" else out_path
-    many = len(selected) * len(decs) > 1
+    many = sum(len(ds) for ds in method_decs.values()) > 1
     results: dict[str, dict[str, float]] = {}
     files: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -294,26 +274,21 @@ def evaluate(
 
             personas = history_personas(task, examples, max_hist)
         # label decodings share one pass; generation decodings run one at a time, so each has its own cost
-        for group in [[d] for d in decs] if task.is_generation else [decs]:
+        for group in [[d] for d in method_decs[m]] if task.is_generation else [method_decs[m]]:
             stats: dict = {}
             preds = predict(models[m], task, examples, m, group, batch_size=batch_size, max_history=max_hist,
                             retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
                             max_new_tokens=max_new_tokens, progress=progress, personas=personas,
                             options=decoding_options, stats=stats)
             for dec, p in preds.items():
-                row = prediction_row(m, dec, decs)
+                row = prediction_row(m, dec)
                 all_preds[row] = p
                 if stats.get("rows"):
                     cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
                                  "seconds_per_row": round(stats["seconds"] / stats["rows"], 4)}
         seconds[m] = round(time.monotonic() - t0, 2)
     if floors:
-        train_golds = None
-        try:
-            train_golds = list(load_split(data, "train", task).golds().values())
-        except (ValueError, FileNotFoundError):
-            pass
-        for name, p in floor_predictions(task, examples, train_golds).items():
+        for name, p in data_floors(task, examples, data, seed).items():
             all_preds[f"floor: {name}"] = p
     for row, p in all_preds.items():
         if golds and len(golds) == len(examples):
@@ -335,10 +310,10 @@ def evaluate(
     return report
 
 
-def prediction_row(method: str, decoding: str, decodings: Sequence[str]) -> str:
-    """The results row of `method` under `decoding`: the bare method for argmax or a lone decoding, else
-    "method [decoding]" ("pplug", "pplug [median]")."""
-    return method if len(decodings) == 1 or decoding == "argmax" else f"{method} [{decoding}]"
+def prediction_row(method: str, decoding: str) -> str:
+    """The results row of `method` under `decoding`: "pplug [median]", "none [argmax]". Every row names its
+    decoding, so a table never leaves a reader guessing which one a checkpoint was scored with."""
+    return f"{method} [{decoding}]"
 
 
 def applicable_decodings(task: TaskSpec, decodings: Sequence[str]) -> list[str]:
@@ -348,8 +323,7 @@ def applicable_decodings(task: TaskSpec, decodings: Sequence[str]) -> list[str]:
 
 def scored_rows(task: TaskSpec, method: str, decodings: Sequence[str]) -> list[str]:
     """The rows `evaluate` writes for `method` when asked for `decodings`."""
-    decs = applicable_decodings(task, decodings)
-    return [prediction_row(method, d, decs) for d in decs]
+    return [prediction_row(method, d) for d in applicable_decodings(task, decodings)]
 
 
 def prediction_path(stem: str | Path, row: str) -> Path:
@@ -365,5 +339,5 @@ def _default_out(selected: dict[str, MethodRun], split: str) -> Path:
     return Path("eval") / f"{split}_preds.json"
 
 
-__all__ = ["MethodRun", "evaluate", "floor_predictions", "load_models", "prediction_path",
+__all__ = ["MethodRun", "evaluate", "load_models", "prediction_path",
            "prediction_row", "resolve_checkpoints", "scored_rows"]
