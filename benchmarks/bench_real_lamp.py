@@ -292,11 +292,12 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
         slices["cold-start"] = (folder, "cold_start", None, note)
     if "time-shift" in args.slices:
         train = load_split(data, "train")
-        fit, held = time_shift_holdout(train.examples)
+        fit, held = time_shift_holdout(train.examples, args.time_shift_latest)
         write_slice(folder, "fit", train.task.name, fit)
         held = subsample(held, args.max_dev, args.seed)
         write_slice(folder, "time_shift", train.task.name, held, train_from=data)
-        note = (f"each training user's latest training question ({len(held)} scored), held out of training; "
+        latest = "question" if args.time_shift_latest == 1 else f"{args.time_shift_latest} questions"
+        note = (f"each training user's latest training {latest} ({len(held)} scored), held out of training; "
                 f"every method trains on the other {len(fit)}")
         slices["time-shift"] = (folder, "time_shift", None, note)
         train_root = folder
@@ -555,6 +556,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "user's training questions (no retraining)")
     p.add_argument("--slices-only", action="store_true",
                    help="score only the --slices, not dev (dev was scored by an earlier run of these checkpoints)")
+    p.add_argument("--time-shift-latest", type=int, default=1, metavar="N",
+                   help="time-shift slice: hold out each training user's N latest questions (a larger slice for "
+                        "sets whose dev split has one question per user)")
     p.add_argument("--cold-start-min", type=int, default=50,
                    help="fewest naturally cold questions (<= 4 history items) before profiles are cut instead")
     p.add_argument("--val-holdout", type=int, default=0, metavar="N",

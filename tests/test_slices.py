@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pplug.lamp.data import Example, load_split
 from pplug.lamp.slices import cold_start, later_than_training, latest_items, time_shift_holdout, write_slice
 
@@ -47,6 +49,11 @@ def test_time_shift_holds_out_each_users_latest():
     fit, held = time_shift_holdout(train)
     assert [ex.id for ex in held] == ["a2", "c2"]  # longest history = latest; b has a single question
     assert [ex.id for ex in fit] == ["a1", "a3", "b1", "c1"]
+    fit, held = time_shift_holdout(train, latest=2)
+    assert [ex.id for ex in held] == ["a2", "a3"]  # a's two latest; c has only 2 questions, b one: kept
+    assert [ex.id for ex in fit] == ["a1", "b1", "c1", "c2"]
+    with pytest.raises(ValueError, match="at least 1"):
+        time_shift_holdout(train, latest=0)
 
 
 def test_later_than_training_keeps_dated_dev_questions_after_the_users_training():
