@@ -455,3 +455,21 @@ def test_rating_shift_levers_calibrate_on_held_out_and_shift_to_the_scored_histo
     assert torch.allclose(shifted.sum(-1), torch.ones(3)) and bool((shifted[:, 4] > 0.9).all())
     same = mix.label_shift(probs, stats, task, ["5"] * 5)  # training already rated like the scored users
     assert torch.allclose(same, probs, atol=1e-3)
+
+
+def test_bench_floors_scores_every_floor_on_the_subsample_and_refuses_bad_sizes(tmp_path, capsys):
+    import bench_floors
+
+    from pplug.synth.generate import make_synthetic
+
+    make_synthetic(tmp_path / "music_ratings", kind="ratings", n_users=12, seed=4, min_train=2, max_train=3)
+    out = tmp_path / "floors.json"
+    assert bench_floors.main(["--root", str(tmp_path), "--sets", "music_ratings", "acl_titles", "--max-dev",
+                              "music_ratings=7", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    e = d["sets"]["music_ratings"]
+    assert set(d["sets"]) == {"music_ratings"} and "skip acl_titles" in capsys.readouterr().out  # absent: skipped
+    assert e["n"] == 7 and {"floor: user mean rating", "floor: user majority rating"} <= set(e["metrics"])
+    assert all(0.0 <= m["mae"] <= 4.0 for m in e["metrics"].values())
+    with pytest.raises(SystemExit):
+        bench_floors.main(["--root", str(tmp_path), "--max-dev", "music_ratings=x", "--out", str(out)])
