@@ -42,9 +42,9 @@ def _examples() -> list[Example]:
 
 
 def test_weights_are_the_embedders_own_and_rebuild_the_user_vector(model):
+    from pplug.core.tasks import get_task
     from pplug.decode.explain import explain
     from pplug.methods.batches import build_batch
-    from pplug.core.tasks import get_task
 
     examples = _examples()
     out = explain(model, examples)
@@ -153,3 +153,31 @@ def test_generation_task_and_refusals(gen_model, tiny_config):
     none = PPlugModel.from_config(dataclasses.replace(tiny_config, method="prompt-tuned"), cache_path=":memory:")
     with pytest.raises(ValueError, match="has no user embedding"):
         explain(none, [ex])
+
+
+def test_cli_explains_one_input_and_refuses_a_method_without_user_embedding(model, tiny_config, tmp_path, capsys):
+    import json
+
+    from pplug.cli.main import main
+    from pplug.modeling.model import PPlugModel
+
+    model.save_pretrained(tmp_path / "ck")
+    (tmp_path / "h.json").write_text(json.dumps(_items("55425")))
+    out = tmp_path / "why.json"
+    assert main(["explain", "--checkpoint", str(tmp_path / "ck"), "--input", REVIEW.format("great acting"),
+                 "--history", str(tmp_path / "h.json"), "--device", "cpu", "--top", "2", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    (e,) = doc["explanations"]
+    assert len(e["items"]) == 5 and len(e["top"]) == 2 and set(e["counterfactual"]) == {
+        "history", "cold_start", "persona_only"}
+    capsys.readouterr()
+    assert main(["explain", "--checkpoint", str(tmp_path / "ck"), "--input", "x", "--history",
+                 str(tmp_path / "h.json"), "--device", "cpu"]) == 0
+    assert "cold_start" in capsys.readouterr().out
+    PPlugModel.from_config(dataclasses.replace(tiny_config, method="prompt-tuned"),
+                           cache_path=":memory:").save_pretrained(tmp_path / "pt")
+    capsys.readouterr()
+    assert main(["explain", "--checkpoint", str(tmp_path / "pt"), "--input", "x", "--history",
+                 str(tmp_path / "h.json")]) == 2
+    err = capsys.readouterr().err.strip()  # refused before any model is loaded: one line
+    assert err.count("\n") == 0 and err.startswith("pplug explain: error:") and "has no user embedding" in err

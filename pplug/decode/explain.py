@@ -44,11 +44,8 @@ EXCERPT_CHARS = 160
 """Characters of an item's text shown in an explanation (the full text is the caller's own)."""
 
 
-def check_explainable(model: Any) -> None:
-    """ValueError, one line, when `model`'s method has no user embedding to explain."""
-    method = getattr(getattr(model, "config", None), "method", None)
-    if method is None or not hasattr(model, "embedder"):
-        raise ValueError("explain needs a PPlug model (pplug.PPlugModel) whose method has a user embedding")
+def check_explainable(method: str) -> None:
+    """ValueError, one line, when `method` has no user embedding to explain."""
     if not get_method(method).use_user_embedding:
         raise ValueError(f"method '{method}' has no user embedding: there are no history weights to explain "
                          "(its outputs do not depend on the history through a user vector)")
@@ -110,7 +107,9 @@ def explain(model: Any, examples: Sequence[Example], personas: Sequence[str | No
         query_encoder: encodes the inputs for a frozen input encoder instead of the cached history encoder
             (`pplug serve` passes `HistoryEncoder.encode_uncached`, so no input reaches the embedding cache).
     """
-    check_explainable(model)
+    if not hasattr(model, "embedder"):
+        raise ValueError("explain needs a PPlug model (pplug.PPlugModel), not the frozen LLM alone or a plug-in")
+    check_explainable(model.config.method)
     cfg, examples = model.config, list(examples)
     task = get_task(cfg.task)
     decoding = decoding or cfg.decoding
@@ -214,7 +213,7 @@ def format_explanation(e: dict[str, Any]) -> str:
     lines = [f"{e['id']}: {e['history_items']} history items read ({e['method']}, {e['task']})"]
     if e["history_items"]:
         eff, att = e["effective_items"], e["attention"]
-        gate = f", gate g = {att['gate']:.3f} (input-aware share; the rest is the mean)" if att["gate"] is not None else ""
+        gate = "" if att["gate"] is None else f", gate g = {att['gate']:.3f} (input-aware share; the rest: the mean)"
         lines.append(f"  effective items: exp(entropy) {eff['exp_entropy']:.2f}, 1/sum(w^2) {eff['inverse_simpson']:.2f}"
                      f" of {e['history_items']} (uniform weight {e['uniform_weight']:.4f}); {att['aggregation']}, "
                      f"temperature {att['temperature']:g}{gate}")
