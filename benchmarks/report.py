@@ -1,7 +1,11 @@
-"""Render the results tables of README.md and docs/*.md from benchmarks/results/*.json.
+"""Render the results tables of README.md and docs/*.md, and the figures of docs/figures/, from
+benchmarks/results/*.json.
 
-    python -m benchmarks.report            # rewrite every table between markers
-    python -m benchmarks.report --check    # exit 1 with a diff when a committed table is stale
+    python -m benchmarks.report            # rewrite every table between markers, redraw every stale figure
+    python -m benchmarks.report --check    # exit 1 with a diff when a committed table or figure is stale
+
+The figures (`benchmarks.figures`) are checked by their numbers, not their pixels: each one's plotted numbers
+are committed beside its SVG and compared with the results JSON.
 
 A document holds a table as
 
@@ -1168,11 +1172,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             doc.write_text(new, encoding="utf-8")
             print(f"rewrote the tables of {rel}")
-    if args.check and changed:
-        print(f"\n{len(changed)} document(s) out of date: run `python -m benchmarks.report`", file=sys.stderr)
+    from benchmarks import figures
+
+    figures_dir = root / "docs" / "figures"
+    if args.check:
+        stale_figures = figures.stale_figures(Path(args.results), figures_dir)
+        for name, why in stale_figures.items():
+            print(f"docs/figures/{name}: {why}")
+    else:
+        stale_figures = {}
+        redrawn = figures.render_figures(Path(args.results), figures_dir)
+        for name in redrawn:
+            print(f"redrew docs/figures/{name}.svg")
+    if args.check and (changed or stale_figures):
+        print(f"\n{len(changed)} document(s) and {len(stale_figures)} figure(s) out of date: run "
+              "`python -m benchmarks.report`", file=sys.stderr)
         return 1
-    if not changed:
-        print("every table matches benchmarks/results/")
+    if not changed and not (stale_figures if args.check else redrawn):
+        print("every table and figure matches benchmarks/results/")
     return 0
 
 
