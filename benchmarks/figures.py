@@ -167,7 +167,7 @@ def draw_explained_user(data: dict, plt) -> object:
             ax.text(it["index"], it["weight"], "s", ha="center", va="bottom", fontsize=7)
     ax.axhline(data["uniform_weight"], color="black", ls="--", lw=0.8)
     e = data["expected_rating"]
-    ax.set_title(f"dev question {data['id']} (gold rating {data['gold']}): expected rating with the history "
+    ax.set_title(f"dev question {data['id']}, gold rating {data['gold']}\nexpected rating with the history "
                  f"{e['history']:.2f}, cold start {e['cold_start']:.2f}, persona alone {e['persona_only']:.2f}",
                  fontsize=8, loc="left")
     ax.set_xlabel("history item (oldest first); s: same sentiment as the input; dashed: uniform weight")
