@@ -58,8 +58,8 @@ def measure(model, examples, batch_size: int = 16) -> dict:
     for ex, e in zip(examples, rows):
         cf = e["counterfactual"]
         gold = float(ex.output)
-        for name in errors:
-            errors[name].append(abs(cf[name]["expected_rating"] - gold))
+        for name, errs in errors.items():
+            errs.append(abs(cf[name]["expected_rating"] - gold))
         items = e["items"]
         if not items:
             continue

@@ -350,14 +350,14 @@ def explain_synthetic(results: Path, name: str = "explain_synthetic") -> str:
     gate = f"; the gate gives the input-aware attention a share g = {d['gate']:.2f}" if d.get("gate") is not None else ""
     r = f", r = {mv['pearson_r']:.2f}" if mv.get("pearson_r") is not None else ""
     lines = [
-        f"Effective number of items read: exp(entropy) {e['exp_entropy']:.1f}, 1/Σw² {e['inverse_simpson']:.1f}, "
-        f"of {e['history_items']:.1f} items{gate} ({d['with_history']} of {d['questions']} questions have a history).",
-        f"Counterfactual, MAE of the expected rating: with the history {mae['history']:.3f}, with none (cold start) "
-        f"{mae['cold_start']:.3f} (history minus cold start {h['diff']:+.3f} [{h['lo']:+.3f}, {h['hi']:+.3f}]), with "
-        f"the persona text alone {mae['persona_only']:.3f}. The history moves the rating the way it says (the sign "
-        f"of its pull: the mean score of the user's past reviews of the input's sentiment minus the cold-start "
-        f"rating) in {100 * mv['agree']:.0f}% of the {mv['questions']} questions whose pull is at least "
-        f"{mv['min_pull']}{r} (pull against move, all questions with a history)."]
+        (f"Effective number of items read: exp(entropy) {e['exp_entropy']:.1f}, 1/Σw² {e['inverse_simpson']:.1f}, "
+         f"of {e['history_items']:.1f} items{gate} ({d['with_history']} of {d['questions']} questions have a history)."),
+        (f"Counterfactual, MAE of the expected rating: with the history {mae['history']:.3f}, with none (cold start) "
+         f"{mae['cold_start']:.3f} (history minus cold start {h['diff']:+.3f} [{h['lo']:+.3f}, {h['hi']:+.3f}]), with "
+         f"the persona text alone {mae['persona_only']:.3f}. The history moves the rating the way it says (the sign "
+         f"of its pull: the mean score of the user's past reviews of the input's sentiment minus the cold-start "
+         f"rating) in {100 * mv['agree']:.0f}% of the {mv['questions']} questions whose pull is at least "
+         f"{mv['min_pull']}{r} (pull against move, all questions with a history).")]
     return table + "\n\n" + "\n\n".join(lines) + "\n\n" + sources(results, [name])
 
 
