@@ -118,3 +118,35 @@ def test_page_is_static_and_holds_no_data(served):
     assert r.headers["cache-control"] == "no-store"
     assert "/v1/explain" in r.text and "xa" not in r.text and ADMIN not in r.text
     assert served.call("GET", "/ui", ADMIN).text == r.text  # the same text whoever asks
+
+
+def test_batcher_call_runs_alone_on_the_engine_thread():
+    """`POST /v1/explain` runs the model through `Batcher.call`: on the one thread that runs the LLM, between
+    batches, its exception handed to the caller while the engine goes on serving rows."""
+    import asyncio
+    import threading
+
+    from pplug.serve.batching import Batcher
+
+    class Engine:
+        def run_batch(self, rows):
+            return [{"text": r, "thread": threading.current_thread().name} for r in rows]
+
+    batcher = Batcher(Engine(), max_batch=4, window_ms=1)
+    batcher.start()
+
+    def fail():
+        raise ValueError("refused")
+
+    async def go():
+        name = await batcher.call(lambda: threading.current_thread().name)
+        with pytest.raises(ValueError, match="refused"):
+            await batcher.call(fail)
+        row = await batcher.submit("r")
+        return name, row
+
+    try:
+        name, row = asyncio.run(go())
+    finally:
+        batcher.stop()
+    assert name == "pplug-batcher" == row["thread"] and row["text"] == "r"

@@ -6,10 +6,11 @@ erased user is a 404 for the admin and, since erasure deletes the key, a 401 for
 
 `POST /v1/explain` runs `pplug.decode.explain.explain` on the served checkpoint for one input and a stored
 user: the weight of each history item the embedder read, the statistics it read, and the output with the
-user's history, with none (cold start) and with the persona text alone. It runs on the request's worker
-thread holding the engine's `encoder_lock` (the history texts go through the embedding cache there, as
-context building does); the input itself is embedded uncached, like every request's. With a method plug-in
-served (`--hub`), rows would run through per-row adapters that this route does not set up, so it refuses.
+user's history, with none (cold start) and with the persona text alone. It runs on the engine thread between
+batches (`Batcher.call`: only that thread runs the LLM and its tokenizer), holding the engine's `encoder_lock`
+(the history texts go through the embedding cache, as context building does); the input itself is embedded
+uncached, like every request's. With a method plug-in served (`--hub`), rows would run through per-row
+adapters that this route does not set up, so it refuses.
 """
 
 from __future__ import annotations
@@ -104,19 +105,22 @@ async def explain_route(state: State, who: Caller, body: ExplainBody):
                        f"'{engine.served_method}' with per-row adapters", "invalid_request_error", None, "unsupported")
     spec = engine.spec
 
-    def work():
+    def context() -> tuple[Example, str | None]:
         require_user(state, user)
         ctx, _ = engine.user_context(user)
         text = body.input if any(m in body.input for m in spec.query_markers) else spec.make_input(body.input)
-        example = Example("explain", text, list(ctx.items), user_id=user)
+        return Example("explain", text, list(ctx.items), user_id=user), ctx.persona
+
+    def work(example: Example, persona: str | None) -> dict:
         with engine.encoder_lock:
             if not state.store.has_user(user):  # erased meanwhile: nothing of theirs is embedded again
                 require_user(state, user)
-            (row,) = explain(snap.model, [example], personas=[ctx.persona], decoding=snap.decoding, top=body.top,
+            (row,) = explain(snap.model, [example], personas=[persona], decoding=snap.decoding, top=body.top,
                              query_encoder=engine.encoder.encode_uncached)
         return row
 
-    row = await run_in_threadpool(work)
+    example, persona = await run_in_threadpool(context)
+    row = await state.batcher.call(lambda: work(example, persona))
     return {"object": "pplug.explanation", "model": state.model_name, "user": user, "version": snap.version,
             "privacy": privacy(state), **{k: v for k, v in row.items() if k != "id"}}
 
