@@ -1,7 +1,11 @@
-"""Render the results tables of README.md and docs/*.md from benchmarks/results/*.json.
+"""Render the results tables of README.md and docs/*.md, and the figures of docs/figures/, from
+benchmarks/results/*.json.
 
-    python -m benchmarks.report            # rewrite every table between markers
-    python -m benchmarks.report --check    # exit 1 with a diff when a committed table is stale
+    python -m benchmarks.report            # rewrite every table between markers, redraw every stale figure
+    python -m benchmarks.report --check    # exit 1 with a diff when a committed table or figure is stale
+
+The figures (`benchmarks.figures`) are checked by their numbers, not their pixels: each one's plotted numbers
+are committed beside its SVG and compared with the results JSON.
 
 A document holds a table as
 
@@ -339,6 +343,41 @@ def attention(results: Path) -> str:
     return (markdown_table(header, body) + f"\n\nUniform attention puts {share:.3f} of its mass there (the share of "
             f"such items in a history; {data[0]['n']} dev questions).{gates}\n\n"
             + sources(results, [n for n, _ in files]))
+
+
+def explain_synthetic(results: Path, name: str = "explain_synthetic") -> str:
+    """bench_explain: what `pplug.explain` shows of the `make train` checkpoint over the synthetic dev users: the
+    attention mass on the past reviews that carry the answer against a uniform weighting, the effective number of
+    items read, and the rating with the history, with none and with the persona alone."""
+    if not (Path(results) / f"{name}.json").is_file():
+        return "_no results file yet: run `python benchmarks/bench_explain.py --checkpoint RUN --out ...`_"
+    d = load(results, name)
+
+    def mass(label: str, m: dict) -> list[str]:
+        return [label, f"{m['mean']:.3f}", f"{m['uniform']:.3f}",
+                f"{m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}]", f"{100 * m['above_uniform']:.0f}%"]
+
+    body = [mass("the past reviews scored with the gold rating", d["mass_on_gold_label"])]
+    if "input_aware_mass_on_gold_label" in d:
+        body.append(mass("the same, the input-aware attention alone (before the gate)",
+                         d["input_aware_mass_on_gold_label"]))
+    body.append(mass("the past reviews of the input's sentiment", d["mass_on_same_sentiment"]))
+    table = markdown_table(["attention mass on", "explain's weights", "uniform weighting", "difference [95% CI]",
+                            "questions above uniform"], body)
+    e, c = d["effective_items"], d["counterfactual"]
+    mv, mae, h = c["moves_with_history"], c["mae"], c["history_minus_cold_mae"]
+    gate = f"; the gate gives the input-aware attention a share g = {d['gate']:.2f}" if d.get("gate") is not None else ""
+    r = f", r = {mv['pearson_r']:.2f}" if mv.get("pearson_r") is not None else ""
+    lines = [
+        (f"Effective number of items read: exp(entropy) {e['exp_entropy']:.1f}, 1/Σw² {e['inverse_simpson']:.1f}, "
+         f"of {e['history_items']:.1f} items{gate} ({d['with_history']} of {d['questions']} questions have a history)."),
+        (f"Counterfactual, MAE of the expected rating: with the history {mae['history']:.3f}, with none (cold start) "
+         f"{mae['cold_start']:.3f} (history minus cold start {h['diff']:+.3f} [{h['lo']:+.3f}, {h['hi']:+.3f}]), with "
+         f"the persona text alone {mae['persona_only']:.3f}. The history moves the rating the way it says (the sign "
+         f"of its pull: the mean score of the user's past reviews of the input's sentiment minus the cold-start "
+         f"rating) in {100 * mv['agree']:.0f}% of the {mv['questions']} questions whose pull is at least "
+         f"{mv['min_pull']}{r} (pull against move, all questions with a history).")]
+    return table + "\n\n" + "\n\n".join(lines) + "\n\n" + sources(results, [name])
 
 
 def decoding(results: Path, set_name: str, stem: str = "decoding") -> str:
@@ -1200,6 +1239,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "decoding_reward_enron": T(decoding, set_name="enron_subjects", stem="decoding_reward"),
     "decoding_reward_acl": T(decoding, set_name="acl_titles", stem="decoding_reward"),
     "server_load": server_load,
+    "explain_synthetic": explain_synthetic,
     "server_soak": server_soak,
     "store_replicas": store_replicas,
     # docs/adaptation.md
@@ -1277,11 +1317,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             doc.write_text(new, encoding="utf-8")
             print(f"rewrote the tables of {rel}")
-    if args.check and changed:
-        print(f"\n{len(changed)} document(s) out of date: run `python -m benchmarks.report`", file=sys.stderr)
+    from benchmarks import figures
+
+    figures_dir = root / "docs" / "figures"
+    if args.check:
+        stale_figures = figures.stale_figures(Path(args.results), figures_dir)
+        for name, why in stale_figures.items():
+            print(f"docs/figures/{name}: {why}")
+    else:
+        stale_figures = {}
+        redrawn = figures.render_figures(Path(args.results), figures_dir)
+        for name in redrawn:
+            print(f"redrew docs/figures/{name}.svg")
+    if args.check and (changed or stale_figures):
+        print(f"\n{len(changed)} document(s) and {len(stale_figures)} figure(s) out of date: run "
+              "`python -m benchmarks.report`", file=sys.stderr)
         return 1
-    if not changed:
-        print("every table matches benchmarks/results/")
+    if not changed and not (stale_figures if args.check else redrawn):
+        print("every table and figure matches benchmarks/results/")
     return 0
 
 

@@ -22,7 +22,7 @@ VERBS = {
     ("download",), ("synth",), ("score",),
     ("user", "create"), ("user", "add-history"), ("user", "show"), ("user", "list"), ("user", "generate"),
     ("adapt",), ("hub", "train"), ("hub", "retrieve"), ("hub", "retrain"),
-    ("generate",), ("evaluate",), ("prefs", "train"), ("serve",), ("embed-user",),
+    ("generate",), ("explain",), ("evaluate",), ("prefs", "train"), ("serve",), ("embed-user",),
 }
 
 

@@ -38,6 +38,7 @@ COMMANDS: Mapping[str, Verb | Group] = {
     }),
     # the model: generation, evaluation, the preference models of reward-mbr decoding
     "generate": models.generate,
+    "explain": models.explain,
     "evaluate": models.evaluate,
     "prefs": Group("facet preference models (length, formality, topic) for reward-mbr decoding", {
         "train": models.prefs_train,

@@ -1,5 +1,6 @@
-"""The model verbs of `pplug`: personalized outputs from a saved model (`generate`), methods side by side on a
-LaMP split (`evaluate`) and the facet preference models of reward-mbr decoding (`pplug prefs train`)."""
+"""The model verbs of `pplug`: personalized outputs from a saved model (`generate`), why each user got theirs
+(`explain`), methods side by side on a LaMP split (`evaluate`) and the facet preference models of reward-mbr
+decoding (`pplug prefs train`)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,69 @@ def generate(*, checkpoint: str | None = None, hub: str | None = None,
                          indent=2, ensure_ascii=False))
 
 
+def explain(*, checkpoint: str, input: Annotated[str | None, Flag(one_of="source")] = None,
+            questions: Annotated[str | None, Flag(one_of="source")] = None, history: str | None = None,
+            persona: str | None = None, max_examples: int | None = None, top: int = 5, out: str | None = None,
+            decoding: Decoding | None = None, placement: ModelPlacement = ModelPlacement()) -> None:
+    """why each user got their output: history weights, statistics, and the output with / without the history
+
+    Args:
+        checkpoint: a checkpoint folder, or a run folder (its LATEST version, else final/), of a method with a
+            user embedding (pplug, pplug+retrieval)
+        input: one LaMP-style input text (use with --history)
+        questions: LaMP questions file: one explanation per question
+        history: JSON file: the user's profile items (a list, or an object with 'profile')
+        persona: persona text written into the prompt with the history and alone (default: the persona the
+            history tells, for the persona-only row)
+        max_examples: explain only the first N questions of --questions
+        top: heaviest history items listed per row (default: 5)
+        out: write every explanation as JSON here (default: print them as text)
+        decoding: label tasks' decoding (default: the checkpoint's)
+    """
+    from pplug.core.checkpoints import CheckpointError, resolve
+    from pplug.core.tasks import get_task
+    from pplug.decode.explain import check_explainable, format_explanation
+    from pplug.decode.explain import explain as explain_rows
+    from pplug.lamp.data import LaMPDataError, parse_questions, read_json
+    from pplug.modeling.model import PPlugModel
+
+    if input is not None and not history:
+        raise CLIError("--input needs --history FILE.json (use [] in the file for a user without history)")
+    if history and questions:
+        raise CLIError("--history goes with --input; a questions file carries each user's profile")
+    if top < 0 or (max_examples is not None and max_examples < 1):
+        raise CLIError("--top must be >= 0 and --max-examples >= 1")
+    try:
+        resolved = resolve(checkpoint)
+        config = PPlugModel.load_checkpoint_config(resolved)[0]
+        check_explainable(config.method)
+        task = get_task(config.task)
+        if questions:
+            path = Path(questions)
+            examples = parse_questions(read_json(path), path, task)[:max_examples]
+        else:
+            path = Path(history)
+            document = read_json(path)
+            items = document.get("profile") if isinstance(document, dict) else document
+            if not isinstance(items, list):
+                raise CLIError(f"{path}: expected a list of profile items (or an object with 'profile')")
+            examples = parse_questions([{"id": "input", "input": input, "profile": items}], path, task)
+        model = PPlugModel.from_pretrained(resolved, device=placement.device,
+                                           **({"torch_dtype": placement.dtype} if placement.dtype else {}))
+    except (LaMPDataError, CheckpointError) as e:
+        raise CLIError(str(e)) from None
+    model.eval()
+    rows = explain_rows(model, examples, personas=[persona] * len(examples) if persona else None,
+                        decoding=decoding, top=top)
+    if out:
+        from pplug.core.io import atomic_write_json
+
+        atomic_write_json(Path(out), {"checkpoint": str(resolved), "task": task.name, "explanations": rows})
+        print(f"wrote {len(rows)} explanations ({task.name}) to {out}")
+    else:
+        print("\n\n".join(format_explanation(r) for r in rows))
+
+
 def evaluate(*, checkpoint: Annotated[Sequence[str], Flag(nargs="*", metavar="[METHOD=]DIR")] = (), data: str,
              split: str = "dev", out: str | None = None, method: Sequence[Method] | None = None,
              max_examples: int | None = None, decoding: Sequence[Decoding] | None = None,
@@ -184,4 +248,4 @@ def prefs_train(*, data: str, out: str, split: str = "train", task: str | None =
               f"train {record['train_pair_accuracy']} / held-out {record['val_pair_accuracy']}")
 
 
-__all__ = ["DECODINGS", "Decoding", "Facet", "Method", "evaluate", "generate", "prefs_train"]
+__all__ = ["DECODINGS", "Decoding", "Facet", "Method", "evaluate", "explain", "generate", "prefs_train"]

@@ -212,14 +212,29 @@ class UserEmbedder(nn.Module):
         if self.config.aggregation == "mean" or query_emb is None:
             w = mask.float()
         else:
-            scores = torch.einsum("bnd,bd->bn", history_emb.float(), query_emb.float()) / self.config.temperature
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on all-masked rows
-            w = torch.softmax(scores, dim=-1) * mask  # all-masked rows -> exactly 0
-            if self.config.aggregation == "mixed":
+            w = self.input_aware_weights(history_emb, mask, query_emb)
+            gate = self.mix_gate()
+            if gate is not None:
                 uniform = mask.float() / mask.float().sum(dim=-1, keepdim=True).clamp_min(1.0)
-                gate = torch.sigmoid(self.mix_logit)
                 w = gate * w + (1 - gate) * uniform
         return w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def input_aware_weights(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
+                            query_emb: torch.Tensor) -> torch.Tensor:
+        """The input-aware attention alone, softmax_i(h_i . e_x / tau) over valid items: (B, N); all-masked rows 0.
+
+        What `attention_weights` uses for "input_aware", and blends with the history mean for "mixed"."""
+        mask = history_mask.to(torch.bool)
+        scores = torch.einsum("bnd,bd->bn", history_emb.float(), query_emb.float()) / self.config.temperature
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on all-masked rows
+        return torch.softmax(scores, dim=-1) * mask  # all-masked rows -> exactly 0
+
+    def mix_gate(self) -> torch.Tensor | None:
+        """g, the share of the input-aware attention in a "mixed" aggregation (the rest is the history mean);
+        None for the other aggregations."""
+        if self.config.aggregation != "mixed" or not hasattr(self, "mix_logit"):
+            return None
+        return torch.sigmoid(self.mix_logit)
 
     def user_embedding(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
                        query_emb: torch.Tensor | None, weights: torch.Tensor | None = None) -> torch.Tensor:

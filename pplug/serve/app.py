@@ -51,7 +51,7 @@ from pplug.store import open_store
 from pplug.store.base import UserStoreBase
 from pplug.store.validation import item_json_schema
 
-from . import routes_generate, routes_info, routes_users
+from . import page, routes_explain, routes_generate, routes_info, routes_users
 from .access import ServerState
 from .batching import Batcher, Engine
 from .schema import APIError, Limits, error_response
@@ -116,7 +116,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
     app = FastAPI(title="pplug", lifespan=lifespan)
     app.state.server = ServerState(store, engine, batcher, limits, admin_key, name, int(time.time()))
     app.state.engine, app.state.batcher, app.state.store = engine, batcher, store
-    for group in (routes_info, routes_generate, routes_users):
+    for group in (routes_info, routes_generate, routes_users, routes_explain, page):
         app.include_router(group.router)
     routes_schema = app.openapi
 

@@ -22,6 +22,9 @@ its run folder's LATEST too, loads a newly promoted (or rolled back) version bes
 LLM, swaps the `PluginSnapshot` between batches and then unloads the old one; a version that does not load is
 logged and the last good one keeps serving.
 
+`Batcher.call` runs other work on the served model (`POST /v1/explain`) on the same engine thread, alone, between
+batches.
+
 With `pplug serve --engine vllm`, `Engine.generator` (`pplug.serve.vllm.VLLMGenerator`) generates the rows of
 generation tasks on vLLM from the same soft prompts; label tasks are still scored on the HF model.
 """
@@ -353,6 +356,16 @@ class Batcher:
         self._q.put((row, loop, fut))
         return await fut
 
+    async def call(self, fn: Any) -> Any:
+        """Run `fn()` on the engine thread, alone, between batches, and wait for its result (raises what it raised).
+
+        For work that runs the served model outside a batch (`POST /v1/explain`): only the engine thread touches
+        the LLM and its tokenizer, whose fast tokenizer must not be used from two threads at once."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._q.put((_Call(fn), loop, fut))
+        return await fut
+
     def _collect(self, first) -> tuple[list, bool]:
         items, stop = [first], False
         deadline = time.monotonic() + self.window
@@ -385,9 +398,24 @@ class Batcher:
             if first is None:
                 return
             items, stop = self._collect(first)
-            results = self._run([row for row, _, _ in items])
-            for (_, loop, fut), res in zip(items, results):
+            calls = [item for item in items if isinstance(item[0], _Call)]
+            rows = [item for item in items if not isinstance(item[0], _Call)]
+            results = self._run([row for row, _, _ in rows]) if rows else []
+            for (_, loop, fut), res in zip(rows, results):
                 loop.call_soon_threadsafe(_settle, fut, res)
+            for job, loop, fut in calls:
+                try:
+                    res = job.fn()
+                except Exception as e:  # the caller gets it, the engine thread goes on
+                    res = e
+                loop.call_soon_threadsafe(_settle, fut, res)
+
+
+class _Call:
+    """A job for the engine thread (`Batcher.call`), queued beside the rows."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
 
 
 def _settle(fut: asyncio.Future, res: Any) -> None:
