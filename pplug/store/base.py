@@ -100,8 +100,10 @@ class UserStoreBase(MemoryVectors):
 
     def user_task(self, user_id: str) -> str | None:
         """The task given when the user was created (None if not given)."""
-        self._require(user_id)
-        return self._read("SELECT task FROM users WHERE user_id = ?", (user_id,))[0][0]
+        rows = self._read("SELECT task FROM users WHERE user_id = ?", (user_id,))
+        if not rows:
+            raise self._unknown(user_id)
+        return rows[0][0]
 
     def create_user(
         self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = ""
@@ -181,8 +183,10 @@ class UserStoreBase(MemoryVectors):
 
     def persona_version(self, user_id: str) -> int:
         """Latest persona version number (1 after create)."""
-        self._require(user_id)
-        return int(self._read("SELECT MAX(version) FROM personas WHERE user_id = ?", (user_id,))[0][0])
+        version = self._read("SELECT MAX(version) FROM personas WHERE user_id = ?", (user_id,))[0][0]
+        if version is None:  # no such user (every user has version 1), or erased since a check
+            raise self._unknown(user_id)
+        return int(version)
 
     def update_persona(self, user_id: str, persona: Persona, source: str = "manual", message: str = "") -> int:
         """Record `persona` as a new version (with its diff) unless nothing changed; returns the version."""
