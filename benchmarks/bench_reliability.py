@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {"meta": run_meta(device="cpu"), "model": "tiny random LLM, default encoder",
                                    "kills_per_path": args.kills, "seed": args.seed, "backends": {}}
         for backend in ("sqlite", "postgresql"):
-            def store(name: str) -> str:
+            def store(name: str, backend: str = backend) -> str:
                 if backend == "sqlite":
                     return str(work / f"{name}.sqlite")
                 import psycopg
@@ -415,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"refused correctly {row['hostile']['failures']}", flush=True)
             for i, mode in enumerate(("server", "cli")):
                 row[mode] = run_faults(mode, store(f"faults_{mode}"), run, "default", work, args.kills,
-                                       args.seed * 100 + i, log=lambda m: print(f"{backend}: {m}", flush=True))
+                                       args.seed * 100 + i,
+                                       log=lambda m, backend=backend: print(f"{backend}: {m}", flush=True))
             results["backends"][backend] = row
         if args.control_kills:
             results["control_without_keys"] = run_faults(

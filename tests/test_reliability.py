@@ -214,7 +214,7 @@ def test_replies_never_show_where_the_store_lives(app, tmp_path):
 # --- 4. add-history: one transaction, idempotency keys, kill -9 ---
 
 def test_add_history_is_all_or_nothing_with_its_persona_refresh(store_url, monkeypatch):
-    import pplug.adapt.fast as fast
+    from pplug.adapt import fast
 
     with open_store(store_url) as store:
         store.create_user("ana", task="LaMP_3")

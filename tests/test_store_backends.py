@@ -162,7 +162,6 @@ def test_postgres_reconnects_after_the_connection_drops(postgres_url):
 
 
 def test_memory_top_k_is_the_same_on_sqlite_faiss_pgvector_and_postgres_faiss(tmp_path, postgres_url):
-    from pplug.store.pg_schema import PG_SCHEMA_VERSION
     from pplug.store.postgres import PostgresStore
 
     rng = np.random.default_rng(0)

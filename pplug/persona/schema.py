@@ -19,7 +19,6 @@ from typing import Any, Union
 
 from pplug.core.io import atomic_write_text
 
-
 MAX_PERSONA_CHARS = 32_000
 """Characters of a persona document's JSON (a persona is a short profile; its text goes in front of prompts)."""
 MAX_PERSONA_TEXT_CHARS = 4_000
