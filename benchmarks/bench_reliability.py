@@ -398,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     pg = pgserver.get_server(work / "pg", cleanup_mode="stop")
     try:
         run = make_checkpoint(work, "tiny", "LaMP_3")
-        results: dict[str, Any] = {"meta": run_meta(device="cpu", dtype="float32"), "model": "tiny random LLM, default encoder",
+        results: dict[str, Any] = {"meta": run_meta(device="cpu", dtype="float32"),
+                                   "model": "tiny random LLM, default encoder",
                                    "kills_per_path": args.kills, "seed": args.seed, "backends": {}}
         for backend in ("sqlite", "postgresql"):
             def store(name: str, backend: str = backend) -> str:

@@ -78,7 +78,7 @@ async def _chunks(body: bytes, size: int = 65_536, pause: float = 0.0):
 def test_oversize_bodies_are_refused_however_they_are_sent_and_store_nothing(app):
     store = app.state.store
     big = json.dumps({"items": [{"text": "x" * 15_000, "score": "3"}] * 200}).encode()  # 3 MB of valid items
-    before = _state(store)
+    before, stored = _state(store), store.count_interactions("u")
     path = "/v1/users/u/history"
     for kw in ({"content": big},  # Content-Length: refused before it is read
                {"content": _chunks(big)},  # chunked: no Content-Length at all
@@ -91,7 +91,7 @@ def test_oversize_bodies_are_refused_however_they_are_sent_and_store_nothing(app
     # a chunked body under the limit is read whole and served as usual
     ok = _one(app, "POST", path, content=_chunks(json.dumps({"items": [ITEM]}).encode(), 7))
     assert ok.status_code == 200, ok.text
-    assert store.count_interactions("u") == before[0][1] + 1
+    assert store.count_interactions("u") == stored + 1
 
 
 # --- 2. personas follow the input rules everywhere ---
@@ -232,6 +232,15 @@ def test_add_history_is_all_or_nothing_with_its_persona_refresh(store_url, monke
         monkeypatch.undo()
         fast.add_history(store, "ana", [ITEM, ITEM], enc)
         assert store.count_interactions("ana") == 3 and store.persona("ana").pattern.activity_count == 3
+
+
+def test_a_user_and_its_api_key_are_created_in_one_transaction(store_url):
+    with open_store(store_url) as store:
+        store.create_user("ana", api_key_sha256="ab" * 32)
+        assert store.user_for_api_key_hash("ab" * 32) == "ana"
+        with pytest.raises(Exception, match="(?i)unique"):  # the key's row fails: the user is not created either
+            store.create_user("bob", api_key_sha256="ab" * 32)
+        assert store.users() == ["ana"]
 
 
 def test_an_upload_retried_with_its_idempotency_key_is_stored_once(store_url):

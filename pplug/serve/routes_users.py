@@ -87,7 +87,7 @@ async def create_user(state: State, who: Caller, body: CreateUserBody):
 
     def work():
         try:
-            store.create_user(body.user_id, body.persona, task=task)
+            store.create_user(body.user_id, body.persona, task=task, api_key_sha256=hash_key(key))  # one transaction
         except DuplicateUserError:
             raise APIError(409, f"user {body.user_id!r} already exists", "invalid_request_error", "user_id",
                            "user_exists") from None
@@ -100,9 +100,8 @@ async def create_user(state: State, who: Caller, body: CreateUserBody):
         except (StoreError, ValueError) as e:
             raise APIError(400, client_message(e, store), "invalid_request_error", "persona", "invalid_value") from None
         try:
-            store.set_api_key_hash(body.user_id, hash_key(key))
             return store.user_task(body.user_id)
-        except UnknownUserError:  # erased between the two writes
+        except UnknownUserError:  # erased already
             raise unknown_user(body.user_id) from None
 
     task = await run_in_threadpool(work)

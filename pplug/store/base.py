@@ -106,12 +106,14 @@ class UserStoreBase(MemoryVectors):
         return rows[0][0]
 
     def create_user(
-        self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = ""
+        self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = "",
+        api_key_sha256: str | None = None,
     ) -> Persona:
         """Add a user with persona version 1; returns the stored persona.
 
         `identity.user_id` is set to `user_id` (a different value is an error) and `memory.long_term`
-        defaults to "pplug-store:<user_id>" (this store's memory index).
+        defaults to "pplug-store:<user_id>" (this store's memory index). `api_key_sha256`: the user's API key
+        hash (`set_api_key_hash`), recorded in the same transaction (a crash never leaves a user without it).
 
         Raises:
             DuplicateUserError: the user exists.
@@ -140,6 +142,8 @@ class UserStoreBase(MemoryVectors):
                 "INSERT INTO personas VALUES (?, 1, ?, 'create', ?, ?, ?)",
                 (user_id, now, message, json.dumps(doc, sort_keys=True), json.dumps(diff({}, doc))),
             )
+            if api_key_sha256 is not None:
+                c.execute("INSERT INTO api_keys VALUES (?, ?, ?)", (user_id, api_key_sha256, now))
         return p
 
     # --- API keys (pplug serve) ---
