@@ -464,6 +464,28 @@ def store_replicas(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
+def reliability(results: Path) -> str:
+    """bench_reliability: hostile requests refused as documented, and kill -9 faults during history uploads."""
+    name = "reliability"
+    d = load(results, name)
+    hostile = [[backend, str(r["hostile"]["tried"]), str(r["hostile"]["refused_correctly"]),
+                "; ".join(r["hostile"]["failures"]) or "-"] for backend, r in d["backends"].items()]
+    keys = ("faults", "processes", "rows_acknowledged", "rows_stored", "lost", "duplicates", "half_written")
+    faults = [[backend, path, "yes", *(str(r[path][k]) for k in keys)]
+              for backend, r in d["backends"].items() for path in ("server", "cli")]
+    if "control_without_keys" in d:
+        faults.append(["sqlite", "server", "**no**", *(str(d["control_without_keys"][k]) for k in keys)])
+    totals = d["totals"]
+    line = (f"In all: {totals['hostile_refused_correctly']} of {totals['hostile_tried']} hostile requests refused as "
+            f"documented; {totals['faults']} kill -9 faults with idempotency keys, {totals['rows_acknowledged']} "
+            f"rows acknowledged, {totals['rows_stored']} stored, {totals['lost']} lost, {totals['duplicates']} "
+            f"duplicated, {totals['half_written']} half-written.")
+    return (markdown_table(["store", "hostile requests", "refused as documented", "failures"], hostile) + "\n\n"
+            + markdown_table(["store", "uploads through", "idempotency keys", "kill -9 faults", "processes",
+                              "rows acknowledged", "rows stored", "lost", "duplicates", "half-written"], faults)
+            + "\n\n" + line + "\n\n" + sources(results, [name]))
+
+
 def history_mix_heldout(results: Path) -> str:
     """bench_history_mix: the held-out training questions' NLL of the gold rating for each k, per method."""
     name = "real_lamp_music_history_mix_cpu"
@@ -1242,6 +1264,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "explain_synthetic": explain_synthetic,
     "server_soak": server_soak,
     "store_replicas": store_replicas,
+    "reliability": reliability,
     # docs/adaptation.md
     "lora_hub_cost": lora_hub_cost,
     "lora_hub": lora_hub,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from pplug.store.schema import DuplicateUserError, StoreError, UnknownUserError, default_store_path
+from pplug.store.schema import SCHEMA_VERSION, DuplicateUserError, StoreError, UnknownUserError, default_store_path
 from pplug.store.sqlite import UserStore
 
 
@@ -223,7 +223,7 @@ def test_delete_user_erases_in_one_transaction_and_keeps_others(store):
     assert store.user_for_api_key_hash("ab" * 32) == "ana"
     counts = store.delete_user("ana")
     assert counts == {"memory_vectors": 2, "interactions": 2, "persona_versions": 2, "api_keys": 1, "users": 1,
-                      "faiss_indexes": 0}
+                      "idempotency_keys": 0, "faiss_indexes": 0}
     assert not store.has_user("ana") and store.user_for_api_key_hash("ab" * 32) is None
     assert store.count_interactions("bob") == 1 and store.last_user_interaction_id("bob") == 3
     for table in ("personas", "interactions", "memory", "api_keys", "erasures"):
@@ -247,5 +247,5 @@ def test_schema_1_store_is_migrated_for_erasure(tmp_path):
         s.create_user("ana", task="LaMP_3")
         s.add_interactions("ana", [{"text": "a1", "score": "1"}])
     with UserStore(path) as s:
-        assert s._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert s._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert s.delete_user("ana")["interactions"] == 1

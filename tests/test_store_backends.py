@@ -71,7 +71,8 @@ def test_interactions_are_append_only_and_erasure_is_whole(store):
             _raw(store, sql)
     before = store.user_version("ana")
     assert store.delete_user("ana") == {"memory_vectors": 2, "interactions": 2, "persona_versions": 1,
-                                        "api_keys": 1, "users": 1, "faiss_indexes": 0}
+                                        "api_keys": 1, "users": 1, "idempotency_keys": 0,
+                                        "faiss_indexes": 0}
     assert not store.has_user("ana") and store.user_for_api_key_hash("ab" * 32) is None
     assert store.count_interactions("bob") == 1 and store.count_interactions() == 1
     with pytest.raises(Exception, match="append-only"):  # plain deletes are still refused afterwards
@@ -89,18 +90,19 @@ def test_migrations_recorded_and_a_newer_store_refused_in_one_line(store_url):
     with pytest.raises(StoreError) as e:
         open_store(store_url)
     msg = str(e.value)
-    assert "schema version 99 is newer than this pplug (2)" in msg and "\n" not in msg
+    assert "schema version 99 is newer than this pplug (3)" in msg and "\n" not in msg
     with pytest.raises(StoreError, match="newer"):
         open_store(store_url, create=False)
 
 
 def test_postgres_migrates_a_fresh_database_once(postgres_url):
+    from pplug.store.pg_schema import PG_SCHEMA_VERSION
     from pplug.store.postgres import PostgresStore
 
     with pytest.raises(StoreError, match="no pplug user store"):
         open_store(postgres_url, create=False)
     a, b = PostgresStore(postgres_url), PostgresStore(postgres_url)  # the second finds it migrated
-    assert isinstance(a, PostgresStore) and a.schema_version() == b.schema_version() == 2
+    assert isinstance(a, PostgresStore) and a.schema_version() == b.schema_version() == PG_SCHEMA_VERSION == 3
     a.create_user("ana")
     assert b.users() == ["ana"] and "password" not in a.location and a.location.startswith("postgresql://")
     a.close(), b.close()

@@ -19,7 +19,7 @@ from pplug.persona.from_history import derive_from_history
 from pplug.persona.render import render
 from pplug.persona.schema import Persona, PersonaError, apply_updates, diff
 from pplug.store.base import UserStoreBase
-from pplug.store.validation import check_items
+from pplug.store.validation import check_idempotency_key, check_items
 
 GENERATE_PERSONA_CHARS = 400
 """Bound on the persona text put in front of prompts by `user_batch` (about 100 LLM tokens)."""
@@ -44,6 +44,9 @@ class AddHistoryResult:
     """JSON diff of the derived-field update ([] if none)."""
     proposed: list[dict] = field(default_factory=list)
     """JSON diff of the proposer's edits ([] if it did not run or changed nothing)."""
+    replayed: bool = False
+    """True: the upload's idempotency key was recorded already; nothing was written, the fields are the first
+    upload's."""
 
 
 def add_history(
@@ -54,8 +57,12 @@ def add_history(
     task: str | None = None,
     proposer: PersonaProposer | None = None,
     propose_every: int = 20,
+    idempotency_key: str | None = None,
 ) -> AddHistoryResult:
     """Fast adaptation: append interactions, cache their embeddings, refresh derived persona fields.
+
+    The items, their memory vectors, the derived persona version and the idempotency record are ONE store
+    transaction (`UserStoreBase.append_history`): a crash leaves all of them or none.
 
     Args:
         store: the user store.
@@ -65,6 +72,9 @@ def add_history(
         task: the items' task (default: the user's task, given at create).
         proposer: optional persona editor called every `propose_every` interactions (default off).
         propose_every: k of "every k interactions".
+        idempotency_key: the client's key of this upload (1 to 255 visible ASCII characters, e.g. a UUID): an
+            upload retried with the same key (after a timeout, a crash) stores nothing twice and returns the
+            first upload's result (`replayed`); the same key with other items is an error.
 
     Returns:
         AddHistoryResult with the new ids, persona version and diffs.
@@ -72,6 +82,8 @@ def add_history(
     Raises:
         InvalidInputError: (a ValueError) an item breaks the rules of `pplug.store.validation` for the task; the
             message names the item index and field, and nothing is written.
+        UnknownUserError: no such user (also when erased meanwhile).
+        IdempotencyKeyReusedError: the key was used for another upload of this user.
     """
     from pplug.core.tasks import get_task
 
@@ -80,19 +92,24 @@ def add_history(
         raise AdaptError(f"user {user_id!r} has no task: pass task= (CLI --task)")
     spec = get_task(task)
     items = check_items(items, spec)  # all of them before the first write; labels in their stored spelling
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
     texts = [spec.history_text(it) for it in items]
-    before = store.count_interactions(user_id, task=spec.name)
     emb = encoder.encode(texts) if items else None  # (N, dim): cached now, so serving never waits on it
-    ids = store.add_interactions(user_id, items, task=spec.name, embeddings=emb, encoder=encoder.identity)
-    history = store.history_items(user_id, task=spec.name)
-    old = store.persona(user_id)
-    new = apply_updates(old, derive_from_history(history, spec), source=f"derived persona of {user_id}")
-    version = store.update_persona(user_id, new, source="derived", message=f"+{len(items)} {spec.name} interactions")
-    ops = diff(old.to_dict(), new.to_dict())
-    proposed: list[dict] = []
-    after = before + len(items)
+
+    def refresh(old: Persona, history: list[dict]) -> Persona:  # runs inside the store's transaction
+        return apply_updates(old, derive_from_history(history, spec), source=f"derived persona of {user_id}")
+
+    done = store.append_history(user_id, items, spec.name, emb, encoder.identity, refresh=refresh,
+                                message=f"+{len(items)} {spec.name} interactions", idempotency_key=idempotency_key)
+    version, proposed = done.persona_version, []
+    if done.replayed:
+        return AddHistoryResult(ids=done.ids, persona_version=version, diff=done.persona_diff, replayed=True)
+    after = store.count_interactions(user_id, task=spec.name)
+    before = after - len(items)  # other writers' items may have landed too: "crossing a multiple" stays the rule
     if proposer is not None and propose_every > 0 and after // propose_every > before // propose_every:
         current = store.persona(user_id)
+        history = store.history_items(user_id, task=spec.name)
         edits = proposer(current, history[-propose_every:], spec)
         if edits:
             try:
@@ -102,7 +119,7 @@ def add_history(
             else:
                 proposed = diff(current.to_dict(), edited.to_dict())
                 version = store.update_persona(user_id, edited, source="proposer", message="proposed edits")
-    return AddHistoryResult(ids=ids, persona_version=version, diff=ops, proposed=proposed)
+    return AddHistoryResult(ids=done.ids, persona_version=version, diff=done.persona_diff, proposed=proposed)
 
 
 _PROPOSER_PROMPT = """You maintain a short profile of a user. Current profile:

@@ -37,7 +37,7 @@ def generate(*, checkpoint: str | None = None, hub: str | None = None,
             its user's retrieved adapters)
         input: one LaMP-style input text (use with --history)
         questions: LaMP questions file: many users decoded in batches
-        history: JSON file: the user's profile items (a list, or an object with 'profile')
+        history: the user's profile items: a JSON list, an object with 'profile', or JSON lines (ids optional)
         out: write LaMP-format predictions here (default: print)
         decoding: label tasks: most likely label (argmax); ratings also expected value (best for RMSE) or
             median (best for MAE) over 1..5; generation tasks: argmax (= greedy, beams with --num-beams),
@@ -52,7 +52,7 @@ def generate(*, checkpoint: str | None = None, hub: str | None = None,
     from pplug.core.checkpoints import CheckpointError, resolve
     from pplug.core.tasks import get_task
     from pplug.decode.inference import personalize
-    from pplug.lamp.data import LaMPDataError, parse_questions, read_json, write_outputs
+    from pplug.lamp.data import LaMPDataError, parse_questions, read_items, read_json, write_outputs
     from pplug.modeling.llm import FrozenLLM
     from pplug.modeling.model import PPlugModel
 
@@ -71,10 +71,10 @@ def generate(*, checkpoint: str | None = None, hub: str | None = None,
             examples = parse_questions(read_json(path), path, task)
         else:
             path = Path(history)
-            document = read_json(path)
-            items = document.get("profile") if isinstance(document, dict) else document
-            if not isinstance(items, list):
-                raise CLIError(f"{path}: expected a list of profile items (or an object with 'profile')")
+            # one history-item shape everywhere (`pplug user add-history`, the server, `embed-user`): a JSON list,
+            # an object with 'profile' or JSON lines; an item's id is optional (one is made up when absent)
+            items = [{"id": f"h{j}", **it} if isinstance(it, dict) and "id" not in it else it
+                     for j, it in enumerate(read_items(history))]
             examples = parse_questions([{"id": "input", "input": input, "profile": items}], path, task)
         llm = None
         if base_model:

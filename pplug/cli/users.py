@@ -39,8 +39,8 @@ def user_create(user: str, *, persona: str | None = None, task: str = "LaMP_3", 
 
 def user_add_history(user: str, file: str, *, task: str | None = None, encoder: str = "default",
                      embedding_cache: str | None = None, device: str = "auto", hub: str | None = None,
-                     store: str | None = None) -> None:
-    """append interactions (LaMP profile items) and refresh the persona
+                     idempotency_key: str | None = None, store: str | None = None) -> None:
+    """append interactions (LaMP profile items) and refresh the persona (one transaction)
 
     Args:
         user: user id
@@ -50,6 +50,8 @@ def user_add_history(user: str, file: str, *, task: str | None = None, encoder: 
         embedding_cache: embedding cache file (default: the shared pplug cache)
         device: where the encoder runs: auto (default), cuda, mps, cpu
         hub: a LoRA hub: also print the adapters the user's persona retrieves, before -> after
+        idempotency_key: a key of this upload (e.g. a UUID): run again with the same key (after a failure or
+            a crash), nothing is stored twice
         store: user store: a SQLite file (or sqlite:///file) or a postgresql:// URL (default:
             $PPLUG_HOME/pplug_store.sqlite or ./pplug_store.sqlite)
     """
@@ -57,9 +59,17 @@ def user_add_history(user: str, file: str, *, task: str | None = None, encoder: 
     from pplug.encode.history import HistoryEncoder
     from pplug.lamp.data import read_items
     from pplug.store import open_store
-    from pplug.store.validation import MAX_HISTORY_FILE_BYTES, InvalidInputError, check_items, check_user_id
+    from pplug.store.validation import (
+        MAX_HISTORY_FILE_BYTES,
+        InvalidInputError,
+        check_idempotency_key,
+        check_items,
+        check_user_id,
+    )
 
     check_user_id(user)  # before any file or store is opened
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key, "--idempotency-key")
     with open_store(store, create=False) as user_store:
         items = read_items(file, max_bytes=MAX_HISTORY_FILE_BYTES)
         if not items:
@@ -74,9 +84,10 @@ def user_add_history(user: str, file: str, *, task: str | None = None, encoder: 
         history_encoder = HistoryEncoder(encoder, cache_path=embedding_cache, device=device)
         if hub:  # the adapters the user's persona text retrieves before the new items
             before = folder_retrieval(hub, user_store.history_items(user, task=task), history_encoder)
-        added = add_history(user_store, user, items, history_encoder, task=task)
+        added = add_history(user_store, user, items, history_encoder, task=task, idempotency_key=idempotency_key)
         span = f" (ids {added.ids[0]}..{added.ids[-1]})" if added.ids else ""
-        print(f"added {len(added.ids)} interactions to {user!r}{span}; "
+        verb = "already added (idempotency key seen): nothing stored," if added.replayed else "added"
+        print(f"{verb} {len(added.ids)} interactions to {user!r}{span}; "
               f"{user_store.count_interactions(user)} in total; persona v{added.persona_version}")
         if added.diff:
             print(f"persona change: {format_diff(added.diff)}")

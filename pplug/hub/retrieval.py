@@ -11,7 +11,7 @@ import torch
 
 from pplug.encode.history import rank_descriptions
 
-from .config import DESCRIPTIONS_NAME, GENERAL, HUB_CONFIG_NAME, LoRAHubConfig, Retrieval
+from .config import ADAPTERS_DIR, DESCRIPTIONS_NAME, GENERAL, HUB_CONFIG_NAME, HubError, LoRAHubConfig, Retrieval
 from .files import check_encoder, read_descriptions, read_hub_json, resolve_hub
 
 
@@ -33,6 +33,9 @@ def retrieve_from_folder(hub_dir: str | os.PathLike, profiles: Sequence[Sequence
     hub_dir = resolve_hub(hub_dir)
     doc = read_hub_json(hub_dir)
     config: LoRAHubConfig = doc["config"]
+    for name in [GENERAL, *(a["name"] for a in doc["adapters"])]:  # a retrieval must name adapters that exist
+        if not (hub_dir / ADAPTERS_DIR / name).is_dir():
+            raise HubError(f"{hub_dir / ADAPTERS_DIR / name}: adapter folder missing ({HUB_CONFIG_NAME} lists it)")
     encoder = encoder or HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device="cpu")
     check_encoder(doc, encoder, hub_dir / HUB_CONFIG_NAME)
     names = [a["name"] for a in doc["adapters"]]

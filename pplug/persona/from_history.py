@@ -33,7 +33,9 @@ def top_topics(texts: list[str], n: int = 5) -> list[str]:
     """The `n` most frequent non-stopword keywords seen at least twice (ties broken alphabetically)."""
     counts: Counter[str] = Counter()
     for t in texts:
-        counts.update(w.strip("'-") for w in _WORD.findall(t.lower()) if w.strip("'-") not in _STOPWORDS)
+        # a "word" of over 40 letters is no topic (and would swell the persona past its size limit)
+        counts.update(w.strip("'-") for w in _WORD.findall(t.lower()) if w.strip("'-") not in _STOPWORDS
+                      and len(w) <= 40)
     counts.pop("", None)
     min_count = 2 if len(texts) > 1 else 1  # a word seen once says nothing about a user's topics
     ranked = sorted(((w, c) for w, c in counts.items() if c >= min_count), key=lambda kv: (-kv[1], kv[0]))

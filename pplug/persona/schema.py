@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,9 +19,23 @@ from typing import Any, Union
 
 from pplug.core.io import atomic_write_text
 
+MAX_PERSONA_CHARS = 32_000
+"""Characters of a persona document's JSON (a persona is a short profile; its text goes in front of prompts)."""
+MAX_PERSONA_TEXT_CHARS = 4_000
+"""Characters of one string inside a persona (a name, a description, a list entry, an extension value)."""
+MAX_PERSONA_DEPTH = 8
+"""Nesting levels of the values under `extensions`."""
+
 
 class PersonaError(ValueError):
-    """An invalid persona document; the message is one line: "<file>: field '<path>': <problem>"."""
+    """An invalid persona document; the message is one line: "<file>: field '<path>': <problem>".
+
+    `field` is the field path ("extensions.x", "personality.interests[2]"; None for the document as a whole).
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 # --- schema -------------------------------------------------------------------------------------
@@ -151,11 +166,19 @@ class Persona:
         """Validate and build a persona; `source` (usually the file name) prefixes error messages."""
         if data is None:
             data = {}
-        return _build(cls, data, source, "")
+        persona = _build(cls, data, source, "")
+        size = len(json.dumps(persona.to_dict(), ensure_ascii=False))
+        if size > MAX_PERSONA_CHARS:
+            raise PersonaError(f"{source}: {size} characters of JSON, over the limit of {MAX_PERSONA_CHARS}")
+        return persona
 
     def copy(self) -> Persona:
         """Deep copy."""
         return Persona.from_dict(self.to_dict(compact=False))
+
+    def validated(self, source: str = "<persona>") -> Persona:
+        """A checked deep copy: a Persona built or edited in code has not been through `from_dict`'s rules."""
+        return Persona.from_dict(self.to_dict(compact=False), source=source)
 
 
 SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Persona))
@@ -190,7 +213,45 @@ def _describe(tp: Any) -> str:
 
 
 def _fail(source: str, path: str, problem: str) -> PersonaError:
-    return PersonaError(f"{source}: field '{path}': {problem}")
+    return PersonaError(f"{source}: field '{path}': {problem}", path)
+
+
+def _check_text(value: str, source: str, path: str) -> str:
+    """What every database and JSON reply can hold: no NUL, no unpaired surrogate, bounded length."""
+    if "\x00" in value:
+        raise _fail(source, path, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON): no UTF-8 for it
+        raise _fail(source, path, "not valid Unicode (an unpaired surrogate)") from None
+    if len(value) > MAX_PERSONA_TEXT_CHARS:
+        raise _fail(source, path, f"{len(value)} characters, over the limit of {MAX_PERSONA_TEXT_CHARS}")
+    return value
+
+
+def _check_json_value(value: Any, source: str, path: str, depth: int = 0) -> Any:
+    """An `extensions` value: JSON as every JSON parser reads it (finite numbers, valid text, bounded nesting)."""
+    if depth > MAX_PERSONA_DEPTH:
+        raise _fail(source, path, f"nested deeper than {MAX_PERSONA_DEPTH} levels")
+    if isinstance(value, str):
+        return _check_text(value, source, path)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _fail(source, path, f"{value} is not a JSON number (finite numbers only)")
+        return value
+    if isinstance(value, list):
+        return [_check_json_value(v, source, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _fail(source, path, f"key {k!r} is not a string")
+            _check_text(k, source, f"{path}.<key>")
+            out[k] = _check_json_value(v, source, f"{path}.{k}", depth + 1)
+        return out
+    raise _fail(source, path, f"value is not JSON-compatible, {_got(value)}")
 
 
 def _got(value: Any) -> str:
@@ -207,6 +268,8 @@ def _check(tp: Any, value: Any, source: str, path: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None and len(args) < len(typing.get_args(tp)):
             return None
+        if len(args) == 1:  # Optional[X]: X's own message ("not valid Unicode"), not "expected X"
+            return _check(args[0], value, source, path)
         for a in args:
             try:
                 return _check(a, value, source, path)
@@ -226,22 +289,21 @@ def _check(tp: Any, value: Any, source: str, path: str) -> Any:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise _fail(source, path, f"expected a mapping, {_got(value)}")
-        return {str(k): _check(val_tp, v, source, f"{path}.{k}") for k, v in value.items()}
+        return {_check_text(str(k), source, f"{path}.<key>"): _check(val_tp, v, source, f"{path}.{k}")
+                for k, v in value.items()}
     if tp is Any:
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise _fail(source, path, f"value is not JSON-compatible, {_got(value)}") from None
-        return value
+        return _check_json_value(value, source, path)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _fail(source, path, f"{value} is not a finite number")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is str:
         if isinstance(value, str):
-            return value
+            return _check_text(value, source, path)
     elif isinstance(value, tp):
         return value
     raise _fail(source, path, f"expected {_describe(tp)}, {_got(value)}")
@@ -358,6 +420,9 @@ __all__ = [
     "Pattern",
     "Preference",
     "PersonaError",
+    "MAX_PERSONA_CHARS",
+    "MAX_PERSONA_DEPTH",
+    "MAX_PERSONA_TEXT_CHARS",
     "SECTIONS",
     "load_persona",
     "parse_persona",

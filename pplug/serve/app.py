@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -132,7 +132,7 @@ def create_app(checkpoint: str | os.PathLike, store: str | os.PathLike | UserSto
 
 
 def _answer_errors_in_openai_shape(app: FastAPI, limits: Limits) -> None:
-    """Every error reply in OpenAI's shape, and bodies over `limits.max_body_bytes` refused before they are read."""
+    """Every error reply in OpenAI's shape, and bodies over `limits.max_body_bytes` refused (`BodyLimit`)."""
 
     @app.exception_handler(APIError)
     async def _api_error(request, e: APIError):
@@ -158,13 +158,56 @@ def _answer_errors_in_openai_shape(app: FastAPI, limits: Limits) -> None:
         print(f"pplug serve: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return error_response(500, f"internal error: {type(e).__name__}", "server_error", None, None)
 
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            return error_response(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}",
-                                  "invalid_request_error", None, "request_too_large")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
 
-__all__ = ["APIError", "Limits", "create_app"]
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` gets a 413 in OpenAI's shape and never reaches the app.
+
+    It counts the bytes actually received, so a chunked or streamed body (no Content-Length) is bounded like
+    any other; a declared Content-Length over the limit is refused before anything is read. The body is read
+    up to the limit before the app runs and handed to it whole: no route starts work, and no write happens,
+    for a body that turns out too large.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _refuse(self, size: str) -> Any:
+        return error_response(413, f"request body of {size} bytes is over the limit of {self.max_bytes}",
+                              "invalid_request_error", None, "request_too_large")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(declared)(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":  # the client left before sending its body: no one to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(f"more than {self.max_bytes}")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: the client's disconnect, as the app expects
+
+        await self.app(scope, replay, send)
+
+
+__all__ = ["APIError", "BodyLimit", "Limits", "create_app"]

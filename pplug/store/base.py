@@ -10,8 +10,9 @@ engines accept (`INSERT ... ON CONFLICT`, `RETURNING`). Two hooks carry what dif
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,17 @@ import numpy as np
 from pplug.persona.schema import Persona, diff
 
 from .memory import MemoryVectors
-from .schema import DuplicateUserError, Interaction, PersonaChange, StoreError, UnknownUserError, utc_now
-from .validation import check_items, check_user_id
+from .schema import (
+    Appended,
+    DuplicateUserError,
+    IdempotencyKeyReusedError,
+    Interaction,
+    PersonaChange,
+    StoreError,
+    UnknownUserError,
+    utc_now,
+)
+from .validation import check_idempotency_key, check_items, check_user_id
 
 
 class UserStoreBase(MemoryVectors):
@@ -59,10 +69,8 @@ class UserStoreBase(MemoryVectors):
     # --- users ---
 
     def _unknown(self, user_id: str) -> UnknownUserError:
-        n = self._read("SELECT COUNT(*) FROM users")[0][0]
-        return UnknownUserError(
-            f"unknown user {user_id!r} in store {self.location} ({n} users; create it with `pplug user create`)"
-        )
+        # no location or user count: the message may reach an API client (the CLI names the store itself)
+        return UnknownUserError(f"unknown user {user_id!r} (create it with `pplug user create`)")
 
     def _require(self, user_id: str) -> None:
         if not self.has_user(user_id):
@@ -92,16 +100,20 @@ class UserStoreBase(MemoryVectors):
 
     def user_task(self, user_id: str) -> str | None:
         """The task given when the user was created (None if not given)."""
-        self._require(user_id)
-        return self._read("SELECT task FROM users WHERE user_id = ?", (user_id,))[0][0]
+        rows = self._read("SELECT task FROM users WHERE user_id = ?", (user_id,))
+        if not rows:
+            raise self._unknown(user_id)
+        return rows[0][0]
 
     def create_user(
-        self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = ""
+        self, user_id: str, persona: Persona | dict | None = None, task: str | None = None, message: str = "",
+        api_key_sha256: str | None = None,
     ) -> Persona:
         """Add a user with persona version 1; returns the stored persona.
 
         `identity.user_id` is set to `user_id` (a different value is an error) and `memory.long_term`
-        defaults to "pplug-store:<user_id>" (this store's memory index).
+        defaults to "pplug-store:<user_id>" (this store's memory index). `api_key_sha256`: the user's API key
+        hash (`set_api_key_hash`), recorded in the same transaction (a crash never leaves a user without it).
 
         Raises:
             DuplicateUserError: the user exists.
@@ -125,11 +137,13 @@ class UserStoreBase(MemoryVectors):
             # ON CONFLICT rather than a check first: two replicas creating one id at once get one winner
             cur = c.execute("INSERT INTO users VALUES (?, ?, ?) ON CONFLICT (user_id) DO NOTHING", (user_id, now, task))
             if cur.rowcount != 1:
-                raise DuplicateUserError(f"user {user_id!r} already exists in store {self.location}")
+                raise DuplicateUserError(f"user {user_id!r} already exists")
             c.execute(
                 "INSERT INTO personas VALUES (?, 1, ?, 'create', ?, ?, ?)",
                 (user_id, now, message, json.dumps(doc, sort_keys=True), json.dumps(diff({}, doc))),
             )
+            if api_key_sha256 is not None:
+                c.execute("INSERT INTO api_keys VALUES (?, ?, ?)", (user_id, api_key_sha256, now))
         return p
 
     # --- API keys (pplug serve) ---
@@ -169,16 +183,18 @@ class UserStoreBase(MemoryVectors):
                 raise StoreError(f"user {user_id!r} has no persona version {version}")
         if not rows:  # erased since the check
             raise self._unknown(user_id)
-        return Persona.from_dict(json.loads(rows[0][0]), source=f"{self.location}: persona of {user_id}")
+        return Persona.from_dict(json.loads(rows[0][0]), source=f"stored persona of {user_id}")
 
     def persona_version(self, user_id: str) -> int:
         """Latest persona version number (1 after create)."""
-        self._require(user_id)
-        return int(self._read("SELECT MAX(version) FROM personas WHERE user_id = ?", (user_id,))[0][0])
+        version = self._read("SELECT MAX(version) FROM personas WHERE user_id = ?", (user_id,))[0][0]
+        if version is None:  # no such user (every user has version 1), or erased since a check
+            raise self._unknown(user_id)
+        return int(version)
 
     def update_persona(self, user_id: str, persona: Persona, source: str = "manual", message: str = "") -> int:
         """Record `persona` as a new version (with its diff) unless nothing changed; returns the version."""
-        new = persona.to_dict()
+        new = persona.validated(f"persona of {user_id}").to_dict()  # a Persona built in code skips from_dict
         with self._write() as c:
             if not self._lock_user(c, user_id):
                 raise self._unknown(user_id)
@@ -212,6 +228,7 @@ class UserStoreBase(MemoryVectors):
         task: str | None = None,
         embeddings: np.ndarray | Any | None = None,
         encoder: str | None = None,
+        idempotency_key: str | None = None,
     ) -> list[int]:
         """Append items (one transaction) and, optionally, their memory embeddings; returns their ids.
 
@@ -221,11 +238,43 @@ class UserStoreBase(MemoryVectors):
             task: task the items belong to (default: the user's task).
             embeddings: (N, dim) vectors of the items' history texts, stored as long-term memory.
             encoder: identity of the encoder that produced `embeddings` (required with them).
+            idempotency_key: see `append_history`.
 
         Raises:
             InvalidInputError: an item breaks the rules of `pplug.store.validation` for `task` (nothing is written).
         """
-        self._require(user_id)
+        return self.append_history(user_id, items, task, embeddings, encoder, idempotency_key=idempotency_key).ids
+
+    def append_history(
+        self,
+        user_id: str,
+        items: Sequence[dict],
+        task: str | None = None,
+        embeddings: np.ndarray | Any | None = None,
+        encoder: str | None = None,
+        *,
+        refresh: Callable[[Persona, list[dict]], Persona] | None = None,
+        message: str = "",
+        idempotency_key: str | None = None,
+    ) -> Appended:
+        """One history upload in ONE transaction: the items, their memory vectors, the persona refresh and the
+        idempotency record commit together or not at all (a crash at any point leaves all or none of them).
+
+        Args:
+            user_id, items, task, embeddings, encoder: as `add_interactions`.
+            refresh: (latest persona, all of the user's items of `task` including the new ones, oldest first)
+                -> the refreshed persona, recorded as a new "derived" version (with `message`) when it differs.
+            idempotency_key: the client's key of this upload (`check_idempotency_key`): when the user already
+                has it, nothing is written and the first upload's result comes back (`replayed`); with other
+                items or another task it is an `IdempotencyKeyReusedError`.
+
+        Raises:
+            UnknownUserError: no such user (also when it is erased while this waits for the write lock).
+            InvalidInputError: a bad item or key (nothing is written).
+        """
+        check_user_id(user_id)
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         if task is None:
             task = self.user_task(user_id)
         rows = check_items(items, task)  # every item, before the transaction: one bad item writes nothing
@@ -236,10 +285,21 @@ class UserStoreBase(MemoryVectors):
             vecs = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, np.float32)
             if vecs.ndim != 2 or len(vecs) != len(items):
                 raise StoreError(f"add_interactions: {len(items)} items but embeddings of shape {tuple(vecs.shape)}")
-        ids = []
+        fingerprint = hashlib.sha256(json.dumps({"task": task, "items": rows}, ensure_ascii=False, sort_keys=True)
+                                     .encode("utf-8")).hexdigest()
+        ids: list[int] = []
         with self._write() as c:
-            if not self._lock_user(c, user_id):
+            if not self._lock_user(c, user_id):  # locked from here: an erasure waits for this commit, or wins
                 raise self._unknown(user_id)
+            if idempotency_key is not None:
+                seen = c.execute("SELECT request_sha256, result FROM idempotency WHERE user_id = ? AND key = ?",
+                                 (user_id, idempotency_key)).fetchone()
+                if seen is not None:
+                    if seen[0] != fingerprint:
+                        raise IdempotencyKeyReusedError(
+                            f"idempotency key {idempotency_key!r} was used for another upload of user {user_id!r}")
+                    done = json.loads(seen[1])
+                    return Appended(done["ids"], done["persona_version"], done["persona_diff"], replayed=True)
             self._lock_appends(c)
             now = utc_now()
             for _, row in zip(items, rows):  # walks `items` again: the crash test stalls a sequence inside this loop
@@ -250,7 +310,32 @@ class UserStoreBase(MemoryVectors):
                 ids.append(int(cur.fetchone()[0]))
             if vecs is not None:
                 self._insert_memory(c, user_id, ids, vecs, encoder)
-        return ids
+            version, ops = self._refresh_persona(c, user_id, task, refresh, message)
+            if idempotency_key is not None:
+                c.execute("INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                          (user_id, idempotency_key, now, fingerprint,
+                           json.dumps({"ids": ids, "persona_version": version, "persona_diff": ops})))
+        return Appended(ids, version, ops)
+
+    def _refresh_persona(self, c: Any, user_id: str, task: str | None, refresh: Any, message: str
+                         ) -> tuple[int, list[dict]]:
+        """Inside a write: record `refresh`'s persona as a new version if it changed; (version, diff)."""
+        version, doc = c.execute(
+            "SELECT version, document FROM personas WHERE user_id = ? ORDER BY version DESC LIMIT 1", (user_id,)
+        ).fetchone()
+        if refresh is None:
+            return int(version), []
+        sql = "SELECT item FROM interactions WHERE user_id = ? AND " + ("task = ?" if task else "task IS NULL")
+        rows = c.execute(sql + " ORDER BY id", (user_id, task) if task else (user_id,)).fetchall()
+        old = json.loads(doc)
+        new = refresh(Persona.from_dict(old, source=f"persona of {user_id}"), [json.loads(r[0]) for r in rows])
+        new_doc = new.validated(f"refreshed persona of {user_id}").to_dict()
+        ops = diff(old, new_doc)
+        if not ops:
+            return int(version), []
+        c.execute("INSERT INTO personas VALUES (?, ?, ?, 'derived', ?, ?, ?)",
+                  (user_id, version + 1, utc_now(), message, json.dumps(new_doc, sort_keys=True), json.dumps(ops)))
+        return int(version) + 1, ops
 
     def history(
         self, user_id: str, task: str | None = None, after_id: int = 0, limit: int | None = None

@@ -67,6 +67,16 @@ FOR EACH ROW EXECUTE FUNCTION pplug_interactions_append_only();
 CREATE TRIGGER interactions_no_truncate BEFORE TRUNCATE ON interactions
 FOR EACH STATEMENT EXECUTE FUNCTION pplug_interactions_append_only();
 """,
+    3: """
+CREATE TABLE idempotency (
+    user_id        TEXT NOT NULL REFERENCES users(user_id),
+    key            TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    result         TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+""",
 }
 PG_SCHEMA_VERSION = max(PG_MIGRATIONS)
 

@@ -221,7 +221,7 @@ class PostgresStore(UserStoreBase):
 
         Returns:
             Counts of what was removed: {"interactions", "memory_vectors", "persona_versions", "api_keys",
-            "users", "faiss_indexes"}.
+            "idempotency_keys", "users", "faiss_indexes"}.
 
         Raises:
             UnknownUserError: no such user.
@@ -233,9 +233,10 @@ class PostgresStore(UserStoreBase):
                     raise self._unknown(user_id)
                 c.execute("SELECT set_config('pplug.erasing', ?, true)", (user_id,))
                 for name, table in (("memory_vectors", "memory"), ("interactions", "interactions"),
-                                    ("persona_versions", "personas"), ("api_keys", "api_keys"), ("users", "users")):
+                                    ("persona_versions", "personas"), ("api_keys", "api_keys"),
+                                    ("idempotency_keys", "idempotency"), ("users", "users")):
                     counts[name] = int(c.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,)).rowcount)
-            self._connection().execute("VACUUM memory, interactions, personas, api_keys, users")
+            self._connection().execute("VACUUM memory, interactions, personas, api_keys, idempotency, users")
             dropped = [k for k in self._indexes if k[0] == user_id]
             for k in dropped:
                 del self._indexes[k]

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA_VERSION = 2
-"""2: api_keys + erasures tables; the DELETE trigger on interactions admits `delete_user` (1 refused all)."""
+SCHEMA_VERSION = 3
+"""2: api_keys + erasures tables; the DELETE trigger on interactions admits `delete_user` (1 refused all).
+3: the idempotency table (history uploads retried with the same key are stored once)."""
 STORE_FILENAME = "pplug_store.sqlite"
 
 SCHEMA = """
@@ -54,6 +55,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_sha256 TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    user_id        TEXT NOT NULL REFERENCES users(user_id),
+    key            TEXT NOT NULL,
+    created_at     TEXT NOT NULL,
+    request_sha256 TEXT NOT NULL,
+    result         TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
 CREATE TABLE IF NOT EXISTS erasures (
     user_id TEXT PRIMARY KEY
 );
@@ -77,6 +86,10 @@ class UnknownUserError(StoreError, KeyError):
 
 class DuplicateUserError(StoreError):
     """The user id already exists."""
+
+
+class IdempotencyKeyReusedError(StoreError):
+    """An idempotency key already recorded for another upload of the same user (different items or task)."""
 
 
 def default_store_path() -> Path:
@@ -105,6 +118,20 @@ class Interaction:
 
 
 @dataclass(frozen=True)
+class Appended:
+    """What one history upload (`UserStoreBase.append_history`) stored, in one transaction."""
+
+    ids: list[int]
+    """Store ids of the items (the first upload's ids when `replayed`)."""
+    persona_version: int
+    """The user's persona version after the upload's refresh (the latest version when no refresh was asked)."""
+    persona_diff: list[dict]
+    """JSON diff of the refresh ([] if none)."""
+    replayed: bool = False
+    """True: the idempotency key was recorded already; nothing was written and this is the first upload's result."""
+
+
+@dataclass(frozen=True)
 class PersonaChange:
     """One entry of a user's persona change log."""
 
@@ -117,5 +144,5 @@ class PersonaChange:
     """JSON diff from the previous version (RFC 6902-style ops with "old" values)."""
 
 
-__all__ = ["DuplicateUserError", "Interaction", "PersonaChange", "SCHEMA_VERSION", "STORE_FILENAME", "SCHEMA",
+__all__ = ["Appended", "DuplicateUserError", "IdempotencyKeyReusedError", "Interaction", "PersonaChange", "SCHEMA_VERSION", "STORE_FILENAME", "SCHEMA",
            "StoreError", "UnknownUserError", "default_store_path", "utc_now"]

@@ -7,6 +7,7 @@ One embedded SQLite file holds everything a deployment keeps about its users:
     interactions  append-only rows: id, user_id, created_at, task, item (a LaMP profile item as JSON)
     memory        (interaction id, encoder) -> cached history embedding (float16 blob): the long-term memory
     api_keys      user_id -> sha256 (hex) of the user's API key for `pplug serve` (the key itself is never stored)
+    idempotency   (user_id, key) -> sha256 of a history upload made with that idempotency key, and its result
     erasures      empty except inside a `delete_user` transaction (see below)
 
 The persona's long-term memory is a faiss index over a user's `memory` vectors, built on demand and kept
@@ -38,6 +39,7 @@ from .base import UserStoreBase
 from .schema import (
     SCHEMA,
     SCHEMA_VERSION,
+    STORE_FILENAME,
     StoreError,
     default_store_path,
 )
@@ -58,11 +60,21 @@ class UserStore(UserStoreBase):
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 30.0, create: bool = True):
         self.path = Path(path) if path is not None else default_store_path()
         self.location = str(self.path)
+        if self.path.is_dir():  # sqlite3 would say only "unable to open database file"
+            raise StoreError(f"{self.path}: a folder, not a SQLite store file (name a file, e.g. "
+                             f"{self.path / STORE_FILENAME})")
         if not create and not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no user store here (create a user first, or pass --store)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"{self.path}: cannot create the store, {self.path.parent} is not a folder") from None
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open the SQLite store ({e})") from None
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -146,21 +158,24 @@ class UserStore(UserStoreBase):
 
         Returns:
             Counts of what was removed: {"interactions", "memory_vectors", "persona_versions", "api_keys",
-            "users", "faiss_indexes"}.
+            "idempotency_keys", "users", "faiss_indexes"}.
 
         Raises:
             UnknownUserError: no such user.
         """
-        self._require(user_id)
         counts: dict[str, int] = {}
         with self._lock:
             self._conn.execute("PRAGMA secure_delete=ON")
             try:
                 with self._write() as c:
+                    # checked under the write lock: of two erasures at once (two processes), the second
+                    # finds no user and says so, rather than "erasing" nothing
+                    if not self._lock_user(c, user_id):
+                        raise self._unknown(user_id)
                     c.execute("INSERT OR REPLACE INTO erasures VALUES (?)", (user_id,))
                     for name, table in (("memory_vectors", "memory"), ("interactions", "interactions"),
                                         ("persona_versions", "personas"), ("api_keys", "api_keys"),
-                                        ("users", "users")):
+                                        ("idempotency_keys", "idempotency"), ("users", "users")):
                         counts[name] = int(c.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,)).rowcount)
                     c.execute("DELETE FROM erasures WHERE user_id = ?", (user_id,))
             finally:

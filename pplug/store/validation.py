@@ -38,6 +38,9 @@ MAX_DEPTH = 8
 """Nesting levels of objects / lists inside one item (LaMP items are flat)."""
 MAX_HISTORY_FILE_BYTES = 64_000_000
 """Bytes of one history file `pplug user add-history` reads."""
+IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e]{1,255}"
+"""An idempotency key: 1 to 255 visible ASCII characters (a UUID, say); safe in an HTTP header and a log line."""
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 _USER_ID = re.compile(USER_ID_PATTERN)
 _RATING = re.compile(r"([1-5])(?:\.0+)?")
@@ -72,6 +75,14 @@ def check_user_id(user_id: Any, param: str = "user_id") -> str:
         raise InvalidInputError(f"invalid user id {_show(user_id)}: use 1 to 128 letters, digits and . _ @ - "
                                 "(not '.' or '..')", param)
     return user_id
+
+
+def check_idempotency_key(key: Any, param: str = "Idempotency-Key") -> str:
+    """`key` if it is a valid idempotency key (see `IDEMPOTENCY_KEY_PATTERN`), else InvalidInputError."""
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInputError(f"invalid idempotency key {_show(key)}: use 1 to 255 visible ASCII characters "
+                                "(e.g. a UUID)", param)
+    return key
 
 
 def _check_json(value: Any, where: str, param: str, depth: int = 0) -> None:
@@ -203,4 +214,5 @@ def check_items(items: Sequence[Any], task: Any = None, max_item_chars: int = MA
 
 
 __all__ = ["InvalidInputError", "MAX_DEPTH", "MAX_HISTORY_FILE_BYTES", "MAX_ITEM_CHARS", "MAX_TEXT_CHARS",
-           "USER_ID_PATTERN", "canonical_label", "check_item", "check_items", "check_user_id", "item_json_schema"]
+           "IDEMPOTENCY_KEY_PATTERN", "USER_ID_PATTERN", "canonical_label", "check_idempotency_key", "check_item",
+           "check_items", "check_user_id", "item_json_schema"]
