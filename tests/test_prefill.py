@@ -259,3 +259,21 @@ def test_the_prefill_benchmark_runs_end_to_end_on_tiny_models(tiny_causal_llm_di
 
     text = report.prefill_cost(out.parent, out.stem)
     assert "| after_prompt k=3 |" in text and "| 4 |" in text
+
+
+@pytest.mark.parametrize("p", [0, 3])
+def test_multi_token_choices_in_front_read_one_prefill_per_row_and_equal_the_full_forwards(llm, p):
+    """Soft prompt in front (and none: the frozen LLM), a multi-token choice set: each row's prompt is prefilled
+    once and its choices continue from it; the scores equal one full forward per row and choice."""
+    soft = _soft(llm, len(PROMPTS), p=p).detach() if p else None
+    got = llm.choice_logprobs(soft, PROMPTS, ["4 stars", "one star", "5"])
+    prefix = soft if p else torch.zeros(len(PROMPTS), 0, llm.token_dim)
+    p_ids, c_ids = llm.prompt_ids(PROMPTS), llm._tokenize(["4 stars", "one star", "5"])
+    want = torch.zeros(len(PROMPTS), len(c_ids))
+    for i, ids in enumerate(p_ids):
+        for j, t in enumerate(c_ids):
+            x = torch.cat([prefix[i], llm.embed(torch.tensor(ids + t[:-1], dtype=torch.long))])[None]
+            lg = llm.model(inputs_embeds=x).logits[0].float()
+            lp = torch.log_softmax(lg[prefix.shape[1] + len(ids) - 1:], dim=-1)
+            want[i, j] = lp[torch.arange(len(t)), torch.tensor(t)].sum()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

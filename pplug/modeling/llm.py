@@ -27,7 +27,7 @@ from torch import nn
 
 from pplug.core.runtime import DTYPES, resolve_device, resolve_dtype
 
-from .prefill import after_prompt_choices, after_prompt_loss, check_position
+from .prefill import after_prompt_choices, after_prompt_loss, check_position, prefix_choices
 from .sampling import FirstLineStop, RowSampler, row_sampler, row_seed, sample_ids
 from .seq2seq import seq2seq_choice_logprobs
 
@@ -335,7 +335,8 @@ class FrozenLLM(nn.Module):
         """log p(choice | prefix, prompt) summed over the choice's tokens (no EOS), for every row and choice.
 
         Single-token choice sets (e.g. "1".."5") take one forward pass over the B rows; multi-token sets
-        take one pass over B * C rows (the seq2seq encoder still runs once). Choices are tokenised on their
+        prefill each row's [prefix; prompt] once and continue its C choices from that cache
+        (`pplug.modeling.prefill.prefix_choices`; the seq2seq encoder also runs once). Choices are tokenised on their
         own, exactly as targets are in training. `position` "after_prompt": given [prompt; prefix], one prefill
         per distinct prompt (`pplug.modeling.prefill.after_prompt_choices`).
 
@@ -361,6 +362,8 @@ class FrozenLLM(nn.Module):
                                                  "position_ids": pos}, int(last.min()))
             lp = torch.log_softmax(logits[torch.arange(b, device=self.device), last - start].float(), dim=-1)  # (B, V)
             return lp[:, [ids[0] for ids in c_ids]]
+        if prefix.shape[1] + min(len(p) for p in p_ids) > 1:  # every row has a head to prefill
+            return prefix_choices(self, prefix, p_ids, c_ids)
         rows = [p + t for p in p_ids for t in c_ids]
         rep_prefix = prefix.repeat_interleave(c, dim=0)
         embeds, mask, pos, labels = self._right_padded(rep_prefix, rows,
