@@ -1,4 +1,5 @@
-"""Mixing the user's own label shares into the decoded distribution (`PPlugConfig.history_mix_items`).
+"""Mixing the user's own label shares into the decoded distribution (`PPlugConfig.history_mix_items`), for any
+label task: ratings (MAE of the median, RMSE of the expected rating) and categories (accuracy of the argmax).
 
     p = (n * h_u + k * p_model) / (n + k)        h_u: the user's label shares over n history items
 
@@ -95,10 +96,15 @@ def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, e
 
 
 def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
-    """The `median` and `expected` decodings of (N, C) probabilities."""
+    """The `median` and `expected` decodings of (N, C) probabilities (ratings), or `argmax` (other labels)."""
     from pplug.modeling.label_rules import decode_labels
 
-    return decode_labels(task, probs, ["median", "expected"])
+    return decode_labels(task, probs, ["median", "expected"] if task.is_rating else ["argmax"])
+
+
+def gold_label(task, output: str) -> str:
+    """The label a gold output names ("5", "5.0" -> "5" for ratings)."""
+    return str(int(float(output))) if task.is_rating else str(output).strip()
 
 
 def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None) -> torch.Tensor:
@@ -128,7 +134,7 @@ def label_shift(probs: torch.Tensor, stats: torch.Tensor, task, train_golds: lis
     """(N, C) probabilities reweighted by π_scored / π_train (see the module docstring), renormalised."""
     shares, n = task.history_label_shares(stats)  # (N, C), (N,)
     scored = (shares * n.unsqueeze(-1)).sum(0)  # (C,) label counts over the scored questions' histories
-    gold_labels = [str(int(float(g))) for g in train_golds]
+    gold_labels = [gold_label(task, g) for g in train_golds]
     train = torch.tensor([gold_labels.count(lab) for lab in task.labels], dtype=torch.float32)  # (C,)
     ratio = (scored / scored.sum().clamp_min(1e-12) + 1e-3) / (train / train.sum() + 1e-3)  # smoothed: no 0 / 0
     out = probs * ratio
@@ -160,8 +166,8 @@ def main() -> None:
     ck_root = Path(args.checkpoints)
     train, dev = load_split(args.data, "train"), load_split(args.data, args.split)
     task = dev.task
-    if not task.is_rating:
-        sys.exit(f"{args.data}: {task.name} is not a rating task; this benchmark scores ratings (MAE, RMSE)")
+    if not task.is_classification:
+        sys.exit(f"{args.data}: {task.name} has no labels; this benchmark scores label tasks (ratings, categories)")
     dev_examples = subsample(dev.examples, args.max_dev, 0)
     dev_golds = {ex.id: ex.output for ex in dev_examples}
     label_of = {lab: i for i, lab in enumerate(task.labels)}
@@ -174,7 +180,7 @@ def main() -> None:
     for seed in args.seeds:
         used = {ex.id for ex in subsample(train.examples, args.max_train, seed)}
         held = subsample([ex for ex in train.examples if ex.id not in used], args.max_heldout, seed)
-        gold_idx = torch.tensor([label_of[str(int(float(ex.output)))] for ex in held])
+        gold_idx = torch.tensor([label_of[gold_label(task, ex.output)] for ex in held])
         for m in args.methods:
             ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
             loaded: list = []
@@ -194,9 +200,13 @@ def main() -> None:
                 nll[m][str(k)].extend((-probs[torch.arange(len(held)), gold_idx].clamp_min(1e-12).log()).tolist())
                 dec = decoded(task, probs)
                 sc = {d: example_scores(task, dict(zip(golds, dec[d])), golds) for d in dec}
-                cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
-                cell["mae_median"].append(aggregate("mae", list(sc["median"]["mae"].values())))
-                cell["rmse_expected"].append(aggregate("rmse", list(sc["expected"]["rmse"].values())))
+                if task.is_rating:
+                    cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
+                    cell["mae_median"].append(aggregate("mae", list(sc["median"]["mae"].values())))
+                    cell["rmse_expected"].append(aggregate("rmse", list(sc["expected"]["rmse"].values())))
+                else:
+                    cell = heldout_metrics[m].setdefault(str(k), {"accuracy": []})
+                    cell["accuracy"].append(aggregate("accuracy", list(sc["argmax"]["accuracy"].values())))
             dev_dists[m][f"seed{seed}"] = cached_distributions(ckpt, args.split, load_model, m, task, dev_examples,
                                                                args.batch_size)
             print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
@@ -208,9 +218,8 @@ def main() -> None:
     for m in args.methods:
         for k in grid:
             h = heldout_metrics[m][str(k)]
-            print(f"  {m:16s} k={str(k):6s} NLL {sum(nll[m][str(k)]) / len(nll[m][str(k)]):.4f}  "
-                  f"MAE {sum(h['mae_median']) / len(h['mae_median']):.3f}  "
-                  f"RMSE {sum(h['rmse_expected']) / len(h['rmse_expected']):.3f}")
+            means = "  ".join(f"{name} {sum(v) / len(v):.3f}" for name, v in h.items())
+            print(f"  {m:16s} k={str(k):6s} NLL {sum(nll[m][str(k)]) / len(nll[m][str(k)]):.4f}  {means}")
         chosen[m] = min(grid, key=lambda k: sum(nll[m][str(k)]))
         print(f"  {m}: chosen k = {chosen[m]}")
 
@@ -244,8 +253,8 @@ def main() -> None:
     summary = summarize(task, dev_golds, preds, refs)
     print()
     print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))
-    for line in comparison_lines(summary, metrics=["mae", "rmse"]):
-        if ("[median]" in line.split(" - ")[0] and " mae:" in line) or \
+    for line in comparison_lines(summary, metrics=["mae", "rmse"] if task.is_rating else ["accuracy", "f1"]):
+        if not task.is_rating or ("[median]" in line.split(" - ")[0] and " mae:" in line) or \
                 ("[expected]" in line.split(" - ")[0] and " rmse:" in line):
             print(line)
     print(f"\n{time.monotonic() - t0:.0f} s")

@@ -934,6 +934,18 @@ def _seed_col(header: str, file: str, seed: int) -> Col:
     return Col(header, "rouge1", file=file, seeds=(f"seed{seed}",))
 
 
+def choice_prefill(results: Path) -> str:
+    """`bench_choice_prefill.py`: a multi-token label set scored with one prefill per row against one full forward
+    per row and label, on the same prompts."""
+    d = load(results, "choice_prefill")
+    body = [[what, f"{sec:.2f}"] for what, sec in d["seconds"].items()]
+    body.append(["ratio", f"{d['ratio']:.1f}x"])
+    caption = (f"{d['rows']} questions x {d['labels']} labels ({min(d['label_tokens'])}-{max(d['label_tokens'])} "
+               f"tokens), median s of {d['repeats']}")
+    return (markdown_table([caption, "seconds"], body) + f"\n\nLargest difference of the scores: "
+            f"{d['max_abs_diff']:.1e}.\n\n" + sources(results, ["choice_prefill"]))
+
+
 def prefill_cost(results: Path, name: str = "prefill_cost") -> str:
     """`bench_prefill.py`: training examples per second with history-drop copies, and scoring one item for many
     users, the soft prompt in front (`prefix`) against after the prompt with a shared prefill, per dtype."""
@@ -1089,6 +1101,7 @@ T = functools.partial
 RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
     "sets_summary": lambda results: sets_summary(results, SETS_SUMMARY),
+    "choice_prefill": choice_prefill,
     "floors_real": floors_table,
     "make_train": make_train,
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
