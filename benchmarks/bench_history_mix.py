@@ -166,7 +166,7 @@ def main() -> None:
     ck_root = Path(args.checkpoints)
     train, dev = load_split(args.data, "train"), load_split(args.data, args.split)
     task = dev.task
-    if not task.is_classification:
+    if not task.labels:
         sys.exit(f"{args.data}: {task.name} has no labels; this benchmark scores label tasks (ratings, categories)")
     dev_examples = subsample(dev.examples, args.max_dev, 0)
     dev_golds = {ex.id: ex.output for ex in dev_examples}
@@ -261,7 +261,11 @@ def main() -> None:
     if args.out:
         from pplug.core.io import atomic_write_json
 
-        atomic_write_json(args.out, {"meta": run_meta(device="cpu"), "settings": vars(args), "chosen_k": chosen,
+        dtype = "/".join(sorted({json.loads((ck_root / f"seed{seed}" / m.replace("+", "_") / "final" /
+                                             "pplug_config.json").read_text()).get("torch_dtype", "auto")
+                                 for seed in args.seeds for m in args.methods}))  # the checkpoints' own
+        atomic_write_json(args.out, {"meta": run_meta(device="cpu", dtype=dtype), "settings": vars(args),
+                                     "chosen_k": chosen,
                                      "label_offsets": offsets if args.calibrate else None,
                                      "heldout": {m: {"nll": {k: sum(v) / len(v) for k, v in nll[m].items()},
                                                      "metrics": heldout_metrics[m]} for m in args.methods},

@@ -1083,6 +1083,8 @@ def floors_table(results: Path) -> str:
     return markdown_table(["set", "dev questions", "floor", "score"], body) + "\n\n" + sources(results, [FLOORS])
 
 
+NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_seed0_cpu"
+ACCURACY = Col("accuracy ↑", "accuracy")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
     SetResult("music_ratings", "LaMP_3", MIX, MAE, "pplug+mix",
@@ -1091,7 +1093,9 @@ SETS_SUMMARY = (
     SetResult("enron_subjects", "LaMP_6", ENRON, R1, "pplug", BASELINES,
               (Row("floor: first 3 words", "first 3 words"),)),
     SetResult("news_headlines", "LaMP_4", None),
-    SetResult("news_categories", "LaMP_2N", None),
+    SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_MIX, ACCURACY, "pplug+mix",
+              (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")),
+              (Row("floor: always-politics", "always politics"), Row("floor: user majority label", "user majority"))),
 )
 """The README's summary: one row per real set. music_ratings' `none` (MAE 1.511) is in another file and far
 behind, so its best baseline is read among the rows that decode with the user's rating shares too."""
@@ -1102,6 +1106,15 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
     "sets_summary": lambda results: sets_summary(results, SETS_SUMMARY),
     "choice_prefill": choice_prefill,
+    "news_categories": T(
+        cells_table, caption="news_categories dev (n={n}), seed 0", ref="pplug+mix", ref_label="pplug + mix",
+        cols=_with_file([ACCURACY], NEWS_CATEGORIES_MIX),
+        rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seed0_cpu", ref="pplug"),
+              Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
+              Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
+              Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"),
+              Row("floor: always-politics", "floor: always politics"),
+              Row("floor: user majority label", "floor: the user's most common category"))),
     "floors_real": floors_table,
     "make_train": make_train,
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
