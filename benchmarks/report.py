@@ -1051,7 +1051,7 @@ def sets_summary(results: Path, sets: Sequence[SetResult]) -> str:
 
         cell = s["cells"][ref][col.metric]
         n_seeds = len(cell["values"])
-        line = [f"{sr.name} ({sr.what})", f"{col.header.rstrip(' ↑↓')}, dev n={s.get('n')}, {n_seeds} seeds",
+        line = [f"{sr.name} ({sr.what})", f"{col.header.rstrip(' ↑↓')}, dev n={s.get('n')}, {n_seeds} seed{'s' * (n_seeds != 1)}",
                 fmt_value(list(cell["values"].values()))]
         line += versus(best(sr.baselines))
         paired = best(sr.floors)
@@ -1092,7 +1092,9 @@ SETS_SUMMARY = (
     SetResult("acl_titles", "LaMP_5", ACL, R1, "pplug", BASELINES, (Row("floor: first 9 words", "first 9 words"),)),
     SetResult("enron_subjects", "LaMP_6", ENRON, R1, "pplug", BASELINES,
               (Row("floor: first 3 words", "first 3 words"),)),
-    SetResult("news_headlines", "LaMP_4", None),
+    SetResult("news_headlines", "LaMP_4", "real_lamp_news_headlines_seed0_cpu", R1, "pplug", BASELINES,
+              (Row("floor: first 29 words", "first 29 words"),
+               Row("floor: user's nearest past title", "user's nearest past title"))),
     SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_MIX, ACCURACY, "pplug+mix",
               (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")),
               (Row("floor: always-politics", "always politics"), Row("floor: user majority label", "user majority"))),
@@ -1106,6 +1108,10 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     # README.md
     "sets_summary": lambda results: sets_summary(results, SETS_SUMMARY),
     "choice_prefill": choice_prefill,
+    "news_headlines": T(cells_table, caption="news_headlines dev (n={n}), seed 0", ref="pplug",
+                        cols=_with_file([R1, RL], "real_lamp_news_headlines_seed0_cpu"),
+                        rows=(*METHODS, Row("floor: first 29 words", "floor: first 29 words of the input"),
+                              Row("floor: user's nearest past title", "floor: the user's nearest past headline"))),
     "news_categories": T(
         cells_table, caption="news_categories dev (n={n}), seed 0", ref="pplug+mix", ref_label="pplug + mix",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_MIX),
