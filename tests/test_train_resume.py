@@ -1,0 +1,82 @@
+"""Stopping and resuming train.py (tiny random models): SIGTERM saves a checkpoint and says how to resume, the
+resumed run ends where a run that was never stopped ends, and `--ckpt_path last` without a checkpoint is an error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import ROOT, _args, _train_module, synth_dir  # noqa: F401 - synth_dir: the tiny data, a fixture
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    """`python train.py args` in a subprocess (the signal and the exit code are the process's own)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def stop_resume(tiny_config, synth_dir, tmp_path_factory):
+    """The same seeded 10-step run three ways: straight through; stopped by SIGTERM after step 6 (mid-epoch:
+    4 batches an epoch, validations at steps 4 and 8); and resumed from that stop with `--ckpt_path last`."""
+    out = tmp_path_factory.mktemp("resume")
+    mod = _train_module()
+
+    def args(run: str, *extra: str) -> list[str]:
+        return _args(tiny_config, synth_dir, out, run, out / "emb.sqlite", "--trainer.max_steps", "10",
+                     "--trainer.val_check_interval", "4", "--data.max_val_examples", "4", *extra)
+
+    straight = mod.cli_main(args("straight"))
+    stop = _run(args("stopped", "--trainer.callbacks",
+                     '[{"class_path": "fakes.SignalAtStep", "init_args": {"step": 6}}]'))
+    saved = torch.load(out / "stopped" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    resumed = mod.cli_main(args("stopped", "--ckpt_path", "last"))
+    return out, straight, stop, saved, resumed
+
+
+def test_sigterm_saves_a_checkpoint_and_names_the_resume_command(stop_resume):
+    out, _, stop, saved, _ = stop_resume
+    assert stop.returncode == 128 + signal.SIGTERM, stop.stderr[-2000:]
+    last = stop.stderr.strip().splitlines()[-1]  # one line, no traceback
+    assert last.startswith("train.py: stopped by SIGTERM at step 6, saved ") and last.endswith("--ckpt_path last")
+    assert "resume with: python train.py " in last and "--run stopped" in last
+    assert saved["global_step"] == 6
+    assert not (out / "stopped" / "final").exists() or saved["global_step"] < 10  # nothing claims to be final
+
+
+def test_resume_continues_the_epoch_and_matches_an_uninterrupted_run(stop_resume):
+    out, straight, _, saved, resumed = stop_resume
+    # the checkpoint knows where in the epoch's order the run stopped: epoch 1, 2 of its 4 batches
+    (loader,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert (loader["epoch"], loader["batches"]) == (1, 2)
+    last = {run: torch.load(out / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+            for run in ("straight", "stopped")}
+    assert last["straight"]["global_step"] == last["stopped"]["global_step"] == 10
+    # the weights after the last step (the data order, dropout masks and optimizer all continued), and final/
+    a, b = last["straight"]["state_dict"], last["stopped"]["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7, msg=k)
+    a = load_file(str(out / "straight" / "final" / "pplug.safetensors"))
+    b = load_file(str(out / "stopped" / "final" / "pplug.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert resumed["logged"].keys() == straight["logged"].keys()
+    for k, v in straight["logged"].items():
+        assert resumed["logged"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    assert resumed["metrics"].keys() == straight["metrics"].keys()
+    for row, metrics in straight["metrics"].items():
+        for name, v in metrics.items():
+            assert resumed["metrics"][row][name] == pytest.approx(v, rel=1e-5, abs=1e-6), (row, name)
+    decoding = [json.loads((out / r / "final" / "pplug_config.json").read_text())["decoding"]
+                for r in ("straight", "stopped")]
+    assert decoding[0] == decoding[1]
