@@ -113,6 +113,7 @@ class PPlugLitModule(L.LightningModule):
         self.strict_loading = False
         self._preds: dict[str, dict[str, str]] = {}
         self._golds: dict[str, str] = {}
+        self._loss_sum, self._loss_rows = 0.0, 0  # validation / test loss over the rows of this rank
         self._rng = random.Random(0)
         self.last_metrics: dict = {}
         self._val_scores: list[tuple[float, dict[str, dict[str, float]]]] = []  # (monitored value, per decoding)
@@ -182,9 +183,12 @@ class PPlugLitModule(L.LightningModule):
                 probs = logp.float().cpu().softmax(dim=-1)  # (B, C)
             else:
                 loss = self.model(b)
-            # sync_dist: the epoch means average every rank's rows, not rank 0's alone
-            self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                     batch_size=len(batch), sync_dist=True)
+            if stage == "train":  # sync_dist: the epoch mean averages every rank's rows, not rank 0's alone
+                self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch),
+                         sync_dist=True)
+            else:  # logged with the metrics, a mean over the rows of all ranks together (`_score_and_log`)
+                self._loss_sum += float(loss) * len(batch)
+                self._loss_rows += len(batch)
         if stage != "train":
             self._collect(batch, stage, probs)
         return loss
@@ -221,6 +225,7 @@ class PPlugLitModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._preds, self._golds = {}, {}
+        self._loss_sum, self._loss_rows = 0.0, 0
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -234,17 +239,19 @@ class PPlugLitModule(L.LightningModule):
         """Gather predictions from all ranks, score with pplug.lamp.metrics.score, log and write them (rank 0)."""
         from pplug.lamp.metrics import score
 
-        if self.trainer.sanity_checking or not self._preds:
+        if self.trainer.sanity_checking:
             return
-        preds, golds = self._preds, self._golds
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (preds, golds))
-            preds, golds = {}, {}
-            for p, g in gathered:  # the ranks' shards (`EvalSampler`: each question on one rank)
-                for dec, d in p.items():
-                    preds.setdefault(dec, {}).update(d)
-                golds.update(g)
+        preds, golds, loss_sum, rows = {}, {}, 0.0, 0
+        # every rank's shard (`EvalSampler`: each question on exactly one rank), so every rank scores them all
+        for p, g, loss, n in _gather_objects((self._preds, self._golds, self._loss_sum, self._loss_rows)):
+            for dec, d in p.items():
+                preds.setdefault(dec, {}).update(d)
+            golds.update(g)
+            loss_sum, rows = loss_sum + loss, rows + n
+        if not preds:
+            return
+        if rows:
+            self.log(f"{stage}/loss", loss_sum / rows, prog_bar=True, rank_zero_only=False)
         main = self.config.decoding
         results: dict[str, dict[str, float]] = {}
         for dec, p in preds.items():
