@@ -80,3 +80,83 @@ def test_resume_continues_the_epoch_and_matches_an_uninterrupted_run(stop_resume
     decoding = [json.loads((out / r / "final" / "pplug_config.json").read_text())["decoding"]
                 for r in ("straight", "stopped")]
     assert decoding[0] == decoding[1]
+
+
+@pytest.mark.parametrize(("signum", "every", "saved_step"), [
+    (signal.SIGINT, [], 3),  # Ctrl-C: as SIGTERM, the step it came in is finished and saved; exit 130
+    (signal.SIGKILL, ["--checkpoint_every_steps", "2"], 2),  # kill -9: the last periodic checkpoint is left
+])
+def test_ctrl_c_and_kill_leave_a_checkpoint(tiny_config, synth_dir, tmp_path, signum, every, saved_step):
+    args = _args(tiny_config, synth_dir, tmp_path, "r", tmp_path / "emb.sqlite", "--trainer.max_steps", "6",
+                 "--trainer.val_check_interval", "6", "--test", "false", *every, "--trainer.callbacks",
+                 json.dumps([{"class_path": "fakes.SignalAtStep", "init_args": {"step": 3, "signum": int(signum)}}]))
+    proc = _run(args)
+    assert proc.returncode == (-signum if signum == signal.SIGKILL else 128 + signum), proc.stderr[-2000:]
+    if signum == signal.SIGINT:
+        assert proc.stderr.strip().splitlines()[-1].startswith("train.py: stopped by SIGINT at step 3, saved ")
+    saved = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == saved_step
+
+
+def test_ckpt_path_last_without_a_checkpoint_is_an_error(tiny_config, synth_dir, tmp_path):
+    mod = _train_module()
+    args = _args(tiny_config, synth_dir, tmp_path, "new", tmp_path / "emb.sqlite", "--ckpt_path", "last")
+    with pytest.raises(mod.TrainSetupError, match=r"--ckpt_path last: no checkpoint to resume in .*new"):
+        mod.cli_main(args)
+    assert not (tmp_path / "new" / "checkpoints").exists()  # nothing started from step 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_accelerator_without_a_gpu_is_one_line(tiny_config, synth_dir, tmp_path):
+    """Printed by train.py as `train.py: error: <this>`, exit code 2 (as `--ckpt_path last` above)."""
+    mod = _train_module()
+    with pytest.raises(mod.TrainSetupError) as e:
+        mod.cli_main(_args(tiny_config, synth_dir, tmp_path, "gpu", tmp_path / "emb.sqlite",
+                           "--trainer.accelerator", "gpu"))
+    assert str(e.value) == ("--trainer.accelerator gpu: no GPU on this machine (use --trainer.accelerator cpu, or "
+                            "auto to take what there is)")
+
+
+def test_training_order_is_the_one_torch_random_sampler_gave():
+    """One process: the same batches, epoch after epoch, as `DataLoader(shuffle=True)` under the same seed (runs
+    keep their order); resumed mid-epoch, the rest of that epoch's order."""
+    from torch.utils.data import DataLoader
+
+    from pplug.train.data import ResumableLoader, TrainSampler
+
+    data = list(range(10))
+
+    def epochs(loader, n=3):
+        out = []
+        for epoch in range(n):
+            if isinstance(loader.sampler, TrainSampler):
+                loader.sampler.set_epoch(epoch)  # as Lightning does
+            out.append([b.tolist() for b in loader])
+        return out
+
+    torch.manual_seed(7)
+    before = epochs(DataLoader(data, batch_size=4, shuffle=True))
+    torch.manual_seed(7)
+    loader = ResumableLoader(data, TrainSampler(data), batch_size=4)
+    assert epochs(loader) == before
+    assert len({str(e) for e in before}) == 3  # a new order every epoch
+
+    torch.manual_seed(7)
+    first = ResumableLoader(data, TrainSampler(data), batch_size=4)
+    it = iter(first)
+    next(it)
+    state = first.state_dict()
+    assert (state["epoch"], state["batches"]) == (0, 1)
+    again = ResumableLoader(data, TrainSampler(data), batch_size=4)
+    again.load_state_dict(state)
+    assert [b.tolist() for b in again] == before[0][1:]
+
+
+def test_two_ranks_share_the_order_and_each_evaluation_row_once():
+    from pplug.train.data import EvalSampler, TrainSampler
+
+    data = list(range(7))
+    shards = [list(TrainSampler(data, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 4 and set(shards[0] + shards[1]) == set(data)  # one row padded
+    evals = [list(EvalSampler(data, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert sorted(evals[0] + evals[1]) == data and [len(EvalSampler(data, 2, r)) for r in (0, 1)] == [4, 3]
