@@ -97,8 +97,8 @@ class TrainSampler(DistributedSampler):
     """The training order: a new permutation every epoch, this rank's share of it, resumable mid-epoch.
 
     One process: each epoch's permutation is seeded by a draw from torch's global generator when the epoch starts,
-    as torch's `RandomSampler` does, so `seed_everything` fixes the order and runs keep the order they had before
-    this sampler existed. Several ranks: the permutation of `seed + epoch` (seed: `PL_GLOBAL_SEED`) and every
+    as torch's `RandomSampler` does, so `seed_everything` fixes the order and it is the order of
+    `DataLoader(shuffle=True)`. Several ranks: the permutation of `seed + epoch` (seed: `PL_GLOBAL_SEED`) and every
     `num_replicas`-th row of it, as the `DistributedSampler` Lightning would put in its place. Lightning calls
     `set_epoch` at every epoch start; `ResumableLoader` saves `epoch_seed` and sets `skip` on resume.
     """
@@ -194,6 +194,8 @@ class ResumableLoader(DataLoader):
                 resume = None
             self._served += 1
             yield batch
+        if resume:  # stopped after an epoch's last batch: the next epoch starts from the checkpoint's generators
+            _set_rng_states(resume["rng"][min(self.sampler.rank, len(resume["rng"]) - 1)])
 
     def state_dict(self) -> dict[str, Any]:
         rng = [_rng_states()]
