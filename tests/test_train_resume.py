@@ -151,6 +151,19 @@ def test_training_order_is_the_one_torch_random_sampler_gave():
     again.load_state_dict(state)
     assert [b.tolist() for b in again] == before[0][1:]
 
+    # stopped after an epoch's last batch, resumed in a process whose generators are elsewhere: the next epoch's
+    # order is the uninterrupted one (the checkpoint's generators are back before it starts)
+    torch.manual_seed(7)
+    first = ResumableLoader(data, TrainSampler(data), batch_size=4)
+    assert [b.tolist() for b in first] == before[0]
+    state = first.state_dict()
+    torch.manual_seed(123)
+    again = ResumableLoader(data, TrainSampler(data), batch_size=4)
+    again.load_state_dict(state)
+    assert list(again) == []
+    again.sampler.set_epoch(1)
+    assert [b.tolist() for b in again] == before[1]
+
 
 def test_two_ranks_share_the_order_and_each_evaluation_row_once():
     from pplug.train.data import EvalSampler, TrainSampler
