@@ -4,6 +4,7 @@
 - `tiny_seq2seq_llm_dir`: a tiny T5ForConditionalGeneration + a byte-level BPE tokenizer.
 - `tiny_encoder_dir`: a tiny random BERT saved as a sentence-transformers model (Transformer + mean Pooling).
 - `tiny_config`: a PPlugConfig pointing at the tiny causal LLM and the tiny encoder.
+- `synth_dir`: a tiny synthetic LaMP_3 set (per test module), the data of the train.py runs.
 - `tmp_cache`: a fresh embedding-cache path (SQLite file) per test.
 - `postgres_server` / `postgres_url`: a real PostgreSQL (with pgvector) started by the `pgserver` package
   (the `test` extra) in a temporary folder, reached through its Unix socket only; a fresh database per test.
@@ -192,6 +193,16 @@ def gen_model(tiny_config):
     cfg = dataclasses.replace(tiny_config, task="LaMP_6", max_input_tokens=48)
     enc = HistoryEncoder(cfg.encoder_name_or_path, cache_path=":memory:")
     return PPlugModel.from_config(cfg, history_encoder=enc).eval()
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    """A tiny synthetic LaMP_3 set (6 users; 15 train and 12 dev questions) for train.py runs."""
+    from pplug.synth.generate import make_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    make_synthetic(out, kind="ratings", n_users=6, min_train=2, max_train=3, min_history=3, max_history=6)
+    return out
 
 
 @pytest.fixture

@@ -8,19 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
+import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import ROOT, _args, _train_module, synth_dir  # noqa: F401 - synth_dir: the tiny data, a fixture
+from test_train import ROOT, _args, _train_module
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     """`python train.py args` in a subprocess (the signal and the exit code are the process's own)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,10 @@ def stop_resume(tiny_config, synth_dir, tmp_path_factory):
     stop = _run(args("stopped", "--trainer.callbacks",
                      '[{"class_path": "fakes.SignalAtStep", "init_args": {"step": 6}}]'))
     saved = torch.load(out / "stopped" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    resumed = mod.cli_main(args("stopped", "--ckpt_path", "last"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = mod.cli_main(args("stopped", "--ckpt_path", "last"))
+    resumed["warnings"] = [str(w.message) for w in caught]
     return out, straight, stop, saved, resumed
 
 
@@ -57,6 +60,7 @@ def test_resume_continues_the_epoch_and_matches_an_uninterrupted_run(stop_resume
     # the checkpoint knows where in the epoch's order the run stopped: epoch 1, 2 of its 4 batches
     (loader,) = saved["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert (loader["epoch"], loader["batches"]) == (1, 2)
+    assert not [w for w in resumed["warnings"] if "not resumable" in w or "no last checkpoint" in w]
     last = {run: torch.load(out / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
             for run in ("straight", "stopped")}
     assert last["straight"]["global_step"] == last["stopped"]["global_step"] == 10
