@@ -124,10 +124,10 @@ class TrainSetupError(Exception):
 class TrainingStopped(Exception):
     """SIGTERM or Ctrl-C ended the fit after a step; `last.ckpt` holds it (see `StopAndSave`)."""
 
-    def __init__(self, stop: StopAndSave | None) -> None:
+    def __init__(self, stop: StopAndSave | None, step: int) -> None:
         self.signal_name = (stop.signal_name if stop else None) or "SIGTERM"
-        self.step = stop.step if stop else None
-        self.path = stop.path if stop else None
+        self.step = step
+        self.path = stop.path if stop else None  # None: checkpointing is off (--trainer.enable_checkpointing false)
         super().__init__(f"stopped by {self.signal_name} at step {self.step}")
 
     @property
@@ -157,8 +157,7 @@ def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         return None
     if ckpt_path == "last":
         folder = run_dir / "checkpoints"
-        found = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-        if not found:
+        if not any(folder.glob("last*.ckpt")):
             raise TrainSetupError(f"--ckpt_path last: no checkpoint to resume in {folder} (check --run and "
                                   "--checkpoints_dir, or leave --ckpt_path out to start the run)")
         return "last"  # Lightning takes the newest last*.ckpt of the run's checkpoint callbacks
@@ -183,7 +182,8 @@ def cli_main(args: list[str] | None = None) -> dict:
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     except SIGTERMException:  # Lightning's way out of a fit that a signal stopped (StopAndSave saved last.ckpt)
-        raise TrainingStopped(next((c for c in trainer.callbacks if isinstance(c, StopAndSave)), None)) from None
+        stop = next((c for c in trainer.callbacks if isinstance(c, StopAndSave)), None)
+        raise TrainingStopped(stop, trainer.global_step) from None
     result: dict = {
         "run_dir": str(_run_dir(trainer)),
         "data_root": cfg["data"]["root"],
@@ -324,6 +324,8 @@ if __name__ == "__main__":
         sys.exit(2)
     except TrainingStopped as e:
         if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
-            print(f"train.py: {e}, saved {e.path}; resume with: {resume_command(sys.argv)}", file=sys.stderr)
+            then = (f"saved {e.path}; resume with: {resume_command(sys.argv)}" if e.path else
+                    "nothing saved (checkpointing is off)")
+            print(f"train.py: {e}, {then}", file=sys.stderr)
         sys.exit(e.exit_code)
     sys.exit(0)
