@@ -212,8 +212,16 @@ def tmp_cache(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
-    """A PostgreSQL server for the whole run (pgserver: the server binaries ship inside the wheel)."""
+def postgres_server():
+    """A PostgreSQL server for the whole run (pgserver: the server binaries ship inside the wheel).
+
+    Its data folder is a temporary folder of its own, not one under pytest's `/tmp/pytest-of-<user>/`: run as root,
+    pgserver starts the server as a `pgserver` user and opens the folders above the data to it, and every pytest
+    session that starts meanwhile (another checkout's suite) sets `pytest-of-<user>` back to owner-only, so the
+    server would lose its data folder at its next checkpoint (PANIC: Permission denied) and every later test error.
+    """
+    import shutil
+    import tempfile
     import warnings
 
     try:
@@ -223,15 +231,18 @@ def postgres_server(tmp_path_factory):
             import psycopg  # noqa: F401
     except ImportError as e:
         pytest.skip(f"PostgreSQL tests skipped: {e.name} is not installed (pip install -e '.[test]')")
+    data = Path(tempfile.mkdtemp(prefix="pplug-test-pg-"))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-            srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+            srv = pgserver.get_server(data, cleanup_mode="stop")
     except Exception as e:  # noqa: BLE001 - any failure to start means "no Postgres here", said in one line
+        shutil.rmtree(data, ignore_errors=True)
         reason = " ".join(str(e).split())[:200]
         pytest.skip(f"PostgreSQL tests skipped: pgserver could not start a server ({type(e).__name__}: {reason})")
     yield srv
     srv.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
