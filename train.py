@@ -19,6 +19,11 @@ Everything of a run lands in `<checkpoints_dir>/<run>/`: `config.yaml` (resolved
 events, `checkpoints/{step-*,last}.ckpt` (trainable weights + optimizer only, for resuming), validation /
 test predictions, `metrics.json` and `final/` (`pplug_config.json` + `pplug.safetensors`, the weights of
 the best validation checkpoint) for `pplug evaluate` / `pplug generate`.
+
+Stopping and resuming: `last.ckpt` is rewritten after every validation, every `--checkpoint_every_minutes`
+(10) or `--checkpoint_every_steps` of training, and when SIGTERM or Ctrl-C stops the run after its current step
+(exit code 128 + the signal, one line naming the resume command). `--ckpt_path last` continues from it exactly:
+the step, the optimizer, the place in the epoch's data order and the random generators.
 """
 
 from __future__ import annotations
@@ -27,16 +32,19 @@ import json
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from pplug.train.callbacks import LogProgress
+from pplug.train.callbacks import LogProgress, StopAndSave
 from pplug.train.data import LaMPDataModule
 from pplug.train.module import PPlugLitModule, lit_module  # noqa: E402
 
@@ -53,6 +61,11 @@ class PPlugCLI(LightningCLI):
         parser.add_argument("--checkpoints_dir", type=str, default="checkpoints", help="root folder of all runs")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume fit from this .ckpt ('last' = the run's last.ckpt)")
+        parser.add_argument("--checkpoint_every_minutes", type=float | None, default=10.0,
+                            help="also rewrite last.ckpt after the training step that ends each such span (a "
+                                 "killed run loses at most this much); null: only at validations and on a stop")
+        parser.add_argument("--checkpoint_every_steps", type=int | None, default=None,
+                            help="rewrite last.ckpt every N training steps instead of by the clock")
         parser.add_argument("--test", type=bool, default=True, help="after fit, evaluate on data.test_split")
         parser.add_argument("--compare_none", type=bool, default=True,
                             help="after fit, also score the frozen LLM alone (`none`) on the same examples")
@@ -68,6 +81,7 @@ class PPlugCLI(LightningCLI):
         cfg = self.config
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         run_dir = Path(cfg["checkpoints_dir"]) / cfg["run"]
+        _check_accelerator(trainer_cfg.get("accelerator"))
         if trainer_cfg.get("strategy") == "ddp":
             # the embedder's cold-start user vector is unused in steps where every row has history, and
             # plain DDP errors on unused parameters: let DDP detect them (small cost, no code change for users)
@@ -79,17 +93,77 @@ class PPlugCLI(LightningCLI):
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
             task = get_task(cfg["model"]["task"])
+            # no version counter: both callbacks (and StopAndSave) rewrite the one last.ckpt, the newest state,
+            # and a run started again under its name overwrites its files instead of adding `-v1` copies
             callbacks.append(ModelCheckpoint(
                 dirpath=run_dir / "checkpoints", filename="step-{step:06d}", auto_insert_metric_name=False,
                 monitor=f"val/{task.main_metric}", mode="max" if task.higher_is_better else "min",
-                save_top_k=1, save_last=True,
+                save_top_k=1, save_last=True, enable_version_counter=False,
             ))
+            steps, minutes = cfg["checkpoint_every_steps"], cfg["checkpoint_every_minutes"]
+            if steps or minutes:  # between validations: bounds what a kill -9 loses
+                every = {"every_n_train_steps": steps} if steps else {"train_time_interval": timedelta(minutes=minutes)}
+                callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
+                                                 enable_version_counter=False, **every))
+            callbacks.append(StopAndSave(run_dir / "checkpoints"))
         if not sys.stderr.isatty() and trainer_cfg.get("enable_progress_bar") is not False:
             # a bar redrawn with \r is one endless line in a log file: print `step N/M ... it/s` lines instead
             kwargs["enable_progress_bar"] = False
             callbacks.append(LogProgress(every_n_steps=max(1, int(trainer_cfg.get("log_every_n_steps") or 10))))
         kwargs["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as e:  # Lightning's verdict on the --trainer.* settings, in one line
+            raise TrainSetupError(f"--trainer settings: {' '.join(str(e).split())}") from None
+
+
+class TrainSetupError(Exception):
+    """A setting train.py cannot run with: printed as one line, exit code 2."""
+
+
+class TrainingStopped(Exception):
+    """SIGTERM or Ctrl-C ended the fit after a step; `last.ckpt` holds it (see `StopAndSave`)."""
+
+    def __init__(self, stop: StopAndSave | None, step: int) -> None:
+        self.signal_name = (stop.signal_name if stop else None) or "SIGTERM"
+        self.step = step
+        self.path = stop.path if stop else None  # None: checkpointing is off (--trainer.enable_checkpointing false)
+        super().__init__(f"stopped by {self.signal_name} at step {self.step}")
+
+    @property
+    def exit_code(self) -> int:
+        import signal
+
+        return 128 + int(getattr(signal, self.signal_name))
+
+
+def _check_accelerator(accelerator) -> None:
+    """--trainer.accelerator naming a device this machine lacks: one line here, not Lightning's traceback."""
+    if not isinstance(accelerator, str):
+        return
+    import torch
+
+    name = accelerator.lower()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    present = {"gpu": torch.cuda.is_available() or mps, "cuda": torch.cuda.is_available(), "mps": mps}
+    if name in present and not present[name]:
+        raise TrainSetupError(f"--trainer.accelerator {accelerator}: no {'GPU' if name == 'gpu' else name.upper()} "
+                              "on this machine (use --trainer.accelerator cpu, or auto to take what there is)")
+
+
+def _resume_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The checkpoint to resume from; `last` with none to resume is an error, not a silent start from step 1."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        folder = run_dir / "checkpoints"
+        if not any(folder.glob("last*.ckpt")):
+            raise TrainSetupError(f"--ckpt_path last: no checkpoint to resume in {folder} (check --run and "
+                                  "--checkpoints_dir, or leave --ckpt_path out to start the run)")
+        return "last"  # Lightning takes the newest last*.ckpt of the run's checkpoint callbacks
+    if not Path(ckpt_path).is_file():
+        raise TrainSetupError(f"--ckpt_path {ckpt_path}: no such file")
+    return ckpt_path
 
 
 def cli_main(args: list[str] | None = None) -> dict:
@@ -104,7 +178,12 @@ def cli_main(args: list[str] | None = None) -> dict:
         parser_kwargs={"default_config_files": config_layers(sys.argv[1:] if args is None else args)},
     )
     cfg, trainer, model, dm = cli.config, cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=dm, ckpt_path=cfg["ckpt_path"])
+    ckpt_path = _resume_path(cfg["ckpt_path"], Path(cfg["checkpoints_dir"]) / cfg["run"])
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    except SIGTERMException:  # Lightning's way out of a fit that a signal stopped (StopAndSave saved last.ckpt)
+        stop = next((c for c in trainer.callbacks if isinstance(c, StopAndSave)), None)
+        raise TrainingStopped(stop, trainer.global_step) from None
     result: dict = {
         "run_dir": str(_run_dir(trainer)),
         "data_root": cfg["data"]["root"],
@@ -142,6 +221,21 @@ def cli_main(args: list[str] | None = None) -> dict:
         print(f"\nrun folder: {result['run_dir']}  (final weights: {result['run_dir']}/final)  "
               f"total {result['seconds']['total']:.0f} s")
     return result
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes the run `argv` started: the same arguments with `--ckpt_path last`."""
+    import shlex
+
+    args, skip = [], False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--ckpt_path":
+            skip = True
+        elif not a.startswith("--ckpt_path="):
+            args.append(a)
+    return shlex.join(["python", Path(argv[0]).name, *args, "--ckpt_path", "last"])
 
 
 def config_layers(args: list[str]) -> list[str]:
@@ -225,4 +319,13 @@ if __name__ == "__main__":
         print(f"train.py: error: {e} (official files: `pplug download <task>`, see lamp_data/README.md)",
               file=sys.stderr)
         sys.exit(2)
+    except TrainSetupError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except TrainingStopped as e:
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+            then = (f"saved {e.path}; resume with: {resume_command(sys.argv)}" if e.path else
+                    "nothing saved (checkpointing is off)")
+            print(f"train.py: {e}, {then}", file=sys.stderr)
+        sys.exit(e.exit_code)
     sys.exit(0)

@@ -4,6 +4,7 @@
 - `tiny_seq2seq_llm_dir`: a tiny T5ForConditionalGeneration + a byte-level BPE tokenizer.
 - `tiny_encoder_dir`: a tiny random BERT saved as a sentence-transformers model (Transformer + mean Pooling).
 - `tiny_config`: a PPlugConfig pointing at the tiny causal LLM and the tiny encoder.
+- `synth_dir`: a tiny synthetic LaMP_3 set (per test module), the data of the train.py runs.
 - `tmp_cache`: a fresh embedding-cache path (SQLite file) per test.
 - `postgres_server` / `postgres_url`: a real PostgreSQL (with pgvector) started by the `pgserver` package
   (the `test` extra) in a temporary folder, reached through its Unix socket only; a fresh database per test.
@@ -194,6 +195,16 @@ def gen_model(tiny_config):
     return PPlugModel.from_config(cfg, history_encoder=enc).eval()
 
 
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    """A tiny synthetic LaMP_3 set (6 users; 15 train and 12 dev questions) for train.py runs."""
+    from pplug.synth.generate import make_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    make_synthetic(out, kind="ratings", n_users=6, min_train=2, max_train=3, min_history=3, max_history=6)
+    return out
+
+
 @pytest.fixture
 def tmp_cache(tmp_path) -> Path:
     """Path of a fresh, empty embedding cache (SQLite file) for one test."""
@@ -201,8 +212,16 @@ def tmp_cache(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
-    """A PostgreSQL server for the whole run (pgserver: the server binaries ship inside the wheel)."""
+def postgres_server():
+    """A PostgreSQL server for the whole run (pgserver: the server binaries ship inside the wheel).
+
+    Its data folder is a temporary folder of its own, not one under pytest's `/tmp/pytest-of-<user>/`: run as root,
+    pgserver starts the server as a `pgserver` user and opens the folders above the data to it, and every pytest
+    session that starts meanwhile (another checkout's suite) sets `pytest-of-<user>` back to owner-only, so the
+    server would lose its data folder at its next checkpoint (PANIC: Permission denied) and every later test error.
+    """
+    import shutil
+    import tempfile
     import warnings
 
     try:
@@ -212,15 +231,18 @@ def postgres_server(tmp_path_factory):
             import psycopg  # noqa: F401
     except ImportError as e:
         pytest.skip(f"PostgreSQL tests skipped: {e.name} is not installed (pip install -e '.[test]')")
+    data = Path(tempfile.mkdtemp(prefix="pplug-test-pg-"))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-            srv = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+            srv = pgserver.get_server(data, cleanup_mode="stop")
     except Exception as e:  # noqa: BLE001 - any failure to start means "no Postgres here", said in one line
+        shutil.rmtree(data, ignore_errors=True)
         reason = " ".join(str(e).split())[:200]
         pytest.skip(f"PostgreSQL tests skipped: pgserver could not start a server ({type(e).__name__}: {reason})")
     yield srv
     srv.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

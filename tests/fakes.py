@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 
+import lightning as L
 import torch
 
 
@@ -21,3 +23,16 @@ class BagOfWords:
             for w in re.findall(r"\w+", t.lower()):
                 out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
         return torch.nn.functional.normalize(out, dim=-1)
+
+
+
+class SignalAtStep(L.Callback):
+    """Sends this process `signum` (default SIGTERM) when training reaches `step`, as a scheduler or a user would
+    stop a run at a chosen step (train.py takes it through `--trainer.callbacks`)."""
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

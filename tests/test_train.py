@@ -21,15 +21,6 @@ def _train_module():
     return mod
 
 
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory) -> Path:
-    from pplug.synth.generate import make_synthetic
-
-    out = tmp_path_factory.mktemp("synth")
-    make_synthetic(out, kind="ratings", n_users=6, min_train=2, max_train=3, min_history=3, max_history=6)
-    return out
-
-
 def _args(tiny_config, data: Path, out: Path, run: str, cache: Path, *extra: str) -> list[str]:
     return [
         "--run", run, "--checkpoints_dir", str(out),

@@ -5,16 +5,26 @@
 `LaMPDataModule` loads, subsamples (seeded) and collates LaMP splits, or the examples slow adaptation
 passes in, into text batches for a method: prompts from `pplug.methods.prompts`, retrieval from `pplug.methods.batches`.
 The model tokenises the text on its own device.
+
+Training batches come from a `ResumableLoader`: Lightning saves its `state_dict` (the epoch, its permutation seed,
+the batches served, the random generators) in every checkpoint and hands it back on resume, so an interrupted run
+continues the epoch where it stopped instead of starting it again. Every loader shards itself over the ranks of a
+distributed run (Lightning leaves a `DistributedSampler` in place): training like Lightning's own sampler, evaluation
+with no padding, so each validation / test question is scored exactly once.
 """
 
 from __future__ import annotations
 
+import os
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pplug.lamp.data import subsample
 from pplug.methods.batches import build_batch, retrieve
@@ -59,13 +69,13 @@ class Collator:
         self.with_targets, self.persona, self.budget = with_targets, persona, budget
         self.persona_text = persona_text
         self.history_copies, self.seed = history_copies, seed
-        self._draws: dict[str, int] = {}  # how often each question was collated: the epoch of its copies
+        self.draws: dict[str, int] = {}  # how often each question was collated: the epoch of its copies
 
     def __call__(self, examples: list) -> LaMPBatch:
         if self.history_copies > 1:  # each question, then its history-drop copies (`pplug.train.augment`)
             out = []
             for ex in examples:
-                epoch = self._draws[ex.id] = self._draws.get(ex.id, -1) + 1
+                epoch = self.draws[ex.id] = self.draws.get(ex.id, -1) + 1
                 out.extend(history_copies([ex], self.history_copies, self.seed, epoch))
             examples = out
         retrieved = [self.retrieved.get(ex.id, []) for ex in examples] if self.retrieved is not None else None
@@ -81,6 +91,128 @@ class Collator:
                             retrieved=retrieved, retrieval_k=self.retrieval_k, with_targets=with_targets,
                             personas=personas, budget=self.budget)
         return LaMPBatch(ids=[ex.id for ex in examples], golds=[ex.output for ex in examples], batch=batch)
+
+
+class TrainSampler(DistributedSampler):
+    """The training order: a new permutation every epoch, this rank's share of it, resumable mid-epoch.
+
+    One process: each epoch's permutation is seeded by a draw from torch's global generator when the epoch starts,
+    as torch's `RandomSampler` does, so `seed_everything` fixes the order and it is the order of
+    `DataLoader(shuffle=True)`. Several ranks: the permutation of `seed + epoch` (seed: `PL_GLOBAL_SEED`) and every
+    `num_replicas`-th row of it, as the `DistributedSampler` Lightning would put in its place. Lightning calls
+    `set_epoch` at every epoch start; `ResumableLoader` saves `epoch_seed` and sets `skip` on resume.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                         seed=int(os.getenv("PL_GLOBAL_SEED", "0")))
+        self.epoch_seed: int | None = None
+        """The seed of the current epoch's permutation (None until the epoch starts)."""
+        self.skip = 0
+        """Rows of the current epoch to leave out: those served before the checkpoint a run resumed from."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch_seed = None
+        super().set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:  # a generator: the seed is drawn at the first batch, as RandomSampler does
+        if self.epoch_seed is None:
+            self.epoch_seed = (int(torch.empty((), dtype=torch.int64).random_().item()) if self.num_replicas == 1
+                               else self.seed + self.epoch)
+        if self.num_replicas == 1:
+            generator = torch.Generator()
+            generator.manual_seed(self.epoch_seed)
+            indices = torch.randperm(len(self.dataset), generator=generator).tolist()
+        else:
+            indices = list(super().__iter__())  # DistributedSampler's permutation of seed + epoch, this rank's share
+        skip, self.skip = self.skip, 0
+        yield from indices[skip:]
+
+
+class EvalSampler(DistributedSampler):
+    """Every `num_replicas`-th row from `rank`, in order and with no padding: each question is scored exactly once
+    across the ranks (the shards may differ by one row). A `DistributedSampler`, so Lightning keeps it."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        states["numpy"] = (name, keys.tolist(), pos, has_gauss, gauss)  # plain data: checkpoints load weights_only
+    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+        pass
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if "numpy" in states:
+        import numpy as np
+
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch through Lightning's stateful-loader interface.
+
+    Lightning puts `state_dict()` in every checkpoint and calls `load_state_dict()` before a resumed fit iterates.
+    The state: the epoch, its permutation seed, the batches of it already trained on, the collator's counts (the
+    epoch of each question's history copies) and the random generators of every rank. On resume the epoch continues
+    with its next batch, and the generators are set back just before that batch, after the fresh iterator's own
+    draws, so dropout masks and later epochs' orders are those of a run that was never stopped.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: TrainSampler, **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._served = 0  # batches of the current epoch handed to the training loop
+        self._resume: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        resume, self._resume = self._resume, None
+        self._served = resume["batches"] if resume else 0
+        if resume:
+            self.sampler.skip = self._served * self.batch_size  # every batch but an epoch's last one is full
+        for batch in super().__iter__():
+            if resume:  # the fresh iterator drew its seeds: now continue the generators where the checkpoint left them
+                _set_rng_states(resume["rng"][min(self.sampler.rank, len(resume["rng"]) - 1)])
+                resume = None
+            self._served += 1
+            yield batch
+        if resume:  # stopped after an epoch's last batch: the next epoch starts from the checkpoint's generators
+            _set_rng_states(resume["rng"][min(self.sampler.rank, len(resume["rng"]) - 1)])
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = [_rng_states()]
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.sampler.num_replicas > 1:
+            # every rank builds the checkpoint (rank 0 writes it): gather each rank's generators into it
+            rng = [None] * self.sampler.num_replicas
+            torch.distributed.all_gather_object(rng, _rng_states())
+        draws = getattr(self.collate_fn, "draws", None)
+        return {"epoch": self.sampler.epoch, "epoch_seed": self.sampler.epoch_seed, "batches": self._served,
+                "draws": dict(draws) if draws is not None else None, "rng": rng}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.epoch_seed = state["epoch_seed"]
+        if state.get("draws") is not None and hasattr(self.collate_fn, "draws"):
+            self.collate_fn.draws = dict(state["draws"])
+        self._resume = state
 
 
 class LaMPDataModule(L.LightningDataModule):
@@ -240,7 +372,7 @@ class LaMPDataModule(L.LightningDataModule):
             }
         return self._retrieved[name]
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str) -> DataLoader:
         hp = self.hparams
         if name not in self.splits:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
@@ -249,17 +381,23 @@ class LaMPDataModule(L.LightningDataModule):
                            persona_text=self.persona_text, seed=hp.seed,
                            history_copies=hp.history_copies if name == "train" else 1)
         bs = hp.batch_size if name == "train" else (hp.eval_batch_size or 2 * hp.batch_size)
-        return DataLoader(_Examples(self.splits[name]), batch_size=bs, shuffle=shuffle, collate_fn=collate,
-                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+        data = _Examples(self.splits[name])
+        trainer = self.trainer  # set once a Trainer runs this module: its ranks share the data
+        ranks = {"num_replicas": trainer.world_size, "rank": trainer.global_rank} if trainer is not None else {}
+        kwargs = {"batch_size": bs, "collate_fn": collate, "num_workers": hp.num_workers,
+                  "persistent_workers": hp.num_workers > 0}
+        if name == "train":
+            return ResumableLoader(data, TrainSampler(data, **ranks), **kwargs)
+        return DataLoader(data, sampler=EvalSampler(data, **ranks), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
 
 def _default_synth_kind(root: str) -> str | None:
@@ -270,4 +408,4 @@ def _default_synth_kind(root: str) -> str | None:
     return None
 
 
-__all__ = ["Collator", "LaMPBatch", "LaMPDataModule"]
+__all__ = ["Collator", "EvalSampler", "LaMPBatch", "LaMPDataModule", "ResumableLoader", "TrainSampler"]

@@ -113,6 +113,7 @@ class PPlugLitModule(L.LightningModule):
         self.strict_loading = False
         self._preds: dict[str, dict[str, str]] = {}
         self._golds: dict[str, str] = {}
+        self._loss_sum, self._loss_rows = 0.0, 0  # validation / test loss over the rows of this rank
         self._rng = random.Random(0)
         self.last_metrics: dict = {}
         self._val_scores: list[tuple[float, dict[str, dict[str, float]]]] = []  # (monitored value, per decoding)
@@ -182,8 +183,12 @@ class PPlugLitModule(L.LightningModule):
                 probs = logp.float().cpu().softmax(dim=-1)  # (B, C)
             else:
                 loss = self.model(b)
-            self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                     batch_size=len(batch), sync_dist=stage != "train")
+            if stage == "train":  # sync_dist: the epoch mean averages every rank's rows, not rank 0's alone
+                self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch),
+                         sync_dist=True)
+            else:  # logged with the metrics, a mean over the rows of all ranks together (`_score_and_log`)
+                self._loss_sum += float(loss) * len(batch)
+                self._loss_rows += len(batch)
         if stage != "train":
             self._collect(batch, stage, probs)
         return loss
@@ -220,6 +225,7 @@ class PPlugLitModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._preds, self._golds = {}, {}
+        self._loss_sum, self._loss_rows = 0.0, 0
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -233,17 +239,19 @@ class PPlugLitModule(L.LightningModule):
         """Gather predictions from all ranks, score with pplug.lamp.metrics.score, log and write them (rank 0)."""
         from pplug.lamp.metrics import score
 
-        if self.trainer.sanity_checking or not self._preds:
+        if self.trainer.sanity_checking:
             return
-        preds, golds = self._preds, self._golds
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (preds, golds))
-            preds, golds = {}, {}
-            for p, g in gathered:  # DistributedSampler may repeat rows to even out ranks: dict merge dedups
-                for dec, d in p.items():
-                    preds.setdefault(dec, {}).update(d)
-                golds.update(g)
+        preds, golds, loss_sum, rows = {}, {}, 0.0, 0
+        # every rank's shard (`EvalSampler`: each question on exactly one rank), so every rank scores them all
+        for p, g, loss, n in _gather_objects((self._preds, self._golds, self._loss_sum, self._loss_rows)):
+            for dec, d in p.items():
+                preds.setdefault(dec, {}).update(d)
+            golds.update(g)
+            loss_sum, rows = loss_sum + loss, rows + n
+        if not preds:
+            return
+        if rows:
+            self.log(f"{stage}/loss", loss_sum / rows, prog_bar=True, rank_zero_only=False)
         main = self.config.decoding
         results: dict[str, dict[str, float]] = {}
         for dec, p in preds.items():
@@ -298,6 +306,13 @@ class PPlugLitModule(L.LightningModule):
         keep = self.trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["pplug_config"] = self.model.config.to_dict()
+        # history dropout's draws continue on resume (each rank has its own generator: rank 0 writes them all)
+        checkpoint["history_dropout_rng"] = _gather_objects(self._rng.getstate())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("history_dropout_rng")
+        if states:
+            self._rng.setstate(states[min(self.global_rank, len(states) - 1)])
 
     def on_fit_end(self) -> None:
         """Write `<run>/final/` (rank 0): the best validation checkpoint's weights when there is one."""
@@ -310,6 +325,8 @@ class PPlugLitModule(L.LightningModule):
             self.load_state_dict(state, strict=False)
         if self.hparams.pick_decoding and self._val_scores:
             self.pick_decoding()
+            # every rank scored the same gathered predictions; rank 0's choice is the one saved and tested with
+            self.config.decoding = self.trainer.strategy.broadcast(self.config.decoding, src=0)
         out = run_dir(self.trainer) / "final"  # a collective under DDP: every rank asks
         if self.trainer.is_global_zero:
             self.model.save_pretrained(out)
@@ -329,8 +346,10 @@ class PPlugLitModule(L.LightningModule):
         sign = 1 if task.higher_is_better else -1  # ties keep the configured decoding
         best = max(results, key=lambda dec: (sign * results[dec][metric], dec == self.config.decoding))
         if best != self.config.decoding:
-            print(f"pplug: decoding {best!r} scored val/{metric} {results[best][metric]:.4f} against "
-                  f"{results[self.config.decoding][metric]:.4f} for {self.config.decoding!r}; saved with the checkpoint")
+            if self._trainer is None or self.trainer.is_global_zero:  # one line, not one per rank
+                print(f"pplug: decoding {best!r} scored val/{metric} {results[best][metric]:.4f} against "
+                      f"{results[self.config.decoding][metric]:.4f} for {self.config.decoding!r}; saved with the "
+                      "checkpoint")
             self.config.decoding = best
         return best
 
@@ -374,6 +393,15 @@ def pplug_linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     return get_linear_schedule_with_warmup(optimizer, warmup_steps + 1, total_steps + 1, last_epoch=0)
+
+
+def _gather_objects(obj: Any) -> list:
+    """`obj` of every rank, in rank order ([obj] outside a distributed run)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [obj]
+    out: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def run_dir(trainer: L.Trainer) -> Path:
