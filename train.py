@@ -209,11 +209,16 @@ def cli_main(args: list[str] | None = None) -> dict:
         result["verdict"] = personalization_verdict(rows, trained, task.main_metric, task.higher_is_better)
         result["seconds"]["total"] = round(time.monotonic() - t0, 1)
         result["n_test"] = len(dm.splits["test"])
+        # what the "(trained)" and "none" rows without a bracket mean: the decoding the checkpoint saved (chosen on
+        # validation) and the step of the kept weights
+        result["decoding"], result["weights_step"] = model.config.decoding, model.weights_step
         from pplug.core.io import atomic_write_json
         from pplug.lamp.metrics import format_table
 
         atomic_write_json(Path(result["run_dir"]) / "metrics.json", result)
-        title = f"{task.name} {dm.hparams.test_split} (n={len(dm.splits['test'])}, {cfg['data']['root']})"
+        title = (f"{task.name} {dm.hparams.test_split} (n={len(dm.splits['test'])}, {cfg['data']['root']}; "
+                 f"rows without a bracket: the saved decoding, {model.config.decoding}, weights of step "
+                 f"{model.weights_step})")
         print()
         print(format_table(rows, title=title))
         if result["verdict"]:

@@ -59,6 +59,10 @@ def test_train_writes_run_folder(trained_run):
     others = {"argmax", "expected", "median"} - {saved}
     assert {f"{m} [{d}]" for m in ("pplug (trained)", "none") for d in others} <= set(metrics)
     assert set(metrics["pplug (trained)"]) == {"mae", "rmse"}
+    # the rows without a bracket name what they are: the saved decoding, the kept weights' step
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    assert doc["decoding"] == saved and doc["weights_step"] == 3
+    assert (run_dir / "predictions" / "test_step-000003.json").is_file()
 
 
 def test_grad_norm_is_logged_every_step(trained_run):
@@ -134,10 +138,10 @@ def test_evaluate_from_trained_run(trained_run, synth_dir, tmp_path, capsys):
                "--embedding-cache", str(cache), "--decoding", "argmax", "expected"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| pplug |" in printed and "| none |" in printed and "pplug [expected]" in printed
+    assert "| pplug [argmax] |" in printed and "| none [argmax] |" in printed and "pplug [expected]" in printed
     report = json.loads((tmp_path / "preds.metrics.json").read_text())
     assert report["n"] == 5
-    for row in ("none", "pplug", "pplug [expected]", "none [expected]"):
+    for row in ("none [argmax]", "pplug [argmax]", "pplug [expected]", "none [expected]"):
         task = json.loads(Path(report["files"][row]).read_text())["task"]
         assert task == "LaMP_3"
         assert set(report["metrics"][row]) == {"mae", "rmse"}

@@ -116,6 +116,7 @@ class PPlugLitModule(L.LightningModule):
         self._loss_sum, self._loss_rows = 0.0, 0  # validation / test loss over the rows of this rank
         self._rng = random.Random(0)
         self.last_metrics: dict = {}
+        self.weights_step: int | None = None  # the step of the kept weights once fit ends (the best validation's)
         self._val_scores: list[tuple[float, dict[str, dict[str, float]]]] = []  # (monitored value, per decoding)
 
     @classmethod
@@ -275,7 +276,9 @@ class PPlugLitModule(L.LightningModule):
 
         for dec, p in preds.items():
             suffix = "" if dec == self.config.decoding else f".{dec}"
-            name = f"{stage}_step-{self.global_step:06d}{suffix}.json"
+            # test runs on the kept weights (the best validation's), named after their step, not the last one
+            step = self.weights_step if stage == "test" and self.weights_step is not None else self.global_step
+            name = f"{stage}_step-{step:06d}{suffix}.json"
             write_outputs(out_dir / name, self.task_spec.name, p)
             write_outputs(out_dir / f"{stage}_last{suffix}.json", self.task_spec.name, p)
 
@@ -320,9 +323,11 @@ class PPlugLitModule(L.LightningModule):
             return
         cb = getattr(self.trainer, "checkpoint_callback", None)
         best = getattr(cb, "best_model_path", "") if cb is not None else ""
+        self.weights_step = self.global_step
         if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]  # never unpickle
-            self.load_state_dict(state, strict=False)
+            ckpt = torch.load(best, map_location="cpu", weights_only=True)  # never unpickle
+            self.load_state_dict(ckpt["state_dict"], strict=False)
+            self.weights_step = int(ckpt.get("global_step", self.global_step))
         if self.hparams.pick_decoding and self._val_scores:
             self.pick_decoding()
             # every rank scored the same gathered predictions; rank 0's choice is the one saved and tested with
