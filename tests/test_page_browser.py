@@ -7,16 +7,13 @@ Skips with one line where selenium, chromium or chromedriver is missing (`.ci/ru
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
 
 import pytest
-import torch
-from test_server import ADMIN, LOVER, Server
-
-MODEL = "pplug-run"
+from test_explain_server import MODEL, served  # noqa: F401, F811  (the same tiny server fixture, one per module)
+from test_server import ADMIN, LOVER
 
 
 def _browser():
@@ -50,22 +47,6 @@ def browser():
     yield b
     b.quit()
     shutil.rmtree(profile, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_config):
-    from pplug.modeling.model import PPlugModel
-    from pplug.serve.app import create_app
-
-    root = tmp_path_factory.mktemp("page_serve")
-    cfg = dataclasses.replace(tiny_config, max_history=8, aggregation="mixed", temperature=0.2, user_stats=True)
-    torch.manual_seed(0)
-    PPlugModel.from_config(cfg, cache_path=":memory:").save_pretrained(root / "run" / "final")
-    app = create_app(root / "run", root / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=4, window_ms=5,
-                     reload_interval=3600, model_name=MODEL, embedding_cache=root / "emb.sqlite")
-    srv = Server(app)
-    yield srv
-    srv.close()
 
 
 def _wait(browser, condition, timeout: float = 60):
