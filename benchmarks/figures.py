@@ -22,7 +22,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import results_data as report  # the results files and row names, shared with the tables
 
 FIGURES_DIR = report.ROOT / "docs" / "figures"
 

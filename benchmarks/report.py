@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
-import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -39,76 +38,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pplug.core.tasks import TaskSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.results_data import (
+    ACL,
+    ENRON,
+    GPU,
+    MIX,
+    MUSIC,
+    RESULTS,
+    ROOT,
+    SYNTH,
+    SYNTH_PUBLISHED,
+    load,
+    load_file,
+    row_key,
+    summaries,
+)
+
 DOCUMENTS = ("README.md", "docs/*.md")
 MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
-
-
-# --- reading results --------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def load(results: Path, name: str) -> dict:
-    """benchmarks/results/<name>.json as a dict (cached per path)."""
-    return _load(Path(results) / f"{name}.json")
-
-
-def _argmax_bare(row: str) -> str:
-    return row[: -len(" [argmax]")] if row.endswith(" [argmax]") else row
-
-
-def summaries(data: dict) -> dict[str, dict]:
-    """slice -> {"cells", "comparisons", "n", ...} for every results layout the benchmarks write; rows named
-    "pplug [argmax]" (every row names its decoding) are read as "pplug", the name results files used before."""
-    out = _summaries(data)
-    for s in out.values():
-        if "cells" in s:
-            s["cells"] = {_argmax_bare(k): v for k, v in s["cells"].items()}
-        if "comparisons" in s:
-            s["comparisons"] = {_argmax_bare(k): {_argmax_bare(o): c for o, c in v.items()}
-                                for k, v in s["comparisons"].items()}
-        if "pearson_r" in s:
-            s["pearson_r"] = {_argmax_bare(k): v for k, v in s["pearson_r"].items()}
-    return out
-
-
-def _summaries(data: dict) -> dict[str, dict]:
-    """slice -> {"cells", "comparisons", "n", ...} for every results layout the benchmarks write.
-
-    bench_real_lamp --seeds: sets.<set>.slices; one run of bench_real_lamp: sets.<set>.metrics (one value per
-    cell, no intervals); bench_ablation --seeds: summary (its slice is "dev", also for --cold-start);
-    bench_ablation without seeds: metrics; bench_history_mix: dev.
-    """
-    if "sets" in data:
-        (one,) = data["sets"].values()
-        if "slices" in one:
-            out = dict(one["slices"])
-            if "synth_report" in one:
-                for s in out.values():
-                    s.setdefault("references", one["synth_report"])
-            return out
-        return {"dev": _single(one["metrics"], one.get("n"))}
-    if "summary" in data:
-        return {"dev": data["summary"]}
-    if "metrics" in data:
-        return {"dev": _single(data["metrics"], data.get("settings", {}).get("max_dev"))}
-    return {"dev": data["dev"]}
-
-
-def _single(metrics: dict, n: int | None) -> dict:
-    cells = {row: {m: {"mean": v, "sd": None, "values": {"seed0": v}} for m, v in ms.items()}
-             for row, ms in metrics.items()}
-    return {"cells": cells, "comparisons": {}, "n": n}
-
-
-def row_key(key: str, decoding: str | None) -> str:
-    """"pplug" + "median" -> "pplug [median]"; floors and the undecoded row keep their name."""
-    return key if decoding is None or key.startswith("floor:") else f"{key} [{decoding}]"
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -254,7 +201,7 @@ def make_train(results: Path, name: str = "make_train.json") -> str:
     path = Path(results) / name
     if not path.is_file():
         return "_no results file yet: run `python benchmarks/bench_make_train.py`_"
-    d = _load(path)
+    d = load_file(path)
     header = ["`make train` run", "train.py wall", "PPlug MAE ↓", "PPlug RMSE ↓", "no history MAE / RMSE",
               "frozen LLM MAE / RMSE"]
 
@@ -652,7 +599,7 @@ LORA_HUB_SLICES = ("cold-start", "time-shift", "time-shift-dev")
 def lora_hub_files(results: Path) -> list[str]:
     """The results files of bench_lora_hub.py in `results` (lora_hub_<set>.json; not lora_hub_cost.json)."""
     return sorted(p.stem for p in Path(results).glob("lora_hub_*.json")
-                  if _load(p).get("benchmark") == "bench_lora_hub")
+                  if load_file(p).get("benchmark") == "bench_lora_hub")
 
 
 def lora_hub_main_cols(task: "TaskSpec", name: str) -> list[Col]:
@@ -886,12 +833,7 @@ RATING_FLOORS = (ALWAYS_5, USER_MEAN)
 BASELINES = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
 METHODS = (*BASELINES, Row("pplug", "**pplug**"))
 
-# the results files the tables read (benchmarks/results/<name>.json)
-MIX = "real_lamp_music_history_mix_cpu"
-MUSIC = "real_lamp_music_rating_term_all_cpu"
-GPU = "real_lamp_music_gpu"
-ACL, ENRON = "real_lamp_acl_seeds_cpu", "real_lamp_enron_clip_cpu"
-SYNTH, SYNTH_PUBLISHED = "synth_shift_all_methods_cpu", "synth_shift_published_all_methods_cpu"
+# more results files the tables read (benchmarks/results/<name>.json; the figures' ones are in results_data)
 RATING_LOSS, STEPS_200 = "ablation_music_ratings_rating_loss_cpu", "ablation_music_ratings_200steps_cpu"
 LABEL_TOKENS = "ablation_music_ratings_label_tokens"
 INPUT_TOKEN, INPUT_TOKEN_FROZEN = "real_lamp_music_input_token_cpu", "real_lamp_music_input_token_frozen_cpu"
@@ -1346,7 +1288,7 @@ def documents(root: Path = ROOT) -> list[Path]:
 
 def stale(root: Path = ROOT, results: Path = RESULTS) -> dict[Path, tuple[str, str]]:
     """document -> (committed text, rendered text) for every document whose tables differ from the JSON."""
-    _load.cache_clear()
+    load_file.cache_clear()
     out = {}
     for doc in documents(root):
         text = doc.read_text(encoding="utf-8")

@@ -334,9 +334,8 @@ class FrozenLLM(nn.Module):
                         choices: Sequence[str], position: str = "prefix") -> torch.Tensor:
         """log p(choice | prefix, prompt) summed over the choice's tokens (no EOS), for every row and choice.
 
-        Single-token choice sets (e.g. "1".."5") take one forward pass over the B rows; multi-token sets
-        prefill each row's [prefix; prompt] once and continue its C choices from that cache
-        (`pplug.modeling.prefill.prefix_choices`; the seq2seq encoder also runs once). Choices are tokenised on their
+        Single-token choice sets (e.g. "1".."5") take one forward pass over the B rows; multi-token sets prefill
+        each row's [prefix; prompt] once and continue its C choices from it (`prefill.prefix_choices`). Choices are tokenised on their
         own, exactly as targets are in training. `position` "after_prompt": given [prompt; prefix], one prefill
         per distinct prompt (`pplug.modeling.prefill.after_prompt_choices`).
 
