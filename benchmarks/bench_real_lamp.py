@@ -292,12 +292,13 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
         slices["cold-start"] = (folder, "cold_start", None, note)
     if "time-shift" in args.slices:
         train = load_split(data, "train")
-        fit, held = time_shift_holdout(train.examples, args.time_shift_latest)
+        latest = getattr(args, "time_shift_latest", 1)  # other benchmarks build this slice with their own options
+        fit, held = time_shift_holdout(train.examples, latest)
         write_slice(folder, "fit", train.task.name, fit)
         held = subsample(held, args.max_dev, args.seed)
         write_slice(folder, "time_shift", train.task.name, held, train_from=data)
-        latest = "question" if args.time_shift_latest == 1 else f"{args.time_shift_latest} questions"
-        note = (f"each training user's latest training {latest} ({len(held)} scored), held out of training; "
+        which = "question" if latest == 1 else f"{latest} questions"
+        note = (f"each training user's latest training {which} ({len(held)} scored), held out of training; "
                 f"every method trains on the other {len(fit)}")
         slices["time-shift"] = (folder, "time_shift", None, note)
         train_root = folder
