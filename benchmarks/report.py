@@ -1025,7 +1025,7 @@ def floors_table(results: Path) -> str:
     return markdown_table(["set", "dev questions", "floor", "score"], body) + "\n\n" + sources(results, [FLOORS])
 
 
-NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_seed0_cpu"
+NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_cpu"
 ACCURACY = Col("accuracy ↑", "accuracy")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
@@ -1055,9 +1055,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                         rows=(*METHODS, Row("floor: first 29 words", "floor: first 29 words of the input"),
                               Row("floor: user's nearest past title", "floor: the user's nearest past headline"))),
     "news_categories": T(
-        cells_table, caption="news_categories dev (n={n}), seed 0", ref="pplug+mix", ref_label="pplug + mix",
+        cells_table, caption="news_categories dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + mix",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_MIX),
-        rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seed0_cpu", ref="pplug"),
+        rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seeds_cpu", ref="pplug"),
               Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
               Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
               Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"),
