@@ -247,11 +247,12 @@ def evaluate(
         if foreign:
             raise ValueError(f"--decoding {foreign[0]} does not apply to {task.name}; it decodes with "
                              f"{', '.join(task.decodings)}")
-    saved = next((models[m].config.decoding for m, r in selected.items() if r.checkpoint is not None), None)
-    method_decs = {m: applicable_decodings(task, decodings if decodings is not None else
-                                           [models[m].config.decoding if r.checkpoint is not None else saved or
-                                            task.decodings[0]])
-                   for m, r in selected.items()}
+    # unless asked otherwise, each method decodes as it serves: its checkpoint's saved decoding (a method without
+    # weights: the first checkpoint's, else the task's first)
+    saved = {m: models[m].config.decoding for m, r in selected.items() if r.checkpoint is not None}
+    fallback = next(iter(saved.values()), task.decodings[0])
+    method_decs = {m: applicable_decodings(task, decodings if decodings is not None else [saved.get(m, fallback)])
+                   for m in selected}
     decs = list(dict.fromkeys(d for ds in method_decs.values() for d in ds))
 
     out_path = Path(out) if out else _default_out(selected, split)

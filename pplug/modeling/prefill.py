@@ -94,22 +94,12 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
         model: a causal LM (`transformers` `*ForCausalLM`), frozen.
         embed: its input embedding.
         prompt_ids: each row's prompt token ids (non-empty).
-        pad_id: the id written in the padding (masked out; any id works).
+        pad_id: kept for callers; the padding is masked out, so what it holds does not matter.
     """
     distinct, rows = distinct_prompts(prompt_ids)
     device = embed.weight.device
-    length = max(len(p) for p in distinct)
-    ids = torch.full((len(distinct), length), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(distinct), length, dtype=torch.long)
-    for i, p in enumerate(distinct):
-        ids[i, length - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, length - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)  # (U, L): each prompt counts from 0 at its first token
-    one_logit = {"logits_to_keep": 1} if _keeps_logits(model) else {}  # only the cache is wanted
-    out = model(inputs_embeds=embed(ids), attention_mask=mask, position_ids=position_ids, use_cache=True, **one_logit)
-    return PromptKV(_layers(out.cache if "cache" in out else out.past_key_values), mask,
-                    torch.tensor(rows, dtype=torch.long, device=device), getattr(model, "config", None))
+    heads = [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in distinct]  # (n_u, D) each
+    return prefill_embeds(model, heads, rows)
 
 
 @torch.no_grad()
@@ -255,10 +245,7 @@ def after_prompt_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[
         return lp[:, [ids[0] for ids in c_ids]]
     kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id)  # B * C rows, B prefills
     pieces, keep = zip(*(_teacher_forced(llm, prefix[i], t) for i in range(b) for t in c_ids))
-    logits = run_after(model, kv, pieces, keep)  # B*C x (len(choice), V)
-    out = torch.stack([torch.log_softmax(lg.float(), dim=-1).gather(
-        -1, torch.tensor(c_ids[r % c], device=lg.device)[:, None]).sum() for r, lg in enumerate(logits)])
-    return out.view(b, c)
+    return _choice_scores(run_after(model, kv, pieces, keep), c_ids).view(b, c)
 
 
 @torch.no_grad()
@@ -269,15 +256,19 @@ def prefix_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int]],
     cache, instead of C full forwards over the prompt (15 news categories: 15 x the prompt). The continuation of a
     choice starts with the prompt's last token, so its first position predicts the choice's first token."""
     b, c = len(p_ids), len(c_ids)
-    embed = llm.model.get_input_embeddings()
     heads = [torch.cat([prefix[i], llm.embed(torch.tensor(p[:-1], dtype=torch.long))]) for i, p in enumerate(p_ids)]
     kv = prefill_embeds(llm.model, heads, [i for i in range(b) for _ in c_ids])
-    pieces = [embed(torch.tensor([p_ids[i][-1], *t[:-1]], dtype=torch.long, device=embed.weight.device))
-              for i in range(b) for t in c_ids]
+    pieces = [llm.embed(torch.tensor([p_ids[i][-1], *t[:-1]], dtype=torch.long)) for i in range(b) for t in c_ids]
     logits = run_after(llm.model, kv, pieces, [torch.arange(len(t)) for _ in range(b) for t in c_ids])
-    out = torch.stack([torch.log_softmax(lg.float(), dim=-1).gather(
+    return _choice_scores(logits, c_ids).view(b, c)
+
+
+def _choice_scores(logits: Sequence[torch.Tensor], c_ids: list[list[int]]) -> torch.Tensor:
+    """(B * C,) log p(choice) summed over its tokens, from each (row, choice) pair's (len(choice), V) logits, the
+    pairs row-major (row r's choice is `c_ids[r % C]`)."""
+    c = len(c_ids)
+    return torch.stack([torch.log_softmax(lg.float(), dim=-1).gather(
         -1, torch.tensor(c_ids[r % c], device=lg.device)[:, None]).sum() for r, lg in enumerate(logits)])
-    return out.view(b, c)
 
 
 def _keeps_logits(model: nn.Module) -> bool:
