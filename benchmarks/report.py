@@ -888,6 +888,20 @@ def choice_prefill(results: Path) -> str:
             f"{d['max_abs_diff']:.1e}.\n\n" + sources(results, ["choice_prefill"]))
 
 
+def eval_prefill(results: Path, name: str = "eval_prefill") -> str:
+    """`bench_eval_prefill.py`: one evaluation of three methods x three decodings, with and without the shared prefill."""
+    d = load(results, name)
+    prefix = d["seconds"]["prefix"]["median"]
+    body = [[setting, f"{r['median']:.1f}", f"{prefix / r['median']:.1f}x"] for setting, r in d["seconds"].items()]
+    caption = (f"{d['questions']} {d['task']} dev questions x {len(d['methods'])} methods ({', '.join(d['methods'])}) "
+               f"x {len(d['decodings'])} decodings, median s of {d['repeats']}")
+    p = d["prefill"]
+    return (markdown_table([caption, "seconds", "cheaper than prefix"], body)
+            + f"\n\nWith the shared prefill {p['prompts_prefilled']} prompts were prefilled and read again "
+            f"{p['prompts_reused']} times; the largest difference of any metric from the unshared run: "
+            f"{d['max_metric_diff_shared_vs_unshared']:.1e}.\n\n" + sources(results, [name]))
+
+
 def prefill_cost(results: Path, name: str = "prefill_cost") -> str:
     """`bench_prefill.py`: training examples per second with history-drop copies, and scoring one item for many
     users, the soft prompt in front (`prefix`) against after the prompt with a shared prefill, per dtype."""
@@ -1246,6 +1260,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "serve_demo": serve_demo,
     # docs/results.md: the shared prefill
     "prefill_cost": prefill_cost,
+    "eval_prefill": eval_prefill,
     "ablation_placement_music": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds, float32", cols=_with_file([MAE, RMSE],
                                                                                            PLACEMENT_MUSIC),

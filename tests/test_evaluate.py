@@ -300,3 +300,27 @@ def test_benchmarks_scored_decodings_apply_to_every_task():
 
     for task in TASKS.values() if isinstance(TASKS, dict) else TASKS:
         assert all(d in task.decodings or d in ("expected", "median") for d in SCORED_DECODINGS), task.name
+
+
+def test_methods_after_the_prompt_share_each_questions_prefill(tiny_config, synth, tmp_path):
+    """With the soft prompt after the prompt, the frozen LLM alone prefills each question once and the methods
+    with soft prompts read that prefill: the same scores as methods that prefill for themselves."""
+    from pplug.decode.evaluate import evaluate
+    from pplug.encode.history import HistoryEncoder
+    from pplug.modeling.model import PPlugModel
+
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
+    for method in ("pplug", "prompt-tuned"):
+        cfg = dataclasses.replace(method_config(tiny_config, method), soft_prompt_position="after_prompt")
+        PPlugModel.from_config(cfg, history_encoder=enc).save_pretrained(tmp_path / method)
+    checkpoints = [f"{m}={tmp_path / m}" for m in ("pplug", "prompt-tuned")]
+    runs = {share: evaluate(checkpoints, str(synth), methods=["none", "prompt-tuned", "pplug"], max_examples=6,
+                            decodings=["argmax", "expected", "median"], out=str(tmp_path / f"{share}.json"),
+                            progress=False, share_prefill=share) for share in (True, False)}
+    shared, alone = runs[True], runs[False]
+    prefilled = shared["prefill"]["prompts_prefilled"]  # the distinct prompts (two questions may read alike)
+    assert 0 < prefilled <= shared["n"] and shared["prefill"]["prompts_reused"] == 2 * prefilled
+    assert "prefill" not in alone
+    assert set(shared["metrics"]) == set(alone["metrics"]) and len(shared["metrics"]) == 9
+    for row, metrics in alone["metrics"].items():
+        assert shared["metrics"][row] == pytest.approx(metrics, abs=1e-6), row

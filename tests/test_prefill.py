@@ -122,6 +122,51 @@ def test_after_prompt_choices_equal_the_uncached_scores(llm):
                                                        position="after_prompt"), atol=1e-5, rtol=1e-5)
 
 
+def test_a_shared_prefill_store_gives_the_same_scores_and_reads_each_prompt_once(llm):
+    """Passes under `shared_prefill` (the methods of one evaluation) read the prompts an earlier pass prefilled,
+    with the scores of passes that prefill alone, the frozen LLM alone (no soft prompt) included; a prompt
+    seen again in another batch (another order, other neighbours and padding) is not prefilled again."""
+    from pplug.modeling.prefill import shared_prefill
+
+    labels, words = ["1", "2", "3", "4", "5"], ["4 stars", "one star", "5"]
+    soft_a, soft_b = _soft(llm, len(PROMPTS), seed=1).detach(), _soft(llm, len(PROMPTS), seed=2).detach()
+    empty = soft_a[:, :0]
+    want = {(name, tuple(c)): llm.choice_logprobs(s, PROMPTS, c, position="after_prompt" if s.shape[1] else "prefix")
+            for name, s in (("a", soft_a), ("b", soft_b), ("none", empty)) for c in (labels, words)}
+    with shared_prefill(llm) as store:
+        first = llm.choice_logprobs(empty, PROMPTS, labels)  # the frozen LLM alone fills the store
+        assert (store.misses, store.hits) == (len(set(PROMPTS)), 0)
+        got = {(name, tuple(c)): llm.choice_logprobs(s, PROMPTS, c, position="after_prompt")
+               for name, s in (("a", soft_a), ("b", soft_b)) for c in (labels, words)}
+        order = [3, 1, 0]  # the prompts in other rows and other padding
+        again = llm.choice_logprobs(soft_b[order], [PROMPTS[i] for i in order], labels, position="after_prompt")
+        assert store.misses == len(set(PROMPTS)), "a stored prompt was prefilled again"
+        assert store.hits > 0
+    assert llm.prefill_store is None  # the store ends with the block
+    torch.testing.assert_close(first, want[("none", tuple(labels))], atol=1e-5, rtol=1e-5)
+    for key, value in got.items():
+        torch.testing.assert_close(value, want[key], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again, want[("b", tuple(labels))][order], atol=1e-5, rtol=1e-5)
+
+
+def test_the_prefill_store_stays_within_its_bytes():
+    from pplug.modeling.prefill import PrefillStore
+
+    def entry(n):  # one layer, 2 heads, n positions, 4 dims; logits of 8
+        return [(torch.zeros(2, n, 4), torch.zeros(2, n, 4))], torch.zeros(8)
+
+    one = 2 * 2 * 10 * 4 * 4 + 8 * 4  # the bytes of entry(10)
+    store = PrefillStore(max_bytes=2 * one)
+    for i in range(3):
+        store.put((i,), *entry(10))
+    assert list(store.entries) == [(1,), (2,)] and store.bytes == 2 * one  # the oldest went first
+    store.get((1,))  # read: now the newest
+    store.put((3,), *entry(10))
+    assert list(store.entries) == [(1,), (3,)]
+    store.put((4,), *entry(100))  # larger than the whole store: not kept, nothing evicted for it
+    assert list(store.entries) == [(1,), (3,)]
+
+
 def test_generation_after_the_prompt_is_the_same_alone_and_batched(llm):
     soft = _soft(llm, 2).detach()
     prompts = [PROMPTS[0], PROMPTS[1]]  # different lengths: left padding
@@ -277,3 +322,35 @@ def test_multi_token_choices_in_front_read_one_prefill_per_row_and_equal_the_ful
             lp = torch.log_softmax(lg[prefix.shape[1] + len(ids) - 1:], dim=-1)
             want[i, j] = lp[torch.arange(len(t)), torch.tensor(t)].sum()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_evaluation_prefill_benchmark_runs_end_to_end_on_tiny_models(tiny_causal_llm_dir, tiny_encoder_dir,
+                                                                          tmp_path):
+    """benchmarks/bench_eval_prefill.py on a tiny LLM: three settings timed, the shared prefill's metrics equal to
+    the unshared ones, the JSON holds what the docs render."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pplug.synth.generate import make_synthetic
+
+    make_synthetic(tmp_path / "data", kind="ratings", n_users=6, seed=0)
+    root = Path(__file__).resolve().parents[1]
+    tiny = json.dumps({"base_model_name_or_path": str(tiny_causal_llm_dir),
+                       "encoder_name_or_path": str(tiny_encoder_dir), "max_encoder_tokens": 64})
+    out = tmp_path / "eval_prefill.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_eval_prefill.py"), "--data", str(tmp_path / "data"),
+           "--tiny", tiny, "--questions", "6", "--repeats", "1", "--max-input-tokens", "48", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600,
+                         env={**os.environ, "PPLUG_CACHE_DIR": str(tmp_path / "cache")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res["seconds"]) == {"prefix", "after_prompt, each method prefills", "after_prompt, shared prefill"}
+    assert res["max_metric_diff_shared_vs_unshared"] < 1e-6
+    assert res["prefill"]["prompts_reused"] == 2 * res["prefill"]["prompts_prefilled"] > 0
+    from benchmarks import report
+
+    text = report.eval_prefill(out.parent, out.stem)
+    assert "| after_prompt, shared prefill |" in text

@@ -20,6 +20,7 @@ metrics JSON, and one table (`pplug.lamp.metrics.format_table`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from pplug.core.checkpoints import BASE_VERSION, LATEST_FILE, is_checkpoint, res
 from pplug.core.tasks import TaskSpec
 from pplug.lamp.data import subsample
 from pplug.methods.registry import METHODS, get_method, get_plugin
+from pplug.modeling.prefill import shared_prefill
 
 from .floors import data_floors
 from .inference import FrozenBaseline, check_decodings, predict
@@ -156,6 +158,7 @@ def evaluate(
     dtype: str | None = None,
     decoding_options: Any = None,
     plugins: dict[str, str] | None = None,
+    share_prefill: bool = True,
 ) -> dict:
     """Evaluate methods on one split and write predictions + metrics.
 
@@ -187,6 +190,9 @@ def evaluate(
             candidate decodings ("greedy", "beam", "mbr", "preference") of generation tasks.
         plugins: method plug-in name -> its folder (`{"hub": "hubs/lamp3"}`: a LoRA hub or hub run folder for
             `lora-hub`, `pplug+lora-hub`); each must be made for the checkpoints' base LLM.
+        share_prefill: label tasks with a checkpoint whose soft prompt comes after the prompt: the methods read
+            each question's prompt prefill once between them (`pplug.modeling.prefill.shared_prefill`), the same
+            scores at a fraction of the passes; a plug-in method (its own LLM weights) prefills for itself.
 
     Returns:
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
@@ -263,31 +269,36 @@ def evaluate(
     seconds: dict[str, float] = {}
     all_preds: dict[str, dict[str, str]] = {}
     cost: dict[str, dict[str, float]] = {}
-    for m, r in selected.items():
-        t0 = time.monotonic()
-        cfg = models[m].config if r.checkpoint is not None else base_cfg
-        max_hist = cfg.max_history
-        # the LLM is shared: apply this method's prompt budget (from_pretrained set the last loaded one's)
-        llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
-        personas = None
-        if persona:
-            from pplug.persona.from_history import history_personas
+    after = any(r.checkpoint is not None and models[m].soft_prompt_position == "after_prompt"
+                for m, r in selected.items())
+    sharing = share_prefill and after and not task.is_generation and not llm.is_seq2seq
+    with (shared_prefill(llm) if sharing else contextlib.nullcontext()) as store:
+        for m, r in selected.items():
+            llm.prefill_store = store if get_method(m).plugin is None else None  # a LoRA changes the prompt's keys
+            t0 = time.monotonic()
+            cfg = models[m].config if r.checkpoint is not None else base_cfg
+            max_hist = cfg.max_history
+            # the LLM is shared: apply this method's prompt budget (from_pretrained set the last loaded one's)
+            llm.max_input_tokens, llm.max_target_tokens = cfg.max_input_tokens, cfg.max_target_tokens
+            personas = None
+            if persona:
+                from pplug.persona.from_history import history_personas
 
-            personas = history_personas(task, examples, max_hist)
-        # label decodings share one pass; generation decodings run one at a time, so each has its own cost
-        for group in [[d] for d in method_decs[m]] if task.is_generation else [method_decs[m]]:
-            stats: dict = {}
-            preds = predict(models[m], task, examples, m, group, batch_size=batch_size, max_history=max_hist,
-                            retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder, num_beams=num_beams,
-                            max_new_tokens=max_new_tokens, progress=progress, personas=personas,
-                            options=decoding_options, stats=stats)
-            for dec, p in preds.items():
-                row = prediction_row(m, dec)
-                all_preds[row] = p
-                if stats.get("rows"):
-                    cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
-                                 "seconds_per_row": round(stats["seconds"] / stats["rows"], 4)}
-        seconds[m] = round(time.monotonic() - t0, 2)
+                personas = history_personas(task, examples, max_hist)
+            # label decodings share one pass; generation decodings run one at a time, so each has its own cost
+            for group in [[d] for d in method_decs[m]] if task.is_generation else [method_decs[m]]:
+                stats: dict = {}
+                preds = predict(models[m], task, examples, m, group, batch_size=batch_size, max_history=max_hist,
+                                retrieval_k=r.retrieval_k, retriever=r.retriever, encoder=encoder,
+                                num_beams=num_beams, max_new_tokens=max_new_tokens, progress=progress,
+                                personas=personas, options=decoding_options, stats=stats)
+                for dec, p in preds.items():
+                    row = prediction_row(m, dec)
+                    all_preds[row] = p
+                    if stats.get("rows"):
+                        cost[row] = {"candidates_per_row": round(stats["candidates"] / stats["rows"], 3),
+                                     "seconds_per_row": round(stats["seconds"] / stats["rows"], 4)}
+            seconds[m] = round(time.monotonic() - t0, 2)
     if floors:
         for name, p in data_floors(task, examples, data, seed).items():
             all_preds[f"floor: {name}"] = p
@@ -302,6 +313,7 @@ def evaluate(
               "decodings": decs, "metrics": results, "files": files, "seconds": seconds, "cost": cost,
               "checkpoints": {m: str(r.checkpoint) if r.checkpoint else None for m, r in selected.items()},
               "notes": {m: r.note for m, r in selected.items() if r.note},
+              **({"prefill": {"prompts_prefilled": store.misses, "prompts_reused": store.hits}} if store else {}),
               **{name: str(folder) for name, folder in plugins.items()}}
     metrics_path = Path(f"{stem}.metrics.json")
     atomic_write_json(metrics_path, report)

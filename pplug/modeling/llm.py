@@ -1,11 +1,10 @@
 """FrozenLLM: a frozen HF causal or seq2seq LM that takes a per-row soft prompt in front of its input.
 
-peft's prompt-tuning rules, in one place, with one difference: the prefix is computed per row (per user),
-so it is never `repeat`ed.
+peft's prompt-tuning rules in one place, except that the prefix is computed per row (per user), never `repeat`ed.
 
-- causal:  inputs_embeds = [prefix; Emb(prompt); Emb(target)]; mask extended with ones; labels -100 on prefix
-           and prompt (loss on target + EOS only). Training/scoring batches are right-padded; generation
-           batches are left-padded ([pad; prefix; prompt]) so every row's last real token sits at the end.
+- causal:  inputs_embeds = [prefix; Emb(prompt); Emb(target)]; labels -100 on prefix and prompt (loss on target
+           + EOS only). Training/scoring batches are right-padded, generation batches left-padded ([pad; prefix;
+           prompt]) so every row's last real token sits at the end.
 - seq2seq: the prefix goes in front of the encoder's inputs_embeds only; labels / decoder untouched.
 - the prefix is cast to the embedding dtype (bf16 LLMs take a float32 embedder).
 
@@ -103,6 +102,7 @@ class FrozenLLM(nn.Module):
         self.tokenizer = tokenizer
         self.plugins: dict[str, Any] = {}
         """Method plug-ins loaded onto this LLM, by name (`pplug.methods.registry.method_rows` runs rows through them)."""
+        self.prefill_store = None  # while set (`prefill.shared_prefill`), scoring keeps prompts' prefills for reuse
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self.max_input_tokens = max_input_tokens
         self.max_target_tokens = max_target_tokens
@@ -179,11 +179,9 @@ class FrozenLLM(nn.Module):
         return all(len(ids) == 1 for ids in self._tokenize(choices))
 
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each prompt, middle-truncated to `max_input_tokens`.
-
-        For seq2seq models the encoder input ends with EOS (as T5 was trained); an empty causal prompt gets the
-        BOS token (or EOS) so there is always a position to predict from.
-        """
+        """Token ids of each prompt, middle-truncated to `max_input_tokens`. A seq2seq encoder's input ends with
+        EOS (as T5 was trained); an empty causal prompt gets the BOS token (or EOS) so there is always a position
+        to predict from."""
         out = []
         for ids in self._tokenize(prompts):
             if self.is_seq2seq:
@@ -206,7 +204,7 @@ class FrozenLLM(nn.Module):
         """Target token ids (truncated to `max_target_tokens - 1`) followed by EOS, so the model learns to stop."""
         return [ids[: self.max_target_tokens - 1] + [self.eos_id] for ids in self._tokenize(targets)]
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:  # (..., ) token ids -> (..., D)
         return self.model.get_input_embeddings()(ids.to(self.device))
 
     # --- building [prefix; Emb(x)] batches ---
@@ -239,12 +237,10 @@ class FrozenLLM(nn.Module):
 
     def build_inputs(self, prefix: torch.Tensor | None, prompts: Sequence[str],
                      targets: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Model inputs for a training/scoring batch.
-
-        Causal: {"inputs_embeds" (B, P+L, D), "attention_mask" (B, P+L), "position_ids", "labels" (B, P+L)} with
-        labels -100 on prefix, prompt and padding. Seq2seq: encoder {"inputs_embeds", "attention_mask"} with the
-        prefix in front, plus "labels" (B, T) = target ids + EOS, -100 on padding (no prefix in the labels).
-        """
+        """Model inputs for a training/scoring batch. Causal: {"inputs_embeds" (B, P+L, D), "attention_mask"
+        (B, P+L), "position_ids", "labels" (B, P+L)} with labels -100 on prefix, prompt and padding. Seq2seq:
+        encoder {"inputs_embeds", "attention_mask"} with the prefix in front, plus "labels" (B, T) = target ids +
+        EOS, -100 on padding (no prefix in the labels)."""
         b = len(prompts)
         prefix = self._check_prefix(prefix, b)
         p_ids = self.prompt_ids(prompts)
@@ -334,10 +330,10 @@ class FrozenLLM(nn.Module):
                         choices: Sequence[str], position: str = "prefix") -> torch.Tensor:
         """log p(choice | prefix, prompt) summed over the choice's tokens (no EOS), for every row and choice.
 
-        Single-token choice sets (e.g. "1".."5") take one forward pass over the B rows; multi-token sets prefill
-        each row's [prefix; prompt] once and continue its C choices from it (`prefill.prefix_choices`). Choices are tokenised on their
-        own, exactly as targets are in training. `position` "after_prompt": given [prompt; prefix], one prefill
-        per distinct prompt (`pplug.modeling.prefill.after_prompt_choices`).
+        Single-token choice sets ("1".."5") take one forward over the B rows; multi-token sets prefill each row's
+        [prefix; prompt] once and continue its C choices from it (`prefill.prefix_choices`). Choices are tokenised
+        alone, as targets are in training. "after_prompt": [prompt; prefix], one prefill per distinct prompt
+        (`prefill.after_prompt_choices`), kept for later passes under `prefill.shared_prefill`.
 
         Returns:
             (B, C) float32 log-probabilities.
@@ -349,7 +345,9 @@ class FrozenLLM(nn.Module):
         c_ids = self._tokenize(choices)
         if any(len(ids) == 0 for ids in c_ids):
             raise ValueError(f"choice_logprobs: a choice tokenises to nothing: {list(choices)!r}")
-        if self._after(position) and prefix.shape[1]:
+        alone_shared = self.prefill_store is not None and not self.is_seq2seq and not prefix.shape[1] and all(
+            len(i) == 1 for i in c_ids)  # the frozen LLM alone: a shared prefill's last logits, kept for the others
+        if (self._after(position) and prefix.shape[1]) or alone_shared:
             return after_prompt_choices(self, prefix, self.prompt_ids(prompts), c_ids)
         if self.is_seq2seq:
             return seq2seq_choice_logprobs(self, self.build_inputs(prefix, prompts), c_ids)

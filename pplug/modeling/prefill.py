@@ -24,9 +24,11 @@ over [prompt; soft prompt; target] (tests/test_prefill.py checks it to 1e-5 in f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +58,8 @@ class PromptKV:
     """(B,) long: the distinct prompt each row reads."""
     config: object = None
     """The LLM's config (the cache class reads its layer types)."""
+    last_logits: torch.Tensor | None = None
+    """(U, V): the logits after each prompt's last token (what a row without a soft prompt reads)."""
 
     @property
     def num_rows(self) -> int:
@@ -86,8 +90,53 @@ def distinct_prompts(prompt_ids: Sequence[Sequence[int]]) -> tuple[list[list[int
     return [list(p) for p in seen], rows
 
 
+class PrefillStore:
+    """Prompt prefills kept across calls, so that rows read in separate passes share them: the methods an
+    evaluation scores on the same questions (`pplug.decode.evaluate`), or a user asked about again. Bounded:
+    the least recently read prompts go first once the stored keys and values pass `max_bytes`.
+
+    Valid only while the LLM's weights stay as they were: a method that changes them (a LoRA adapter) must
+    not read it (`shared_prefill` around the passes that may).
+    """
+
+    def __init__(self, max_bytes: int = 2 * 2**30) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[int, ...], tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]]
+        self.entries = OrderedDict()
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, ids: tuple[int, ...]):
+        entry = self.entries.get(ids)
+        if entry is not None:
+            self.entries.move_to_end(ids)
+        return entry
+
+    def put(self, ids: tuple[int, ...], layers: list[tuple[torch.Tensor, torch.Tensor]], last: torch.Tensor) -> None:
+        size = sum(k.nbytes + v.nbytes for k, v in layers) + last.nbytes
+        if size > self.max_bytes:
+            return
+        self.entries[ids] = (layers, last)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (old, old_last) = self.entries.popitem(last=False)
+            self.bytes -= sum(k.nbytes + v.nbytes for k, v in old) + old_last.nbytes
+
+
+@contextlib.contextmanager
+def shared_prefill(llm: nn.Module, max_bytes: int = 2 * 2**30) -> Iterator[PrefillStore]:
+    """Within the block, `llm`'s after-the-prompt passes keep and reuse each prompt's prefill (`PrefillStore`)."""
+    store = PrefillStore(max_bytes)
+    before, llm.prefill_store = getattr(llm, "prefill_store", None), store
+    try:
+        yield store
+    finally:
+        llm.prefill_store = before
+
+
 @torch.no_grad()
-def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[int]], pad_id: int) -> PromptKV:
+def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[int]], pad_id: int,
+            store: PrefillStore | None = None) -> PromptKV:
     """The keys and values of every distinct prompt of `prompt_ids` (one per row), left-padded, no gradient.
 
     Args:
@@ -95,11 +144,44 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
         embed: its input embedding.
         prompt_ids: each row's prompt token ids (non-empty).
         pad_id: kept for callers; the padding is masked out, so what it holds does not matter.
+        store: prompts prefilled by earlier calls: read from it, and the new ones added to it.
     """
     distinct, rows = distinct_prompts(prompt_ids)
     device = embed.weight.device
-    heads = [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in distinct]  # (n_u, D) each
-    return prefill_embeds(model, heads, rows)
+    if store is None:
+        heads = [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in distinct]  # (n_u, D) each
+        return prefill_embeds(model, heads, rows)
+    keys = [tuple(p) for p in distinct]
+    missing = [p for p, key in zip(distinct, keys) if store.get(key) is None]
+    store.hits, store.misses = store.hits + len(distinct) - len(missing), store.misses + len(missing)
+    if missing:
+        kv = prefill_embeds(model, [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in missing],
+                            range(len(missing)))
+        length = kv.mask.shape[1]
+        for u, p in enumerate(missing):  # each prompt's own columns, without the batch's padding
+            store.put(tuple(p), [(k[u, :, length - len(p):].clone(), v[u, :, length - len(p):].clone())
+                                 for k, v in kv.layers], kv.last_logits[u].clone())
+        found = {tuple(p): ([(k[u:u + 1, :, length - len(p):], v[u:u + 1, :, length - len(p):])
+                             for k, v in kv.layers], kv.last_logits[u]) for u, p in enumerate(missing)}
+    else:
+        found = {}
+    entries = [found.get(key) or store.get(key) for key in keys]
+    length = max(len(p) for p in distinct)
+    mask = torch.zeros(len(distinct), length, dtype=torch.long, device=device)
+    layers = []
+    for layer in range(len(entries[0][0])):
+        k0 = entries[0][0][layer][0]
+        heads, dim = k0.shape[-3], k0.shape[-1]
+        k_all = k0.new_zeros(len(distinct), heads, length, dim)
+        v_all = k0.new_zeros(len(distinct), heads, length, dim)
+        for u, (entry, p) in enumerate(zip(entries, distinct)):
+            k_all[u, :, length - len(p):] = entry[0][layer][0].reshape(heads, len(p), dim)
+            v_all[u, :, length - len(p):] = entry[0][layer][1].reshape(heads, len(p), dim)
+        layers.append((k_all, v_all))
+    for u, p in enumerate(distinct):
+        mask[u, length - len(p):] = 1
+    return PromptKV(layers, mask, torch.tensor(rows, dtype=torch.long, device=device), getattr(model, "config", None),
+                    torch.stack([entry[1] for entry in entries]))
 
 
 @torch.no_grad()
@@ -118,7 +200,8 @@ def prefill_embeds(model: nn.Module, heads: Sequence[torch.Tensor], row_prompt: 
     one_logit = {"logits_to_keep": 1} if _keeps_logits(model) else {}
     out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True, **one_logit)
     return PromptKV(_layers(out.cache if "cache" in out else out.past_key_values), mask,
-                    torch.tensor(list(row_prompt), dtype=torch.long, device=device), getattr(model, "config", None))
+                    torch.tensor(list(row_prompt), dtype=torch.long, device=device), getattr(model, "config", None),
+                    out.logits[:, -1])
 
 
 def run_after(model: nn.Module, kv: PromptKV, pieces: Sequence[torch.Tensor], keep: Sequence[torch.Tensor],
@@ -238,12 +321,16 @@ def after_prompt_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[
     distinct prompt."""
     b, c, p = len(p_ids), len(c_ids), prefix.shape[1]
     model, embed = llm.model, llm.model.get_input_embeddings()
+    store = getattr(llm, "prefill_store", None)
     if all(len(ids) == 1 for ids in c_ids):
-        kv = prefill(model, embed, p_ids, llm.pad_id)
+        kv = prefill(model, embed, p_ids, llm.pad_id, store)
+        if p == 0:  # no soft prompt (the frozen LLM alone): the prompt's own last logits
+            lp = torch.log_softmax(kv.last_logits[kv.row_prompt].float(), dim=-1)  # (B, V)
+            return lp[:, [ids[0] for ids in c_ids]]
         last = run_after(model, kv, list(prefix), [torch.tensor([p - 1])] * b)  # B x (1, V)
         lp = torch.log_softmax(torch.cat(last).float(), dim=-1)  # (B, V)
         return lp[:, [ids[0] for ids in c_ids]]
-    kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id)  # B * C rows, B prefills
+    kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id, store)  # B * C rows, B prefills
     pieces, keep = zip(*(_teacher_forced(llm, prefix[i], t) for i in range(b) for t in c_ids))
     return _choice_scores(run_after(model, kv, pieces, keep), c_ids).view(b, c)
 
@@ -282,5 +369,6 @@ def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(k, v) for k, v in cache]
 
 
-__all__ = ["SOFT_PROMPT_POSITIONS", "PromptKV", "after_prompt_choices", "after_prompt_loss", "cache_argument",
-           "check_position", "distinct_prompts", "prefill", "prefill_embeds", "prefix_choices", "run_after"]
+__all__ = ["SOFT_PROMPT_POSITIONS", "PrefillStore", "PromptKV", "after_prompt_choices", "after_prompt_loss",
+           "cache_argument", "check_position", "distinct_prompts", "prefill", "prefill_embeds", "prefix_choices",
+           "run_after", "shared_prefill"]
