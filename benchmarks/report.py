@@ -892,7 +892,9 @@ def eval_prefill(results: Path, name: str = "eval_prefill") -> str:
     """`bench_eval_prefill.py`: one evaluation of three methods x three decodings, with and without the shared prefill."""
     d = load(results, name)
     prefix = d["seconds"]["prefix"]["median"]
-    body = [[setting, f"{r['median']:.1f}", f"{prefix / r['median']:.1f}x"] for setting, r in d["seconds"].items()]
+    order = ["prefix", "after_prompt, each method prefills", "after_prompt, shared prefill"]
+    body = [[setting, f"{r['median']:.1f}", f"{prefix / r['median']:.1f}x"]
+            for setting, r in sorted(d["seconds"].items(), key=lambda kv: order.index(kv[0]))]
     caption = (f"{d['questions']} {d['task']} dev questions x {len(d['methods'])} methods ({', '.join(d['methods'])}) "
                f"x {len(d['decodings'])} decodings, median s of {d['repeats']}")
     p = d["prefill"]
