@@ -61,6 +61,15 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # against 2.7 s after the prompt with 10 copies, float32; 6.5 s against 4.3 s, bfloat16)
     "after-prompt-copies-10-equal-wall": ("--model.soft_prompt_position", "after_prompt", "--data.history_copies",
                                           "10", "--trainer.max_steps", "145"),
+    # generated text: a target of up to 32 tokens is read by every copy, so 10 copies cost more than one question in
+    # front; without copies, the steps that take the prefix's wall time (enron_subjects, 100 steps side by side on
+    # 2 cores: 1137-1144 s in front, 497 s after the prompt)
+    "after-prompt-equal-wall": ("--model.soft_prompt_position", "after_prompt", "--trainer.max_steps", "230"),
+    # acl_titles' targets are twice as long (32 tokens), so fewer steps fit the prefix's wall: 210 (the positions
+    # a step runs forward and backward, 8 x 162 in front against 8 x 34 + a third for the no-grad prefill of 8 x 128;
+    # the wall times measured are in the results next to the scores)
+    "after-prompt-equal-wall-long-targets": ("--model.soft_prompt_position", "after_prompt", "--trainer.max_steps",
+                                             "210"),
 }
 """Variant name -> train.py overrides on top of the set's config. `base` is the set's config as it is: for the
 rating sets that already includes `user_stats` + `mixed` (configs/real/music_ratings.yaml), so there `paper`
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         # written after every variant, so a stopped run keeps what it measured
         out = Path(args.out or ROOT / "benchmarks" / "results" / f"ablation_{args.set}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"meta": run_meta(device=args.device),
+        out.write_text(json.dumps({"meta": run_meta(device=args.device, dtype=args.dtype or "auto"),
                                    "settings": {k: v for k, v in vars(args).items() if k != "train_args"},
                                    "variants": {k: list(VARIANTS[k]) for k in args.variants[: i + 1]},
                                    "metrics": rows, "train_seconds": train_s,
@@ -209,8 +218,8 @@ def run_seeds(args) -> int:
     refs = [r for r in preds if r.startswith("pplug ")]  # every variant, base too, against every row
     summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed,
                         compare_refs=True)
-    atomic_write_json(out, {"meta": run_meta(device=args.device), "settings": {k: v for k, v in vars(args).items()
-                                                                          if k != "train_args"},
+    atomic_write_json(out, {"meta": run_meta(device=args.device, dtype=args.dtype or "auto"),
+                            "settings": {k: v for k, v in vars(args).items() if k != "train_args"},
                             "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,
                             "train_seconds": train_s, "written": time.strftime("%Y-%m-%d %H:%M")})
     print(summary_table(summary, title=f"{args.set} {split} (n={len(examples)}), PPlug variants, lr {args.lr}, "

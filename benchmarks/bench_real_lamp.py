@@ -400,6 +400,8 @@ def earlier_predictions(stem: Path, rows: list[str], weights: Path | None,
     from pplug.lamp.data import load_outputs
 
     paths = {row: prediction_path(stem, row) for row in rows}
+    if len(rows) == 1 and not paths[rows[0]].is_file():  # one row alone: `evaluate` wrote `out` itself
+        paths = {rows[0]: Path(f"{stem}.json")}
     if not all(p.is_file() for p in paths.values()):
         return None
     if weights is not None:

@@ -473,3 +473,26 @@ def test_bench_floors_scores_every_floor_on_the_subsample_and_refuses_bad_sizes(
     assert all(0.0 <= m["mae"] <= 4.0 for m in e["metrics"].values())
     with pytest.raises(SystemExit):
         bench_floors.main(["--root", str(tmp_path), "--max-dev", "music_ratings=x", "--out", str(out)])
+
+
+def test_reuse_preds_reads_a_lone_rows_file_where_evaluate_wrote_it(tmp_path):
+    """A variant scored alone with one decoding (generated text): `evaluate` wrote `<stem>.json` itself, not
+    `<stem>.<row>.json`; --reuse-preds reads it instead of decoding again."""
+    import os
+    import time
+
+    from pplug.lamp.data import write_outputs
+
+    weights = tmp_path / "run" / "final"
+    weights.mkdir(parents=True)
+    (weights / "model.safetensors").write_bytes(b"")
+    old = time.time() - 60
+    os.utime(weights / "model.safetensors", (old, old))
+    stem = tmp_path / "eval" / "after-prompt"
+    stem.parent.mkdir()
+    write_outputs(Path(f"{stem}.json"), "LaMP_6", {"q1": "hello", "q2": "world"})
+    got = bench.earlier_predictions(stem, ["pplug [argmax]"], weights, {"q1": "a", "q2": "b"})
+    assert got == {"pplug [argmax]": {"q1": "hello", "q2": "world"}}
+    assert bench.earlier_predictions(stem, ["none [argmax]", "pplug [argmax]"], weights, {"q1": "a"}) is None
+    os.utime(weights / "model.safetensors")  # weights newer than the predictions: decode again
+    assert bench.earlier_predictions(stem, ["pplug [argmax]"], weights, {"q1": "a", "q2": "b"}) is None
