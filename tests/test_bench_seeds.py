@@ -494,5 +494,5 @@ def test_reuse_preds_reads_a_lone_rows_file_where_evaluate_wrote_it(tmp_path):
     got = bench.earlier_predictions(stem, ["pplug [argmax]"], weights, {"q1": "a", "q2": "b"})
     assert got == {"pplug [argmax]": {"q1": "hello", "q2": "world"}}
     assert bench.earlier_predictions(stem, ["none [argmax]", "pplug [argmax]"], weights, {"q1": "a"}) is None
-    os.utime(weights / "model.safetensors")  # weights newer than the predictions: decode again
+    os.utime(Path(f"{stem}.json"), (old - 30, old - 30))  # predictions older than the weights: decode again
     assert bench.earlier_predictions(stem, ["pplug [argmax]"], weights, {"q1": "a", "q2": "b"}) is None

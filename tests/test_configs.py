@@ -83,6 +83,7 @@ EXPECTED = {  # what each recipe trained with before configs/base.yaml, where a 
     "lamp5.yaml": {"model.aggregation": "input_aware", "model.user_stats": False, "model.rating_loss_weight": 0.0,
                    "model.warmup_ratio": 0.05, "model.max_history": 512, "data.max_val_examples": 200},
     "real/enron_subjects.yaml": {"trainer.gradient_clip_val": 1.0, "model.max_input_tokens": 128,
+                                 "model.soft_prompt_position": "after_prompt", "trainer.max_steps": 460,
                                  "model.max_encoder_tokens": 128, "model.max_history": 32,
                                  "data.max_train_examples": 1600},
     "real/music_ratings.gpu.yaml": {"trainer.max_steps": 1000, "trainer.limit_val_batches": 0, "model.lr": 0.001,
