@@ -154,32 +154,29 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
     keys = [tuple(p) for p in distinct]
     missing = [p for p, key in zip(distinct, keys) if store.get(key) is None]
     store.hits, store.misses = store.hits + len(distinct) - len(missing), store.misses + len(missing)
+    found = {}  # the prompts prefilled now (kept here too: the store may refuse or drop one)
     if missing:
         kv = prefill_embeds(model, [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in missing],
                             range(len(missing)))
         length = kv.mask.shape[1]
-        for u, p in enumerate(missing):  # each prompt's own columns, without the batch's padding
-            store.put(tuple(p), [(k[u, :, length - len(p):].clone(), v[u, :, length - len(p):].clone())
-                                 for k, v in kv.layers], kv.last_logits[u].clone())
-        found = {tuple(p): ([(k[u:u + 1, :, length - len(p):], v[u:u + 1, :, length - len(p):])
-                             for k, v in kv.layers], kv.last_logits[u]) for u, p in enumerate(missing)}
-    else:
-        found = {}
+        for u, p in enumerate(missing):  # each prompt's own columns (H, n_u, d), without the batch's padding
+            own = [(k[u, :, length - len(p):], v[u, :, length - len(p):]) for k, v in kv.layers]
+            found[tuple(p)] = (own, kv.last_logits[u])
+            store.put(tuple(p), [(k.clone(), v.clone()) for k, v in own], kv.last_logits[u].clone())
     entries = [found.get(key) or store.get(key) for key in keys]
+    # the distinct prompts left-padded again, as prefill_embeds lays them out: (U, H, L, d) per layer
     length = max(len(p) for p in distinct)
     mask = torch.zeros(len(distinct), length, dtype=torch.long, device=device)
-    layers = []
-    for layer in range(len(entries[0][0])):
-        k0 = entries[0][0][layer][0]
-        heads, dim = k0.shape[-3], k0.shape[-1]
-        k_all = k0.new_zeros(len(distinct), heads, length, dim)
-        v_all = k0.new_zeros(len(distinct), heads, length, dim)
-        for u, (entry, p) in enumerate(zip(entries, distinct)):
-            k_all[u, :, length - len(p):] = entry[0][layer][0].reshape(heads, len(p), dim)
-            v_all[u, :, length - len(p):] = entry[0][layer][1].reshape(heads, len(p), dim)
-        layers.append((k_all, v_all))
     for u, p in enumerate(distinct):
         mask[u, length - len(p):] = 1
+    layers = []
+    for layer in range(len(entries[0][0])):
+        k0 = entries[0][0][layer][0]  # (H, n_0, d)
+        k_all = k0.new_zeros(len(distinct), k0.shape[0], length, k0.shape[-1])
+        v_all = torch.zeros_like(k_all)
+        for u, ((own, _), p) in enumerate(zip(entries, distinct)):
+            k_all[u, :, length - len(p):], v_all[u, :, length - len(p):] = own[layer]
+        layers.append((k_all, v_all))
     return PromptKV(layers, mask, torch.tensor(rows, dtype=torch.long, device=device), getattr(model, "config", None),
                     torch.stack([entry[1] for entry in entries]))
 
