@@ -360,3 +360,18 @@ def test_the_privacy_example_warns_before_it_runs():
     first_command = section.index("pplug embed-user --checkpoint")
     assert section.index("label_token") < first_command
     assert "--checkpoint checkpoints/pplug-synthetic " not in section  # trained with label tokens: refuses vectors
+
+
+def test_a_persona_stored_invalid_by_an_older_version_is_a_409_naming_the_field_not_a_500(app):
+    """A persona written before today's rules (here a NaN) fails validation when read: the reply names the
+    field and how to recover, in the API's error shape."""
+    import sqlite3
+
+    store = app.state.store
+    store.create_user("old", task="LaMP_3")
+    with sqlite3.connect(store.location) as db:
+        db.execute("UPDATE personas SET document = ? WHERE user_id = ?", ('{"extensions": {"x": NaN}}', "old"))
+    err = _openai_error(_one(app, "GET", "/v1/users/old"), 409)
+    assert err["param"] == "persona.extensions.x" and err["code"] == "stored_persona_invalid"
+    assert "DELETE /v1/users/old" in err["message"] and store.location not in err["message"]
+    assert _one(app, "DELETE", "/v1/users/old").status_code == 200  # the way out works

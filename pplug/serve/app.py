@@ -47,6 +47,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pplug.persona.schema import PersonaError
 from pplug.store import open_store
 from pplug.store.base import UserStoreBase
 from pplug.store.validation import item_json_schema
@@ -152,6 +153,13 @@ def _answer_errors_in_openai_shape(app: FastAPI, limits: Limits) -> None:
     async def _http(request, e: StarletteHTTPException):
         return error_response(e.status_code, str(e.detail), "invalid_request_error", None,
                               "not_found" if e.status_code == 404 else None)
+
+    @app.exception_handler(PersonaError)
+    async def _stored_persona(request, e: PersonaError):  # a body's persona is refused in its route (400): this
+        user = request.path_params.get("user_id", "")    # one was read from the store, written by an older version
+        return error_response(409, f"{e}; erase the user (DELETE /v1/users/{user}) and create it again",
+                              "invalid_request_error", f"persona.{e.field}" if e.field else "persona",
+                              "stored_persona_invalid")
 
     @app.exception_handler(Exception)
     async def _crash(request, e: Exception):
