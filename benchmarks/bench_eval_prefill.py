@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds: dict[str, list[float]] = {s: [] for s in SETTINGS}
         reports: dict[str, dict] = {}
         for r in range(args.repeats):
-            for setting in list(SETTINGS)[r % 3:] + list(SETTINGS)[: r % 3]:  # interleaved, each first in turn
+            turn = r % len(SETTINGS)
+            for setting in list(SETTINGS)[turn:] + list(SETTINGS)[:turn]:  # interleaved, each first in turn
                 reports[setting] = run(setting)
                 seconds[setting].append(sum(reports[setting]["seconds"].values()))
                 print(f"repeat {r}: {setting}: {seconds[setting][-1]:.1f} s", flush=True)

@@ -149,6 +149,22 @@ def test_a_shared_prefill_store_gives_the_same_scores_and_reads_each_prompt_once
     torch.testing.assert_close(again, want[("b", tuple(labels))][order], atol=1e-5, rtol=1e-5)
 
 
+def test_a_prompt_read_from_the_store_serves_its_call_even_if_the_calls_new_prompts_evict_it(llm):
+    """A store with room for one prompt: a call that reads the stored prompt and prefills a new one evicts the
+    stored one while it runs, and still scores both rows as an unstored call does."""
+    from pplug.modeling.prefill import shared_prefill
+
+    labels, prompts = ["1", "2", "3", "4", "5"], [PROMPTS[0], PROMPTS[1]]
+    soft = _soft(llm, 2, seed=3).detach()
+    want = llm.choice_logprobs(soft, prompts, labels, position="after_prompt")
+    with shared_prefill(llm) as store:
+        llm.choice_logprobs(soft[:1], prompts[:1], labels, position="after_prompt")
+        store.max_bytes = store.bytes * 3 // 2  # room for the first prompt's entry, not for both
+        got = llm.choice_logprobs(soft, prompts, labels, position="after_prompt")
+        assert (store.hits, store.misses) == (1, 2) and list(store.entries) == [tuple(llm.prompt_ids(prompts)[1])]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_the_prefill_store_stays_within_its_bytes():
     from pplug.modeling.prefill import PrefillStore
 

@@ -151,19 +151,19 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
     if store is None:
         heads = [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in distinct]  # (n_u, D) each
         return prefill_embeds(model, heads, rows)
-    keys = [tuple(p) for p in distinct]
-    missing = [p for p, key in zip(distinct, keys) if store.get(key) is None]
+    # each prompt's entry, held here for this call: storing the missing ones may evict the ones just read
+    held = {tuple(p): store.get(tuple(p)) for p in distinct}
+    missing = [p for p in distinct if held[tuple(p)] is None]
     store.hits, store.misses = store.hits + len(distinct) - len(missing), store.misses + len(missing)
-    found = {}  # the prompts prefilled now (kept here too: the store may refuse or drop one)
     if missing:
         kv = prefill_embeds(model, [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in missing],
                             range(len(missing)))
         length = kv.mask.shape[1]
         for u, p in enumerate(missing):  # each prompt's own columns (H, n_u, d), without the batch's padding
             own = [(k[u, :, length - len(p):], v[u, :, length - len(p):]) for k, v in kv.layers]
-            found[tuple(p)] = (own, kv.last_logits[u])
+            held[tuple(p)] = (own, kv.last_logits[u])
             store.put(tuple(p), [(k.clone(), v.clone()) for k, v in own], kv.last_logits[u].clone())
-    entries = [found.get(key) or store.get(key) for key in keys]
+    entries = [held[tuple(p)] for p in distinct]
     # the distinct prompts left-padded again, as prefill_embeds lays them out: (U, H, L, d) per layer
     length = max(len(p) for p in distinct)
     mask = torch.zeros(len(distinct), length, dtype=torch.long, device=device)
