@@ -324,3 +324,33 @@ def test_methods_after_the_prompt_share_each_questions_prefill(tiny_config, synt
     assert set(shared["metrics"]) == set(alone["metrics"]) and len(shared["metrics"]) == 9
     for row, metrics in alone["metrics"].items():
         assert shared["metrics"][row] == pytest.approx(metrics, abs=1e-6), row
+
+
+def test_generation_after_the_prompt_shares_each_questions_prefill_between_methods(tiny_config, tmp_path):
+    """A generation task: the frozen LLM alone, prompt-tuned and PPlug generate after one prefill per question,
+    with the outputs of methods that prefill for themselves."""
+    from pplug.decode.evaluate import evaluate
+    from pplug.encode.history import HistoryEncoder
+    from pplug.lamp.data import write_split
+    from pplug.modeling.model import PPlugModel
+
+    exs = [Example(id=str(i), input=T5.make_input(f"we propose method {i} for parsing"), output="A parsing title",
+                   profile=[{"id": f"p{i}{j}", "title": f"Old title {j}", "abstract": f"old abstract {i} {j}"}
+                            for j in range(2)]) for i in range(4)]
+    write_split(tmp_path / "d", "dev", "LaMP_5", exs)
+    enc = HistoryEncoder(tiny_config.encoder_name_or_path, cache_path=":memory:")
+    for method in ("pplug", "prompt-tuned"):
+        cfg = dataclasses.replace(method_config(tiny_config, method), task="LaMP_5", soft_prompt_position="after_prompt")
+        PPlugModel.from_config(cfg, history_encoder=enc).save_pretrained(tmp_path / method)
+    checkpoints = [f"{m}={tmp_path / m}" for m in ("pplug", "prompt-tuned")]
+    runs = {share: evaluate(checkpoints, str(tmp_path / "d"), methods=["none", "prompt-tuned", "pplug"],
+                            out=str(tmp_path / f"{share}.json"), progress=False, share_prefill=share,
+                            max_new_tokens=6) for share in (True, False)}
+    shared, alone = runs[True], runs[False]
+    assert shared["prefill"] == {"prompts_prefilled": 4, "prompts_reused": 8} and "prefill" not in alone
+    assert set(shared["metrics"]) == set(alone["metrics"]) and len(shared["metrics"]) == 3
+    for row, metrics in alone["metrics"].items():
+        assert shared["metrics"][row] == pytest.approx(metrics, abs=1e-6), row
+    for name in ("none", "prompt-tuned", "pplug"):  # the same generated text, method by method
+        texts = [json.loads((tmp_path / f"{share}.{name}.argmax.json").read_text())["golds"] for share in (True, False)]
+        assert texts[0] == texts[1] and len(texts[0]) == 4, name

@@ -299,3 +299,26 @@ def test_users_group_by_history_too_and_too_few_users_are_refused(encoder):
     assert {int(labels[c]) for c in central} == {0, 1}  # each group's central user belongs to it
     with pytest.raises(ValueError, match="3 groups need at least 3 users with history; the data has 2"):
         group_users(emb[:2], 3)
+
+
+def test_rows_of_one_prompt_through_different_adapters_are_not_shared_after_the_prompt(tiny_causal_llm_dir,
+                                                                                       tiny_encoder_dir, encoder):
+    """After the prompt, rows that read one prompt share its prefill, but a LoRA changes the prompt's keys:
+    inside `rows` every row prefills its own prompt through its own adapter (one item for many users)."""
+    hub = _hub(tiny_causal_llm_dir, tiny_encoder_dir, encoder, seed=1)
+    names = ["harsh", "generous", BASE]
+    prompts = [PROMPTS[0]] * len(names)
+    soft = torch.randn(len(names), 2, hub.llm.token_dim, generator=torch.Generator().manual_seed(2)) * 0.5
+    after = {"position": "after_prompt"}
+    with hub.rows(names):
+        scores = hub.llm.choice_logprobs(soft, prompts, LABELS, **after)
+        multi = hub.llm.choice_logprobs(soft, prompts, ["4 stars", "one star"], **after)
+        texts = hub.llm.generate(soft, prompts, max_new_tokens=4, **after)
+    for i, name in enumerate(names):
+        with hub.use(name):
+            torch.testing.assert_close(hub.llm.choice_logprobs(soft[i:i + 1], prompts[:1], LABELS, **after),
+                                       scores[i:i + 1])
+            torch.testing.assert_close(hub.llm.choice_logprobs(soft[i:i + 1], prompts[:1], ["4 stars", "one star"],
+                                                               **after), multi[i:i + 1])
+            assert hub.llm.generate(soft[i:i + 1], prompts[:1], max_new_tokens=4, **after) == texts[i:i + 1]
+    assert len({tuple(r.tolist()) for r in scores}) == len(names)  # the adapters do differ

@@ -195,6 +195,54 @@ def test_generation_after_the_prompt_is_the_same_alone_and_batched(llm):
     torch.testing.assert_close(rows[0][-3:], soft[0])  # the soft prompt comes last
 
 
+def _hf_generate_ids(llm, soft, prompts, max_new_tokens, after=True):
+    """The uncached reference: HF generate over [pad; prompt; soft prompt] (or [pad; soft prompt; prompt])."""
+    inputs = llm._generation_inputs(soft, llm.prompt_ids(prompts), "after_prompt" if after else "prefix")
+    return llm.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+                              pad_token_id=llm.pad_id, eos_token_id=llm.eos_id)
+
+
+def test_greedy_generation_after_one_shared_prefill_equals_hf_generate(llm):
+    from pplug.modeling.prefill import after_prompt_sequences
+
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[3], PROMPTS[0]]  # one item for three users, left padding
+    soft = _soft(llm, len(prompts), seed=3).detach()
+    for p in (3, 0):  # with soft prompts, and the frozen LLM alone (the prompt's own last logits)
+        ids = after_prompt_sequences(llm, soft[:, :p], llm.prompt_ids(prompts), range(len(prompts)), None, 6, None)
+        assert torch.equal(ids, _hf_generate_ids(llm, soft[:, :p], prompts, 6))
+    assert len(set(llm.generate(soft, prompts, max_new_tokens=6, position="after_prompt"))) > 1  # users differ
+
+
+def test_generation_and_sampling_read_each_prompt_once_and_keep_it_for_the_other_methods(llm):
+    from pplug.modeling.prefill import shared_prefill
+
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+    soft = _soft(llm, len(prompts), seed=4).detach()
+    plain = llm.generate(soft, prompts, max_new_tokens=5, position="after_prompt")
+    alone = llm.generate(None, prompts, max_new_tokens=5)  # the frozen LLM alone, its own uncached pass
+    sampled = llm.sample(soft, prompts, num_samples=3, max_new_tokens=5, seed=7, position="after_prompt")
+    with shared_prefill(llm) as store:
+        assert llm.generate(soft, prompts, max_new_tokens=5, position="after_prompt") == plain
+        assert (store.misses, store.hits) == (2, 0)  # 4 rows, 2 distinct prompts: 2 prefills
+        assert llm.generate(None, prompts, max_new_tokens=5) == alone  # no soft prompt: reads the stored prompts
+        assert llm.sample(soft, prompts, num_samples=3, max_new_tokens=5, seed=7, position="after_prompt") == sampled
+        assert (store.misses, store.hits) == (2, 4)
+    assert llm.prefill_store is None
+
+
+def test_sampling_after_the_prompt_draws_what_the_uncached_loop_draws(llm):
+    from pplug.modeling.sampling import row_sampler, sample_ids
+
+    prompts = [PROMPTS[1], PROMPTS[0], PROMPTS[1]]
+    soft = _soft(llm, len(prompts), seed=5).detach()
+    owner, sampler = row_sampler(len(prompts), 2, 1.0, 1.0, 11)
+    inputs = llm._generation_inputs(soft, llm.prompt_ids(prompts), "after_prompt")
+    ids = sample_ids(llm.model, inputs, owner, sampler, 5, None, llm.pad_id, llm.eos_id, False, llm._keep_arg)
+    expected = [[t.strip() for t in llm.tokenizer.batch_decode(ids[2 * i: 2 * i + 2], skip_special_tokens=True)]
+                for i in range(len(prompts))]
+    assert llm.sample(soft, prompts, num_samples=2, max_new_tokens=5, seed=11, position="after_prompt") == expected
+
+
 def test_positions_are_checked_in_one_line(tiny_config, tiny_seq2seq_llm_dir):
     from pplug.modeling.config import PPlugConfig
     from pplug.modeling.llm import FrozenLLM

@@ -241,7 +241,8 @@ def candidate_pools(model: Personalizer, batch: Any, specs: Sequence[DecodingSpe
     sub = prefix[rows] if prefix is not None else None  # (R, P, D)
     prompts = [batch.prompts[i] for i in rows]
     position = getattr(model, "soft_prompt_position", "prefix")  # where the model puts its soft prompt
-    greedy = llm.generate(sub, prompts, max_new_tokens=max_new_tokens, position=position, **_stop(llm, first_line))
+    greedy = llm.generate(sub, prompts, max_new_tokens=max_new_tokens, position=position,
+                          first_line=first_line)
     sampled = llm.sample(sub, prompts, num_samples=[specs[i].num_samples for i in rows],
                          temperature=[specs[i].temperature for i in rows], top_p=[specs[i].top_p for i in rows],
                          max_new_tokens=max_new_tokens, seed=[row_seed(specs[i].seed, keys[i]) for i in rows],
@@ -286,7 +287,8 @@ def decode_rows(model: Personalizer, batch: Any, specs: Sequence[DecodingSpec], 
         idx = [i for i, s in enumerate(specs) if not s.samples and (1 if s.name == "greedy" else s.num_beams) == width]
         texts = llm.generate(prefix[idx] if prefix is not None else None, [batch.prompts[i] for i in idx],
                              position=getattr(model, "soft_prompt_position", "prefix"),
-                             max_new_tokens=max_new_tokens, num_beams=width, **_stop(llm, first_line and width == 1))
+                             max_new_tokens=max_new_tokens, num_beams=width,
+                             first_line=first_line and width == 1)
         for i, t in zip(idx, texts):
             out[i] = clean(t)
         n_cands += len(idx)
@@ -313,15 +315,6 @@ def decode_rows(model: Personalizer, batch: Any, specs: Sequence[DecodingSpec], 
         stats["candidates"] = stats.get("candidates", 0) + n_cands
         stats["seconds"] = stats.get("seconds", 0.0) + time.monotonic() - t0
     return out
-
-
-def _stop(llm: Any, first_line: bool) -> dict:
-    """generate() kwargs that stop each greedy sequence after its first line (beams keep HF's own stopping)."""
-    if not first_line:
-        return {}
-    from transformers import StoppingCriteriaList
-
-    return {"stopping_criteria": StoppingCriteriaList([llm.first_line_stop()])}
 
 
 def _prefix(model: Personalizer, batch: Any) -> torch.Tensor | None:

@@ -190,9 +190,10 @@ def evaluate(
             candidate decodings ("greedy", "beam", "mbr", "preference") of generation tasks.
         plugins: method plug-in name -> its folder (`{"hub": "hubs/lamp3"}`: a LoRA hub or hub run folder for
             `lora-hub`, `pplug+lora-hub`); each must be made for the checkpoints' base LLM.
-        share_prefill: label tasks with a checkpoint whose soft prompt comes after the prompt: the methods read
-            each question's prompt prefill once between them (`pplug.modeling.prefill.shared_prefill`), the same
-            scores at a fraction of the passes; a plug-in method (its own LLM weights) prefills for itself.
+        share_prefill: with a checkpoint whose soft prompt comes after the prompt, the methods read each
+            question's prompt prefill once between them, to score labels and to generate
+            (`pplug.modeling.prefill.shared_prefill`): the same scores and texts at a fraction of the passes; a
+            plug-in method (its own LLM weights) prefills for itself.
 
     Returns:
         {"task", "split", "n", "metrics": {row: {metric: value}}, "files": {...}, "seconds": {...},
@@ -271,7 +272,7 @@ def evaluate(
     cost: dict[str, dict[str, float]] = {}
     after = any(r.checkpoint is not None and models[m].soft_prompt_position == "after_prompt"
                 for m, r in selected.items())
-    sharing = share_prefill and after and not task.is_generation and not llm.is_seq2seq
+    sharing = share_prefill and after and not llm.is_seq2seq
     with (shared_prefill(llm) if sharing else contextlib.nullcontext()) as store:
         for m, r in selected.items():
             llm.prefill_store = store if get_method(m).plugin is None else None  # a LoRA changes the prompt's keys

@@ -290,9 +290,11 @@ class LoRAHub(HubPlugin):
 
         handles = [m.register_forward_pre_hook(hook, with_kwargs=True)
                    for m in self.llm.model.modules() if isinstance(m, LoraLayer)]
+        self.llm.rows_share_prompts = False  # a prompt's keys differ per adapter: no row reads another's prefill
         try:
             yield
         finally:
+            self.llm.rows_share_prompts = True
             for h in handles:
                 h.remove()
 

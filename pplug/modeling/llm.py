@@ -26,8 +26,8 @@ from torch import nn
 
 from pplug.core.runtime import DTYPES, resolve_device, resolve_dtype
 
-from .prefill import after_prompt_choices, after_prompt_loss, check_position, prefix_choices
-from .sampling import FirstLineStop, RowSampler, row_sampler, row_seed, sample_ids
+from .prefill import after_prompt_choices, after_prompt_loss, after_prompt_sequences, check_position, prefix_choices
+from .sampling import FirstLineStop, RowSampler, left_padded_inputs, row_sampler, row_seed, sample_ids
 from .seq2seq import seq2seq_choice_logprobs
 
 
@@ -103,6 +103,7 @@ class FrozenLLM(nn.Module):
         self.plugins: dict[str, Any] = {}
         """Method plug-ins loaded onto this LLM, by name (`pplug.methods.registry.method_rows` runs rows through them)."""
         self.prefill_store = None  # while set (`prefill.shared_prefill`), scoring keeps prompts' prefills for reuse
+        self.rows_share_prompts = True  # False while rows run through their own adapters (`LoRAHub.rows`)
         self.is_seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         self.max_input_tokens = max_input_tokens
         self.max_target_tokens = max_target_tokens
@@ -375,40 +376,38 @@ class FrozenLLM(nn.Module):
     def _generation_inputs(self, prefix: torch.Tensor, p_ids: list[list[int]],
                            position: str = "prefix") -> dict[str, torch.Tensor]:
         """`inputs_embeds` + `attention_mask` for HF generate: right-padded for seq2seq encoders, left-padded
-        ([pad; prefix; prompt], or [pad; prompt; prefix] after the prompt, so every row continues from its own
-        last position) for causal LMs."""
+        for causal LMs (`sampling.left_padded_inputs`)."""
         if self.is_seq2seq:
             embeds, mask, _, _ = self._right_padded(prefix, p_ids)
             return {"inputs_embeds": embeds, "attention_mask": mask}
-        b, p = prefix.shape[0], prefix.shape[1]
-        length = max(len(r) for r in p_ids)
-        ids = torch.full((b, length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(b, p + length, dtype=torch.long)
-        for i, r in enumerate(p_ids):
-            ids[i, length - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, length - len(r) :] = 1  # prefix sits right before the row's first real token
-        tok_emb = self.embed(ids)  # (B, L, D)
-        rows = []
-        for i, r in enumerate(p_ids):
-            pad = length - len(r)
-            rows.append(torch.cat([tok_emb[i, :pad], tok_emb[i, pad:], prefix[i]] if self._after(position)
-                                  else [tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
-        return {"inputs_embeds": torch.stack(rows), "attention_mask": mask.to(self.device)}  # (B, P+L, D), (B, P+L)
+        return left_padded_inputs(self.embed, prefix, p_ids, self.pad_id, self._after(position))
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor | None, prompts: Sequence[str], max_new_tokens: int = 32,
-                 num_beams: int = 1, position: str = "prefix", **kwargs) -> list[str]:
+                 num_beams: int = 1, position: str = "prefix", first_line: bool = False, **kwargs) -> list[str]:
         """Deterministic generation (greedy, or beam search with `num_beams` > 1) from [prefix; prompt].
 
-        Causal batches are left-padded: [pad; prefix; prompt] so every row continues from its own last token.
+        Causal batches are left-padded: [pad; prefix; prompt] so every row continues from its own last token;
+        greedy after the prompt, each distinct prompt is prefilled once (`prefill.after_prompt_sequences`).
+        `first_line`: a row stops once its first non-empty line is complete (`FirstLineStop`).
         Returns the decoded continuations (special tokens dropped, whitespace stripped).
         """
-        prefix = self._check_prefix(prefix, len(prompts))
-        gen_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                          pad_token_id=self.pad_id, eos_token_id=self.eos_id)
-        gen_kwargs.update(kwargs)
-        out = self.model.generate(**self._generation_inputs(prefix, self.prompt_ids(prompts), position), **gen_kwargs)
+        prefix, p_ids = self._check_prefix(prefix, len(prompts)), self.prompt_ids(prompts)
+        stop = self.first_line_stop() if first_line else None
+        if num_beams == 1 and not kwargs and self._shares_prompts(prefix, position):
+            out = after_prompt_sequences(self, prefix, p_ids, range(len(p_ids)), None, max_new_tokens, stop)
+        else:
+            from transformers import StoppingCriteriaList
+
+            gen_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                              pad_token_id=self.pad_id, eos_token_id=self.eos_id)
+            gen_kwargs.update({"stopping_criteria": StoppingCriteriaList([stop])} if stop else {}, **kwargs)
+            out = self.model.generate(**self._generation_inputs(prefix, p_ids, position), **gen_kwargs)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def _shares_prompts(self, prefix: torch.Tensor, position: str) -> bool:
+        """Decoding reads the prompts' shared prefill: after the prompt, or without a soft prompt under a store."""
+        return self._after(position) or (self.prefill_store is not None and not self.is_seq2seq and not prefix.shape[1])
 
     @torch.no_grad()
     def sample(self, prefix: torch.Tensor | None, prompts: Sequence[str], num_samples: int | Sequence[int] = 8,
@@ -429,10 +428,12 @@ class FrozenLLM(nn.Module):
         prefix = self._check_prefix(prefix, len(prompts))
         if not owner:
             return [[] for _ in prompts]
-        inputs = self._generation_inputs(prefix, self.prompt_ids(prompts), position)
-        stop = self.first_line_stop() if first_line else None
-        out = sample_ids(self.model, inputs, owner, sampler, max_new_tokens, stop, self.pad_id, self.eos_id,
-                         self.is_seq2seq, self._keep_arg)  # (S, T)
+        p_ids, stop = self.prompt_ids(prompts), self.first_line_stop() if first_line else None
+        if self._shares_prompts(prefix, position):  # each distinct prompt prefilled once
+            out = after_prompt_sequences(self, prefix, p_ids, owner, sampler, max_new_tokens, stop)  # (S, T)
+        else:
+            out = sample_ids(self.model, self._generation_inputs(prefix, p_ids, position), owner, sampler,
+                             max_new_tokens, stop, self.pad_id, self.eos_id, self.is_seq2seq, self._keep_arg)
         result: list[list[str]] = [[] for _ in prompts]
         for i, text in zip(owner, self.tokenizer.batch_decode(out, skip_special_tokens=True)):
             result[i].append(text.strip())

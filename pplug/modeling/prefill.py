@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .sampling import continue_sequences
+
 
 @functools.cache
 def _forward_arguments(model_class: type) -> frozenset[str]:
@@ -136,7 +138,7 @@ def shared_prefill(llm: nn.Module, max_bytes: int = 2 * 2**30) -> Iterator[Prefi
 
 @torch.no_grad()
 def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[int]], pad_id: int,
-            store: PrefillStore | None = None) -> PromptKV:
+            store: PrefillStore | None = None, share: bool = True) -> PromptKV:
     """The keys and values of every distinct prompt of `prompt_ids` (one per row), left-padded, no gradient.
 
     Args:
@@ -145,10 +147,13 @@ def prefill(model: nn.Module, embed: nn.Module, prompt_ids: Sequence[Sequence[in
         prompt_ids: each row's prompt token ids (non-empty).
         pad_id: kept for callers; the padding is masked out, so what it holds does not matter.
         store: prompts prefilled by earlier calls: read from it, and the new ones added to it.
+        share: False where rows of one prompt must not share its keys and values (each row through its own
+            LoRA adapter, `pplug.hub.LoRAHub.rows`): every row prefills its own prompt, no store.
     """
-    distinct, rows = distinct_prompts(prompt_ids)
+    distinct, rows = distinct_prompts(prompt_ids) if share else ([list(p) for p in prompt_ids],
+                                                                 list(range(len(prompt_ids))))
     device = embed.weight.device
-    if store is None:
+    if store is None or not share:
         heads = [embed(torch.tensor(p, dtype=torch.long, device=device)) for p in distinct]  # (n_u, D) each
         return prefill_embeds(model, heads, rows)
     # each prompt's entry, held here for this call: storing the missing ones may evict the ones just read
@@ -297,7 +302,7 @@ def after_prompt_loss(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int
         choice_ids: single-token answers' ids: also return the (B, C) log-probabilities at the position that
             predicts the target's first token.
     """
-    kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id)
+    kv = prefill(llm.model, llm.model.get_input_embeddings(), p_ids, llm.pad_id, share=llm.rows_share_prompts)
     pieces, keep = zip(*(_teacher_forced(llm, prefix[i], t) for i, t in enumerate(t_ids)))
     logits = run_after(llm.model, kv, pieces, keep)  # B x (T_i, V)
     flat = torch.cat(logits).float()  # (sum T_i, V)
@@ -320,16 +325,42 @@ def after_prompt_choices(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[
     model, embed = llm.model, llm.model.get_input_embeddings()
     store = getattr(llm, "prefill_store", None)
     if all(len(ids) == 1 for ids in c_ids):
-        kv = prefill(model, embed, p_ids, llm.pad_id, store)
+        kv = prefill(model, embed, p_ids, llm.pad_id, store, llm.rows_share_prompts)
         if p == 0:  # no soft prompt (the frozen LLM alone): the prompt's own last logits
             lp = torch.log_softmax(kv.last_logits[kv.row_prompt].float(), dim=-1)  # (B, V)
             return lp[:, [ids[0] for ids in c_ids]]
         last = run_after(model, kv, list(prefix), [torch.tensor([p - 1])] * b)  # B x (1, V)
         lp = torch.log_softmax(torch.cat(last).float(), dim=-1)  # (B, V)
         return lp[:, [ids[0] for ids in c_ids]]
-    kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id, store)  # B * C rows, B prefills
+    kv = prefill(model, embed, [ids for ids in p_ids for _ in c_ids], llm.pad_id, store,  # B * C rows, B prefills
+                 llm.rows_share_prompts)
     pieces, keep = zip(*(_teacher_forced(llm, prefix[i], t) for i in range(b) for t in c_ids))
     return _choice_scores(run_after(model, kv, pieces, keep), c_ids).view(b, c)
+
+
+@torch.no_grad()
+def after_prompt_sequences(llm: nn.Module, prefix: torch.Tensor, p_ids: list[list[int]], owner: Sequence[int],
+                           sampler: object, max_new_tokens: int, stop: object) -> torch.Tensor:
+    """`FrozenLLM.generate` / `sample` with the soft prompt after the prompt: (S, T) token ids of the S sequences
+    (`owner[s]` = the row of sequence s) generated after [prompt; soft prompt]. Each distinct prompt is prefilled
+    once (kept for later calls under `shared_prefill`), each row reads its soft prompt after its prompt's cache,
+    and a row's cache is copied to its sequences (`sampling.continue_sequences`; greedy where `sampler` is None).
+    So one item asked for many users, a row's MBR samples and the methods of one evaluation read one prefill."""
+    model = llm.model
+    kv = prefill(model, model.get_input_embeddings(), p_ids, llm.pad_id, llm.prefill_store, llm.rows_share_prompts)
+    rows, (b, p) = kv.row_prompt, prefix.shape[:2]
+    lengths = kv.mask.sum(-1)[rows]  # (B,) each row's prompt length
+    mask = torch.cat([kv.mask[rows], kv.mask.new_ones(b, p)], dim=1)  # (B, L + P)
+    cache = kv.cache(rows)  # each row's copy: the rows' continuations differ from here on
+    logits = kv.last_logits[rows]  # (B, V): a row without a soft prompt continues from its prompt
+    if p:
+        one_logit = {"logits_to_keep": 1} if _keeps_logits(model) else {}
+        out = model(inputs_embeds=prefix.to(kv.layers[0][0].dtype), attention_mask=mask, use_cache=True,
+                    position_ids=lengths[:, None] + torch.arange(p, device=mask.device),
+                    **{cache_argument(model): cache}, **one_logit)
+        logits = out.logits[:, -1]
+    return continue_sequences(model, cache, logits, mask, lengths + p, torch.tensor(list(owner), device=mask.device),
+                              sampler, max_new_tokens, stop, llm.pad_id, llm.eos_id)
 
 
 @torch.no_grad()
@@ -367,5 +398,6 @@ def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 __all__ = ["SOFT_PROMPT_POSITIONS", "PrefillStore", "PromptKV", "after_prompt_choices", "after_prompt_loss",
+           "after_prompt_sequences",
            "cache_argument", "check_position", "distinct_prompts", "prefill", "prefill_embeds", "prefix_choices",
            "run_after", "shared_prefill"]

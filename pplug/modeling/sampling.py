@@ -1,11 +1,15 @@
-"""Sampling from a frozen LLM, one generator per sequence: what `FrozenLLM.sample` runs.
+"""Generating from a frozen causal LLM, one generator per sampled sequence: what `FrozenLLM.sample` runs, and
+the decoding loop `FrozenLLM.generate` runs after a shared prompt prefill.
 
 - `RowSampler`: a logits processor that draws each sequence's token with its own temperature, top-p and
   `torch.Generator`, so a row's samples do not depend on the rest of the batch; `row_sampler` makes the one
   for a batch's per-row settings.
 - `sample_ids`: the sampled token ids, through `sample_causal` or HF generate (seq2seq).
 - `sample_causal`: the loop for causal LMs. B prompts are prefilled once and the KV cache is copied to the
-  S sampled sequences (prefill is most of the cost for short outputs).
+  S sampled sequences (prefill is most of the cost for short outputs); `continue_sequences` is that loop from a
+  cache already filled (`prefill.after_prompt_sequences`: one prefill per distinct prompt).
+- `left_padded_inputs`: a causal batch laid out for generation, [pad; soft prompt; prompt] or [pad; prompt;
+  soft prompt].
 - `FirstLineStop`: a sequence stops once its first non-empty line is complete.
 - `row_seed`: stable per-row / per-sample seeds.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -73,6 +77,27 @@ def row_sampler(b: int, num_samples: int | Sequence[int], temperature: float | S
     return owner, sampler
 
 
+def left_padded_inputs(embed: Callable[[torch.Tensor], torch.Tensor], prefix: torch.Tensor,
+                       p_ids: list[list[int]], pad_id: int, after: bool) -> dict[str, torch.Tensor]:
+    """A causal LM's generation inputs: `inputs_embeds` (B, P + L, D) laid out [pad; prefix; prompt], or [pad;
+    prompt; prefix] `after` the prompt, so every row continues from its own last position, and the
+    `attention_mask` (B, P + L) that hides the padding. `embed` maps token ids to the LLM's input embeddings."""
+    b, p = prefix.shape[0], prefix.shape[1]
+    length = max(len(r) for r in p_ids)
+    ids = torch.full((b, length), pad_id, dtype=torch.long)
+    mask = torch.zeros(b, p + length, dtype=torch.long)
+    for i, r in enumerate(p_ids):
+        ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, length - len(r):] = 1  # the prefix sits right before (or after) the row's real tokens
+    tok_emb = embed(ids)  # (B, L, D)
+    rows = []
+    for i, r in enumerate(p_ids):
+        pad = length - len(r)
+        rows.append(torch.cat([tok_emb[i, :pad], tok_emb[i, pad:], prefix[i]] if after
+                              else [tok_emb[i, :pad], prefix[i], tok_emb[i, pad:]], dim=0))
+    return {"inputs_embeds": torch.stack(rows), "attention_mask": mask.to(tok_emb.device)}
+
+
 def sample_ids(model: nn.Module, inputs: dict, owner: list[int], sampler: RowSampler, max_new_tokens: int,
                stop: FirstLineStop | None, pad_id: int, eos_id: int, is_seq2seq: bool,
                keep_arg: str | None = None) -> torch.Tensor:
@@ -104,17 +129,27 @@ def sample_causal(model: nn.Module, inputs: dict, owner: torch.Tensor, sampler: 
     pos = (mask.cumsum(-1) - 1).clamp_min(0)
     last_only = {keep_arg: 1} if keep_arg else {}  # the prefill's next token reads the last position
     out = model(inputs_embeds=inputs["inputs_embeds"], attention_mask=mask, position_ids=pos, use_cache=True,
-                     **last_only)
-    cache = out.past_key_values
+                **last_only)
+    return continue_sequences(model, out.past_key_values, out.logits[:, -1], mask, pos[:, -1] + 1, owner, sampler,
+                              max_new_tokens, stop, pad_id, eos_id)
+
+
+def continue_sequences(model: nn.Module, cache: object, logits: torch.Tensor, mask: torch.Tensor,
+                       next_pos: torch.Tensor, owner: torch.Tensor, sampler: RowSampler | None, max_new_tokens: int,
+                       stop: FirstLineStop | None, pad_id: int, eos_id: int) -> torch.Tensor:
+    """The decoding loop from B rows already read: `cache` their KV cache, `logits` (B, V) after each row's last
+    position, `mask` (B, L) its attention mask and `next_pos` (B,) the position of its next token. The cache is
+    copied to the S sequences (`owner[s]` = row of sequence s); each draws with `sampler`, or takes the most
+    likely token where it is None (greedy). Returns (S, T) token ids, padded after EOS / stop."""
     cache.batch_select_indices(owner)  # (B, ...) -> (S, ...)
-    logits = out.logits[:, -1].float()[owner]  # (S, V)
-    mask, next_pos = mask[owner], pos[owner, -1] + 1  # (S, L), (S,)
+    logits = logits.float()[owner]  # (S, V)
+    mask, next_pos = mask[owner], next_pos[owner]  # (S, L), (S,)
     s = owner.shape[0]
     cache_arg = _cache_keyword(model)
     done = torch.zeros(s, dtype=torch.bool, device=owner.device)
     tokens = []
     for _ in range(max_new_tokens):
-        tok = sampler(None, logits).argmax(dim=-1)  # (S,) the drawn token
+        tok = (logits if sampler is None else sampler(None, logits)).argmax(dim=-1)  # (S,) the next token
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         tokens.append(tok)
         done = done | (tok == eos_id)
@@ -124,7 +159,7 @@ def sample_causal(model: nn.Module, inputs: dict, owner: torch.Tensor, sampler: 
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos.unsqueeze(-1),
-                         use_cache=True, **{cache_arg: cache})
+                    use_cache=True, **{cache_arg: cache})
         next_pos = next_pos + 1
         logits = out.logits[:, -1].float()
     return torch.stack(tokens, dim=1) if tokens else torch.zeros(s, 0, dtype=torch.long)
@@ -179,4 +214,5 @@ def per_row(value, b: int, name: str) -> list:
     return value
 
 
-__all__ = ["FirstLineStop", "RowSampler", "per_row", "row_sampler", "row_seed", "sample_causal", "sample_ids"]
+__all__ = ["FirstLineStop", "RowSampler", "continue_sequences", "left_padded_inputs", "per_row", "row_sampler",
+           "row_seed", "sample_causal", "sample_ids"]
