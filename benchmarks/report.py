@@ -826,6 +826,7 @@ COLD_MAE = Col("cold-start MAE (n={n})", "mae", "median", "cold-start")
 COLD_RMSE = Col("cold-start RMSE", "rmse", "expected", "cold-start")
 PEARSON = Col("Pearson r", "pearson_r")
 R1, RL = Col("ROUGE-1 ↑", "rouge1"), Col("ROUGE-L ↑", "rougeL")
+ACCURACY = Col("accuracy ↑", "accuracy")
 
 ALWAYS_5 = Row("floor: always-5", "floor: always 5")
 USER_MEAN = Row("floor: user mean rating", "floor: the user's mean rating")
@@ -936,44 +937,107 @@ def prefill_cost(results: Path, name: str = "prefill_cost") -> str:
     return "\n\n".join(parts)
 
 
-PLACEMENT_MUSIC = "ablation_music_ratings_placement"
-PLACEMENT_ROWS = (
-    Row("pplug base", "soft prompt in front (the rating recipe), 100 steps"),
-    Row("pplug after-prompt", "after the prompt, 100 steps (equal steps)"),
-    Row("pplug after-prompt-copies-10", "after the prompt, 10 history-drop copies, 100 steps (equal steps)"),
-    Row("pplug after-prompt-copies-10-equal-wall", "after the prompt, 10 copies, 145 steps (equal wall time)"))
+@dataclass(frozen=True)
+class Placement:
+    """One real set's placement ablation (`bench_ablation.py --variants base after-prompt ...`, 3 seeds): the
+    soft prompt in front (`base`) against after the prompt at equal steps and at equal wall time."""
+
+    file: str
+    caption: str
+    cols: tuple[Col, ...]
+    variants: tuple[Row, ...]
+    """`pplug base` first: every other variant is compared with it."""
+    versus: str | None
+    """The variant compared with the frozen LLM and every floor in the file (None: no such comparison)."""
+    load: str
+    """How the trainings shared the cores (their wall times are only comparable under the same load)."""
+    output: str = "output"
+    """What the set's users write (the nearest-past-output floor's label)."""
 
 
-PLACEMENT_ENRON = "ablation_enron_subjects_placement"
-PLACEMENT_ENRON_ROWS = (
-    Row("pplug base", "soft prompt in front (the recipe), 100 steps"),
-    Row("pplug after-prompt", "after the prompt, 100 steps (equal steps)"),
-    Row("pplug after-prompt-equal-wall", "after the prompt, 230 steps (equal wall time)"))
-ENRON_NONE = Row("none", "none (frozen LLM)")
-ENRON_FLOORS = (Row("floor: first 15 words", "floor: first 15 words"),
-                Row("floor: user's nearest past title", "floor: the subject of the user's most similar e-mail"))
+def _after(steps: int, what: str = "equal wall time", copies: str = "") -> str:
+    return f"after the prompt{copies}, {steps} steps ({what})"
 
 
-PLACEMENT_LOAD = {
-    PLACEMENT_MUSIC: "3 seeds side by side on 2 cores, one thread each, so these compare variants with each other, "
-                     "not with a lone run",
-    PLACEMENT_ENRON: "one thread each, 2 to 4 trainings sharing the 2 cores, so upper bounds; the 230 steps come from "
-                     "seeds 0 and 1 at 100 steps, which ran under the same load: 1137-1144 s in front, 494-497 s "
-                     "after the prompt",
+IN_FRONT = "soft prompt in front (the recipe), 100 steps"
+SIDE_BY_SIDE = ("one thread each, 2 to 4 trainings sharing the 2 cores, so upper bounds; the equal-wall steps come "
+                "from seed 0's 100 steps in each placement, measured under the same load")
+PLACEMENTS = {
+    "music": Placement(
+        "ablation_music_ratings_placement", "music_ratings dev (n={n}), 3 seeds, float32", (MAE, RMSE),
+        (Row("pplug base", "soft prompt in front (the rating recipe), 100 steps"),
+         Row("pplug after-prompt", _after(100, "equal steps")),
+         Row("pplug after-prompt-copies-10", _after(100, "equal steps", ", 10 history-drop copies")),
+         Row("pplug after-prompt-copies-10-equal-wall", _after(145, copies=", 10 copies"))), None,
+        "3 seeds side by side on 2 cores, one thread each, so these compare variants with each other, not with a "
+        "lone run"),
+    "enron": Placement(
+        "ablation_enron_subjects_placement", "enron_subjects dev (n={n}), 3 seeds, float32", (R1, RL),
+        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
+         Row("pplug after-prompt-equal-wall", _after(230))), "pplug after-prompt-equal-wall",
+        "one thread each, 2 to 4 trainings sharing the 2 cores, so upper bounds; the 230 steps come from seeds 0 "
+        "and 1 at 100 steps, which ran under the same load: 1137-1144 s in front, 494-497 s after the prompt",
+        "subject"),
+    "acl": Placement(
+        "ablation_acl_titles_placement", "acl_titles dev (n={n}), 3 seeds, float32", (R1, RL),
+        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
+         Row("pplug after-prompt-equal-wall-long-targets", _after(210))), "pplug after-prompt-equal-wall-long-targets",
+        "one thread each, 2 trainings sharing the 2 cores, so upper bounds; the 210 steps are estimated from the "
+        "positions a step runs in each placement", "title"),
+    "news_headlines": Placement(
+        "ablation_news_headlines_placement", "news_headlines dev (n={n}), 3 seeds, float32", (R1, RL),
+        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
+         Row("pplug after-prompt-equal-wall-headlines", _after(117))), "pplug after-prompt-equal-wall-headlines",
+        SIDE_BY_SIDE),
+    "news_categories": Placement(
+        "ablation_news_categories_placement", "news_categories dev (n={n}), 3 seeds, float32", (ACCURACY,),
+        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
+         Row("pplug after-prompt-equal-wall-categories", _after(147))), "pplug after-prompt-equal-wall-categories",
+        SIDE_BY_SIDE),
 }
+"""docs/results.md's placement ablations, one per real set: `ablation_placement_<key>{,_intervals,_training}`."""
 
 
-def placement_training(results: Path, name: str = PLACEMENT_MUSIC) -> str:
+def _beside(results: Path, p: Placement) -> list[Row]:
+    """The frozen LLM and every floor the ablation scored beside the variants."""
+    rows = summaries(load(results, p.file))["dev"]["cells"]
+    floors = [Row(k, k.replace("user's nearest past title", f"the {p.output} of the user's most similar past item"))
+              for k in rows if k.startswith("floor: ")]
+    return ([Row("none", "none (frozen LLM)")] if any(k.startswith("none") for k in rows) else []) + floors
+
+
+def placement_table(results: Path, p: Placement) -> str:
+    return cells_table(results, p.caption, (*p.variants, *_beside(results, p)), _with_file(p.cols, p.file))
+
+
+def placement_intervals(results: Path, p: Placement) -> str:
+    """Each variant minus the soft prompt in front, then `p.versus` minus the frozen LLM and each floor."""
+    label = next(r.label for r in p.variants if r.key == p.versus) if p.versus else ""
+    rows = [Row("pplug base", f"{r.label} minus in front", ref=r.key) for r in p.variants[1:]]
+    rows += [Row(o.key, f"{label} minus {o.label}", ref=p.versus) for o in _beside(results, p)] if p.versus else []
+    return interval_table(results, "row minus what it is compared with", rows, _with_file(p.cols, p.file))
+
+
+def placement_training(results: Path, p: Placement) -> str:
     """One line: each variant's training wall time, mean ± sd over the seeds, as the run measured it."""
     from pplug.lamp.stats import mean_sd
 
-    d = load(results, name)
+    d = load(results, p.file)
+    order = [r.key.removeprefix("pplug ") for r in p.variants]
     parts = []
-    order = [r.key.removeprefix("pplug ") for r in (*PLACEMENT_ROWS, *PLACEMENT_ENRON_ROWS)]
     for variant in sorted(d["train_seconds"], key=lambda v: order.index(v) if v in order else len(order)):
         m, sd = mean_sd(list(d["train_seconds"][variant].values()))
         parts.append(f"{variant} {m / 60:.1f}" + (f" ± {sd / 60:.1f}" if sd is not None else "") + " min")
-    return f"Training wall time per seed ({PLACEMENT_LOAD[name]}): " + "; ".join(parts) + "."
+    return f"Training wall time per seed ({p.load}): " + "; ".join(parts) + "."
+
+
+def placement_renderers() -> dict[str, Callable[[Path], str]]:
+    out: dict[str, Callable[[Path], str]] = {}
+    for key, p in PLACEMENTS.items():
+        out[f"ablation_placement_{key}"] = functools.partial(placement_table, p=p)
+        out[f"ablation_placement_{key}_intervals"] = functools.partial(placement_intervals, p=p)
+        out[f"ablation_placement_{key}_training"] = functools.partial(placement_training, p=p)
+    return out
 
 
 @dataclass(frozen=True)
@@ -1060,15 +1124,16 @@ def floors_table(results: Path) -> str:
 
 
 NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_cpu"
-ACCURACY = Col("accuracy ↑", "accuracy")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
     SetResult("music_ratings", "LaMP_3", MIX, MAE, "pplug+mix",
               (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")), RATING_FLOORS),
     SetResult("acl_titles", "LaMP_5", ACL, R1, "pplug", BASELINES, (Row("floor: first 9 words", "first 9 words"),)),
     # the recipe reads its soft prompt after the prompt: the placement ablation (baselines in front: ENRON)
-    SetResult("enron_subjects", "LaMP_6", PLACEMENT_ENRON, R1, "pplug after-prompt-equal-wall",
-              (ENRON_NONE,), ENRON_FLOORS),
+    SetResult("enron_subjects", "LaMP_6", PLACEMENTS["enron"].file, R1, "pplug after-prompt-equal-wall",
+              (Row("none", "none (frozen LLM)"),), (Row("floor: first 15 words", "floor: first 15 words"),
+                                                    Row("floor: user's nearest past title",
+                                                        "floor: the subject of the user's most similar e-mail"))),
     SetResult("news_headlines", "LaMP_4", "real_lamp_news_headlines_seed0_cpu", R1, "pplug", BASELINES,
               (Row("floor: first 29 words", "first 29 words"),
                Row("floor: user's nearest past title", "user's nearest past title"))),
@@ -1282,23 +1347,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     # docs/results.md: the shared prefill
     "prefill_cost": prefill_cost,
     "eval_prefill": eval_prefill,
-    "ablation_placement_music": T(
-        cells_table, caption="music_ratings dev (n={n}), 3 seeds, float32", cols=_with_file([MAE, RMSE],
-                                                                                           PLACEMENT_MUSIC),
-        rows=(*PLACEMENT_ROWS, *RATING_FLOORS)),
-    "ablation_placement_music_intervals": T(
-        interval_table, caption="minus the soft prompt in front", cols=_with_file([MAE, RMSE], PLACEMENT_MUSIC),
-        rows=tuple(Row("pplug base", r.label, ref=r.key) for r in PLACEMENT_ROWS[1:])),
-    "ablation_placement_music_training": placement_training,
-    "ablation_placement_enron": T(
-        cells_table, caption="enron_subjects dev (n={n}), 3 seeds, float32", cols=_with_file([R1, RL], PLACEMENT_ENRON),
-        rows=(*PLACEMENT_ENRON_ROWS, ENRON_NONE, *ENRON_FLOORS)),
-    "ablation_placement_enron_intervals": T(
-        interval_table, caption="row minus what it is compared with", cols=_with_file([R1, RL], PLACEMENT_ENRON),
-        rows=(*(Row("pplug base", f"{r.label} minus in front", ref=r.key) for r in PLACEMENT_ENRON_ROWS[1:]),
-              *(Row(f.key, f"after the prompt, equal wall time, minus {f.label}", ref=PLACEMENT_ENRON_ROWS[2].key)
-                for f in (ENRON_NONE, *ENRON_FLOORS)))),
-    "ablation_placement_enron_training": functools.partial(placement_training, name=PLACEMENT_ENRON),
+    **placement_renderers(),
     # docs/architecture.md: rendered from pplug/ itself, not from the results
     "modules": modules,
 }
