@@ -960,6 +960,15 @@ def _after(steps: int, what: str = "equal wall time", copies: str = "") -> str:
 
 
 IN_FRONT = "soft prompt in front (the recipe), 100 steps"
+
+
+def _placement(set_name: str, cols: tuple[Col, ...], equal_wall: str, steps: int, load: str,
+               output: str = "output") -> Placement:
+    """A set's ablation of three variants: in front, after the prompt at equal steps, and after the prompt for
+    the `steps` of variant `equal_wall` that take the wall time of the 100 in front."""
+    return Placement(f"ablation_{set_name}_placement", f"{set_name} dev (n={{n}}), 3 seeds, float32", cols,
+                     (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
+                      Row(f"pplug {equal_wall}", _after(steps))), f"pplug {equal_wall}", load, output)
 SIDE_BY_SIDE = ("one thread each, 2 to 4 trainings sharing the 2 cores, so upper bounds; the equal-wall steps come "
                 "from seed 0's 100 steps in each placement, measured under the same load")
 PLACEMENTS = {
@@ -971,29 +980,18 @@ PLACEMENTS = {
          Row("pplug after-prompt-copies-10-equal-wall", _after(145, copies=", 10 copies"))), None,
         "3 seeds side by side on 2 cores, one thread each, so these compare variants with each other, not with a "
         "lone run"),
-    "enron": Placement(
-        "ablation_enron_subjects_placement", "enron_subjects dev (n={n}), 3 seeds, float32", (R1, RL),
-        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
-         Row("pplug after-prompt-equal-wall", _after(230))), "pplug after-prompt-equal-wall",
+    "enron": _placement(
+        "enron_subjects", (R1, RL), "after-prompt-equal-wall", 230,
         "one thread each, 2 to 4 trainings sharing the 2 cores, so upper bounds; the 230 steps come from seeds 0 "
         "and 1 at 100 steps, which ran under the same load: 1137-1144 s in front, 494-497 s after the prompt",
         "subject"),
-    "acl": Placement(
-        "ablation_acl_titles_placement", "acl_titles dev (n={n}), 3 seeds, float32", (R1, RL),
-        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
-         Row("pplug after-prompt-equal-wall-long-targets", _after(210))), "pplug after-prompt-equal-wall-long-targets",
-        "one thread each, 2 trainings sharing the 2 cores, so upper bounds; the 210 steps are estimated from the "
-        "positions a step runs in each placement", "title"),
-    "news_headlines": Placement(
-        "ablation_news_headlines_placement", "news_headlines dev (n={n}), 3 seeds, float32", (R1, RL),
-        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
-         Row("pplug after-prompt-equal-wall-headlines", _after(117))), "pplug after-prompt-equal-wall-headlines",
-        SIDE_BY_SIDE),
-    "news_categories": Placement(
-        "ablation_news_categories_placement", "news_categories dev (n={n}), 3 seeds, float32", (ACCURACY,),
-        (Row("pplug base", IN_FRONT), Row("pplug after-prompt", _after(100, "equal steps")),
-         Row("pplug after-prompt-equal-wall-categories", _after(147))), "pplug after-prompt-equal-wall-categories",
-        SIDE_BY_SIDE),
+    "acl": _placement("acl_titles", (R1, RL), "after-prompt-equal-wall-long-targets", 210,
+                      "one thread each, 2 trainings sharing the 2 cores, so upper bounds; the 210 steps are estimated "
+                      "from the positions a step runs in each placement", "title"),
+    "news_headlines": _placement("news_headlines", (R1, RL), "after-prompt-equal-wall-headlines", 117, SIDE_BY_SIDE,
+                                 "headline"),
+    "news_categories": _placement("news_categories", (ACCURACY,), "after-prompt-equal-wall-categories", 147,
+                                  SIDE_BY_SIDE),
 }
 """docs/results.md's placement ablations, one per real set: `ablation_placement_<key>{,_intervals,_training}`."""
 
