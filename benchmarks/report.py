@@ -991,9 +991,10 @@ PLACEMENTS = {
          Row("pplug after-prompt-equal-wall-titles", _after(179)),
          Row("pplug after-prompt-equal-wall-long-targets", _after(210, "about 1.2 times the wall time"))),
         "pplug after-prompt-equal-wall-titles",
-        "one thread each, 2 trainings sharing the 2 cores, so upper bounds; the 210 steps were estimated from the "
-        "positions a step runs in each placement, then seed 1's 100 steps in each placement, under the same load, "
-        "took 636.6 s in front and 355.5 s after the prompt: 179 steps take the wall of 100 in front", "title"),
+        "one thread each, 2 to 4 processes sharing the 2 cores, so upper bounds (seed 0 in front shared them with 3 "
+        "others); the 210 steps were estimated from the positions a step runs in each placement, then seed 1's 100 "
+        "steps in each placement, under the same load, took 636.6 s in front and 355.5 s after the prompt: 179 steps "
+        "take the wall of 100 in front", "title"),
     "news_headlines": _placement("news_headlines", (R1, RL), "after-prompt-equal-wall-headlines", 117, SIDE_BY_SIDE,
                                  "headline"),
     "news_categories": _placement("news_categories", (ACCURACY,), "after-prompt-equal-wall-categories", 147,
