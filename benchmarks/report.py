@@ -685,7 +685,7 @@ def lora_hub(results: Path) -> str:
                 cols += [Col(f"{key} {c.header.split(' (')[0].rstrip(' ↑↓')} (n={slices[key]['n']})", c.metric,
                              c.dec, key, name) for c in main[:1]]
         floors = [Row(r, r) for r in dev["cells"] if r.startswith("floor:")]
-        rows = [Row("none", "none (frozen LLM)"), Row("pplug", "pplug"), Row("lora-hub", "**lora-hub**"),
+        rows = [FROZEN_LLM, Row("pplug", "pplug"), Row("lora-hub", "**lora-hub**"),
                 Row("pplug+lora-hub", "**pplug+lora-hub**"), *floors]
         used: list[str] = [name]
         seeds = e["seeds"]
@@ -831,7 +831,8 @@ ACCURACY = Col("accuracy ↑", "accuracy")
 ALWAYS_5 = Row("floor: always-5", "floor: always 5")
 USER_MEAN = Row("floor: user mean rating", "floor: the user's mean rating")
 RATING_FLOORS = (ALWAYS_5, USER_MEAN)
-BASELINES = (Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
+FROZEN_LLM = Row("none", "none (frozen LLM)")
+BASELINES = (FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
 METHODS = (*BASELINES, Row("pplug", "**pplug**"))
 
 # more results files the tables read (benchmarks/results/<name>.json; the figures' ones are in results_data)
@@ -1008,7 +1009,7 @@ def _beside(results: Path, p: Placement) -> list[Row]:
     rows = summaries(load(results, p.file))["dev"]["cells"]
     floors = [Row(k, k.replace("user's nearest past title", f"the {p.output} of the user's most similar past item"))
               for k in rows if k.startswith("floor: ")]
-    return ([Row("none", "none (frozen LLM)")] if any(k.startswith("none") for k in rows) else []) + floors
+    return ([FROZEN_LLM] if any(k.startswith("none") for k in rows) else []) + floors
 
 
 def placement_table(results: Path, p: Placement) -> str:
@@ -1135,18 +1136,17 @@ SETS_SUMMARY = (
               (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")), RATING_FLOORS),
     # the recipe reads its soft prompt after the prompt: the placement ablation (baselines in front: ACL)
     SetResult("acl_titles", "LaMP_5", PLACEMENTS["acl"].file, R1, "pplug after-prompt-equal-wall-titles",
-              (Row("none", "none (frozen LLM)"),), (Row("floor: first 16 words", "first 16 words"),
-                                                    Row("floor: user's nearest past title", "user's nearest past title"))),
+              (FROZEN_LLM,), (Row("floor: first 16 words", "first 16 words"),
+                              Row("floor: user's nearest past title", "user's nearest past title"))),
     # the recipe reads its soft prompt after the prompt: the placement ablation (baselines in front: ENRON)
     SetResult("enron_subjects", "LaMP_6", PLACEMENTS["enron"].file, R1, "pplug after-prompt-equal-wall",
-              (Row("none", "none (frozen LLM)"),), (Row("floor: first 15 words", "floor: first 15 words"),
-                                                    Row("floor: user's nearest past title",
-                                                        "floor: the subject of the user's most similar e-mail"))),
+              (FROZEN_LLM,), (Row("floor: first 15 words", "first 15 words"),
+                              Row("floor: user's nearest past title", "user's nearest past subject"))),
     # 3 seeds of the recipe (in front) from the placement ablation; prompt-tuned and retrieval, seed 0 only, scored
     # below the frozen LLM (real_lamp_news_headlines_seed0_cpu)
     SetResult("news_headlines", "LaMP_4", PLACEMENTS["news_headlines"].file, R1, "pplug base",
-              (Row("none", "none (frozen LLM)"),), (Row("floor: first 29 words", "first 29 words"),
-                                                    Row("floor: user's nearest past title", "user's nearest past headline"))),
+              (FROZEN_LLM,), (Row("floor: first 29 words", "first 29 words"),
+                              Row("floor: user's nearest past title", "user's nearest past headline"))),
     SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_MIX, ACCURACY, "pplug+mix",
               (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")),
               (Row("floor: always-politics", "always politics"), Row("floor: user majority label", "user majority"))),
@@ -1230,7 +1230,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "ablation_recipe_enron": T(
         cells_table, caption="enron_subjects dev (n={n}), seed 0", ref="pplug paper",
         cols=_with_file([R1, RL], "ablation_enron_subjects_seed0_cpu"),
-        rows=(Row("none", "none (frozen LLM)"), Row("pplug paper", "PPlug as published"),
+        rows=(FROZEN_LLM, Row("pplug paper", "PPlug as published"),
               Row("pplug base", "+ user statistics + mixed aggregation"))),
     "ablation_rating_loss": T(
         cells_table, caption="music_ratings, 3 seeds (dev n={n})", ref="pplug rating-loss",
@@ -1268,7 +1268,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "ablation_enron_mean": T(
         cells_table, caption="enron_subjects dev (n={n}), 3 seeds", ref="pplug mean-attention",
         cols=_with_file([R1], "ablation_enron_subjects_mean_seeds_cpu"),
-        rows=(Row("none", "none (frozen LLM)"), Row("pplug base", "PPlug, input-aware attention (the recipe)"),
+        rows=(FROZEN_LLM, Row("pplug base", "PPlug, input-aware attention (the recipe)"),
               Row("pplug mean-attention", "PPlug, mean over the history"),
               Row("floor: first 3 words", "floor: first 3 words of the input"))),
     "ablation_clipping": ablation_clipping,
@@ -1278,7 +1278,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
               _seed_col("seed 1: validation-chosen", "real_lamp_enron_valselect_cpu", 1),
               _seed_col("seed 2: last step", "real_lamp_enron_seeds_cpu", 2),
               _seed_col("seed 2: validation-chosen", "real_lamp_enron_valselect_cpu", 2)],
-        rows=(Row("none", "none (frozen LLM)"), Row("prompt-tuned", "prompt-tuned"), Row("pplug", "pplug"))),
+        rows=(FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"), Row("pplug", "pplug"))),
     "ablation_pplug_retrieval": T(
         cells_table, caption="music_ratings (dev n={n}), 3 seeds", ref="pplug+retrieval",
         cols=_with_file([MAE, RMSE, COLD_MAE, COLD_RMSE], "real_lamp_music_pplug_retrieval_cpu"),
@@ -1293,7 +1293,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="dev ROUGE-1 (n={n}), seed 0",
         cols=[Col("acl_titles", "rouge1", file="real_lamp_acl"),
               Col("enron_subjects", "rouge1", file="real_lamp_enron")],
-        rows=(Row("none", "none (frozen LLM)"), Row("retrieval", "retrieval"), Row("pplug", "pplug"),
+        rows=(FROZEN_LLM, Row("retrieval", "retrieval"), Row("pplug", "pplug"),
               Row("pplug+retrieval", "pplug+retrieval"))),
     "ablation_input_token_music": T(
         cells_table, caption="music_ratings (dev n={n}), 3 seeds", cols=[MAE, RMSE, PEARSON, COLD_MAE, COLD_RMSE],

@@ -25,8 +25,6 @@ over [prompt; soft prompt; target] (tests/test_prefill.py checks it to 1e-5 in f
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,18 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .sampling import continue_sequences
-
-
-@functools.cache
-def _forward_arguments(model_class: type) -> frozenset[str]:
-    """The keyword arguments a model class's forward takes (read once per class: prefill runs every step)."""
-    return frozenset(inspect.signature(model_class.forward).parameters)
-
-
-def cache_argument(model: nn.Module) -> str:
-    """The keyword a causal LM's forward takes a key/value cache under ("cache" in recent transformers)."""
-    return "cache" if "cache" in _forward_arguments(type(model)) else "past_key_values"
+from .sampling import cache_argument, continue_sequences, forward_arguments
 
 
 @dataclass
@@ -387,7 +374,7 @@ def _choice_scores(logits: Sequence[torch.Tensor], c_ids: list[list[int]]) -> to
 
 
 def _keeps_logits(model: nn.Module) -> bool:
-    return "logits_to_keep" in _forward_arguments(type(model))
+    return "logits_to_keep" in forward_arguments(type(model))
 
 
 def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -399,5 +386,5 @@ def _layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 __all__ = ["SOFT_PROMPT_POSITIONS", "PrefillStore", "PromptKV", "after_prompt_choices", "after_prompt_loss",
            "after_prompt_sequences",
-           "cache_argument", "check_position", "distinct_prompts", "prefill", "prefill_embeds", "prefix_choices",
+           "check_position", "distinct_prompts", "prefill", "prefill_embeds", "prefix_choices",
            "run_after", "shared_prefill"]

@@ -16,6 +16,7 @@ the decoding loop `FrozenLLM.generate` runs after a shared prompt prefill.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from collections.abc import Callable, Sequence
@@ -145,7 +146,7 @@ def continue_sequences(model: nn.Module, cache: object, logits: torch.Tensor, ma
     logits = logits.float()[owner]  # (S, V)
     mask, next_pos = mask[owner], next_pos[owner]  # (S, L), (S,)
     s = owner.shape[0]
-    cache_arg = _cache_keyword(model)
+    cache_arg = cache_argument(model)
     done = torch.zeros(s, dtype=torch.bool, device=owner.device)
     tokens = []
     for _ in range(max_new_tokens):
@@ -165,9 +166,15 @@ def continue_sequences(model: nn.Module, cache: object, logits: torch.Tensor, ma
     return torch.stack(tokens, dim=1) if tokens else torch.zeros(s, 0, dtype=torch.long)
 
 
-def _cache_keyword(model: nn.Module) -> str:
-    """The forward() keyword of the KV cache: "cache" in newer transformers, "past_key_values" before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+@functools.cache
+def forward_arguments(model_class: type) -> frozenset[str]:
+    """The keyword arguments a model class's forward takes (read once per class: prefill runs every step)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The keyword a causal LM's forward takes a key/value cache under ("cache" in recent transformers)."""
+    return "cache" if "cache" in forward_arguments(type(model)) else "past_key_values"
 
 
 class FirstLineStop:
@@ -214,5 +221,5 @@ def per_row(value, b: int, name: str) -> list:
     return value
 
 
-__all__ = ["FirstLineStop", "RowSampler", "continue_sequences", "left_padded_inputs", "per_row", "row_sampler",
-           "row_seed", "sample_causal", "sample_ids"]
+__all__ = ["FirstLineStop", "RowSampler", "cache_argument", "continue_sequences", "forward_arguments",
+           "left_padded_inputs", "per_row", "row_sampler", "row_seed", "sample_causal", "sample_ids"]
