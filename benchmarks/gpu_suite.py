@@ -409,8 +409,6 @@ def run_suite(args: argparse.Namespace, found: dict, t_start: float) -> int:
         (out / name).unlink(missing_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pplug-gpu-suite-"))
     os.environ.setdefault("PPLUG_CACHE_DIR", str(work / "cache"))  # fresh embedding caches: nothing pre-embedded
-    if args.tiny:  # float32 throughout, so that a meta's "auto" dtype says float32 on a CPU with native bf16 too
-        os.environ.setdefault("PPLUG_CPU_BF16", "0")
     deadline = t_start + args.budget_s
     try:
         s = prepare(args, work)

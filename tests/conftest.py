@@ -23,9 +23,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# torch_dtype "auto" means bf16 on CPUs with native bf16 and float32 elsewhere: tests pin float32 so that
-# their numerics do not depend on the host (tests of the decision itself mock the flags).
-os.environ.setdefault("PPLUG_CPU_BF16", "0")
 
 from pathlib import Path  # noqa: E402
 

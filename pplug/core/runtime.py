@@ -1,15 +1,16 @@
 """Where and in what precision pplug runs: the one place that turns "auto" into a device and a dtype.
 
     device "auto"       -> cuda, then mps, then cpu
-    torch_dtype "auto"  -> bfloat16 on CUDA devices that support it (else float16);
-                           on CPU bfloat16 only where the CPU has native bf16 instructions
-                           (x86 avx512_bf16 / amx_bf16, Arm bf16), else float32; mps: float32
+    torch_dtype "auto"  -> bfloat16 on CUDA devices that support it (else float16); float32 on CPU and mps
 
-Why the CPU rule: on a CPU without native bf16 (e.g. AVX2 only), PyTorch emulates bf16 matmuls and a
-2048x576 @ 576x1536 product took 3.19 s in bfloat16 against 0.069 s in float32 (46x) on one of this
-project's own hosts; on a CPU with avx512_bf16 bf16 is the faster of the two. The decision reads the
-CPU's capability flags (cheap, deterministic, no timing noise) and is printed once per process, so a log
-says which precision a run used. Any explicit dtype ("float32", "bfloat16", "float16") wins.
+Why float32 on every CPU: the speed of bfloat16 on a CPU depends on the host, and not only on its flags.
+Without native bf16 (e.g. AVX2 only) PyTorch emulates bf16 matmuls, and a 2048x576 @ 576x1536 product took
+3.19 s in bfloat16 against 0.069 s in float32 (46x). With avx512_bf16 but no AMX it went both ways on this
+project's own hosts: faster on an AMD EPYC (`make train` 200 s against 260 s), slower on an Intel Xeon (3.44
+against 2.08 s a training step). Quality moved too: bf16 scored lower on enron_subjects. So "auto" never
+picks a precision from the host a run happens to get: results and speed are the float32 ones everywhere,
+and bfloat16 is an explicit choice (`--model.torch_dtype bfloat16`), with a warning on a CPU that emulates
+it. The decision is printed once per process, so a log says which precision a run used.
 
 Also here: batch sizes that suit a device (`default_batch_size`), and the one progress reporter every
 long loop uses (`progress`): a tqdm bar on a terminal, else a plain line every few seconds with
@@ -103,13 +104,7 @@ _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (x86 avx512_bf16 / amx_bf16, Arm bf16); cached.
-
-    `PPLUG_CPU_BF16=1` / `=0` overrides the check (for a CPU whose flags this function does not know).
-    """
-    forced = os.environ.get("PPLUG_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
+    """Whether this CPU computes bfloat16 natively (x86 avx512_bf16 / amx_bf16, Arm bf16); cached."""
     flags = cpu_flags()
     return any(f in flags for f in _NATIVE_BF16_FLAGS)
 
@@ -121,20 +116,19 @@ def resolve_dtype(dtype: str | None, device: str | torch.device = "cpu") -> str:
         ValueError: an unknown dtype name.
     """
     name = (dtype or "auto").strip().lower()
+    dev = torch.device(device)
     if name in DTYPES:
+        if name == "bfloat16" and dev.type == "cpu" and not cpu_has_native_bf16():
+            say_once("torch_dtype bfloat16 on a CPU without native bf16 (avx512_bf16/amx_bf16 absent): PyTorch "
+                     "emulates it, up to ~46x slower than float32")
         return name
     if name != "auto":
         raise ValueError(f"torch_dtype must be one of {list(DTYPE_CHOICES)}, got {dtype!r}")
-    dev = torch.device(device)
     if dev.type == "cuda":
         chosen = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         why = "CUDA device with bf16" if chosen == "bfloat16" else "CUDA device without bf16"
-    elif dev.type == "cpu":
-        native = cpu_has_native_bf16()
-        chosen = "bfloat16" if native else "float32"
-        why = "CPU with native bf16" if native else "CPU without native bf16 (avx512_bf16/amx_bf16 absent)"
-    else:  # mps and others: float32 is supported everywhere
-        chosen, why = "float32", f"{dev.type} device"
+    else:  # cpu, mps and others: float32 runs everywhere and gives the same results on every host
+        chosen, why = "float32", f"{dev.type} device; bfloat16 only when asked for"
     say_once(f"torch_dtype auto -> {chosen} on {dev.type} ({why}; set torch_dtype to override)")
     return chosen
 

@@ -158,7 +158,7 @@ class PPlugConfig:
     """Token limit of the trainable input encoder (all-MiniLM-L6-v2 was trained with 256)."""
 
     torch_dtype: str = "auto"
-    """Dtype of the frozen LLM: "auto" (bf16 on GPUs that support it and on CPUs with native bf16, else float32;
+    """Dtype of the frozen LLM: "auto" (bf16 on GPUs that support it, float16 on other GPUs, float32 on CPU;
     see `pplug.core.runtime.resolve_dtype`), "float32", "bfloat16" or "float16". The embedder always runs in float32."""
 
     def __post_init__(self) -> None:
