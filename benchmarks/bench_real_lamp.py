@@ -50,6 +50,14 @@ again, so a method or seed added later is the only one decoded.
 `--sets synth_ratings_shift` trains on the synthetic ratings and scores on the same users reviewing another
 product domain (`pplug synth --domain-shift`), next to its history-blind ceiling and floors.
 
+The README summary's CPU budget (`--preset cpu`): every set trains half of its recipe's steps (the wall time of
+100 steps with the soft prompt in front on 2 cores: 100 on music_ratings and the news sets, 179 on acl_titles,
+230 on enron_subjects, whose recipes read the soft prompt after the prompt, for every trainable method), 3
+seeds, 300 dev questions (every one on the news sets), retrieval with a 256-token prompt of its own; resumable,
+`--jobs` trainings at a time:
+
+    python benchmarks/bench_real_lamp.py --preset cpu --jobs 2 --reuse-preds --out benchmarks/results/real_lamp_cpu.json
+
 GPU recipe (`--preset gpu`): configs/real/<set>.gpu.yaml at the budget of the reference measurement
 (1000 steps x batch 8, 384-token prompts, full train splits), 3 seeds, all four trainable methods, trained
 `--jobs` at a time (default: as many as fit the free GPU memory at ~10 GiB each; 1 on CPU), then every method
@@ -87,6 +95,19 @@ def config_path(set_name: str, suffix: str = "") -> Path:
     if set_name in SYNTH_SETS:
         return ROOT / "configs" / "synth_ratings.yaml"
     return ROOT / "configs" / "real" / f"{set_name}{suffix}.yaml"
+
+
+def set_steps(set_name: str, args) -> int:
+    """Optimizer steps for one set: `--recipe-steps` of its recipe's `trainer.max_steps`, else `--max-steps`."""
+    if not getattr(args, "recipe_steps", None) or set_name in SYNTH_SETS:
+        return args.max_steps
+    import yaml
+
+    config = config_path(set_name, getattr(args, "config_suffix", ""))
+    steps = (yaml.safe_load(config.read_text()).get("trainer") or {}).get("max_steps")
+    if not isinstance(steps, int):
+        raise ValueError(f"{config}: trainer.max_steps must be an integer for --recipe-steps, got {steps!r}")
+    return max(1, round(steps * args.recipe_steps))
 
 
 def reference_rows(rows) -> list[str]:
@@ -228,6 +249,12 @@ PRESETS: dict[str, dict] = {
     "gpu": {"config_suffix": ".gpu", "max_steps": 1000, "batch_size": 8, "max_train": None,
             "max_input_tokens": 384, "max_dev": None, "max_new_tokens": 32, "eval_batch_size": 32,
             "seeds": [0, 1, 2]},
+    # the README summary's CPU budget: half of each recipe's steps (the wall time of 100 steps with the soft
+    # prompt in front; 179 / 230 steps where the recipe puts it after the prompt), 128-token prompts, a
+    # 1,600-question train subsample, 300 dev questions (every one on the news sets), 3 seeds; retrieval reads
+    # a 256-token prompt so its retrieved items do not take the input's room
+    "cpu": {"recipe_steps": 0.5, "max_dev": 300, "seeds": [0, 1, 2],
+            "method_args": {"retrieval": ("--model.max_input_tokens", "256")}},
 }
 GB_PER_TRAINING = 10.0
 """GPU memory one SmolLM2-135M training holds at the GPU budget, for the default --jobs: nine music_ratings
@@ -521,6 +548,10 @@ def apply_preset(p: argparse.ArgumentParser, args, argv: list[str] | None) -> No
     for key, value in PRESETS[args.preset].items():
         if key == "config_suffix":
             args.config_suffix = value
+        elif key == "method_args":  # a method's own args on the command line win over the preset's
+            args.method_args_map = {**value, **args.method_args_map}
+        elif key == "recipe_steps" and "max_steps" in given:  # --max-steps on the command line wins
+            continue
         elif key not in given:
             setattr(args, key, value)
 
@@ -533,6 +564,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="real sets, and the synthetic checks synth_ratings / synth_ratings_shift (need --seeds)")
     p.add_argument("--methods", nargs="+", default=list(TRAINABLE), choices=TRAINABLE)
     p.add_argument("--max-steps", type=int, default=100, help="optimizer steps per method")
+    p.add_argument("--recipe-steps", type=float, default=None, metavar="FRACTION",
+                   help="each set trains this fraction of its recipe's trainer.max_steps, in place of --max-steps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-train", type=int, default=1600, help="seeded train subsample")
     p.add_argument("--max-dev", type=int, default=150, help="seeded dev subsample (the same for every method)")
@@ -640,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
 
     skip = ("train_args", "method_lr_map", "method_args_map", "multi")
     results: dict = {"settings": {k: v for k, v in vars(args).items() if k not in skip} | {"method_lr": method_lr,
-        "train_args": args.train_args, "cpu_count": os.cpu_count()}, "sets": {},
+        "train_args": args.train_args, "cpu_count": os.cpu_count(),
+        "method_args": {m: list(a) for m, a in args.method_args_map.items()}}, "sets": {},
         "meta": run_meta(device=args.device, dtype=train_dtype(args.train_args))}
     for set_name in args.sets:
         data = Path(args.root) / set_name
@@ -651,8 +685,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skip {set_name}: {data} not found (the shared real data is not on this machine)")
             continue
         ckpt_root = Path(args.checkpoints) / set_name
+        args = argparse.Namespace(**{**vars(args), "max_steps": set_steps(set_name, args)})
         if multi:
-            results["sets"][set_name] = run_seeds(set_name, args, data, ckpt_root)
+            results["sets"][set_name] = run_seeds(set_name, args, data, ckpt_root) | {"max_steps": args.max_steps}
             if synth_report is not None:  # what no model can beat without the history, and what history gives
                 refs = {k: synth_report[k] for k in ("history_blind_ceiling", "user_mean_floor", "global_constant",
                                                      "history_oracle") if k in synth_report}

@@ -44,6 +44,21 @@ def test_seeds_and_gpu_preset():
         bench.parse_args(["--device", "tpu"])
 
 
+def test_cpu_preset_trains_half_of_each_recipe(tmp_path):
+    cpu = bench.parse_args(["--preset", "cpu"])
+    assert cpu.multi and cpu.seeds == [0, 1, 2] and cpu.max_dev == 300 and cpu.config_suffix == ""
+    assert cpu.method_args_map == {"retrieval": ("--model.max_input_tokens", "256")}
+    steps = {s: bench.set_steps(s, cpu) for s in bench.SETS}
+    for s in bench.SETS:  # the recipe's own steps, halved: read from configs/real, not written here again
+        recipe = yaml.safe_load(bench.config_path(s).read_text())["trainer"]["max_steps"]
+        assert steps[s] == round(recipe / 2)
+    assert steps["acl_titles"] > steps["music_ratings"]  # cheaper steps after the prompt: more of them
+    mine = bench.parse_args(["--preset", "cpu", "--max-steps", "7", "--method-args", "retrieval=--model.lr 1"])
+    assert bench.set_steps("acl_titles", mine) == 7  # explicit options win
+    assert mine.method_args_map == {"retrieval": ("--model.lr", "1")}
+    assert bench.set_steps("acl_titles", bench.parse_args([])) == 100  # no preset: --max-steps for every set
+
+
 def test_device_args_and_jobs(monkeypatch):
     import torch
 
