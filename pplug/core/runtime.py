@@ -8,7 +8,7 @@ Without native bf16 (e.g. AVX2 only) PyTorch emulates bf16 matmuls, and a 2048x5
 3.19 s in bfloat16 against 0.069 s in float32 (46x). With avx512_bf16 but no AMX it went both ways on this
 project's own hosts: faster on an AMD EPYC (`make train` 200 s against 260 s), slower on an Intel Xeon (3.44
 against 2.08 s a training step). Quality moved too: bf16 scored lower on enron_subjects. So "auto" never
-picks a precision from the host a run happens to get: results and speed are the float32 ones everywhere,
+picks a precision from the host a run happens to get: a CPU run gives the float32 numbers on every host,
 and bfloat16 is an explicit choice (`--model.torch_dtype bfloat16`), with a warning on a CPU that emulates
 it. The decision is printed once per process, so a log says which precision a run used.
 
