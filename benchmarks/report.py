@@ -1024,16 +1024,20 @@ def placement_intervals(results: Path, p: Placement) -> str:
     return interval_table(results, "row minus what it is compared with", rows, _with_file(p.cols, p.file))
 
 
-def placement_training(results: Path, p: Placement) -> str:
-    """One line: each variant's training wall time, mean ± sd over the seeds, as the run measured it."""
+def _minutes(seconds: list[float]) -> str:
+    """Wall times in seconds as "m ± sd min" over the seeds (no sd for one seed)."""
     from pplug.lamp.stats import mean_sd
 
+    m, sd = mean_sd(seconds)
+    return f"{m / 60:.1f}" + (f" ± {sd / 60:.1f}" if sd is not None else "") + " min"
+
+
+def placement_training(results: Path, p: Placement) -> str:
+    """One line: each variant's training wall time, mean ± sd over the seeds, as the run measured it."""
     d = load(results, p.file)
     order = [r.key.removeprefix("pplug ") for r in p.variants]
-    parts = []
-    for variant in sorted(d["train_seconds"], key=lambda v: order.index(v) if v in order else len(order)):
-        m, sd = mean_sd(list(d["train_seconds"][variant].values()))
-        parts.append(f"{variant} {m / 60:.1f}" + (f" ± {sd / 60:.1f}" if sd is not None else "") + " min")
+    parts = [f"{variant} {_minutes(list(d['train_seconds'][variant].values()))}"
+             for variant in sorted(d["train_seconds"], key=lambda v: order.index(v) if v in order else len(order))]
     return f"Training wall time per seed ({p.load}): " + "; ".join(parts) + "."
 
 
@@ -1070,16 +1074,13 @@ def budget_table(results: Path, b: Budget) -> str:
 
 def budget_training(results: Path, b: Budget) -> str:
     """One line: the steps and each method's training wall time per seed, as the run measured it."""
-    from pplug.lamp.stats import mean_sd
-
     d = load(results, b.file)
     e = d["sets"][b.set_name]
     parts = []
     for method in ("prompt-tuned", "retrieval", "pplug"):
         vals = [per[method] for per in e["train_seconds"].values() if per.get(method) is not None]
         if vals:
-            m, sd = mean_sd(vals)
-            parts.append(f"{method} {m / 60:.1f}" + (f" ± {sd / 60:.1f}" if sd is not None else "") + " min")
+            parts.append(f"{method} {_minutes(vals)}")
     steps = e.get("max_steps", d["settings"]["max_steps"])
     return (f"Training wall time per seed, {steps} steps x batch {d['settings']['batch_size']} "
             f"(one thread each, 2 to 5 processes sharing the 2 cores, so upper bounds): " + "; ".join(parts) + ".")
@@ -1195,7 +1196,7 @@ FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's score
 SETS_SUMMARY = (
     SetResult("music_ratings", "LaMP_3", MIX, MAE, "pplug+mix",
               (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")), RATING_FLOORS),
-    # the recipe reads its soft prompt after the prompt, and so does every trainable baseline (`--preset cpu`)
+    # every trainable baseline retrained at the summary's budget in the recipe's placement (`--preset cpu`)
     SetResult("acl_titles", "LaMP_5", BUDGETS["acl"].file, R1, "pplug", BASELINES, BUDGETS["acl"].floors),
     SetResult("enron_subjects", "LaMP_6", BUDGETS["enron"].file, R1, "pplug", BASELINES, BUDGETS["enron"].floors),
     SetResult("news_headlines", "LaMP_4", BUDGETS["news_headlines"].file, R1, "pplug", BASELINES,
