@@ -153,6 +153,9 @@ def main() -> None:
     p.add_argument("--grid", nargs="+", type=float, default=list(GRID))
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--split", default="dev", help="the split of --data scored (default dev)")
+    p.add_argument("--train-split", default="train",
+                   help="the split of --data the runs trained on, whose left-out questions choose k (default train; "
+                        "`fit` for the time-shift slice folder of bench_real_lamp --slices time-shift)")
     p.add_argument("--calibrate", action="store_true", help="also score pplug+mix+cal (label offsets, held-out fit)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -164,7 +167,7 @@ def main() -> None:
 
     t0 = time.monotonic()
     ck_root = Path(args.checkpoints)
-    train, dev = load_split(args.data, "train"), load_split(args.data, args.split)
+    train, dev = load_split(args.data, args.train_split), load_split(args.data, args.split)
     task = dev.task
     if not task.labels:
         sys.exit(f"{args.data}: {task.name} has no labels; this benchmark scores label tasks (ratings, categories)")

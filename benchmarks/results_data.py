@@ -50,7 +50,7 @@ def _summaries(data: dict) -> dict[str, dict]:
 
     bench_real_lamp --seeds: sets.<set>.slices; one run of bench_real_lamp: sets.<set>.metrics (one value per
     cell, no intervals); bench_ablation --seeds: summary (its slice is "dev", also for --cold-start);
-    bench_ablation without seeds: metrics; bench_history_mix: dev.
+    bench_ablation without seeds: metrics; bench_history_mix: dev (its --split, named as a slice).
     """
     if "sets" in data:
         (one,) = data["sets"].values()
@@ -65,7 +65,8 @@ def _summaries(data: dict) -> dict[str, dict]:
         return {"dev": data["summary"]}
     if "metrics" in data:
         return {"dev": _single(data["metrics"], data.get("settings", {}).get("max_dev"))}
-    return {"dev": data["dev"]}
+    # bench_history_mix keeps its scored split under "dev"; `--split time_shift` is the "time-shift" slice
+    return {(data.get("settings", {}).get("split") or "dev").replace("_", "-"): data["dev"]}
 
 
 def _single(metrics: dict, n: int | None) -> dict:

@@ -449,6 +449,41 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     assert json.loads(out.read_text())["dev"]["cells"] == report["dev"]["cells"]
 
 
+def test_history_mix_bench_scores_the_time_shift_slice_with_k_chosen_on_the_fit_split(tmp_path, tiny_config,
+                                                                                     monkeypatch):
+    """On bench_real_lamp's time-shift folder (`--train-split fit --split time_shift`) k is chosen on questions
+    of `fit` the subsample left out, never on the held-out slice, and the report reads the file as that slice."""
+    import dataclasses
+
+    import bench_history_mix as mix
+    from results_data import summaries
+
+    from pplug.lamp.data import load_split, subsample
+    from pplug.lamp.slices import time_shift_holdout, write_slice
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import make_synthetic
+
+    data, folder = tmp_path / "data", tmp_path / "slices"
+    make_synthetic(data, "ratings", n_users=6, seed=0)
+    train = load_split(data, "train")
+    fit, held = time_shift_holdout(train.examples, 2)
+    write_slice(folder, "fit", train.task.name, fit)
+    write_slice(folder, "time_shift", train.task.name, held, train_from=data)
+    ckpt = tmp_path / "ck" / "seed0" / "pplug" / "final"
+    PPlugModel.from_config(dataclasses.replace(tiny_config, user_stats=True), cache_path=":memory:").save_pretrained(ckpt)
+    out = tmp_path / "mix.json"
+    monkeypatch.setattr(sys, "argv", ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data",
+                                      str(folder), "--train-split", "fit", "--split", "time_shift", "--seeds", "0",
+                                      "--max-train", str(len(fit) - 5), "--max-heldout", "5", "--grid", "2",
+                                      "--out", str(out)])
+    mix.main()
+    chosen_on = json.loads((ckpt.parent / "eval" / "history_mix_heldout.ids.json").read_text())
+    used = {ex.id for ex in subsample(fit, len(fit) - 5, 0)}
+    assert len(chosen_on) == 5 and set(chosen_on) <= {ex.id for ex in fit} - used
+    report = summaries(json.loads(out.read_text()))
+    assert list(report) == ["time-shift"] and report["time-shift"]["n"] == len(held)
+
+
 def test_rating_shift_levers_calibrate_on_held_out_and_shift_to_the_scored_histories():
     """bench_history_mix's decode-time levers: the label offsets fitted on held-out questions move the
     distribution toward the held-out golds; the label shift moves it toward the scored users' history shares."""
