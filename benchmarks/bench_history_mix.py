@@ -162,7 +162,7 @@ def main() -> None:
 
     from pplug.decode.floors import floor_predictions
     from pplug.lamp.data import load_split, subsample
-    from pplug.lamp.stats import aggregate, comparison_lines, example_scores, summarize, summary_table
+    from pplug.lamp.stats import aggregate, comparison_lines, example_scores, question_users, summarize, summary_table
     from pplug.modeling.model import PPlugModel
 
     t0 = time.monotonic()
@@ -253,7 +253,7 @@ def main() -> None:
     # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows
     refs = [r for r in preds if not r.startswith("floor:")] if args.calibrate else \
         [r for r in preds if r.startswith("pplug+mix [")]
-    summary = summarize(task, dev_golds, preds, refs)
+    summary = summarize(task, dev_golds, preds, refs, users=question_users(dev_examples))
     print()
     print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))
     for line in comparison_lines(summary, metrics=["mae", "rmse"] if task.is_rating else ["accuracy", "f1"]):

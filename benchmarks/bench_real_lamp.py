@@ -464,7 +464,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     from pplug.decode.floors import data_floors
     from pplug.decode.inference import SCORED_DECODINGS
     from pplug.lamp.data import load_outputs, load_split, subsample
-    from pplug.lamp.stats import comparison_lines, summarize, summary_table
+    from pplug.lamp.stats import comparison_lines, question_users, summarize, summary_table
 
     runs = {m: m.replace("+", "_") for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
@@ -517,7 +517,8 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
                 reported.setdefault(row, {})[label] = metrics
         for floor, p in data_floors(task, examples, folder, args.seed).items():
             preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
-        summary = summarize(task, golds, preds, reference_rows(preds), n_resamples=args.resamples, seed=args.seed)
+        summary = summarize(task, golds, preds, reference_rows(preds), n_resamples=args.resamples, seed=args.seed,
+                            users=question_users(examples))
         check_against_evaluate(summary, reported, name)
         summary["pearson_r"] = pearson_rows(task, golds, preds)
         summary.update(note=note, split=split, eval_seconds=round(time.monotonic() - t0, 1))
@@ -529,8 +530,8 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
             print("Pearson r with the gold rating:",
                   json.dumps({k: round(v["mean"], 3) for k, v in summary["pearson_r"].items()}))
         main = [m for m in task.metrics if m in ("mae", "rmse", "rouge1", "rougeL", "accuracy")]
-        print(f"PPlug minus each row, paired bootstrap 95% interval ({args.resamples} resamples of the "
-              f"{len(examples)} questions, seeds pooled per question):")
+        print(f"PPlug minus each row, paired bootstrap 95% interval ({args.resamples} draws of the "
+              f"{summary['resampled']} of the {len(examples)} questions, seeds pooled per question):")
         print("\n".join("  " + line for line in comparison_lines(summary, main)), flush=True)
     return entry
 

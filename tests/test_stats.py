@@ -64,6 +64,32 @@ def test_identical_inputs_give_exactly_zero():
     assert paired_bootstrap(xs, list(xs), "rmse", n_resamples=300) == (0.0, 0.0, 0.0)
 
 
+def test_drawing_users_widens_the_interval_where_a_users_questions_move_together():
+    """20 users x 10 questions; the gap between two methods is mostly each user's own (shared by their
+    questions): drawing questions sees 200 independent draws and excludes 0, drawing users sees 20 and must not."""
+    rng = random.Random(3)
+    offsets = [0.35] * 11 + [-0.3] * 9  # a mean gap of +0.0575, all of it between users
+    users = [f"u{u}" for u in range(20) for _ in range(10)]
+    a = [0.5 + offsets[u] + rng.gauss(0, 0.02) for u in range(20) for _ in range(10)]
+    b = [0.5] * 200
+    by_question = paired_bootstrap(a, b, n_resamples=1000)
+    by_user = paired_bootstrap(a, b, n_resamples=1000, clusters=users)
+    assert by_question[0] == by_user[0]  # the same observed difference
+    assert by_question[1] > 0 and by_user[1] < 0 < by_user[2]
+    assert paired_bootstrap(a, b, n_resamples=300, clusters=list(range(200))) == \
+        paired_bootstrap(a, b, n_resamples=300)  # one question per user: the question bootstrap
+    with pytest.raises(ValueError, match="1 names for 200 scores"):
+        paired_bootstrap(a, b, clusters=["u0"])
+    golds = {f"q{i}": "3" for i in range(200)}
+    preds = {"pplug [median]": {"seed0": {f"q{i}": "3" for i in range(200)}},
+             "none [median]": {"seed0": {f"q{i}": "4" for i in range(200)}}}
+    users_of = dict(zip(golds, users))
+    assert summarize("LaMP_3", golds, preds, ["pplug [median]"], n_resamples=50, users=users_of)["resampled"] \
+        == "users (20)"
+    assert summarize("LaMP_3", golds, preds, ["pplug [median]"], n_resamples=50,
+                     users={i: i for i in golds})["resampled"] == "questions"
+
+
 def test_large_gap_excludes_zero_and_small_noise_does_not():
     rng = random.Random(2)
     a = [0.6 + rng.gauss(0, 0.1) for _ in range(200)]

@@ -4,7 +4,9 @@ A difference between two methods' means on a few hundred questions is noise unle
 how much it moves when the questions are redrawn. `paired_bootstrap` redraws the questions with
 replacement (the same draw for both methods, since both answered the same questions) and reports the
 observed difference with a percentile 95% interval; a method "leads" only where the interval excludes 0
-(`leads`). `mean_sd` summarises a cell over training seeds.
+(`leads`). Where a user has several of the questions, their errors move together (one history, one
+writer), so the bootstrap draws users instead, each with all their questions. `mean_sd` summarises a cell over
+training seeds.
 
 Per-question scores (`example_scores`) decompose `pplug.lamp.metrics.score` exactly: their mean is the metric
 (ROUGE-1/L and accuracy per question; absolute error for MAE; squared error for RMSE, whose metric is the
@@ -69,7 +71,8 @@ def aggregate(metric: str, values: Sequence[float]) -> float:
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], metric: str | None = None, n_resamples: int = 2000,
-                     seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
+                     seed: int = 0, confidence: float = 0.95, clusters: Sequence[object] | None = None
+                     ) -> tuple[float, float, float]:
     """Observed `aggregate(a) - aggregate(b)` and its paired percentile bootstrap interval.
 
     Args:
@@ -78,6 +81,9 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], metric: str | None 
         n_resamples: bootstrap draws of len(a) questions with replacement (the same draw for a and b).
         seed: the draws' seed (same inputs and seed -> same interval).
         confidence: interval coverage (0.95: the 2.5th and 97.5th percentiles).
+        clusters: each question's user (any hashable), in the same order: draw users with replacement, every
+            question of a drawn user with it. A user's questions share their history, so their errors move
+            together; drawing questions alone would then give intervals too narrow. None: draw questions.
 
     Returns:
         (difference, low, high).
@@ -91,17 +97,28 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], metric: str | None 
         raise ValueError(f"paired scores need the same questions: {len(a)} vs {len(b)} scores")
     if not len(a):
         raise ValueError("paired_bootstrap needs at least one question")
+    if clusters is not None and len(clusters) != len(a):
+        raise ValueError(f"clusters name each question's user: {len(clusters)} names for {len(a)} scores")
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     root = metric in ROOT_OF_MEAN
     diff = aggregate(metric or "", list(x)) - aggregate(metric or "", list(y))
+    # per unit drawn (a question, or a user's questions): score sums and question counts
+    if clusters is None:
+        sx, sy, count = x, y, np.ones_like(x)
+    else:
+        first: dict[object, int] = {}  # users numbered in order of appearance
+        unit = np.asarray([first.setdefault(c, len(first)) for c in clusters])
+        sx, sy = np.bincount(unit, weights=x), np.bincount(unit, weights=y)
+        count = np.bincount(unit).astype(np.float64)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_resamples)
     # chunks keep the index matrix small for large splits (n_resamples x n int64 otherwise)
-    chunk = max(1, 2_000_000 // len(x))
+    chunk = max(1, 2_000_000 // len(sx))
     for start in range(0, n_resamples, chunk):
         stop = min(n_resamples, start + chunk)
-        idx = rng.integers(0, len(x), size=(stop - start, len(x)))
-        mx, my = x[idx].mean(axis=1), y[idx].mean(axis=1)
+        idx = rng.integers(0, len(sx), size=(stop - start, len(sx)))
+        n = count[idx].sum(axis=1)
+        mx, my = sx[idx].sum(axis=1) / n, sy[idx].sum(axis=1) / n
         diffs[start:stop] = np.sqrt(mx) - np.sqrt(my) if root else mx - my
     tail = (1.0 - confidence) / 2 * 100
     lo, hi = np.percentile(diffs, [tail, 100 - tail])
@@ -149,8 +166,16 @@ def row_decoding(row: str) -> str | None:
     return row[row.rindex("[") + 1 : -1] if row.endswith("]") and " [" in row else "argmax"
 
 
+def question_users(examples: Sequence) -> dict[str, str] | None:
+    """id -> user of LaMP examples for `summarize(users=...)`; None where a question names no user."""
+    if not examples or any(ex.user_id is None for ex in examples):
+        return None
+    return {ex.id: str(ex.user_id) for ex in examples}
+
+
 def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str, Mapping[str, Mapping[str, str]]],
-              refs: Sequence[str], n_resamples: int = 2000, seed: int = 0, compare_refs: bool = False) -> dict:
+              refs: Sequence[str], n_resamples: int = 2000, seed: int = 0, compare_refs: bool = False,
+              users: Mapping[str, str] | None = None) -> dict:
     """Mean ± sd of every row over seeds, and paired bootstrap intervals of each ref row minus the others.
 
     Args:
@@ -163,6 +188,8 @@ def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str
         n_resamples, seed: bootstrap draws and their seed.
         compare_refs: also compare the refs with each other (variants of one method, say); by default a ref is
             compared with the rows that are not refs only.
+        users: id -> the question's user. Where some user has several questions the bootstrap draws users
+            (`paired_bootstrap`'s clusters), else questions; "resampled" in the result says which.
 
     Returns:
         {"cells": {row: {metric: {"mean", "sd", "values"}}},
@@ -173,6 +200,9 @@ def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str
     """
     spec = get_task(task)
     ids = list(golds)
+    clusters = [users[i] for i in ids] if users is not None else None
+    if clusters is not None and len(set(clusters)) == len(clusters):
+        clusters = None  # one question per user: drawing users is drawing questions
     scores: dict[str, dict[str, dict[str, list[float]]]] = {}  # row -> label -> metric -> scores in id order
     for row, by_seed in preds.items():
         scores[row] = {}
@@ -202,14 +232,18 @@ def summarize(task: str | TaskSpec, golds: Mapping[str, str], preds: Mapping[str
                 continue
             out = {}
             for m in scores[ref][next(iter(scores[ref]))]:
-                d, lo, hi = paired_bootstrap(pooled(ref, m), pooled(other, m), m, n_resamples, seed)
+                d, lo, hi = paired_bootstrap(pooled(ref, m), pooled(other, m), m, n_resamples, seed,
+                                             clusters=clusters)
                 per_seed = {}
                 for label, s in scores[ref].items():
                     o = scores[other].get(label) or next(iter(scores[other].values()))
-                    per_seed[label] = [round(x, 5) for x in paired_bootstrap(s[m], o[m], m, n_resamples, seed)]
+                    per_seed[label] = [round(x, 5) for x in paired_bootstrap(s[m], o[m], m, n_resamples, seed,
+                                                                             clusters=clusters)]
                 out[m] = {"diff": d, "lo": lo, "hi": hi, "leads": leads(m, (d, lo, hi)), "per_seed": per_seed}
             comparisons[ref][other] = out
-    return {"cells": cells, "comparisons": comparisons, "n": len(ids), "n_resamples": n_resamples}
+    resampled = "questions" if clusters is None else f"users ({len(set(clusters))})"
+    return {"cells": cells, "comparisons": comparisons, "n": len(ids), "n_resamples": n_resamples,
+            "resampled": resampled}
 
 
 def summary_table(summary: dict, title: str | None = None, digits: int = 3) -> str:
