@@ -163,7 +163,7 @@ def run_seeds(args) -> int:
     from pplug.decode.floors import data_floors
     from pplug.decode.inference import SCORED_DECODINGS
     from pplug.lamp.data import load_outputs, load_split, subsample
-    from pplug.lamp.stats import comparison_lines, summarize, summary_table
+    from pplug.lamp.stats import comparison_lines, question_users, summarize, summary_table
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -225,7 +225,7 @@ def run_seeds(args) -> int:
         preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
     refs = [r for r in preds if r.startswith("pplug ")]  # every variant, base too, against every row
     summary = summarize(dev.task, golds, preds, refs, n_resamples=args.resamples, seed=args.seed,
-                        compare_refs=True)
+                        compare_refs=True, users=question_users(examples))
     atomic_write_json(out, {"meta": run_meta(device=args.device, dtype=args.dtype or "auto"),
                             "settings": {k: v for k, v in vars(args).items() if k != "train_args"},
                             "variants": {k: list(VARIANTS[k]) for k in args.variants}, "summary": summary,

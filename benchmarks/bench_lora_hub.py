@@ -380,7 +380,7 @@ def run(args) -> dict:
     from pplug.core.io import atomic_write_json
     from pplug.decode.floors import data_floors
     from pplug.lamp.data import load_split, subsample
-    from pplug.lamp.stats import comparison_lines, summarize, summary_table
+    from pplug.lamp.stats import comparison_lines, question_users, summarize, summary_table
 
     data = Path(args.root) / args.set
     if not (data / "dev_questions.json").is_file():
@@ -434,7 +434,7 @@ def run(args) -> dict:
         for floor, p in floors.items():
             preds[f"floor: {floor}"] = {f"seed{args.seeds[0]}": p}
         summary = summarize(task, golds, preds, hub_rows(preds, (*HUB_METHODS, "pplug")), n_resamples=args.resamples,
-                            seed=args.seed, compare_refs=True)
+                            seed=args.seed, compare_refs=True, users=question_users(examples))
         check_against_evaluate(summary, reported, name)
         summary["pearson_r"] = pearson_rows(task, golds, preds)
         summary.update(note=note, split=split, eval_seconds=round(time.monotonic() - t0, 1))
@@ -462,7 +462,8 @@ def run(args) -> dict:
                 sub.setdefault(row, {})[label] = p
             del hub, encoder  # and the LLM they were on
             gc.collect()
-        summary = summarize(task, sub_golds, sub, hub_rows(sub, (OPPU,)), n_resamples=args.resamples, seed=args.seed)
+        summary = summarize(task, sub_golds, sub, hub_rows(sub, (OPPU,)), n_resamples=args.resamples, seed=args.seed,
+                            users=question_users([ex for ex in examples if ex.id in sub_golds]))
         try:
             summary["pearson_r"] = pearson_rows(task, sub_golds, sub)
         except statistics.StatisticsError:  # a few questions whose golds are all the same rating
