@@ -689,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(**{**vars(args), "max_steps": set_steps(set_name, args)})
         if multi:
             results["sets"][set_name] = run_seeds(set_name, args, data, ckpt_root) | {"max_steps": args.max_steps}
+            if args.train_only:  # nothing scored: the runs and their `<run>.train_seconds` are the result
+                print(f"[{set_name}] trained in {ckpt_root}; nothing scored (--train-only), no results file written")
+                continue
             if synth_report is not None:  # what no model can beat without the history, and what history gives
                 refs = {k: synth_report[k] for k in ("history_blind_ceiling", "user_mean_floor", "global_constant",
                                                      "history_oracle") if k in synth_report}
@@ -730,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     if not results["sets"]:
         print("nothing was run: none of the sets was found")
         return 1
-    print(f"wrote {args.out}")
+    if not args.train_only:
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -235,6 +235,20 @@ def test_skip_train_scores_the_seeds_that_finished(tmp_path, monkeypatch):
         bench.run_seeds("music_ratings", args, data, tmp_path / "ck")
 
 
+def test_train_only_writes_no_results_file(tmp_path, monkeypatch, capsys):
+    """--train-only trains and stops: nothing scored, so no results file (the default --out is in the repo)."""
+    from pplug.synth.generate import make_synthetic
+
+    make_synthetic(tmp_path / "root" / "music_ratings", kind="ratings", n_users=10, seed=1)
+    trained = []
+    monkeypatch.setattr(bench, "train_method", lambda set_name, m, *a, **k: trained.append(m) or 1.0)
+    out = tmp_path / "out.json"
+    assert bench.main(["--sets", "music_ratings", "--root", str(tmp_path / "root"), "--methods", "pplug", "--seeds",
+                       "0", "--train-only", "--checkpoints", str(tmp_path / "ck"), "--out", str(out)]) == 0
+    assert trained == ["pplug"] and not out.exists()
+    assert "no results file written" in capsys.readouterr().out
+
+
 def test_reference_rows_are_pplug_and_pplug_on_retrieval():
     rows = ["none", "retrieval", "retrieval [median]", "pplug", "pplug [median]", "pplug+retrieval [expected]",
             "prompt-tuned [median]", "floor: always-5"]
