@@ -57,6 +57,11 @@ def test_cpu_preset_trains_half_of_each_recipe(tmp_path):
     assert bench.set_steps("acl_titles", mine) == 7  # explicit options win
     assert mine.method_args_map == {"retrieval": ("--model.lr", "1")}
     assert bench.set_steps("acl_titles", bench.parse_args([])) == 100  # no preset: --max-steps for every set
+    news, acl = bench.set_args("news_headlines", cpu), bench.set_args("acl_titles", cpu)
+    assert (news.slices, news.slices_only, news.time_shift_latest) == (["time-shift"], True, 4)
+    assert (acl.slices, acl.slices_only) == ([], False)  # dev
+    given = bench.parse_args(["--preset", "cpu", "--slices", "cold-start"])
+    assert bench.set_args("news_headlines", given).slices == ["cold-start"]  # --slices on the command line wins
 
 
 def test_device_args_and_jobs(monkeypatch):
