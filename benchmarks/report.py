@@ -1079,7 +1079,7 @@ def budget_training(results: Path, b: Budget) -> str:
     d = load(results, b.file)
     e = d["sets"][b.set_name]
     parts = []
-    for method in ("prompt-tuned", "retrieval", "pplug"):
+    for method in ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval"):
         vals = [per[method] for per in e["train_seconds"].values() if per.get(method) is not None]
         if vals:
             parts.append(f"{method} {_minutes(vals)}")
@@ -1247,6 +1247,14 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
               Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"),
               Row("floor: always-politics", "floor: always politics"),
               Row("floor: user majority label", "floor: the user's most common category"))),
+    "news_headlines_time_shift_pplug_retrieval": T(
+        cells_table, caption="news_headlines time-shift slice (n={n}), 3 seeds, float32", ref="pplug+retrieval",
+        ref_label="pplug + retrieval",
+        cols=_with_file([R1, RL], BUDGETS["news_headlines_time_shift"].file, "time-shift"),
+        rows=(FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"),
+              Row("retrieval", "retrieval (its own 256-token prompt)"),
+              Row("pplug+retrieval", "**pplug + retrieval** (256-token prompt)"),
+              *BUDGETS["news_headlines_time_shift"].floors)),
     "floors_real": floors_table,
     "make_train": make_train,
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),
