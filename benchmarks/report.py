@@ -1067,10 +1067,14 @@ class Budget:
                 *self.floors)
 
 
+def _split_name(slice_: str) -> str:
+    """How a table names the questions it scores: "dev", or "time-shift slice"."""
+    return "dev" if slice_ == "dev" else f"{slice_} slice"
+
+
 def budget_table(results: Path, b: Budget) -> str:
     """Every method and floor, mean ± sd over the seeds, and PPlug minus each (paired 95% intervals)."""
-    where = "dev" if b.slice == "dev" else f"{b.slice} slice"
-    return cells_table(results, f"{b.set_name} {where} (n={{n}}), 3 seeds, float32", b.rows(),
+    return cells_table(results, f"{b.set_name} {_split_name(b.slice)} (n={{n}}), 3 seeds, float32", b.rows(),
                        _with_file(b.cols, b.file, b.slice), ref="pplug")
 
 
@@ -1164,8 +1168,8 @@ def sets_summary(results: Path, sets: Sequence[SetResult]) -> str:
 
         cell = s["cells"][ref][col.metric]
         n_seeds = len(cell["values"])
-        where = "dev" if col.slice == "dev" else f"{col.slice} slice"
-        line = [f"{sr.name} ({sr.what})", f"{col.header.rstrip(' ↑↓')}, {where} n={s.get('n')}, {n_seeds} seed{'s' * (n_seeds != 1)}",
+        line = [f"{sr.name} ({sr.what})",
+                f"{col.header.rstrip(' ↑↓')}, {_split_name(col.slice)} n={s.get('n')}, {n_seeds} seed{'s' * (n_seeds != 1)}",
                 fmt_value(list(cell["values"].values()))]
         line += versus(best(sr.baselines))
         paired = best(sr.floors)
@@ -1200,6 +1204,13 @@ def floors_table(results: Path) -> str:
 
 NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_cpu"
 NEWS_CATEGORIES_TIME_SHIFT = "real_lamp_news_categories_time_shift_history_mix_cpu"
+NEWS_CATEGORIES_ROWS = (
+    Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
+    Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
+    Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"),
+    Row("floor: always-politics", "floor: always politics"),
+    Row("floor: user majority label", "floor: the user's most common category"))
+"""news_categories' rows on dev and on the time-shift slice (bench_history_mix): each method alone and mixed."""
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
 TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
@@ -1234,19 +1245,11 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="news_categories dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + mix",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_MIX),
         rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seeds_cpu", ref="pplug"),
-              Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
-              Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
-              Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"),
-              Row("floor: always-politics", "floor: always politics"),
-              Row("floor: user majority label", "floor: the user's most common category"))),
+              *NEWS_CATEGORIES_ROWS)),
     "news_categories_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+mix",
         ref_label="pplug + mix", cols=_with_file([ACCURACY], NEWS_CATEGORIES_TIME_SHIFT, "time-shift"),
-        rows=(Row("prompt-tuned", "prompt-tuned, model alone"), Row("prompt-tuned+mix", "prompt-tuned + mix"),
-              Row("retrieval", "retrieval, model alone"), Row("retrieval+mix", "retrieval + mix"),
-              Row("pplug", "pplug, model alone"), Row("pplug+mix", "**pplug + mix**"),
-              Row("floor: always-politics", "floor: always politics"),
-              Row("floor: user majority label", "floor: the user's most common category"))),
+        rows=NEWS_CATEGORIES_ROWS),
     "news_headlines_time_shift_pplug_retrieval": T(
         cells_table, caption="news_headlines time-shift slice (n={n}), 3 seeds, float32", ref="pplug+retrieval",
         ref_label="pplug + retrieval",
