@@ -463,7 +463,7 @@ def run(args) -> dict:
             del hub, encoder  # and the LLM they were on
             gc.collect()
         summary = summarize(task, sub_golds, sub, hub_rows(sub, (OPPU,)), n_resamples=args.resamples, seed=args.seed,
-                            users=question_users([ex for ex in examples if ex.id in sub_golds]))
+                            users=question_users(examples))  # summarize reads sub_golds' users only
         try:
             summary["pearson_r"] = pearson_rows(task, sub_golds, sub)
         except statistics.StatisticsError:  # a few questions whose golds are all the same rating

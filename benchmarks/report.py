@@ -1061,10 +1061,12 @@ class Budget:
     floors: tuple[Row, ...]
     slice: str = "dev"  # or "time-shift": the training users' latest questions, held out of every method's training
 
-    def rows(self) -> tuple[Row, ...]:
+    def baselines(self) -> tuple[Row, ...]:
         return (FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"),
-                Row("retrieval", "retrieval (its own 256-token prompt)"), Row("pplug", "**pplug** (the recipe)"),
-                *self.floors)
+                Row("retrieval", "retrieval (its own 256-token prompt)"))
+
+    def rows(self) -> tuple[Row, ...]:
+        return (*self.baselines(), Row("pplug", "**pplug** (the recipe)"), *self.floors)
 
 
 def _split_name(slice_: str) -> str:
@@ -1168,8 +1170,8 @@ def sets_summary(results: Path, sets: Sequence[SetResult]) -> str:
 
         cell = s["cells"][ref][col.metric]
         n_seeds = len(cell["values"])
-        line = [f"{sr.name} ({sr.what})",
-                f"{col.header.rstrip(' ↑↓')}, {_split_name(col.slice)} n={s.get('n')}, {n_seeds} seed{'s' * (n_seeds != 1)}",
+        seeds = f"{n_seeds} seed{'s' * (n_seeds != 1)}"
+        line = [f"{sr.name} ({sr.what})", f"{col.header.rstrip(' ↑↓')}, {_split_name(col.slice)} n={s.get('n')}, {seeds}",
                 fmt_value(list(cell["values"].values()))]
         line += versus(best(sr.baselines))
         paired = best(sr.floors)
@@ -1254,8 +1256,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="news_headlines time-shift slice (n={n}), 3 seeds, float32", ref="pplug+retrieval",
         ref_label="pplug + retrieval",
         cols=_with_file([R1, RL], BUDGETS["news_headlines_time_shift"].file, "time-shift"),
-        rows=(FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"),
-              Row("retrieval", "retrieval (its own 256-token prompt)"),
+        rows=(*BUDGETS["news_headlines_time_shift"].baselines(),
               Row("pplug+retrieval", "**pplug + retrieval** (256-token prompt)"),
               *BUDGETS["news_headlines_time_shift"].floors)),
     "floors_real": floors_table,
