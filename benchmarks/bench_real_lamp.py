@@ -120,6 +120,11 @@ def set_args(set_name: str, args) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **per_set})
 
 
+def trained_split(extra: tuple[str, ...]) -> str:
+    """The split every method trained on: `--data.train_split` among `build_slices`' overrides, else train."""
+    return next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data.train_split"), "train")
+
+
 def reference_rows(rows) -> list[str]:
     """The rows whose paired intervals against every other row (and floor) are reported: PPlug, and PPlug on
     top of retrieval (so that one is also compared with retrieval alone), in each decoding."""
@@ -527,7 +532,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
                 preds.setdefault(row, {})[label] = load_outputs(path)[1]
             for row, metrics in report["metrics"].items():
                 reported.setdefault(row, {})[label] = metrics
-        for floor, p in data_floors(task, examples, folder, args.seed).items():
+        for floor, p in data_floors(task, examples, train_root, args.seed, trained_split(extra)).items():
             preds[f"floor: {floor}"] = {f"seed{seeds[0]}": p}
         summary = summarize(task, golds, preds, reference_rows(preds), n_resamples=args.resamples, seed=args.seed,
                             users=question_users(examples))

@@ -153,7 +153,13 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
         return {"files": files, "metrics": metrics}
 
     monkeypatch.setattr(bench, "run_evaluate", fake_evaluate)
+    import pplug.decode.floors as floors
+
+    fitted_on, data_floors = [], floors.data_floors
+    monkeypatch.setattr(floors, "data_floors", lambda task, exs, root, seed, split: fitted_on.append(
+        (Path(root).name, split)) or data_floors(task, exs, root, seed, split))
     entry = bench.run_seeds("music_ratings", args, data, tmp_path / "ck" / "music_ratings")
+    assert fitted_on == [("slices", "fit")] * 3  # every slice's floors: fitted without the held-out questions
     assert [(s, m) for s, m, _, _ in trained] == [(1, "pplug")]
     assert trained[0][3][:2] == ("--data.train_split", "fit")  # time-shift: trained without the held-out questions
     assert set(entry["slices"]) == {"dev", "cold-start", "time-shift"} and entry["seeds"] == [0, 1]

@@ -131,6 +131,25 @@ def test_first_words_floor_is_fitted_on_train_by_rouge():
     assert f5["user's nearest past title"] == {"9": "Old"}
 
 
+def test_data_floors_fit_on_the_split_the_methods_trained_on(tmp_path):
+    """A slice held out of training stays out of the floors' fitting: `train` (here golds of 2 words) and `fit`
+    (golds of 6) pick different N, and each call reads the split it names."""
+    from pplug.decode.floors import data_floors
+    from pplug.lamp.data import write_split
+
+    words = "one two three four five six seven eight nine ten".split()
+
+    def golds(n):
+        return [Example(id=f"t{i}", input=T5.make_input(" ".join(words)), profile=[],
+                        output=" ".join(words[:n] + ["x"] * 4)) for i in range(4)]
+
+    write_split(tmp_path, "train", T5.name, golds(2))
+    write_split(tmp_path, "fit", T5.name, golds(6))
+    ex = Example(id="9", input=T5.make_input(" ".join(words)), profile=[], output="t")
+    assert "first 2 words" in data_floors(T5, [ex], tmp_path)
+    assert "first 6 words" in data_floors(T5, [ex], tmp_path, train_split="fit")
+
+
 def test_nearest_past_output_picks_the_most_similar_item():
     from pplug.decode.floors import nearest_past_output
 

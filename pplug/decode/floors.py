@@ -110,13 +110,15 @@ def floor_predictions(task: Any, examples: Sequence[Any], train: Sequence[Any] =
     return floors
 
 
-def data_floors(task: Any, examples: Sequence[Any], data: Any, seed: int = 0) -> dict[str, dict[str, str]]:
-    """`floor_predictions` fitted on the train split of the LaMP folder `data` (from the profiles alone where the
-    folder holds no train split)."""
+def data_floors(task: Any, examples: Sequence[Any], data: Any, seed: int = 0, train_split: str = "train"
+                ) -> dict[str, dict[str, str]]:
+    """`floor_predictions` fitted on the `train_split` of the LaMP folder `data` (from the profiles alone where the
+    folder holds no such split). Pass the split the learned methods trained on: a slice held out of training
+    (the time-shift slice trains on `fit`) must stay out of the floors' fitting too."""
     from pplug.lamp.data import load_split
 
     try:
-        train = load_split(data, "train", task).examples
+        train = load_split(data, train_split, task).examples
     except (ValueError, FileNotFoundError):
         train = []
     return floor_predictions(task, examples, train, seed)
