@@ -1060,10 +1060,11 @@ class Budget:
     cols: tuple[Col, ...]
     floors: tuple[Row, ...]
     slice: str = "dev"  # or "time-shift": the training users' latest questions, held out of every method's training
+    trained: tuple[str, ...] = ("prompt-tuned", "retrieval")  # the baselines the run trained beside PPlug
 
     def baselines(self) -> tuple[Row, ...]:
-        return (FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"),
-                Row("retrieval", "retrieval (its own 256-token prompt)"))
+        labels = {"prompt-tuned": "prompt-tuned", "retrieval": "retrieval (its own 256-token prompt)"}
+        return (FROZEN_LLM, *(Row(m, labels[m]) for m in self.trained))
 
     def rows(self) -> tuple[Row, ...]:
         return (*self.baselines(), Row("pplug", "**pplug** (the recipe)"), *self.floors)
@@ -1076,7 +1077,8 @@ def _split_name(slice_: str) -> str:
 
 def budget_table(results: Path, b: Budget) -> str:
     """Every method and floor, mean ± sd over the seeds, and PPlug minus each (paired 95% intervals)."""
-    return cells_table(results, f"{b.set_name} {_split_name(b.slice)} (n={{n}}), 3 seeds, float32", b.rows(),
+    dtype = load(results, b.file)["meta"]["dtype"]  # the LLM's dtype in training and scoring, as the run recorded
+    return cells_table(results, f"{b.set_name} {_split_name(b.slice)} (n={{n}}), 3 seeds, {dtype}", b.rows(),
                        _with_file(b.cols, b.file, b.slice), ref="pplug")
 
 
