@@ -1078,6 +1078,11 @@ def _split_name(slice_: str) -> str:
 def budget_table(results: Path, b: Budget) -> str:
     """Every method and floor, mean ± sd over the seeds, and PPlug minus each (paired 95% intervals)."""
     dtype = load(results, b.file)["meta"]["dtype"]  # the LLM's dtype in training and scoring, as the run recorded
+    cols = _with_file(b.cols, b.file, b.slice)
+    cells = _summary(results, b.rows()[0], cols[0])[1]["cells"]
+    missing = [r.key for r in b.rows() if row_key(r.key, cols[0].dec) not in cells]
+    if missing:  # e.g. a re-scoring fitted the first-N-words floor to another N: say so, never render a blank row
+        raise ValueError(f"{b.file}.json: no rows {missing} in its {b.slice} results; rows there: {sorted(cells)}")
     return cells_table(results, f"{b.set_name} {_split_name(b.slice)} (n={{n}}), 3 seeds, {dtype}", b.rows(),
                        _with_file(b.cols, b.file, b.slice), ref="pplug")
 
@@ -1265,6 +1270,11 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         rows=(*BUDGETS["news_headlines_time_shift"].baselines(),
               Row("pplug+retrieval", "**pplug + retrieval** (256-token prompt)"),
               *BUDGETS["news_headlines_time_shift"].floors)),
+    "acl_titles_user_tokens_4": T(
+        cells_table, caption="acl_titles dev (n={n}), 3 seeds, float32", ref="pplug",
+        cols=_with_file([R1, RL], "real_lamp_acl_titles_user_tokens4_cpu"),
+        rows=(*BUDGETS["acl"].baselines(), Row("pplug", "**pplug, 4 user tokens** (the recipe has 1)"),
+              *BUDGETS["acl"].floors)),
     "floors_real": floors_table,
     "make_train": make_train,
     "make_train_without_stats": lambda results: make_train(results, "make_train_without_stats.json"),

@@ -52,6 +52,16 @@ def test_report_check_fails_on_an_edited_table(tmp_path, capsys):
     assert (tmp_path / "docs" / "results.md").read_text(encoding="utf-8") == text
 
 
+def test_a_budget_table_refuses_a_row_its_results_file_lacks():
+    """A re-scoring that fits the first-N-words floor to another N renames its row: the table must say so, not
+    render the old row blank."""
+    b = report.BUDGETS["news_headlines_time_shift"]
+    assert "floor: first 25 words" in report.budget_table(report.RESULTS, b)
+    renamed = dataclasses.replace(b, floors=(report.Row("floor: first 29 words", "floor: first 29 words"),))
+    with pytest.raises(ValueError, match=r"real_lamp_news_headlines_time_shift_cpu.json: no rows \['floor: first 29"):
+        report.budget_table(report.RESULTS, renamed)
+
+
 def test_the_make_train_table_renders_from_its_results_file(tmp_path):
     doc = "before\n<!-- report:make_train -->\n<!-- /report:make_train -->\nafter\n"
     assert "_no results file yet: run `python benchmarks/bench_make_train.py`_" in report.render_text(doc, tmp_path)
