@@ -1083,8 +1083,8 @@ def budget_table(results: Path, b: Budget) -> str:
     missing = [r.key for r in b.rows() if row_key(r.key, cols[0].dec) not in cells]
     if missing:  # e.g. a re-scoring fitted the first-N-words floor to another N: say so, never render a blank row
         raise ValueError(f"{b.file}.json: no rows {missing} in its {b.slice} results; rows there: {sorted(cells)}")
-    return cells_table(results, f"{b.set_name} {_split_name(b.slice)} (n={{n}}), 3 seeds, {dtype}", b.rows(),
-                       _with_file(b.cols, b.file, b.slice), ref="pplug")
+    return cells_table(results, f"{b.set_name} {_split_name(b.slice)} (n={{n}}), 3 seeds, {dtype}", b.rows(), cols,
+                       ref="pplug")
 
 
 def budget_training(results: Path, b: Budget) -> str:
