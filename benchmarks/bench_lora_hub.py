@@ -66,6 +66,7 @@ from bench_real_lamp import (  # noqa: E402
     run_evaluate,
     train_device_args,
     train_method,
+    trained_split,
 )
 from meta import run_meta  # noqa: E402
 
@@ -387,7 +388,7 @@ def run(args) -> dict:
         raise FileNotFoundError(f"{data} not found (the shared real data is not on this machine)")
     ckpt_root = Path(args.checkpoints) / args.set
     slices, train_root, extra = build_slices(args, data, ckpt_root)
-    train_split = extra[extra.index("--data.train_split") + 1] if "--data.train_split" in extra else "train"
+    train_split = trained_split(extra)
     suffix = "_fit" if train_split != "train" else ""
     train_s: dict[str, dict[str, float | None]] = {"pplug": {}, "hub": {}, "oppu": {}}
     runs: dict[int, tuple[Path, Path]] = {}
