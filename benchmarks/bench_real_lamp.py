@@ -71,6 +71,7 @@ to evaluation.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -87,6 +88,8 @@ SYNTH_SETS: dict[str, dict] = {"synth_ratings": {}, "synth_ratings_shift": {"dom
 recipe of the real rating set): in-domain, and the domain shift whose
 train split is byte-identical to synth_ratings' while dev reviews come from another product domain."""
 TRAINABLE = ("prompt-tuned", "retrieval", "pplug", "pplug+retrieval")
+DECODING_CHOICES = ("argmax", "expected", "median", "greedy", "beam", "mbr")
+"""What --decodings offers: the label decodings, and the generation decodings that need no preference model."""
 
 
 def config_path(set_name: str, suffix: str = "") -> Path:
@@ -118,6 +121,17 @@ def set_args(set_name: str, args) -> argparse.Namespace:
     if latest:
         per_set |= {"slices": ["time-shift"], "slices_only": True, "time_shift_latest": latest}
     return argparse.Namespace(**{**vars(args), **per_set})
+
+
+def decoding_groups(task, decodings: list[str] | None) -> list[list[str]]:
+    """The decodings scored on `task`, grouped by decoding pass: a label or rating task reads all of its
+    decodings off one pass, a generation task generates once per decoding (so --reuse-preds reuses each on its
+    own). None: `SCORED_DECODINGS` (argmax, and a rating task's expected and median)."""
+    from pplug.decode.evaluate import applicable_decodings
+    from pplug.decode.inference import SCORED_DECODINGS
+
+    asked = applicable_decodings(task, decodings or SCORED_DECODINGS)
+    return [[d] for d in asked] if task.is_generation else [asked]
 
 
 def trained_split(extra: tuple[str, ...]) -> str:
@@ -479,7 +493,6 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     """
     from pplug.decode.evaluate import prediction_path, scored_rows
     from pplug.decode.floors import data_floors
-    from pplug.decode.inference import SCORED_DECODINGS
     from pplug.lamp.data import load_outputs, load_split, subsample
     from pplug.lamp.stats import comparison_lines, question_users, summarize, summary_table
 
@@ -503,30 +516,30 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
         preds: dict[str, dict[str, dict[str, str]]] = {}
         reported: dict[str, dict[str, dict[str, float]]] = {}
         t0 = time.monotonic()
-        for i, seed in enumerate(seeds):
+        for (i, seed), group in itertools.product(enumerate(seeds), decoding_groups(task, args.decodings)):
             ck = ckpt_root / f"seed{seed}"
             label = f"seed{seed}"
             stem = ck / "eval" / f"{name}_preds"
-            # `none` (greedy, no weights) and the floors do not depend on the training seed: scored once
+            # `none` (no weights) and the floors do not depend on the training seed: scored once
             methods = (["none"] if i == 0 else []) + list(args.methods)
             if args.reuse_preds:
                 for m in list(methods):
-                    earlier = earlier_predictions(stem, scored_rows(task, m, SCORED_DECODINGS),
+                    earlier = earlier_predictions(stem, scored_rows(task, m, group),
                                                   None if m == "none" else ck / runs[m] / "final", golds)
                     if earlier:
                         methods.remove(m)
                         for row, p in earlier.items():
                             preds.setdefault(row, {})[label] = p
-                        print(f"[{set_name}] {name} seed {seed} {m}: reusing its predictions in {stem.parent}",
-                              flush=True)
+                        print(f"[{set_name}] {name} seed {seed} {m} {group}: reusing its predictions in "
+                              f"{stem.parent}", flush=True)
             if not methods:
                 continue
-            rows = [r for m in methods for r in scored_rows(task, m, SCORED_DECODINGS)]
+            rows = [r for m in methods for r in scored_rows(task, m, group)]
             # one row alone would go to `<stem>.json`; name it as a row of many, so --reuse-preds finds it
             out = prediction_path(stem, rows[0]) if len(rows) == 1 else stem.with_suffix(".json")
             report = run_evaluate(args, [f"{m}={ck / runs[m]}" for m in methods if m != "none"], folder, split,
-                                  methods=methods, max_examples=max_examples, decodings=SCORED_DECODINGS,
-                                  floors=i == 0, seed=args.seed, out=str(out), progress=False,
+                                  methods=methods, max_examples=max_examples, decodings=group,
+                                  floors=False, seed=args.seed, out=str(out), progress=False,
                                   max_new_tokens=args.max_new_tokens)
             for row, path in report["files"].items():
                 preds.setdefault(row, {})[label] = load_outputs(path)[1]
@@ -628,6 +641,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=None,
                    help="trainings at once (default: by free GPU memory, ~10 GiB each; 1 on CPU)")
     p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--decodings", nargs="+", default=None, choices=DECODING_CHOICES, metavar="DECODING",
+                   help="decodings scored for every method (default: argmax, and a rating task's expected and "
+                        "median); a generation task's 'beam' is beam search with 4 beams, each row named by its "
+                        "decoding ('pplug [beam]')")
     p.add_argument("--reuse-preds", action="store_true",
                    help="with --seeds: reuse a run's predictions from an earlier scoring of the same slice when "
                         "they answer every question and are newer than its weights (add a method or a seed "
@@ -736,7 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         report = evaluate([f"{m}={ckpt_root / runs[m]}" for m in args.methods], str(data), "dev",
                           methods=["none", *args.methods], max_examples=args.max_dev,
-                          decodings=SCORED_DECODINGS, out=str(ckpt_root / "eval" / "dev_preds.json"),
+                          decodings=args.decodings or SCORED_DECODINGS,
+                          out=str(ckpt_root / "eval" / "dev_preds.json"),
                           floors=True, seed=args.seed, progress=False, max_new_tokens=args.max_new_tokens)
         report["train_seconds"] = train_s
         report["lr_selection"] = selection

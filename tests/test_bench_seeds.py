@@ -571,3 +571,50 @@ def test_reuse_preds_reads_a_lone_rows_file_where_evaluate_wrote_it(tmp_path):
     assert bench.earlier_predictions(stem, ["none [argmax]", "pplug [argmax]"], weights, {"q1": "a"}) is None
     os.utime(Path(f"{stem}.json"), (old - 30, old - 30))  # predictions older than the weights: decode again
     assert bench.earlier_predictions(stem, ["pplug [argmax]"], weights, {"q1": "a", "q2": "b"}) is None
+
+
+def test_run_seeds_scores_each_generation_decoding_and_reuses_each_alone(tmp_path, monkeypatch):
+    """--decodings argmax beam: a generation task decodes once per decoding, every row names its decoding, and
+    --reuse-preds then reuses each decoding's files on their own (a beam row added later does not decode argmax
+    again)."""
+    from pplug.decode.evaluate import prediction_path, prediction_row
+    from pplug.lamp.data import load_split, subsample, write_outputs
+    from pplug.lamp.metrics import score
+    from pplug.synth.generate import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="titles", n_users=12, seed=3)
+    ck = tmp_path / "ck" / "acl_titles"
+    (ck / "seed0" / "pplug" / "final").mkdir(parents=True)
+    (ck / "seed0" / "pplug" / "final" / "model.safetensors").write_bytes(b"")  # --reuse-preds: older than preds
+    (ck / "seed0" / "pplug.train_seconds").write_text("2.0\n")
+    calls = []
+
+    def fake_evaluate(a, checkpoints, folder, split, methods, max_examples, decodings, floors, seed, out,
+                      progress, max_new_tokens):
+        calls.append((tuple(methods), tuple(decodings)))
+        loaded = load_split(folder, split)
+        golds = {ex.id: ex.output for ex in subsample(loaded.examples, max_examples, seed)}
+        rows = [prediction_row(m, d) for m in methods for d in decodings]
+        files, metrics = {}, {}
+        for row in rows:  # pplug [beam] answers the gold; every other row answers one fixed word
+            preds = {i: g if row == "pplug [beam]" else "model" for i, g in golds.items()}
+            path = Path(out) if len(rows) == 1 else prediction_path(Path(out).with_suffix(""), row)
+            write_outputs(path, loaded.task.name, preds)
+            files[row], metrics[row] = str(path), score(loaded.task, preds, golds)
+        return {"files": files, "metrics": metrics}
+
+    monkeypatch.setattr(bench, "run_evaluate", fake_evaluate)
+    argv = ["--sets", "acl_titles", "--methods", "pplug", "--seeds", "0", "--max-dev", "20", "--resamples", "100",
+            "--checkpoints", str(tmp_path / "ck"), "--reuse-preds"]
+    bench.run_seeds("acl_titles", bench.parse_args(argv), data, ck)  # the default: argmax alone
+    assert calls == [(("none", "pplug"), ("argmax",))]
+    entry = bench.run_seeds("acl_titles", bench.parse_args(argv + ["--decodings", "argmax", "beam"]), data, ck)
+    assert calls[1:] == [(("none", "pplug"), ("beam",))]  # argmax reused, beam decoded once for both methods
+    dev = entry["slices"]["dev"]
+    assert {"pplug [argmax]", "pplug [beam]", "none [argmax]", "none [beam]"} <= set(dev["cells"])
+    assert dev["cells"]["pplug [beam]"]["rouge1"]["mean"] == 1.0
+    assert dev["comparisons"]["pplug [beam]"]["none [beam]"]["rouge1"]["leads"]
+    assert not dev["comparisons"]["pplug [argmax]"]["none [argmax]"]["rouge1"]["leads"]
+    bench.run_seeds("acl_titles", bench.parse_args(argv + ["--decodings", "argmax", "beam"]), data, ck)
+    assert len(calls) == 2  # both decodings reused
