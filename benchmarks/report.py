@@ -1225,6 +1225,7 @@ NEWS_CATEGORIES_ROWS = (
     Row("floor: user majority label", "floor: the user's most common category"))
 """news_categories' rows on dev and on the time-shift slice (bench_history_mix): each method alone and mixed."""
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
+BEAM_COLS = (Col("ROUGE-1, greedy ↑", "rouge1", "argmax"), Col("ROUGE-1, beam search (4 beams) ↑", "rouge1", "beam"))
 TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
@@ -1270,6 +1271,15 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         rows=(*BUDGETS["news_headlines_time_shift"].baselines(),
               Row("pplug+retrieval", "**pplug + retrieval** (256-token prompt)"),
               *BUDGETS["news_headlines_time_shift"].floors)),
+    # the official recipe's beam search (4 beams) beside greedy, on the summary's checkpoints: every method decoded
+    # both ways on the same questions, PPlug compared with each row in the same decoding
+    "acl_titles_beam": T(
+        cells_table, caption="acl_titles dev (n={n}), 3 seeds, float32", ref="pplug",
+        cols=_with_file(BEAM_COLS, "real_lamp_acl_titles_beam_cpu"), rows=BUDGETS["acl"].rows()),
+    "news_headlines_time_shift_beam": T(
+        cells_table, caption="news_headlines time-shift slice (n={n}), 3 seeds, float32", ref="pplug",
+        cols=_with_file(BEAM_COLS, "real_lamp_news_headlines_time_shift_beam_cpu", "time-shift"),
+        rows=BUDGETS["news_headlines_time_shift"].rows()),
     "acl_titles_user_tokens_4": T(
         cells_table, caption="acl_titles dev (n={n}), 3 seeds, float32", ref="pplug",
         cols=_with_file([R1, RL], "real_lamp_acl_titles_user_tokens4_cpu"),

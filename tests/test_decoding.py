@@ -178,3 +178,23 @@ def test_first_line_stop_ends_sequences_after_their_first_non_empty_line(gen_mod
         assert clean_generation(kept) == clean_generation(text)
         if "\nx" in text or "more" in text:
             assert done_at is not None and done_at < len(ids)  # stopped before the rest
+
+
+def test_a_beam_search_line_stop_reads_each_candidate_afresh(gen_model):
+    """Beam search re-ranks its candidates every step, so the beams' stop reads each row's own tokens: the same
+    row gets the same answer in any order and after any earlier call (a stateful stop would carry one row's
+    "text seen" to another)."""
+    llm = gen_model.llm
+    tok = lambda text: llm.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ended, blank, open_ = tok("budget review\n"), tok("\n\n"), tok("budget review")
+    width = max(map(len, (ended, blank, open_)))
+    pad = tok(" ")[0]  # whitespace: no text, no newline
+    rows = [[pad] * (width - len(r)) + r for r in (ended, blank, open_)]
+    want = [True, False, False]  # a line that has ended; no text yet; text whose line goes on
+    stop = llm.first_line_stop(per_candidate=True)
+    assert stop(torch.tensor(rows)).tolist() == want
+    order = [1, 2, 0]  # the same rows, re-ranked: a blank line now where a finished line was
+    assert stop(torch.tensor([rows[i] for i in order])).tolist() == [want[i] for i in order]
+    assert stop(torch.tensor([rows[1]])).tolist() == [False]
+    beams = llm.generate(None, ["Write a subject line:"] * 2, max_new_tokens=12, num_beams=3, first_line=True)
+    assert all("\n" not in b for b in beams)

@@ -20,7 +20,6 @@ long loop uses (`progress`): a tqdm bar on a terminal, else a plain line every f
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import subprocess
 import sys

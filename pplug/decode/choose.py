@@ -265,7 +265,8 @@ def decode_rows(model: Personalizer, batch: Any, specs: Sequence[DecodingSpec], 
         rows: row keys, users' past outputs and the encoder (None: batch indices, no past outputs, the
             model's history encoder).
         clean: applied to every candidate before selection (e.g. keep the first line).
-        first_line: `clean` keeps only the first non-empty line, so greedy and sampled sequences may stop there.
+        first_line: `clean` keeps only the first non-empty line, so every sequence may stop there (a beam
+            search ranks its beams as finished lines).
         stats: if given, "rows", "candidates" and "seconds" are added to it (the cost of this batch).
     """
     t0 = time.monotonic()
@@ -288,7 +289,7 @@ def decode_rows(model: Personalizer, batch: Any, specs: Sequence[DecodingSpec], 
         texts = llm.generate(prefix[idx] if prefix is not None else None, [batch.prompts[i] for i in idx],
                              position=getattr(model, "soft_prompt_position", "prefix"),
                              max_new_tokens=max_new_tokens, num_beams=width,
-                             first_line=first_line and width == 1)
+                             first_line=first_line)
         for i, t in zip(idx, texts):
             out[i] = clean(t)
         n_cands += len(idx)

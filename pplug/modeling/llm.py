@@ -389,11 +389,12 @@ class FrozenLLM(nn.Module):
 
         Causal batches are left-padded: [pad; prefix; prompt] so every row continues from its own last token;
         greedy after the prompt, each distinct prompt is prefilled once (`prefill.after_prompt_sequences`).
-        `first_line`: a row stops once its first non-empty line is complete (`FirstLineStop`).
+        `first_line`: a row stops once its first non-empty line is complete (`FirstLineStop`); with beams,
+        each beam ends with its first line, so the beams are ranked as lines.
         Returns the decoded continuations (special tokens dropped, whitespace stripped).
         """
         prefix, p_ids = self._check_prefix(prefix, len(prompts)), self.prompt_ids(prompts)
-        stop = self.first_line_stop() if first_line else None
+        stop = self.first_line_stop(per_candidate=num_beams > 1) if first_line else None
         if num_beams == 1 and not kwargs and self._shares_prompts(prefix, position):
             out = after_prompt_sequences(self, prefix, p_ids, range(len(p_ids)), None, max_new_tokens, stop)
         else:
@@ -439,11 +440,12 @@ class FrozenLLM(nn.Module):
             result[i].append(text.strip())
         return result
 
-    def first_line_stop(self) -> FirstLineStop:
-        """A fresh `FirstLineStop` for this tokenizer (the per-token tables are built once per LLM)."""
+    def first_line_stop(self, per_candidate: bool = False) -> FirstLineStop:
+        """A fresh `FirstLineStop` for this tokenizer (the per-token tables are built once per LLM);
+        `per_candidate` for beam search."""
         if getattr(self, "_line_tables", None) is None:
             self._line_tables = FirstLineStop.token_tables(self.tokenizer)
-        return FirstLineStop(*self._line_tables)
+        return FirstLineStop(*self._line_tables, per_candidate=per_candidate)
 
 
 __all__ = ["FirstLineStop", "FrozenLLM", "RowSampler", "row_seed", "token_embedding_norm", "truncate_middle"]

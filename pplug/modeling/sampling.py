@@ -180,11 +180,17 @@ def cache_argument(model: nn.Module) -> str:
 class FirstLineStop:
     """Per-sequence stopping criterion: done once the first non-empty line has ended (a token with a newline
     after some non-whitespace text). `clean_generation` keeps only that line, so stopping there changes no
-    cleaned output and saves the tokens LLMs write past the answer. Stateful: one instance per generation."""
+    greedy or sampled output and saves the tokens LLMs write past the answer. Stateful: one instance per
+    generation. `per_candidate` (beam search): stateless, each row is a candidate's generated tokens, so a
+    beam ends with its line and the beams compete as finished lines, the answer `clean_generation` keeps."""
 
-    def __init__(self, newline: torch.Tensor, content_before_newline: torch.Tensor, content: torch.Tensor) -> None:
+    def __init__(self, newline: torch.Tensor, content_before_newline: torch.Tensor, content: torch.Tensor,
+                 per_candidate: bool = False) -> None:
         self.newline, self.before, self.content = newline, content_before_newline, content  # (V,) bool each
         self.seen: torch.Tensor | None = None  # (S,) bool: some non-whitespace text generated so far
+        # beam search: HF ranks candidates afresh every step and hands each one's generated tokens (and nothing
+        # else: the prompt goes in as embeddings), so the state is read off each row instead of kept
+        self.per_candidate = per_candidate
 
     @staticmethod
     def token_tables(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,6 +205,10 @@ class FirstLineStop:
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         last = input_ids[:, -1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S,)
+        if self.per_candidate:  # each row's own tokens say whether it has text yet: rows are re-ranked every step
+            earlier = input_ids[:, :-1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S, T-1)
+            seen = self.content[earlier].any(-1)
+            return (self.newline[last] & (seen | self.before[last])).to(input_ids.device)
         if self.seen is None:
             self.seen = torch.zeros(last.shape[0], dtype=torch.bool)
         done = self.newline[last] & (self.seen | self.before[last])
