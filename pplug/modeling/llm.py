@@ -441,8 +441,7 @@ class FrozenLLM(nn.Module):
         return result
 
     def first_line_stop(self, per_candidate: bool = False) -> FirstLineStop:
-        """A fresh `FirstLineStop` for this tokenizer (the per-token tables are built once per LLM);
-        `per_candidate` for beam search."""
+        """A fresh `FirstLineStop` (`per_candidate` for beam search); the token tables are built once per LLM."""
         if getattr(self, "_line_tables", None) is None:
             self._line_tables = FirstLineStop.token_tables(self.tokenizer)
         return FirstLineStop(*self._line_tables, per_candidate=per_candidate)
