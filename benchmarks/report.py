@@ -1279,6 +1279,10 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "acl_titles_beam": T(
         cells_table, caption="acl_titles dev (n={n}), 3 seeds, float32", ref="pplug",
         cols=_with_file(BEAM_COLS, ACL_BEAM), rows=BUDGETS["acl"].rows()),
+    "news_headlines_time_shift_beam": T(
+        cells_table, caption="news_headlines time-shift slice (n={n}), 3 seeds, float32", ref="pplug",
+        cols=_with_file(BEAM_COLS, "real_lamp_news_headlines_time_shift_beam_cpu", "time-shift"),
+        rows=BUDGETS["news_headlines_time_shift"].rows()),
     "acl_titles_user_tokens_4": T(
         cells_table, caption="acl_titles dev (n={n}), 3 seeds, float32", ref="pplug",
         cols=_with_file([R1, RL], "real_lamp_acl_titles_user_tokens4_cpu"),
