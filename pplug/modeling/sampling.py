@@ -204,16 +204,14 @@ class FirstLineStop:
         return nl, before, content
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
-        last = input_ids[:, -1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S,)
+        vocab = self.newline.shape[0]
+        last = input_ids[:, -1].cpu().clamp(0, vocab - 1)  # (S,)
         if self.per_candidate:  # each row's own tokens say whether it has text yet: rows are re-ranked every step
-            earlier = input_ids[:, :-1].cpu().clamp(0, self.newline.shape[0] - 1)  # (S, T-1)
-            seen = self.content[earlier].any(-1)
-            return (self.newline[last] & (seen | self.before[last])).to(input_ids.device)
-        if self.seen is None:
-            self.seen = torch.zeros(last.shape[0], dtype=torch.bool)
-        done = self.newline[last] & (self.seen | self.before[last])
-        self.seen = self.seen | self.content[last]
-        return done.to(input_ids.device)
+            seen = self.content[input_ids[:, :-1].cpu().clamp(0, vocab - 1)].any(-1)
+        else:  # one row per sequence throughout: keep what was seen, copy only the last tokens off the device
+            seen = self.seen if self.seen is not None else torch.zeros(last.shape[0], dtype=torch.bool)
+            self.seen = seen | self.content[last]  # for the next step; this one reads the text before `last`
+        return (self.newline[last] & (seen | self.before[last])).to(input_ids.device)
 
 
 def row_seed(seed: int, key: object) -> int:
