@@ -48,10 +48,11 @@ GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
 class _Recorder:
     """Quacks like the model for `pplug.decode.inference.predict`; keeps each batch's label log-probs of the model
-    alone (no mix) and the rows' history statistics, in example order."""
+    alone (no mix), the rows' history statistics and, for a model with input-aware attention, the attention-
+    weighted label shares that `history_mix_prior: attention` mixes in, in example order."""
 
     def __init__(self, model):
-        self.model, self.logp, self.stats = model, [], []
+        self.model, self.logp, self.stats, self.att = model, [], [], []
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -60,11 +61,19 @@ class _Recorder:
         logp = self.model.llm.choice_logprobs(self.model.prefix(batch), batch.prompts, choices).float().cpu()
         self.logp.append(logp)
         self.stats.append(torch.tensor(batch.history_stats, dtype=torch.float32))
+        if has_attention(self.model.config):
+            self.att.append(self.model.attention_label_shares(batch))
         return logp
 
 
-def label_distributions(model, method: str, task, examples: list, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C) log-probs of the model alone and (N, stats_dim) history statistics, one row per example."""
+def has_attention(config) -> bool:
+    """Whether a checkpoint has the input-aware attention that `history_mix_prior: attention` reads."""
+    return config.use_user_embedding and config.aggregation != "mean"
+
+
+def label_distributions(model, method: str, task, examples: list, batch_size: int) -> dict[str, torch.Tensor]:
+    """{"logp": (N, C) log-probs of the model alone, "stats": (N, stats_dim) history statistics, and for a model
+    with input-aware attention "att": (N, C) its attention-weighted label shares}, one row per example."""
     from pplug.decode.inference import predict
 
     rec = _Recorder(model)
@@ -72,13 +81,17 @@ def label_distributions(model, method: str, task, examples: list, batch_size: in
     with torch.no_grad():
         predict(rec, task, examples, method, ["argmax"], batch_size=batch_size, max_history=cfg.max_history,
                 retrieval_k=cfg.retrieval_k, retriever=cfg.retriever, encoder=model.history_encoder)
-    return torch.cat(rec.logp), torch.cat(rec.stats)
+    out = {"logp": torch.cat(rec.logp), "stats": torch.cat(rec.stats)}
+    if rec.att:
+        out["att"] = torch.cat(rec.att)
+    return out
 
 
 def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, examples: list,
-                         batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                         batch_size: int, need_attention: bool = False) -> dict[str, torch.Tensor]:
     """`label_distributions`, kept in `<run>/eval/history_mix_<name>.safetensors` and read back (no pickle)
-    when it holds the same question ids and is newer than the run's weights; else computed and written."""
+    when it holds the same question ids, is newer than the run's weights and holds "att" where
+    `need_attention`; else computed and written."""
     from safetensors.torch import load_file, save_file
 
     path = ckpt.parent / "eval" / f"history_mix_{name}.safetensors"
@@ -87,12 +100,49 @@ def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, e
     if path.is_file() and ids.is_file() and path.stat().st_mtime > trained \
             and json.loads(ids.read_text()) == [ex.id for ex in examples]:
         t = load_file(str(path))
-        return t["logp"], t["stats"]
-    logp, stats = label_distributions(load_model(), method, task, examples, batch_size)
+        if "att" in t or not need_attention:
+            return t
+    t = label_distributions(load_model(), method, task, examples, batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"logp": logp.contiguous(), "stats": stats.contiguous()}, str(path))
+    save_file({k: v.contiguous() for k, v in t.items()}, str(path))
     ids.write_text(json.dumps([ex.id for ex in examples]))
-    return logp, stats
+    return t
+
+
+def encoder_knn_shares(encoder, task, examples: list, max_history: int, temperatures: list[float]
+                       ) -> dict[float, torch.Tensor]:
+    """The frozen sentence encoder's own version of the attention prior, for every method (it needs no trained
+    model): {tau: (N, C)} the labels of each question's `max_history` most recent past items weighted by
+    softmax_i(cos(h_i, e_x) / tau), e_x the encoder's embedding of the input's content; zeros without labels."""
+    import torch.nn.functional as F
+
+    out = {t: torch.zeros(len(examples), len(task.labels)) for t in temperatures}
+    for i, ex in enumerate(examples):
+        items = [it for it in list(ex.profile)[-max_history:] if task.history_label_indices([it])[0] >= 0]
+        if not items:
+            continue
+        h = F.normalize(encoder.encode([task.history_text(it) for it in items]).float(), dim=-1)  # (n, d)
+        q = F.normalize(encoder.encode([task.query_text(ex.input)]).float(), dim=-1)[0]  # (d,)
+        onehot = F.one_hot(torch.tensor(task.history_label_indices(items)), len(task.labels)).float()  # (n, C)
+        for t in temperatures:
+            out[t][i] = torch.softmax(h @ q / t, dim=0) @ onehot
+    return out
+
+
+NO_LLM_KNN = "encoder kNN, no LLM"
+"""The row that mixes the frozen encoder's kNN prior into the training split's label shares: no LLM at all."""
+
+
+def _key(pk: tuple) -> str:
+    """A (tau, k) parameter pair as a key: "k=32" or "tau=0.05 k=32"."""
+    return f"k={pk[1]}" if pk[0] is None else f"tau={pk[0]} k={pk[1]}"
+
+
+def _label_shares_logp(task, golds: list[str]) -> torch.Tensor:
+    """(C,) log of the training golds' label shares (add-one smoothed): the no-LLM rows' stand-in model."""
+    labels = [gold_label(task, g) for g in golds]
+    counts = torch.tensor([labels.count(lab) + 1.0 for lab in task.labels])
+    return (counts / counts.sum()).log()
 
 
 def decoded(task, probs: torch.Tensor) -> dict[str, list[str]]:
@@ -107,11 +157,13 @@ def gold_label(task, output: str) -> str:
     return str(int(float(output))) if task.is_rating else str(output).strip()
 
 
-def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None) -> torch.Tensor:
-    """(N, C) probabilities with `history_mix_items` = k (None: the model alone)."""
+def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None, prior: torch.Tensor | None = None
+          ) -> torch.Tensor:
+    """(N, C) probabilities with `history_mix_items` = k (None: the model alone), mixing in `prior` (N, C)
+    instead of the user's label shares where given (`history_mix_prior: attention`)."""
     from pplug.modeling.label_rules import mix_history_prior
 
-    return mix_history_prior(logp, stats, k, task.name, list(task.labels)).softmax(dim=-1)
+    return mix_history_prior(logp, stats, k, task.name, list(task.labels), prior=prior).softmax(dim=-1)
 
 
 def fit_label_offsets(logp: torch.Tensor, gold_idx: torch.Tensor, steps: int = 200) -> torch.Tensor:
@@ -156,6 +208,15 @@ def main() -> None:
     p.add_argument("--train-split", default="train",
                    help="the split of --data the runs trained on, whose left-out questions choose k (default train; "
                         "`fit` for the time-shift slice folder of bench_real_lamp --slices time-shift)")
+    p.add_argument("--priors", nargs="+", choices=["shares", "attention", "knn"], default=["shares"],
+                   help="what the mix pulls toward: the user's label shares (`<method>+mix`, always), the model's "
+                        "attention-weighted labels of the past items (`<method>+attention-mix`, models with "
+                        "input-aware attention), the frozen encoder's (`<method>+knn-mix`, any method, plus the "
+                        f"no-LLM row '{NO_LLM_KNN}')")
+    p.add_argument("--knn-temperatures", nargs="+", type=float, default=[0.02, 0.05, 0.1],
+                   help="the frozen encoder kNN's softmax temperatures tried (chosen with k on held-out questions)")
+    p.add_argument("--max-history", type=int, default=32, help="past items the frozen encoder kNN reads (the "
+                                                                "recipes' max_history)")
     p.add_argument("--calibrate", action="store_true", help="also score pplug+mix+cal (label offsets, held-out fit)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -175,15 +236,57 @@ def main() -> None:
     dev_golds = {ex.id: ex.output for ex in dev_examples}
     label_of = {lab: i for i, lab in enumerate(task.labels)}
     grid: list[float | None] = [None, *args.grid]
-    nll: dict[str, dict[str, list[float]]] = {m: {str(k): [] for k in grid} for m in args.methods}
-    heldout_metrics: dict[str, dict] = {m: {} for m in args.methods}
-    dev_dists: dict[str, dict[str, tuple]] = {m: {} for m in args.methods}
+    # the decodings scored: row name -> (method, prior); each row's parameters are chosen on held-out questions
+    variants: dict[str, tuple[str | None, str]] = {}
+    for m in args.methods:
+        variants[f"{m}+mix"] = (m, "shares")
+        if "attention" in args.priors:
+            variants[f"{m}+attention-mix"] = (m, "attention")  # dropped below where the model has no attention
+        if "knn" in args.priors:
+            variants[f"{m}+knn-mix"] = (m, "knn")
+    if "knn" in args.priors:
+        variants[NO_LLM_KNN] = (None, "knn")
+    params = {v: [(None, k) for k in grid] if prior != "knn" else [(t, k) for t in args.knn_temperatures
+                                                                   for k in args.grid]
+              for v, (_, prior) in variants.items()}
+    nll: dict[str, dict[str, list[float]]] = {v: {_key(pk): [] for pk in params[v]} for v in variants}
+    heldout_metrics: dict[str, dict] = {v: {} for v in variants}
+    dev_dists: dict[str, dict[str, dict]] = {m: {} for m in args.methods}
     held_dists: dict[str, dict[str, tuple]] = {m: {} for m in args.methods}
+    train_golds = list(train.golds().values())
+    global_logp = _label_shares_logp(task, train_golds)  # (C,): the no-LLM rows' "model"
     llm = encoder = None
+    knn_held: dict[str, dict[float, torch.Tensor]] = {}
+    knn_dev: dict[float, torch.Tensor] = {}
+
+    def frozen_encoder():
+        nonlocal encoder
+        if encoder is None:
+            from pplug.encode.history import HistoryEncoder
+
+            cfg, _ = PPlugModel.load_checkpoint_config(ck_root / f"seed{args.seeds[0]}" /
+                                                       args.methods[0].replace("+", "_") / "final")
+            encoder = HistoryEncoder(cfg.encoder_name_or_path)
+        return encoder
+
+    def probs_of(v: str, dist: dict, knn: dict[float, torch.Tensor], pk: tuple) -> torch.Tensor:
+        """(N, C) probabilities of row `v` with parameters pk = (tau, k)."""
+        prior = variants[v][1]
+        logp = dist["logp"] if variants[v][0] is not None else global_logp.expand(len(dist["stats"]), -1)
+        extra = dist["att"] if prior == "attention" else knn[pk[0]] if prior == "knn" else None
+        return mixed(logp, dist["stats"], task, pk[1], prior=extra)
+
     for seed in args.seeds:
         used = {ex.id for ex in subsample(train.examples, args.max_train, seed)}
         held = subsample([ex for ex in train.examples if ex.id not in used], args.max_heldout, seed)
         gold_idx = torch.tensor([label_of[gold_label(task, ex.output)] for ex in held])
+        golds = {ex.id: ex.output for ex in held}
+        if "knn" in args.priors:
+            knn_held[f"seed{seed}"] = encoder_knn_shares(frozen_encoder(), task, held, args.max_history,
+                                                         args.knn_temperatures)
+            if not knn_dev:
+                knn_dev = encoder_knn_shares(frozen_encoder(), task, dev_examples, args.max_history,
+                                             args.knn_temperatures)
         for m in args.methods:
             ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
             loaded: list = []
@@ -195,64 +298,79 @@ def main() -> None:
                     llm, encoder = loaded[0].llm, loaded[0].history_encoder  # frozen: shared by every run
                 return loaded[0]
 
-            logp, stats = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size)
-            held_dists[m][f"seed{seed}"] = (logp, stats, gold_idx)
-            golds = {ex.id: ex.output for ex in held}
-            for k in grid:
-                probs = mixed(logp, stats, task, k)
-                nll[m][str(k)].extend((-probs[torch.arange(len(held)), gold_idx].clamp_min(1e-12).log()).tolist())
-                dec = decoded(task, probs)
-                sc = {d: example_scores(task, dict(zip(golds, dec[d])), golds) for d in dec}
-                if task.is_rating:
-                    cell = heldout_metrics[m].setdefault(str(k), {"mae_median": [], "rmse_expected": []})
-                    cell["mae_median"].append(aggregate("mae", list(sc["median"]["mae"].values())))
-                    cell["rmse_expected"].append(aggregate("rmse", list(sc["expected"]["rmse"].values())))
-                else:
-                    cell = heldout_metrics[m].setdefault(str(k), {"accuracy": []})
-                    cell["accuracy"].append(aggregate("accuracy", list(sc["argmax"]["accuracy"].values())))
+            cfg, _ = PPlugModel.load_checkpoint_config(ckpt)
+            attention = "attention" in args.priors and has_attention(cfg)
+            if not attention:
+                variants.pop(f"{m}+attention-mix", None)
+            dist = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size, attention)
+            held_dists[m][f"seed{seed}"] = (dist, gold_idx)
             dev_dists[m][f"seed{seed}"] = cached_distributions(ckpt, args.split, load_model, m, task, dev_examples,
-                                                               args.batch_size)
+                                                               args.batch_size, attention)
             print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
+        for v, (m, _) in variants.items():
+            dist = held_dists[m][f"seed{seed}"][0] if m is not None else {"stats": held_dists[args.methods[0]][
+                f"seed{seed}"][0]["stats"]}
+            for pk in params[v]:
+                probs = probs_of(v, dist, knn_held.get(f"seed{seed}", {}), pk)
+                nll[v][_key(pk)].extend((-probs[torch.arange(len(held)), gold_idx].clamp_min(1e-12).log()).tolist())
+                dec = decoded(task, probs)
+                sc = {d: example_scores(task, dict(zip(golds, dec[d])), golds) for d in dec}
+                cell = heldout_metrics[v].setdefault(_key(pk), {})
+                if task.is_rating:
+                    cell.setdefault("mae_median", []).append(aggregate("mae", list(sc["median"]["mae"].values())))
+                    cell.setdefault("rmse_expected", []).append(
+                        aggregate("rmse", list(sc["expected"]["rmse"].values())))
+                else:
+                    cell.setdefault("accuracy", []).append(
+                        aggregate("accuracy", list(sc["argmax"]["accuracy"].values())))
 
-    chosen: dict[str, float | None] = {}
+    chosen_params: dict[str, tuple] = {}
     print(f"\nheld-out training questions ({args.max_heldout} per seed): mean NLL of the gold label / "
-          "MAE median / RMSE expected (mean over seeds)")
-    for m in args.methods:
-        for k in grid:
-            h = heldout_metrics[m][str(k)]
-            means = "  ".join(f"{name} {sum(v) / len(v):.3f}" for name, v in h.items())
-            print(f"  {m:16s} k={str(k):6s} NLL {sum(nll[m][str(k)]) / len(nll[m][str(k)]):.4f}  {means}")
-        chosen[m] = min(grid, key=lambda k: sum(nll[m][str(k)]))
-        print(f"  {m}: chosen k = {chosen[m]}")
+          "MAE median / RMSE expected (mean over seeds); (tau, k): the kNN temperature and the mix's k")
+    for v in variants:
+        for pk in params[v]:
+            h = heldout_metrics[v][_key(pk)]
+            means = "  ".join(f"{name} {sum(x) / len(x):.3f}" for name, x in h.items())
+            print(f"  {v:24s} {_key(pk):14s} NLL {sum(nll[v][_key(pk)]) / len(nll[v][_key(pk)]):.4f}  {means}")
+        chosen_params[v] = min(params[v], key=lambda pk: sum(nll[v][_key(pk)]))
+        print(f"  {v}: chosen {_key(chosen_params[v])}")
+    chosen = {m: chosen_params[f"{m}+mix"][1] for m in args.methods}  # the user-shares mix's k, per method
 
-    train_golds = list(train.golds().values())
     preds: dict[str, dict[str, dict[str, str]]] = {}
     offsets: dict[str, dict[str, list[float]]] = {m: {} for m in args.methods}
     for m in args.methods:
-        for label, (logp, stats) in dev_dists[m].items():
-            for name, k in ((m, None), (f"{m}+mix", chosen[m])):
-                for d, outs in decoded(task, mixed(logp, stats, task, k)).items():
-                    preds.setdefault(f"{name} [{d}]", {})[label] = dict(zip(dev_golds, outs))
+        for label, dist in dev_dists[m].items():
+            for d, outs in decoded(task, mixed(dist["logp"], dist["stats"], task, None)).items():
+                preds.setdefault(f"{m} [{d}]", {})[label] = dict(zip(dev_golds, outs))
+            for v in (v for v, (vm, _) in variants.items() if vm == m):
+                for d, outs in decoded(task, probs_of(v, dist, knn_dev, chosen_params[v])).items():
+                    preds.setdefault(f"{v} [{d}]", {})[label] = dict(zip(dev_golds, outs))
             if args.calibrate:
-                h_logp, h_stats, h_gold = held_dists[m][label]
-                b = fit_label_offsets(mixed(h_logp, h_stats, task, chosen[m]).clamp_min(1e-12).log(), h_gold)
+                h_dist, h_gold = held_dists[m][label]
+                b = fit_label_offsets(mixed(h_dist["logp"], h_dist["stats"], task, chosen[m]).clamp_min(1e-12).log(),
+                                      h_gold)
                 offsets[m][label] = [round(x, 4) for x in b.tolist()]
-                p_mix = mixed(logp, stats, task, chosen[m])  # (N, C), the `+mix` row's distribution
+                p_mix = mixed(dist["logp"], dist["stats"], task, chosen[m])  # (N, C), the `+mix` row's distribution
                 cal = (p_mix.clamp_min(1e-12).log() + b).softmax(dim=-1)
                 for d, outs in decoded(task, cal).items():
                     preds.setdefault(f"{m}+mix+cal [{d}]", {})[label] = dict(zip(dev_golds, outs))
-                shifted = label_shift(p_mix, stats, task, train_golds)
+                shifted = label_shift(p_mix, dist["stats"], task, train_golds)
                 for d, outs in decoded(task, shifted).items():
                     preds.setdefault(f"{m}+mix+prior [{d}]", {})[label] = dict(zip(dev_golds, outs))
         if args.calibrate:
             print(f"  {m}: label log-offsets fitted on held-out questions: {json.dumps(offsets[m])}")
+    if NO_LLM_KNN in variants:  # one row: it depends on no trained model
+        stats = next(iter(dev_dists[args.methods[0]].values()))["stats"]
+        for d, outs in decoded(task, probs_of(NO_LLM_KNN, {"stats": stats}, knn_dev,
+                                              chosen_params[NO_LLM_KNN])).items():
+            preds[f"{NO_LLM_KNN} [{d}]"] = {"seed0": dict(zip(dev_golds, outs))}
     for name, outs in floor_predictions(task, dev_examples, train.examples).items():
         if name in ("always-5", "user mean rating") or not task.is_rating:
             preds[f"floor: {name}"] = {"seed0": outs}
     # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows
     refs = [r for r in preds if not r.startswith("floor:")] if args.calibrate else \
-        [r for r in preds if r.startswith("pplug+mix [")]
+        [r for r in preds if r.startswith(("pplug+mix [", "pplug+attention-mix ["))]
     summary = summarize(task, dev_golds, preds, refs, users=question_users(dev_examples))
     print()
     print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))
@@ -269,9 +387,11 @@ def main() -> None:
                                  for seed in args.seeds for m in args.methods}))  # the checkpoints' own
         atomic_write_json(args.out, {"meta": run_meta(device="cpu", dtype=dtype), "settings": vars(args),
                                      "chosen_k": chosen,
+                                     "chosen": {v: {"temperature": pk[0], "k": pk[1]}
+                                                for v, pk in chosen_params.items()},
                                      "label_offsets": offsets if args.calibrate else None,
-                                     "heldout": {m: {"nll": {k: sum(v) / len(v) for k, v in nll[m].items()},
-                                                     "metrics": heldout_metrics[m]} for m in args.methods},
+                                     "heldout": {v: {"nll": {k: sum(x) / len(x) for k, x in nll[v].items()},
+                                                     "metrics": heldout_metrics[v]} for v in variants},
                                      "dev": summary})
 
 

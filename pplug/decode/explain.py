@@ -13,7 +13,8 @@
 - `statistics`: what the statistics token (`user_stats`) and the history prior (`history_mix_items`) read: the
   user's label shares and the number of items behind them, or for generation tasks the mean and spread of the
   user's output lengths; `label_token`: the labels of the past items weighted by the attention, as `label_token`
-  reads them. Each only where the checkpoint reads it.
+  reads them; `history_prior`: the labels of the past items weighted by the input-aware attention alone, what
+  `history_mix_prior: attention` mixes in. Each only where the checkpoint reads it.
 - `counterfactual`: the output (and for label tasks the label distribution, after the checkpoint's history
   prior) three ways: `history` (what `personalize` gives), `cold_start` (no history: the learned default user
   vector) and `persona_only` (no history, the persona text alone in the prompt: the one given, else the persona
@@ -150,13 +151,13 @@ def explain(model: Any, examples: Sequence[Example], personas: Sequence[str | No
     gate = embedder.mix_gate()
     alone = embedder.input_aware_weights(emb, mask, q) if (gate is not None and q is not None) else None
     label_idx = [task.history_label_indices(k) for k in kept]
-    attended = None
-    if cfg.reads_history_labels and n:  # what the label token reads: the weights over the labelled items
-        labels = history_label_tensor(label_idx, cfg.max_history, n).to(weights.device)  # (B, N)
-        w = weights * (labels >= 0)
-        w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        onehot = torch.nn.functional.one_hot(labels.clamp_min(0), len(task.labels)).float() * (labels >= 0)[..., None]
-        attended = torch.einsum("bn,bnc->bc", w, onehot).cpu()  # (B, C)
+    attended = prior = None
+    if cfg.reads_history_labels and n:
+        labels = history_label_tensor(label_idx, cfg.max_history, n)  # (B, N)
+        if cfg.label_token:  # what the label token reads: the attention over the labelled items
+            attended = embedder.label_shares(weights, labels).cpu()  # (B, C)
+        if cfg.mixes_attention_prior:  # what `history_mix_prior: attention` mixes in: the input-aware attention alone
+            prior = embedder.label_shares(alone if alone is not None else weights, labels).cpu()  # (B, C)
 
     results: dict[str, tuple[list[str], torch.Tensor | None]] = {}
     for name, (rows, b) in batches.items():
@@ -203,6 +204,8 @@ def explain(model: Any, examples: Sequence[Example], personas: Sequence[str | No
             "statistics": _statistics(task, stats) if cfg.reads_history_stats else None,
             "label_token": ({lab: round(float(s), 6) for lab, s in zip(task.labels, attended[i])}
                             if attended is not None else None),
+            "history_prior": ({lab: round(float(s), 6) for lab, s in zip(task.labels, prior[i])}
+                              if prior is not None else None),
             "counterfactual": counterfactual,
         })
     return out
@@ -224,6 +227,8 @@ def format_explanation(e: dict[str, Any]) -> str:
         lines.append(f"  statistics token / prior: {e['statistics']}")
     if e["label_token"]:
         lines.append(f"  label token (attended label shares): {e['label_token']}")
+    if e.get("history_prior"):
+        lines.append(f"  history prior (labels by input-aware attention): {e['history_prior']}")
     for name, c in e["counterfactual"].items():
         probs = ""
         if "label_probs" in c:

@@ -139,6 +139,15 @@ class PPlugConfig:
     probabilities), so it can be set or changed at load. None: the model alone (PPlug as published); the
     value the rating recipes use was chosen on held-out training questions (docs/recipes.md)."""
 
+    history_mix_prior: str = "shares"
+    """What `history_mix_items` mixes in. "shares": the user's label shares h_u, the same for every input.
+    "attention": the labels of the user's past items weighted by the embedder's input-aware attention alone
+    (softmax_i(h_i . e_x / temperature) over the items that hold a label; the label token's weights without the
+    mean blend of `aggregation: mixed`), so an author who writes on two beats is pulled toward the beat of
+    their past articles most like this one. Needs a user embedding with input-aware attention
+    ("input_aware" or "mixed"). Decoding only, so it can be set or changed at load; the news_categories
+    recipe's choice is measured in docs/results.md."""
+
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper). The scores are cosines in [-1, 1], so
     at 1.0 the weights stay within a factor e^2 of each other, close to a plain mean of the history; the
@@ -211,6 +220,11 @@ class PPlugConfig:
             if not (task.labels and task.output_field):
                 raise ValueError(f"history_mix_items applies to label tasks whose history holds the labels, not "
                                  f"{task.name} (set it to null)")
+        if self.history_mix_prior not in ("shares", "attention"):
+            raise ValueError(f"history_mix_prior must be 'shares' or 'attention', got {self.history_mix_prior!r}")
+        if self.history_mix_prior == "attention" and not (self.use_user_embedding and self.aggregation != Aggregation.MEAN):
+            raise ValueError(f"history_mix_prior 'attention' reads the embedder's input-aware attention: method "
+                             f"{self.method!r} with aggregation {self.aggregation!r} has none (use 'shares')")
         if self.stats_init not in ("random", "labels"):
             raise ValueError(f"stats_init must be 'random' or 'labels', got {self.stats_init!r}")
         for name in ("user_stats", "input_token", "label_token"):
@@ -238,8 +252,14 @@ class PPlugConfig:
 
     @property
     def reads_history_labels(self) -> bool:
-        """Whether the embedder needs the label of each history item (`label_token`; `PPlugBatch.history_labels`)."""
-        return self.label_token and self.use_user_embedding
+        """Whether the model needs the label of each history item (`label_token`, `history_mix_prior:
+        attention` with a mix; `PPlugBatch.history_labels`)."""
+        return (self.label_token or self.mixes_attention_prior) and self.use_user_embedding
+
+    @property
+    def mixes_attention_prior(self) -> bool:
+        """Whether decoding mixes in the attention-weighted labels of the past items (`history_mix_prior`)."""
+        return self.history_mix_items is not None and self.history_mix_prior == "attention"
 
     @property
     def reads_label_embeddings(self) -> bool:

@@ -268,19 +268,36 @@ class UserEmbedder(nn.Module):
             out = out + stats[:, : self.label_table.shape[0]] @ self.label_table  # shares (B, C) @ (C, D)
         return out.unsqueeze(1)
 
-    def label_token(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
-        """A_u: (B, N) attention weights + (B, N) label index per item (-1: none) -> (B, 1, token_dim).
-
-        The weights are renormalised over the items that hold a label; a row with none gets a zero vector."""
+    def label_shares(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
+        """(B, N) weights over the items + (B, N) label index per item (-1: none) -> (B, C) the weighted share of
+        each label, the weights renormalised over the items that hold a label; a row with none gets zeros."""
         labels = history_labels.to(weights.device).long()
         if labels.shape != weights.shape:
             raise ValueError(f"history_labels must be {tuple(weights.shape)} like the history, got {tuple(labels.shape)}")
         has_label = labels >= 0  # (B, N)
         w = weights * has_label
         w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)  # (B, N); all-zero rows stay 0
-        onehot = F.one_hot(labels.clamp_min(0), self.label_table.shape[0]).float() * has_label[..., None]  # (B, N, C)
-        soft = torch.einsum("bn,bnc->bc", w, onehot)  # (B, C): the attended share of each label
-        return (soft @ self.label_table).unsqueeze(1)  # (B, 1, D)
+        num_labels = len(get_task(self.config.task).labels)
+        onehot = F.one_hot(labels.clamp_min(0), num_labels).float() * has_label[..., None]  # (B, N, C)
+        return torch.einsum("bn,bnc->bc", w, onehot)  # (B, C)
+
+    def attention_label_shares(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
+                               queries: Sequence[str] | torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
+        """(B, C) on the CPU: the labels of the past items weighted by the input-aware attention alone (no mean
+        blend), what `history_mix_prior: attention` mixes in; zeros for a row without labelled items.
+
+        Args: as `forward` (history_labels (B, N) long, -1 for none)."""
+        b, n = history_emb.shape[:2]
+        if n == 0:
+            return torch.zeros(b, len(get_task(self.config.task).labels))
+        q = self.embed_query(queries)  # (B, encoder_dim)
+        w = self.input_aware_weights(history_emb.to(self._device()).float(), history_mask.to(self._device()), q)
+        return self.label_shares(w, history_labels).cpu()
+
+    def label_token(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
+        """A_u: (B, N) attention weights + (B, N) label index per item (-1: none) -> (B, 1, token_dim), the
+        attended label shares (`label_shares`) over the trainable label table."""
+        return (self.label_shares(weights, history_labels) @ self.label_table).unsqueeze(1)  # (B, 1, D)
 
     def forward(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
                 queries: Sequence[str] | torch.Tensor | None = None,

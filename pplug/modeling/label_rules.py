@@ -19,11 +19,13 @@ from pplug.core.tasks import TaskSpec, get_task
 
 
 def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float]] | torch.Tensor | None,
-                      k: float | None, task: str, choices: Sequence[str]) -> torch.Tensor:
+                      k: float | None, task: str, choices: Sequence[str], prior: torch.Tensor | None = None
+                      ) -> torch.Tensor:
     """`PPlugConfig.history_mix_items` = k applied to label log-probs: (B, C) -> (B, C) log p, where
     p = (n * h + k * softmax(logp)) / (n + k), h the user's label shares and n their history size, both read
-    off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`). Rows whose history holds no label (cold
-    start) keep the model's distribution. Returns `logp` unchanged when k is None."""
+    off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`). `prior` (B, C), when given, replaces h (the
+    attention-weighted labels of `history_mix_prior: attention`; a row of zeros keeps h); n stays the user's labelled items. Rows whose
+    history holds no label (cold start) keep the model's distribution. Returns `logp` unchanged when k is None."""
     if k is None:
         return logp
     spec = get_task(task)
@@ -34,6 +36,12 @@ def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float
                          "pplug.methods.batches.build_batch, or pass PPlugBatch(history_stats=...)")
     stats = torch.as_tensor(history_stats, dtype=torch.float32).reshape(logp.shape[0], -1)  # (B, C + 1)
     shares, n = spec.history_label_shares(stats)  # (B, C) summing to 1 (0 without labels), (B,) items
+    if prior is not None:
+        if tuple(prior.shape) != tuple(shares.shape):
+            raise ValueError(f"prior must be {tuple(shares.shape)} (rows x labels), got {tuple(prior.shape)}")
+        prior = prior.float().cpu()
+        # a row whose attention window holds no labelled item keeps the plain shares (both are 0 at cold start)
+        shares = torch.where(prior.sum(dim=-1, keepdim=True) > 0, prior, shares)
     w = (n / (n + k)).unsqueeze(-1)  # (B, 1): the weight of the user's own shares
     probs = (1 - w) * logp.float().softmax(dim=-1).cpu() + w * shares  # (B, C)
     return probs.clamp_min(1e-12).log().to(logp.device)

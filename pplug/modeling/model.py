@@ -179,6 +179,27 @@ class PPlugModel(nn.Module):
             labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
         return self.embedder(emb, mask, queries, stats, labels)
 
+    @torch.no_grad()
+    def attention_label_shares(self, batch: PPlugBatch) -> torch.Tensor:
+        """(B, C) the labels of each row's past items weighted by the input-aware attention alone: what
+        `history_mix_prior: attention` mixes in (`UserEmbedder.attention_label_shares`)."""
+        if batch.history_labels is None:
+            raise ValueError("history_mix_prior 'attention' reads the label of each history item: build the batch "
+                             "with pplug.methods.batches.build_batch, or pass PPlugBatch(history_labels=...)")
+        emb, mask = self.history_tensors(batch.histories)
+        labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
+        queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
+        return self.embedder.attention_label_shares(emb, mask, queries, labels)
+
+    def _mixed(self, logp: torch.Tensor, batch: PPlugBatch, choices: Sequence[str],
+               prior: torch.Tensor | None = None) -> torch.Tensor:
+        """`logp` (B, C) with the history prior of `config.history_mix_items` / `history_mix_prior` mixed in;
+        `prior`: the attention-weighted label shares when already computed (`pplug serve`)."""
+        if prior is None and self.config.mixes_attention_prior:
+            prior = self.attention_label_shares(batch)
+        return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices,
+                                 prior=prior)
+
     # --- the three uses ---
 
     def forward(self, batch: PPlugBatch) -> torch.Tensor:
@@ -188,7 +209,7 @@ class PPlugModel(nn.Module):
             raise ValueError("PPlugModel.forward needs batch.targets")
         if not self.config.rating_loss_weight and self.config.label_loss == "tokens":
             return self.llm(self.prefix(batch), batch.prompts, batch.targets, position=self.soft_prompt_position)
-        return self.loss_and_label_logprobs(batch)[0]
+        return self._loss_and_raw_label_logprobs(batch)[0]
 
     @property
     def scores_labels_with_loss(self) -> bool:
@@ -200,6 +221,12 @@ class PPlugModel(nn.Module):
     def loss_and_label_logprobs(self, batch: PPlugBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward`'s loss and the (B, C) label log-probs that `choice_logprobs` gives (mixed the same way),
         from one forward pass. Needs `scores_labels_with_loss`."""
+        loss, logp = self._loss_and_raw_label_logprobs(batch)
+        with torch.no_grad():
+            return loss, self._mixed(logp.detach(), batch, get_task(self.config.task).labels)
+
+    def _loss_and_raw_label_logprobs(self, batch: PPlugBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and the (B, C) label log-probs before any history mix (training never reads the mix)."""
         if batch.targets is None:
             raise ValueError("PPlugModel.loss_and_label_logprobs needs batch.targets")
         task = get_task(self.config.task)
@@ -221,8 +248,7 @@ class PPlugModel(nn.Module):
                     from None
             expected = expected_rating(logp.softmax(dim=-1), labels)  # (B,), renormalised over the labels
             loss = loss + weight * (expected - gold).pow(2).mean()
-        mixed = mix_history_prior(logp.detach(), batch.history_stats, self.config.history_mix_items, task.name, labels)
-        return loss, mixed
+        return loss, logp
 
     @torch.no_grad()
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1,
@@ -236,14 +262,16 @@ class PPlugModel(nn.Module):
                                  position=self.soft_prompt_position, **kwargs)
 
     @torch.no_grad()
-    def choice_logprobs(self, batch: PPlugBatch, choices: list[str], prefix: torch.Tensor | None = None
-                        ) -> torch.Tensor:
+    def choice_logprobs(self, batch: PPlugBatch, choices: list[str], prefix: torch.Tensor | None = None,
+                        history_prior: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C) log p(choice | prefix, prompt), summed over the choice's tokens; with
-        `config.history_mix_items`, the log of that distribution mixed with the user's own label shares.
-        `prefix`: the batch's soft prompts (B, P, D) when already computed (else `self.prefix(batch)`)."""
+        `config.history_mix_items`, the log of that distribution mixed with the user's own label shares (or, with
+        `history_mix_prior: attention`, the attention-weighted labels of their past items).
+        `prefix`: the batch's soft prompts (B, P, D) when already computed (else `self.prefix(batch)`);
+        `history_prior`: likewise the (B, C) `attention_label_shares` (else computed from the batch)."""
         logp = self.llm.choice_logprobs(self.prefix(batch) if prefix is None else prefix, batch.prompts, choices,
                                         position=self.soft_prompt_position)
-        return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices)
+        return self._mixed(logp, batch, choices, history_prior)
 
     @property
     def default_max_new_tokens(self) -> int:

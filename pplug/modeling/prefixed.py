@@ -26,10 +26,14 @@ class PrefixedModel:
         soft_prompts: (B, P, D), row i for row i of every batch given.
         generator: generates greedy rows instead of the frozen LLM, from the same soft prompts (`pplug serve
             --engine vllm`: a `pplug.serve.vllm.VLLMGenerator`); None: the frozen LLM.
+        history_prior: (B, C) `PPlugModel.attention_label_shares` of the same rows, computed beside the soft
+            prompts (`history_mix_prior: attention`); None: computed from each batch where the config needs it.
     """
 
-    def __init__(self, model: PPlugModel, soft_prompts: torch.Tensor, generator: Any = None):
+    def __init__(self, model: PPlugModel, soft_prompts: torch.Tensor, generator: Any = None,
+                 history_prior: torch.Tensor | None = None):
         self.model, self.soft_prompts, self.generator = model, soft_prompts, generator
+        self.history_prior = history_prior
         self.llm, self.config, self.history_encoder = model.llm, model.config, model.history_encoder
         self.soft_prompt_position = model.soft_prompt_position
 
@@ -45,7 +49,7 @@ class PrefixedModel:
 
     def choice_logprobs(self, batch: PPlugBatch, choices: list[str]) -> torch.Tensor:
         """`PPlugModel.choice_logprobs` from the precomputed soft prompts: (B, C)."""
-        return self.model.choice_logprobs(batch, choices, prefix=self.prefix(batch))
+        return self.model.choice_logprobs(batch, choices, prefix=self.prefix(batch), history_prior=self.history_prior)
 
     def generate(self, batch: PPlugBatch, max_new_tokens: int | None = None, num_beams: int = 1,
                  **kwargs: Any) -> list[str]:

@@ -252,9 +252,10 @@ class Engine:
         return prepare_row(self.snapshot, self.spec, self.encoder, input_text, ctx, max_new_tokens)
 
     def _soft_prompts(self, model: PPlugModel, rows: list[Row]
-                      ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[int]]:
         """One embedder call for rows of many users: (their soft prompts (B, P, D), the history statistics (B, S)
-        the embedder and the history prior read (None when neither does), the history items each row read)."""
+        the embedder and the history prior read (None when neither does), the attention-weighted label shares
+        (B, C) of `history_mix_prior: attention` (else None), the history items each row read)."""
         n_max = model.config.max_history
         kept = [r.ctx.emb[-n_max:] for r in rows]  # each (N_i, d_enc), N_i <= max_history
         n = max((int(e.shape[0]) for e in kept), default=0)
@@ -276,7 +277,9 @@ class Engine:
         if model.config.reads_history_labels:  # the same items the embeddings cover (stored users only)
             labels = history_label_tensor([spec.history_label_indices(r.ctx.items[-n_max:]) for r in rows], n_max, n)
         prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats, labels)  # (B, P, D)
-        return prefix, stats, [int(e.shape[0]) for e in kept]
+        prior = model.embedder.attention_label_shares(emb, mask, q_in, labels) \
+            if model.config.mixes_attention_prior else None  # (B, C): the rows carry no history texts
+        return prefix, stats, prior, [int(e.shape[0]) for e in kept]
 
     @torch.no_grad()
     def run_batch(self, rows: list[Row]) -> list[dict]:
@@ -284,7 +287,7 @@ class Engine:
         self.maybe_reload()
         snap, psnap, spec = self.snapshot, self.plugin_snapshot, self.spec
         model, llm = snap.model, snap.model.llm
-        prefix, stats, n_items = self._soft_prompts(model, rows)  # (B, P, D), (B, S) or None
+        prefix, stats, prior, n_items = self._soft_prompts(model, rows)  # (B, P, D), (B, S) or None, (B, C) or None
         outs: list[dict] = [{} for _ in rows]
         if spec.labels:
             groups = {None: list(range(len(rows)))}
@@ -294,7 +297,7 @@ class Engine:
                 groups.setdefault(r.max_new_tokens or spec.max_new_tokens, []).append(i)
         states = [row_state(r.ctx, psnap) for r in rows] if psnap is not None else None
         for budget, idx in groups.items():
-            prompted = PrefixedModel(model, prefix[idx], self.generator)
+            prompted = PrefixedModel(model, prefix[idx], self.generator, prior[idx] if prior is not None else None)
             batch = PPlugBatch([rows[i].prompt for i in idx], [rows[i].query for i in idx], [[] for _ in idx],
                                history_stats=stats[idx].tolist() if stats is not None else None)
             probs = None

@@ -67,7 +67,8 @@ def embed_user(checkpoint: str | Path, items: Sequence[dict], task: str | None =
     config, meta = PPlugModel.load_checkpoint_config(folder)
     spec = get_task(task or config.task)
     if config.reads_history_labels:
-        raise ValueError(f"{folder}: this checkpoint reads the label of each history item (label_token), which a "
+        raise ValueError(f"{folder}: this checkpoint reads the label of each history item "
+                         "(label_token, history_mix_prior: attention), which a "
                          "user vector does not carry; serve this user by id instead")
     if encoder is None:
         encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=":memory:")

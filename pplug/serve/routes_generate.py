@@ -42,7 +42,8 @@ def context_for(state: ServerState, who: str | None, body: GenerateBody) -> tupl
             raise APIError(400, "send either user or user_vector, not both", "invalid_request_error", "user_vector")
         snap = engine.snapshot
         if snap.model.config.reads_history_labels:  # the label of each item is what privacy mode never sends
-            raise APIError(400, "this checkpoint reads the label of each history item (label_token), which a "
+            raise APIError(400, "this checkpoint reads the label of each history item "
+                           "(label_token, history_mix_prior: attention), which a "
                            "user_vector does not carry: send a stored user id", "invalid_request_error",
                            "user_vector", "unsupported")
         try:
