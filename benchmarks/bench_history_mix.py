@@ -10,6 +10,12 @@ chosen k, on the same trained models and questions, with mean ± sd over seeds a
 (`pplug.lamp.stats`) of the mixed PPlug rows against every other row and the no-model floors. One forward pass
 per question and model: the mixes are computed from the recorded label log-probabilities.
 
+What the mix pulls toward (`--priors`, `PPlugConfig.history_mix_prior`): besides the user's label shares
+(`<method>+mix`), the labels of the user's past items weighted by their likeness to the input, softmax_i(h_i . e_x
+/ tau): with the frozen sentence encoder's embeddings (`<method>+encoder-mix`, every method gets it, tau chosen
+with k; plus `encoder kNN, no LLM`, the same prior mixed into the training split's label shares, no LLM at all),
+or with a PPlug model's own input-aware attention (`<method>+attention-mix`).
+
 Calibration (`--calibrate`): on the same held-out training questions, each seed's model (with the chosen k)
 also gets one log-offset per label, fitted by the NLL of the gold label, p_cal = softmax(log p + b): the
 label shares the model learned in training corrected toward what held-out questions show. Scored as
@@ -58,11 +64,16 @@ class _Recorder:
         return getattr(self.model, name)
 
     def choice_logprobs(self, batch, choices):
+        from pplug.modeling.model import history_label_tensor
+
         logp = self.model.llm.choice_logprobs(self.model.prefix(batch), batch.prompts, choices).float().cpu()
         self.logp.append(logp)
         self.stats.append(torch.tensor(batch.history_stats, dtype=torch.float32))
         if has_attention(self.model.config):
-            self.att.append(self.model.attention_label_shares(batch))
+            m = self.model
+            emb, mask = m.history_tensors(batch.histories)
+            labels = history_label_tensor(batch.history_labels, m.config.max_history, emb.shape[1])
+            self.att.append(m.history_prior_from(emb, mask, batch.queries, labels, kind="attention"))
         return logp
 
 
@@ -109,23 +120,29 @@ def cached_distributions(ckpt: Path, name: str, load_model, method: str, task, e
     return t
 
 
-def encoder_knn_shares(encoder, task, examples: list, max_history: int, temperatures: list[float]
-                       ) -> dict[float, torch.Tensor]:
-    """The frozen sentence encoder's own version of the attention prior, for every method (it needs no trained
-    model): {tau: (N, C)} the labels of each question's `max_history` most recent past items weighted by
-    softmax_i(cos(h_i, e_x) / tau), e_x the encoder's embedding of the input's content; zeros without labels."""
+def encoder_prior(encoder, task, examples: list, max_history: int, temperatures: list[float]
+                  ) -> dict[float, torch.Tensor]:
+    """`history_mix_prior: encoder` for every method (it needs no trained model): {tau: (N, C)} the labels of each
+    question's `max_history` most recent past items weighted by softmax_i(h_i . e_x / tau), h_i and e_x the frozen
+    encoder's normalised embeddings of the items and of the input's content, as `PPlugModel.history_prior`
+    computes them (`pplug.modeling.embedder.similarity_weights`); zeros for a question without labelled items."""
     import torch.nn.functional as F
+
+    from pplug.methods.batches import recent_history
+    from pplug.modeling.embedder import similarity_weights
 
     out = {t: torch.zeros(len(examples), len(task.labels)) for t in temperatures}
     for i, ex in enumerate(examples):
-        items = [it for it in list(ex.profile)[-max_history:] if task.history_label_indices([it])[0] >= 0]
-        if not items:
+        items = recent_history(ex.profile, max_history)
+        idx = torch.tensor(task.history_label_indices(items), dtype=torch.long)  # (n,), -1: no label
+        if not items or not bool((idx >= 0).any()):
             continue
-        h = F.normalize(encoder.encode([task.history_text(it) for it in items]).float(), dim=-1)  # (n, d)
-        q = F.normalize(encoder.encode([task.query_text(ex.input)]).float(), dim=-1)[0]  # (d,)
-        onehot = F.one_hot(torch.tensor(task.history_label_indices(items)), len(task.labels)).float()  # (n, C)
+        h = encoder.encode([task.history_text(it) for it in items]).float()  # (n, d), rows normalised
+        q = F.normalize(encoder.encode([task.query_text(ex.input)]).float(), dim=-1)  # (1, d)
+        onehot = F.one_hot(idx.clamp_min(0), len(task.labels)).float() * (idx >= 0)[:, None]  # (n, C)
         for t in temperatures:
-            out[t][i] = torch.softmax(h @ q / t, dim=0) @ onehot
+            w = similarity_weights(h[None], (idx >= 0)[None], q, t)[0]  # (n,) over the labelled items
+            out[t][i] = w @ onehot
     return out
 
 
@@ -208,14 +225,15 @@ def main() -> None:
     p.add_argument("--train-split", default="train",
                    help="the split of --data the runs trained on, whose left-out questions choose k (default train; "
                         "`fit` for the time-shift slice folder of bench_real_lamp --slices time-shift)")
-    p.add_argument("--priors", nargs="+", choices=["shares", "attention", "knn"], default=["shares"],
-                   help="what the mix pulls toward: the user's label shares (`<method>+mix`, always), the model's "
-                        "attention-weighted labels of the past items (`<method>+attention-mix`, models with "
-                        "input-aware attention), the frozen encoder's (`<method>+knn-mix`, any method, plus the "
-                        f"no-LLM row '{NO_LLM_KNN}')")
-    p.add_argument("--knn-temperatures", nargs="+", type=float, default=[0.02, 0.05, 0.1],
-                   help="the frozen encoder kNN's softmax temperatures tried (chosen with k on held-out questions)")
-    p.add_argument("--max-history", type=int, default=32, help="past items the frozen encoder kNN reads (the "
+    p.add_argument("--priors", nargs="+", choices=["shares", "encoder", "attention"], default=["shares"],
+                   help="what the mix pulls toward (`history_mix_prior`): the user's label shares (`<method>+mix`, "
+                        "always), the labels of the past items weighted by the frozen encoder's likeness "
+                        f"(`<method>+encoder-mix`, any method, plus the no-LLM row '{NO_LLM_KNN}'), or by the "
+                        "model's input-aware attention (`<method>+attention-mix`, models that have one)")
+    p.add_argument("--encoder-temperatures", nargs="+", type=float, default=[0.02, 0.05, 0.1],
+                   help="the encoder prior's temperatures tried (`history_mix_temperature`, chosen with k on "
+                        "held-out questions)")
+    p.add_argument("--max-history", type=int, default=32, help="past items the encoder prior reads (the "
                                                                 "recipes' max_history)")
     p.add_argument("--calibrate", action="store_true", help="also score pplug+mix+cal (label offsets, held-out fit)")
     p.add_argument("--out", default=None)
@@ -242,11 +260,11 @@ def main() -> None:
         variants[f"{m}+mix"] = (m, "shares")
         if "attention" in args.priors:
             variants[f"{m}+attention-mix"] = (m, "attention")  # dropped below where the model has no attention
-        if "knn" in args.priors:
-            variants[f"{m}+knn-mix"] = (m, "knn")
-    if "knn" in args.priors:
-        variants[NO_LLM_KNN] = (None, "knn")
-    params = {v: [(None, k) for k in grid] if prior != "knn" else [(t, k) for t in args.knn_temperatures
+        if "encoder" in args.priors:
+            variants[f"{m}+encoder-mix"] = (m, "encoder")
+    if "encoder" in args.priors:
+        variants[NO_LLM_KNN] = (None, "encoder")
+    params = {v: [(None, k) for k in grid] if prior != "encoder" else [(t, k) for t in args.encoder_temperatures
                                                                    for k in args.grid]
               for v, (_, prior) in variants.items()}
     nll: dict[str, dict[str, list[float]]] = {v: {_key(pk): [] for pk in params[v]} for v in variants}
@@ -273,7 +291,7 @@ def main() -> None:
         """(N, C) probabilities of row `v` with parameters pk = (tau, k)."""
         prior = variants[v][1]
         logp = dist["logp"] if variants[v][0] is not None else global_logp.expand(len(dist["stats"]), -1)
-        extra = dist["att"] if prior == "attention" else knn[pk[0]] if prior == "knn" else None
+        extra = dist["att"] if prior == "attention" else knn[pk[0]] if prior == "encoder" else None
         return mixed(logp, dist["stats"], task, pk[1], prior=extra)
 
     for seed in args.seeds:
@@ -281,12 +299,12 @@ def main() -> None:
         held = subsample([ex for ex in train.examples if ex.id not in used], args.max_heldout, seed)
         gold_idx = torch.tensor([label_of[gold_label(task, ex.output)] for ex in held])
         golds = {ex.id: ex.output for ex in held}
-        if "knn" in args.priors:
-            knn_held[f"seed{seed}"] = encoder_knn_shares(frozen_encoder(), task, held, args.max_history,
-                                                         args.knn_temperatures)
+        if "encoder" in args.priors:
+            knn_held[f"seed{seed}"] = encoder_prior(frozen_encoder(), task, held, args.max_history,
+                                                         args.encoder_temperatures)
             if not knn_dev:
-                knn_dev = encoder_knn_shares(frozen_encoder(), task, dev_examples, args.max_history,
-                                             args.knn_temperatures)
+                knn_dev = encoder_prior(frozen_encoder(), task, dev_examples, args.max_history,
+                                             args.encoder_temperatures)
         for m in args.methods:
             ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
             loaded: list = []
@@ -370,7 +388,7 @@ def main() -> None:
             preds[f"floor: {name}"] = {"seed0": outs}
     # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows
     refs = [r for r in preds if not r.startswith("floor:")] if args.calibrate else \
-        [r for r in preds if r.startswith(("pplug+mix [", "pplug+attention-mix ["))]
+        [r for r in preds if r.startswith(("pplug+mix [", "pplug+encoder-mix [", "pplug+attention-mix ["))]
     summary = summarize(task, dev_golds, preds, refs, users=question_users(dev_examples))
     print()
     print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))
@@ -390,8 +408,16 @@ def main() -> None:
                                      "chosen": {v: {"temperature": pk[0], "k": pk[1]}
                                                 for v, pk in chosen_params.items()},
                                      "label_offsets": offsets if args.calibrate else None,
-                                     "heldout": {v: {"nll": {k: sum(x) / len(x) for k, x in nll[v].items()},
-                                                     "metrics": heldout_metrics[v]} for v in variants},
+                                     # the user-shares mix per method, keyed by k ("None": the model alone)
+                                     "heldout": {m: {"nll": {str(pk[1]): sum(nll[f"{m}+mix"][_key(pk)]) /
+                                                             len(nll[f"{m}+mix"][_key(pk)])
+                                                             for pk in params[f"{m}+mix"]},
+                                                     "metrics": {str(pk[1]): heldout_metrics[f"{m}+mix"][_key(pk)]
+                                                                 for pk in params[f"{m}+mix"]}}
+                                                 for m in args.methods},
+                                     # every row's, keyed by _key ("k=32", "tau=0.05 k=16")
+                                     "heldout_rows": {v: {"nll": {k: sum(x) / len(x) for k, x in nll[v].items()},
+                                                          "metrics": heldout_metrics[v]} for v in variants},
                                      "dev": summary})
 
 

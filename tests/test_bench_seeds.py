@@ -474,6 +474,48 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     assert json.loads(out.read_text())["dev"]["cells"] == report["dev"]["cells"]
 
 
+def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp_path, tiny_config, monkeypatch):
+    """`--priors shares encoder attention`: each prior's parameters come from its grid, and each PPlug row is what
+    the checkpoint decodes when loaded with those settings (`history_mix_prior`), so the recipe is the row."""
+    import dataclasses
+
+    import bench_history_mix as mix
+
+    from pplug.decode.inference import predict
+    from pplug.lamp.data import load_split, subsample
+    from pplug.lamp.stats import example_scores
+    from pplug.modeling.model import PPlugModel
+    from pplug.synth.generate import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, "ratings", n_users=6, seed=0)
+    n_train = len(load_split(data, "train").examples)
+    ckpt = tmp_path / "ck" / "seed0" / "pplug" / "final"
+    PPlugModel.from_config(dataclasses.replace(tiny_config, user_stats=True), cache_path=":memory:").save_pretrained(ckpt)
+    out = tmp_path / "mix.json"
+    monkeypatch.setattr(sys, "argv", ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data",
+                                      str(data), "--seeds", "0", "--max-train", str(n_train - 5), "--max-heldout", "5",
+                                      "--max-dev", "8", "--grid", "2", "8", "--priors", "shares", "encoder",
+                                      "attention", "--encoder-temperatures", "0.05", "0.5", "--out", str(out)])
+    mix.main()
+    report = json.loads(out.read_text())
+    chosen = report["chosen"]
+    assert set(chosen) == {"pplug+mix", "pplug+encoder-mix", "pplug+attention-mix", mix.NO_LLM_KNN}
+    assert chosen["pplug+encoder-mix"]["temperature"] in (0.05, 0.5) and chosen["pplug+encoder-mix"]["k"] in (2, 8)
+    dev = load_split(data, "dev")
+    examples = subsample(dev.examples, 8, 0)
+    golds = {ex.id: ex.output for ex in examples}
+    for row, kind in (("pplug+encoder-mix", "encoder"), ("pplug+attention-mix", "attention")):
+        c = chosen[row]
+        loaded = PPlugModel.from_pretrained(ckpt, cache_path=":memory:", history_mix_items=c["k"],
+                                            history_mix_prior=kind,
+                                            history_mix_temperature=c["temperature"] or 0.05)
+        want = predict(loaded, dev.task, examples, "pplug", ["median"], max_history=loaded.config.max_history)
+        mae = sum(example_scores(dev.task, want["median"], golds)["mae"].values()) / len(golds)
+        assert report["dev"]["cells"][f"{row} [median]"]["mae"]["mean"] == pytest.approx(mae), row
+    assert f"{mix.NO_LLM_KNN} [median]" in report["dev"]["cells"]
+
+
 def test_history_mix_bench_scores_the_time_shift_slice_with_k_chosen_on_the_fit_split(tmp_path, tiny_config,
                                                                                      monkeypatch):
     """On bench_real_lamp's time-shift folder (`--train-split fit --split time_shift`) k is chosen on questions

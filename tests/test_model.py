@@ -476,11 +476,12 @@ def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_c
             dataclasses.replace(tiny_config, task=other, history_mix_items=4.0)
 
 
-def test_an_attention_history_prior_pulls_toward_the_labels_of_the_past_items_most_like_the_input(
-        tiny_config, shared, tmp_path):
-    """`history_mix_prior: attention`: the mix reads the labels of the past items weighted by the input-aware
-    attention, not the user's flat shares; set at load; the same from precomputed soft prompts and prior (serve);
-    refused where there is no input-aware attention."""
+@pytest.mark.parametrize("kind", ["encoder", "attention"])
+def test_a_history_prior_pulls_toward_the_labels_of_the_past_items_most_like_the_input(
+        kind, tiny_config, shared, tmp_path):
+    """`history_mix_prior` "encoder" / "attention": the mix reads the labels of the past items weighted by their
+    likeness to the input, not the user's flat shares; set at load; the same from precomputed soft prompts and
+    prior (serve); refused where the method reads no history or has no attention."""
     from pplug.core.tasks import get_task
     from pplug.lamp.data import Example
     from pplug.methods.batches import build_batch
@@ -488,7 +489,7 @@ def test_an_attention_history_prior_pulls_toward_the_labels_of_the_past_items_mo
 
     task, labels = get_task("LaMP_3"), ["1", "2", "3", "4", "5"]
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_config, temperature=0.02)
+    cfg = dataclasses.replace(tiny_config, temperature=0.02)  # "attention": the embedder's own temperature
     plain = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
     query = "a loud jazz album with a long drum solo"
     past = [{"id": "0", "text": query, "score": "5"}] + \
@@ -499,24 +500,29 @@ def test_an_attention_history_prior_pulls_toward_the_labels_of_the_past_items_mo
     folder = plain.save_pretrained(tmp_path / "ck")
     load = dict(llm=shared[0], history_encoder=shared[1], history_mix_items=4)
     flat = PPlugModel.from_pretrained(folder, **load)
-    attn = PPlugModel.from_pretrained(folder, history_mix_prior="attention", **load)
-    prior = attn.attention_label_shares(batch)  # (2, 5)
+    liked = PPlugModel.from_pretrained(folder, history_mix_prior=kind, history_mix_temperature=0.02, **load)
+    prior = liked.history_prior(batch)  # (2, 5)
     assert prior[0, 4] > 0.4  # the item written like the input (a five) takes more than its flat share, 1/4
     assert torch.equal(prior[1], torch.zeros(5))  # no history: no prior
-    p_flat, p_attn = flat.choice_logprobs(batch, labels).softmax(-1), attn.choice_logprobs(batch, labels).softmax(-1)
-    torch.testing.assert_close(p_attn[0], 0.5 * p_model[0] + 0.5 * prior[0], atol=1e-5, rtol=1e-4)  # n = k = 4
+    p_flat, p_liked = flat.choice_logprobs(batch, labels).softmax(-1), liked.choice_logprobs(batch, labels).softmax(-1)
+    torch.testing.assert_close(p_liked[0], 0.5 * p_model[0] + 0.5 * prior[0], atol=1e-5, rtol=1e-4)  # n = k = 4
     flat_shares = torch.tensor([0.75, 0, 0, 0, 0.25])  # a quarter of the user's items are fives
-    torch.testing.assert_close(p_attn[0] - p_flat[0], 0.5 * (prior[0] - flat_shares), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(p_attn[1], p_model[1], atol=1e-5, rtol=1e-4)  # cold start: the model alone
+    torch.testing.assert_close(p_liked[0] - p_flat[0], 0.5 * (prior[0] - flat_shares), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(p_liked[1], p_model[1], atol=1e-5, rtol=1e-4)  # cold start: the model alone
     # serving: precomputed soft prompts and prior, rows that carry no history texts
     bare = dataclasses.replace(batch, histories=[[], []], history_labels=None)
-    served = PrefixedModel(attn, attn.prefix(batch), history_prior=prior).choice_logprobs(bare, labels)
-    torch.testing.assert_close(served.softmax(-1), p_attn, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="history_mix_prior must be 'shares' or 'attention'"):
+    served = PrefixedModel(liked, liked.prefix(batch), history_prior=prior).choice_logprobs(bare, labels)
+    torch.testing.assert_close(served.softmax(-1), p_liked, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="history_mix_prior must be one of"):
         dataclasses.replace(cfg, history_mix_prior="knn")
-    for bad in (dict(method="prompt-tuned"), dict(aggregation="mean")):
-        with pytest.raises(ValueError, match="history_mix_prior 'attention' reads the embedder's input-aware"):
-            dataclasses.replace(cfg, history_mix_prior="attention", **bad)
+    with pytest.raises(ValueError, match=f"history_mix_prior '{kind}' weighs the user's past items"):
+        dataclasses.replace(cfg, history_mix_prior=kind, method="prompt-tuned")
+    for bad in (0, -1.0, True):
+        with pytest.raises(ValueError, match="history_mix_temperature must be a number > 0"):
+            dataclasses.replace(cfg, history_mix_temperature=bad)
+    if kind == "attention":
+        with pytest.raises(ValueError, match="aggregation 'mean' has none"):
+            dataclasses.replace(cfg, history_mix_prior=kind, aggregation="mean")
 
 
 def test_a_prefixed_model_decodes_as_the_model_from_its_soft_prompts(tiny_config, shared):

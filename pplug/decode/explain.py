@@ -13,8 +13,8 @@
 - `statistics`: what the statistics token (`user_stats`) and the history prior (`history_mix_items`) read: the
   user's label shares and the number of items behind them, or for generation tasks the mean and spread of the
   user's output lengths; `label_token`: the labels of the past items weighted by the attention, as `label_token`
-  reads them; `history_prior`: the labels of the past items weighted by the input-aware attention alone, what
-  `history_mix_prior: attention` mixes in. Each only where the checkpoint reads it.
+  reads them; `history_prior`: the labels of the past items weighted by their likeness to the input, what
+  `history_mix_prior` "encoder" / "attention" mixes in. Each only where the checkpoint reads it.
 - `counterfactual`: the output (and for label tasks the label distribution, after the checkpoint's history
   prior) three ways: `history` (what `personalize` gives), `cold_start` (no history: the learned default user
   vector) and `persona_only` (no history, the persona text alone in the prompt: the one given, else the persona
@@ -156,8 +156,8 @@ def explain(model: Any, examples: Sequence[Example], personas: Sequence[str | No
         labels = history_label_tensor(label_idx, cfg.max_history, n)  # (B, N)
         if cfg.label_token:  # what the label token reads: the attention over the labelled items
             attended = embedder.label_shares(weights, labels).cpu()  # (B, C)
-        if cfg.mixes_attention_prior:  # what `history_mix_prior: attention` mixes in: the input-aware attention alone
-            prior = embedder.label_shares(alone if alone is not None else weights, labels).cpu()  # (B, C)
+        if cfg.mixes_item_prior:  # what `history_mix_prior` mixes in
+            prior = model.history_prior_from(emb, mask, batch.queries, labels, encode=query_encoder)  # (B, C)
 
     results: dict[str, tuple[list[str], torch.Tensor | None]] = {}
     for name, (rows, b) in batches.items():
@@ -228,7 +228,7 @@ def format_explanation(e: dict[str, Any]) -> str:
     if e["label_token"]:
         lines.append(f"  label token (attended label shares): {e['label_token']}")
     if e.get("history_prior"):
-        lines.append(f"  history prior (labels by input-aware attention): {e['history_prior']}")
+        lines.append(f"  history prior (past labels weighted by likeness): {e['history_prior']}")
     for name, c in e["counterfactual"].items():
         probs = ""
         if "label_probs" in c:

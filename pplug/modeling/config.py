@@ -36,6 +36,10 @@ class Aggregation(str, Enum):
     where it helps while the whole-history mean, which carries over to new domains, is never lost."""
 
 
+HISTORY_PRIORS = ("shares", "encoder", "attention")
+"""The values of `PPlugConfig.history_mix_prior`."""
+
+
 @dataclass
 class PPlugConfig:
     """Configuration of a PPlug model (frozen LLM + trainable user embedder)."""
@@ -141,12 +145,17 @@ class PPlugConfig:
 
     history_mix_prior: str = "shares"
     """What `history_mix_items` mixes in. "shares": the user's label shares h_u, the same for every input.
-    "attention": the labels of the user's past items weighted by the embedder's input-aware attention alone
-    (softmax_i(h_i . e_x / temperature) over the items that hold a label; the label token's weights without the
-    mean blend of `aggregation: mixed`), so an author who writes on two beats is pulled toward the beat of
-    their past articles most like this one. Needs a user embedding with input-aware attention
-    ("input_aware" or "mixed"). Decoding only, so it can be set or changed at load; the news_categories
-    recipe's choice is measured in docs/results.md."""
+    "encoder": the labels of the user's past items weighted by softmax_i(h_i . e_x / `history_mix_temperature`),
+    e_x the frozen sentence encoder's own (normalised) embedding of the input: the categories of their past
+    articles most like this one, so an author who writes on two beats is pulled toward the beat this article is
+    on. "attention": the embedder's trained input-aware attention instead (the label token's weights at
+    `temperature`, without the mean blend of `aggregation: mixed`). Both need a method with a user embedding (its
+    batches carry the history); the news_categories recipe uses "encoder", the one held-out training questions
+    chose (docs/results.md). Decoding only, so it can be set or changed at load."""
+
+    history_mix_temperature: float = 0.05
+    """The softmax temperature of `history_mix_prior: encoder` over cosine scores in [-1, 1]: at 0.05 the most
+    similar past items take most of the weight, at 1.0 the weights are near the flat shares. Decoding only."""
 
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper). The scores are cosines in [-1, 1], so
@@ -220,11 +229,17 @@ class PPlugConfig:
             if not (task.labels and task.output_field):
                 raise ValueError(f"history_mix_items applies to label tasks whose history holds the labels, not "
                                  f"{task.name} (set it to null)")
-        if self.history_mix_prior not in ("shares", "attention"):
-            raise ValueError(f"history_mix_prior must be 'shares' or 'attention', got {self.history_mix_prior!r}")
-        if self.history_mix_prior == "attention" and not (self.use_user_embedding and self.aggregation != Aggregation.MEAN):
-            raise ValueError(f"history_mix_prior 'attention' reads the embedder's input-aware attention: method "
-                             f"{self.method!r} with aggregation {self.aggregation!r} has none (use 'shares')")
+        if self.history_mix_prior not in HISTORY_PRIORS:
+            raise ValueError(f"history_mix_prior must be one of {list(HISTORY_PRIORS)}, got {self.history_mix_prior!r}")
+        if self.history_mix_prior != "shares" and not self.use_user_embedding:
+            raise ValueError(f"history_mix_prior {self.history_mix_prior!r} weighs the user's past items, which "
+                             f"method {self.method!r} does not read (use 'shares')")
+        if isinstance(self.history_mix_temperature, bool) or \
+                not isinstance(self.history_mix_temperature, (int, float)) or not self.history_mix_temperature > 0:
+            raise ValueError(f"history_mix_temperature must be a number > 0, got {self.history_mix_temperature!r}")
+        if self.history_mix_prior == "attention" and self.aggregation == Aggregation.MEAN:
+            raise ValueError("history_mix_prior 'attention' reads the embedder's input-aware attention, which "
+                             "aggregation 'mean' has none of (use 'encoder' or 'shares')")
         if self.stats_init not in ("random", "labels"):
             raise ValueError(f"stats_init must be 'random' or 'labels', got {self.stats_init!r}")
         for name in ("user_stats", "input_token", "label_token"):
@@ -252,14 +267,15 @@ class PPlugConfig:
 
     @property
     def reads_history_labels(self) -> bool:
-        """Whether the model needs the label of each history item (`label_token`, `history_mix_prior:
-        attention` with a mix; `PPlugBatch.history_labels`)."""
-        return (self.label_token or self.mixes_attention_prior) and self.use_user_embedding
+        """Whether the model needs the label of each history item (`label_token`, a `history_mix_prior` that
+        weighs the items; `PPlugBatch.history_labels`)."""
+        return (self.label_token or self.mixes_item_prior) and self.use_user_embedding
 
     @property
-    def mixes_attention_prior(self) -> bool:
-        """Whether decoding mixes in the attention-weighted labels of the past items (`history_mix_prior`)."""
-        return self.history_mix_items is not None and self.history_mix_prior == "attention"
+    def mixes_item_prior(self) -> bool:
+        """Whether decoding mixes in the labels of the past items weighted by their likeness to the input
+        (`history_mix_prior` "encoder" or "attention", with `history_mix_items`)."""
+        return self.history_mix_items is not None and self.history_mix_prior != "shares"
 
     @property
     def reads_label_embeddings(self) -> bool:
@@ -325,4 +341,4 @@ class PPlugConfig:
         return cls.from_dict(d)
 
 
-__all__ = ["PPlugConfig", "InputEncoder", "Aggregation"]
+__all__ = ["HISTORY_PRIORS", "PPlugConfig", "InputEncoder", "Aggregation"]

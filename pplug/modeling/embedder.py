@@ -36,6 +36,16 @@ from pplug.core.tasks import get_task
 from .config import PPlugConfig
 
 
+def similarity_weights(history_emb: torch.Tensor, history_mask: torch.Tensor, query_emb: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """softmax_i(h_i . q / temperature) over each row's valid items: (B, N, d) + (B, N) + (B, d) -> (B, N), on
+    `history_emb`'s device; all-masked rows 0. The input-aware attention, and `history_mix_prior: encoder`."""
+    mask = history_mask.to(device=history_emb.device, dtype=torch.bool)
+    scores = torch.einsum("bnd,bd->bn", history_emb.float(), query_emb.to(history_emb.device).float()) / temperature
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on all-masked rows
+    return torch.softmax(scores, dim=-1) * mask  # all-masked rows -> exactly 0
+
+
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
@@ -224,10 +234,7 @@ class UserEmbedder(nn.Module):
         """The input-aware attention alone, softmax_i(h_i . e_x / tau) over valid items: (B, N); all-masked rows 0.
 
         What `attention_weights` uses for "input_aware", and blends with the history mean for "mixed"."""
-        mask = history_mask.to(torch.bool)
-        scores = torch.einsum("bnd,bd->bn", history_emb.float(), query_emb.float()) / self.config.temperature
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on all-masked rows
-        return torch.softmax(scores, dim=-1) * mask  # all-masked rows -> exactly 0
+        return similarity_weights(history_emb, history_mask, query_emb, self.config.temperature)
 
     def mix_gate(self) -> torch.Tensor | None:
         """g, the share of the input-aware attention in a "mixed" aggregation (the rest is the history mean);
@@ -282,16 +289,15 @@ class UserEmbedder(nn.Module):
         return torch.einsum("bn,bnc->bc", w, onehot)  # (B, C)
 
     def attention_label_shares(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
-                               queries: Sequence[str] | torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
-        """(B, C) on the CPU: the labels of the past items weighted by the input-aware attention alone (no mean
-        blend), what `history_mix_prior: attention` mixes in; zeros for a row without labelled items.
-
-        Args: as `forward` (history_labels (B, N) long, -1 for none)."""
+                               query_emb: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
+        """(B, C) on the CPU: the labels of the past items weighted by softmax_i(h_i . e_x / temperature) alone (no
+        mean blend), what `history_mix_prior` "encoder" / "attention" mixes in; zeros for a row without labelled
+        items. query_emb (B, encoder_dim): e_x, normalised (the frozen encoder's, or `embed_query`'s)."""
         b, n = history_emb.shape[:2]
         if n == 0:
             return torch.zeros(b, len(get_task(self.config.task).labels))
-        q = self.embed_query(queries)  # (B, encoder_dim)
-        w = self.input_aware_weights(history_emb.to(self._device()).float(), history_mask.to(self._device()), q)
+        w = self.input_aware_weights(history_emb.to(self._device()).float(), history_mask.to(self._device()),
+                                     query_emb.to(self._device()).float())  # (B, N)
         return self.label_shares(w, history_labels).cpu()
 
     def label_token(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
@@ -344,4 +350,4 @@ class UserEmbedder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-__all__ = ["UserEmbedder"]
+__all__ = ["UserEmbedder", "similarity_weights"]

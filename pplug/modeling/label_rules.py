@@ -24,8 +24,9 @@ def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float
     """`PPlugConfig.history_mix_items` = k applied to label log-probs: (B, C) -> (B, C) log p, where
     p = (n * h + k * softmax(logp)) / (n + k), h the user's label shares and n their history size, both read
     off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`). `prior` (B, C), when given, replaces h (the
-    attention-weighted labels of `history_mix_prior: attention`; a row of zeros keeps h); n stays the user's labelled items. Rows whose
-    history holds no label (cold start) keep the model's distribution. Returns `logp` unchanged when k is None."""
+    labels of the past items weighted by likeness, `history_mix_prior`; a row of zeros keeps h); n stays the
+    user's labelled items. Rows whose history holds no label (cold start) keep the model's distribution.
+    Returns `logp` unchanged when k is None."""
     if k is None:
         return logp
     spec = get_task(task)

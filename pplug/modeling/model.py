@@ -40,7 +40,7 @@ from pplug.encode.history import HistoryEncoder
 from pplug.version import __version__
 
 from .config import PPlugConfig
-from .embedder import UserEmbedder
+from .embedder import UserEmbedder, similarity_weights
 from .label_rules import expected_rating, mix_history_prior
 from .llm import FrozenLLM
 from .prefill import check_position
@@ -180,23 +180,41 @@ class PPlugModel(nn.Module):
         return self.embedder(emb, mask, queries, stats, labels)
 
     @torch.no_grad()
-    def attention_label_shares(self, batch: PPlugBatch) -> torch.Tensor:
-        """(B, C) the labels of each row's past items weighted by the input-aware attention alone: what
-        `history_mix_prior: attention` mixes in (`UserEmbedder.attention_label_shares`)."""
+    def history_prior(self, batch: PPlugBatch) -> torch.Tensor:
+        """(B, C) the labels of each row's past items weighted by their likeness to the input: what
+        `history_mix_prior` "encoder" / "attention" mixes in (`history_prior_from`)."""
         if batch.history_labels is None:
-            raise ValueError("history_mix_prior 'attention' reads the label of each history item: build the batch "
-                             "with pplug.methods.batches.build_batch, or pass PPlugBatch(history_labels=...)")
+            raise ValueError(f"history_mix_prior {self.config.history_mix_prior!r} reads the label of each history "
+                             "item: build the batch with pplug.methods.batches.build_batch, or pass "
+                             "PPlugBatch(history_labels=...)")
         emb, mask = self.history_tensors(batch.histories)
         labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
-        queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
-        return self.embedder.attention_label_shares(emb, mask, queries, labels)
+        return self.history_prior_from(emb, mask, batch.queries, labels)
+
+    @torch.no_grad()
+    def history_prior_from(self, history_emb: torch.Tensor, history_mask: torch.Tensor, queries: Sequence[str],
+                           history_labels: torch.Tensor, encode=None, kind: str | None = None) -> torch.Tensor:
+        """`history_prior` from (B, N, d_enc) history embeddings, their (B, N) mask, the B input texts and the
+        (B, N) label indices (-1: none): (B, C) on the CPU. `encode`: the frozen encoder's text -> (B, d_enc)
+        function (default: the cached `history_encoder.encode`; `pplug serve` passes its uncached one). `kind`:
+        "encoder" or "attention" (None: the config's `history_mix_prior`)."""
+        encode = encode or self.history_encoder.encode
+        if (kind or self.config.history_mix_prior) == "attention":
+            q = self.embedder.embed_query(queries if self.embedder.needs_query_text else encode(queries))
+            return self.embedder.attention_label_shares(history_emb, history_mask, q, history_labels)
+        # "encoder": the frozen sentence encoder's own likeness (its rows are L2-normalised), no trained weight
+        if history_emb.shape[1] == 0:
+            return torch.zeros(len(queries), len(get_task(self.config.task).labels))
+        q = F.normalize(encode(list(queries)).float(), dim=-1)  # (B, d_enc)
+        w = similarity_weights(history_emb.cpu(), history_mask.cpu(), q, self.config.history_mix_temperature)  # (B, N)
+        return self.embedder.label_shares(w, history_labels).cpu()
 
     def _mixed(self, logp: torch.Tensor, batch: PPlugBatch, choices: Sequence[str],
                prior: torch.Tensor | None = None) -> torch.Tensor:
         """`logp` (B, C) with the history prior of `config.history_mix_items` / `history_mix_prior` mixed in;
-        `prior`: the attention-weighted label shares when already computed (`pplug serve`)."""
-        if prior is None and self.config.mixes_attention_prior:
-            prior = self.attention_label_shares(batch)
+        `prior`: the `history_prior` when already computed (`pplug serve`)."""
+        if prior is None and self.config.mixes_item_prior:
+            prior = self.history_prior(batch)
         return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices,
                                  prior=prior)
 
@@ -266,9 +284,9 @@ class PPlugModel(nn.Module):
                         history_prior: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C) log p(choice | prefix, prompt), summed over the choice's tokens; with
         `config.history_mix_items`, the log of that distribution mixed with the user's own label shares (or, with
-        `history_mix_prior: attention`, the attention-weighted labels of their past items).
+        `history_mix_prior` "encoder" / "attention", the labels of their past items weighted by likeness).
         `prefix`: the batch's soft prompts (B, P, D) when already computed (else `self.prefix(batch)`);
-        `history_prior`: likewise the (B, C) `attention_label_shares` (else computed from the batch)."""
+        `history_prior`: likewise the (B, C) `history_prior` (else computed from the batch)."""
         logp = self.llm.choice_logprobs(self.prefix(batch) if prefix is None else prefix, batch.prompts, choices,
                                         position=self.soft_prompt_position)
         return self._mixed(logp, batch, choices, history_prior)

@@ -26,8 +26,8 @@ class PrefixedModel:
         soft_prompts: (B, P, D), row i for row i of every batch given.
         generator: generates greedy rows instead of the frozen LLM, from the same soft prompts (`pplug serve
             --engine vllm`: a `pplug.serve.vllm.VLLMGenerator`); None: the frozen LLM.
-        history_prior: (B, C) `PPlugModel.attention_label_shares` of the same rows, computed beside the soft
-            prompts (`history_mix_prior: attention`); None: computed from each batch where the config needs it.
+        history_prior: (B, C) `PPlugModel.history_prior` of the same rows, computed beside the soft prompts
+            (`history_mix_prior` "encoder" / "attention"); None: computed from each batch where the config needs it.
     """
 
     def __init__(self, model: PPlugModel, soft_prompts: torch.Tensor, generator: Any = None,

@@ -254,8 +254,9 @@ class Engine:
     def _soft_prompts(self, model: PPlugModel, rows: list[Row]
                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[int]]:
         """One embedder call for rows of many users: (their soft prompts (B, P, D), the history statistics (B, S)
-        the embedder and the history prior read (None when neither does), the attention-weighted label shares
-        (B, C) of `history_mix_prior: attention` (else None), the history items each row read)."""
+        the embedder and the history prior read (None when neither does), the labels of the past items weighted
+        by likeness (B, C) of `history_mix_prior` "encoder" / "attention" (else None), the history items each row
+        read)."""
         n_max = model.config.max_history
         kept = [r.ctx.emb[-n_max:] for r in rows]  # each (N_i, d_enc), N_i <= max_history
         n = max((int(e.shape[0]) for e in kept), default=0)
@@ -277,8 +278,8 @@ class Engine:
         if model.config.reads_history_labels:  # the same items the embeddings cover (stored users only)
             labels = history_label_tensor([spec.history_label_indices(r.ctx.items[-n_max:]) for r in rows], n_max, n)
         prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats, labels)  # (B, P, D)
-        prior = model.embedder.attention_label_shares(emb, mask, q_in, labels) \
-            if model.config.mixes_attention_prior else None  # (B, C): the rows carry no history texts
+        prior = model.history_prior_from(emb, mask, queries, labels, encode=self.encoder.encode_uncached) \
+            if model.config.mixes_item_prior else None  # (B, C): the rows carry no history texts
         return prefix, stats, prior, [int(e.shape[0]) for e in kept]
 
     @torch.no_grad()
