@@ -389,7 +389,7 @@ def main() -> None:
     # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows
     refs = [r for r in preds if not r.startswith("floor:")] if args.calibrate else \
         [r for r in preds if r.startswith(("pplug+mix [", "pplug+encoder-mix [", "pplug+attention-mix ["))]
-    summary = summarize(task, dev_golds, preds, refs, users=question_users(dev_examples))
+    summary = summarize(task, dev_golds, preds, refs, users=question_users(dev_examples), compare_refs=True)
     print()
     print(summary_table(summary, title=f"{task.name} {args.split} (n={len(dev_golds)}), {len(args.seeds)} seeds"))
     for line in comparison_lines(summary, metrics=["mae", "rmse"] if task.is_rating else ["accuracy", "f1"]):
