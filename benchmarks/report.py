@@ -454,6 +454,24 @@ def history_mix_heldout(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
+def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequence[str]) -> str:
+    """bench_history_mix --priors: each row's parameters chosen on held-out training questions (the gold label's
+    mean NLL, pooled over seeds), with that NLL and the held-out accuracy, one column pair per results file."""
+    files = [load(results, n) for n in names]
+    rows = [v for v in files[0]["chosen"]]
+    body = []
+    for v in rows:
+        line = [v]
+        for d in files:
+            c = d["chosen"][v]
+            key = f"k={c['k']}" if c["temperature"] is None else f"tau={c['temperature']} k={c['k']}"
+            h = d["heldout_rows"][v]
+            line += [key.replace("tau=", "temperature "), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
+        body.append(line)
+    header = ["row"] + [f"{c}: {what}" for c in captions for what in ("chosen", "NLL ↓", "accuracy ↑")]
+    return markdown_table(header, body) + "\n\n" + sources(results, list(names))
+
+
 RATING_FLOOR_CHECKS = (("median", "mae", "floor: always-5"), ("expected", "rmse", "floor: user mean rating"))
 """(decoding, metric, floor) of each shift check: MAE of the median against always-5, RMSE of the expected rating
 against the user's mean."""
@@ -1276,6 +1294,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_MIX),
         rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seeds_cpu", ref="pplug"),
               *NEWS_CATEGORIES_ROWS)),
+    "news_categories_priors_heldout": T(
+        history_priors_heldout, names=(NEWS_CATEGORIES_TIME_SHIFT, NEWS_CATEGORIES_MIX),
+        captions=("time-shift runs", "dev runs")),
     "news_categories_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+encoder-mix",
         ref_label="pplug + encoder prior", cols=_with_file([ACCURACY], NEWS_CATEGORIES_TIME_SHIFT, "time-shift"),
