@@ -460,6 +460,42 @@ def test_history_mix_checkpoint_serves_the_mixed_distribution(tiny_config, tmp_p
     assert _close(got, model.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-5)
 
 
+def test_history_prior_checkpoint_serves_what_the_library_computes(tiny_config, tmp_path):
+    """`history_mix_prior: encoder`: the server computes the prior beside the soft prompts, from the stored
+    embeddings and labels, and serves the library's distribution; privacy mode (no per-item labels) refuses it."""
+    from pplug.adapt.fast import user_batch
+    from pplug.core.tasks import get_task
+    from pplug.modeling.model import PPlugModel
+    from pplug.serve.app import create_app
+    from pplug.serve.privacy import embed_user
+    from pplug.store.sqlite import UserStore
+
+    root = tmp_path / "run"
+    cfg = dataclasses.replace(tiny_config, max_history=8, history_mix_items=2.0, history_mix_prior="encoder")
+    PPlugModel.from_config(cfg, cache_path=":memory:").save_pretrained(root / "final")
+    with pytest.raises(ValueError, match="history_mix_prior"):
+        embed_user(root / "final", LOVER)
+    mixed = [dict(it, score="1") if i % 2 else it for i, it in enumerate(LOVER)]  # two labels, so the prior matters
+    app = create_app(root, tmp_path / "store.sqlite", admin_key=ADMIN, device="cpu", max_batch=4, window_ms=10,
+                     reload_interval=3600, model_name="pplug-run", embedding_cache=tmp_path / "emb.sqlite")
+    srv = Server(app)
+    try:
+        _user(srv, "mixed", mixed)
+        text = mixed[1]["text"]  # the input is a past item rated 1: the prior leans to "1"
+        got = _probs(srv.complete(text, user="mixed"))
+    finally:
+        srv.close()
+    model = PPlugModel.from_pretrained(root / "final", cache_path=":memory:")
+    spec = get_task("LaMP_3")
+    with UserStore(tmp_path / "store.sqlite") as store:
+        batch = user_batch(store, "mixed", [spec.make_input(text)], spec, max_history=8,
+                           encoder=model.history_encoder, budget=model.llm.prompt_budget())
+    assert model.history_prior(batch)[0, 0] > 0.5  # the item itself weighs most
+    assert _close(got, model.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-5)
+    flat = PPlugModel.from_pretrained(root / "final", cache_path=":memory:", history_mix_prior="shares")
+    assert not _close(got, flat.choice_logprobs(batch, list(spec.labels)).softmax(-1)[0].tolist(), tol=1e-3)
+
+
 def test_label_token_checkpoint_serves_what_the_library_computes(tiny_config, tmp_path):
     """A `label_token` checkpoint reads each stored item's label in the server as in the library; privacy mode,
     whose document carries no per-item labels, is refused with a clear 400 (and `embed_user` says why)."""
