@@ -153,6 +153,7 @@ def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
         return {"files": files, "metrics": metrics}
 
     monkeypatch.setattr(bench, "run_evaluate", fake_evaluate)
+    import pplug.decode.evaluate  # noqa: F401  (binds the real data_floors at import: never the stub below)
     import pplug.decode.floors as floors
 
     fitted_on, data_floors = [], floors.data_floors

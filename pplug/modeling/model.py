@@ -184,9 +184,8 @@ class PPlugModel(nn.Module):
         """(B, C) the labels of each row's past items weighted by their likeness to the input: what
         `history_mix_prior` "encoder" / "attention" mixes in (`history_prior_from`)."""
         if batch.history_labels is None:
-            raise ValueError(f"history_mix_prior {self.config.history_mix_prior!r} reads the label of each history "
-                             "item: build the batch with pplug.methods.batches.build_batch, or pass "
-                             "PPlugBatch(history_labels=...)")
+            raise ValueError(f"history_mix_prior {self.config.history_mix_prior!r} reads each history item's label: "
+                             "build the batch with pplug.methods.batches.build_batch")
         emb, mask = self.history_tensors(batch.histories)
         labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
         return self.history_prior_from(emb, mask, batch.queries, labels)
@@ -194,29 +193,25 @@ class PPlugModel(nn.Module):
     @torch.no_grad()
     def history_prior_from(self, history_emb: torch.Tensor, history_mask: torch.Tensor, queries: Sequence[str],
                            history_labels: torch.Tensor, encode=None, kind: str | None = None) -> torch.Tensor:
-        """`history_prior` from (B, N, d_enc) history embeddings, their (B, N) mask, the B input texts and the
-        (B, N) label indices (-1: none): (B, C) on the CPU. `encode`: the frozen encoder's text -> (B, d_enc)
-        function (default: the cached `history_encoder.encode`; `pplug serve` passes its uncached one). `kind`:
-        "encoder" or "attention" (None: the config's `history_mix_prior`)."""
+        """`history_prior` from (B, N, d_enc) history embeddings, their (B, N) mask, B input texts and (B, N) label
+        indices (-1: none): (B, C) on the CPU. `encode`: the frozen encoder (default: the cached
+        `history_encoder.encode`; `pplug serve` passes its uncached one); `kind`: None = `history_mix_prior`."""
         encode = encode or self.history_encoder.encode
         if (kind or self.config.history_mix_prior) == "attention":
             q = self.embedder.embed_query(queries if self.embedder.needs_query_text else encode(queries))
             return self.embedder.attention_label_shares(history_emb, history_mask, q, history_labels)
-        # "encoder": the frozen sentence encoder's own likeness (its rows are L2-normalised), no trained weight
-        if history_emb.shape[1] == 0:
+        if history_emb.shape[1] == 0:  # "encoder": the frozen encoder's own likeness, no trained weight in it
             return torch.zeros(len(queries), len(get_task(self.config.task).labels))
-        q = F.normalize(encode(list(queries)).float(), dim=-1)  # (B, d_enc)
+        q = F.normalize(encode(list(queries)).float(), dim=-1)  # (B, d_enc); the items' rows are normalised
         w = similarity_weights(history_emb.cpu(), history_mask.cpu(), q, self.config.history_mix_temperature)  # (B, N)
         return self.embedder.label_shares(w, history_labels).cpu()
 
     def _mixed(self, logp: torch.Tensor, batch: PPlugBatch, choices: Sequence[str],
                prior: torch.Tensor | None = None) -> torch.Tensor:
-        """`logp` (B, C) with the history prior of `config.history_mix_items` / `history_mix_prior` mixed in;
-        `prior`: the `history_prior` when already computed (`pplug serve`)."""
-        if prior is None and self.config.mixes_item_prior:
-            prior = self.history_prior(batch)
-        return mix_history_prior(logp, batch.history_stats, self.config.history_mix_items, self.config.task, choices,
-                                 prior=prior)
+        """`logp` (B, C) with `history_mix_items` / `history_mix_prior` mixed in; `prior`: precomputed (serve)."""
+        prior = self.history_prior(batch) if prior is None and self.config.mixes_item_prior else prior
+        cfg = self.config
+        return mix_history_prior(logp, batch.history_stats, cfg.history_mix_items, cfg.task, choices, prior)
 
     # --- the three uses ---
 
