@@ -290,9 +290,9 @@ class UserEmbedder(nn.Module):
 
     def attention_label_shares(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
                                query_emb: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
-        """(B, C) on the CPU: the labels of the past items weighted by softmax_i(h_i . e_x / temperature) alone (no
-        mean blend), what `history_mix_prior` "encoder" / "attention" mixes in; zeros for a row without labelled
-        items. query_emb (B, encoder_dim): e_x, normalised (the frozen encoder's, or `embed_query`'s)."""
+        """(B, C) on the CPU: the labels of the past items weighted by the input-aware attention alone (no mean
+        blend), what `history_mix_prior: attention` mixes in; zeros for a row without labelled items.
+        query_emb (B, encoder_dim): e_x from `embed_query`."""
         b, n = history_emb.shape[:2]
         if n == 0:
             return torch.zeros(b, len(get_task(self.config.task).labels))

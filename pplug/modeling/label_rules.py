@@ -41,7 +41,7 @@ def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float
         if tuple(prior.shape) != tuple(shares.shape):
             raise ValueError(f"prior must be {tuple(shares.shape)} (rows x labels), got {tuple(prior.shape)}")
         prior = prior.float().cpu()
-        # a row whose attention window holds no labelled item keeps the plain shares (both are 0 at cold start)
+        # a row whose prior weighs no labelled item keeps the plain shares (both are 0 at cold start)
         shares = torch.where(prior.sum(dim=-1, keepdim=True) > 0, prior, shares)
     w = (n / (n + k)).unsqueeze(-1)  # (B, 1): the weight of the user's own shares
     probs = (1 - w) * logp.float().softmax(dim=-1).cpu() + w * shares  # (B, C)

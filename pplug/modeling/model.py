@@ -203,14 +203,14 @@ class PPlugModel(nn.Module):
         if history_emb.shape[1] == 0:  # "encoder": the frozen encoder's own likeness, no trained weight in it
             return torch.zeros(len(queries), len(get_task(self.config.task).labels))
         q = F.normalize(encode(list(queries)).float(), dim=-1)  # (B, d_enc); the items' rows are normalised
-        w = similarity_weights(history_emb.cpu(), history_mask.cpu(), q, self.config.history_mix_temperature)  # (B, N)
-        return self.embedder.label_shares(w, history_labels).cpu()
+        w = similarity_weights(history_emb.cpu(), history_mask, q, self.config.history_mix_temperature)  # (B, N)
+        return self.embedder.label_shares(w, history_labels)
 
     def _mixed(self, logp: torch.Tensor, batch: PPlugBatch, choices: Sequence[str],
                prior: torch.Tensor | None = None) -> torch.Tensor:
         """`logp` (B, C) with `history_mix_items` / `history_mix_prior` mixed in; `prior`: precomputed (serve)."""
-        prior = self.history_prior(batch) if prior is None and self.config.mixes_item_prior else prior
         cfg = self.config
+        prior = self.history_prior(batch) if prior is None and cfg.mixes_item_prior else prior
         return mix_history_prior(logp, batch.history_stats, cfg.history_mix_items, cfg.task, choices, prior)
 
     # --- the three uses ---
