@@ -1255,6 +1255,7 @@ NEWS_CATEGORIES_ROWS = (
 """news_categories' rows on dev and on the time-shift slice (bench_history_mix): each method alone and with each
 history prior mixed in."""
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
+HEADLINES_400 = "real_lamp_news_headlines_time_shift_400_steps_cpu"  # PPlug at 4x the summary's steps, seed 0
 ACL_BEAM = "real_lamp_acl_titles_beam_cpu"  # the acl summary's checkpoints decoded greedy and with beam search
 BEAM_COLS = (Col("ROUGE-1, greedy ↑", "rouge1"), Col("ROUGE-1, beam search (4 beams) ↑", "rouge1", "beam"))
 TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
@@ -1301,6 +1302,15 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+encoder-mix",
         ref_label="pplug + encoder prior", cols=_with_file([ACCURACY], NEWS_CATEGORIES_TIME_SHIFT, "time-shift"),
         rows=NEWS_CATEGORIES_ROWS),
+    "news_headlines_time_shift_steps": T(
+        cells_table, caption="news_headlines time-shift slice (n={n}), seed 0, float32",
+        cols=(TIME_SHIFT_R1, Col("ROUGE-L ↑", "rougeL", slice="time-shift")),
+        rows=(Row("none", "none (frozen LLM)", file=HEADLINES_400),
+              Row("retrieval", "retrieval, 100 steps", file=BUDGETS["news_headlines_time_shift"].file, seeds=("seed0",)),
+              Row("pplug", "pplug, 100 steps (the summary's budget)", file=BUDGETS["news_headlines_time_shift"].file,
+                  seeds=("seed0",)),
+              Row("pplug", "**pplug, 400 steps**", file=HEADLINES_400),
+              Row("floor: first 25 words", "floor: first 25 words", file=HEADLINES_400))),
     "news_headlines_time_shift_pplug_retrieval": T(
         cells_table, caption="news_headlines time-shift slice (n={n}), 3 seeds, float32", ref="pplug+retrieval",
         ref_label="pplug + retrieval",
