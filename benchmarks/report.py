@@ -1236,6 +1236,9 @@ def floors_table(results: Path) -> str:
 NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_cpu"
 NEWS_CATEGORIES_TIME_SHIFT = "real_lamp_news_categories_time_shift_history_mix_cpu"
 NEWS_CATEGORIES_KNN = "encoder kNN, no LLM"  # bench_history_mix's NO_LLM_KNN
+NEWS_CATEGORIES_INPUT_TOKEN = ("real_lamp_news_categories_input_token_frozen_time_shift_cpu",
+                               "real_lamp_news_categories_input_token_time_shift_cpu")
+"""PPlug retrained with `input_token: true` (frozen, then trained input encoder) beside the summary's baselines."""
 NEWS_CATEGORIES_BASELINES = (
     Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
     Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
@@ -1298,6 +1301,18 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "news_categories_priors_heldout": T(
         history_priors_heldout, names=(NEWS_CATEGORIES_TIME_SHIFT, NEWS_CATEGORIES_MIX),
         captions=("time-shift runs", "dev runs")),
+    "news_categories_input_token": T(
+        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds",
+        cols=(Col("accuracy ↑", "accuracy", slice="time-shift"),),
+        rows=(Row("pplug", "PPlug (the recipe's training), model alone", file=NEWS_CATEGORIES_TIME_SHIFT),
+              Row("pplug+encoder-mix", "PPlug (the recipe's training) + encoder prior", file=NEWS_CATEGORIES_TIME_SHIFT),
+              Row("pplug", "+ input token, frozen encoder, model alone", file=NEWS_CATEGORIES_INPUT_TOKEN[0]),
+              Row("pplug+encoder-mix", "+ input token, frozen encoder, + encoder prior",
+                  file=NEWS_CATEGORIES_INPUT_TOKEN[0]),
+              Row("pplug", "+ input token, trained encoder, model alone", file=NEWS_CATEGORIES_INPUT_TOKEN[1]),
+              Row("pplug+encoder-mix", "+ input token, trained encoder, + encoder prior",
+                  file=NEWS_CATEGORIES_INPUT_TOKEN[1]),
+              Row(NEWS_CATEGORIES_KNN, "encoder kNN, no LLM", file=NEWS_CATEGORIES_TIME_SHIFT))),
     "news_categories_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+encoder-mix",
         ref_label="pplug + encoder prior", cols=_with_file([ACCURACY], NEWS_CATEGORIES_TIME_SHIFT, "time-shift"),
