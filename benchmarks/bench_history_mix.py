@@ -47,7 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from meta import run_meta  # noqa: E402
+from meta import code_version, run_meta  # noqa: E402
 
 GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 
@@ -245,6 +245,7 @@ def main() -> None:
     from pplug.modeling.model import PPlugModel
 
     t0 = time.monotonic()
+    code = code_version()  # the code that computes the results: read now, not when the file is written
     ck_root = Path(args.checkpoints)
     train, dev = load_split(args.data, args.train_split), load_split(args.data, args.split)
     task = dev.task
@@ -403,7 +404,8 @@ def main() -> None:
         dtype = "/".join(sorted({json.loads((ck_root / f"seed{seed}" / m.replace("+", "_") / "final" /
                                              "pplug_config.json").read_text()).get("torch_dtype", "auto")
                                  for seed in args.seeds for m in args.methods}))  # the checkpoints' own
-        atomic_write_json(args.out, {"meta": run_meta(device="cpu", dtype=dtype), "settings": vars(args),
+        atomic_write_json(args.out, {"meta": {**run_meta(device="cpu", dtype=dtype), "code_version": code},
+                                     "settings": vars(args),
                                      "chosen_k": chosen,
                                      "chosen": {v: {"temperature": pk[0], "k": pk[1]}
                                                 for v, pk in chosen_params.items()},
