@@ -69,17 +69,12 @@ class _Recorder:
         logp = self.model.llm.choice_logprobs(self.model.prefix(batch), batch.prompts, choices).float().cpu()
         self.logp.append(logp)
         self.stats.append(torch.tensor(batch.history_stats, dtype=torch.float32))
-        if has_attention(self.model.config):
+        if self.model.config.has_input_aware_attention:
             m = self.model
             emb, mask = m.history_tensors(batch.histories)
             labels = history_label_tensor(batch.history_labels, m.config.max_history, emb.shape[1])
             self.att.append(m.history_prior_from(emb, mask, batch.queries, labels, kind="attention"))
         return logp
-
-
-def has_attention(config) -> bool:
-    """Whether a checkpoint has the input-aware attention that `history_mix_prior: attention` reads."""
-    return config.use_user_embedding and config.aggregation != "mean"
 
 
 def label_distributions(model, method: str, task, examples: list, batch_size: int) -> dict[str, torch.Tensor]:
@@ -129,20 +124,19 @@ def encoder_prior(encoder, task, examples: list, max_history: int, temperatures:
     import torch.nn.functional as F
 
     from pplug.methods.batches import recent_history
-    from pplug.modeling.embedder import similarity_weights
+    from pplug.modeling.embedder import label_shares, similarity_weights
 
     out = {t: torch.zeros(len(examples), len(task.labels)) for t in temperatures}
     for i, ex in enumerate(examples):
         items = recent_history(ex.profile, max_history)
-        idx = torch.tensor(task.history_label_indices(items), dtype=torch.long)  # (n,), -1: no label
-        if not items or not bool((idx >= 0).any()):
+        if not items:
             continue
-        h = encoder.encode([task.history_text(it) for it in items]).float()  # (n, d), rows normalised
+        idx = torch.tensor([task.history_label_indices(items)], dtype=torch.long)  # (1, n), -1: no label
+        h = encoder.encode([task.history_text(it) for it in items]).float()[None]  # (1, n, d), rows normalised
         q = F.normalize(encoder.encode([task.query_text(ex.input)]).float(), dim=-1)  # (1, d)
-        onehot = F.one_hot(idx.clamp_min(0), len(task.labels)).float() * (idx >= 0)[:, None]  # (n, C)
         for t in temperatures:
-            w = similarity_weights(h[None], (idx >= 0)[None], q, t)[0]  # (n,) over the labelled items
-            out[t][i] = w @ onehot
+            w = similarity_weights(h, torch.ones_like(idx, dtype=torch.bool), q, t)  # (1, n)
+            out[t][i] = label_shares(w, idx, len(task.labels))[0]
     return out
 
 
@@ -318,7 +312,7 @@ def main() -> None:
                 return loaded[0]
 
             cfg, _ = PPlugModel.load_checkpoint_config(ckpt)
-            attention = "attention" in args.priors and has_attention(cfg)
+            attention = "attention" in args.priors and cfg.has_input_aware_attention
             if not attention:
                 variants.pop(f"{m}+attention-mix", None)
             dist = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size, attention)

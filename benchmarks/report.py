@@ -463,9 +463,8 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
     for v in rows:
         line = [v]
         for d in files:
-            c = d["chosen"][v]
-            key = f"k={c['k']}" if c["temperature"] is None else f"tau={c['temperature']} k={c['k']}"
             h = d["heldout_rows"][v]
+            key = min(h["nll"], key=h["nll"].get)  # what the benchmark chose: the lowest held-out NLL
             line += [key.replace("tau=", "temperature "), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
         body.append(line)
     header = ["row"] + [f"{c}: {what}" for c in captions for what in ("chosen", "NLL ↓", "accuracy ↑")]

@@ -237,7 +237,7 @@ class PPlugConfig:
         if isinstance(self.history_mix_temperature, bool) or \
                 not isinstance(self.history_mix_temperature, (int, float)) or not self.history_mix_temperature > 0:
             raise ValueError(f"history_mix_temperature must be a number > 0, got {self.history_mix_temperature!r}")
-        if self.history_mix_prior == "attention" and self.aggregation == Aggregation.MEAN:
+        if self.history_mix_prior == "attention" and not self.has_input_aware_attention:
             raise ValueError("history_mix_prior 'attention' reads the embedder's input-aware attention, which "
                              "aggregation 'mean' has none of (use 'encoder' or 'shares')")
         if self.stats_init not in ("random", "labels"):
@@ -270,6 +270,11 @@ class PPlugConfig:
         """Whether the model needs the label of each history item (`label_token`, a `history_mix_prior` that
         weighs the items; `PPlugBatch.history_labels`)."""
         return (self.label_token or self.mixes_item_prior) and self.use_user_embedding
+
+    @property
+    def has_input_aware_attention(self) -> bool:
+        """Whether the embedder weighs the history items by the input (`aggregation` "input_aware" or "mixed")."""
+        return self.use_user_embedding and self.aggregation != Aggregation.MEAN
 
     @property
     def mixes_item_prior(self) -> bool:

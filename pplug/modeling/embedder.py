@@ -46,6 +46,20 @@ def similarity_weights(history_emb: torch.Tensor, history_mask: torch.Tensor, qu
     return torch.softmax(scores, dim=-1) * mask  # all-masked rows -> exactly 0
 
 
+def label_shares(weights: torch.Tensor, history_labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """(B, N) weights over the items + (B, N) label index per item (-1: none) -> (B, C) the weighted share of
+    each label, the weights renormalised over the items that hold a label; a row with none gets zeros. What the
+    label token reads and what `history_mix_prior` "encoder" / "attention" mixes in."""
+    labels = history_labels.to(weights.device).long()
+    if labels.shape != weights.shape:
+        raise ValueError(f"history_labels must be {tuple(weights.shape)} like the history, got {tuple(labels.shape)}")
+    has_label = labels >= 0  # (B, N)
+    w = weights * has_label
+    w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)  # (B, N); all-zero rows stay 0
+    onehot = F.one_hot(labels.clamp_min(0), num_labels).float() * has_label[..., None]  # (B, N, C)
+    return torch.einsum("bn,bnc->bc", w, onehot)  # (B, C)
+
+
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
@@ -276,17 +290,8 @@ class UserEmbedder(nn.Module):
         return out.unsqueeze(1)
 
     def label_shares(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
-        """(B, N) weights over the items + (B, N) label index per item (-1: none) -> (B, C) the weighted share of
-        each label, the weights renormalised over the items that hold a label; a row with none gets zeros."""
-        labels = history_labels.to(weights.device).long()
-        if labels.shape != weights.shape:
-            raise ValueError(f"history_labels must be {tuple(weights.shape)} like the history, got {tuple(labels.shape)}")
-        has_label = labels >= 0  # (B, N)
-        w = weights * has_label
-        w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)  # (B, N); all-zero rows stay 0
-        num_labels = len(get_task(self.config.task).labels)
-        onehot = F.one_hot(labels.clamp_min(0), num_labels).float() * has_label[..., None]  # (B, N, C)
-        return torch.einsum("bn,bnc->bc", w, onehot)  # (B, C)
+        """`label_shares` over this task's labels: (B, N) weights + (B, N) label indices -> (B, C)."""
+        return label_shares(weights, history_labels, len(get_task(self.config.task).labels))
 
     def attention_label_shares(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
                                query_emb: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
@@ -350,4 +355,4 @@ class UserEmbedder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-__all__ = ["UserEmbedder", "similarity_weights"]
+__all__ = ["UserEmbedder", "label_shares", "similarity_weights"]

@@ -181,8 +181,7 @@ class PPlugModel(nn.Module):
 
     @torch.no_grad()
     def history_prior(self, batch: PPlugBatch) -> torch.Tensor:
-        """(B, C) the labels of each row's past items weighted by their likeness to the input: what
-        `history_mix_prior` "encoder" / "attention" mixes in (`history_prior_from`)."""
+        """(B, C): each row's past labels weighted by likeness to the input, what `history_mix_prior` mixes in."""
         if batch.history_labels is None:
             raise ValueError(f"history_mix_prior {self.config.history_mix_prior!r} reads each history item's label: "
                              "build the batch with pplug.methods.batches.build_batch")
@@ -191,18 +190,20 @@ class PPlugModel(nn.Module):
         return self.history_prior_from(emb, mask, batch.queries, labels)
 
     @torch.no_grad()
-    def history_prior_from(self, history_emb: torch.Tensor, history_mask: torch.Tensor, queries: Sequence[str],
-                           history_labels: torch.Tensor, encode=None, kind: str | None = None) -> torch.Tensor:
-        """`history_prior` from (B, N, d_enc) history embeddings, their (B, N) mask, B input texts and (B, N) label
-        indices (-1: none): (B, C) on the CPU. `encode`: the frozen encoder (default: the cached
-        `history_encoder.encode`; `pplug serve` passes its uncached one); `kind`: None = `history_mix_prior`."""
-        encode = encode or self.history_encoder.encode
-        if (kind or self.config.history_mix_prior) == "attention":
-            q = self.embedder.embed_query(queries if self.embedder.needs_query_text else encode(queries))
-            return self.embedder.attention_label_shares(history_emb, history_mask, q, history_labels)
-        if history_emb.shape[1] == 0:  # "encoder": the frozen encoder's own likeness, no trained weight in it
+    def history_prior_from(self, history_emb: torch.Tensor, history_mask: torch.Tensor, queries: Sequence[str] |
+                           torch.Tensor, history_labels: torch.Tensor, encode=None, kind: str | None = None):
+        """`history_prior` from (B, N, d_enc) history embeddings, their mask, the inputs (texts, or (B, d_enc) frozen
+        embeddings as `UserEmbedder.forward` takes them) and (B, N) label indices -> (B, C) on the CPU. `encode`:
+        the frozen encoder (default: cached; `pplug serve` passes its uncached one); `kind`: None = the config's."""
+        if history_emb.shape[1] == 0:
             return torch.zeros(len(queries), len(get_task(self.config.task).labels))
-        q = F.normalize(encode(list(queries)).float(), dim=-1)  # (B, d_enc); the items' rows are normalised
+        attention = (kind or self.config.history_mix_prior) == "attention"
+        if not isinstance(queries, torch.Tensor) and not (attention and self.embedder.needs_query_text):
+            queries = (encode or self.history_encoder.encode)(list(queries))  # texts -> (B, d_enc) frozen
+        if attention:
+            q = self.embedder.embed_query(queries)
+            return self.embedder.attention_label_shares(history_emb, history_mask, q, history_labels)
+        q = F.normalize(queries.float(), dim=-1)  # "encoder": the frozen encoder's own likeness, no trained weight
         w = similarity_weights(history_emb.cpu(), history_mask, q, self.config.history_mix_temperature)  # (B, N)
         return self.embedder.label_shares(w, history_labels)
 

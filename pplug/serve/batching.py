@@ -278,7 +278,8 @@ class Engine:
         if model.config.reads_history_labels:  # the same items the embeddings cover (stored users only)
             labels = history_label_tensor([spec.history_label_indices(r.ctx.items[-n_max:]) for r in rows], n_max, n)
         prefix = model.embedder(emb.to(model.device), mask.to(model.device), q_in, stats, labels)  # (B, P, D)
-        prior = model.history_prior_from(emb, mask, queries, labels, encode=self.encoder.encode_uncached) \
+        prior = model.history_prior_from(emb, mask, q_in if q_in is not None else queries, labels,
+                                         encode=self.encoder.encode_uncached) \
             if model.config.mixes_item_prior else None  # (B, C): the rows carry no history texts
         return prefix, stats, prior, [int(e.shape[0]) for e in kept]
 
