@@ -155,6 +155,17 @@ def synth_data(set_name: str, ckpt_root: Path) -> tuple[Path, dict]:
     return folder, json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
 
 
+def baseline_prior_args(method: str) -> tuple[str, ...]:
+    """train.py overrides that let a baseline train on a recipe whose `history_mix_prior` weighs past items.
+
+    Why: that prior (news_categories' `encoder`) is decoding-only and needs the user embedding's history, which
+    prompt-tuned and retrieval do not read, so their config would be refused; they train with the flat shares and
+    bench_history_mix gives them the same prior at decoding."""
+    from pplug.methods.registry import get_method
+
+    return () if get_method(method).use_user_embedding else ("--model.history_mix_prior", "shares")
+
+
 def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, run: str,
                  extra: tuple[str, ...] = (), seed: int | None = None, env: dict | None = None) -> float:
     """Train one method with train.py in a fresh process (run folder ckpt_root/run); returns wall seconds.
@@ -174,6 +185,7 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
         "--seed_everything", str(args.seed if seed is None else seed),
         *(() if seed is None else ("--data.seed", str(seed))),
         *train_device_args(getattr(args, "device", "auto")),
+        *baseline_prior_args(method),
         *extra,  # after the defaults above, so a caller's override (e.g. validation on) wins
         *args.train_args,
     ]

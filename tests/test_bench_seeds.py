@@ -4,6 +4,7 @@ the shared timing helper."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import random
@@ -80,7 +81,6 @@ def test_device_args_and_jobs(monkeypatch):
 
 
 def test_gpu_configs_hold_the_reference_budget():
-    import dataclasses
 
     from pplug.modeling.config import PPlugConfig
     from pplug.train.data import LaMPDataModule
@@ -108,6 +108,39 @@ def test_gpu_configs_hold_the_reference_budget():
         assert cfg["data"]["root"] == cpu["data"]["root"]
         assert set(cfg["model"]) <= model_keys, set(cfg["model"]) - model_keys
         assert set(cfg["data"]) <= data_keys, set(cfg["data"]) - data_keys
+
+
+@pytest.mark.parametrize("suffix", ["", ".gpu"])
+def test_every_trainable_method_trains_on_every_recipe(tmp_path, monkeypatch, suffix):
+    """The command bench_real_lamp gives train.py for each set and method builds a config PPlugConfig accepts:
+    a recipe's decoding-only setting that a baseline cannot read (news_categories' encoder prior) must not stop
+    the baseline from training on it."""
+    from pplug.modeling.config import PPlugConfig
+    from pplug.methods.registry import method_config
+
+    base = yaml.safe_load((bench.ROOT / "configs" / "base.yaml").read_text())["model"]
+    fields = {f.name for f in dataclasses.fields(PPlugConfig)}
+    args = bench.parse_args(["--preset", "gpu" if suffix else "cpu"])
+    seen = []
+    monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **kw: seen.append(cmd) or 0)
+    refused = 0
+    for name in bench.SETS:
+        recipe = yaml.safe_load(bench.config_path(name, suffix).read_text())["model"]
+        for method in bench.TRAINABLE:
+            seen.clear()
+            bench.train_method(name, method, args, tmp_path / name, tmp_path, method, seed=0)
+            cmd = seen[0]
+            model = {**base, **recipe}
+            model.update({k.removeprefix("--model."): yaml.safe_load(v) for k, v in zip(cmd, cmd[1:])
+                          if k.startswith("--model.")})  # the last value wins, as LightningCLI reads them
+            config = {k: v for k, v in model.items() if k in fields}
+            method_config(PPlugConfig(**{**config, "method": "pplug"}), method)  # raises on a refused field
+            try:  # the recipe alone, without the bench's override, is what a baseline would be refused
+                PPlugConfig(**{**{k: v for k, v in {**base, **recipe}.items() if k in fields}, "method": method})
+            except ValueError:
+                refused += 1
+            PPlugConfig(**config)
+    assert refused >= 2  # news_categories' prompt-tuned and retrieval need the override
 
 
 def test_run_seeds_summarises_what_evaluate_reports(tmp_path, monkeypatch):
@@ -435,7 +468,6 @@ def test_reuse_preds_decodes_only_what_is_missing_or_stale(tmp_path, monkeypatch
 def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tiny_config, capsys, monkeypatch):
     """bench_history_mix.py end to end on tiny models: held-out training questions are the ones the train
     subsample left out, k comes from the grid, and the model-alone rows equal `pplug.decode.inference.predict`'s."""
-    import dataclasses
 
     import bench_history_mix as mix
 
@@ -478,7 +510,6 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
 def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp_path, tiny_config, monkeypatch):
     """`--priors shares encoder attention`: each prior's parameters come from its grid, and each PPlug row is what
     the checkpoint decodes when loaded with those settings (`history_mix_prior`), so the recipe is the row."""
-    import dataclasses
 
     import bench_history_mix as mix
 
@@ -521,7 +552,6 @@ def test_history_mix_bench_scores_the_time_shift_slice_with_k_chosen_on_the_fit_
                                                                                      monkeypatch):
     """On bench_real_lamp's time-shift folder (`--train-split fit --split time_shift`) k is chosen on questions
     of `fit` the subsample left out, never on the held-out slice, and the report reads the file as that slice."""
-    import dataclasses
 
     import bench_history_mix as mix
     from results_data import summaries
