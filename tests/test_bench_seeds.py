@@ -48,7 +48,7 @@ def test_seeds_and_gpu_preset():
 def test_cpu_preset_trains_half_of_each_recipe(tmp_path):
     cpu = bench.parse_args(["--preset", "cpu"])
     assert cpu.multi and cpu.seeds == [0, 1, 2] and cpu.max_dev == 300 and cpu.config_suffix == ""
-    assert cpu.method_args_map == {"retrieval": ("--model.max_input_tokens", "256")}
+    assert cpu.method_args_map == {m: ("--model.max_input_tokens", "256") for m in ("retrieval", "pplug+retrieval")}
     steps = {s: bench.set_steps(s, cpu) for s in bench.SETS}
     for s in bench.SETS:  # the recipe's own steps, halved: read from configs/real, not written here again
         recipe = yaml.safe_load(bench.config_path(s).read_text())["trainer"]["max_steps"]
@@ -56,7 +56,7 @@ def test_cpu_preset_trains_half_of_each_recipe(tmp_path):
     assert steps["acl_titles"] > steps["music_ratings"]  # cheaper steps after the prompt: more of them
     mine = bench.parse_args(["--preset", "cpu", "--max-steps", "7", "--method-args", "retrieval=--model.lr 1"])
     assert bench.set_steps("acl_titles", mine) == 7  # explicit options win
-    assert mine.method_args_map == {"retrieval": ("--model.lr", "1")}
+    assert mine.method_args_map["retrieval"] == ("--model.lr", "1")
     assert bench.set_steps("acl_titles", bench.parse_args([])) == 100  # no preset: --max-steps for every set
     news, acl = bench.set_args("news_headlines", cpu), bench.set_args("acl_titles", cpu)
     assert (news.slices, news.slices_only, news.time_shift_latest) == (["time-shift"], True, 4)
