@@ -64,7 +64,7 @@ class _Recorder:
         return getattr(self.model, name)
 
     def choice_logprobs(self, batch, choices):
-        from pplug.modeling.model import history_label_tensor
+        from pplug.modeling.embedder import history_label_tensor
 
         logp = self.model.llm.choice_logprobs(self.model.prefix(batch), batch.prompts, choices).float().cpu()
         self.logp.append(logp)

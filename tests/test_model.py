@@ -525,6 +525,61 @@ def test_a_history_prior_pulls_toward_the_labels_of_the_past_items_most_like_the
             dataclasses.replace(cfg, history_mix_prior=kind, aggregation="mean")
 
 
+def test_attention_label_loss_trains_the_attention_toward_past_items_with_the_gold_label(tiny_config, shared):
+    """`attention_label_loss_weight`: forward adds weight x the gold's NLL under the attention-weighted labels of
+    the past items (the prior `history_mix_prior: attention` reads); a row whose history never holds the gold is
+    left out; a few steps on it move the attention toward the items that share the gold label; refused where
+    there is no input-aware attention or no labelled history."""
+    from pplug.core.tasks import get_task
+    from pplug.lamp.data import Example
+    from pplug.methods.batches import build_batch
+    from pplug.modeling.embedder import history_label_tensor
+
+    task = get_task("LaMP_3")
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config, temperature=0.1, attention_label_loss_weight=2.0)
+    model = PPlugModel.from_config(cfg, llm=shared[0], history_encoder=shared[1])
+    past = [{"id": f"{i}", "text": f"a loud jazz album number {i}" if i % 2 else f"a kitchen knife set, {i} pieces",
+             "score": "5" if i % 2 else "1"} for i in range(6)]
+    ex = [Example("a", "What is the score of the following review? review: a new topic", past, "5"),
+          Example("b", "What is the score of the following review? review: another", past, "3")]  # no 3 in history
+    batch = build_batch(task, ex, "pplug")
+    emb, mask = model.history_tensors(batch.histories)
+    labels = history_label_tensor(batch.history_labels, cfg.max_history, emb.shape[1])
+
+    def gold_share() -> torch.Tensor:
+        with torch.no_grad():
+            q = model.embedder.embed_query(batch.queries[:1])
+            return model.embedder.attention_label_shares(emb[:1], mask[:1], q, labels[:1])[0, 4]  # the fives' share
+
+    aux = model.attention_label_loss(batch)
+    torch.testing.assert_close(aux, -gold_share().log())  # row b (gold 3, no 3 in its history) is left out
+    with torch.no_grad():  # forward reads the config at call time: the same weights without the term
+        torch.manual_seed(1)
+        with_term = model(batch)
+        model.config = dataclasses.replace(cfg, attention_label_loss_weight=0.0)
+        torch.manual_seed(1)
+        without = model(batch)
+        model.config = cfg
+    torch.testing.assert_close(with_term, without + 2.0 * aux.detach(), atol=1e-5, rtol=1e-5)
+    only_b = build_batch(task, ex[1:], "pplug")
+    assert float(model.attention_label_loss(only_b)) == 0.0  # nothing reachable: no term
+    before = float(gold_share())
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=3e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        model.attention_label_loss(batch).backward()
+        opt.step()
+    after = float(gold_share())
+    assert after > before + 0.2, (before, after)
+    for bad, match in ((dict(method="prompt-tuned"), "a method with a user embedding"),
+                       (dict(aggregation="mean"), "aggregation other than 'mean'"),
+                       (dict(task="LaMP_4"), "not LaMP_4"),
+                       (dict(attention_label_loss_weight=-1.0), "must be a number >= 0")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(cfg, **bad)
+
+
 def test_a_prefixed_model_decodes_as_the_model_from_its_soft_prompts(tiny_config, shared):
     """`PrefixedModel` (what `pplug serve` decodes with) gives the model's own outputs, history prior included,
     from soft prompts computed beforehand; a greedy row goes to its generator when it has one."""

@@ -36,7 +36,7 @@ from pplug.lamp.data import Example
 from pplug.methods.batches import build_batch, recent_history
 from pplug.methods.registry import get_method, method_rows
 from pplug.modeling.label_rules import decode_labels
-from pplug.modeling.model import history_label_tensor
+from pplug.modeling.embedder import history_label_tensor
 from pplug.persona.from_history import history_persona_text
 
 from .inference import clean_generation

@@ -60,6 +60,17 @@ def label_shares(weights: torch.Tensor, history_labels: torch.Tensor, num_labels
     return torch.einsum("bn,bnc->bc", w, onehot)  # (B, C)
 
 
+def history_label_tensor(history_labels: Sequence[Sequence[int]], max_history: int, n: int) -> torch.Tensor:
+    """(B, n) long: each row's `max_history` most recent label indices, left-aligned like `history_tensors`'s
+    items, -1 where a row is shorter."""
+    out = torch.full((len(history_labels), n), -1, dtype=torch.long)
+    for i, row in enumerate(history_labels):
+        kept = list(row)[-max_history:] if row else []
+        if kept:
+            out[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
+    return out
+
+
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
@@ -305,6 +316,26 @@ class UserEmbedder(nn.Module):
                                      query_emb.to(self._device()).float())  # (B, N)
         return self.label_shares(w, history_labels).cpu()
 
+    def attention_label_loss(self, history_emb: torch.Tensor, history_mask: torch.Tensor,
+                             queries: Sequence[str] | torch.Tensor, history_labels: torch.Tensor,
+                             gold: torch.Tensor) -> torch.Tensor:
+        """Scalar: mean over rows of -log sum_i w_i [y_i = gold], w the input-aware attention alone over the
+        items that hold a label (what `attention_label_shares` reads), gold (B,) label indices. Rows whose
+        history holds no item with the gold label are left out (no weighting reaches it: a constant, no
+        gradient); 0 when no row is left. `PPlugConfig.attention_label_loss_weight`."""
+        device = self._device()
+        labels = history_labels.to(device).long()  # (B, N)
+        reachable = ((labels == gold.to(device)[:, None]) & history_mask.to(device).bool()).any(dim=-1)  # (B,)
+        if history_emb.shape[1] == 0 or not bool(reachable.any()):
+            return torch.zeros((), device=device)
+        keep = reachable.nonzero().squeeze(-1)
+        q = self.embed_query([queries[i] for i in keep.tolist()] if not isinstance(queries, torch.Tensor)
+                             else queries.to(device)[keep])  # (R, d_enc): only the rows the term reads
+        w = self.input_aware_weights(history_emb.to(device).float()[keep], history_mask.to(device)[keep], q)
+        shares = self.label_shares(w, labels[keep])  # (R, C)
+        p_gold = shares.gather(1, gold.to(device)[keep, None]).squeeze(1)  # (R,), > 0: the gold is reachable
+        return -p_gold.clamp_min(1e-12).log().mean()
+
     def label_token(self, weights: torch.Tensor, history_labels: torch.Tensor) -> torch.Tensor:
         """A_u: (B, N) attention weights + (B, N) label index per item (-1: none) -> (B, 1, token_dim), the
         attended label shares (`label_shares`) over the trainable label table."""
@@ -355,4 +386,4 @@ class UserEmbedder(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-__all__ = ["UserEmbedder", "label_shares", "similarity_weights"]
+__all__ = ["UserEmbedder", "history_label_tensor", "label_shares", "similarity_weights"]

@@ -40,7 +40,7 @@ from pplug.encode.history import HistoryEncoder
 from pplug.version import __version__
 
 from .config import PPlugConfig
-from .embedder import UserEmbedder, similarity_weights
+from .embedder import UserEmbedder, history_label_tensor, similarity_weights
 from .label_rules import expected_rating, mix_history_prior
 from .llm import FrozenLLM
 from .prefill import check_position
@@ -222,8 +222,19 @@ class PPlugModel(nn.Module):
         if batch.targets is None:
             raise ValueError("PPlugModel.forward needs batch.targets")
         if not self.config.rating_loss_weight and self.config.label_loss == "tokens":
-            return self.llm(self.prefix(batch), batch.prompts, batch.targets, position=self.soft_prompt_position)
-        return self._loss_and_raw_label_logprobs(batch)[0]
+            loss = self.llm(self.prefix(batch), batch.prompts, batch.targets, position=self.soft_prompt_position)
+        else:
+            loss = self._loss_and_raw_label_logprobs(batch)[0]
+        weight = self.config.attention_label_loss_weight
+        return loss + weight * self.attention_label_loss(batch) if weight else loss
+
+    def attention_label_loss(self, batch: PPlugBatch) -> torch.Tensor:
+        """`UserEmbedder.attention_label_loss` on the batch: its past items' labels against its gold labels."""
+        labels, (emb, mask) = list(get_task(self.config.task).labels), self.history_tensors(batch.histories)
+        queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
+        gold = torch.tensor([labels.index(t) if t in labels else -2 for t in batch.targets])  # -2: matches no item
+        history_labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
+        return self.embedder.attention_label_loss(emb, mask, queries, history_labels, gold)
 
     @property
     def scores_labels_with_loss(self) -> bool:
@@ -434,17 +445,6 @@ def load_frozen(config: PPlugConfig, history_encoder: HistoryEncoder | None = No
     if history_encoder is None:
         history_encoder = HistoryEncoder(config.encoder_name_or_path, cache_path=cache_path, device=llm.device)
     return llm, history_encoder
-
-
-def history_label_tensor(history_labels: Sequence[Sequence[int]], max_history: int, n: int) -> torch.Tensor:
-    """(B, n) long: each row's `max_history` most recent label indices, left-aligned like `history_tensors`'s
-    items, -1 where a row is shorter."""
-    out = torch.full((len(history_labels), n), -1, dtype=torch.long)
-    for i, row in enumerate(history_labels):
-        kept = list(row)[-max_history:] if row else []
-        if kept:
-            out[i, : len(kept)] = torch.tensor(kept, dtype=torch.long)
-    return out
 
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "PPlugBatch", "PPlugModel"]

@@ -52,7 +52,8 @@ from pplug.core.tasks import get_task
 from pplug.decode.inference import decode
 from pplug.methods.registry import PLUGINS, get_plugin, load_plugins
 from pplug.modeling.label_rules import decode_labels
-from pplug.modeling.model import PPlugModel, history_label_tensor
+from pplug.modeling.embedder import history_label_tensor
+from pplug.modeling.model import PPlugModel
 from pplug.modeling.prefixed import PrefixedModel
 from pplug.store.base import UserStoreBase
 
