@@ -14,7 +14,8 @@ What the mix pulls toward (`--priors`, `PPlugConfig.history_mix_prior`): besides
 (`<method>+mix`), the labels of the user's past items weighted by their likeness to the input, softmax_i(h_i . e_x
 / tau): with the frozen sentence encoder's embeddings (`<method>+encoder-mix`, every method gets it, tau chosen
 with k; plus `encoder kNN, no LLM`, the same prior mixed into the training split's label shares, no LLM at all),
-or with a PPlug model's own input-aware attention (`<method>+attention-mix`).
+or with a PPlug model's own input-aware attention (`<method>+attention-mix`; and `<method> attention kNN, no LLM`,
+that prior mixed into the training split's label shares: what the LLM adds to the model's own attention).
 
 Calibration (`--calibrate`): on the same held-out training questions, each seed's model (with the chosen k)
 also gets one log-offset per label, fitted by the NLL of the gold label, p_cal = softmax(log p + b): the
@@ -141,6 +142,12 @@ def encoder_prior(encoder, task, examples: list, max_history: int, temperatures:
 
 
 NO_LLM_KNN = "encoder kNN, no LLM"
+
+
+def attention_knn(method: str) -> str:
+    """The row of a model's own attention prior mixed into the training split's label shares, with no LLM: the
+    `<method>+attention-mix` row without the LLM's distribution, so the table shows what the LLM adds to it."""
+    return f"{method} attention kNN, no LLM"
 """The row that mixes the frozen encoder's kNN prior into the training split's label shares: no LLM at all."""
 
 
@@ -250,18 +257,19 @@ def main() -> None:
     label_of = {lab: i for i, lab in enumerate(task.labels)}
     grid: list[float | None] = [None, *args.grid]
     # the decodings scored: row name -> (method, prior); each row's parameters are chosen on held-out questions
-    variants: dict[str, tuple[str | None, str]] = {}
+    variants: dict[str, tuple[str | None, str, bool]] = {}  # row -> (method, prior, whether the LLM is read)
     for m in args.methods:
-        variants[f"{m}+mix"] = (m, "shares")
+        variants[f"{m}+mix"] = (m, "shares", True)
         if "attention" in args.priors:
-            variants[f"{m}+attention-mix"] = (m, "attention")  # dropped below where the model has no attention
+            variants[f"{m}+attention-mix"] = (m, "attention", True)  # dropped below where the model has no attention
+            variants[attention_knn(m)] = (m, "attention", False)  # the same prior alone: what the LLM adds
         if "encoder" in args.priors:
-            variants[f"{m}+encoder-mix"] = (m, "encoder")
+            variants[f"{m}+encoder-mix"] = (m, "encoder", True)
     if "encoder" in args.priors:
-        variants[NO_LLM_KNN] = (None, "encoder")
+        variants[NO_LLM_KNN] = (None, "encoder", False)
     params = {v: [(None, k) for k in grid] if prior != "encoder" else [(t, k) for t in args.encoder_temperatures
                                                                    for k in args.grid]
-              for v, (_, prior) in variants.items()}
+              for v, (_, prior, _) in variants.items()}
     nll: dict[str, dict[str, list[float]]] = {v: {_key(pk): [] for pk in params[v]} for v in variants}
     heldout_metrics: dict[str, dict] = {v: {} for v in variants}
     dev_dists: dict[str, dict[str, dict]] = {m: {} for m in args.methods}
@@ -285,7 +293,7 @@ def main() -> None:
     def probs_of(v: str, dist: dict, knn: dict[float, torch.Tensor], pk: tuple) -> torch.Tensor:
         """(N, C) probabilities of row `v` with parameters pk = (tau, k)."""
         prior = variants[v][1]
-        logp = dist["logp"] if variants[v][0] is not None else global_logp.expand(len(dist["stats"]), -1)
+        logp = dist["logp"] if variants[v][2] else global_logp.expand(len(dist["stats"]), -1)
         extra = dist["att"] if prior == "attention" else knn[pk[0]] if prior == "encoder" else None
         return mixed(logp, dist["stats"], task, pk[1], prior=extra)
 
@@ -315,13 +323,14 @@ def main() -> None:
             attention = "attention" in args.priors and cfg.has_input_aware_attention
             if not attention:
                 variants.pop(f"{m}+attention-mix", None)
+                variants.pop(attention_knn(m), None)
             dist = cached_distributions(ckpt, "heldout", load_model, m, task, held, args.batch_size, attention)
             held_dists[m][f"seed{seed}"] = (dist, gold_idx)
             dev_dists[m][f"seed{seed}"] = cached_distributions(ckpt, args.split, load_model, m, task, dev_examples,
                                                                args.batch_size, attention)
             print(f"seed {seed} {m}: {len(held)} held-out + {len(dev_examples)} dev questions "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
-        for v, (m, _) in variants.items():
+        for v, (m, *_) in variants.items():
             dist = held_dists[m][f"seed{seed}"][0] if m is not None else {"stats": held_dists[args.methods[0]][
                 f"seed{seed}"][0]["stats"]}
             for pk in params[v]:
@@ -356,7 +365,7 @@ def main() -> None:
         for label, dist in dev_dists[m].items():
             for d, outs in decoded(task, mixed(dist["logp"], dist["stats"], task, None)).items():
                 preds.setdefault(f"{m} [{d}]", {})[label] = dict(zip(dev_golds, outs))
-            for v in (v for v, (vm, _) in variants.items() if vm == m):
+            for v in (v for v, (vm, *_) in variants.items() if vm == m):
                 for d, outs in decoded(task, probs_of(v, dist, knn_dev, chosen_params[v])).items():
                     preds.setdefault(f"{v} [{d}]", {})[label] = dict(zip(dev_golds, outs))
             if args.calibrate:

@@ -532,7 +532,8 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
     mix.main()
     report = json.loads(out.read_text())
     chosen = report["chosen"]
-    assert set(chosen) == {"pplug+mix", "pplug+encoder-mix", "pplug+attention-mix", mix.NO_LLM_KNN}
+    assert set(chosen) == {"pplug+mix", "pplug+encoder-mix", "pplug+attention-mix", mix.NO_LLM_KNN,
+                           mix.attention_knn("pplug")}
     assert chosen["pplug+encoder-mix"]["temperature"] in (0.05, 0.5) and chosen["pplug+encoder-mix"]["k"] in (2, 8)
     dev = load_split(data, "dev")
     examples = subsample(dev.examples, 8, 0)
@@ -546,6 +547,10 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
         mae = sum(example_scores(dev.task, want["median"], golds)["mae"].values()) / len(golds)
         assert report["dev"]["cells"][f"{row} [median]"]["mae"]["mean"] == pytest.approx(mae), row
     assert f"{mix.NO_LLM_KNN} [median]" in report["dev"]["cells"]
+    # the model's attention prior alone: the attention row's prior over the training split's shares, not its LLM
+    alone = report["heldout_rows"][mix.attention_knn("pplug")]["nll"]
+    assert set(alone) == set(report["heldout_rows"]["pplug+attention-mix"]["nll"])
+    assert alone != report["heldout_rows"]["pplug+attention-mix"]["nll"]
 
 
 def test_history_mix_bench_scores_the_time_shift_slice_with_k_chosen_on_the_fit_split(tmp_path, tiny_config,
