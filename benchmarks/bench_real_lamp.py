@@ -156,15 +156,18 @@ def synth_data(set_name: str, ckpt_root: Path) -> tuple[Path, dict]:
     return folder, json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
 
 
-def baseline_prior_args(method: str) -> tuple[str, ...]:
-    """train.py overrides that let a baseline train on a recipe whose `history_mix_prior` weighs past items.
+def baseline_args(method: str) -> tuple[str, ...]:
+    """train.py overrides that let a baseline train on a recipe whose settings read the user embedding.
 
-    Why: that prior (news_categories' `encoder`) is decoding-only and needs the user embedding's history, which
-    prompt-tuned and retrieval do not read, so their config would be refused; they train with the flat shares and
-    bench_history_mix gives them the same prior at decoding."""
+    Why: news_categories' recipe weighs the past items by PPlug's attention (`history_mix_prior`, decoding-only)
+    and trains that attention on their labels (`attention_label_loss_weight`); prompt-tuned and retrieval have no
+    user embedding, so their config would be refused. They train with the flat shares and no attention term, and
+    bench_history_mix gives them the frozen encoder's prior at decoding."""
     from pplug.methods.registry import get_method
 
-    return () if get_method(method).use_user_embedding else ("--model.history_mix_prior", "shares")
+    if get_method(method).use_user_embedding:
+        return ()
+    return ("--model.history_mix_prior", "shares", "--model.attention_label_loss_weight", "0")
 
 
 def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, run: str,
@@ -186,7 +189,7 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
         "--seed_everything", str(args.seed if seed is None else seed),
         *(() if seed is None else ("--data.seed", str(seed))),
         *train_device_args(getattr(args, "device", "auto")),
-        *baseline_prior_args(method),
+        *baseline_args(method),
         *extra,  # after the defaults above, so a caller's override (e.g. validation on) wins
         *args.train_args,
     ]

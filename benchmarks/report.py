@@ -458,12 +458,15 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
     """bench_history_mix --priors: each row's parameters chosen on held-out training questions (the gold label's
     mean NLL, pooled over seeds), with that NLL and the held-out accuracy, one column pair per results file."""
     files = [load(results, n) for n in names]
-    rows = [v for v in files[0]["chosen"]]
+    rows = list(dict.fromkeys(v for d in files for v in d["chosen"]))  # a row a run did not score stays blank there
     body = []
     for v in rows:
         line = [v]
         for d in files:
-            h = d["heldout_rows"][v]
+            h = d["heldout_rows"].get(v)
+            if h is None:
+                line += ["not scored", "", ""]
+                continue
             key = min(h["nll"], key=h["nll"].get)  # what the benchmark chose: the lowest held-out NLL
             line += [key.replace("tau=", "temperature "), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
         body.append(line)
@@ -1250,16 +1253,26 @@ NEWS_CATEGORIES_BASELINES = (
 prior (the categories of the user's past articles weighted by the frozen encoder's likeness to the input) mixed
 in, each k and temperature chosen on held-out training questions, and that prior alone over the training split's
 category shares (no LLM)."""
+NEWS_CATEGORIES_FLOORS = (Row("floor: always-politics", "floor: always politics"),
+                          Row("floor: user majority label", "floor: the user's most common category"))
 NEWS_CATEGORIES_ROWS = (
     Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"),
     *NEWS_CATEGORIES_BASELINES,
     Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"),
     Row("pplug+attention-mix", "pplug + its attention prior"),
-    Row("pplug+encoder-mix", "**pplug + encoder prior (the recipe)**"),
-    Row("floor: always-politics", "floor: always politics"),
-    Row("floor: user majority label", "floor: the user's most common category"))
-"""news_categories' rows on dev and on the time-shift slice (bench_history_mix): each method alone and with each
-history prior mixed in."""
+    Row("pplug+encoder-mix", "**pplug + encoder prior**"), *NEWS_CATEGORIES_FLOORS)
+"""news_categories' rows on dev and on the time-shift slice (bench_history_mix) before the recipe trained the
+attention on the past items' labels: each method alone and with each history prior mixed in."""
+NEWS_CATEGORIES_ATTENTION = "real_lamp_news_categories_attention_loss_time_shift_cpu"
+"""The recipe: PPlug trained with `attention_label_loss_weight: 1`, beside the same baselines (bench_history_mix)."""
+NEWS_CATEGORIES_ATTENTION_ROWS = (
+    Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"),
+    *NEWS_CATEGORIES_BASELINES,
+    Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"),
+    Row("pplug+encoder-mix", "pplug + encoder prior"),
+    Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
+    Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM (bench_history_mix.attention_knn)"),
+    *NEWS_CATEGORIES_FLOORS)
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
 HEADLINES_400 = "real_lamp_news_headlines_time_shift_400_steps_cpu"  # PPlug at 4x the summary's steps, seed 0
 ACL_BEAM = "real_lamp_acl_titles_beam_cpu"  # the acl summary's checkpoints decoded greedy and with beam search
@@ -1278,7 +1291,7 @@ SETS_SUMMARY = (
     # news_headlines' recipe is PPlug on top of retrieval (pplug+retrieval, the same 256-token prompt as retrieval)
     SetResult("news_headlines", "LaMP_4; PPlug + retrieval", BUDGETS["news_headlines_time_shift"].file,
               TIME_SHIFT_R1, "pplug+retrieval", BASELINES, BUDGETS["news_headlines_time_shift"].floors),
-    SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_TIME_SHIFT, TIME_SHIFT_ACCURACY, "pplug+encoder-mix",
+    SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_ATTENTION, TIME_SHIFT_ACCURACY, "pplug+attention-mix",
               NEWS_CATEGORIES_BASELINES,
               (Row("floor: always-politics", "always politics"), Row("floor: user majority label", "user majority"))),
 )
@@ -1303,13 +1316,17 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seeds_cpu", ref="pplug"),
               *NEWS_CATEGORIES_ROWS)),
     "news_categories_priors_heldout": T(
-        history_priors_heldout, names=(NEWS_CATEGORIES_TIME_SHIFT, NEWS_CATEGORIES_MIX),
-        captions=("time-shift runs", "dev runs")),
+        history_priors_heldout, names=(NEWS_CATEGORIES_ATTENTION, NEWS_CATEGORIES_TIME_SHIFT, NEWS_CATEGORIES_MIX),
+        captions=("the recipe's time-shift runs", "time-shift runs without the attention term", "dev runs, without")),
+    "news_categories_attention_loss_time_shift": T(
+        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
+        ref_label="pplug + attention prior",
+        cols=_with_file([ACCURACY], NEWS_CATEGORIES_ATTENTION, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
     "news_categories_input_token": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds",
         cols=(Col("accuracy ↑", "accuracy", slice="time-shift"),),
-        rows=(Row("pplug", "PPlug (the recipe's training), model alone", file=NEWS_CATEGORIES_TIME_SHIFT),
-              Row("pplug+encoder-mix", "PPlug (the recipe's training) + encoder prior", file=NEWS_CATEGORIES_TIME_SHIFT),
+        rows=(Row("pplug", "PPlug, model alone", file=NEWS_CATEGORIES_TIME_SHIFT),
+              Row("pplug+encoder-mix", "PPlug + encoder prior", file=NEWS_CATEGORIES_TIME_SHIFT),
               Row("pplug", "+ input token, frozen encoder, model alone", file=NEWS_CATEGORIES_INPUT_TOKEN[0]),
               Row("pplug+encoder-mix", "+ input token, frozen encoder, + encoder prior",
                   file=NEWS_CATEGORIES_INPUT_TOKEN[0]),
