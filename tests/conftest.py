@@ -24,9 +24,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+# The embeddings a test run computes stay in that run's own cache (`pplug.core.weights.cache_dir`): the tiny
+# encoder's tokenizer is trained afresh each run and its vocabulary may differ while its weights, and so its cache
+# identity, do not, so vectors an earlier run left in the shared cache could come back for other tokens. The
+# converted default LLM is still shared (`models/`: slow to make, and a function of the installed package only).
+_shared_cache = Path(os.environ.get("PPLUG_CACHE_DIR") or Path.home() / ".cache" / "pplug").expanduser()
+_run_cache = Path(tempfile.mkdtemp(prefix="pplug-test-cache-"))
+(_shared_cache / "models").mkdir(parents=True, exist_ok=True)
+(_run_cache / "models").symlink_to(_shared_cache / "models", target_is_directory=True)
+os.environ["PPLUG_CACHE_DIR"] = str(_run_cache)
+atexit.register(shutil.rmtree, _run_cache, ignore_errors=True)  # removes the link, never the shared models
 
 # Text the tiny tokenizers are trained on: LaMP-like instructions and review snippets, so common words
 # become single tokens and sequences stay short (byte-level BPE still covers any string).

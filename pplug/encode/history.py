@@ -12,7 +12,6 @@ retrieval baseline, the PPlug+retrieval hybrid and per-user persona memory.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -89,11 +88,7 @@ class HistoryEncoder:
         self.chunk_size = chunk_size
         base = Path(path).name if Path(path).exists() else path.replace("/", "_")
         modules = ",".join(type(m).__name__ for m in self.model)
-        # the vocabulary too: the same weights read through a retrained tokenizer embed every text differently,
-        # so their cached vectors must not be shared
-        vocab = getattr(getattr(self.model, "tokenizer", None), "get_vocab", dict)()
-        tokens = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:16] if vocab else ""
-        self.identity = f"{base}-{encoder_fingerprint(self.model, extra=modules + tokens)}"
+        self.identity = f"{base}-{encoder_fingerprint(self.model, extra=modules)}"
         self.cache = cache_path if isinstance(cache_path, EmbeddingCache) else EmbeddingCache(cache_path, cache_dtype)
         self.memory_items = memory_items
         self._memory: OrderedDict[bytes, np.ndarray] = OrderedDict()
