@@ -142,13 +142,13 @@ def encoder_prior(encoder, task, examples: list, max_history: int, temperatures:
 
 
 NO_LLM_KNN = "encoder kNN, no LLM"
+"""The row that mixes the frozen encoder's kNN prior into the training split's label shares: no LLM at all."""
 
 
 def attention_knn(method: str) -> str:
     """The row of a model's own attention prior mixed into the training split's label shares, with no LLM: the
     `<method>+attention-mix` row without the LLM's distribution, so the table shows what the LLM adds to it."""
     return f"{method} attention kNN, no LLM"
-"""The row that mixes the frozen encoder's kNN prior into the training split's label shares: no LLM at all."""
 
 
 def _key(pk: tuple) -> str:

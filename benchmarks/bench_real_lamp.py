@@ -54,8 +54,7 @@ The README summary's CPU budget (`--preset cpu`): every set trains half of its r
 100 steps with the soft prompt in front on 2 cores: 100 on music_ratings and the news sets, 179 on acl_titles,
 230 on enron_subjects, whose recipes read the soft prompt after the prompt, for every trainable method), 3
 seeds, 300 dev questions (every one on the news sets), retrieval and pplug+retrieval with a 256-token prompt of
-their own; resumable,
-`--jobs` trainings at a time:
+their own; resumable, `--jobs` trainings at a time:
 
     python benchmarks/bench_real_lamp.py --preset cpu --jobs 2 --reuse-preds --out benchmarks/results/real_lamp_cpu.json
 
@@ -297,8 +296,9 @@ PRESETS: dict[str, dict] = {
     # the README summary's CPU budget: half of each recipe's steps (the wall time of 100 steps with the soft
     # prompt in front; 179 / 230 steps where the recipe puts it after the prompt), 128-token prompts, a
     # 1,600-question train subsample, 300 dev questions, 3 seeds; retrieval and pplug+retrieval (news_headlines'
-    # recipe) read a 256-token prompt so their retrieved items do not take the input's room. The news sets are scored on their time-shift slice (each
-    # training user's 4 latest questions, held out of training: ~3x their one-question-per-user dev splits)
+    # recipe) read a 256-token prompt so their retrieved items do not take the input's room. The news sets are
+    # scored on their time-shift slice (each training user's 4 latest questions, held out of training: ~3x their
+    # one-question-per-user dev splits)
     "cpu": {"recipe_steps": 0.5, "max_dev": 300, "seeds": [0, 1, 2], "set_slices": {"news_headlines": 4,
                                                                                      "news_categories": 4},
             "method_args": {"retrieval": ("--model.max_input_tokens", "256"),

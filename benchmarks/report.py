@@ -458,7 +458,7 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
     """bench_history_mix --priors: each row's parameters chosen on held-out training questions (the gold label's
     mean NLL, pooled over seeds), with that NLL and the held-out accuracy, one column pair per results file."""
     files = [load(results, n) for n in names]
-    rows = list(dict.fromkeys(v for d in files for v in d["chosen"]))  # a row a run did not score stays blank there
+    rows = list(dict.fromkeys(v for d in files for v in d["chosen"]))  # a row one run did not score: blank there
     body = []
     for v in rows:
         line = [v]
@@ -1255,21 +1255,20 @@ in, each k and temperature chosen on held-out training questions, and that prior
 category shares (no LLM)."""
 NEWS_CATEGORIES_FLOORS = (Row("floor: always-politics", "floor: always politics"),
                           Row("floor: user majority label", "floor: the user's most common category"))
-NEWS_CATEGORIES_ROWS = (
+NEWS_CATEGORIES_ALONE = (
     Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"),
-    *NEWS_CATEGORIES_BASELINES,
-    Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"),
-    Row("pplug+attention-mix", "pplug + its attention prior"),
+    *NEWS_CATEGORIES_BASELINES, Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"))
+"""news_categories' rows every bench_history_mix run shows first: each method alone, the baselines with each prior,
+PPlug with the user's shares."""
+NEWS_CATEGORIES_ROWS = (
+    *NEWS_CATEGORIES_ALONE, Row("pplug+attention-mix", "pplug + its attention prior"),
     Row("pplug+encoder-mix", "**pplug + encoder prior**"), *NEWS_CATEGORIES_FLOORS)
 """news_categories' rows on dev and on the time-shift slice (bench_history_mix) before the recipe trained the
 attention on the past items' labels: each method alone and with each history prior mixed in."""
 NEWS_CATEGORIES_ATTENTION = "real_lamp_news_categories_attention_loss_time_shift_cpu"
 """The recipe: PPlug trained with `attention_label_loss_weight: 1`, beside the same baselines (bench_history_mix)."""
 NEWS_CATEGORIES_ATTENTION_ROWS = (
-    Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"),
-    *NEWS_CATEGORIES_BASELINES,
-    Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"),
-    Row("pplug+encoder-mix", "pplug + encoder prior"),
+    *NEWS_CATEGORIES_ALONE, Row("pplug+encoder-mix", "pplug + encoder prior"),
     Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
     Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM (bench_history_mix.attention_knn)"),
     *NEWS_CATEGORIES_FLOORS)

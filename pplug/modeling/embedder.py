@@ -326,7 +326,7 @@ class UserEmbedder(nn.Module):
         device = self._device()
         labels = history_labels.to(device).long()  # (B, N)
         reachable = ((labels == gold.to(device)[:, None]) & history_mask.to(device).bool()).any(dim=-1)  # (B,)
-        if history_emb.shape[1] == 0 or not bool(reachable.any()):
+        if not bool(reachable.any()):  # also every row of an empty history
             return torch.zeros((), device=device)
         keep = reachable.nonzero().squeeze(-1)
         q = self.embed_query([queries[i] for i in keep.tolist()] if not isinstance(queries, torch.Tensor)

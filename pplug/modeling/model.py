@@ -158,35 +158,37 @@ class PPlugModel(nn.Module):
                     mask[i, : len(h)] = True
         return emb.to(self.device), mask.to(self.device)
 
+    def history_inputs(self, batch: PPlugBatch, labels_for: str | None = None):
+        """(B, N, d_enc) cached history embeddings, (B, N) mask, and (B, N) label indices (-1: none) where
+        `labels_for` names the setting that reads them (else None): what the embedder, prior and attention term read."""
+        emb, mask = self.history_tensors(batch.histories)
+        if labels_for is not None and batch.history_labels is None:
+            raise ValueError(f"{labels_for} reads the label of each history item: build the batch with "
+                             "pplug.methods.batches.build_batch, or pass PPlugBatch(history_labels=...)")
+        return emb, mask, (history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
+                           if labels_for else None)
+
+    def query_inputs(self, batch: PPlugBatch) -> Sequence[str] | torch.Tensor:
+        """The inputs as the embedder takes them: texts (trainable input encoder), else cached frozen embeddings."""
+        return batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
+
     def prefix(self, batch: PPlugBatch) -> torch.Tensor:
         """Soft prompt per row: (B, P, token_dim) = [instruction; user tokens; statistics; labels; input token]."""
-        emb, mask = self.history_tensors(batch.histories)
-        queries = None
-        if self.embedder.needs_query:
-            # frozen input encoder: the query goes through the (cached) history encoder first
-            queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
+        reads = "this model (config.label_token)" if self.config.reads_history_labels else None
+        emb, mask, labels = self.history_inputs(batch, reads)
+        queries = self.query_inputs(batch) if self.embedder.needs_query else None
         stats = None
         if self.config.user_stats:
             if batch.history_stats is None:
                 raise ValueError("this model reads the user's history statistics (config.user_stats): build the "
                                  "batch with pplug.methods.batches.build_batch, or pass PPlugBatch(history_stats=...)")
             stats = torch.tensor(batch.history_stats, dtype=torch.float32)
-        labels = None
-        if self.config.reads_history_labels:
-            if batch.history_labels is None:
-                raise ValueError("this model reads the label of each history item (config.label_token): build the "
-                                 "batch with pplug.methods.batches.build_batch, or pass PPlugBatch(history_labels=...)")
-            labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
         return self.embedder(emb, mask, queries, stats, labels)
 
     @torch.no_grad()
     def history_prior(self, batch: PPlugBatch) -> torch.Tensor:
         """(B, C): each row's past labels weighted by likeness to the input, what `history_mix_prior` mixes in."""
-        if batch.history_labels is None:
-            raise ValueError(f"history_mix_prior {self.config.history_mix_prior!r} reads each history item's label: "
-                             "build the batch with pplug.methods.batches.build_batch")
-        emb, mask = self.history_tensors(batch.histories)
-        labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
+        emb, mask, labels = self.history_inputs(batch, f"history_mix_prior {self.config.history_mix_prior!r}")
         return self.history_prior_from(emb, mask, batch.queries, labels)
 
     @torch.no_grad()
@@ -217,24 +219,22 @@ class PPlugModel(nn.Module):
     # --- the three uses ---
 
     def forward(self, batch: PPlugBatch) -> torch.Tensor:
-        """Scalar training loss on `batch.targets`: the mean token cross-entropy, plus for rating tasks
-        `rating_loss_weight` x the squared error of the expected rating (`expected` decoding's answer)."""
+        """Scalar training loss on `batch.targets`: the mean token cross-entropy, + `rating_loss_weight` x the expected
+        rating's squared error (rating tasks), + `attention_label_loss_weight` x `attention_label_loss`."""
         if batch.targets is None:
             raise ValueError("PPlugModel.forward needs batch.targets")
-        if not self.config.rating_loss_weight and self.config.label_loss == "tokens":
-            loss = self.llm(self.prefix(batch), batch.prompts, batch.targets, position=self.soft_prompt_position)
-        else:
-            loss = self._loss_and_raw_label_logprobs(batch)[0]
+        plain = not self.config.rating_loss_weight and self.config.label_loss == "tokens"
+        loss = self.llm(self.prefix(batch), batch.prompts, batch.targets, position=self.soft_prompt_position) \
+            if plain else self._loss_and_raw_label_logprobs(batch)[0]
         weight = self.config.attention_label_loss_weight
         return loss + weight * self.attention_label_loss(batch) if weight else loss
 
     def attention_label_loss(self, batch: PPlugBatch) -> torch.Tensor:
         """`UserEmbedder.attention_label_loss` on the batch: its past items' labels against its gold labels."""
-        labels, (emb, mask) = list(get_task(self.config.task).labels), self.history_tensors(batch.histories)
-        queries = batch.queries if self.embedder.needs_query_text else self.history_encoder.encode(batch.queries)
+        emb, mask, history_labels = self.history_inputs(batch, "attention_label_loss_weight")
+        labels = get_task(self.config.task).labels
         gold = torch.tensor([labels.index(t) if t in labels else -2 for t in batch.targets])  # -2: matches no item
-        history_labels = history_label_tensor(batch.history_labels, self.config.max_history, emb.shape[1])
-        return self.embedder.attention_label_loss(emb, mask, queries, history_labels, gold)
+        return self.embedder.attention_label_loss(emb, mask, self.query_inputs(batch), history_labels, gold)
 
     @property
     def scores_labels_with_loss(self) -> bool:
