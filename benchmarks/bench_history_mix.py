@@ -16,6 +16,9 @@ What the mix pulls toward (`--priors`, `PPlugConfig.history_mix_prior`): besides
 with k; plus `encoder kNN, no LLM`, the same prior mixed into the training split's label shares, no LLM at all),
 or with a PPlug model's own input-aware attention (`<method>+attention-mix`; and `<method> attention kNN, no LLM`,
 that prior mixed into the training split's label shares: what the LLM adds to the model's own attention).
+`--model-temperatures` reads the LLM's distribution at each temperature T before the mix, softmax(log p / T),
+chosen with k (`PPlugConfig.history_mix_model_temperature`): a small LLM is over-confident over many labels, and
+T > 1 lets a confident prior decide where the LLM is unsure.
 
 Calibration (`--calibrate`): on the same held-out training questions, each seed's model (with the chosen k)
 also gets one log-offset per label, fitted by the NLL of the gold label, p_cal = softmax(log p + b): the
@@ -152,8 +155,9 @@ def attention_knn(method: str) -> str:
 
 
 def _key(pk: tuple) -> str:
-    """A (tau, k) parameter pair as a key: "k=32" or "tau=0.05 k=32"."""
-    return f"k={pk[1]}" if pk[0] is None else f"tau={pk[0]} k={pk[1]}"
+    """A (tau, T, k) parameter triple as a key: "k=32", "tau=0.05 k=32", "T=2.0 k=32" (T shown where not 1)."""
+    tau, t, k = pk
+    return " ".join([*([f"tau={tau}"] if tau is not None else []), *([f"T={t}"] if t != 1.0 else []), f"k={k}"])
 
 
 def _label_shares_logp(task, golds: list[str]) -> torch.Tensor:
@@ -175,13 +179,15 @@ def gold_label(task, output: str) -> str:
     return str(int(float(output))) if task.is_rating else str(output).strip()
 
 
-def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None, prior: torch.Tensor | None = None
-          ) -> torch.Tensor:
+def mixed(logp: torch.Tensor, stats: torch.Tensor, task, k: float | None, prior: torch.Tensor | None = None,
+          model_temperature: float = 1.0) -> torch.Tensor:
     """(N, C) probabilities with `history_mix_items` = k (None: the model alone), mixing in `prior` (N, C)
-    instead of the user's label shares where given (`history_mix_prior: attention`)."""
+    instead of the user's label shares where given (`history_mix_prior: attention`), the model's distribution
+    read at `model_temperature` (`history_mix_model_temperature`)."""
     from pplug.modeling.label_rules import mix_history_prior
 
-    return mix_history_prior(logp, stats, k, task.name, list(task.labels), prior=prior).softmax(dim=-1)
+    return mix_history_prior(logp, stats, k, task.name, list(task.labels), prior=prior,
+                             model_temperature=model_temperature).softmax(dim=-1)
 
 
 def fit_label_offsets(logp: torch.Tensor, gold_idx: torch.Tensor, steps: int = 200) -> torch.Tensor:
@@ -234,6 +240,9 @@ def main() -> None:
     p.add_argument("--encoder-temperatures", nargs="+", type=float, default=[0.02, 0.05, 0.1],
                    help="the encoder prior's temperatures tried (`history_mix_temperature`, chosen with k on "
                         "held-out questions)")
+    p.add_argument("--model-temperatures", nargs="+", type=float, default=[1.0],
+                   help="the temperatures the LLM's label distribution is read at before the mix "
+                        "(`history_mix_model_temperature`, chosen with k on held-out questions; rows that read an LLM)")
     p.add_argument("--max-history", type=int, default=32, help="past items the encoder prior reads (the "
                                                                 "recipes' max_history)")
     p.add_argument("--calibrate", action="store_true", help="also score pplug+mix+cal (label offsets, held-out fit)")
@@ -267,9 +276,15 @@ def main() -> None:
             variants[f"{m}+encoder-mix"] = (m, "encoder", True)
     if "encoder" in args.priors:
         variants[NO_LLM_KNN] = (None, "encoder", False)
-    params = {v: [(None, k) for k in grid] if prior != "encoder" else [(t, k) for t in args.encoder_temperatures
-                                                                   for k in args.grid]
-              for v, (_, prior, _) in variants.items()}
+    # each row's grid of (tau, T, k): the encoder prior's temperature (None: another prior), the temperature the
+    # LLM's distribution is read at (1.0 for rows without an LLM or without a mix), the mix's k (None: no mix)
+    def grid_of(prior: str, reads_llm: bool) -> list[tuple]:
+        taus = args.encoder_temperatures if prior == "encoder" else [None]
+        temps = args.model_temperatures if reads_llm else [1.0]
+        ks = args.grid if prior == "encoder" else grid
+        return [(tau, t, k) for tau in taus for t in temps for k in ks if k is not None or t == 1.0]
+
+    params = {v: grid_of(prior, reads_llm) for v, (_, prior, reads_llm) in variants.items()}
     nll: dict[str, dict[str, list[float]]] = {v: {_key(pk): [] for pk in params[v]} for v in variants}
     heldout_metrics: dict[str, dict] = {v: {} for v in variants}
     dev_dists: dict[str, dict[str, dict]] = {m: {} for m in args.methods}
@@ -291,11 +306,11 @@ def main() -> None:
         return encoder
 
     def probs_of(v: str, dist: dict, knn: dict[float, torch.Tensor], pk: tuple) -> torch.Tensor:
-        """(N, C) probabilities of row `v` with parameters pk = (tau, k)."""
+        """(N, C) probabilities of row `v` with parameters pk = (tau, T, k)."""
         prior = variants[v][1]
         logp = dist["logp"] if variants[v][2] else global_logp.expand(len(dist["stats"]), -1)
         extra = dist["att"] if prior == "attention" else knn[pk[0]] if prior == "encoder" else None
-        return mixed(logp, dist["stats"], task, pk[1], prior=extra)
+        return mixed(logp, dist["stats"], task, pk[2], prior=extra, model_temperature=pk[1])
 
     for seed in args.seeds:
         used = {ex.id for ex in subsample(train.examples, args.max_train, seed)}
@@ -357,7 +372,7 @@ def main() -> None:
             print(f"  {v:24s} {_key(pk):14s} NLL {sum(nll[v][_key(pk)]) / len(nll[v][_key(pk)]):.4f}  {means}")
         chosen_params[v] = min(params[v], key=lambda pk: sum(nll[v][_key(pk)]))
         print(f"  {v}: chosen {_key(chosen_params[v])}")
-    chosen = {m: chosen_params[f"{m}+mix"][1] for m in args.methods}  # the user-shares mix's k, per method
+    chosen = {m: chosen_params[f"{m}+mix"][2] for m in args.methods}  # the user-shares mix's k, per method
 
     preds: dict[str, dict[str, dict[str, str]]] = {}
     offsets: dict[str, dict[str, list[float]]] = {m: {} for m in args.methods}
@@ -370,10 +385,11 @@ def main() -> None:
                     preds.setdefault(f"{v} [{d}]", {})[label] = dict(zip(dev_golds, outs))
             if args.calibrate:
                 h_dist, h_gold = held_dists[m][label]
-                b = fit_label_offsets(mixed(h_dist["logp"], h_dist["stats"], task, chosen[m]).clamp_min(1e-12).log(),
-                                      h_gold)
+                _, t, k = chosen_params[f"{m}+mix"]
+                b = fit_label_offsets(mixed(h_dist["logp"], h_dist["stats"], task, k, model_temperature=t)
+                                      .clamp_min(1e-12).log(), h_gold)
                 offsets[m][label] = [round(x, 4) for x in b.tolist()]
-                p_mix = mixed(dist["logp"], dist["stats"], task, chosen[m])  # (N, C), the `+mix` row's distribution
+                p_mix = mixed(dist["logp"], dist["stats"], task, k, model_temperature=t)  # (N, C), the `+mix` row's
                 cal = (p_mix.clamp_min(1e-12).log() + b).softmax(dim=-1)
                 for d, outs in decoded(task, cal).items():
                     preds.setdefault(f"{m}+mix+cal [{d}]", {})[label] = dict(zip(dev_golds, outs))
@@ -410,15 +426,15 @@ def main() -> None:
         atomic_write_json(args.out, {"meta": {**run_meta(device="cpu", dtype=dtype), "code_version": code},
                                      "settings": vars(args),
                                      "chosen_k": chosen,
-                                     "chosen": {v: {"temperature": pk[0], "k": pk[1]}
+                                     "chosen": {v: {"temperature": pk[0], "model_temperature": pk[1], "k": pk[2]}
                                                 for v, pk in chosen_params.items()},
                                      "label_offsets": offsets if args.calibrate else None,
-                                     # the user-shares mix per method, keyed by k ("None": the model alone)
-                                     "heldout": {m: {"nll": {str(pk[1]): sum(nll[f"{m}+mix"][_key(pk)]) /
+                                     # the user-shares mix per method at T = 1, keyed by k ("None": the model alone)
+                                     "heldout": {m: {"nll": {str(pk[2]): sum(nll[f"{m}+mix"][_key(pk)]) /
                                                              len(nll[f"{m}+mix"][_key(pk)])
-                                                             for pk in params[f"{m}+mix"]},
-                                                     "metrics": {str(pk[1]): heldout_metrics[f"{m}+mix"][_key(pk)]
-                                                                 for pk in params[f"{m}+mix"]}}
+                                                             for pk in params[f"{m}+mix"] if pk[1] == 1.0},
+                                                     "metrics": {str(pk[2]): heldout_metrics[f"{m}+mix"][_key(pk)]
+                                                                 for pk in params[f"{m}+mix"] if pk[1] == 1.0}}
                                                  for m in args.methods},
                                      # every row's, keyed by _key ("k=32", "tau=0.05 k=16")
                                      "heldout_rows": {v: {"nll": {k: sum(x) / len(x) for k, x in nll[v].items()},

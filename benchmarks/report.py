@@ -468,7 +468,8 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
                 line += ["not scored", "", ""]
                 continue
             key = min(h["nll"], key=h["nll"].get)  # what the benchmark chose: the lowest held-out NLL
-            line += [key.replace("tau=", "temperature "), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
+            chosen = key.replace("tau=", "temperature ").replace("T=", "LLM at temperature ")
+            line += [chosen, f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
         body.append(line)
     header = ["row"] + [f"{c}: {what}" for c in captions for what in ("chosen", "NLL ↓", "accuracy ↑")]
     return markdown_table(header, body) + "\n\n" + sources(results, list(names))

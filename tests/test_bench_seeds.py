@@ -528,7 +528,8 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
     monkeypatch.setattr(sys, "argv", ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data",
                                       str(data), "--seeds", "0", "--max-train", str(n_train - 5), "--max-heldout", "5",
                                       "--max-dev", "8", "--grid", "2", "8", "--priors", "shares", "encoder",
-                                      "attention", "--encoder-temperatures", "0.05", "0.5", "--out", str(out)])
+                                      "attention", "--encoder-temperatures", "0.05", "0.5", "--model-temperatures", "1",
+                                      "3", "--out", str(out)])
     mix.main()
     report = json.loads(out.read_text())
     chosen = report["chosen"]
@@ -542,7 +543,8 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
         c = chosen[row]
         loaded = PPlugModel.from_pretrained(ckpt, cache_path=":memory:", history_mix_items=c["k"],
                                             history_mix_prior=kind,
-                                            history_mix_temperature=c["temperature"] or 0.05)
+                                            history_mix_temperature=c["temperature"] or 0.05,
+                                            history_mix_model_temperature=c["model_temperature"])
         # the expected rating, not the median: it is continuous, so any difference in the mix shows
         want = predict(loaded, dev.task, examples, "pplug", ["expected"], max_history=loaded.config.max_history)
         rmse = aggregate("rmse", list(example_scores(dev.task, want["expected"], golds)["rmse"].values()))
@@ -550,8 +552,10 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
     assert f"{mix.NO_LLM_KNN} [median]" in report["dev"]["cells"]
     # the model's attention prior alone: the attention row's prior over the training split's shares, not its LLM
     alone = report["heldout_rows"][mix.attention_knn("pplug")]["nll"]
-    assert set(alone) == set(report["heldout_rows"]["pplug+attention-mix"]["nll"])
-    assert alone != report["heldout_rows"]["pplug+attention-mix"]["nll"]
+    with_llm = report["heldout_rows"]["pplug+attention-mix"]["nll"]
+    assert set(alone) == {k for k in with_llm if "T=" not in k}  # no LLM: no temperature to read it at
+    assert {k for k in with_llm if k.startswith("T=3.0 ")} == {"T=3.0 k=2.0", "T=3.0 k=8.0"}
+    assert {k: with_llm[k] for k in alone} != alone
 
 
 def test_history_mix_bench_scores_the_time_shift_slice_with_k_chosen_on_the_fit_split(tmp_path, tiny_config,

@@ -439,7 +439,8 @@ def test_input_token_round_trips_and_cannot_be_overridden(tiny_config, shared, t
 
 
 def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_config, shared, tmp_path):
-    """`history_mix_items` = k: p = (n h + k p_model) / (n + k); cold start keeps the model; set at load; checked."""
+    """`history_mix_items` = k: p = (n h + k p_model) / (n + k), p_model read at `history_mix_model_temperature`;
+    cold start keeps the model; set at load; checked."""
     from pplug.core.tasks import get_task
     from pplug.decode.inference import decode
     from pplug.lamp.data import Example
@@ -464,6 +465,18 @@ def test_history_mix_pulls_the_label_distribution_toward_the_users_shares(tiny_c
     torch.testing.assert_close(p_mixed[1], p_model[1], atol=1e-5, rtol=1e-4)  # cold start: the model alone
     assert decode(mixed, task, batch, "median")[0] == "5"  # half the mass on 5 at least: the median is 5
     assert float(decode(mixed, task, batch, "expected")[0]) > float(decode(plain, task, batch, "expected")[0])
+    # `history_mix_model_temperature` T: the model's distribution read as softmax(log p / T) before the mix
+    hot = PPlugModel.from_pretrained(folder, llm=shared[0], history_encoder=shared[1], history_mix_items=4,
+                                     history_mix_model_temperature=3.0)
+    p_hot = hot.choice_logprobs(batch, labels).softmax(-1)
+    flattened = (p_model.log() / 3.0).softmax(-1)  # (2, 5)
+    assert flattened[0].max() < p_model[0].max()  # the temperature flattens the model, so the test can fail
+    torch.testing.assert_close(p_hot[0], 0.5 * flattened[0] + 0.5 * torch.tensor([0.0, 0, 0, 0, 1]), atol=1e-5,
+                               rtol=1e-4)
+    torch.testing.assert_close(p_hot[1], flattened[1], atol=1e-5, rtol=1e-4)  # cold start: the flattened model
+    for bad in (0, -2.0, True, "3"):
+        with pytest.raises(ValueError, match="history_mix_model_temperature must be a number > 0"):
+            dataclasses.replace(tiny_config, history_mix_model_temperature=bad)
     off = mix_history_prior(torch.zeros(1, 5), [[0, 0, 0, 0, 1, 0.5]], None, "LaMP_3", labels)
     assert torch.equal(off, torch.zeros(1, 5))  # None: unchanged
     with pytest.raises(ValueError, match="history statistics"):

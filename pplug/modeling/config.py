@@ -159,12 +159,19 @@ class PPlugConfig:
     articles most like this one, so an author who writes on two beats is pulled toward the beat this article is
     on. "attention": the embedder's trained input-aware attention instead (the label token's weights at
     `temperature`, without the mean blend of `aggregation: mixed`). Both need a method with a user embedding (its
-    batches carry the history); the news_categories recipe uses "encoder", the one held-out training questions
-    chose (docs/results.md). Decoding only, so it can be set or changed at load."""
+    batches carry the history); the news_categories recipe uses "attention", the one held-out training questions
+    chose (docs/recipes.md). Decoding only, so it can be set or changed at load."""
 
     history_mix_temperature: float = 0.05
     """The softmax temperature of `history_mix_prior: encoder` over cosine scores in [-1, 1]: at 0.05 the most
     similar past items take most of the weight, at 1.0 the weights are near the flat shares. Decoding only."""
+
+    history_mix_model_temperature: float = 1.0
+    """The temperature the model's label distribution is read at before `history_mix_items` mixes it,
+    softmax(log p / T): a frozen LLM scoring many labels is over-confident (its held-out NLL is above the
+    history priors'), and T > 1 flattens it so a confident prior decides where the model is unsure. 1.0: the
+    model as it scores. Chosen with k on held-out training questions (benchmarks/bench_history_mix.py
+    --model-temperatures). Decoding only."""
 
     temperature: float = 1.0
     """Softmax temperature of the input-aware attention (lower = sharper). The scores are cosines in [-1, 1], so
@@ -254,6 +261,11 @@ class PPlugConfig:
         if isinstance(self.history_mix_temperature, bool) or \
                 not isinstance(self.history_mix_temperature, (int, float)) or not self.history_mix_temperature > 0:
             raise ValueError(f"history_mix_temperature must be a number > 0, got {self.history_mix_temperature!r}")
+        if isinstance(self.history_mix_model_temperature, bool) or \
+                not isinstance(self.history_mix_model_temperature, (int, float)) or \
+                not self.history_mix_model_temperature > 0:
+            raise ValueError(f"history_mix_model_temperature must be a number > 0, got "
+                             f"{self.history_mix_model_temperature!r}")
         if self.history_mix_prior == "attention" and not self.has_input_aware_attention:
             raise ValueError("history_mix_prior 'attention' reads the embedder's input-aware attention, which "
                              "aggregation 'mean' has none of (use 'encoder' or 'shares')")

@@ -19,13 +19,14 @@ from pplug.core.tasks import TaskSpec, get_task
 
 
 def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float]] | torch.Tensor | None,
-                      k: float | None, task: str, choices: Sequence[str], prior: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+                      k: float | None, task: str, choices: Sequence[str], prior: torch.Tensor | None = None,
+                      model_temperature: float = 1.0) -> torch.Tensor:
     """`PPlugConfig.history_mix_items` = k applied to label log-probs: (B, C) -> (B, C) log p, where
-    p = (n * h + k * softmax(logp)) / (n + k), h the user's label shares and n their history size, both read
-    off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`). `prior` (B, C), when given, replaces h (the
+    p = (n * h + k * softmax(logp / T)) / (n + k), h the user's label shares and n their history size, both read
+    off `TaskSpec.history_stats` (`TaskSpec.history_label_shares`), T = `model_temperature`
+    (`history_mix_model_temperature`). `prior` (B, C), when given, replaces h (the
     labels of the past items weighted by likeness, `history_mix_prior`; a row of zeros keeps h); n stays the
-    user's labelled items. Rows whose history holds no label (cold start) keep the model's distribution.
+    user's labelled items. Rows whose history holds no label (cold start) keep the model's distribution (at T).
     Returns `logp` unchanged when k is None."""
     if k is None:
         return logp
@@ -44,7 +45,7 @@ def mix_history_prior(logp: torch.Tensor, history_stats: Sequence[Sequence[float
         # a row whose prior weighs no labelled item keeps the plain shares (both are 0 at cold start)
         shares = torch.where(prior.sum(dim=-1, keepdim=True) > 0, prior, shares)
     w = (n / (n + k)).unsqueeze(-1)  # (B, 1): the weight of the user's own shares
-    probs = (1 - w) * logp.float().softmax(dim=-1).cpu() + w * shares  # (B, C)
+    probs = (1 - w) * (logp.float() / model_temperature).softmax(dim=-1).cpu() + w * shares  # (B, C)
     return probs.clamp_min(1e-12).log().to(logp.device)
 
 

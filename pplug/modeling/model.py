@@ -209,12 +209,12 @@ class PPlugModel(nn.Module):
         w = similarity_weights(history_emb.cpu(), history_mask, q, self.config.history_mix_temperature)  # (B, N)
         return self.embedder.label_shares(w, history_labels)
 
-    def _mixed(self, logp: torch.Tensor, batch: PPlugBatch, choices: Sequence[str],
-               prior: torch.Tensor | None = None) -> torch.Tensor:
+    def _mixed(self, logp: torch.Tensor, batch: PPlugBatch, choices: Sequence[str], prior=None) -> torch.Tensor:
         """`logp` (B, C) with `history_mix_items` / `history_mix_prior` mixed in; `prior`: precomputed (serve)."""
-        cfg = self.config
-        prior = self.history_prior(batch) if prior is None and cfg.mixes_item_prior else prior
-        return mix_history_prior(logp, batch.history_stats, cfg.history_mix_items, cfg.task, choices, prior)
+        c = self.config
+        prior = self.history_prior(batch) if prior is None and c.mixes_item_prior else prior
+        return mix_history_prior(logp, batch.history_stats, c.history_mix_items, c.task, choices, prior,
+                                 c.history_mix_model_temperature)
 
     # --- the three uses ---
 
