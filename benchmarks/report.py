@@ -26,6 +26,7 @@ version, host, device and dtype (the file's `"meta"`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import functools
 import re
@@ -1270,14 +1271,20 @@ attention on the past items' labels: each method alone and with each history pri
 NEWS_CATEGORIES_ATTENTION = "real_lamp_news_categories_attention_loss_time_shift_cpu"
 """PPlug trained with `attention_label_loss_weight: 1`, beside the same baselines (bench_history_mix), every LLM read
 as it scores."""
-NEWS_CATEGORIES_RECIPE = "real_lamp_news_categories_llm_temperature_time_shift_cpu"
-"""The recipe: the same trainings retrained, every row's LLM read at the temperature held-out questions chose with k
+NEWS_CATEGORIES_TEMPERATURE = "real_lamp_news_categories_llm_temperature_time_shift_cpu"
+"""The same trainings retrained, every row's LLM read at the temperature held-out questions chose with k
 (`history_mix_model_temperature`, bench_history_mix --model-temperatures)."""
+NEWS_CATEGORIES_RECIPE = "real_lamp_news_categories_attention_loss_3_time_shift_cpu"
+"""The recipe: PPlug retrained with `attention_label_loss_weight: 3` beside the temperature run's baselines (the
+same checkpoints), every LLM row read at its chosen temperature."""
 NEWS_CATEGORIES_ATTENTION_ROWS = (
     *NEWS_CATEGORIES_ALONE, Row("pplug+encoder-mix", "pplug + encoder prior"),
     Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
     Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM (bench_history_mix.attention_knn)"),
     *NEWS_CATEGORIES_FLOORS)
+NEWS_CATEGORIES_EARLIER_ROWS = tuple(dataclasses.replace(r, label=r.label.replace(" (the recipe)", ""))
+                                     for r in NEWS_CATEGORIES_ATTENTION_ROWS)
+"""The same rows in the runs that chose the recipe's settings (the attention term's weight, the LLM's temperature)."""
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
 HEADLINES_400 = "real_lamp_news_headlines_time_shift_400_steps_cpu"  # PPlug at 4x the summary's steps, seed 0
 ACL_BEAM = "real_lamp_acl_titles_beam_cpu"  # the acl summary's checkpoints decoded greedy and with beam search
@@ -1321,18 +1328,22 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seeds_cpu", ref="pplug"),
               *NEWS_CATEGORIES_ROWS)),
     "news_categories_priors_heldout": T(
-        history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE, NEWS_CATEGORIES_ATTENTION, NEWS_CATEGORIES_TIME_SHIFT,
-                                       NEWS_CATEGORIES_MIX),
-        captions=("the recipe's time-shift runs", "the same runs, LLM at T = 1", "time-shift runs without the attention term",
-                  "dev runs, without")),
+        history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE, NEWS_CATEGORIES_TEMPERATURE, NEWS_CATEGORIES_ATTENTION,
+                                       NEWS_CATEGORIES_TIME_SHIFT),
+        captions=("the recipe (attention term weight 3)", "weight 1", "weight 1, LLM at T = 1", "no attention term")),
     "news_categories_recipe_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
+    "news_categories_temperature_time_shift": T(
+        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
+        ref_label="pplug + attention prior",
+        cols=_with_file([ACCURACY], NEWS_CATEGORIES_TEMPERATURE, "time-shift"),
+        rows=NEWS_CATEGORIES_EARLIER_ROWS),
     "news_categories_attention_loss_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
-        cols=_with_file([ACCURACY], NEWS_CATEGORIES_ATTENTION, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
+        cols=_with_file([ACCURACY], NEWS_CATEGORIES_ATTENTION, "time-shift"), rows=NEWS_CATEGORIES_EARLIER_ROWS),
     "news_categories_input_token": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds",
         cols=(Col("accuracy ↑", "accuracy", slice="time-shift"),),
