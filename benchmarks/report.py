@@ -477,6 +477,23 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
     return markdown_table(header, body) + "\n\n" + sources(results, list(names))
 
 
+def attention_weight_choice(results: Path, runs: Sequence[tuple[float, str]], row: str, scored: str) -> str:
+    """The attention term's weight: per (weight, bench_history_mix file), `row`'s parameters chosen on held-out
+    training questions, that held-out NLL and accuracy, and the scored split's accuracy over seeds."""
+    body = []
+    for weight, name in runs:
+        d = load(results, name)
+        h = d["heldout_rows"][row]
+        key = min(h["nll"], key=h["nll"].get)
+        (split,) = summaries(d).values()  # bench_history_mix scores one split
+        cell = split["cells"][row]["accuracy"]
+        body.append([f"{weight:g}", key.replace(" ", ", "), f"{h['nll'][key]:.3f}",
+                     fmt_value(h["metrics"][key]["accuracy"]), fmt_value(list(cell["values"].values()))])
+    header = ["attention_label_loss_weight", "chosen (LLM temperature T, k)", "held-out NLL ↓", "held-out accuracy ↑",
+              f"{scored} accuracy ↑"]
+    return markdown_table(header, body) + "\n\n" + sources(results, [n for _, n in runs])
+
+
 RATING_FLOOR_CHECKS = (("median", "mae", "floor: always-5"), ("expected", "rmse", "floor: user mean rating"))
 """(decoding, metric, floor) of each shift check: MAE of the median against always-5, RMSE of the expected rating
 against the user's mean."""
@@ -1335,6 +1352,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
+    "news_categories_attention_weight": T(
+        attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE)),
+        row="pplug+attention-mix", scored="time-shift slice (n=228), 3 seeds,"),
     "news_categories_temperature_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
