@@ -1353,7 +1353,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         ref_label="pplug + attention prior",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
     "news_categories_attention_weight": T(
-        attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE)),
+        attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE),
+                                       (10.0, "real_lamp_news_categories_attention_loss_10_time_shift_cpu")),
         row="pplug+attention-mix", scored="time-shift slice (n=228), 3 seeds,"),
     "news_categories_temperature_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
