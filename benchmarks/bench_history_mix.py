@@ -68,16 +68,12 @@ class _Recorder:
         return getattr(self.model, name)
 
     def choice_logprobs(self, batch, choices):
-        from pplug.modeling.embedder import history_label_tensor
-
         logp = self.model.llm.choice_logprobs(self.model.prefix(batch), batch.prompts, choices).float().cpu()
         self.logp.append(logp)
         self.stats.append(torch.tensor(batch.history_stats, dtype=torch.float32))
         if self.model.config.has_input_aware_attention:
-            m = self.model
-            emb, mask = m.history_tensors(batch.histories)
-            labels = history_label_tensor(batch.history_labels, m.config.max_history, emb.shape[1])
-            self.att.append(m.history_prior_from(emb, mask, batch.queries, labels, kind="attention"))
+            emb, mask, labels = self.model.history_inputs(batch, "history_mix_prior 'attention'")
+            self.att.append(self.model.history_prior_from(emb, mask, batch.queries, labels, kind="attention"))
         return logp
 
 

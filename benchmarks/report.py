@@ -455,6 +455,13 @@ def history_mix_heldout(results: Path) -> str:
     return markdown_table(header, body) + "\n\n" + sources(results, [name])
 
 
+def chosen_params(key: str) -> str:
+    """A bench_history_mix parameter key ("tau=0.05 T=2.0 k=4.0") in words: "kNN temperature 0.05, LLM temperature
+    2.0, k 4.0"."""
+    words = {"tau": "kNN temperature", "T": "LLM temperature", "k": "k"}
+    return ", ".join(f"{words[name]} {value}" for name, value in (part.split("=") for part in key.split()))
+
+
 def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequence[str]) -> str:
     """bench_history_mix --priors: each row's parameters chosen on held-out training questions (the gold label's
     mean NLL, pooled over seeds), with that NLL and the held-out accuracy, one column pair per results file."""
@@ -469,9 +476,7 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
                 line += ["not scored", "", ""]
                 continue
             key = min(h["nll"], key=h["nll"].get)  # what the benchmark chose: the lowest held-out NLL
-            params = {"tau": "kNN temperature", "T": "LLM temperature", "k": "k"}
-            chosen = ", ".join(f"{params[n]} {v}" for n, v in (part.split("=") for part in key.split()))
-            line += [chosen, f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
+            line += [chosen_params(key), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
         body.append(line)
     header = ["row"] + [f"{c}: {what}" for c in captions for what in ("chosen", "NLL ↓", "accuracy ↑")]
     return markdown_table(header, body) + "\n\n" + sources(results, list(names))
@@ -487,9 +492,9 @@ def attention_weight_choice(results: Path, runs: Sequence[tuple[float, str]], ro
         key = min(h["nll"], key=h["nll"].get)
         (split,) = summaries(d).values()  # bench_history_mix scores one split
         cell = split["cells"][row]["accuracy"]
-        body.append([f"{weight:g}", key.replace(" ", ", "), f"{h['nll'][key]:.3f}",
+        body.append([f"{weight:g}", chosen_params(key), f"{h['nll'][key]:.3f}",
                      fmt_value(h["metrics"][key]["accuracy"]), fmt_value(list(cell["values"].values()))])
-    header = ["attention_label_loss_weight", "chosen (LLM temperature T, k)", "held-out NLL ↓", "held-out accuracy ↑",
+    header = ["attention_label_loss_weight", "chosen", "held-out NLL ↓", "held-out accuracy ↑",
               f"{scored} accuracy ↑"]
     return markdown_table(header, body) + "\n\n" + sources(results, [n for _, n in runs])
 

@@ -258,14 +258,10 @@ class PPlugConfig:
         if self.history_mix_prior != "shares" and not self.use_user_embedding:
             raise ValueError(f"history_mix_prior {self.history_mix_prior!r} weighs the user's past items, which "
                              f"method {self.method!r} does not read (use 'shares')")
-        if isinstance(self.history_mix_temperature, bool) or \
-                not isinstance(self.history_mix_temperature, (int, float)) or not self.history_mix_temperature > 0:
-            raise ValueError(f"history_mix_temperature must be a number > 0, got {self.history_mix_temperature!r}")
-        if isinstance(self.history_mix_model_temperature, bool) or \
-                not isinstance(self.history_mix_model_temperature, (int, float)) or \
-                not self.history_mix_model_temperature > 0:
-            raise ValueError(f"history_mix_model_temperature must be a number > 0, got "
-                             f"{self.history_mix_model_temperature!r}")
+        for name in ("history_mix_temperature", "history_mix_model_temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
         if self.history_mix_prior == "attention" and not self.has_input_aware_attention:
             raise ValueError("history_mix_prior 'attention' reads the embedder's input-aware attention, which "
                              "aggregation 'mean' has none of (use 'encoder' or 'shares')")
