@@ -462,9 +462,11 @@ def chosen_params(key: str) -> str:
     return ", ".join(f"{words[name]} {value}" for name, value in (part.split("=") for part in key.split()))
 
 
-def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequence[str]) -> str:
+def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequence[str],
+                           metric: tuple[str, str] = ("accuracy", "accuracy ↑")) -> str:
     """bench_history_mix --priors: each row's parameters chosen on held-out training questions (the gold label's
-    mean NLL, pooled over seeds), with that NLL and the held-out accuracy, one column pair per results file."""
+    mean NLL, pooled over seeds), with that NLL and the held-out `metric` (its key, its header), one column group
+    per results file."""
     files = [load(results, n) for n in names]
     rows = list(dict.fromkeys(v for d in files for v in d["chosen"]))  # a row one run did not score: blank there
     body = []
@@ -476,9 +478,9 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
                 line += ["not scored", "", ""]
                 continue
             key = min(h["nll"], key=h["nll"].get)  # what the benchmark chose: the lowest held-out NLL
-            line += [chosen_params(key), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key]["accuracy"])]
+            line += [chosen_params(key), f"{h['nll'][key]:.3f}", fmt_value(h["metrics"][key][metric[0]])]
         body.append(line)
-    header = ["row"] + [f"{c}: {what}" for c in captions for what in ("chosen", "NLL ↓", "accuracy ↑")]
+    header = ["row"] + [f"{c}: {what}" for c in captions for what in ("chosen", "NLL ↓", metric[1])]
     return markdown_table(header, body) + "\n\n" + sources(results, list(names))
 
 
@@ -1270,6 +1272,25 @@ NEWS_CATEGORIES_KNN = "encoder kNN, no LLM"  # bench_history_mix's NO_LLM_KNN
 NEWS_CATEGORIES_INPUT_TOKEN = ("real_lamp_news_categories_input_token_frozen_time_shift_cpu",
                                "real_lamp_news_categories_input_token_time_shift_cpu")
 """PPlug retrained with `input_token: true` (frozen, then trained input encoder) beside the summary's baselines."""
+MUSIC_RECIPE = "real_lamp_music_llm_temperature_cpu"
+"""music_ratings' recipe at the summary's budget (`--preset cpu`), beside every baseline retrained with it: each row's
+history prior, k and LLM temperature chosen on held-out training questions (bench_history_mix)."""
+MUSIC_ATTENTION = "real_lamp_music_attention_loss_3_cpu"
+"""PPlug retrained with news_categories' attention settings (`attention_label_loss_weight: 3`, temperature 0.05)
+beside the same baseline checkpoints."""
+MUSIC_BASELINES = (
+    Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
+    Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
+    Row("encoder kNN, no LLM", "encoder kNN, no LLM"))
+"""music_ratings' baselines: each trained baseline with the user's rating shares and with the encoder prior mixed in
+(the ratings of the user's past reviews weighted by the frozen encoder's likeness to the input), and that prior
+alone: every one with its own k and temperatures, chosen on the same held-out questions as PPlug's."""
+MUSIC_ROWS = (
+    Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"), *MUSIC_BASELINES,
+    Row("pplug", "pplug, model alone"), Row("pplug+encoder-mix", "pplug + encoder prior"),
+    Row("pplug+attention-mix", "pplug + its attention prior"),
+    Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM"), *RATING_FLOORS)
+"""Every row bench_history_mix scores on music_ratings with --priors shares encoder attention."""
 NEWS_CATEGORIES_BASELINES = (
     Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
     Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
@@ -1314,8 +1335,7 @@ BEAM_COLS = (Col("ROUGE-1, greedy ↑", "rouge1"), Col("ROUGE-1, beam search (4 
 TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
-    SetResult("music_ratings", "LaMP_3", MIX, MAE, "pplug+mix",
-              (Row("prompt-tuned+mix", "prompt-tuned"), Row("retrieval+mix", "retrieval")), RATING_FLOORS),
+    SetResult("music_ratings", "LaMP_3", MUSIC_RECIPE, MAE, "pplug+mix", MUSIC_BASELINES, RATING_FLOORS),
     # every trainable baseline retrained at the summary's budget in the recipe's placement (`--preset cpu`)
     # acl_titles decodes with beam search (its recipe): every method in the same decoding, which is each one's best
     SetResult("acl_titles", "LaMP_5; beam search", ACL_BEAM, R1, "pplug [beam]",
@@ -1353,6 +1373,18 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE, NEWS_CATEGORIES_TEMPERATURE, NEWS_CATEGORIES_ATTENTION,
                                        NEWS_CATEGORIES_TIME_SHIFT),
         captions=("the recipe (attention term weight 3)", "weight 1", "weight 1, LLM at T = 1", "no attention term")),
+    "music_recipe": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
+        cols=_with_file([MAE, RMSE], MUSIC_RECIPE),
+        rows=(*MUSIC_ROWS[:7], Row("pplug+mix", "**pplug + shares (the recipe)**"), *MUSIC_ROWS[7:])),
+    "music_attention_loss": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
+        cols=_with_file([MAE, RMSE], MUSIC_ATTENTION),
+        rows=(*MUSIC_ROWS[:7], Row("pplug+mix", "pplug + shares"), *MUSIC_ROWS[7:])),
+    "music_priors_heldout": T(
+        history_priors_heldout, names=(MUSIC_RECIPE, MUSIC_ATTENTION),
+        captions=("the recipe", "attention term (weight 3, temperature 0.05)"),
+        metric=("mae_median", "MAE (median) ↓")),
     "news_categories_recipe_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
