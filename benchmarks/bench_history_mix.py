@@ -150,6 +150,16 @@ def attention_knn(method: str) -> str:
     return f"{method} attention kNN, no LLM"
 
 
+def train_seconds(ck_root: Path, methods: list[str], seeds: list[int]) -> dict[str, dict[str, float | None]]:
+    """method -> seed -> the training wall time bench_real_lamp recorded beside each run (`<run>.train_seconds`;
+    None where the run has no record), so a score is reported with what it cost to train."""
+    def read(mark: Path) -> float | None:
+        return float(mark.read_text()) if mark.is_file() else None
+
+    return {m: {f"seed{s}": read(ck_root / f"seed{s}" / f"{m.replace('+', '_')}.train_seconds") for s in seeds}
+            for m in methods}
+
+
 def _key(pk: tuple) -> str:
     """A (tau, T, k) parameter triple as a key: "k=32", "tau=0.05 k=32", "T=2.0 k=32" (T shown where not 1)."""
     tau, t, k = pk
@@ -435,7 +445,8 @@ def main() -> None:
                                      # every row's, keyed by _key ("k=32", "tau=0.05 k=16")
                                      "heldout_rows": {v: {"nll": {k: sum(x) / len(x) for k, x in nll[v].items()},
                                                           "metrics": heldout_metrics[v]} for v in variants},
-                                     "dev": summary})
+                                     "dev": summary,
+                                     "train_seconds": train_seconds(ck_root, args.methods, args.seeds)})
 
 
 if __name__ == "__main__":

@@ -524,6 +524,7 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
     n_train = len(load_split(data, "train").examples)
     ckpt = tmp_path / "ck" / "seed0" / "pplug" / "final"
     PPlugModel.from_config(dataclasses.replace(tiny_config, user_stats=True), cache_path=":memory:").save_pretrained(ckpt)
+    (ckpt.parents[1] / "pplug.train_seconds").write_text("12.5\n")  # what bench_real_lamp records beside a run
     out = tmp_path / "mix.json"
     monkeypatch.setattr(sys, "argv", ["bench_history_mix.py", "--checkpoints", str(tmp_path / "ck"), "--data",
                                       str(data), "--seeds", "0", "--max-train", str(n_train - 5), "--max-heldout", "5",
@@ -532,6 +533,7 @@ def test_history_mix_bench_scores_each_history_prior_as_the_model_decodes_it(tmp
                                       "3", "--out", str(out)])
     mix.main()
     report = json.loads(out.read_text())
+    assert report["train_seconds"] == {"pplug": {"seed0": 12.5}}  # each score beside what it cost to train
     chosen = report["chosen"]
     assert set(chosen) == {"pplug+mix", "pplug+encoder-mix", "pplug+attention-mix", mix.NO_LLM_KNN,
                            mix.attention_knn("pplug")}
