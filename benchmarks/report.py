@@ -484,6 +484,19 @@ def history_priors_heldout(results: Path, names: Sequence[str], captions: Sequen
     return markdown_table(header, body) + "\n\n" + sources(results, list(names))
 
 
+def training_time(results: Path, name: str, labels: dict[str, str] | None = None) -> str:
+    """One line: each method's training wall time a seed, the range over seeds, as bench_history_mix read it from
+    the runs it scored (`train_seconds`)."""
+    d = load(results, name)
+    parts = []
+    for m, by_seed in d["train_seconds"].items():
+        s = sorted(v for v in by_seed.values() if v is not None)
+        if s:
+            span = f"{s[0]:,.0f} s" if len(s) == 1 or round(s[0]) == round(s[-1]) else f"{s[0]:,.0f} to {s[-1]:,.0f} s"
+            parts.append(f"{(labels or {}).get(m, m)} {span}")
+    return f"Training wall time a seed: {', '.join(parts)}.\n\n" + sources(results, [name])
+
+
 def attention_weight_choice(results: Path, runs: Sequence[tuple[float, str]], row: str, scored: str) -> str:
     """The attention term's weight: per (weight, bench_history_mix file), `row`'s parameters chosen on held-out
     training questions, that held-out NLL and accuracy, and the scored split's accuracy over seeds."""
@@ -1381,6 +1394,9 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
         cols=_with_file([MAE, RMSE], MUSIC_ATTENTION),
         rows=(*MUSIC_ROWS[:7], Row("pplug+mix", "pplug + shares"), *MUSIC_ROWS[7:])),
+    "music_training_time": T(training_time, name=MUSIC_RECIPE, labels={"pplug": "PPlug"}),
+    "music_attention_training_time": T(training_time, name=MUSIC_ATTENTION,
+                                       labels={"pplug": "PPlug with the attention term"}),
     "music_priors_heldout": T(
         history_priors_heldout, names=(MUSIC_RECIPE, MUSIC_ATTENTION),
         captions=("the recipe", "attention term (weight 3, temperature 0.05)"),
