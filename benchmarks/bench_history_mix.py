@@ -51,6 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_real_lamp import train_seconds_file  # noqa: E402
 from meta import code_version, run_meta  # noqa: E402
 
 GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
@@ -156,7 +157,7 @@ def train_seconds(ck_root: Path, methods: list[str], seeds: list[int]) -> dict[s
     def read(mark: Path) -> float | None:
         return float(mark.read_text()) if mark.is_file() else None
 
-    return {m: {f"seed{s}": read(ck_root / f"seed{s}" / f"{m.replace('+', '_')}.train_seconds") for s in seeds}
+    return {m: {f"seed{s}": read(train_seconds_file(ck_root / f"seed{s}", m.replace("+", "_"))) for s in seeds}
             for m in methods}
 
 

@@ -395,6 +395,12 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     return slices, train_root, extra
 
 
+def train_seconds_file(seed_dir: Path, run: str) -> Path:
+    """Where a run's training wall time is recorded, `<seed folder>/<run>.train_seconds`: what marks it trained (a
+    resumed benchmark reuses it) and what bench_history_mix reports beside its scores."""
+    return seed_dir / f"{run}.train_seconds"
+
+
 def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: tuple[str, ...],
                 runs: dict[str, str]) -> dict[int, dict[str, float | None]]:
     """Train every (seed, method) not trained yet, `args.jobs` at once; returns seed -> method -> seconds.
@@ -408,7 +414,7 @@ def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: t
     for seed in args.seeds:
         ck = ckpt_root / f"seed{seed}"
         for m in args.methods:
-            mark = ck / f"{runs[m]}.train_seconds"
+            mark = train_seconds_file(ck, runs[m])
             if (ck / runs[m] / "final").is_dir() and mark.is_file():
                 seconds[seed][m] = float(mark.read_text())
                 print(f"[{set_name}] seed {seed} {m}: reusing {ck / runs[m]}", flush=True)
@@ -429,7 +435,7 @@ def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: t
         print(f"[{set_name}] seed {seed}: training {m} ({args.max_steps} steps) ...", flush=True)
         t = round(train_method(set_name, m, args, ck, train_root, runs[m], (*extra, *lr), seed=seed, env=env), 1)
         ck.mkdir(parents=True, exist_ok=True)
-        (ck / f"{runs[m]}.train_seconds").write_text(f"{t}\n")
+        train_seconds_file(ck, runs[m]).write_text(f"{t}\n")
         seconds[seed][m] = t
         print(f"[{set_name}] seed {seed} {m}: {t:.0f} s", flush=True)
 

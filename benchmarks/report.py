@@ -1281,7 +1281,7 @@ def floors_table(results: Path) -> str:
 
 NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_cpu"
 NEWS_CATEGORIES_TIME_SHIFT = "real_lamp_news_categories_time_shift_history_mix_cpu"
-NEWS_CATEGORIES_KNN = "encoder kNN, no LLM"  # bench_history_mix's NO_LLM_KNN
+ENCODER_KNN = "encoder kNN, no LLM"  # bench_history_mix's NO_LLM_KNN
 NEWS_CATEGORIES_INPUT_TOKEN = ("real_lamp_news_categories_input_token_frozen_time_shift_cpu",
                                "real_lamp_news_categories_input_token_time_shift_cpu")
 """PPlug retrained with `input_token: true` (frozen, then trained input encoder) beside the summary's baselines."""
@@ -1291,32 +1291,32 @@ history prior, k and LLM temperature chosen on held-out training questions (benc
 MUSIC_ATTENTION = "real_lamp_music_attention_loss_3_cpu"
 """PPlug retrained with news_categories' attention settings (`attention_label_loss_weight: 3`, temperature 0.05)
 beside the same baseline checkpoints."""
-MUSIC_BASELINES = (
+PRIOR_BASELINES = (
     Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
     Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
-    Row("encoder kNN, no LLM", "encoder kNN, no LLM"))
-"""music_ratings' baselines: each trained baseline with the user's rating shares and with the encoder prior mixed in
-(the ratings of the user's past reviews weighted by the frozen encoder's likeness to the input), and that prior
-alone: every one with its own k and temperatures, chosen on the same held-out questions as PPlug's."""
+    Row(ENCODER_KNN, "encoder kNN, no LLM"))
+"""The label sets' baselines (bench_history_mix --priors): each trained baseline with the user's label shares mixed
+in and with the encoder prior (the labels of the user's past items weighted by the frozen encoder's likeness to the
+input) mixed in, each k and temperature chosen on held-out training questions, and that prior alone over the
+training split's label shares (no LLM)."""
+
+
+def without_recipe_mark(rows: Sequence[Row]) -> tuple[Row, ...]:
+    """`rows` as a run other than the recipe's shows them: " (the recipe)" dropped from the labels."""
+    return tuple(dataclasses.replace(r, label=r.label.replace(" (the recipe)", "")) for r in rows)
+
+
 MUSIC_ROWS = (
-    Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"), *MUSIC_BASELINES,
-    Row("pplug", "pplug, model alone"), Row("pplug+encoder-mix", "pplug + encoder prior"),
-    Row("pplug+attention-mix", "pplug + its attention prior"),
+    Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"), *PRIOR_BASELINES,
+    Row("pplug+mix", "**pplug + shares (the recipe)**"), Row("pplug", "pplug, model alone"),
+    Row("pplug+encoder-mix", "pplug + encoder prior"), Row("pplug+attention-mix", "pplug + its attention prior"),
     Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM"), *RATING_FLOORS)
 """Every row bench_history_mix scores on music_ratings with --priors shares encoder attention."""
-NEWS_CATEGORIES_BASELINES = (
-    Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
-    Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
-    Row(NEWS_CATEGORIES_KNN, "encoder kNN, no LLM"))
-"""news_categories' baselines: each trained baseline with the user's category shares mixed in and with the encoder
-prior (the categories of the user's past articles weighted by the frozen encoder's likeness to the input) mixed
-in, each k and temperature chosen on held-out training questions, and that prior alone over the training split's
-category shares (no LLM)."""
 NEWS_CATEGORIES_FLOORS = (Row("floor: always-politics", "floor: always politics"),
                           Row("floor: user majority label", "floor: the user's most common category"))
 NEWS_CATEGORIES_ALONE = (
     Row("prompt-tuned", "prompt-tuned, model alone"), Row("retrieval", "retrieval, model alone"),
-    *NEWS_CATEGORIES_BASELINES, Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"))
+    *PRIOR_BASELINES, Row("pplug", "pplug, model alone"), Row("pplug+mix", "pplug + shares"))
 """news_categories' rows every bench_history_mix run shows first: each method alone, the baselines with each prior,
 PPlug with the user's shares."""
 NEWS_CATEGORIES_ROWS = (
@@ -1338,8 +1338,7 @@ NEWS_CATEGORIES_ATTENTION_ROWS = (
     Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
     Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM (bench_history_mix.attention_knn)"),
     *NEWS_CATEGORIES_FLOORS)
-NEWS_CATEGORIES_EARLIER_ROWS = tuple(dataclasses.replace(r, label=r.label.replace(" (the recipe)", ""))
-                                     for r in NEWS_CATEGORIES_ATTENTION_ROWS)
+NEWS_CATEGORIES_EARLIER_ROWS = without_recipe_mark(NEWS_CATEGORIES_ATTENTION_ROWS)
 """The same rows in the runs that chose the recipe's settings (the attention term's weight, the LLM's temperature)."""
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
 HEADLINES_400 = "real_lamp_news_headlines_time_shift_400_steps_cpu"  # PPlug at 4x the summary's steps, seed 0
@@ -1348,7 +1347,7 @@ BEAM_COLS = (Col("ROUGE-1, greedy ↑", "rouge1"), Col("ROUGE-1, beam search (4 
 TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
-    SetResult("music_ratings", "LaMP_3", MUSIC_RECIPE, MAE, "pplug+mix", MUSIC_BASELINES, RATING_FLOORS),
+    SetResult("music_ratings", "LaMP_3", MUSIC_RECIPE, MAE, "pplug+mix", PRIOR_BASELINES, RATING_FLOORS),
     # every trainable baseline retrained at the summary's budget in the recipe's placement (`--preset cpu`)
     # acl_titles decodes with beam search (its recipe): every method in the same decoding, which is each one's best
     SetResult("acl_titles", "LaMP_5; beam search", ACL_BEAM, R1, "pplug [beam]",
@@ -1359,7 +1358,7 @@ SETS_SUMMARY = (
     SetResult("news_headlines", "LaMP_4; PPlug + retrieval", BUDGETS["news_headlines_time_shift"].file,
               TIME_SHIFT_R1, "pplug+retrieval", BASELINES, BUDGETS["news_headlines_time_shift"].floors),
     SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_RECIPE, TIME_SHIFT_ACCURACY, "pplug+attention-mix",
-              NEWS_CATEGORIES_BASELINES,
+              PRIOR_BASELINES,
               (Row("floor: always-politics", "always politics"), Row("floor: user majority label", "user majority"))),
 )
 """The README's summary: one row per real set. music_ratings' `none` (MAE 1.511) is in another file and far
@@ -1389,11 +1388,11 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "music_recipe": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
         cols=_with_file([MAE, RMSE], MUSIC_RECIPE),
-        rows=(*MUSIC_ROWS[:7], Row("pplug+mix", "**pplug + shares (the recipe)**"), *MUSIC_ROWS[7:])),
+        rows=MUSIC_ROWS),
     "music_attention_loss": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
         cols=_with_file([MAE, RMSE], MUSIC_ATTENTION),
-        rows=(*MUSIC_ROWS[:7], Row("pplug+mix", "pplug + shares"), *MUSIC_ROWS[7:])),
+        rows=without_recipe_mark(MUSIC_ROWS)),
     "music_training_time": T(training_time, name=MUSIC_RECIPE, labels={"pplug": "PPlug"}),
     "music_attention_training_time": T(training_time, name=MUSIC_ATTENTION,
                                        labels={"pplug": "PPlug with the attention term"}),
@@ -1429,7 +1428,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
               Row("pplug", "+ input token, trained encoder, model alone", file=NEWS_CATEGORIES_INPUT_TOKEN[1]),
               Row("pplug+encoder-mix", "+ input token, trained encoder, + encoder prior",
                   file=NEWS_CATEGORIES_INPUT_TOKEN[1]),
-              Row(NEWS_CATEGORIES_KNN, "encoder kNN, no LLM", file=NEWS_CATEGORIES_TIME_SHIFT))),
+              Row(ENCODER_KNN, "encoder kNN, no LLM", file=NEWS_CATEGORIES_TIME_SHIFT))),
     "news_categories_time_shift": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+encoder-mix",
         ref_label="pplug + encoder prior", cols=_with_file([ACCURACY], NEWS_CATEGORIES_TIME_SHIFT, "time-shift"),
