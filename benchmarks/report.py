@@ -1330,9 +1330,12 @@ as it scores."""
 NEWS_CATEGORIES_TEMPERATURE = "real_lamp_news_categories_llm_temperature_time_shift_cpu"
 """The same trainings retrained, every row's LLM read at the temperature held-out questions chose with k
 (`history_mix_model_temperature`, bench_history_mix --model-temperatures)."""
-NEWS_CATEGORIES_RECIPE = "real_lamp_news_categories_attention_loss_3_time_shift_cpu"
-"""The recipe: PPlug retrained with `attention_label_loss_weight: 3` beside the temperature run's baselines (the
-same checkpoints), every LLM row read at its chosen temperature."""
+NEWS_CATEGORIES_RECIPE_4_LATEST = "real_lamp_news_categories_attention_loss_3_time_shift_cpu"
+"""The run that chose the recipe: PPlug retrained with `attention_label_loss_weight: 3` beside the temperature run's
+baselines (the same checkpoints), every LLM row read at its chosen temperature, on each author's 4 latest questions."""
+NEWS_CATEGORIES_RECIPE = "real_lamp_news_categories_time_shift_8_latest_cpu"
+"""The recipe and every baseline retrained at the summary's budget (`--preset cpu`) and scored on each author's 8
+latest questions, held out of every method's training."""
 NEWS_CATEGORIES_ATTENTION_ROWS = (
     *NEWS_CATEGORIES_ALONE, Row("pplug+encoder-mix", "pplug + encoder prior"),
     Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
@@ -1382,8 +1385,8 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         rows=(Row("none", "none (frozen LLM)", file="real_lamp_news_categories_seeds_cpu", ref="pplug"),
               *NEWS_CATEGORIES_ROWS)),
     "news_categories_priors_heldout": T(
-        history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE, NEWS_CATEGORIES_TEMPERATURE, NEWS_CATEGORIES_ATTENTION,
-                                       NEWS_CATEGORIES_TIME_SHIFT),
+        history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE_4_LATEST, NEWS_CATEGORIES_TEMPERATURE,
+                                       NEWS_CATEGORIES_ATTENTION, NEWS_CATEGORIES_TIME_SHIFT),
         captions=("the recipe (attention term weight 3)", "weight 1", "weight 1, LLM at T = 1", "no attention term")),
     "music_recipe": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
@@ -1404,8 +1407,16 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
         cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
+    "news_categories_recipe_heldout": T(
+        history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE,), captions=("8 latest per author",)),
+    "news_categories_training_time": T(training_time, name=NEWS_CATEGORIES_RECIPE, labels={"pplug": "PPlug"}),
+    "news_categories_recipe_4_latest": T(
+        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
+        ref_label="pplug + attention prior",
+        cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE_4_LATEST, "time-shift"),
+        rows=NEWS_CATEGORIES_EARLIER_ROWS),
     "news_categories_attention_weight": T(
-        attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE),
+        attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE_4_LATEST),
                                        (10.0, "real_lamp_news_categories_attention_loss_10_time_shift_cpu")),
         row="pplug+attention-mix", scored="time-shift slice (n=228), 3 seeds,"),
     "news_categories_temperature_time_shift": T(
