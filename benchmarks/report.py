@@ -1336,6 +1336,9 @@ baselines (the same checkpoints), every LLM row read at its chosen temperature, 
 NEWS_CATEGORIES_RECIPE = "real_lamp_news_categories_time_shift_8_latest_cpu"
 """The recipe and every baseline retrained at the summary's budget (`--preset cpu`) and scored on each author's 8
 latest questions, held out of every method's training."""
+NEWS_CATEGORIES_EQUAL_WALL = "real_lamp_news_categories_time_shift_8_latest_equal_wall_seed0_cpu"
+"""One seed, a probe: PPlug (150 steps) and prompt-tuned (180) trained for about retrieval's wall time at 100 steps,
+beside that retrieval checkpoint, on the same slice."""
 NEWS_CATEGORIES_ATTENTION_ROWS = (
     *NEWS_CATEGORIES_ALONE, Row("pplug+encoder-mix", "pplug + encoder prior"),
     Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
@@ -1410,6 +1413,14 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "news_categories_recipe_heldout": T(
         history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE,), captions=("8 latest per author",)),
     "news_categories_training_time": T(training_time, name=NEWS_CATEGORIES_RECIPE, labels={"pplug": "PPlug"}),
+    "news_categories_equal_wall": T(
+        cells_table, caption="news_categories time-shift slice (n={n}), seed 0, ~1,000 s of training each",
+        ref="pplug+attention-mix", ref_label="pplug + attention prior",
+        cols=_with_file([ACCURACY], NEWS_CATEGORIES_EQUAL_WALL, "time-shift"), rows=NEWS_CATEGORIES_EARLIER_ROWS),
+    "news_categories_equal_wall_training_time": T(training_time, name=NEWS_CATEGORIES_EQUAL_WALL,
+                                                  labels={"pplug": "PPlug (150 steps)",
+                                                          "prompt-tuned": "prompt-tuned (180 steps)",
+                                                          "retrieval": "retrieval (100 steps)"}),
     "news_categories_recipe_4_latest": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
         ref_label="pplug + attention prior",
