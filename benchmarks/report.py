@@ -1359,7 +1359,7 @@ SETS_SUMMARY = (
     SetResult("acl_titles", "LaMP_5; beam search", ACL_BEAM, R1, "pplug [beam]",
               tuple(Row(f"{r.key} [beam]", r.label) for r in BASELINES), BUDGETS["acl"].floors),
     SetResult("enron_subjects", "LaMP_6", BUDGETS["enron"].file, R1, "pplug", BASELINES, BUDGETS["enron"].floors),
-    # the news sets on their time-shift slice: ~3x the questions of their one-per-user dev splits
+    # the news sets on their time-shift slice: 3x (news_headlines), 4x (news_categories) their one-per-user dev splits
     # news_headlines' recipe is PPlug on top of retrieval (pplug+retrieval, the same 256-token prompt as retrieval)
     SetResult("news_headlines", "LaMP_4; PPlug + retrieval", BUDGETS["news_headlines_time_shift"].file,
               TIME_SHIFT_R1, "pplug+retrieval", BASELINES, BUDGETS["news_headlines_time_shift"].floors),
