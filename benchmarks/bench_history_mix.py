@@ -51,7 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_real_lamp import train_seconds_file  # noqa: E402
+from bench_real_lamp import run_folder, train_seconds_file  # noqa: E402
 from meta import code_version, run_meta  # noqa: E402
 
 GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
@@ -157,7 +157,7 @@ def train_seconds(ck_root: Path, methods: list[str], seeds: list[int]) -> dict[s
     def read(mark: Path) -> float | None:
         return float(mark.read_text()) if mark.is_file() else None
 
-    return {m: {f"seed{s}": read(train_seconds_file(ck_root / f"seed{s}", m.replace("+", "_"))) for s in seeds}
+    return {m: {f"seed{s}": read(train_seconds_file(ck_root / f"seed{s}", run_folder(m))) for s in seeds}
             for m in methods}
 
 
@@ -308,7 +308,7 @@ def main() -> None:
             from pplug.encode.history import HistoryEncoder
 
             cfg, _ = PPlugModel.load_checkpoint_config(ck_root / f"seed{args.seeds[0]}" /
-                                                       args.methods[0].replace("+", "_") / "final")
+                                                       run_folder(args.methods[0]) / "final")
             encoder = HistoryEncoder(cfg.encoder_name_or_path)
         return encoder
 
@@ -331,7 +331,7 @@ def main() -> None:
                 knn_dev = encoder_prior(frozen_encoder(), task, dev_examples, args.max_history,
                                              args.encoder_temperatures)
         for m in args.methods:
-            ckpt = ck_root / f"seed{seed}" / m.replace("+", "_") / "final"
+            ckpt = ck_root / f"seed{seed}" / run_folder(m) / "final"
             loaded: list = []
 
             def load_model():
@@ -427,7 +427,7 @@ def main() -> None:
     if args.out:
         from pplug.core.io import atomic_write_json
 
-        dtype = "/".join(sorted({json.loads((ck_root / f"seed{seed}" / m.replace("+", "_") / "final" /
+        dtype = "/".join(sorted({json.loads((ck_root / f"seed{seed}" / run_folder(m) / "final" /
                                              "pplug_config.json").read_text()).get("torch_dtype", "auto")
                                  for seed in args.seeds for m in args.methods}))  # the checkpoints' own
         atomic_write_json(args.out, {"meta": {**run_meta(device="cpu", dtype=dtype), "code_version": code},

@@ -397,6 +397,11 @@ def build_slices(args, data: Path, ckpt_root: Path) -> tuple[dict, Path, tuple[s
     return slices, train_root, extra
 
 
+def run_folder(method: str) -> str:
+    """The folder a method's run is trained into, under its seed folder: "pplug+retrieval" -> "pplug_retrieval"."""
+    return method.replace("+", "_")
+
+
 def train_seconds_file(seed_dir: Path, run: str) -> Path:
     """Where a run's training wall time is recorded, `<seed folder>/<run>.train_seconds`: what marks it trained (a
     resumed benchmark reuses it) and what bench_history_mix reports beside its scores."""
@@ -521,7 +526,7 @@ def run_seeds(set_name: str, args, data: Path, ckpt_root: Path) -> dict:
     from pplug.lamp.data import load_outputs, load_split, subsample
     from pplug.lamp.stats import comparison_lines, question_users, summarize, summary_table
 
-    runs = {m: m.replace("+", "_") for m in args.methods}
+    runs = {m: run_folder(m) for m in args.methods}
     slices, train_root, extra = build_slices(args, data, ckpt_root)
     train_s = train_seeds(set_name, args, ckpt_root, train_root, extra, runs)
     if args.train_only:
@@ -763,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out, results)
             continue
-        train_s, runs, selection = {}, {m: m.replace("+", "_") for m in args.methods}, {}
+        train_s, runs, selection = {}, {m: run_folder(m) for m in args.methods}, {}
         if args.lrs:
             for m in args.methods:
                 runs[m], selection[m] = select_lr(set_name, m, args, ckpt_root, data)

@@ -1345,7 +1345,17 @@ NEWS_CATEGORIES_ATTENTION_ROWS = (
     Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM (bench_history_mix.attention_knn)"),
     *NEWS_CATEGORIES_FLOORS)
 NEWS_CATEGORIES_EARLIER_ROWS = without_recipe_mark(NEWS_CATEGORIES_ATTENTION_ROWS)
-"""The same rows in the runs that chose the recipe's settings (the attention term's weight, the LLM's temperature)."""
+"""The same rows in every run but the summary's: those that chose the recipe's settings (the attention term's
+weight, the LLM's temperature, the 4-latest slice) and the equal-wall-time probe."""
+
+
+def news_categories_slice(name: str, rows: Sequence[Row] = NEWS_CATEGORIES_EARLIER_ROWS,
+                          seeds: str = "3 seeds") -> Callable[[Path], str]:
+    """A news_categories time-shift run's accuracy table: PPlug with its attention prior (the recipe's decoding)
+    minus each row."""
+    return functools.partial(cells_table, caption=f"news_categories time-shift slice (n={{n}}), {seeds}",
+                             ref="pplug+attention-mix", ref_label="pplug + attention prior",
+                             cols=_with_file([ACCURACY], name, "time-shift"), rows=rows)
 TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
 HEADLINES_400 = "real_lamp_news_headlines_time_shift_400_steps_cpu"  # PPlug at 4x the summary's steps, seed 0
 ACL_BEAM = "real_lamp_acl_titles_beam_cpu"  # the acl summary's checkpoints decoded greedy and with beam search
@@ -1406,39 +1416,23 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         history_priors_heldout, names=(MUSIC_RECIPE, MUSIC_ATTENTION),
         captions=("the recipe", "attention term (weight 3, temperature 0.05)"),
         metric=("mae_median", "MAE (median) ↓")),
-    "news_categories_recipe_time_shift": T(
-        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
-        ref_label="pplug + attention prior",
-        cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE, "time-shift"), rows=NEWS_CATEGORIES_ATTENTION_ROWS),
+    "news_categories_recipe_time_shift": news_categories_slice(NEWS_CATEGORIES_RECIPE, NEWS_CATEGORIES_ATTENTION_ROWS),
     "news_categories_recipe_heldout": T(
         history_priors_heldout, names=(NEWS_CATEGORIES_RECIPE,), captions=("8 latest per author",)),
     "news_categories_training_time": T(training_time, name=NEWS_CATEGORIES_RECIPE, labels={"pplug": "PPlug"}),
-    "news_categories_equal_wall": T(
-        cells_table, caption="news_categories time-shift slice (n={n}), seed 0, ~1,000 s of training each",
-        ref="pplug+attention-mix", ref_label="pplug + attention prior",
-        cols=_with_file([ACCURACY], NEWS_CATEGORIES_EQUAL_WALL, "time-shift"), rows=NEWS_CATEGORIES_EARLIER_ROWS),
+    "news_categories_equal_wall": news_categories_slice(NEWS_CATEGORIES_EQUAL_WALL,
+                                                        seeds="seed 0, ~1,000 s of training each"),
     "news_categories_equal_wall_training_time": T(training_time, name=NEWS_CATEGORIES_EQUAL_WALL,
                                                   labels={"pplug": "PPlug (150 steps)",
                                                           "prompt-tuned": "prompt-tuned (180 steps)",
                                                           "retrieval": "retrieval (100 steps)"}),
-    "news_categories_recipe_4_latest": T(
-        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
-        ref_label="pplug + attention prior",
-        cols=_with_file([ACCURACY], NEWS_CATEGORIES_RECIPE_4_LATEST, "time-shift"),
-        rows=NEWS_CATEGORIES_EARLIER_ROWS),
+    "news_categories_recipe_4_latest": news_categories_slice(NEWS_CATEGORIES_RECIPE_4_LATEST),
     "news_categories_attention_weight": T(
         attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE_4_LATEST),
                                        (10.0, "real_lamp_news_categories_attention_loss_10_time_shift_cpu")),
         row="pplug+attention-mix", scored="time-shift slice (n=228), 3 seeds,"),
-    "news_categories_temperature_time_shift": T(
-        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
-        ref_label="pplug + attention prior",
-        cols=_with_file([ACCURACY], NEWS_CATEGORIES_TEMPERATURE, "time-shift"),
-        rows=NEWS_CATEGORIES_EARLIER_ROWS),
-    "news_categories_attention_loss_time_shift": T(
-        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds", ref="pplug+attention-mix",
-        ref_label="pplug + attention prior",
-        cols=_with_file([ACCURACY], NEWS_CATEGORIES_ATTENTION, "time-shift"), rows=NEWS_CATEGORIES_EARLIER_ROWS),
+    "news_categories_temperature_time_shift": news_categories_slice(NEWS_CATEGORIES_TEMPERATURE),
+    "news_categories_attention_loss_time_shift": news_categories_slice(NEWS_CATEGORIES_ATTENTION),
     "news_categories_input_token": T(
         cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds",
         cols=(Col("accuracy ↑", "accuracy", slice="time-shift"),),
