@@ -410,9 +410,8 @@ def main() -> None:
         for d, outs in decoded(task, probs_of(NO_LLM_KNN, {"stats": stats}, knn_dev,
                                               chosen_params[NO_LLM_KNN])).items():
             preds[f"{NO_LLM_KNN} [{d}]"] = {"seed0": dict(zip(dev_golds, outs))}
-    for name, outs in floor_predictions(task, dev_examples, train.examples).items():
-        if name in ("always-5", "user mean rating") or not task.is_rating:
-            preds[f"floor: {name}"] = {"seed0": outs}
+    for name, outs in floor_predictions(task, dev_examples, train.examples).items():  # every floor: paired intervals
+        preds[f"floor: {name}"] = {"seed0": outs}
     # with --calibrate every model row is set against the floors (the shift check's question); else the mix rows
     refs = [r for r in preds if not r.startswith("floor:")] if args.calibrate else \
         [r for r in preds if r.startswith(("pplug+mix [", "pplug+encoder-mix [", "pplug+attention-mix ["))]
