@@ -1339,6 +1339,25 @@ latest questions, held out of every method's training."""
 NEWS_CATEGORIES_EQUAL_WALL = "real_lamp_news_categories_time_shift_8_latest_equal_wall_seed0_cpu"
 """One seed, a probe: PPlug (150 steps) and prompt-tuned (180) trained for about retrieval's wall time at 100 steps,
 beside that retrieval checkpoint, on the same slice."""
+ATTENTION_ALONE = "attention_alone_news_categories_cpu"
+"""bench_attention_alone: the input encoder trained on the attention term alone (no LLM), snapshots at 100 to 800
+steps, on the summary's time-shift slice."""
+ATTENTION_ALONE_ROWS = (
+    Row("encoder kNN, no LLM", "the frozen encoder's prior, no LLM"),
+    *(Row(f"attention alone, {n} steps", f"attention trained alone, {n} steps") for n in (100, 200, 400, 800)),
+    Row("attention alone, chosen steps", "**attention trained alone, steps chosen on held-out training questions**"),
+    Row("floor: always-politics", "floor: always politics"),
+    Row("floor: user majority label", "floor: the user's most common category"))
+
+
+def attention_alone_choice(results: Path, name: str = ATTENTION_ALONE) -> str:
+    """One line: the snapshot each seed kept (the lowest held-out NLL) and the frozen encoder's chosen temperature."""
+    d = load(results, name)
+    parts = [f"{seed} {c['steps']} steps (NLL {c['heldout_nll'][str(c['steps'])]:.3f}; encoder temperature "
+             f"{c['encoder_temperature']:g})" for seed, c in d["chosen"].items()]
+    return f"Kept on held-out training questions: {', '.join(parts)}.\n\n" + sources(results, [name])
+
+
 NEWS_CATEGORIES_ATTENTION_ROWS = (
     *NEWS_CATEGORIES_ALONE, Row("pplug+encoder-mix", "pplug + encoder prior"),
     Row("pplug+attention-mix", "**pplug + its attention prior (the recipe)**"),
@@ -1427,6 +1446,12 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
                                                           "prompt-tuned": "prompt-tuned (180 steps)",
                                                           "retrieval": "retrieval (100 steps)"}),
     "news_categories_recipe_4_latest": news_categories_slice(NEWS_CATEGORIES_RECIPE_4_LATEST),
+    "news_categories_attention_alone": T(
+        cells_table, caption="news_categories time-shift slice (n={n}), 3 seeds, no LLM",
+        ref="attention alone, chosen steps", ref_label="attention alone (chosen)",
+        cols=_with_file([ACCURACY], ATTENTION_ALONE, "time-shift"), rows=ATTENTION_ALONE_ROWS),
+    "news_categories_attention_alone_choice": attention_alone_choice,
+
     "news_categories_attention_weight": T(
         attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE_4_LATEST),
                                        (10.0, "real_lamp_news_categories_attention_loss_10_time_shift_cpu")),

@@ -500,6 +500,7 @@ def test_history_mix_bench_chooses_k_on_heldout_training_questions(tmp_path, tin
     mae = sum(example_scores(dev.task, want, golds)["mae"].values()) / len(golds)
     assert report["dev"]["cells"]["pplug [median]"]["mae"]["mean"] == pytest.approx(mae)
     assert "pplug+mix [median] - floor: user mean rating mae:" in capsys.readouterr().out
+    assert "floor: user majority rating" in report["dev"]["comparisons"]["pplug+mix [median]"]  # every floor, paired
     # a second run reads the recorded distributions back instead of loading the model again
     monkeypatch.setattr(PPlugModel, "from_pretrained", lambda *a, **k: pytest.fail("the model was loaded again"))
     out.unlink()
@@ -703,3 +704,25 @@ def test_run_seeds_scores_each_generation_decoding_and_reuses_each_alone(tmp_pat
     assert not dev["comparisons"]["pplug [argmax]"]["none [argmax]"]["rouge1"]["leads"]
     bench.run_seeds("acl_titles", bench.parse_args(argv + ["--decodings", "argmax", "beam"]), data, ck)
     assert len(calls) == 2  # both decodings reused
+
+
+def test_attention_alone_bench_keeps_the_snapshot_with_the_lowest_heldout_nll(tmp_path):
+    """bench_attention_alone.py end to end on a small synthetic label set: each snapshot is scored on the held-out
+    slice, the kept one is the snapshot with the lowest held-out NLL, and it is compared with the frozen encoder's
+    prior and the floors on the same questions."""
+    import bench_attention_alone as alone
+
+    from pplug.synth.generate import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, "tags", n_users=6, seed=0)
+    out = tmp_path / "alone.json"
+    result = alone.main(["--data", str(data), "--seeds", "0", "--snapshots", "1", "2", "--max-train", "12",
+                         "--max-scored", "10", "--time-shift-latest", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["dev"] == result["dev"]
+    cells, chosen = result["dev"]["cells"], result["chosen"]["seed0"]
+    kept = min(chosen["heldout_nll"], key=chosen["heldout_nll"].get)
+    assert chosen["steps"] == int(kept)
+    assert cells["attention alone, chosen steps"] == cells[f"attention alone, {kept} steps"]
+    assert {"encoder kNN, no LLM", "floor: user majority label"} <= set(result["dev"]["comparisons"][
+        "attention alone, chosen steps"])
