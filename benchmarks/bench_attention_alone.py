@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
         trained = subsample(fit, args.max_train, seed)
         kept = {ex.id for ex in trained}
         check = subsample([ex for ex in fit if ex.id not in kept], 300, seed)  # held-out training questions
+        if not check:
+            raise SystemExit(f"{args.data}: --max-train {args.max_train} leaves no training question of the "
+                             f"{len(fit)} to choose the snapshot on; lower it")
         train_in, check_in = (history_inputs(encoder, task, x, args.max_history) for x in (trained, check))
         tau = min(args.encoder_temperatures, key=lambda t: shares_nll(frozen_shares(check_in, t), check_in[3]))
         preds.setdefault("encoder kNN, no LLM", {})[f"seed{seed}"] = labels_of(frozen_shares(slice_in, tau))
