@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_history_mix import NO_LLM_KNN, encoder_prior  # noqa: E402
 from meta import code_version, run_meta  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_lamp" / "news_categories"
@@ -51,6 +52,15 @@ def history_inputs(encoder, task, examples: list, max_history: int):
     labels = history_label_tensor([task.history_label_indices(row) for row in items], max_history, n)
     gold = torch.tensor([task.labels.index(ex.output) for ex in examples])
     return emb, mask, labels, gold, [task.query_text(ex.input) for ex in examples]
+
+
+def attention_shares(embedder, inputs) -> torch.Tensor:
+    """(B, C): the past items' labels weighted by the embedder's input-aware attention, as the recipe's
+    `history_mix_prior: attention` reads them; inputs as `history_inputs` returns them."""
+    emb, mask, labels, _, queries = inputs
+    with torch.no_grad():
+        q = torch.cat([embedder.embed_query(queries[i:i + 64]) for i in range(0, len(queries), 64)])  # (B, d)
+        return embedder.attention_label_shares(emb, mask, q, labels)
 
 
 def shares_nll(shares: torch.Tensor, gold: torch.Tensor) -> float:
@@ -81,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     from pplug.lamp.slices import time_shift_holdout
     from pplug.lamp.stats import question_users, summarize, summary_table
     from pplug.modeling.config import PPlugConfig
-    from pplug.modeling.embedder import UserEmbedder, label_shares, similarity_weights
+    from pplug.modeling.embedder import UserEmbedder
 
     t0 = time.monotonic()
     train = load_split(args.data, "train")
@@ -96,11 +106,6 @@ def main(argv: list[str] | None = None) -> dict:
     def labels_of(shares: torch.Tensor) -> dict[str, str]:
         return dict(zip(ids, (task.labels[i] for i in shares.argmax(dim=1).tolist())))
 
-    def frozen_shares(inputs, tau: float) -> torch.Tensor:
-        emb, mask, labels, _, queries = inputs
-        q = torch.nn.functional.normalize(encoder.encode(queries).float(), dim=-1)
-        return label_shares(similarity_weights(emb, mask, q, tau), labels, len(task.labels))
-
     preds: dict[str, dict[str, dict[str, str]]] = {}
     chosen: dict[str, dict] = {}
     for seed in args.seeds:
@@ -112,8 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"{args.data}: --max-train {args.max_train} leaves no training question of the "
                              f"{len(fit)} to choose the snapshot on; lower it")
         train_in, check_in = (history_inputs(encoder, task, x, args.max_history) for x in (trained, check))
-        tau = min(args.encoder_temperatures, key=lambda t: shares_nll(frozen_shares(check_in, t), check_in[3]))
-        preds.setdefault("encoder kNN, no LLM", {})[f"seed{seed}"] = labels_of(frozen_shares(slice_in, tau))
+        check_prior = encoder_prior(encoder, task, check, args.max_history, args.encoder_temperatures)  # {tau: (B, C)}
+        tau = min(check_prior, key=lambda t: shares_nll(check_prior[t], check_in[3]))
+        preds.setdefault(NO_LLM_KNN, {})[f"seed{seed}"] = labels_of(
+            encoder_prior(encoder, task, scored, args.max_history, [tau])[tau])
         config = PPlugConfig(task=task.name, aggregation="mixed", temperature=args.temperature, label_token=True,
                              max_history=args.max_history)
         embedder = UserEmbedder(config, encoder.dim, 576, sentence_encoder=encoder.model)  # 576: SmolLM2's width
@@ -136,13 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
             warmup.step()
             if step in args.snapshots:
                 embedder.input_encoder.eval()
-                with torch.no_grad():
-                    def read(inputs):
-                        e, m, lab, _, q = inputs
-                        qe = torch.cat([embedder.embed_query(q[i:i + 64]) for i in range(0, len(q), 64)])
-                        return embedder.attention_label_shares(e, m, qe, lab)  # (B, C)
-                    nll = shares_nll(read(check_in), check_in[3])
-                    on_slice = labels_of(read(slice_in))
+                nll = shares_nll(attention_shares(embedder, check_in), check_in[3])
+                on_slice = labels_of(attention_shares(embedder, slice_in))
                 preds.setdefault(f"attention alone, {step} steps", {})[f"seed{seed}"] = on_slice
                 if best is None or nll < best[0]:
                     best = (nll, step)

@@ -1451,7 +1451,6 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
         ref="attention alone, chosen steps", ref_label="attention alone (chosen)",
         cols=_with_file([ACCURACY], ATTENTION_ALONE, "time-shift"), rows=ATTENTION_ALONE_ROWS),
     "news_categories_attention_alone_choice": attention_alone_choice,
-
     "news_categories_attention_weight": T(
         attention_weight_choice, runs=((1.0, NEWS_CATEGORIES_TEMPERATURE), (3.0, NEWS_CATEGORIES_RECIPE_4_LATEST),
                                        (10.0, "real_lamp_news_categories_attention_loss_10_time_shift_cpu")),
