@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jobs import children_stop_with_me, run_logged  # noqa: E402
 from meta import run_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,10 @@ def train(run: str, seed: int, dtype: str, ckpt_root: Path, extra: list[str], th
         return json.loads(done.read_text(encoding="utf-8"))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.monotonic()
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+    rc = run_logged(cmd, log, cwd=ROOT, env=env)
     wall = time.monotonic() - t0
-    if proc.returncode:
-        raise SystemExit(f"bench_make_train: {' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
+    if rc:
+        raise SystemExit(f"bench_make_train: {' '.join(cmd)} failed (exit {rc}); see {log}")
     result = json.loads((ckpt_root / run / "metrics.json").read_text(encoding="utf-8"))
     result["wall_s"] = round(wall, 1)
     atomic_write_json(done, result)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # every recipe run is queued first, the ablation after: a cut-short benchmark still holds every seed and dtype
     jobs = [(recipe, seed, dtype) for dtype in args.dtypes for seed in args.seeds]
     jobs += [(ablation, seed, dtype) for dtype in args.no_history_dtypes for seed in no_history_seeds]
-    with ThreadPoolExecutor(args.jobs) as pool:
+    with children_stop_with_me(), ThreadPoolExecutor(args.jobs) as pool:
         for f in [pool.submit(*job) for job in jobs]:
             f.result()
     order = {d: i for i, d in enumerate(DTYPES)}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from jobs import children_stop_with_me, run_logged  # noqa: E402
 from meta import run_meta  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
@@ -97,10 +97,10 @@ def train_run(set_name: str, data: Path, variant: str, seed: int, args) -> float
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     ck.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with open(ck / f"train_seed{seed}.log", "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    log = ck / f"train_seed{seed}.log"
+    rc = run_logged(cmd, log, cwd=ROOT, env=env)
     if rc != 0:
-        raise RuntimeError(f"train.py failed for {set_name}/{variant}/seed{seed} (rc {rc}): see {log.name}")
+        raise RuntimeError(f"train.py failed for {set_name}/{variant}/seed{seed} (rc {rc}): see {log}")
     print(f"[{set_name}] {variant} seed {seed}: {time.monotonic() - t0:.0f} s", flush=True)
     return round(time.monotonic() - t0, 1)
 
@@ -114,10 +114,9 @@ def score(set_name: str, data: Path, variant: str, split: str, args) -> dict:
            str(args.max_train), "--max-heldout", str(args.max_heldout), "--split", split, "--calibrate",
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    with open(ck / f"score_{split}.log", "w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    rc = run_logged(cmd, ck / f"score_{split}.log", cwd=ROOT, env=env)
     if rc != 0:
-        raise RuntimeError(f"scoring failed for {set_name}/{variant}/{split} (rc {rc}): see {log.name}")
+        raise RuntimeError(f"scoring failed for {set_name}/{variant}/{split} (rc {rc}): see {ck / f'score_{split}.log'}")
     print(f"[{set_name}] {variant}, split {split}:")
     print("\n".join((ck / f"score_{split}.log").read_text().splitlines()[-30:]), flush=True)
     return json.loads(out.read_text())
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             datasets[set_name] = (folder, build_synth_shift(folder))
         print(f"[{set_name}] {datasets[set_name][1]}", flush=True)
     jobs = [(s, v, k) for s in datasets for v in args.variants for k in args.seeds]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+    with children_stop_with_me(), ThreadPoolExecutor(max_workers=args.jobs) as pool:
         seconds = list(pool.map(lambda j: train_run(j[0], datasets[j[0]][0], j[1], j[2], args), jobs))
     results: dict = {"meta": run_meta(device="cpu"), "settings": {k: v for k, v in vars(args).items()},
                      "variants": {v: VARIANTS[v] for v in args.variants}, "sets": {}}

@@ -76,10 +76,12 @@ import json
 import os
 import random
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jobs import children_stop_with_me, run_logged  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("music_ratings", "acl_titles", "enron_subjects", "news_headlines", "news_categories")
@@ -195,8 +197,7 @@ def train_method(set_name: str, method: str, args, ckpt_root: Path, data: Path, 
     t0 = time.monotonic()
     log = ckpt_root / f"train_{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    rc = run_logged(cmd, log, cwd=ROOT, env=env)
     if rc != 0:
         raise RuntimeError(f"training {method} on {set_name} failed (rc {rc}); see {log}")
     return time.monotonic() - t0
@@ -448,7 +449,7 @@ def train_seeds(set_name: str, args, ckpt_root: Path, train_root: Path, extra: t
 
     if todo:
         print(f"[{set_name}] {len(todo)} trainings, {jobs} at a time", flush=True)
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with children_stop_with_me(), ThreadPoolExecutor(max_workers=jobs) as pool:
             for f in [pool.submit(one, item) for item in todo]:
                 f.result()  # re-raises a failed training
     return seconds

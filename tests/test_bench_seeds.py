@@ -122,7 +122,7 @@ def test_every_trainable_method_trains_on_every_recipe(tmp_path, monkeypatch, su
     fields = {f.name for f in dataclasses.fields(PPlugConfig)}
     args = bench.parse_args(["--preset", "gpu" if suffix else "cpu"])
     seen = []
-    monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **kw: seen.append(cmd) or 0)
+    monkeypatch.setattr(bench, "run_logged", lambda cmd, log, **kw: seen.append(cmd) or 0)
     refused = 0
     for name in bench.SETS:
         recipe = yaml.safe_load(bench.config_path(name, suffix).read_text())["model"]
@@ -371,7 +371,7 @@ def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatc
     assert opts["--trainer.limit_val_batches"] == "1.0"
 
     seen = []  # the train.py command: the last value of an option is the one LightningCLI keeps
-    monkeypatch.setattr(bench.subprocess, "call", lambda cmd, **kw: seen.append(cmd) or 0)
+    monkeypatch.setattr(bench, "run_logged", lambda cmd, log, **kw: seen.append(cmd) or 0)
     bench.train_method("music_ratings", "pplug", args, tmp_path / "ck" / "seed0", root, "pplug", extra, seed=0)
     last = {}
     for key, value in zip(seen[0], seen[0][1:]):
