@@ -1,10 +1,11 @@
 """Child processes (trainings, scorings) that stop with the benchmark that started them.
 
-A benchmark runs train.py in child processes, `--jobs` at a time, each writing its own log. Ctrl-C reaches the
-whole process group, but `kill` (SIGTERM) reaches the benchmark alone: it would end and leave its trainings
-running as orphans, still using the cores and still writing into the run folders that the benchmark's next run
-reuses. Within `children_stop_with_me()`, SIGTERM first stops every live child started by `run_logged` (train.py
-saves a resumable checkpoint on SIGTERM), starts no new one, and then ends the benchmark.
+A benchmark runs train.py in child processes, `--jobs` at a time, each writing its own log. `kill` (SIGTERM)
+reaches the benchmark alone: it would end and leave its trainings running as orphans, still using the cores and
+still writing into the run folders that the benchmark's next run reuses. Ctrl-C reaches the running children too,
+but the thread pool would then start the queued ones. Within `children_stop_with_me()`, SIGTERM or SIGINT first
+stops every live child started by `run_logged` (train.py saves a resumable checkpoint on either), starts no new
+one, and then ends the benchmark.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_WAIT_S = 60.0
 """Seconds a child has to save its checkpoint and exit after SIGTERM before it is killed."""
 
@@ -61,10 +63,11 @@ def _stop_children(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def children_stop_with_me() -> Iterator[None]:
-    """Within this block (entered in the main thread), SIGTERM stops the children of `run_logged`, then this
-    process (exit status 143)."""
-    previous = signal.signal(signal.SIGTERM, _stop_children)
+    """Within this block (entered in the main thread), SIGTERM or SIGINT stops the children of `run_logged`, then
+    this process (exit status 128 + the signal's number)."""
+    previous = {sig: signal.signal(sig, _stop_children) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
