@@ -355,15 +355,15 @@ def test_the_prefill_benchmark_runs_end_to_end_on_tiny_models(tiny_causal_llm_di
     out = tmp_path / "prefill.json"
     env = {**__import__("os").environ, "PPLUG_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, str(root / "benchmarks" / "bench_prefill.py"), "--data", str(tmp_path / "data"),
-           "--tiny", tiny, "--copies", "1", "3", "--prefix-copies", "1", "--users", "1", "4", "--repeats", "1",
+           "--tiny", tiny, "--copies", "3", "--prefix-copies", "1", "--users", "4", "--repeats", "1",
            "--batch", "2", "--threads", "1", "--max-input-tokens", "48", "--out", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads(out.read_text())
     train = res["train"]["float32"]
-    assert set(train) == {"prefix k=1", "after_prompt k=1", "after_prompt k=3"}
+    assert set(train) == {"prefix k=1", "after_prompt k=3"}  # each setting a process of its own: few settings
     assert train["prefix k=1"]["cheaper_per_example_than_prefix"] == 1.0 and train["after_prompt k=3"]["rows"] > 2
-    assert set(res["score"]["float32"]) == {"1 users", "4 users"} and res["meta"]["command"]
+    assert set(res["score"]["float32"]) == {"4 users"} and res["meta"]["command"]
     from benchmarks import report
 
     text = report.prefill_cost(out.parent, out.stem)
