@@ -890,6 +890,7 @@ ACCURACY = Col("accuracy ↑", "accuracy")
 
 ALWAYS_5 = Row("floor: always-5", "floor: always 5")
 USER_MEAN = Row("floor: user mean rating", "floor: the user's mean rating")
+USER_MAJORITY = Row("floor: user majority rating", "floor: the user's most common rating")
 RATING_FLOORS = (ALWAYS_5, USER_MEAN)
 FROZEN_LLM = Row("none", "none (frozen LLM)")
 BASELINES = (FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
@@ -1285,12 +1286,15 @@ ENCODER_KNN = "encoder kNN, no LLM"  # bench_history_mix's NO_LLM_KNN
 NEWS_CATEGORIES_INPUT_TOKEN = ("real_lamp_news_categories_input_token_frozen_time_shift_cpu",
                                "real_lamp_news_categories_input_token_time_shift_cpu")
 """PPlug retrained with `input_token: true` (frozen, then trained input encoder) beside the summary's baselines."""
-MUSIC_RECIPE = "real_lamp_music_llm_temperature_cpu"
+MUSIC_RECIPE = "real_lamp_music_recipe_cpu"
 """music_ratings' recipe at the summary's budget (`--preset cpu`), beside every baseline retrained with it: each row's
 history prior, k and LLM temperature chosen on held-out training questions (bench_history_mix)."""
+MUSIC_RECIPE_XEON = "real_lamp_music_llm_temperature_cpu"
+"""The same command on an Intel Xeon (avx512, amx): every method trained and scored again on another host, before
+the user's most common rating was scored beside them."""
 MUSIC_ATTENTION = "real_lamp_music_attention_loss_3_cpu"
 """PPlug retrained with news_categories' attention settings (`attention_label_loss_weight: 3`, temperature 0.05)
-beside the same baseline checkpoints."""
+beside the baseline checkpoints of `MUSIC_RECIPE_XEON`."""
 PRIOR_BASELINES = (
     Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
     Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
@@ -1311,7 +1315,8 @@ MUSIC_ROWS = (
     Row("pplug+mix", "**pplug + shares (the recipe)**"), Row("pplug", "pplug, model alone"),
     Row("pplug+encoder-mix", "pplug + encoder prior"), Row("pplug+attention-mix", "pplug + its attention prior"),
     Row("pplug attention kNN, no LLM", "pplug's attention prior alone, no LLM"), *RATING_FLOORS)
-"""Every row bench_history_mix scores on music_ratings with --priors shares encoder attention."""
+"""Every row bench_history_mix scores on music_ratings with --priors shares encoder attention; the runs that also
+score the user's most common rating add `USER_MAJORITY`."""
 NEWS_CATEGORIES_FLOORS = (Row("floor: always-politics", "floor: always politics"),
                           Row("floor: user majority label", "floor: the user's most common category"))
 NEWS_CATEGORIES_ALONE = (
@@ -1382,7 +1387,8 @@ BEAM_COLS = (Col("ROUGE-1, greedy ↑", "rouge1"), Col("ROUGE-1, beam search (4 
 TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
 SETS_SUMMARY = (
-    SetResult("music_ratings", "LaMP_3", MUSIC_RECIPE, MAE, "pplug+mix", PRIOR_BASELINES, RATING_FLOORS),
+    SetResult("music_ratings", "LaMP_3", MUSIC_RECIPE, MAE, "pplug+mix", PRIOR_BASELINES,
+              (*RATING_FLOORS, USER_MAJORITY)),
     # every trainable baseline retrained at the summary's budget in the recipe's placement (`--preset cpu`)
     # acl_titles decodes with beam search (its recipe): every method in the same decoding, which is each one's best
     SetResult("acl_titles", "LaMP_5; beam search", ACL_BEAM, R1, "pplug [beam]",
@@ -1423,7 +1429,15 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "music_recipe": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
         cols=_with_file([MAE, RMSE], MUSIC_RECIPE),
-        rows=MUSIC_ROWS),
+        rows=(*MUSIC_ROWS, USER_MAJORITY)),
+    "music_two_hosts": T(
+        cells_table, caption="music_ratings dev (n={n}), 3 seeds, the same command", ref="pplug+mix",
+        ref_label="pplug + shares", cols=[MAE],
+        rows=tuple(Row(key, f"{label}, {host}", file=name)
+                   for name, host in ((MUSIC_RECIPE, "AMD EPYC"), (MUSIC_RECIPE_XEON, "Intel Xeon"))
+                   for key, label in (("pplug+mix", "**pplug + shares**"), ("retrieval+mix", "retrieval + shares"),
+                                      ("prompt-tuned+mix", "prompt-tuned + shares"), (ENCODER_KNN, "encoder kNN"))
+                   )),
     "music_attention_loss": T(
         cells_table, caption="music_ratings dev (n={n}), 3 seeds", ref="pplug+mix", ref_label="pplug + shares",
         cols=_with_file([MAE, RMSE], MUSIC_ATTENTION),
@@ -1432,7 +1446,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "music_attention_training_time": T(training_time, name=MUSIC_ATTENTION,
                                        labels={"pplug": "PPlug with the attention term"}),
     "music_priors_heldout": T(
-        history_priors_heldout, names=(MUSIC_RECIPE, MUSIC_ATTENTION),
+        history_priors_heldout, names=(MUSIC_RECIPE_XEON, MUSIC_ATTENTION),  # the run that chose the recipe
         captions=("the recipe", "attention term (weight 3, temperature 0.05)"),
         metric=("mae_median", "MAE (median) ↓")),
     "news_categories_recipe_time_shift": news_categories_slice(NEWS_CATEGORIES_RECIPE, NEWS_CATEGORIES_ATTENTION_ROWS),
