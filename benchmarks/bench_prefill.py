@@ -149,15 +149,24 @@ def run(args: argparse.Namespace, what: str, position: str, dtype: str, **extra)
            "--threads", str(args.threads), "--max-input-tokens", str(args.max_input_tokens),
            "--score-batch", str(args.score_batch), *(["--tiny", args.tiny] if args.tiny else []),
            *[x for k, v in extra.items() for x in (f"--{k}", str(v))]]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if out.returncode:
-        raise SystemExit(f"bench_prefill: {' '.join(cmd[2:])} failed:\n{out.stderr[-2000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if args.in_process:  # the same child's arguments, read back in this process
+        res = one_setting(parse_args(cmd[2:]))
+    else:
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            raise SystemExit(f"bench_prefill: {' '.join(cmd[2:])} failed:\n{out.stderr[-2000:]}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  {what} {position} {dtype} {extra}: {res['seconds']:.3f} s for {res['rows']} rows", file=sys.stderr)
     return res
 
 
-def main(argv: list[str] | None = None) -> int:
+def one_setting(args: argparse.Namespace) -> dict:
+    """A child's arguments name one setting: the first --copies k and the first --users n."""
+    args.copies, args.users = args.copies[0], args.users[0]
+    return child(args)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="lamp_data/synthetic/ratings", help="a LaMP_3-shaped folder with train/dev")
     ap.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
@@ -173,19 +182,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", default=None, help="JSON of PPlugConfig fields (tests: a tiny LLM and encoder)")
     ap.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, auto")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--in-process", action="store_true",
+                    help="every setting in this process, imports paid once (a check of the code, as gpu_suite --tiny "
+                         "runs it: the peak memory is then the process's, not each setting's)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--what", choices=["train", "score"], help=argparse.SUPPRESS)
     ap.add_argument("--position", help=argparse.SUPPRESS)
     ap.add_argument("--dtype", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.child:  # one setting: --copies k / --users n name it
-        args.copies, args.users = args.copies[0], args.users[0]
-        print(json.dumps(child(args)))
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(one_setting(args)))
         return 0
     from meta import run_meta
 
     results: dict = {"settings": {k: getattr(args, k) for k in ("data", "batch", "score_batch", "repeats",
-                                                                "threads", "max_input_tokens")},
+                                                                "threads", "max_input_tokens", "in_process")},
                      "train": {}, "score": {}}
     for dtype in args.dtypes:
         train = results["train"][dtype] = {}
