@@ -114,11 +114,12 @@ def score(set_name: str, data: Path, variant: str, split: str, args) -> dict:
            str(args.max_train), "--max-heldout", str(args.max_heldout), "--split", split, "--calibrate",
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    rc = run_logged(cmd, ck / f"score_{split}.log", cwd=ROOT, env=env)
+    log = ck / f"score_{split}.log"
+    rc = run_logged(cmd, log, cwd=ROOT, env=env)
     if rc != 0:
-        raise RuntimeError(f"scoring failed for {set_name}/{variant}/{split} (rc {rc}): see {ck / f'score_{split}.log'}")
+        raise RuntimeError(f"scoring failed for {set_name}/{variant}/{split} (rc {rc}): see {log}")
     print(f"[{set_name}] {variant}, split {split}:")
-    print("\n".join((ck / f"score_{split}.log").read_text().splitlines()[-30:]), flush=True)
+    print("\n".join(log.read_text().splitlines()[-30:]), flush=True)
     return json.loads(out.read_text())
 
 
