@@ -8,7 +8,8 @@ with the results JSON, and each SVG with its numbers, without looking at a pixel
 
 - `forest_music`, `forest_acl`, `forest_enron`: each baseline and floor minus PPlug, per metric, with the paired
   bootstrap 95% intervals the benchmarks stored (the README's and docs/results.md's tables);
-- `forest_summary`: the three sets' main metric in one figure (the README shows it);
+- `forest_summary`: the README summary's five sets (`results_data.SETS_SUMMARY`, the rows and files of its table),
+  each baseline and floor minus PPlug's recipe on the set's metric, one panel per set;
 - `make_train`: the `make train` runs against the history-blind ceiling (make_train.json);
 - `explained_user`: one synthetic dev user explained, each history item's weight coloured by its label
   (explain_synthetic.json, `benchmarks/bench_explain.py`).
@@ -63,7 +64,24 @@ def forest_data(results: Path, key: str, metrics: slice = slice(None)) -> dict:
 
 
 def forest_summary_data(results: Path) -> dict:
-    return {"sets": [forest_data(results, key, slice(0, 1)) for key in FOREST_SETS]}
+    """The README summary's sets: every baseline and floor its table weighs, minus PPlug's recipe, as stored."""
+    from pplug.lamp.stats import METRIC_DIRECTIONS
+
+    sets = []
+    for sr in report.SETS_SUMMARY:
+        col = sr.col
+        s = report.summaries(report.load(results, sr.file))[col.slice]
+        compared = s["comparisons"][report.row_key(sr.ref, col.dec)]
+        rows = []
+        for row in (*sr.baselines, *sr.floors):
+            c = compared.get(report.row_key(row.key, col.dec), {}).get(col.metric)
+            if c is not None:  # a floor the run did not score beside PPlug is not drawn (the table says so)
+                rows.append({"row": row.label, "diff": _r(-c["diff"]), "lo": _r(-c["hi"]), "hi": _r(-c["lo"])})
+        split = "dev" if col.slice == "dev" else f"{col.slice} slice"
+        sets.append({"set": f"{sr.name} ({sr.what})", "n": s.get("n"), "file": f"{sr.file}.json", "split": split,
+                     "panels": [{"metric": col.header.rstrip(" ↑↓"),
+                                 "lower_is_better": not METRIC_DIRECTIONS.get(col.metric, True), "rows": rows}]})
+    return {"sets": sets}
 
 
 def make_train_data(results: Path) -> dict:
@@ -126,10 +144,13 @@ def draw_forest(data: dict, plt) -> object:
 
 
 def draw_forest_summary(data: dict, plt) -> object:
-    fig, axes = plt.subplots(1, len(data["sets"]), figsize=(12, 2.4), squeeze=False)
-    for ax, s in zip(axes[0], data["sets"]):
-        _forest_panel(ax, s["panels"][0], f"{s['set']} (n={s['n']})")
-    fig.suptitle("Each baseline and floor minus PPlug on the three real sets, paired bootstrap 95% interval "
+    sets = data["sets"]
+    heights = [len(s["panels"][0]["rows"]) + 1.6 for s in sets]  # a panel's rows, its title and its axis label
+    fig, axes = plt.subplots(len(sets), 1, figsize=(7.5, 0.3 * sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, s in zip(axes[:, 0], sets):
+        _forest_panel(ax, s["panels"][0], f"{s['set']}, {s['split']} (n={s['n']})")
+    fig.suptitle("Each baseline and floor minus PPlug's recipe on the five real sets, paired bootstrap 95% interval\n"
                  "(red: behind PPlug, grey: tie, blue: ahead)", fontsize=8, x=0.01, ha="left")
     fig.tight_layout()
     return fig

@@ -40,15 +40,49 @@ if TYPE_CHECKING:
     from pplug.core.tasks import TaskSpec
 
 from benchmarks.results_data import (
+    ACCURACY,
     ACL,
+    ACL_BEAM,
+    ACL_BUDGET,
+    ACL_FLOORS,
+    ALWAYS_5,
+    BASELINES,
+    COLD_MAE,
+    COLD_RMSE,
+    ENCODER_KNN,
     ENRON,
+    ENRON_BUDGET,
+    ENRON_FLOORS,
+    FROZEN_LLM,
     GPU,
+    HEADLINES_TIME_SHIFT,
+    HEADLINES_TIME_SHIFT_FLOORS,
+    MAE,
+    MAE_ARGMAX,
+    MAE_EXPECTED,
+    METHODS,
     MIX,
     MUSIC,
+    MUSIC_RECIPE,
+    NEWS_CATEGORIES_RECIPE,
+    PEARSON,
+    PRIOR_BASELINES,
+    R1,
+    RATING_FLOORS,
     RESULTS,
+    RL,
+    RMSE,
     ROOT,
+    SETS_SUMMARY,
     SYNTH,
     SYNTH_PUBLISHED,
+    TIME_SHIFT_R1,
+    USER_MAJORITY,
+    USER_MEAN,
+    Col,
+    Row,
+    SetResult,
+    generation_floors,
     load,
     load_file,
     row_key,
@@ -99,27 +133,6 @@ def sources(results: Path, names: Sequence[str]) -> str:
 # --- the two generic table shapes -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Col:
-    """A column: `metric` of decoding `dec` on `slice` of results file `file` (a row's file wins)."""
-
-    header: str
-    metric: str
-    dec: str | None = None
-    slice: str = "dev"
-    file: str | None = None
-    seeds: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Row:
-    """A row: results row `key` ("pplug", "floor: always-5", "ceiling") labelled `label`."""
-
-    key: str
-    label: str
-    file: str | None = None
-    seeds: tuple[str, ...] | None = None
-    ref: str | None = None  # interval tables: the row compared (default: the table's ref)
 
 
 def _summary(results: Path, row: Row, col: Col) -> tuple[str, dict]:
@@ -879,22 +892,6 @@ def ablation_clipping(results: Path) -> str:
 
 # --- the tables ---------------------------------------------------------------------------------------
 
-MAE = Col("MAE (median) ↓", "mae", "median")
-RMSE = Col("RMSE (expected) ↓", "rmse", "expected")
-MAE_ARGMAX, MAE_EXPECTED = Col("MAE (argmax)", "mae"), Col("MAE (expected)", "mae", "expected")
-COLD_MAE = Col("cold-start MAE (n={n})", "mae", "median", "cold-start")
-COLD_RMSE = Col("cold-start RMSE", "rmse", "expected", "cold-start")
-PEARSON = Col("Pearson r", "pearson_r")
-R1, RL = Col("ROUGE-1 ↑", "rouge1"), Col("ROUGE-L ↑", "rougeL")
-ACCURACY = Col("accuracy ↑", "accuracy")
-
-ALWAYS_5 = Row("floor: always-5", "floor: always 5")
-USER_MEAN = Row("floor: user mean rating", "floor: the user's mean rating")
-USER_MAJORITY = Row("floor: user majority rating", "floor: the user's most common rating")
-RATING_FLOORS = (ALWAYS_5, USER_MEAN)
-FROZEN_LLM = Row("none", "none (frozen LLM)")
-BASELINES = (FROZEN_LLM, Row("prompt-tuned", "prompt-tuned"), Row("retrieval", "retrieval"))
-METHODS = (*BASELINES, Row("pplug", "**pplug**"))
 
 # more results files the tables read (benchmarks/results/<name>.json; the figures' ones are in results_data)
 RATING_LOSS, STEPS_200 = "ablation_music_ratings_rating_loss_cpu", "ablation_music_ratings_200steps_cpu"
@@ -1163,26 +1160,17 @@ def budget_training(results: Path, b: Budget) -> str:
             f"(one thread each, 2 to 5 processes sharing the 2 cores, so upper bounds): " + "; ".join(parts) + ".")
 
 
-def _budget(file: str, set_name: str, cols: tuple[Col, ...], first_words: int, output: str,
-            slice_: str = "dev", trained: tuple[str, ...] = ("prompt-tuned", "retrieval"),
-            pplug_label: str = Budget.pplug_label) -> Budget:
-    return Budget(file, set_name, cols, (Row(f"floor: first {first_words} words", f"floor: first {first_words} words"),
-                                         Row("floor: user's nearest past title",  # LaMP's output field
-                                             f"floor: the {output} of the user's most similar past item")), slice_,
-                  trained, pplug_label)
-
-
 HEADLINES_PPLUG_ALONE = "**pplug** (the soft prompt alone; the recipe adds retrieval)"
 BUDGETS = {
-    "acl": _budget("real_lamp_acl_titles_cpu", "acl_titles", (R1, RL), 16, "title"),
-    "enron": _budget("real_lamp_enron_subjects_cpu", "enron_subjects", (R1, RL), 15, "email"),
+    "acl": Budget(ACL_BUDGET, "acl_titles", (R1, RL), ACL_FLOORS),
+    "enron": Budget(ENRON_BUDGET, "enron_subjects", (R1, RL), ENRON_FLOORS),
     # enron's lead in bfloat16: retrieval, 0.037 behind PPlug in float32 and the slowest to train, not rerun
-    "enron_bf16": _budget("real_lamp_enron_subjects_bf16_cpu", "enron_subjects", (R1, RL), 15, "email",
+    "enron_bf16": Budget("real_lamp_enron_subjects_bf16_cpu", "enron_subjects", (R1, RL), ENRON_FLOORS,
                           trained=("prompt-tuned",)),
-    "news_headlines": _budget("real_lamp_news_headlines_cpu", "news_headlines", (R1, RL), 29, "headline",
-                              pplug_label=HEADLINES_PPLUG_ALONE),
-    "news_headlines_time_shift": _budget("real_lamp_news_headlines_time_shift_cpu", "news_headlines", (R1, RL), 25,
-                                         "headline", "time-shift", pplug_label=HEADLINES_PPLUG_ALONE),
+    "news_headlines": Budget("real_lamp_news_headlines_cpu", "news_headlines", (R1, RL),
+                              generation_floors(29, "headline"), pplug_label=HEADLINES_PPLUG_ALONE),
+    "news_headlines_time_shift": Budget(HEADLINES_TIME_SHIFT, "news_headlines", (R1, RL),
+                                         HEADLINES_TIME_SHIFT_FLOORS, "time-shift", pplug_label=HEADLINES_PPLUG_ALONE),
 }
 """docs/results.md's sets at the summary's CPU budget, every method retrained there: `budget_<key>{,_training}`."""
 
@@ -1195,17 +1183,6 @@ def budget_renderers() -> dict[str, Callable[[Path], str]]:
     return out
 
 
-@dataclass(frozen=True)
-class SetResult:
-    """One real set's line in the README summary: PPlug's row and its baselines and floors in one results file."""
-
-    name: str
-    what: str
-    file: str | None  # None: the set has no result at the CPU budget yet
-    col: Col | None = None
-    ref: str = "pplug"
-    baselines: tuple[Row, ...] = ()
-    floors: tuple[Row, ...] = ()
 
 
 def _mean(s: dict, key: str, metric: str) -> float | None:
@@ -1282,27 +1259,15 @@ def floors_table(results: Path) -> str:
 
 NEWS_CATEGORIES_MIX = "real_lamp_news_categories_history_mix_cpu"
 NEWS_CATEGORIES_TIME_SHIFT = "real_lamp_news_categories_time_shift_history_mix_cpu"
-ENCODER_KNN = "encoder kNN, no LLM"  # bench_history_mix's NO_LLM_KNN
 NEWS_CATEGORIES_INPUT_TOKEN = ("real_lamp_news_categories_input_token_frozen_time_shift_cpu",
                                "real_lamp_news_categories_input_token_time_shift_cpu")
 """PPlug retrained with `input_token: true` (frozen, then trained input encoder) beside the summary's baselines."""
-MUSIC_RECIPE = "real_lamp_music_recipe_cpu"
-"""music_ratings' recipe at the summary's budget (`--preset cpu`), beside every baseline retrained with it: each row's
-history prior, k and LLM temperature chosen on held-out training questions (bench_history_mix)."""
 MUSIC_RECIPE_XEON = "real_lamp_music_llm_temperature_cpu"
 """The same command on an Intel Xeon (avx512, amx): every method trained and scored again on another host, before
 the user's most common rating was scored beside them."""
 MUSIC_ATTENTION = "real_lamp_music_attention_loss_3_cpu"
 """PPlug retrained with news_categories' attention settings (`attention_label_loss_weight: 3`, temperature 0.05)
 beside the baseline checkpoints of `MUSIC_RECIPE_XEON`."""
-PRIOR_BASELINES = (
-    Row("prompt-tuned+mix", "prompt-tuned + shares"), Row("prompt-tuned+encoder-mix", "prompt-tuned + encoder prior"),
-    Row("retrieval+mix", "retrieval + shares"), Row("retrieval+encoder-mix", "retrieval + encoder prior"),
-    Row(ENCODER_KNN, "encoder kNN, no LLM"))
-"""The label sets' baselines (bench_history_mix --priors): each trained baseline with the user's label shares mixed
-in and with the encoder prior (the labels of the user's past items weighted by the frozen encoder's likeness to the
-input) mixed in, each k and temperature chosen on held-out training questions, and that prior alone over the
-training split's label shares (no LLM)."""
 
 
 def without_recipe_mark(rows: Sequence[Row]) -> tuple[Row, ...]:
@@ -1338,9 +1303,6 @@ NEWS_CATEGORIES_TEMPERATURE = "real_lamp_news_categories_llm_temperature_time_sh
 NEWS_CATEGORIES_RECIPE_4_LATEST = "real_lamp_news_categories_attention_loss_3_time_shift_cpu"
 """The run that chose the recipe: PPlug retrained with `attention_label_loss_weight: 3` beside the temperature run's
 baselines (the same checkpoints), every LLM row read at its chosen temperature, on each author's 4 latest questions."""
-NEWS_CATEGORIES_RECIPE = "real_lamp_news_categories_time_shift_8_latest_cpu"
-"""The recipe and every baseline retrained at the summary's budget (`--preset cpu`) and scored on each author's 8
-latest questions, held out of every method's training."""
 NEWS_CATEGORIES_EQUAL_WALL = "real_lamp_news_categories_time_shift_8_latest_equal_wall_seed0_cpu"
 """One seed, a probe: PPlug (150 steps) and prompt-tuned (180) trained for about retrieval's wall time at 100 steps,
 beside that retrieval checkpoint, on the same slice."""
@@ -1380,31 +1342,11 @@ def news_categories_slice(name: str, rows: Sequence[Row] = NEWS_CATEGORIES_EARLI
     return functools.partial(cells_table, caption=f"news_categories time-shift slice (n={{n}}), {seeds}",
                              ref="pplug+attention-mix", ref_label="pplug + attention prior",
                              cols=_with_file([ACCURACY], name, "time-shift"), rows=rows)
-TIME_SHIFT_R1 = Col("ROUGE-1 ↑", "rouge1", slice="time-shift")
+
+
 HEADLINES_400 = "real_lamp_news_headlines_time_shift_400_steps_cpu"  # PPlug at 4x the summary's steps, seed 0
-ACL_BEAM = "real_lamp_acl_titles_beam_cpu"  # the acl summary's checkpoints decoded greedy and with beam search
 BEAM_COLS = (Col("ROUGE-1, greedy ↑", "rouge1"), Col("ROUGE-1, beam search (4 beams) ↑", "rouge1", "beam"))
-TIME_SHIFT_ACCURACY = Col("accuracy ↑", "accuracy", slice="time-shift")
 FLOORS = "floors_real"  # every floor of pplug.decode.floors on each set's scored dev questions (bench_floors.py)
-SETS_SUMMARY = (
-    SetResult("music_ratings", "LaMP_3", MUSIC_RECIPE, MAE, "pplug+mix", PRIOR_BASELINES,
-              (*RATING_FLOORS, USER_MAJORITY)),
-    # every trainable baseline retrained at the summary's budget in the recipe's placement (`--preset cpu`)
-    # acl_titles decodes with beam search (its recipe): every method in the same decoding, which is each one's best
-    SetResult("acl_titles", "LaMP_5; beam search", ACL_BEAM, R1, "pplug [beam]",
-              tuple(Row(f"{r.key} [beam]", r.label) for r in BASELINES), BUDGETS["acl"].floors),
-    SetResult("enron_subjects", "LaMP_6", BUDGETS["enron"].file, R1, "pplug", BASELINES, BUDGETS["enron"].floors),
-    # the news sets on their time-shift slice: 3x (news_headlines), 4x (news_categories) their one-per-user dev splits
-    # news_headlines' recipe is PPlug on top of retrieval (pplug+retrieval, the same 256-token prompt as retrieval)
-    SetResult("news_headlines", "LaMP_4; PPlug + retrieval", BUDGETS["news_headlines_time_shift"].file,
-              TIME_SHIFT_R1, "pplug+retrieval", BASELINES, BUDGETS["news_headlines_time_shift"].floors),
-    SetResult("news_categories", "LaMP_2N", NEWS_CATEGORIES_RECIPE, TIME_SHIFT_ACCURACY, "pplug+attention-mix",
-              PRIOR_BASELINES,
-              (Row("floor: always-politics", "always politics"), Row("floor: user majority label", "user majority"))),
-)
-"""The README's summary: one row per real set. music_ratings' `none` (MAE 1.511) is in another file and far
-behind, so its best baseline is read among the rows that decode with the user's rating shares too; so is
-news_categories' (0.066 accuracy on dev)."""
 
 
 T = functools.partial

@@ -23,9 +23,22 @@ def test_forest_rows_are_the_tables_intervals_turned_around():
     (row,) = [r for r in data["panels"][0]["rows"] if r["row"] == "retrieval"]
     assert (row["diff"], row["lo"], row["hi"]) == pytest.approx((-c["diff"], -c["hi"], -c["lo"]), abs=1e-6)
     assert row["lo"] <= row["diff"] <= row["hi"]
+
+
+def test_the_readme_forest_draws_the_summary_tables_sets_and_intervals():
+    """The README's forest is its summary table drawn: the same five sets, files and paired intervals."""
     summary = figures.FIGURES["forest_summary"][0](report.RESULTS)
-    assert [s["set"] for s in summary["sets"]] == ["music_ratings", "acl_titles", "enron_subjects"]
-    assert summary["sets"][1]["panels"][0] == data["panels"][0]
+    assert [s["set"] for s in summary["sets"]] == [f"{sr.name} ({sr.what})" for sr in report.SETS_SUMMARY]
+    assert [s["file"] for s in summary["sets"]] == [f"{sr.file}.json" for sr in report.SETS_SUMMARY]
+    enron = summary["sets"][2]
+    c = report.summaries(report.load(report.RESULTS, report.ENRON_BUDGET))["dev"]["comparisons"]["pplug"]
+    (row,) = [r for r in enron["panels"][0]["rows"] if r["row"] == "prompt-tuned"]
+    assert (row["diff"], row["lo"], row["hi"]) == pytest.approx(
+        (-c["prompt-tuned"]["rouge1"]["diff"], -c["prompt-tuned"]["rouge1"]["hi"], -c["prompt-tuned"]["rouge1"]["lo"]),
+        abs=1e-6)
+    music = summary["sets"][0]["panels"][0]
+    assert music["lower_is_better"] and not enron["panels"][0]["lower_is_better"]
+    assert "floor: the user's most common rating" in [r["row"] for r in music["rows"]]
 
 
 def test_explained_user_figure_reads_the_explain_results():
