@@ -90,12 +90,10 @@ def clean_clone_make_train(python: str) -> dict:
         env = {**os.environ, "PPLUG_CACHE_DIR": str(Path(tmp) / "pplug-cache")}
         for target in ("setup", "train"):
             t0 = time.monotonic()
-            with open(clone / f"make_{target}.log", "w", encoding="utf-8") as f:
-                proc = subprocess.run(["make", target, f"PYTHON={python}"], cwd=clone, stdout=f, stderr=subprocess.STDOUT,
-                                      env=env)
+            rc = run_logged(["make", target, f"PYTHON={python}"], clone / f"make_{target}.log", cwd=clone, env=env)
             seconds[target] = round(time.monotonic() - t0, 1)
-            if proc.returncode:
-                raise SystemExit(f"bench_make_train: make {target} failed in the clean clone (exit {proc.returncode}):\n"
+            if rc:
+                raise SystemExit(f"bench_make_train: make {target} failed in the clean clone (exit {rc}):\n"
                                  + (clone / f"make_{target}.log").read_text(encoding="utf-8")[-3000:])
         log = (clone / "make_train.log").read_text(encoding="utf-8")
         m = json.loads((clone / "checkpoints" / "pplug-synthetic" / "metrics.json").read_text(encoding="utf-8"))
@@ -136,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.clean_clone:
         out = json.loads(Path(args.out).read_text(encoding="utf-8"))
-        out["clean_clone"] = clean_clone_make_train(args.python)
+        with children_stop_with_me():  # `make train` and the train.py it starts stop with this benchmark
+            out["clean_clone"] = clean_clone_make_train(args.python)
         atomic_write_json(Path(args.out), out)
         c = out["clean_clone"]
         print(f"clean clone: make setup {c['setup_s']:.0f} s + make train {c['train_s']:.0f} s = {c['total_s']:.0f} s "

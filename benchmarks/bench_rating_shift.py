@@ -123,6 +123,24 @@ def score(set_name: str, data: Path, variant: str, split: str, args) -> dict:
     return json.loads(out.read_text())
 
 
+def score_all(datasets: dict, jobs: list, seconds: list, args) -> None:
+    """Every variant scored on dev and in-domain (bench_history_mix); the results JSON rewritten after each."""
+    from pplug.core.io import atomic_write_json
+
+    results: dict = {"meta": run_meta(device="cpu"), "settings": {k: v for k, v in vars(args).items()},
+                     "variants": {v: VARIANTS[v] for v in args.variants}, "sets": {}}
+    for (s, v, k), sec in zip(jobs, seconds):
+        results["sets"].setdefault(s, {"note": datasets[s][1], "variants": {}})["variants"].setdefault(
+            v, {"train_seconds": {}})["train_seconds"][f"seed{k}"] = sec
+    for s in datasets:
+        for v in args.variants:
+            cell = results["sets"][s]["variants"][v]
+            for split in ("dev", "indomain"):
+                got = score(s, datasets[s][0], v, split, args)
+                cell[split] = {"dev": got["dev"], "chosen_k": got["chosen_k"], "label_offsets": got["label_offsets"]}
+            atomic_write_json(args.out, results)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
@@ -140,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
 
-    from pplug.core.io import atomic_write_json
-
     datasets: dict[str, tuple[Path, str]] = {}
     for set_name in args.sets:
         folder = Path(args.checkpoints) / set_name / "data"
@@ -154,20 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             datasets[set_name] = (folder, build_synth_shift(folder))
         print(f"[{set_name}] {datasets[set_name][1]}", flush=True)
     jobs = [(s, v, k) for s in datasets for v in args.variants for k in args.seeds]
-    with children_stop_with_me(), ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        seconds = list(pool.map(lambda j: train_run(j[0], datasets[j[0]][0], j[1], j[2], args), jobs))
-    results: dict = {"meta": run_meta(device="cpu"), "settings": {k: v for k, v in vars(args).items()},
-                     "variants": {v: VARIANTS[v] for v in args.variants}, "sets": {}}
-    for (s, v, k), sec in zip(jobs, seconds):
-        results["sets"].setdefault(s, {"note": datasets[s][1], "variants": {}})["variants"].setdefault(
-            v, {"train_seconds": {}})["train_seconds"][f"seed{k}"] = sec
-    for s in datasets:
-        for v in args.variants:
-            cell = results["sets"][s]["variants"][v]
-            for split in ("dev", "indomain"):
-                got = score(s, datasets[s][0], v, split, args)
-                cell[split] = {"dev": got["dev"], "chosen_k": got["chosen_k"], "label_offsets": got["label_offsets"]}
-            atomic_write_json(args.out, results)
+    with children_stop_with_me():  # the trainings and then the scorings
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            seconds = list(pool.map(lambda j: train_run(j[0], datasets[j[0]][0], j[1], j[2], args), jobs))
+        score_all(datasets, jobs, seconds, args)
     print(f"wrote {args.out}")
     return 0
 

@@ -69,3 +69,39 @@ def test_a_childs_output_and_exit_status(tmp_path):
                     log)
     assert rc == 3
     assert log.read_text().split() == ["out", "err"]
+
+
+# a child that starts a grandchild and waits for it, as `make train` starts train.py
+GRANDPARENT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from jobs import children_stop_with_me, run_logged
+
+out = Path(sys.argv[2])
+grandchild = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+child = ("import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], sys.argv[2]])")
+with children_stop_with_me():
+    run_logged([sys.executable, "-c", child, grandchild, str(out / "grandchild.pid")], out / "child.log")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_signal_stops_what_the_child_started_too(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", GRANDPARENT, str(BENCHMARKS), str(tmp_path)])
+    pid_file = tmp_path / "grandchild.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        assert parent.poll() is None, "the stand-in benchmark ended before the grandchild started"
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    try:
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10  # the group's SIGTERM reaches the grandchild at once; it exits in a moment
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(pid), "the grandchild (train.py under make) outlived the benchmark"
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
