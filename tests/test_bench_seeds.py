@@ -349,6 +349,22 @@ def test_time_shift_dev_scores_later_dev_questions_without_retraining(tmp_path, 
     assert "skip time-shift-dev" in capsys.readouterr().out
 
 
+def test_time_shift_keeps_every_held_out_question_beside_the_scored_subsample(tmp_path):
+    """--max-dev scores a subsample of the held-out questions; `time_shift_all` holds them all, none in `fit`."""
+    from pplug.lamp.data import load_split
+    from pplug.synth.generate import make_synthetic
+
+    data = tmp_path / "data"
+    make_synthetic(data, kind="ratings", n_users=10, seed=1)
+    args = bench.parse_args(["--slices", "time-shift", "--slices-only", "--time-shift-latest", "2", "--max-dev", "5",
+                             "--checkpoints", str(tmp_path / "ck")])
+    slices, root, _ = bench.build_slices(args, data, tmp_path / "ck")
+    fit, scored, every = (load_split(root, s).examples for s in ("fit", "time_shift", "time_shift_all"))
+    assert len(scored) == 5 < len(every) and {e.id for e in scored} <= {e.id for e in every}
+    assert len(fit) + len(every) == len(load_split(data, "train").examples)
+    assert not {e.id for e in fit} & {e.id for e in every}
+
+
 def test_val_holdout_trains_on_fit_and_validates_on_heldout(tmp_path, monkeypatch):
     from pplug.lamp.data import load_split
     from pplug.synth.generate import make_synthetic
